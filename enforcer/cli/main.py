@@ -1,0 +1,55 @@
+"""The `enforcer` command line: one module per subcommand, argparse throughout.
+
+Each command module exposes `register(subparsers)`, which adds its parser and sets
+`func(args) -> int`. Exit codes: 0 success, 1 a finding (invalid rules, failed tests),
+2 a usage mistake, 3+ an environment problem (see ProbeError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from enforcer import __version__
+
+# Order here is the order in `enforcer --help`.
+COMMAND_MODULES = [
+    "enforcer.cli.validate",
+    "enforcer.cli.replay",
+    "enforcer.cli.fields",
+    "enforcer.cli.rules_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="enforcer",
+        description="Runtime security agent: Falco rules over eBPF, with audited responses.",
+    )
+    parser.add_argument("--version", action="version", version=f"enforcer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # command not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `enforcer` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
