@@ -219,7 +219,7 @@ def parse(text: str) -> nodes.Expr:
             f"unexpected end of condition, expecting {_expected(exc)}", len(text)) from None
     except UnexpectedToken as exc:
         tok = exc.token
-        pos = tok.start_pos if tok.start_pos is not None else len(text)
+        pos = len(text) if tok.type == "$END" or tok.start_pos is None else tok.start_pos
         what = "end of condition" if tok.type == "$END" else repr(str(tok))
         raise ConditionSyntaxError(
             f"unexpected {what}, expecting {_expected(exc)}", pos) from None
