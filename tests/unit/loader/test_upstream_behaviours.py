@@ -318,6 +318,18 @@ CASES: list[Case] = [
         """) + rule(condition="evt.type = execve and proc.name in (c, d)"),),
          matches=((ev(proc__name="d"), ("r",)), (ev(proc__name="w"), ("r",)),
                   (ev(proc__name="z"), ("r",)))),
+    # Falco splices the *raw* items of an earlier list (rule_loader_compiler.cpp,
+    # compile_list_infos), so a list inside a list inside a list stays a literal.
+    Case("27-splicing-is-one-level", (y("""
+        - list: a
+          items: [x]
+        - list: b
+          items: [a, y]
+        - list: c
+          items: [b, z]
+        """) + rule(condition="evt.type = execve and proc.name in (c)"),),
+         matches=((ev(proc__name="a"), ("r",)), (ev(proc__name="y"), ("r",)),
+                  (ev(proc__name="z"), ("r",)), (ev(proc__name="x"), ()))),
     Case("28-rule-uses-later-list", (
         rule(condition="evt.type = execve and proc.name in (later)") + y("""
         - list: later
@@ -631,6 +643,7 @@ CASES: list[Case] = [
             condition: append
         """),), matches=((CAT, ("first", "second")),)),
     # ---- 4. Exceptions ------------------------------------------------------------------
+    # `=` unquoted, as yaml-cpp (Falco) reads it and as users write it.
     Case("58-tuple-exception", (rule(condition="evt.type = openat", extra="""
         exceptions:
           - name: trusted
@@ -883,9 +896,15 @@ CASES: list[Case] = [
           - name: same_as_parent
             fields: [proc.name]
             values: [[proc.pname]]
-        """),), warnings=("proc.pname",),
+        """),),
          matches=((ev(proc__name="bash", proc__pname="bash"), ("r",)),
                   (ev(proc__name="proc.pname", proc__pname="bash"), ()))),
+    Case("72-field-like-value-warns", (rule(condition="evt.type = execve", extra="""
+        exceptions:
+          - name: same_as_parent
+            fields: [proc.name]
+            values: [[proc.pname]]
+        """),), warnings=("'proc.pname' may be a valid field",)),
     Case("73-transformer-value-compares-fields", (rule(condition="evt.type = execve", extra="""
         exceptions:
           - name: upper_parent

@@ -75,8 +75,13 @@ def _case_id(case: dict[str, Any]) -> str:
 
 
 def _apply(event: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """The event with one field changed; a null value removes the field (now missing)."""
     changed = dict(event)
-    changed.update(change)
+    for key, value in change.items():
+        if value is None:
+            changed.pop(key, None)
+        else:
+            changed[key] = value
     return changed
 
 
