@@ -221,6 +221,13 @@ CASES: list[Case] = [
           override:
             condition: append
         """),), matches=((LS, ("r",)),)),
+    Case("15-append-with-null-source", (rule() + y("""
+        - rule: r
+          condition: or proc.name = ls
+          source:
+          override:
+            condition: append
+        """),), matches=((LS, ("r",)),)),
     Case("16-engine-version-semver", ("- required_engine_version: 0.26.0\n" + rule(),),
          no_warnings=("",)),
     Case("16-engine-version-integer", ("- required_engine_version: 26\n" + rule(),),
@@ -912,6 +919,19 @@ CASES: list[Case] = [
             values: [[toupper(proc.pname)]]
         """),), matches=((ev(proc__name="BASH", proc__pname="bash"), ()),
                          (ev(proc__name="bash", proc__pname="bash"), ("r",)))),
+    Case("73-transformer-with-space-is-a-string", (rule(condition="evt.type = execve", extra="""
+        exceptions:
+          - name: upper_parent
+            fields: [proc.name]
+            values: [[toupper( proc.pname)]]
+        """),), matches=((ev(proc__name="BASH", proc__pname="bash"), ("r",)),
+                         (ev(proc__name="toupper( proc.pname)", proc__pname="bash"), ()))),
+    Case("73-transformer-with-space-warns", (rule(condition="evt.type = execve", extra="""
+        exceptions:
+          - name: upper_parent
+            fields: [proc.name]
+            values: [[toupper( proc.pname)]]
+        """),), warnings=("may be a valid field transformer",)),
     Case("74-transformer-in-fields", (rule(condition="evt.type = execve", extra="""
         exceptions:
           - name: lower_name
