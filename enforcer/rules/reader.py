@@ -281,7 +281,7 @@ class _FileReader:
             self.error(node, "Value of required_plugin_versions must be a sequence")
         for entry in node.value:
             req = self.plugin_requirement(entry)
-            alts = dict(item[:2] for item in mapping_items(entry)).get("alternatives")
+            alts = {k: v for k, _, v in mapping_items(entry)}.get("alternatives")
             if alts is not None:
                 seen = {req.name}
                 if not is_seq(alts):
