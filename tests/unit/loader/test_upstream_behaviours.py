@@ -1097,3 +1097,16 @@ def test_validate_text_errors_name_file_line_column(tmp_path: Path) -> None:
     assert 6 <= line <= 10 and column >= 1
     assert "invalid priority" in message.lower()
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_error_names_the_file_and_item_that_failed(tmp_path: Path) -> None:
+    """Item 21: with several files, the error points into the file and item at fault."""
+    good, bad = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    good.write_text(rule())
+    bad.write_text(rule("s") + rule("t", priority="LOW"))
+    report = run_cli("validate", good, bad, "--format", "json").json()
+    assert report["errors"], report
+    first = report["errors"][0]
+    assert Path(first["file"]).name == "b.yaml"
+    assert 6 <= first["line"] <= 10  # rule "t" spans lines 6-10
+    assert "invalid priority" in first["message"].lower()

@@ -194,3 +194,13 @@ def test_output_fields_carry_evt_time(tmp_path: Path) -> None:
     case = CASES[0]
     alert = _replay(tmp_path, [case["event"]]).alerts()[0]
     assert alert["output_fields"].get("evt.time") == case["event"]["evt.rawtime"]
+
+
+def test_summary_with_no_detection(tmp_path: Path) -> None:
+    """Falco prints the summary headers even when nothing matched."""
+    benign = [_apply(case["event"], miss["change"]) for case, miss in NEAR_MISSES
+              if not miss["expect"]]
+    result = _replay(tmp_path, benign)
+    assert result.alerts() == []
+    assert ("Events detected: 0\nRule counts by severity:\nTriggered rules by rule name:\n"
+            in result.stderr)
