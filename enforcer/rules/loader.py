@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from enforcer.errors import Diagnostic, RuleError
-from enforcer.rules import checks, evttypes, nodes, reader
+from enforcer.rules import checks, evttypes, lint, nodes, reader
 from enforcer.rules.mapped import MappedText
 from enforcer.rules.output import OutputError, compile_output, strip_container_info
 from enforcer.rules.parser import ConditionSyntaxError, parse
@@ -141,6 +141,7 @@ class _Compiler:
         self.macro_used: set[str] = set()
         self.expanded: dict[str, nodes.Expr] = {}
         self.macro_check_errors: dict[str, Diagnostic | None] = {}
+        self.macros_linted: set[str] = set()
 
     # -- diagnostics ------------------------------------------------------------------
     def diag(self, text: MappedText, offset: int, message: str, fallback, severity="error",
@@ -293,6 +294,11 @@ class _Compiler:
                 stack.append(node.expr)
         return None, False
 
+    def lint(self, expr: nodes.Expr, text: MappedText, where, context: str) -> None:
+        for offset, message in lint.check_warnings(expr):
+            self.warnings.append(self.diag(text, offset, message, where, "warning",
+                                           context=context))
+
     def macro_error(self, name: str) -> tuple[Diagnostic | None, bool]:
         if name not in self.macro_check_errors:
             info = self.col.macros[name]
@@ -406,6 +412,12 @@ class _Compiler:
         fmt = self.compile_rule_output(info, context)
         if fmt is None:
             return None
+        self.lint(expr, text, info.where, context)
+        for m in used:
+            if m not in self.macros_linted:
+                self.macros_linted.add(m)
+                self.lint(self.macro_ast[m], self.macro_text[m], self.col.macros[m].where,
+                          f"macro '{m}'")
         ets = evttypes.event_types(expanded)
         if (info.warn_evttypes and info.source == "syscall"
                 and (ets is None or len(ets) > _MAX_EVTTYPES_QUIET)):

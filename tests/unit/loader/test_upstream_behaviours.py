@@ -221,6 +221,13 @@ CASES: list[Case] = [
           override:
             condition: append
         """),), matches=((LS, ("r",)),)),
+    Case("15-append-with-null-source", (rule() + y("""
+        - rule: r
+          condition: or proc.name = ls
+          source:
+          override:
+            condition: append
+        """),), matches=((LS, ("r",)),)),
     Case("16-engine-version-semver", ("- required_engine_version: 0.26.0\n" + rule(),),
          no_warnings=("",)),
     Case("16-engine-version-integer", ("- required_engine_version: 26\n" + rule(),),
@@ -912,6 +919,19 @@ CASES: list[Case] = [
             values: [[toupper(proc.pname)]]
         """),), matches=((ev(proc__name="BASH", proc__pname="bash"), ()),
                          (ev(proc__name="bash", proc__pname="bash"), ("r",)))),
+    Case("73-transformer-with-space-is-a-string", (rule(condition="evt.type = execve", extra="""
+        exceptions:
+          - name: upper_parent
+            fields: [proc.name]
+            values: [[toupper( proc.pname)]]
+        """),), matches=((ev(proc__name="BASH", proc__pname="bash"), ("r",)),
+                         (ev(proc__name="toupper( proc.pname)", proc__pname="bash"), ()))),
+    Case("73-transformer-with-space-warns", (rule(condition="evt.type = execve", extra="""
+        exceptions:
+          - name: upper_parent
+            fields: [proc.name]
+            values: [[toupper( proc.pname)]]
+        """),), warnings=("may be a valid field transformer",)),
     Case("74-transformer-in-fields", (rule(condition="evt.type = execve", extra="""
         exceptions:
           - name: lower_name
@@ -1077,3 +1097,16 @@ def test_validate_text_errors_name_file_line_column(tmp_path: Path) -> None:
     assert 6 <= line <= 10 and column >= 1
     assert "invalid priority" in message.lower()
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_error_names_the_file_and_item_that_failed(tmp_path: Path) -> None:
+    """Item 21: with several files, the error points into the file and item at fault."""
+    good, bad = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    good.write_text(rule())
+    bad.write_text(rule("s") + rule("t", priority="LOW"))
+    report = run_cli("validate", good, bad, "--format", "json").json()
+    assert report["errors"], report
+    first = report["errors"][0]
+    assert Path(first["file"]).name == "b.yaml"
+    assert 6 <= first["line"] <= 10  # rule "t" spans lines 6-10
+    assert "invalid priority" in first["message"].lower()

@@ -185,3 +185,22 @@ def test_one_stream_summary_counts(tmp_path: Path) -> None:
         name for name, n in by_rule.items() for _ in range(n)
     )
     assert _summary(total, by_rule) in result.stderr
+
+
+def test_output_fields_carry_evt_time(tmp_path: Path) -> None:
+    """Falco adds the fields of its `%evt.time: Priority` prefix to output_fields, so every
+    Falco JSON alert has `"evt.time": <ns since epoch>` (e.g. "evt.time":1690409397827858816);
+    tools that consume Falco alerts read it."""
+    case = CASES[0]
+    alert = _replay(tmp_path, [case["event"]]).alerts()[0]
+    assert alert["output_fields"].get("evt.time") == case["event"]["evt.rawtime"]
+
+
+def test_summary_with_no_detection(tmp_path: Path) -> None:
+    """Falco prints the summary headers even when nothing matched."""
+    benign = [_apply(case["event"], miss["change"]) for case, miss in NEAR_MISSES
+              if not miss["expect"]]
+    result = _replay(tmp_path, benign)
+    assert result.alerts() == []
+    assert ("Events detected: 0\nRule counts by severity:\nTriggered rules by rule name:\n"
+            in result.stderr)

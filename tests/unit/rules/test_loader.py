@@ -656,3 +656,56 @@ def test_output_rendering():
     assert alert.output == "f=<NA> p=b n=7 c="
     assert alert.output_fields == {"fd.name": None, "proc.aname[2]": "b", "proc.pid": 7}
     assert alert.time_ns == 5 and alert.hostname == "h"
+
+
+# -- condition warnings (§72, §73, §109, §117, §126) -------------------------------------
+
+@pytest.mark.parametrize("condition, message", [
+    ("proc.name = proc.pname", "'proc.pname' may be a valid field misused as a const"),
+    ("proc.name in (a, proc.pname)", "'proc.pname' may be a valid field misused"),
+    ("proc.name = 'toupper( proc.pname)'", "may be a valid field transformer misused"),
+    ("evt.dir = <", "deprecated field 'evt.dir'"),
+    ("proc.name regex '^syscall$'", "has no special characters"),
+    ("proc.name regex 'sys.*'", "has no special characters"),
+])
+def test_condition_warnings(condition, message):
+    text = RULE.replace("proc.name = cat", condition)
+    assert any(message in w for w in warnings(text)), warnings(text)
+
+
+@pytest.mark.parametrize("condition", [
+    "proc.name = val(proc.pname)", "proc.name = tolower", "proc.name = 'somefn(g)'",
+    "proc.name regex 's.*l'", "proc.name regex 'syscal[l]?'", "proc.name regex 'syscall.{1}'",
+    "proc.name = kubernetes.io",
+])
+def test_no_condition_warnings(condition):
+    assert warnings(RULE.replace("proc.name = cat", condition)) == []
+
+
+def test_warning_in_a_macro_is_reported_once_at_the_macro():
+    text = ("- macro: m\n  condition: proc.name = proc.pname\n" +
+            RULE.replace("proc.name = cat", "m") +
+            RULE.replace("rule: r", "rule: s").replace("proc.name = cat", "m"))
+    found = [d for d in load(text).warnings if "misused" in d.message]
+    assert len(found) == 1 and (found[0].line, found[0].column) == (2, 26)
+
+
+def test_positions_survive_list_substitution():
+    text = ("- list: l\n  items: [a, b, c, d, e, f]\n"
+            "- rule: r\n  desc: d\n  condition: proc.name in (l) and proc.colour = x\n"
+            "  output: o\n  priority: INFO\n")
+    with pytest.raises(RuleError) as err:
+        load(text)
+    d = err.value.diagnostics[0]
+    assert (d.line, d.column) == (5, 35)
+
+
+def test_deeply_nested_condition_compiles_and_evaluates():
+    depth = 400
+    condition = "(evt.type = execve and (" * depth + "proc.name = cat" + "))" * depth
+    rs = load(RULE.replace("evt.type = execve and proc.name = cat", condition))
+    assert fires(rs, EXEC_CAT) == ["r"]
+    assert fires(rs, {"evt.type": "execve", "proc.name": "ls"}) == []
+    deep_not = "not " * 500 + "proc.name = cat"
+    rs = load(RULE.replace("proc.name = cat", deep_not))
+    assert fires(rs, EXEC_CAT) == ["r"]  # an even number of nots

@@ -74,3 +74,9 @@ def test_every_enabled_upstream_rule_compiles_and_indexes_event_types():
     # an event of a type no rule names runs no rule and raises nothing
     assert engine.evaluate({"evt.type": "getpid"}) == []
     assert not engine.evaluation_errors
+
+
+@pytest.mark.parametrize("paths", CASES.values(), ids=CASES.keys())
+def test_upstream_files_load_without_warnings(paths):
+    # the upstream repository keeps its files warning-free under Falco's own loader
+    assert [str(w) for w in load_rules(paths).warnings] == []
