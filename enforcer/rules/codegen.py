@@ -343,3 +343,17 @@ def _function(unit: _Unit, fname: str, evtype: str | None,
     if gen.macro_vars:
         head.append("    " + " = ".join(gen.macro_vars.values()) + " = None")
     return "\n".join(head) + "\n" + "".join(body) + "    return h\n"
+
+
+def compile_check(check: nodes.Check):
+    """One check as a function event -> bool (no event-type folding)."""
+    unit = _Unit()
+    gen = _FunctionGen(unit, None, set())
+    code = gen.check(check)
+    if isinstance(code, bool):
+        return (lambda _e: True) if code else (lambda _e: False)
+    src = f"def _check(e):\n    g = e.get\n    return {code}\n"
+    namespace = _base_namespace()
+    namespace.update(unit.consts)
+    exec(compile(src, "<enforcer check>", "exec"), namespace)  # noqa: S102 - generated
+    return namespace["_check"]

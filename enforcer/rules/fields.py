@@ -221,7 +221,8 @@ def check(name: str, arg: str | None) -> str | None:
     """Why `name[arg]` is not a valid field reference, or None when it is."""
     spec = lookup(name)
     if spec is None:
-        return f"filter_check called with nonexistent field {name}"
+        return (f"nonexistent field '{name}': not a field enforcer knows (run "
+                "`enforcer fields` for the list)")
     family = name != spec.name
     if family and arg is not None:
         return f"field '{name}' does not support an argument"
