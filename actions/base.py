@@ -23,8 +23,9 @@ from enforcer.errors import ActionError
 class ParamError(ValueError):
     """A parameter is wrong. `key` names it (None: the parameter block as a whole)."""
 
-    def __init__(self, key: str | None, message: str):
+    def __init__(self, key: str | None, message: str, unknown_key: bool = False):
         self.key = key
+        self.unknown_key = unknown_key  # locate the key itself, not its value
         super().__init__(message)
 
 
@@ -58,7 +59,7 @@ class Params:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 allowed = ", ".join(known) or "none"
                 raise ParamError(str(key), f"unknown parameter {key!r}{hint} "
-                                           f"(allowed: {allowed})")
+                                           f"(allowed: {allowed})", unknown_key=True)
         values: dict[str, Any] = {}
         for name, spec in known.items():
             if name not in raw:

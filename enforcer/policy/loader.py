@@ -260,7 +260,7 @@ class _FileReader:
                 parsed = action_type.params_type.from_mapping(params)
             except ParamError as exc:
                 where = here + (name,) if exc.key is None else here + (name, exc.key)
-                self.error(where, f"{name}: {exc}")
+                self.error(where, f"{name}: {exc}", key=exc.unknown_key)
                 continue
             line, col = self.doc.where(here + (name,), key=True)
             steps.append(ActionStep(name=name, action=action_type(parsed), line=line,
