@@ -130,7 +130,8 @@ def test_mistakes_are_located(tmp_path: Path, text: str, line: int, col: int,
 
 def test_all_problems_are_reported_not_just_the_first(tmp_path: Path) -> None:
     path = write(tmp_path, "- policy: a\n  match: {rules: [x]}\n  actions: [explode]\n"
-                           "- policy: b\n  match: {rules: [x]}\n  actions: [{kill: {scope: all}}]\n")
+                           "- policy: b\n  match: {rules: [x]}\n"
+                           "  actions: [{kill: {scope: all}}]\n")
     with pytest.raises(PolicyError) as caught:
         load_policies([path])
     assert [d.line for d in caught.value.diagnostics] == [3, 6]
