@@ -58,6 +58,9 @@ class Quarantine(Action):
         if namespace is not None:
             context.guards.check_namespace(valid_namespace(namespace))
         pid = int(context.field("proc.pid"))
+        if _same_netns(pid, os.getpid()):
+            raise Refused("host-network", f"pid {pid} uses the agent's (host) network "
+                                          "namespace; quarantining it would cut the node off")
         handle = context.process
         if isinstance(handle, ProcessGone):
             raise AlreadyDone(str(handle))
@@ -102,6 +105,13 @@ class Quarantine(Action):
                                  "quarantined")
         return Outcome(DONE, plan.summary + "; undo with `enforcer release "
                              f"{plan.target['interface']}`")
+
+
+def _same_netns(pid: int, other: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/proc/{other}/ns/net").st_ino
+    except FileNotFoundError:
+        raise AlreadyDone(f"process {pid} has already exited") from None
 
 
 def _pod(context: ActionContext) -> str | None:
