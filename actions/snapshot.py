@@ -120,7 +120,7 @@ class Snapshot(Action):
             if not handle.alive():  # the root fd must be the pinned process's
                 raise AlreadyDone(f"process {handle.pid} exited before the snapshot")
             if plan.private["upper"]:
-                collector.add_tree(plan.private["upper"], None, "changed")
+                collector.add_tree(plan.private["upper"], None, "changed", shown_as="/")
             for path in self.params.paths:
                 collector.add_tree(path, root_fd, "rootfs")
         finally:
@@ -162,7 +162,11 @@ class _Collector:
         self.skipped: list[dict[str, str]] = []
         self.truncated = False
 
-    def add_tree(self, path: str, root_fd: int | None, prefix: str) -> None:
+    def add_tree(self, path: str, root_fd: int | None, prefix: str,
+                 shown_as: str | None = None) -> None:
+        """Add the file or tree at `path` (below `root_fd`, or a host path when None);
+        entries are named `shown_as` + their path below `path` (default: `path`)."""
+        shown = shown_as if shown_as is not None else path
         try:
             top = _open_beneath(root_fd, path)
         except OSError as exc:
@@ -171,12 +175,12 @@ class _Collector:
         try:
             info = os.fstat(top)
             if stat.S_ISREG(info.st_mode):
-                self._add_file(top, path, prefix)
+                self._add_file(top, shown, prefix)
                 return
             for dirpath, _dirs, files, dir_fd in os.fwalk(".", dir_fd=top,
                                                          follow_symlinks=False):
                 for name in sorted(files):
-                    rel = os.path.normpath(os.path.join(path, dirpath, name))
+                    rel = os.path.normpath(os.path.join(shown, dirpath, name))
                     try:
                         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
                                      dir_fd=dir_fd)
