@@ -104,7 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
             for index, (method, path, code, headers) in enumerate(cluster.faults):
                 if method == self.command and path == parts.path:
                     del cluster.faults[index]
-                    reason = "TooManyRequests" if code == 429 else "ServiceUnavailable"
+                    reason = {429: "TooManyRequests", 404: "NotFound", 409: "AlreadyExists",
+                              403: "Forbidden"}.get(code, "ServiceUnavailable")
                     self._reply(code, status_body(code, reason, f"injected {code}"), headers)
                     return
             dry = query.get("dryRun") == ["All"]
