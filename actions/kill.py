@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,10 +136,12 @@ class Kill(Action):
             return Outcome(DRY_RUN, "would " + plan.summary,
                            {"would_signal": [h.identity() for h in alive]})
         sent = [h.identity() for h in alive if h.send(signum)]
+        sent_ns = time.time_ns()
         if not sent:
             return Outcome(NOOP, "the process exited before the signal")
         return Outcome(DONE, f"sent {self.params.signal} to "
-                             + ", ".join(f"pid {s['pid']}" for s in sent), {"signalled": sent})
+                             + ", ".join(f"pid {s['pid']}" for s in sent),
+                       {"signalled": sent, "signalled_ns": sent_ns})
 
     def release(self, plan: Plan) -> None:
         for handle in plan.private.get("owned", ()):

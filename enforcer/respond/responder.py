@@ -13,6 +13,7 @@ destructive-action budget is exhausted; actions receive the verdict in `apply(pl
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
@@ -177,6 +178,7 @@ class Responder:
     # -- worker ----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        _raise_priority()
         while True:
             job = self.queue.get()
             try:
@@ -327,6 +329,15 @@ class Responder:
     def _count(self, kind: str, outcome: str) -> None:
         with self.count_lock:
             self.counts[(kind, outcome)] += 1
+
+
+def _raise_priority(nice: int = -10) -> None:
+    """A response should not queue behind the node's workloads: raise the worker thread's
+    scheduling priority when allowed (root); otherwise carry on as is."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (OSError, AttributeError):
+        pass
 
 
 def _pin_process(alert: Alert) -> Any:
