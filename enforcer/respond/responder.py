@@ -175,6 +175,18 @@ class Responder:
                 "decisions": decisions, "actions": actions,
                 "budget_tripped": self.budget.tripped}
 
+    def summary(self) -> str:
+        """One line for the stop summary: matches, drops, decisions, actions by outcome."""
+        stats = self.stats()
+        parts = [f"{stats['matches']} matches answered", f"{stats['dropped']} dropped"]
+        parts += [f"{n} {what}" for what, n in sorted(stats["decisions"].items())]
+        for action, outcomes in sorted(stats["actions"].items()):
+            detail = ", ".join(f"{o} {n}" for o, n in sorted(outcomes.items()))
+            parts.append(f"{action}: {detail}")
+        if stats["budget_tripped"]:
+            parts.append("BUDGET EXHAUSTED: dry-run since")
+        return "responses: " + "; ".join(parts)
+
     # -- worker ----------------------------------------------------------------------------
 
     def _run(self) -> None:

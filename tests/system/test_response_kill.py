@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,17 @@ from enforcer.policy.budget import Budget
 from enforcer.policy.loader import load_policies
 from enforcer.priority import Priority
 from enforcer.respond.responder import Responder
-from tests.system.victims import SHADOW_READER, spawn
+from tests.system.victims import SHADOW_READER, Victim, spawn
 
 pytestmark = [pytest.mark.root]
+
+
+@pytest.fixture
+def victims() -> Iterator[list[Victim]]:
+    started: list[Victim] = []
+    yield started
+    for victim in started:
+        victim.cleanup()
 
 KILL_POLICY = """
 - policy: kill-shadow-readers
@@ -59,7 +68,8 @@ def respond(tmp_path: Path, alerts: list[Alert], dry_run: str = "false",
     return [r for r in read_audit(audit_path) if r["kind"] == "action"]
 
 
-def test_a_shadow_reader_is_killed_by_sigkill(root: None, tmp_path: Path, victims: list) -> None:
+def test_a_shadow_reader_is_killed_by_sigkill(need_root: None, tmp_path: Path,
+                                              victims: list) -> None:
     victim = spawn(SHADOW_READER, tmp_path)
     victims.append(victim)
     (rec,) = respond(tmp_path, [shadow_alert(victim.pid, **{
@@ -71,7 +81,7 @@ def test_a_shadow_reader_is_killed_by_sigkill(root: None, tmp_path: Path, victim
     assert rec["target"]["pid"] == victim.pid
 
 
-def test_falco_epoch_start_time_identifies_the_process(root: None, tmp_path: Path,
+def test_falco_epoch_start_time_identifies_the_process(need_root: None, tmp_path: Path,
                                                        victims: list) -> None:
     victim = spawn(SHADOW_READER, tmp_path)
     victims.append(victim)
@@ -81,7 +91,7 @@ def test_falco_epoch_start_time_identifies_the_process(root: None, tmp_path: Pat
     assert victim.exit_code() == -signal.SIGKILL
 
 
-def test_a_reused_pid_is_not_killed(root: None, tmp_path: Path, victims: list) -> None:
+def test_a_reused_pid_is_not_killed(need_root: None, tmp_path: Path, victims: list) -> None:
     """The event saw a process that started earlier than the one now holding its pid."""
     victim = spawn(SHADOW_READER, tmp_path)
     victims.append(victim)
@@ -99,7 +109,7 @@ def test_a_reused_pid_is_not_killed(root: None, tmp_path: Path, victims: list) -
     assert victim.alive()
 
 
-def test_without_a_start_time_the_kill_is_skipped(root: None, tmp_path: Path,
+def test_without_a_start_time_the_kill_is_skipped(need_root: None, tmp_path: Path,
                                                   victims: list) -> None:
     victim = spawn(SHADOW_READER, tmp_path)
     victims.append(victim)
@@ -108,7 +118,7 @@ def test_without_a_start_time_the_kill_is_skipped(root: None, tmp_path: Path,
     assert victim.alive()
 
 
-def test_dry_run_renders_the_signal_and_kills_nothing(root: None, tmp_path: Path,
+def test_dry_run_renders_the_signal_and_kills_nothing(need_root: None, tmp_path: Path,
                                                       victims: list) -> None:
     victim = spawn(SHADOW_READER, tmp_path)
     victims.append(victim)
@@ -120,7 +130,7 @@ def test_dry_run_renders_the_signal_and_kills_nothing(root: None, tmp_path: Path
     assert victim.alive()
 
 
-def test_guards_spare_init_kernel_threads_and_the_agents_tree(root: None,
+def test_guards_spare_init_kernel_threads_and_the_agents_tree(need_root: None,
                                                               tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -138,7 +148,7 @@ def test_guards_spare_init_kernel_threads_and_the_agents_tree(root: None,
         child.wait()
 
 
-def test_the_budget_flips_to_dry_run_and_raises_a_critical_alert(root: None, tmp_path: Path,
+def test_the_budget_flips_to_dry_run_and_raises_a_critical_alert(need_root: None, tmp_path: Path,
                                                                  victims: list) -> None:
     for i in range(6):
         victims.append(spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path,

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.root]
 
 
 @pytest.fixture
-def pod(root: None) -> Iterator[NetnsPod]:
+def pod(need_root: None) -> Iterator[NetnsPod]:
     created = NetnsPod.create()
     yield created
     created.remove()

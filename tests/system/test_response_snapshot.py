@@ -31,7 +31,7 @@ PAYLOAD = MARK.encode() + b"\n"  # what `echo MARK` writes
 
 
 @pytest.fixture
-def container(root: None) -> Iterator[dict[str, Any]]:
+def container(need_root: None) -> Iterator[dict[str, Any]]:
     require(podman_available(), "podman or busybox-static missing",
             "apt-get install podman runc busybox-static (scripts/setup.sh does)")
     image = ensure_busybox_image()

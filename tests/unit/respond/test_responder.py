@@ -105,6 +105,8 @@ def test_a_burst_of_1000_yields_exactly_the_rate_limit(tmp_path: Path, hook: Hoo
     assert stats["matches"] == 1000
     assert stats["decisions"]["rate-limited"] == 993
     assert stats["actions"]["notify"]["done"] == 7
+    assert responder.summary() == ("responses: 1000 matches answered; 0 dropped; 7 act; "
+                                   "993 rate-limited; notify: done 7")
 
 
 def test_dry_run_still_notifies_and_says_so(tmp_path: Path, hook: Hook) -> None:
