@@ -64,7 +64,8 @@ def run_case(bundle: Bundle, case: Case, *,
                           node_name=node_name,
                           guards=Guards(protected_namespaces=protected_namespaces,
                                         node_name=node_name),
-                          on_critical=critical.append, hostname="enforcer-test")
+                          on_critical=critical.append, hostname="enforcer-test",
+                          policy_digest=bundle.short_digest)
     rules: list[str] = []
     responder.start()
     try:
