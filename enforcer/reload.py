@@ -223,3 +223,22 @@ class Reloader:
 
 def _print_critical(alert: Alert) -> None:
     print(alert.text_line, file=sys.stderr, flush=True)
+
+
+class CurrentEngine:
+    """The rules engine of whatever set is current: hand this to code that holds an engine
+    (the live agent's `Agent(engine, ...)`), and every event is judged by the set active
+    when it arrives, without that code knowing about reloads."""
+
+    def __init__(self, reloader: Reloader):
+        self.reloader = reloader
+
+    def evaluate(self, event: Any) -> list[Alert]:
+        return self.reloader.current.engine.evaluate(event)
+
+    def event_types(self) -> frozenset[str] | None:
+        return self.reloader.current.engine.event_types()
+
+    @property
+    def rules(self) -> list[Any]:
+        return self.reloader.current.engine.rules
