@@ -709,3 +709,10 @@ def test_deeply_nested_condition_compiles_and_evaluates():
     deep_not = "not " * 500 + "proc.name = cat"
     rs = load(RULE.replace("proc.name = cat", deep_not))
     assert fires(rs, EXEC_CAT) == ["r"]  # an even number of nots
+
+
+def test_output_of_ancestor_field_without_index_is_the_process_itself():
+    rs = load(RULE.replace('"o %proc.name"', '"a=%proc.aname p=%proc.apid"'))
+    alert = Engine(rs, hostname="h").evaluate({**EXEC_CAT, "proc.aname": ["bash"],
+                                               "proc.pid": 9, "proc.apid": [1]})[0]
+    assert alert.output == "a=cat p=9"
