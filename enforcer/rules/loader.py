@@ -264,6 +264,8 @@ class _Compiler:
             return self.expanded[name]
         if name in stack:
             raise _MacroLoop(name)
+        if name not in self.macro_ast or not self.macro_ok.get(name, False):
+            raise _MacroBroken(name)  # its own error has been reported
         body = self.expand(self.macro_ast[name], stack + (name,))
         node = nodes.Macro(name, body)
         self.expanded[name] = node
@@ -386,6 +388,8 @@ class _Compiler:
                     return None
         try:
             expanded = self.expand(expr)
+        except _MacroBroken:
+            return None
         except _MacroLoop as loop:
             self.errors.append(self.diag(text, 0, f"Macro '{loop.name}' uses itself",
                                          info.where, context=context))
@@ -461,6 +465,10 @@ class _Compiler:
             else:
                 self.errors.append(d)
             return None
+
+
+class _MacroBroken(Exception):
+    """A macro that failed to compile (already reported) is used."""
 
 
 class _MacroLoop(Exception):

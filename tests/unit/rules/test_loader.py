@@ -716,3 +716,18 @@ def test_output_of_ancestor_field_without_index_is_the_process_itself():
     alert = Engine(rs, hostname="h").evaluate({**EXEC_CAT, "proc.aname": ["bash"],
                                                "proc.pid": 9, "proc.apid": [1]})[0]
     assert alert.output == "a=cat p=9"
+
+
+def test_broken_macro_used_through_another_macro_reports_its_own_error():
+    text = ("- macro: inner\n  condition: proc.name = \n"
+            "- macro: outer\n  condition: inner\n" + RULE.replace("proc.name = cat", "outer"))
+    found = errors(text)
+    assert len(found) == 1 and "macro 'inner'" in found[0]
+
+
+def test_macro_loop_is_an_error():
+    text = ("- macro: a\n  condition: proc.name = x\n"
+            "- macro: b\n  condition: a\n"
+            "- macro: a\n  condition: or b\n  override: {condition: append}\n" +
+            RULE.replace("proc.name = cat", "a"))
+    assert any("uses itself" in e for e in errors(text))
