@@ -74,22 +74,22 @@ def load_collected(col: reader.Collector, files: list[str]) -> RuleSet:
     compiler = _Compiler(col)
     ruleset = compiler.run()
     ruleset.files = files
-    errors = col.errors + compiler.errors
+    order = {name: i for i, name in enumerate(files)}
+    errors = _in_file_order(col.errors + compiler.errors, order)
+    warnings = _in_file_order(col.warnings + compiler.warnings, order)
     if errors:
-        raise RuleError(_sorted_unique(errors)) from None
-    ruleset.warnings = _sorted_unique(col.warnings + compiler.warnings, keep_order=True)
+        err = RuleError(errors)
+        err.warnings = warnings  # what was found before the load failed
+        raise err from None
+    ruleset.warnings = warnings
     return ruleset
 
 
-def _sorted_unique(diags: list[Diagnostic], keep_order: bool = False) -> list[Diagnostic]:
-    seen = set()
-    out = []
-    for d in diags:
-        key = (d.file, d.line, d.column, d.message)
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return out
+def _in_file_order(diags: list[Diagnostic], order: dict[str, int]) -> list[Diagnostic]:
+    """Without duplicates, sorted by file (in load order), line and column."""
+    unique = {(d.file, d.line, d.column, d.message): d for d in diags}
+    return sorted(unique.values(), key=lambda d: (order.get(d.file, len(order)), d.line,
+                                                  d.column))
 
 
 def quote_item(item: str) -> str:
