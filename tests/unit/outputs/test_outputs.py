@@ -58,3 +58,7 @@ def test_summary_format():
     assert stats.format() == (
         "Events detected: 4\nRule counts by severity:\n   CRITICAL: 1\n   NOTICE: 2\n"
         "   INFO: 1\nTriggered rules by rule name:\n   B: 2\n   A: 1\n   C: 1\n")
+    ordered = AlertStats(rule_order=["C", "A", "B"])
+    for a in (alert("B"), alert("A"), alert("C"), alert("Z")):
+        ordered.record(a)
+    assert ordered.format().endswith("name:\n   C: 1\n   A: 1\n   B: 1\n   Z: 1\n")
