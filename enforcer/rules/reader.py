@@ -315,7 +315,7 @@ class _FileReader:
         if "items" not in item:
             self.error(node, "Item has no mapping for key 'items'")
         items = self.str_list(item["items"][1], "items")
-        mode = self.override_mode(node, item, ("items",), ("items",), "list")
+        mode = self.override_mode(node, item, ("items",), ("items",))
         lists = self.col.lists
         if mode == "append":
             if name not in lists:
@@ -333,7 +333,7 @@ class _FileReader:
             lists[name] = ListInfo(name, items, len(lists), len(lists) + 1, self.where(node))
             lists[name].visibility = len(lists)
 
-    def override_mode(self, node, item, appendable, replaceable, kind) -> str:
+    def override_mode(self, node, item, appendable, replaceable) -> str:
         """'append', 'replace' or 'define' for a list or macro item."""
         legacy = "append" in item and self.boolean(item["append"][1], "append")
         if "append" in item:
@@ -382,7 +382,7 @@ class _FileReader:
                       "regular expression: ^[a-zA-Z]+[a-zA-Z0-9_]*$")
         text, cnode = self.required_str(item, "condition", node)
         cond = MappedText.of(text, self.where(cnode))
-        mode = self.override_mode(node, item, ("condition",), ("condition",), "macro")
+        mode = self.override_mode(node, item, ("condition",), ("condition",))
         macros = self.col.macros
         if mode == "append":
             if name not in macros:
