@@ -15,6 +15,7 @@ as one RuleError, warnings end up on `ruleset.warnings`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from enforcer.rules.yamlsource import SourceFile
 _BLANKS = " \t\n\r"
 _DELIMS = _BLANKS + "(),="
 _LIST_OPS = ("in", "intersects", "pmatch")
+# A list name right after one of these words is an operand, not a list item: its
+# substitution gets parentheses (`f startswith oneof my_list`, `f in my_list`).
+_BARE_LIST_CONTEXT = re.compile(r"(?:^|[\s)])(?:oneof|anyof|allof|in|intersects|pmatch)\s*$")
 # Falco warns when a syscall rule can match more event types than this.
 _MAX_EVTTYPES_QUIET = 100
 
@@ -118,6 +122,8 @@ def substitute_list(text: MappedText, name: str, items: list[str]) -> tuple[Mapp
                     start -= 1
                 elif end < len(s) and s[end] == ",":
                     end += 1
+            if _BARE_LIST_CONTEXT.search(s[:start]):
+                sub = "(" + sub + ")"
             new = (" " if start > 0 else "") + sub + " "
             text = text.replace(start, end, new, at=at)
             s = text.text
@@ -353,7 +359,7 @@ class _Compiler:
                 if isinstance(v, list):
                     istr = "(" + ", ".join(quote_item(x) for x in v
                                            if not isinstance(x, list)) + ")"
-                elif comp in _LIST_OPS:
+                elif comp in _LIST_OPS or len(comp.split()) == 2:
                     istr = v if v[:1] == "(" else "(" + v + ")"
                 else:
                     istr = quote_item(v)

@@ -48,6 +48,19 @@ EXCEPTION_OPS = ("=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains",
                  "startswith", "bstartswith", "endswith", "glob", "iglob", "regex", "in",
                  "intersects", "pmatch")
 SCALAR_EXCEPTION_OPS = ("in", "pmatch", "intersects")
+MODIFIERS = ("oneof", "anyof", "allof")
+_MODIFIABLE_OPS = ("=", "==", "!=", "contains", "icontains", "bcontains", "startswith",
+                   "bstartswith", "endswith", "glob", "iglob", "regex")
+
+
+def valid_comp(comp: str, scalar_field: bool = False) -> bool:
+    """Whether an exception `comps` entry is an operator (optionally with a modifier)."""
+    words = comp.split()
+    if len(words) == 2:
+        return words[0] in _MODIFIABLE_OPS and words[1] in MODIFIERS
+    if len(words) != 1:
+        return False
+    return comp in (SCALAR_EXCEPTION_OPS if scalar_field else EXCEPTION_OPS)
 
 _LIST_NAME = re.compile(r"[^()\"'\s=,]+")
 _MACRO_NAME = re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*")
@@ -623,9 +636,11 @@ class _FileReader:
                 comps_v = "in"
             if not isinstance(comps_v, str):
                 self.error(node, "Fields and comps must both be strings")
-            if comps_v not in SCALAR_EXCEPTION_OPS:
+            comps_v = " ".join(comps_v.split())
+            if not valid_comp(comps_v, scalar_field=True):
                 self.error(node, "When fields is a single value, comps must be one of (in, "
-                           "pmatch, intersects)")
+                           "pmatch, intersects), or a comparison with a modifier "
+                           "(e.g. 'startswith oneof')")
             self.check_exception_field(node, fields_v)
             return fields_v, comps_v
         if comps_v is None:
@@ -634,8 +649,9 @@ class _FileReader:
             self.error(node, "Fields and comps must both be lists")
         if len(fields_v) != len(comps_v):
             self.error(node, "Fields and comps lists must have equal length")
+        comps_v = [" ".join(c.split()) for c in comps_v]
         for comp in comps_v:
-            if comp not in EXCEPTION_OPS:
+            if not valid_comp(comp):
                 self.error(node, f"'{comp}' is not a supported comparison operator")
         for f in fields_v:
             self.check_exception_field(node, f)

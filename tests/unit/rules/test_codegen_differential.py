@@ -18,6 +18,8 @@ CHECKS = [
     "proc.name != b", "proc.name startswith a", "proc.name exists", "fd.num > 2",
     "fd.num = 3", "fd.name pmatch (/etc)", "fd.name contains tc", "proc.aname = a",
     "proc.aname[1] = b", "tolower(proc.name) = a", "proc.name = val(proc.pname)",
+    "proc.name startswith oneof (a, A)", "proc.name != allof (a, b)",
+    "evt.type = anyof (open, close)",
 ]
 SCALE = int(os.environ.get("ENFORCER_FUZZ_SCALE", "1"))
 TYPES = ["open", "execve", "connect", "close"]

@@ -654,7 +654,8 @@ def test_output_rendering():
     alert = Engine(rs, hostname="h").evaluate({**EXEC_CAT, "proc.aname": ["a", "b"],
                                                "proc.pid": 7, "evt.rawtime": 5})[0]
     assert alert.output == "f=<NA> p=b n=7 c="
-    assert alert.output_fields == {"fd.name": None, "proc.aname[2]": "b", "proc.pid": 7}
+    assert alert.output_fields == {"fd.name": None, "proc.aname[2]": "b", "proc.pid": 7,
+                                   "evt.time": 5}
     assert alert.time_ns == 5 and alert.hostname == "h"
 
 
@@ -731,3 +732,30 @@ def test_macro_loop_is_an_error():
             "- macro: a\n  condition: or b\n  override: {condition: append}\n" +
             RULE.replace("proc.name = cat", "a"))
     assert any("uses itself" in e for e in errors(text))
+
+
+def test_exception_comps_with_modifiers():
+    rs = load(exc_rule("""\
+        - name: a
+          fields: [proc.pname, fd.name]
+          comps: [startswith oneof, " endswith  anyof "]
+          values:
+            - [[ssh, sudo], .log]
+        - name: b
+          fields: proc.exe
+          comps: contains allof
+          values: [usr, bin]
+        """))
+    text = str(rs.rules["r"].expr)
+    assert "proc.pname startswith oneof (ssh, sudo) and fd.name endswith anyof (.log)" in text
+    assert "proc.exe contains allof (usr, bin)" in text
+    assert fires(rs, {**EXEC_CAT, "proc.pname": "sshd", "fd.name": "/a.log"}) == []
+    assert fires(rs, {**EXEC_CAT, "proc.exe": "/usr/bin/x"}) == []
+    assert fires(rs, {**EXEC_CAT, "proc.exe": "/usr/x"}) == ["r"]
+
+
+@pytest.mark.parametrize("comp", ["in oneof", ">= oneof", "oneof", "startswith someof"])
+def test_exception_comps_with_bad_modifiers(comp):
+    text = exc_rule(f"- name: a\n  fields: [proc.pname]\n  comps: ['{comp}']\n"
+                    "  values: [[[a]]]\n")
+    assert any("is not a supported comparison operator" in e for e in errors(text))
