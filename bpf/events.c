@@ -51,9 +51,21 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(drops, u64, 1);
 BPF_PERCPU_ARRAY(scratch, struct event_t, 1);
 BPF_HASH(stash, u32, struct event_t, STASH_ENTRIES);
-// Path prefixes that some loaded rule could match on an open; the value is a mask of the
-// open kinds (1 read, 2 write, 4 any other) that matter for that prefix.
-BPF_LPM_TRIE(open_prefixes, struct lpm_key_t, u8, OPEN_PREFIX_ENTRIES);
+// Path prefixes that some loaded rule could match on an open. The value is a bitmap over
+// the 16 open classes (see open_class) that matter below that prefix.
+BPF_LPM_TRIE(open_prefixes, struct lpm_key_t, u16, OPEN_PREFIX_ENTRIES);
+
+// Path suffixes that some loaded rule could match on an open (`fd.name endswith X`,
+// `fd.filename in (...)`), with the classes that matter for each.
+#define SUFFIX_LEN 32
+#define N_SUFFIXES OPEN_SUFFIX_COUNT
+#define SUFFIX_CLASSES OPEN_SUFFIX_CLASSES
+struct suffix_t {
+    u32 len;
+    u16 classes;
+    char s[SUFFIX_LEN];
+};
+BPF_ARRAY(open_suffixes, struct suffix_t, OPEN_SUFFIX_ENTRIES);
 
 #define OPEN_FILTER OPEN_FILTER_ENABLED
 #define AGENT_TGID AGENT_TGID_VALUE
@@ -174,6 +186,21 @@ static __always_inline void read_argv(struct event_t *e, const char *const *argv
     e->argv_len = off > ARGV_HALF * 2 ? ARGV_HALF * 2 : off;
 }
 
+// An open's class: bit 0 readable, bit 1 writable, bit 2 O_TRUNC, bit 3 O_CREAT.
+static __always_inline u32 open_class(long flags) {
+    long acc = flags & 3;
+    u32 cls = 0;
+    if (acc != 1)
+        cls |= 1;
+    if (acc != 0)
+        cls |= 2;
+    if (flags & 01000)
+        cls |= 4;
+    if (flags & 0100)
+        cls |= 8;
+    return cls;
+}
+
 // Whether an open of path1 with these flags could matter to a loaded rule. Relative paths
 // are always kept: only userspace knows the directory they resolve against.
 static __always_inline int open_wanted(struct event_t *e, long flags) {
@@ -183,32 +210,47 @@ static __always_inline int open_wanted(struct event_t *e, long flags) {
     if (e->path1[0] != '/' || e->len1 > LPM_DATA)
         return 1;
     // userspace normalises `.`, `..` and `//` before rules see the path: such paths
-    // cannot be judged by their raw prefix
+    // cannot be judged by their raw prefix. Any `..` passes too, so that rules about
+    // traversal in the raw path (fd.nameraw contains "../") never need the trie.
     for (int i = 0; i < LPM_DATA - 1; i++) {
         char c = e->path1[i];
         if (c == 0)
             break;
-        if (c == '/') {
-            char d = e->path1[i + 1];
-            if (d == '.' || d == '/')
-                return 1;
-        }
+        char d = e->path1[i + 1];
+        if ((c == '/' && (d == '.' || d == '/')) || (c == '.' && d == '.'))
+            return 1;
     }
     u32 n = e->len1;
     e->lpm_len = n * 8;
-    u8 *mask = open_prefixes.lookup((struct lpm_key_t *)&e->lpm_len);
+    u32 cls = open_class(flags);
+    u16 *mask = open_prefixes.lookup((struct lpm_key_t *)&e->lpm_len);
     e->lpm_len = 0;
-    if (!mask)
+    if (mask && ((*mask >> cls) & 1))
+        return 1;
+#if N_SUFFIXES > 0
+    if (!((SUFFIX_CLASSES >> cls) & 1))
         return 0;
-    long acc = flags & 3;
-    u8 kind = 4;
-    if (acc == 0)
-        kind |= 1;
-    else if (acc == 1)
-        kind |= 2;
-    else
-        kind |= 3;
-    return (*mask & kind) != 0;
+    u32 plen = e->len1 - 1;  // without the NUL
+    for (int i = 0; i < N_SUFFIXES; i++) {
+        int k = i;
+        struct suffix_t *sf = open_suffixes.lookup(&k);
+        if (!sf || sf->len == 0 || sf->len > plen || !((sf->classes >> cls) & 1))
+            continue;
+        u32 off = plen - sf->len;
+        int same = 1;
+        for (int j = 0; j < SUFFIX_LEN; j++) {
+            if (j >= sf->len)
+                break;
+            if (e->path1[(off + j) & (PATH_SIZE - 1)] != sf->s[j]) {
+                same = 0;
+                break;
+            }
+        }
+        if (same)
+            return 1;
+    }
+#endif
+    return 0;
 #else
     return 1;
 #endif

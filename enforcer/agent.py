@@ -110,7 +110,9 @@ class Agent:
         self.stderr = stderr or sys.stderr
         base = probe_config or ProbeConfig(agent_tgid=os.getpid())
         if kernel_filter:
-            base = replace(base, open_prefixes=open_filter_for(rules))
+            filt = open_filter_for(rules)
+            if filt is not None:
+                base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
         self.probe_config, self.attachment = plan(engine.event_types(), available_syscalls(),
                                                   base)
         self.container_socket = container_socket

@@ -5,33 +5,61 @@ only care about a few paths (`/etc/shadow`, below `/etc`, `/root/.ssh`...). For 
 enabled rule that can match an open, the expanded condition is over-approximated, for an
 open event, by a set of (absolute path prefix, open kinds) pairs: the event can only match
 if its path starts with one of the prefixes and its kind (read/write) is among the kinds.
-The union over all such rules is loaded into the probe's LPM trie; the kernel drops every
+Open kinds are 16 classes (readable, writable, O_TRUNC, O_CREAT; see open_class() in
+bpf/events.c), so `open_write and evt.arg.flags contains O_TRUNC` keeps only truncating
+writes. The union over all such rules is loaded into the probe's LPM trie; the kernel drops every
 other open with an absolute, already-normal path. Relative paths and paths containing
-`/.` or `//` always reach userspace (only it can resolve them).
+`/.`, `//` or `..` always reach userspace (only it can resolve them), so conditions that
+need such a raw path (`fd.nameraw contains "../"`) need no entry in the trie.
 
 Soundness over precision: anything not understood (negations, `contains`, `endswith`,
-regexes, transformers, fields other than fd.name/fd.directory/evt.is_open_*) widens to
-"any path, any kind", and a single such rule turns the filter off.
+regexes, transformers, fields other than fd.name/fd.directory/fd.filename/evt.is_open_*/
+evt.arg.flags) widens to "any path, any class", and a single such rule turns the filter
+off. `fd.name endswith X` and `fd.filename in (...)` become suffixes, checked after the
+trie (at most MAX_SUFFIXES; more widen to "any path" for their classes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from enforcer.sources.probe import OPEN_ANY, OPEN_READ, OPEN_WRITE
+from enforcer.sources.probe import (
+    ALL_CLASSES,
+    CREATING,
+    MAX_SUFFIXES,
+    READABLE,
+    SUFFIX_LEN,
+    TRUNCATING,
+    WRITABLE,
+)
 
 OPEN_TYPES = frozenset({"open", "openat", "openat2", "creat"})
-ALL = OPEN_READ | OPEN_WRITE | OPEN_ANY
+ALL = ALL_CLASSES
+# evt.arg.flags contains X -> the open classes whose flags render with X
+_FLAG_CLASSES = {"O_TRUNC": TRUNCATING, "O_CREAT": CREATING,
+                 "O_RDWR": READABLE & WRITABLE, "O_WRONLY": WRITABLE & ~READABLE,
+                 "O_RDONLY": READABLE & ~WRITABLE}
 
-Constraint = frozenset[tuple[str, int]]
-TOP: Constraint = frozenset({("", ALL)})
+# (path prefix, path suffix, classes): the open can match only if its path starts with
+# the prefix AND ends with the suffix AND its class is in the set ("" = no constraint)
+Constraint = frozenset[tuple[str, str, int]]
+TOP: Constraint = frozenset({("", "", ALL)})
 EMPTY: Constraint = frozenset()
 _MAX_PRODUCT = 20000
 
 
-def open_filter_for(rules: Iterable[Any]) -> dict[str, int] | None:
-    """{prefix: kinds} for the probe (exact paths end with NUL), or None for no filter."""
+@dataclass(frozen=True)
+class OpenFilter:
+    """What the probe's open filter is loaded with."""
+
+    prefixes: dict[str, int]  # exact paths end with NUL
+    suffixes: dict[str, int]
+
+
+def open_filter_for(rules: Iterable[Any]) -> OpenFilter | None:
+    """The kernel's open filter for these rules, or None when it cannot drop anything."""
     from enforcer.rules import nodes  # noqa: PLC0415 - only the agent needs the rules here
 
     total: Constraint = EMPTY
@@ -44,14 +72,27 @@ def open_filter_for(rules: Iterable[Any]) -> dict[str, int] | None:
             continue
         any_rule = True
         total = _union(total, _approx(rule.expr, nodes))
-        if ("", ALL) in total:
+        if ("", "", ALL) in total:
             return None
     if not any_rule:
-        return {}  # no rule looks at opens: the kernel may drop every absolute one
-    merged: dict[str, int] = {}
-    for prefix, mask in total:
-        merged[prefix] = merged.get(prefix, 0) | mask
-    return merged
+        return OpenFilter({}, {})  # no rule looks at opens: drop every absolute one
+    prefixes: dict[str, int] = {}
+    suffixes: dict[str, int] = {}
+    for prefix, suffix, mask in total:
+        if suffix and prefix and prefix.endswith("\0"):
+            suffix = ""  # an exact path already says everything
+        if suffix:
+            # the kernel checks suffixes alone: dropping the prefix only widens the set
+            suffixes[suffix] = suffixes.get(suffix, 0) | mask
+        else:
+            prefixes[prefix] = prefixes.get(prefix, 0) | mask
+    if len(suffixes) > MAX_SUFFIXES or any(len(x.encode()) > SUFFIX_LEN for x in suffixes):
+        for suffix, mask in suffixes.items():  # too many to check: every path of the class
+            prefixes[""] = prefixes.get("", 0) | mask
+        suffixes = {}
+    if prefixes.get("", 0) == ALL:
+        return None
+    return OpenFilter(prefixes, suffixes)
 
 
 def _approx(expr: Any, nodes: Any) -> Constraint:
@@ -122,23 +163,36 @@ def _check(check: Any, nodes: Any) -> Constraint:
     values = _values(check, nodes)
     if left.name in ("evt.is_open_read", "evt.is_open_write"):
         if op in ("=", "==") and values and values[0].lower() == "true":
-            return frozenset({("", OPEN_READ if left.name.endswith("read") else OPEN_WRITE)})
+            return frozenset({("", "", READABLE if left.name.endswith("read") else WRITABLE)})
         return TOP
-    if values is None or not all(v.startswith("/") for v in values):
+    if left.name == "evt.arg.flags" and op == "contains" and isinstance(check.right, nodes.Value):
+        cls = _FLAG_CLASSES.get(check.right.text)
+        return frozenset({("", "", cls)}) if cls else TOP
+    if (left.name == "fd.nameraw" and op in ("contains", "glob", "startswith", "endswith")
+            and values and all(".." in v for v in values)):
+        return EMPTY  # the kernel passes every raw path containing `..` unconditionally
+    if values is None:
+        return TOP
+    if left.name == "fd.filename" and op in ("=", "==", "in") and all(
+            v and "/" not in v for v in values):
+        return frozenset(("", "/" + v, ALL) for v in values)
+    if left.name == "fd.name" and op == "endswith" and all(values):
+        return frozenset(("", v, ALL) for v in values)
+    if not all(v.startswith("/") for v in values):
         return TOP
     if left.name == "fd.name":
         if op in ("=", "==", "in"):
-            return frozenset((v + "\0", ALL) for v in values)
+            return frozenset((v + "\0", "", ALL) for v in values)
         if op in ("startswith", "pmatch"):
-            return frozenset((v, ALL) for v in values)
+            return frozenset((v, "", ALL) for v in values)
         if op == "glob":
-            return frozenset((_glob_prefix(v), ALL) for v in values)
+            return frozenset((_glob_prefix(v), "", ALL) for v in values)
         return TOP
     if left.name == "fd.directory":
         if op in ("=", "==", "in"):
-            return frozenset((v.rstrip("/") + "/", ALL) for v in values)
+            return frozenset((v.rstrip("/") + "/", "", ALL) for v in values)
         if op in ("startswith", "pmatch"):
-            return frozenset((v, ALL) for v in values)
+            return frozenset((v, "", ALL) for v in values)
         return TOP
     return TOP
 
@@ -158,15 +212,24 @@ def _intersect(a: Constraint, b: Constraint) -> Constraint:
     if len(a) * len(b) > _MAX_PRODUCT:
         return a if len(a) <= len(b) else b  # a superset of the intersection: still sound
     out = set()
-    for p1, m1 in a:
-        for p2, m2 in b:
+    for p1, s1, m1 in a:
+        for p2, s2, m2 in b:
             m = m1 & m2
             if not m:
                 continue
             if p1.startswith(p2):
-                out.add((p1, m))
+                prefix = p1
             elif p2.startswith(p1):
-                out.add((p2, m))
+                prefix = p2
+            else:
+                continue
+            if s1.endswith(s2):
+                suffix = s1
+            elif s2.endswith(s1):
+                suffix = s2
+            else:
+                continue
+            out.add((prefix, suffix, m))
     return frozenset(out)
 
 

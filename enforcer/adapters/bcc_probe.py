@@ -103,13 +103,23 @@ class BccProbe:
         return total
 
     def set_open_prefixes(self, entries: dict[tuple[int, bytes], int]) -> None:
-        """Fill the open-path filter: {(prefix bits, data): kind mask}."""
+        """Fill the open-path filter: {(prefix bits, data): set of open classes}."""
         table = self.bpf[b"open_prefixes"]
         for (bits, data), mask in entries.items():
             key = table.Key()
             key.prefixlen = bits
             ctypes.memmove(ctypes.addressof(key) + type(key).data.offset, data, len(data))
-            table[key] = ctypes.c_uint8(mask)
+            table[key] = ctypes.c_uint16(mask)
+
+    def set_open_suffixes(self, entries: list[tuple[bytes, int]]) -> None:
+        """Fill the open-suffix table: [(suffix bytes, set of open classes)]."""
+        table = self.bpf[b"open_suffixes"]
+        for i, (suffix, mask) in enumerate(entries):
+            value = table.Leaf()
+            value.len = len(suffix)
+            value.classes = mask
+            ctypes.memmove(ctypes.addressof(value) + type(value).s.offset, suffix, len(suffix))
+            table[ctypes.c_int(i)] = value
 
     def close(self) -> None:
         """Detach every program and free the maps."""

@@ -67,6 +67,9 @@ class EbpfSource:
         if self.config.open_prefixes:
             self._probe.set_open_prefixes(
                 {lpm_key(p): mask for p, mask in self.config.open_prefixes.items()})
+        if self.config.open_prefixes is not None and self.config.open_suffixes:
+            self._probe.set_open_suffixes(
+                [(s.encode(), mask) for s, mask in self.config.open_suffixes.items()])
 
     def poll(self, timeout_ms: int = 100) -> list[dict[str, Any]]:
         """Decoded records that arrived, waiting at most timeout_ms for the first."""

@@ -4,6 +4,7 @@ kernel needed, so `enforcer probes render` and the unit tests see exactly what i
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from enforcer.resources import bpf_dir
@@ -14,11 +15,21 @@ ARGV_HALF = 512
 SADDR_SIZE = 128
 LPM_DATA = 128
 MAX_ARGV = 20
+SUFFIX_LEN = 32
+MAX_SUFFIXES = 16
 
-# Open kinds, as bits in the open_prefixes map values (mirrors open_wanted() in events.c).
-OPEN_READ = 1
-OPEN_WRITE = 2
-OPEN_ANY = 4
+# Open classes (open_class() in events.c): bit 0 readable, 1 writable, 2 O_TRUNC, 3 O_CREAT.
+# A map value is a 16-bit set of classes.
+def classes(pred: Callable[[int], int]) -> int:
+    """The class set (bitmap) of the classes whose bits satisfy `pred`."""
+    return sum(1 << c for c in range(16) if pred(c))
+
+
+ALL_CLASSES = 0xFFFF
+READABLE = classes(lambda c: c & 1)
+WRITABLE = classes(lambda c: c & 2)
+TRUNCATING = classes(lambda c: c & 4)
+CREATING = classes(lambda c: c & 8)
 
 
 @dataclass(frozen=True)
@@ -27,9 +38,12 @@ class ProbeConfig:
 
     syscalls: tuple[str, ...] = tuple(s.name for s in sc.SYSCALLS)
     agent_tgid: int = 0  # events of this process are dropped in the kernel
-    # Absolute-path prefixes (exact paths end with "\0") -> mask of open kinds that matter;
+    # Absolute-path prefixes (exact paths end with "\0") -> set of open classes that matter;
     # None means "no open filter, emit every open".
     open_prefixes: dict[str, int] | None = None
+    # Path suffixes (at most MAX_SUFFIXES, each at most SUFFIX_LEN bytes) -> open classes;
+    # an open passes when its prefix or its suffix matches. Only with open_prefixes.
+    open_suffixes: dict[str, int] = field(default_factory=dict)
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages
     stash_entries: int = 16384
     extra_defines: dict[str, str] = field(default_factory=dict)
@@ -62,7 +76,8 @@ def _enter(s: sc.Syscall, code: int) -> list[str]:
         ]
     if s.family == "open":
         flags_idx = _open_flags_index(s)
-        flags = f"e->a[{flags_idx}]" if flags_idx is not None else "0x41"  # creat: O_WRONLY|O_CREAT
+        # creat(2) is open(O_WRONLY|O_CREAT|O_TRUNC)
+        flags = f"e->a[{flags_idx}]" if flags_idx is not None else "0x241"
         out += [f"    if (!open_wanted(e, {flags}))", "        return 0;"]
     if s.argv:
         out.append(f"    read_argv(e, (const char *const *)args->{s.argv});")
@@ -108,7 +123,7 @@ def _exit(s: sc.Syscall) -> list[str]:
         out.append("    reread_paths(e);")
     if s.family == "open":
         flags_idx = _open_flags_index(s)
-        flags = f"e->a[{flags_idx}]" if flags_idx is not None else "0x41"
+        flags = f"e->a[{flags_idx}]" if flags_idx is not None else "0x241"
         out += [
             f"    if (!open_wanted(e, {flags})) {{",
             "        stash.delete(&key);",
@@ -142,6 +157,9 @@ def handlers(names: tuple[str, ...]) -> str:
 
 def render(config: ProbeConfig) -> str:
     """The exact C text bcc compiles for this configuration."""
+    if len(config.open_suffixes) > MAX_SUFFIXES or any(
+            len(x.encode()) > SUFFIX_LEN for x in config.open_suffixes):
+        raise ValueError(f"at most {MAX_SUFFIXES} open suffixes of {SUFFIX_LEN} bytes")
     unknown = sorted(set(config.syscalls) - set(sc.BY_NAME))
     if unknown:
         raise ValueError(f"no probe for syscalls: {', '.join(unknown)}")
@@ -154,6 +172,9 @@ def render(config: ProbeConfig) -> str:
         "STASH_ENTRIES": str(config.stash_entries),
         "OPEN_PREFIX_ENTRIES": str(max(1, len(config.open_prefixes or ()))),
         "OPEN_FILTER_ENABLED": "0" if config.open_prefixes is None else "1",
+        "OPEN_SUFFIX_COUNT": str(len(config.open_suffixes)),
+        "OPEN_SUFFIX_CLASSES": hex(_union(config.open_suffixes.values())),
+        "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
         "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
         "MAX_ARGV": str(MAX_ARGV),
         "EV_FORK": str(sc.EV_FORK),
@@ -165,6 +186,13 @@ def render(config: ProbeConfig) -> str:
     for key in sorted(values, key=len, reverse=True):
         text = text.replace(key, values[key])
     return text
+
+
+def _union(masks: Iterable[int]) -> int:
+    out = 0
+    for m in masks:
+        out |= m
+    return out
 
 
 def lpm_key(prefix: str) -> tuple[int, bytes]:
