@@ -87,7 +87,7 @@ def open_filter_for(rules: Iterable[Any]) -> OpenFilter | None:
         else:
             prefixes[prefix] = prefixes.get(prefix, 0) | mask
     if len(suffixes) > MAX_SUFFIXES or any(len(x.encode()) > SUFFIX_LEN for x in suffixes):
-        for suffix, mask in suffixes.items():  # too many to check: every path of the class
+        for mask in suffixes.values():  # too many to check: every path of the class
             prefixes[""] = prefixes.get("", 0) | mask
         suffixes = {}
     if prefixes.get("", 0) == ALL:
