@@ -250,6 +250,13 @@ class ProcessTable:
         proc.uid, proc.gid = uid, gid
         proc.exited = False
         self.refresh_live(proc)
+        try:
+            # the kernel's own view (symlinks resolved, memfd and fd execs named as the
+            # kernel names them), while the process is still there to ask
+            exe = os.readlink(f"{self.proc_root}/{pid}/exe")
+            proc.exepath = exe[:-10] if exe.endswith(" (deleted)") else exe
+        except OSError:
+            pass
         return proc
 
     def on_exit(self, tid: int, tgid: int) -> None:
