@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 from enforcer.agent import Agent
 from enforcer.alert import Alert
@@ -81,9 +80,3 @@ def sh(script: str, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
                           check=False, **kw)  # type: ignore[arg-type]
 
-
-def marker_dir(base: Path) -> tuple[str, Path]:
-    m = uuid.uuid4().hex[:10]
-    d = base / m
-    d.mkdir(parents=True)
-    return m, d

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from enforcer.resources import default_rules_dir
-from tests.system.agent_harness import LiveAgent, marker_dir, sh
+from tests.system.agent_harness import LiveAgent, sh
 from tests.system.conftest import podman_run
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
