@@ -113,10 +113,11 @@ class Agent:
             filt = open_filter_for(rules)
             if filt is not None:
                 base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
-        self.probe_config, self.attachment = plan(engine.event_types(), available_syscalls(),
-                                                  base)
+        self._base_config = base
+        self.probe_config = base
+        self.attachment = Attachment((), ())
         self.container_socket = container_socket
-        self.source = EbpfSource(self.probe_config)
+        self.source: EbpfSource | None = None
         self.tracker: Tracker | None = None
         self.stats = AlertStats()
         self.drops = DropMonitor(stream=self.stderr)
@@ -130,6 +131,12 @@ class Agent:
 
     def open(self) -> None:
         """Seed the state, load and attach the probes (ProbeError on failure)."""
+        from enforcer.adapters.bcc_probe import require_privileges  # noqa: PLC0415
+
+        require_privileges()
+        self.probe_config, self.attachment = plan(self.engine.event_types(),
+                                                  available_syscalls(), self._base_config)
+        self.source = EbpfSource(self.probe_config)
         self.tracker = build_state(container_socket=self.container_socket)
         self.source.open()
         for w in self.source.warnings:
@@ -141,7 +148,7 @@ class Agent:
 
     def run(self, stop: threading.Event) -> None:
         """The event loop; returns when `stop` is set (after draining what is pending)."""
-        assert self.tracker is not None, "open() first"
+        assert self.tracker is not None and self.source is not None, "open() first"
         self.started.set()
         next_drop_check = time.monotonic() + 1.0
         while not stop.is_set():
@@ -178,6 +185,8 @@ class Agent:
                 log.exception("on_alert hook failed for rule %s", alert.rule)
 
     def _check_drops(self) -> None:
+        if self.source is None:
+            return
         line = self.drops.check(self.source.drops(), time.time_ns())
         if line:
             self.stderr.write(line + "\n")
@@ -188,7 +197,8 @@ class Agent:
         if self._closed:
             return
         self._closed = True
-        self.source.close()
+        if self.source is not None:
+            self.source.close()
         for out in self.outputs:
             try:
                 out.flush()

@@ -26,7 +26,19 @@ TRACEFS = Path("/sys/kernel/tracing")
 
 def tracepoint_exists(category: str, event: str) -> bool:
     """Whether tracefs offers this tracepoint on the running kernel."""
-    return (TRACEFS / "events" / category / event / "format").is_file()
+    try:
+        return (TRACEFS / "events" / category / event / "format").is_file()
+    except OSError:  # not readable without privileges
+        return False
+
+
+def require_privileges() -> None:
+    """ProbeError (exit 3) unless this process may load tracing programs."""
+    if os.geteuid() != 0:
+        raise ProbeError(
+            "loading eBPF programs needs root (or CAP_BPF, CAP_PERFMON and "
+            "CAP_SYS_ADMIN); run enforcer as root, e.g. `sudo enforcer --dry-run`",
+            EXIT_NOT_ROOT)
 
 
 def _raise_memlock() -> str | None:
@@ -43,11 +55,7 @@ class BccProbe:
     """A compiled and attached program with its ring buffer."""
 
     def __init__(self, text: str, on_record: Callable[[bytes], None]):
-        if os.geteuid() != 0:
-            raise ProbeError(
-                "loading eBPF programs needs root (or CAP_BPF, CAP_PERFMON and "
-                "CAP_SYS_ADMIN); run enforcer as root, e.g. `sudo enforcer --dry-run`",
-                EXIT_NOT_ROOT)
+        require_privileges()
         if not (TRACEFS / "events").is_dir():
             raise ProbeError(
                 f"tracefs is not mounted at {TRACEFS}; mount it with "
