@@ -66,6 +66,14 @@ class NetnsPod:
         done = self.run([sys.executable, "-c", probe], capture_output=True, text=True)
         return done.stdout.startswith("ok")
 
+    def reaches(self, host: str, port: int, tries: int = 5) -> bool:
+        """Reachable, allowing a fresh veth a moment to come up (ARP, carrier)."""
+        for _ in range(tries):
+            if self.can_connect(host, port):
+                return True
+            time.sleep(0.2)
+        return False
+
     def remove(self) -> None:
         if self.process is not None:
             self.process.kill()
