@@ -28,7 +28,9 @@ def _env_list(name: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("responses")
+    """Add the response options; an option the parser already has (the live agent's own
+    `--dry-run`) is left as it is, and read under the same name."""
+    group = _Tolerant(parser.add_argument_group("responses"), parser)
     group.add_argument("--policies", nargs="+", metavar="FILE|DIR",
                        default=_env_list("ENFORCER_POLICIES") or None,
                        help="response policy files or directories, replacing the bundled "
@@ -56,6 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        default=os.environ.get("ENFORCER_SNAPSHOT_DIR",
                                               "/var/lib/enforcer/snapshots"),
                        help="where snapshots are written (env ENFORCER_SNAPSHOT_DIR)")
+
+
+class _Tolerant:
+    def __init__(self, group: argparse._ArgumentGroup, parser: argparse.ArgumentParser):
+        self.group = group
+        self.parser = parser
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> None:
+        if any(flag in self.parser._option_string_actions for flag in flags):
+            return
+        self.group.add_argument(*flags, **kwargs)
 
 
 def responder_from_args(args: argparse.Namespace, *, hostname: str = "",

@@ -46,3 +46,11 @@ def test_bad_policies_raise_policy_error(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match=r"bad.yaml:3:13: unknown action 'nuke'"):
         responder_from_args(parse(["--policies", str(path), "--audit-log",
                                    str(tmp_path / "a.jsonl")]))
+
+
+def test_an_existing_dry_run_flag_is_shared(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dry-run", action="store_true", help="the agent's own")
+    add_arguments(parser)
+    args = parser.parse_args(["--dry-run", "--audit-log", str(tmp_path / "a.jsonl")])
+    assert responder_from_args(args).dry_run is True
