@@ -18,6 +18,7 @@ from tests.conftest import REPO
 from tests.unit.chart.chart_render import (
     CHART,
     KUBE_VERSION,
+    OLDEST_KUBE_VERSION,
     HelmError,
     container,
     env_of,
@@ -117,15 +118,17 @@ def test_helm_lint_passes_with_every_action_disabled(kube_tools, tmp_path):
     assert "0 chart(s) failed" in out
 
 
+@pytest.mark.parametrize("kube_version", [KUBE_VERSION, OLDEST_KUBE_VERSION])
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_rendered_objects_validate_against_kubernetes_schemas(kube_tools, tmp_path, scenario):
-    objects = render(kube_tools, tmp_path, SCENARIOS[scenario])
+def test_rendered_objects_validate_against_kubernetes_schemas(kube_tools, tmp_path, scenario,
+                                                              kube_version):
+    objects = render(kube_tools, tmp_path, SCENARIOS[scenario], kube_version)
     assert any(o["kind"] == "DaemonSet" for o in objects)
     for obj in objects:
         if obj["apiVersion"] == "monitoring.coreos.com/v1":
             continue  # a CRD: no upstream schema; checked in test_service_monitor_*
         try:
-            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+            kubernetes_validate.validate(obj, kube_version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path)
             pytest.fail(f"{obj['kind']} {obj['metadata']['name']}: {path}: {exc.message}")
@@ -211,6 +214,17 @@ def test_capabilities_by_default_and_privileged_switch(kube_tools, tmp_path):
     ctx = container(render(kube_tools, tmp_path, {"privileged": True}))["securityContext"]
     assert ctx["privileged"] is True
     assert "capabilities" not in ctx
+
+
+def test_apparmor_field_from_1_30_annotation_before(kube_tools, tmp_path):
+    objects = render(kube_tools, tmp_path)
+    assert container(objects)["securityContext"]["appArmorProfile"] == {"type": "Unconfined"}
+    assert "annotations" not in one(objects, "DaemonSet")["spec"]["template"]["metadata"]
+    objects = render(kube_tools, tmp_path, {"podAnnotations": {"team": "sec"}}, "1.29.0")
+    assert "appArmorProfile" not in container(objects)["securityContext"]
+    annotations = one(objects, "DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"team": "sec",
+                           "container.apparmor.security.beta.kubernetes.io/enforcer": "unconfined"}
 
 
 def test_host_mounts(kube_tools, tmp_path):
