@@ -59,6 +59,8 @@ def podman_options_of_the_chart(objects: list[dict], tmp_path: Path) -> list[str
     options = []
     if pod.get("hostPID"):
         options += ["--pid=host"]
+    if pod.get("hostNetwork"):
+        options += ["--network=host"]
     if ctx.get("privileged"):
         options += ["--privileged"]
     else:

@@ -61,6 +61,13 @@ EXAMPLE_POLICY = [{
 }]
 
 
+def flag_values(args: list[str], flag: str) -> list[str]:
+    """The arguments after `flag` up to the next option."""
+    start = args.index(flag) + 1
+    end = next((i for i in range(start, len(args)) if args[i].startswith("--")), len(args))
+    return args[start:end]
+
+
 def disabled(*actions: str) -> dict[str, Any]:
     return {"actions": {a: {"enabled": False} for a in actions}}
 
@@ -242,25 +249,55 @@ def test_host_mounts(kube_tools, tmp_path):
         "/host/var/run": "/var/run",
         "/host/run/containerd": "/run/containerd",
         "/host/run/crio": "/run/crio",
-        "/host/run/podman": "/run/podman",
         "/var/lib/enforcer/audit": "/var/lib/enforcer/audit",
         "/var/lib/enforcer/snapshots": "/var/lib/enforcer/snapshots",
+        "/run/enforcer": "/run/enforcer",
     }
     read_only = {m["mountPath"] for m in container(objects)["volumeMounts"] if m.get("readOnly")}
     assert {"/lib/modules", "/usr/src", "/host/proc", "/host/run/containerd"} <= read_only
-    assert "/var/lib/enforcer/snapshots" not in read_only
-    sockets = env_of(objects)["ENFORCER_CONTAINER_SOCKETS"].split(",")
-    assert "containerd=/host/run/containerd/containerd.sock" in sockets
-    assert "docker=/host/var/run/docker.sock" in sockets
+    assert not {"/var/lib/enforcer/snapshots", "/run/enforcer"} & read_only
+    env = env_of(objects)
+    assert env["ENFORCER_CONTAINER_SOCKET"] == "/host/var/run/docker.sock"
+    assert env["ENFORCER_AUDIT_LOG"] == "/var/lib/enforcer/audit/audit.jsonl"
+    assert env["ENFORCER_SNAPSHOT_DIR"] == "/var/lib/enforcer/snapshots"
+    assert env["ENFORCER_STATE_DIR"] == "/run/enforcer"
 
 
-def test_a_removed_runtime_socket_is_not_mounted(kube_tools, tmp_path):
-    values = {"containerRuntime": {"sockets": {"docker": None, "podman": ""}}}
+def test_runtime_sockets_follow_values(kube_tools, tmp_path):
+    values = {"containerRuntime": {"sockets": {"docker": None,
+                                               "podman": "/run/podman/podman.sock"}}}
     objects = render(kube_tools, tmp_path, values)
     names = {v["name"] for v in one(objects, "DaemonSet")["spec"]["template"]["spec"]["volumes"]}
-    assert "runtime-containerd" in names
-    assert not {"runtime-docker", "runtime-podman"} & names
-    assert "docker=" not in env_of(objects)["ENFORCER_CONTAINER_SOCKETS"]
+    assert {"runtime-containerd", "runtime-crio", "runtime-podman"} <= names
+    assert "runtime-docker" not in names
+    assert env_of(objects)["ENFORCER_CONTAINER_SOCKET"] == "/host/run/podman/podman.sock"
+    values["containerRuntime"]["sockets"]["docker"] = "/var/run/docker.sock"
+    env = env_of(render(kube_tools, tmp_path, values))
+    assert env["ENFORCER_CONTAINER_SOCKET"] == (
+        "/host/var/run/docker.sock:/host/run/podman/podman.sock")
+    values["containerRuntime"]["sockets"] = {"docker": "", "podman": "", "crio": None}
+    objects = render(kube_tools, tmp_path, values)
+    assert "ENFORCER_CONTAINER_SOCKET" not in env_of(objects)
+
+
+@pytest.mark.parametrize(("setting", "quarantine", "expected"), [
+    ("auto", True, True), ("auto", False, False), (True, False, True), (False, True, False)])
+def test_host_network_follows_quarantine_unless_set(kube_tools, tmp_path, setting, quarantine,
+                                                    expected):
+    values = {"hostNetwork": setting, "actions": {"quarantine": {"enabled": quarantine}}}
+    pod = one(render(kube_tools, tmp_path, values), "DaemonSet")["spec"]["template"]["spec"]
+    assert pod.get("hostNetwork", False) is expected
+    assert pod.get("dnsPolicy") == ("ClusterFirstWithHostNet" if expected else None)
+
+
+def test_guard_settings_reach_the_agent(kube_tools, tmp_path):
+    env = env_of(render(kube_tools, tmp_path))
+    assert env["ENFORCER_ACTION_BUDGET"] == "20"
+    assert "ENFORCER_PROTECTED_NAMESPACES" not in env
+    values = {"protectedNamespaces": ["payments", "vault"], "actionBudget": 5}
+    env = env_of(render(kube_tools, tmp_path, values))
+    assert env["ENFORCER_PROTECTED_NAMESPACES"] == "payments,vault"
+    assert env["ENFORCER_ACTION_BUDGET"] == "5"
 
 
 def test_probes_and_resources(kube_tools, tmp_path):
@@ -298,9 +335,10 @@ def test_inline_policies_become_a_mounted_config_map(kube_tools, tmp_path):
     assert rules[0]["list"] == "shell_binaries"
     args = container(objects)["args"]
     assert args[args.index("--policies") + 1] == "/etc/enforcer/policies"
-    # bundled rules first, then the extra files that may override them
-    rule_dirs = [args[i + 1] for i, a in enumerate(args) if a == "--rules"]
-    assert rule_dirs == ["/usr/share/enforcer/rules", "/etc/enforcer/rules"]
+    # one --rules (nargs="+"; a second --rules would replace the first), bundled rules first,
+    # then the extra files that may override them
+    assert args.count("--rules") == 1
+    assert flag_values(args, "--rules") == ["/usr/share/enforcer/rules", "/etc/enforcer/rules"]
     pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["policies"]["configMap"]["name"] == "rel-enforcer-policies"
@@ -324,7 +362,7 @@ def test_existing_config_maps_are_referenced_not_rendered(kube_tools, tmp_path):
     assert volumes["policies"]["configMap"]["name"] == "gitops-policies"
     assert volumes["rules"]["configMap"]["name"] == "gitops-rules"
     args = container(objects)["args"]
-    assert [args[i + 1] for i, a in enumerate(args) if a == "--rules"] == ["/etc/enforcer/rules"]
+    assert flag_values(args, "--rules") == ["/etc/enforcer/rules"]
 
 
 def test_otel_endpoint_values(kube_tools, tmp_path):
