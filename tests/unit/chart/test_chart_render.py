@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from actions import registry
 from tests.conftest import REPO
 from tests.unit.chart.chart_render import (
     CHART,
@@ -27,31 +28,28 @@ from tests.unit.chart.chart_render import (
     render,
 )
 
-# What each action needs from the API server: (apiGroup, resource, verb). Mirrors the RBAC
-# named in each action module's docstring; kill, quarantine, snapshot and notify are
-# node-local and need none.
-ALWAYS = {("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch")}
-ACTION_RBAC: dict[str, set[tuple[str, str, str]]] = {
-    "kill": set(),
-    "deletePod": {("", "pods", "delete")},
-    "labelPod": {("", "pods", "patch")},
-    "cordon": {("", "nodes", "get"), ("", "nodes", "patch")},
-    "networkpolicy": {
-        ("", "pods", "patch"),
-        ("networking.k8s.io", "networkpolicies", "get"),
-        ("networking.k8s.io", "networkpolicies", "create"),
-        ("networking.k8s.io", "networkpolicies", "patch"),
-    },
-    "quarantine": set(),
-    "snapshot": set(),
-    "notify": set(),
-}
-EVENTS = {("", "events", "create")}
+# Chart value key (actions.<key>.enabled) -> the action's name in policies and its registry.
 AGENT_NAMES = {
     "kill": "kill", "deletePod": "delete_pod", "labelPod": "label_pod", "cordon": "cordon",
     "networkpolicy": "networkpolicy", "quarantine": "quarantine", "snapshot": "snapshot",
     "notify": "notify",
 }
+ALWAYS = {("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch")}
+EVENTS = {("", "events", "create")}
+
+
+def _declared_rbac(name: str) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) that the action module declares it needs (`rbac`)."""
+    return {(group, resource, verb)
+            for rule in registry.get(name).rbac
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]}
+
+
+# What each action needs from the API server, from the actions' own declarations; kill,
+# quarantine, snapshot and notify are node-local and need none.
+ACTION_RBAC = {key: _declared_rbac(name) for key, name in AGENT_NAMES.items()}
 
 EXAMPLE_POLICY = [{
     "policy": "contain-shell-in-prod",
@@ -139,6 +137,13 @@ def test_rendered_objects_validate_against_kubernetes_schemas(kube_tools, tmp_pa
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path)
             pytest.fail(f"{obj['kind']} {obj['metadata']['name']}: {path}: {exc.message}")
+
+
+def test_every_action_has_a_values_switch():
+    assert set(AGENT_NAMES.values()) == set(registry.names())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values["actions"]) == set(AGENT_NAMES)
+    assert ACTION_RBAC["networkpolicy"]  # the table is really read from the action modules
 
 
 def test_default_cluster_role_holds_exactly_what_the_actions_need(kube_tools, tmp_path):
