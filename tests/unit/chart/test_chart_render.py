@@ -146,6 +146,17 @@ def test_every_action_has_a_values_switch():
     assert ACTION_RBAC["networkpolicy"]  # the table is really read from the action modules
 
 
+def test_install_dry_run_notes_say_whether_the_agent_enforces(kube_tools):
+    """`helm install --dry-run=client` works offline: it renders the chart and its notes."""
+    out = helm(kube_tools, "install", "rel", str(CHART), "--dry-run=client", "-n", "security")
+    notes = out.split("NOTES:", 1)[1]
+    assert "DRY-RUN: responses are audited, never performed" in notes
+    assert "Enabled actions: cordon,delete_pod,kill,label_pod,networkpolicy" in notes
+    out = helm(kube_tools, "install", "rel", str(CHART), "--dry-run=client", "-n", "security",
+               "--set", "dryRun=false")
+    assert "ENFORCING: policies whose dry_run is false act" in out.split("NOTES:", 1)[1]
+
+
 def test_default_cluster_role_holds_exactly_what_the_actions_need(kube_tools, tmp_path):
     assert granted(render(kube_tools, tmp_path)) == needed(set())
 
