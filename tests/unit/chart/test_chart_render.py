@@ -275,6 +275,7 @@ def test_host_mounts(kube_tools, tmp_path):
     env = env_of(objects)
     assert env["ENFORCER_CONTAINER_SOCKET"] == "/host/var/run/docker.sock"
     assert env["ENFORCER_AUDIT_LOG"] == "/var/lib/enforcer/audit/audit.jsonl"
+    assert env["ENFORCER_STORE"] == "/var/lib/enforcer/audit/audit.db"
     assert env["ENFORCER_SNAPSHOT_DIR"] == "/var/lib/enforcer/snapshots"
     assert env["ENFORCER_STATE_DIR"] == "/run/enforcer"
 
