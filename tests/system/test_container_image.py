@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.root, pytest.mark.podman]
 TAG = "localhost/enforcer:system-test"
 PODMAN = ["podman", "--cgroup-manager", "cgroupfs"]
 LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
-RESOURCES_BUG = "bundled rules: MultiplexedPath("
+RESOURCES_BUG = "bundled rules and policies: MultiplexedPath("
 
 BPF_SMOKE = r'''
 import subprocess, sys, time
@@ -129,3 +130,14 @@ def test_image_builds_and_loads_bpf_under_the_charts_security_context(kube_tools
     assert rules.returncode == 0, rules.stderr
     assert yaml.safe_load(rules.stdout) == yaml.safe_load(
         (REPO / "policies/rules/falco_rules.yaml").read_text())
+
+    # The installed agent in the image judges exactly as this checkout does.
+    for argv in (["validate", "/usr/share/enforcer/rules"],
+                 ["replay", "--hostname", "node-1", "/usr/share/enforcer/samples/events.jsonl"]):
+        in_image = subprocess.run([*PODMAN, "run", "--rm", *LIMITS, "--read-only", TAG, *argv],
+                                  capture_output=True, text=True, timeout=300)
+        host_argv = [a.replace("/usr/share/enforcer", str(REPO / "policies")) for a in argv]
+        here = subprocess.run([sys.executable, "-m", "enforcer", *host_argv],
+                              capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert (in_image.returncode, in_image.stdout) == (here.returncode, here.stdout), argv
+        assert in_image.stdout.strip()
