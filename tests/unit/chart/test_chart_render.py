@@ -421,6 +421,20 @@ def test_no_rules_at_all_is_refused_with_an_explanation(kube_tools, tmp_path):
         render(kube_tools, tmp_path, {"rules": {"bundled": False}})
 
 
+@pytest.mark.parametrize(("values", "message"), [
+    ({"actions": {"deletepod": {"enabled": False}}},
+     "at '/actions': additional properties 'deletepod' not allowed"),
+    ({"dryrun": False}, "additional properties 'dryrun' not allowed"),
+    ({"hostNetwork": "maybe"}, "at '/hostNetwork'"),
+    ({"protectedNamespaces": ["Not_A_Namespace"]}, "at '/protectedNamespaces/0'"),
+    ({"snapshots": {"hostPath": "relative/dir"}}, "at '/snapshots/hostPath'"),
+])
+def test_misspelt_or_wrong_values_are_refused_not_ignored(kube_tools, tmp_path, values, message):
+    """values.schema.json: a typo must not silently leave an action enabled."""
+    with pytest.raises(HelmError, match=re.escape(message)):
+        render(kube_tools, tmp_path, values)
+
+
 def test_service_monitor_without_service_is_refused(kube_tools, tmp_path):
     values = {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}
     with pytest.raises(HelmError, match="needs metrics.service.enabled"):
