@@ -85,6 +85,12 @@ class Metrics:
             ["output"], registry=r)
         self.policy_reloads = Counter(f"{PREFIX}_policy_reloads", "Policy (re)loads by result",
                                       ["result"], registry=r)
+        self.responder_drops = Counter(
+            f"{PREFIX}_responder_drops", "Matches not handled because the responder queue "
+            "was full", registry=r)
+        self.budget_trips = Counter(
+            f"{PREFIX}_budget_trips", "Times the destructive-action budget switched the agent "
+            "to dry-run", registry=r)
         self.intake_requests = Counter(
             f"{PREFIX}_falco_http_requests", "Requests to the falco-http input by status code",
             ["code"], registry=r)
@@ -134,6 +140,12 @@ class Metrics:
 
     def policies_loaded(self, ok: bool) -> None:
         self.policy_reloads.labels("success" if ok else "failure").inc()
+
+    def responder_dropped(self) -> None:
+        self.responder_drops.inc()
+
+    def budget_tripped(self) -> None:
+        self.budget_trips.inc()
 
     def intake_request(self, code: int) -> None:
         self.intake_requests.labels(str(code)).inc()
