@@ -275,6 +275,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, code: int, message: str, close: bool = False,
                extra: dict[str, str] | None = None) -> None:
+        # Counted before answering, so a client that saw the answer sees the count.
+        self.server.intake.count(code)
         body = (json.dumps({"code": code, "message": message}) + "\n").encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -287,7 +289,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self.server.intake.count(code)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         log.debug("falco-http %s: " + format, self.client_address[0], *args)
