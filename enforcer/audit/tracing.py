@@ -33,11 +33,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -156,7 +156,15 @@ def build_resource(hostname: str | None = None,
     node = environ.get("NODE_NAME", "").strip()
     if node:
         attributes["k8s.node.name"] = node
-    return Resource.create(attributes).merge(OTELResourceDetector().detect())
+    # The operator's OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win over ours.
+    for item in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            attributes[key.strip()] = unquote(value.strip())
+    service = environ.get("OTEL_SERVICE_NAME", "").strip()
+    if service:
+        attributes["service.name"] = service
+    return Resource.create(attributes)
 
 
 def _attr(value: Any) -> Any:
@@ -419,21 +427,38 @@ class Tracer:
         return DetectionTrace(root, alert, self._tracer)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
+        """Export what is queued, waiting at most `timeout_s`; True if it all went out."""
         if self.provider is None:
             return True
-        return bool(self.provider.force_flush(int(timeout_s * 1000)))
+        return self._bounded(self.provider.force_flush, timeout_s, "otel-flush")
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Flush what can be flushed within `timeout_s`, then stop exporting."""
         if self.provider is None:
             return
-        self.flush(timeout_s)
-        # Shutdown waits for an in-flight export; do it off-thread so a hung collector
-        # cannot hold the agent's exit beyond the timeout.
-        stopper = threading.Thread(target=self.provider.shutdown, name="otel-shutdown",
-                                   daemon=True)
-        stopper.start()
-        stopper.join(timeout_s)
+        provider = self.provider
+
+        def flush_then_stop() -> bool:
+            provider.force_flush()
+            provider.shutdown()
+            return True
+
+        self._bounded(flush_then_stop, timeout_s, "otel-shutdown")
+
+    @staticmethod
+    def _bounded(fn: Any, timeout_s: float, name: str) -> bool:
+        # The SDK's force_flush ignores its timeout and exports synchronously, retrying a
+        # dead collector with backoff; run it off-thread so the agent's stop stays bounded.
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=name, daemon=True).start()
+        return done.wait(timeout_s)
 
 
 def setup_tracing(config: TracingConfig | None = None, *, hostname: str | None = None,
