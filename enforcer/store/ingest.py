@@ -1,0 +1,147 @@
+"""Apply mapped audit records to the store, a batch per transaction, idempotently.
+
+Used by the agent's writer thread and by `enforcer audit import`. Records may arrive in any
+order: a response whose alert has not been seen yet creates a placeholder detection that the
+alert completes later. Importing the same log twice adds nothing (detections are keyed by the
+detection id, responses by their identifying fields).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from enforcer.store.mapping import DetectionRow, Mapped, ResponseRow
+
+_UPSERT_DETECTION = """
+INSERT INTO detections (key, time_ns, rule, priority, output, output_fields, tags, source,
+                        hostname, namespace, pod, node, trace_id, complete)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+ON CONFLICT (key) DO UPDATE SET
+    time_ns = excluded.time_ns, rule = excluded.rule, priority = excluded.priority,
+    output = excluded.output, output_fields = excluded.output_fields, tags = excluded.tags,
+    source = excluded.source, hostname = excluded.hostname, namespace = excluded.namespace,
+    pod = excluded.pod, node = excluded.node,
+    trace_id = coalesce(excluded.trace_id, detections.trace_id), complete = 1
+WHERE detections.complete = 0
+"""
+
+_PLACEHOLDER = """
+INSERT INTO detections (key, time_ns, rule, priority, namespace, pod, node, hostname,
+                        trace_id, complete)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+ON CONFLICT (key) DO NOTHING
+"""
+
+_INSERT_RESPONSE = """
+INSERT OR IGNORE INTO responses (rhash, det_id, det_time_ns, kind, time_ns, policy, action,
+    target, params, dry_run, outcome, outcome_class, error, retries, latency_ms, trace_id,
+    span_id, would, record)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_SUMMARISE = """
+UPDATE detections SET
+    outcomes = (SELECT group_concat(DISTINCT outcome_class) FROM responses
+                WHERE det_id = detections.id),
+    policies = (SELECT group_concat(DISTINCT policy) FROM responses
+                WHERE det_id = detections.id),
+    actions = (SELECT group_concat(DISTINCT action) FROM responses
+               WHERE det_id = detections.id)
+WHERE id IN (SELECT value FROM json_each(?))
+"""
+
+# A completed placeholder may have moved in time: keep the responses' copy in step.
+_RETIME = """
+UPDATE responses SET det_time_ns = detections.time_ns FROM detections
+WHERE detections.id = responses.det_id AND responses.det_time_ns != detections.time_ns
+  AND detections.id IN (SELECT value FROM json_each(?))
+"""
+
+_DUMP = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False).encode
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return _DUMP(value)
+
+
+def _response_hash(r: ResponseRow) -> int:
+    """What makes a response the same one again (within its detection), as a 64-bit int."""
+    ident = "\0".join(str(x) for x in (r.kind, r.time_ns, r.policy, r.action, r.target,
+                                        r.outcome, r.span_id, r.retries))
+    digest = hashlib.blake2b(ident.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# The detail page shows a response's other keys; the alert itself is already stored once.
+_NOT_EXTRA = frozenset({"alert", "output", "output_fields"})
+
+
+def _extra(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in _NOT_EXTRA}
+
+
+def _detection_values(d: DetectionRow) -> tuple[Any, ...]:
+    return (d.key, d.time_ns, d.rule, d.priority, d.output, _json(d.output_fields),
+            _json(d.tags), d.source, d.hostname, d.namespace, d.pod, d.node, d.trace_id)
+
+
+def apply_batch(conn: sqlite3.Connection, batch: Iterable[Mapped]) -> int:
+    """Write a batch of mapped records in one transaction; returns how many were given."""
+    full: dict[str, DetectionRow] = {}
+    placeholders: dict[str, DetectionRow] = {}
+    responses: list[ResponseRow] = []
+    count = 0
+    for mapped in batch:
+        count += 1
+        det = mapped.detection
+        if det.complete:
+            full.setdefault(det.key, det)
+        elif det.key not in placeholders:
+            placeholders[det.key] = det
+        if mapped.response is not None:
+            responses.append(mapped.response)
+    if not count:
+        return 0
+    conn.execute("BEGIN")
+    try:
+        # Placeholders this batch's alerts complete: their responses need the alert's time.
+        completed = [row[0] for row in conn.execute(
+            "SELECT id FROM detections WHERE complete = 0 "
+            "AND key IN (SELECT value FROM json_each(?))", (json.dumps(list(full)),))
+        ] if full else []
+        conn.executemany(_UPSERT_DETECTION, [_detection_values(d) for d in full.values()])
+        conn.executemany(_PLACEHOLDER, [
+            (d.key, d.time_ns, d.rule, d.priority, d.namespace, d.pod, d.node, d.hostname,
+             d.trace_id)
+            for key, d in placeholders.items() if key not in full])
+        if responses:
+            keys = list({r.key for r in responses})
+            ids: dict[str, tuple[int, int]] = {}
+            for row in conn.execute(
+                    "SELECT key, id, time_ns FROM detections "
+                    "WHERE key IN (SELECT value FROM json_each(?))", (json.dumps(keys),)):
+                ids[row[0]] = (row[1], row[2])
+            rows = []
+            for r in responses:
+                det_id, det_time = ids[r.key]
+                rows.append((
+                    _response_hash(r), det_id, det_time, r.kind, r.time_ns, r.policy,
+                    r.action, r.target, _json(r.params), None if r.dry_run is None
+                    else int(r.dry_run), r.outcome, r.outcome_class, r.error, r.retries,
+                    r.latency_ms, r.trace_id, r.span_id, r.would, _json(_extra(r.record))))
+            conn.executemany(_INSERT_RESPONSE, rows)
+            touched = json.dumps(sorted({ids[k][0] for k in keys}))
+            conn.execute(_SUMMARISE, (touched,))
+        if completed:
+            conn.execute(_RETIME, (json.dumps(completed),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return count

@@ -1,0 +1,345 @@
+"""The one place that knows the shape of audit records: JSONL dicts (and Alerts) to store rows.
+
+The audit record schema is owned by the responder (enforcer/audit, enforcer/respond). This
+module reads it tolerantly so that a renamed key is a one-file change here. What it assumes:
+
+- every record is a JSON object with a *kind*: `kind` (or `type`, `record`, `event`) naming
+  an alert (`alert`, `match`, `detection`), a policy decision (`decision`, `policy`) or an
+  action outcome (`action`, `outcome`, `action_outcome`, `response`). Without a kind, a record
+  with `action` is an action, one with `policy` a decision, one with `rule`+`output` an alert;
+- a timestamp: `time_ns` (int ns), `ts`/`timestamp`/`time` (RFC 3339 text, or epoch seconds,
+  ms or ns as a number);
+- the detection it belongs to: `detection_id` / `alert_id` / `match_id`, else `trace_id`
+  (one trace per detection), else, for an alert, a hash of its time, rule and output;
+- alert fields at the top level or nested under `alert` (Falco's JSON shape: `rule`,
+  `priority`, `output`, `output_fields`, `tags`, `hostname`, `source`, `time`);
+- decisions and actions: `policy`, `action`, `target` (text or object), `params`
+  (or `parameters`), `dry_run`, `outcome`, `reason`, `error`, `retries` (or `attempts` - 1),
+  `latency_ms` (or `latency_s`, `duration_ms`, `latency` in seconds), `trace_id`, `span_id`,
+  and optionally `would` / `plan` / `rendered`: the exact call a dry run would have made.
+
+Outcomes are normalised into the console's classes: done, dry-run, rate-limited, guard,
+failed, skipped (raw spelling kept for display).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from enforcer.alert import Alert
+from enforcer.priority import Priority
+
+ALERT, DECISION, ACTION = "alert", "decision", "action"
+
+_KIND_WORDS = {
+    "alert": ALERT, "match": ALERT, "detection": ALERT,
+    "decision": DECISION, "policy": DECISION, "policy_decision": DECISION,
+    "action": ACTION, "outcome": ACTION, "action_outcome": ACTION, "response": ACTION,
+}
+
+#: Outcome classes the console filters on, in display order.
+OUTCOME_CLASSES = ("done", "dry-run", "rate-limited", "guard", "failed", "skipped")
+
+_OUTCOME_WORDS = {
+    "done": "done", "ok": "done", "success": "done", "succeeded": "done", "applied": "done",
+    "noop": "done", "acted": "done", "act": "done", "matched": "done",
+    "dry-run": "dry-run", "dry_run": "dry-run", "dryrun": "dry-run", "would": "dry-run",
+    "rate-limited": "rate-limited", "rate_limited": "rate-limited", "ratelimited": "rate-limited",
+    "cooldown": "rate-limited", "budget": "rate-limited",
+    "guard": "guard", "guarded": "guard", "suppressed": "guard", "refused": "guard",
+    "protected": "guard",
+    "failed": "failed", "failure": "failed", "error": "failed",
+    "skipped": "skipped", "skip": "skipped", "missing-fields": "skipped",
+}
+
+# Output fields that identify where a detection happened, for the list's filters.
+_NAMESPACE_KEYS = ("k8s.ns.name", "k8s.namespace.name", "ka.target.namespace")
+_POD_KEYS = ("k8s.pod.name",)
+_NODE_KEYS = ("k8s.node.name", "node", "evt.hostname")
+
+
+class RecordError(ValueError):
+    """A JSON value that cannot be an audit record; the message says why."""
+
+
+@dataclass
+class DetectionRow:
+    """One detection (an alert); fields may be partial when a response arrives first."""
+
+    key: str
+    time_ns: int
+    rule: str | None = None
+    priority: int | None = None
+    output: str | None = None
+    output_fields: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    source: str | None = None
+    hostname: str | None = None
+    namespace: str | None = None
+    pod: str | None = None
+    node: str | None = None
+    trace_id: str | None = None
+    complete: bool = True  # False: a placeholder made from a response record
+
+
+@dataclass
+class ResponseRow:
+    """One policy decision or one action outcome, attached to a detection by `key`."""
+
+    key: str
+    kind: str  # DECISION or ACTION
+    time_ns: int
+    policy: str | None
+    action: str | None
+    target: str | None
+    params: Any
+    dry_run: bool | None
+    outcome: str | None
+    outcome_class: str | None
+    error: str | None
+    retries: int | None
+    latency_ms: float | None
+    trace_id: str | None
+    span_id: str | None
+    would: str | None
+    record: dict[str, Any]
+
+
+@dataclass
+class Mapped:
+    """What one record contributes: a detection (full or placeholder) and maybe a response."""
+
+    detection: DetectionRow
+    response: ResponseRow | None = None
+
+
+def parse_time_ns(value: Any) -> int | None:
+    """Nanoseconds since the epoch from RFC 3339 text or a number in s, ms or ns."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+        if number > 1e17:
+            return int(value)
+        if number > 1e14:
+            return int(number * 1_000)
+        if number > 1e11:
+            return int(number * 1_000_000)
+        return int(number * 1_000_000_000)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            return parse_time_ns(float(text))
+        except ValueError:
+            pass
+        nanos = 0
+        # datetime keeps microseconds only: split off the fraction to keep Falco's ns.
+        head, dot, rest = text.partition(".")
+        if dot:
+            digits = ""
+            for ch in rest:
+                if not ch.isdigit():
+                    break
+                digits += ch
+            tail = rest[len(digits):]
+            nanos = int((digits + "000000000")[:9]) if digits else 0
+            text = head + tail
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            stamp = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        return int(stamp.timestamp()) * 1_000_000_000 + nanos
+    return None
+
+
+def parse_priority(value: Any) -> int | None:
+    """Falco priority number (0 = Emergency) from a word or number; None when unknown."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 7:
+        return value
+    try:
+        return int(Priority.parse(str(value)))
+    except ValueError:
+        return None
+
+
+def outcome_class(outcome: Any, dry_run: Any = None, kind: str = ACTION) -> str | None:
+    """The console's outcome class for a raw outcome word (and the record's dry_run flag)."""
+    if outcome is None:
+        return "dry-run" if dry_run is True and kind == ACTION else None
+    word = str(outcome).strip().lower().replace(" ", "-")
+    cls = _OUTCOME_WORDS.get(word) or _OUTCOME_WORDS.get(word.replace("-", "_"))
+    if cls is None:
+        if "rate" in word or "limit" in word:
+            cls = "rate-limited"
+        elif "guard" in word or "protect" in word:
+            cls = "guard"
+        elif "fail" in word or "error" in word:
+            cls = "failed"
+        else:
+            cls = word
+    # A dry run that went through every check is "dry-run", not "done".
+    if cls == "done" and dry_run is True:
+        return "dry-run"
+    return cls
+
+
+def record_kind(record: dict[str, Any]) -> str:
+    """alert, decision or action; raises RecordError when the record is none of them."""
+    word = record.get("kind")
+    if isinstance(word, str):
+        kind = _KIND_WORDS.get(word) or _KIND_WORDS.get(word.strip().lower())
+        if kind:
+            return kind
+    for key in ("type", "record", "event"):
+        word = record.get(key)
+        if isinstance(word, str) and word.strip().lower() in _KIND_WORDS:
+            return _KIND_WORDS[word.strip().lower()]
+    if record.get("action"):
+        return ACTION
+    if record.get("policy"):
+        return DECISION
+    if record.get("rule") and ("output" in record or "output_fields" in record):
+        return ALERT
+    if isinstance(record.get("alert"), dict):
+        return ALERT
+    raise RecordError("not an audit record: no kind, and neither rule/output nor policy/action")
+
+
+def _first(doc: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = doc.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _field(fields: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = fields.get(key)
+        if value is not None and value != "":
+            return str(value)
+    return None
+
+
+def _alert_key(time_ns: int, rule: Any, output: Any) -> str:
+    digest = hashlib.blake2b(f"{time_ns}\0{rule}\0{output}".encode(), digest_size=12)
+    return "h:" + digest.hexdigest()
+
+
+def _detection_key(record: dict[str, Any], alert: dict[str, Any]) -> str | None:
+    value = _first(record, "detection_id", "alert_id", "match_id")
+    if value is None:
+        value = _first(alert, "detection_id", "alert_id", "match_id")
+    if value is None:
+        value = _first(record, "trace_id") or _first(alert, "trace_id")
+    return None if value is None else str(value)
+
+
+def map_record(record: Any) -> Mapped:
+    """Map one decoded JSONL value to store rows. Raises RecordError for a non-record."""
+    if not isinstance(record, dict):
+        raise RecordError(f"expected a JSON object, got {type(record).__name__}")
+    kind = record_kind(record)
+    nested = record.get("alert")
+    alert = nested if isinstance(nested, dict) else {}
+    # An alert's own keys sit at the top level (Falco's shape plus ours) or under "alert".
+    src = ({**record, **alert} if alert else record) if kind == ALERT else alert
+    time_ns = parse_time_ns(_first(record, "time_ns", "ts", "timestamp", "time"))
+    alert_time = parse_time_ns(_first(src, "time_ns", "time")) if src else None
+    if time_ns is None or (kind == ALERT and alert_time is not None):
+        time_ns = alert_time
+    if time_ns is None:
+        raise RecordError("no timestamp (time_ns, ts, timestamp or time)")
+    rule = src.get("rule") or record.get("rule")
+    output = src.get("output")
+    key = _detection_key(record, alert)
+    if key is None:
+        if kind != ALERT:
+            raise RecordError(f"{kind} record names no detection (detection_id or trace_id)")
+        key = _alert_key(time_ns, rule, output)
+    fields = src.get("output_fields") or record.get("output_fields") or {}
+    if not isinstance(fields, dict):
+        fields = {}
+    tags = src.get("tags") or record.get("tags") or []
+    hostname = _text(src.get("hostname") or record.get("hostname"))
+    detection = DetectionRow(
+        key=key,
+        time_ns=alert_time if alert_time is not None else time_ns,
+        rule=None if rule is None else str(rule),
+        priority=parse_priority(src.get("priority") or record.get("priority")),
+        output=None if output is None else str(output),
+        output_fields=fields,
+        tags=[str(t) for t in tags] if isinstance(tags, list | tuple) else [str(tags)],
+        source=_text(src.get("source") or record.get("source")),
+        hostname=hostname,
+        namespace=_field(fields, _NAMESPACE_KEYS) or _text(record.get("namespace")),
+        pod=_field(fields, _POD_KEYS) or _text(record.get("pod")),
+        node=_field(fields, _NODE_KEYS) or _text(record.get("node")) or hostname,
+        trace_id=_text(record.get("trace_id") or alert.get("trace_id")),
+        complete=kind == ALERT,
+    )
+    if kind == ALERT:
+        return Mapped(detection)
+    dry_run = record.get("dry_run")
+    outcome = _first(record, "outcome", "result", "status", "decision")
+    cls = outcome_class(outcome, dry_run, kind)
+    retries = record.get("retries")
+    if retries is None and isinstance(record.get("attempts"), int):
+        retries = max(0, record["attempts"] - 1)
+    response = ResponseRow(
+        key=key,
+        kind=kind,
+        time_ns=time_ns,
+        policy=_text(record.get("policy")),
+        action=_text(record.get("action")) if kind == ACTION else None,
+        target=_text(record.get("target")),
+        params=_first(record, "params", "parameters"),
+        dry_run=None if dry_run is None else bool(dry_run),
+        outcome=_text(outcome),
+        outcome_class=cls,
+        error=_text(_first(record, "error", "reason")),
+        retries=int(retries) if isinstance(retries, int | float) else None,
+        latency_ms=_latency_ms(record),
+        trace_id=_text(record.get("trace_id")),
+        span_id=_text(record.get("span_id")),
+        would=_text(_first(record, "would", "plan", "rendered", "would_have")),
+        record=record,
+    )
+    return Mapped(detection, response)
+
+
+def _latency_ms(record: dict[str, Any]) -> float | None:
+    for key, scale in (("latency_ms", 1.0), ("duration_ms", 1.0), ("latency_s", 1000.0),
+                       ("latency", 1000.0), ("duration_s", 1000.0), ("latency_us", 0.001)):
+        value = record.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) * scale
+    return None
+
+
+def alert_record(alert: Alert) -> dict[str, Any]:
+    """An Alert as the audit record the store (and the JSONL log) would hold for it."""
+    doc = alert.falco_json()
+    doc["kind"] = ALERT
+    doc["time_ns"] = alert.time_ns
+    return doc
