@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "enforcer.cli.replay",
     "enforcer.cli.fields",
     "enforcer.cli.rules_cmd",
+    "enforcer.cli.audit_cmd",
+    "enforcer.cli.ui",
 ]
 
 

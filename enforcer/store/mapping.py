@@ -121,19 +121,22 @@ def parse_time_ns(value: Any) -> int | None:
     """Nanoseconds since the epoch from RFC 3339 text or a number in s, ms or ns."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        number = float(value)
-        if number > 1e17:
-            return int(value)
-        if number > 1e14:
-            return int(number * 1_000)
-        if number > 1e11:
-            return int(number * 1_000_000)
-        return int(number * 1_000_000_000)
+    if isinstance(value, int):
+        for limit, scale in ((10**17, 1), (10**14, 1_000), (10**11, 1_000_000)):
+            if value > limit:
+                return value * scale
+        return value * 1_000_000_000
+    if isinstance(value, float):
+        if value > 1e11:  # ms or finer as a float: already past float's precision anyway
+            return parse_time_ns(int(value))
+        whole = int(value)
+        return whole * 1_000_000_000 + round((value - whole) * 1_000_000_000)
     if isinstance(value, str):
         text = value.strip()
         if not text:
             return None
+        if text.isdigit():
+            return parse_time_ns(int(text))
         try:
             return parse_time_ns(float(text))
         except ValueError:
@@ -160,6 +163,13 @@ def parse_time_ns(value: Any) -> int | None:
             stamp = stamp.replace(tzinfo=UTC)
         return int(stamp.timestamp()) * 1_000_000_000 + nanos
     return None
+
+
+def _explicit_ns(value: Any) -> int | None:
+    """A `time_ns` key is nanoseconds whatever its size."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return parse_time_ns(value)
 
 
 def parse_priority(value: Any) -> int | None:
@@ -192,6 +202,9 @@ def outcome_class(outcome: Any, dry_run: Any = None, kind: str = ACTION) -> str 
     # A dry run that went through every check is "dry-run", not "done".
     if cls == "done" and dry_run is True:
         return "dry-run"
+    # A decision to act is not an outcome: its actions' records say what happened.
+    if cls == "done" and kind == DECISION:
+        return None
     return cls
 
 
@@ -264,8 +277,14 @@ def map_record(record: Any) -> Mapped:
     alert = nested if isinstance(nested, dict) else {}
     # An alert's own keys sit at the top level (Falco's shape plus ours) or under "alert".
     src = ({**record, **alert} if alert else record) if kind == ALERT else alert
-    time_ns = parse_time_ns(_first(record, "time_ns", "ts", "timestamp", "time"))
-    alert_time = parse_time_ns(_first(src, "time_ns", "time")) if src else None
+    time_ns = _explicit_ns(record.get("time_ns"))
+    if time_ns is None:
+        time_ns = parse_time_ns(_first(record, "ts", "timestamp", "time"))
+    alert_time = None
+    if src:
+        alert_time = _explicit_ns(src.get("time_ns"))
+        if alert_time is None:
+            alert_time = parse_time_ns(src.get("time"))
     if time_ns is None or (kind == ALERT and alert_time is not None):
         time_ns = alert_time
     if time_ns is None:

@@ -239,9 +239,15 @@ def get_detection(conn: sqlite3.Connection, det_id: int) -> dict[str, Any] | Non
     return det
 
 
+# A policy decision is listed only when its policy has no action records for that detection:
+# otherwise the actions say more precisely what would have been done.
+_NOT_SHADOWED = ("(r.kind = 'action' OR NOT EXISTS (SELECT 1 FROM responses a "
+                 "WHERE a.det_id = r.det_id AND a.kind = 'action' AND a.policy IS r.policy))")
+
+
 def dry_run_summary(conn: sqlite3.Connection, filters: Filters) -> list[dict[str, Any]]:
     """Per policy and action: how many times a dry run would have acted, and when last."""
-    clauses = ["r.outcome_class = 'dry-run'"]
+    clauses = ["r.outcome_class = 'dry-run'", _NOT_SHADOWED]
     args: list[Any] = []
     if filters.since_ns is not None:
         clauses.append("r.det_time_ns >= ?")
@@ -262,7 +268,7 @@ def dry_run_summary(conn: sqlite3.Connection, filters: Filters) -> list[dict[str
 def dry_run_examples(conn: sqlite3.Connection, policy: str, filters: Filters,
                      limit: int = 20) -> list[dict[str, Any]]:
     """The latest dry-run responses of one policy: what exactly would have been done."""
-    clauses = ["r.outcome_class = 'dry-run'", "r.policy = ?"]
+    clauses = ["r.outcome_class = 'dry-run'", "r.policy = ?", _NOT_SHADOWED]
     args: list[Any] = [policy]
     if filters.since_ns is not None:
         clauses.append("r.det_time_ns >= ?")

@@ -9,6 +9,7 @@ same reason.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -140,3 +141,8 @@ def _check_version(conn: sqlite3.Connection, path: Path) -> None:
         found = None if row is None else row[0]
         raise StoreError(f"{path}: audit store schema {found}, this enforcer reads "
                          f"{SCHEMA_VERSION}; rebuild it with `enforcer audit import`")
+
+
+def default_store_path() -> Path:
+    """Where the agent keeps the store unless told otherwise ($ENFORCER_STORE wins)."""
+    return Path(os.environ.get("ENFORCER_STORE") or "/var/lib/enforcer/audit.db")

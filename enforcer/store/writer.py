@@ -45,6 +45,7 @@ class StoreWriter:
         self._submitted = 0
         self._done = 0
         conn = connect(self.path)  # fail now, in the caller, if the path is unusable
+        prune(conn, self.retention)  # a store left by an earlier run may be past its bounds
         self._thread = threading.Thread(target=self._run, args=(conn,),
                                         name="audit-store-writer", daemon=True)
         self._thread.start()
@@ -83,7 +84,7 @@ class StoreWriter:
             self._thread.join(timeout)
 
     def _run(self, conn: Any) -> None:
-        last_prune = 0.0
+        last_prune = time.monotonic()
         stopping = False
         try:
             while not stopping:
