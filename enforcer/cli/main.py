@@ -19,6 +19,10 @@ COMMAND_MODULES = [
     "enforcer.cli.replay",
     "enforcer.cli.fields",
     "enforcer.cli.rules_cmd",
+    "enforcer.cli.policies_cmd",
+    "enforcer.cli.actions_cmd",
+    "enforcer.cli.schema",
+    "enforcer.cli.release",
     "enforcer.cli.audit_cmd",
     "enforcer.cli.ui",
 ]
