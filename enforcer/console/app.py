@@ -105,6 +105,8 @@ class ConsoleApp:
         self.env.filters["ns"] = format_ns
         self.env.filters["prio"] = _priority_name
         self.env.filters["pretty"] = _pretty
+        self.env.filters["compact"] = _compact
+        self.env.filters["json_pretty"] = _json_pretty
         self.env.globals["version"] = __version__
         self.env.globals["outcome_classes"] = OUTCOME_CLASSES
 
@@ -249,7 +251,7 @@ class ConsoleApp:
         return "200 OK", self._render(
             "detail.html", root, title=f"Detection {det_id}", det=det, params={},
             chain=process_chain(det["output_fields"]), trace_ids=trace_ids,
-            decisions=[r for r in det["responses"] if r["kind"] == "decision"],
+            decisions=[r for r in det["responses"] if r["kind"] != "action"],
             actions=[r for r in det["responses"] if r["kind"] == "action"])
 
     def _dry_run(self, params: dict[str, str], root: str) -> bytes:
@@ -316,3 +318,26 @@ def _pretty(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _compact(text: str | None) -> str:
+    """A target stored as JSON text shown as `key=value` pairs (other text unchanged)."""
+    if not text:
+        return ""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return text
+
+
+def _json_pretty(text: str | None) -> str:
+    """JSON text re-indented for reading; anything else unchanged."""
+    if not text:
+        return ""
+    try:
+        return _pretty(json.loads(text))
+    except ValueError:
+        return text

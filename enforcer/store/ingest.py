@@ -43,14 +43,15 @@ INSERT OR IGNORE INTO responses (rhash, det_id, det_time_ns, kind, time_ns, poli
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
+# Sorted, so that the summaries do not depend on the order records arrived in.
 _SUMMARISE = """
 UPDATE detections SET
-    outcomes = (SELECT group_concat(DISTINCT outcome_class) FROM responses
-                WHERE det_id = detections.id),
-    policies = (SELECT group_concat(DISTINCT policy) FROM responses
-                WHERE det_id = detections.id),
-    actions = (SELECT group_concat(DISTINCT action) FROM responses
-               WHERE det_id = detections.id)
+    outcomes = (SELECT group_concat(x) FROM (SELECT DISTINCT outcome_class AS x
+                FROM responses WHERE det_id = detections.id AND x IS NOT NULL ORDER BY x)),
+    policies = (SELECT group_concat(x) FROM (SELECT DISTINCT policy AS x
+                FROM responses WHERE det_id = detections.id AND x IS NOT NULL ORDER BY x)),
+    actions = (SELECT group_concat(x) FROM (SELECT DISTINCT action AS x
+               FROM responses WHERE det_id = detections.id AND x IS NOT NULL ORDER BY x))
 WHERE id IN (SELECT value FROM json_each(?))
 """
 

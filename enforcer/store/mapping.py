@@ -1,25 +1,29 @@
 """The one place that knows the shape of audit records: JSONL dicts (and Alerts) to store rows.
 
-The audit record schema is owned by the responder (enforcer/audit, enforcer/respond). This
-module reads it tolerantly so that a renamed key is a one-file change here. What it assumes:
+The records come from two writers, and this module reads both tolerantly, so that a renamed
+key is a one-file change here:
 
-- every record is a JSON object with a *kind*: `kind` (or `type`, `record`, `event`) naming
-  an alert (`alert`, `match`, `detection`), a policy decision (`decision`, `policy`) or an
-  action outcome (`action`, `outcome`, `action_outcome`, `response`). Without a kind, a record
-  with `action` is an action, one with `policy` a decision, one with `rule`+`output` an alert;
-- a timestamp: `time_ns` (int ns), `ts`/`timestamp`/`time` (RFC 3339 text, or epoch seconds,
-  ms or ns as a number);
-- the detection it belongs to: `detection_id` / `alert_id` / `match_id`, else `trace_id`
-  (one trace per detection), else, for an alert, a hash of its time, rule and output;
-- alert fields at the top level or nested under `alert` (Falco's JSON shape: `rule`,
-  `priority`, `output`, `output_fields`, `tags`, `hostname`, `source`, `time`);
-- decisions and actions: `policy`, `action`, `target` (text or object), `params`
-  (or `parameters`), `dry_run`, `outcome`, `reason`, `error`, `retries` (or `attempts` - 1),
-  `latency_ms` (or `latency_s`, `duration_ms`, `latency` in seconds), `trace_id`, `span_id`,
-  and optionally `would` / `plan` / `rendered`: the exact call a dry run would have made.
+- the responder's audit log (enforcer/audit/record.py `AuditRecord.as_dict()`): `kind`
+  `match` | `decision` | `action` | `breaker` | `drop`, `match_id`, `outcome`, `rule`,
+  `priority` (display word), `policy`, `action`, `index`, `target` (object), `dry_run`,
+  `reason`, `guard`, `message`, `render` (the exact operation, done or that would be done),
+  `detail`, `retries`, `error`, `trace_id`, `start_ns`, `duration_ns`, `event_time_ns`.
+  These records carry no alert text: that comes from
+- alerts, in Falco's JSON shape (`Alert.falco_json()`, as the file output writes them, or
+  fed to the store's writer): `rule`, `priority`, `output`, `output_fields`, `time` (RFC 3339
+  with ns), `tags`, `hostname`, `source`, optional `trace_id`; `kind: alert` is optional.
 
-Outcomes are normalised into the console's classes: done, dry-run, rate-limited, guard,
-failed, skipped (raw spelling kept for display).
+One detection = one alert. Both writers name it by the rule and the event's time in ns (the
+alert's `time`, the responder's `event_time_ns`), so alerts and responses join whatever order
+they arrive in and whether or not tracing is on; without an event time a record falls back on
+`detection_id`/`match_id`, then `trace_id`. Also accepted: `type`/`record` for the kind,
+`time_ns`/`ts`/`timestamp`/`time` for the record's time, `params`/`parameters`,
+`latency_ms`/`duration_ms`/`latency_s`, `attempts` (retries + 1), `would`/`plan` for `render`,
+and the alert nested under `alert`.
+
+Outcomes are normalised into the console's classes: done (incl. noop), dry-run, rate-limited
+(incl. cooldown), guard (suppressed by a guard, or the budget breaker tripping), failed,
+skipped (missing fields), dropped (responder queue full); the raw word is kept for display.
 """
 
 from __future__ import annotations
@@ -34,26 +38,31 @@ from enforcer.alert import Alert
 from enforcer.priority import Priority
 
 ALERT, DECISION, ACTION = "alert", "decision", "action"
+MATCH, BREAKER, DROP = "match", "breaker", "drop"  # the responder's other records
 
 _KIND_WORDS = {
-    "alert": ALERT, "match": ALERT, "detection": ALERT,
+    "alert": ALERT, "detection": ALERT,
+    "match": MATCH, "breaker": BREAKER, "drop": DROP,
     "decision": DECISION, "policy": DECISION, "policy_decision": DECISION,
     "action": ACTION, "outcome": ACTION, "action_outcome": ACTION, "response": ACTION,
 }
 
 #: Outcome classes the console filters on, in display order.
-OUTCOME_CLASSES = ("done", "dry-run", "rate-limited", "guard", "failed", "skipped")
+OUTCOME_CLASSES = ("done", "dry-run", "rate-limited", "guard", "failed", "skipped", "dropped")
 
 _OUTCOME_WORDS = {
     "done": "done", "ok": "done", "success": "done", "succeeded": "done", "applied": "done",
-    "noop": "done", "acted": "done", "act": "done", "matched": "done",
+    "noop": "done", "acted": "done", "act": "done",
     "dry-run": "dry-run", "dry_run": "dry-run", "dryrun": "dry-run", "would": "dry-run",
     "rate-limited": "rate-limited", "rate_limited": "rate-limited", "ratelimited": "rate-limited",
     "cooldown": "rate-limited", "budget": "rate-limited",
     "guard": "guard", "guarded": "guard", "suppressed": "guard", "refused": "guard",
-    "protected": "guard",
+    "protected": "guard", "tripped": "guard",
     "failed": "failed", "failure": "failed", "error": "failed",
     "skipped": "skipped", "skip": "skipped", "missing-fields": "skipped",
+    "dropped": "dropped",
+    # Steps of the flow rather than outcomes: the actions' records say what happened.
+    "matched": None, "stopped": None, "queued": None,
 }
 
 # Output fields that identify where a detection happened, for the list's filters.
@@ -186,19 +195,23 @@ def parse_priority(value: Any) -> int | None:
 
 def outcome_class(outcome: Any, dry_run: Any = None, kind: str = ACTION) -> str | None:
     """The console's outcome class for a raw outcome word (and the record's dry_run flag)."""
-    if outcome is None:
+    if outcome is None or outcome == "":
         return "dry-run" if dry_run is True and kind == ACTION else None
     word = str(outcome).strip().lower().replace(" ", "-")
-    cls = _OUTCOME_WORDS.get(word) or _OUTCOME_WORDS.get(word.replace("-", "_"))
+    if word in _OUTCOME_WORDS:
+        cls = _OUTCOME_WORDS[word]
+    elif word.replace("-", "_") in _OUTCOME_WORDS:
+        cls = _OUTCOME_WORDS[word.replace("-", "_")]
+    elif "rate" in word or "limit" in word:
+        cls = "rate-limited"
+    elif "guard" in word or "protect" in word:
+        cls = "guard"
+    elif "fail" in word or "error" in word:
+        cls = "failed"
+    else:
+        cls = word
     if cls is None:
-        if "rate" in word or "limit" in word:
-            cls = "rate-limited"
-        elif "guard" in word or "protect" in word:
-            cls = "guard"
-        elif "fail" in word or "error" in word:
-            cls = "failed"
-        else:
-            cls = word
+        return None
     # A dry run that went through every check is "dry-run", not "done".
     if cls == "done" and dry_run is True:
         return "dry-run"
@@ -223,6 +236,8 @@ def record_kind(record: dict[str, Any]) -> str:
         return ACTION
     if record.get("policy"):
         return DECISION
+    if record.get("match_id") and record.get("outcome") == "matched":
+        return MATCH
     if record.get("rule") and ("output" in record or "output_fields" in record):
         return ALERT
     if isinstance(record.get("alert"), dict):
@@ -254,18 +269,19 @@ def _field(fields: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     return None
 
 
-def _alert_key(time_ns: int, rule: Any, output: Any) -> str:
-    digest = hashlib.blake2b(f"{time_ns}\0{rule}\0{output}".encode(), digest_size=12)
-    return "h:" + digest.hexdigest()
+def _event_key(rule: Any, event_ns: int) -> str:
+    """The detection's name: its rule and its event's time, as both writers know them."""
+    digest = hashlib.blake2b(f"{rule}\0{event_ns}".encode(), digest_size=12)
+    return "e:" + digest.hexdigest()
 
 
-def _detection_key(record: dict[str, Any], alert: dict[str, Any]) -> str | None:
-    value = _first(record, "detection_id", "alert_id", "match_id")
-    if value is None:
-        value = _first(alert, "detection_id", "alert_id", "match_id")
-    if value is None:
-        value = _first(record, "trace_id") or _first(alert, "trace_id")
-    return None if value is None else str(value)
+def _fallback_key(record: dict[str, Any], alert: dict[str, Any]) -> str | None:
+    for doc in (record, alert):
+        value = _first(doc, "detection_id", "alert_id", "match_id")
+        if value is not None:
+            return f"m:{value}"
+    value = _first(record, "trace_id") or _first(alert, "trace_id")
+    return None if value is None else f"t:{value}"
 
 
 def map_record(record: Any) -> Mapped:
@@ -277,33 +293,42 @@ def map_record(record: Any) -> Mapped:
     alert = nested if isinstance(nested, dict) else {}
     # An alert's own keys sit at the top level (Falco's shape plus ours) or under "alert".
     src = ({**record, **alert} if alert else record) if kind == ALERT else alert
-    time_ns = _explicit_ns(record.get("time_ns"))
+    time_ns = _explicit_ns(_first(record, "time_ns", "start_ns"))
     if time_ns is None:
         time_ns = parse_time_ns(_first(record, "ts", "timestamp", "time"))
-    alert_time = None
+    # The event's time: the alert's own, or what a response record says it was.
+    event_ns = None
     if src:
-        alert_time = _explicit_ns(src.get("time_ns"))
-        if alert_time is None:
-            alert_time = parse_time_ns(src.get("time"))
-    if time_ns is None or (kind == ALERT and alert_time is not None):
-        time_ns = alert_time
+        event_ns = _explicit_ns(src.get("time_ns"))
+        if event_ns is None:
+            event_ns = parse_time_ns(src.get("time"))
+    if event_ns is None and kind != ALERT:
+        event_ns = _explicit_ns(record.get("event_time_ns"))
     if time_ns is None:
-        raise RecordError("no timestamp (time_ns, ts, timestamp or time)")
+        time_ns = event_ns
+    if time_ns is None:
+        raise RecordError("no timestamp (time, time_ns, start_ns, ts or timestamp)")
     rule = src.get("rule") or record.get("rule")
     output = src.get("output")
-    key = _detection_key(record, alert)
+    if rule and event_ns is not None:
+        key = _event_key(rule, event_ns)
+    else:
+        key = _fallback_key(record, alert)
     if key is None:
         if kind != ALERT:
-            raise RecordError(f"{kind} record names no detection (detection_id or trace_id)")
-        key = _alert_key(time_ns, rule, output)
+            raise RecordError(f"{kind} record names no detection: no rule and event time, "
+                              "no match_id, no trace_id")
+        key = _event_key(f"{rule}\0{output}", time_ns)
     fields = src.get("output_fields") or record.get("output_fields") or {}
     if not isinstance(fields, dict):
         fields = {}
+    target = record.get("target")
+    where = target if isinstance(target, dict) and not fields else {}
     tags = src.get("tags") or record.get("tags") or []
     hostname = _text(src.get("hostname") or record.get("hostname"))
     detection = DetectionRow(
         key=key,
-        time_ns=alert_time if alert_time is not None else time_ns,
+        time_ns=event_ns if event_ns is not None else time_ns,
         rule=None if rule is None else str(rule),
         priority=parse_priority(src.get("priority") or record.get("priority")),
         output=None if output is None else str(output),
@@ -311,9 +336,11 @@ def map_record(record: Any) -> Mapped:
         tags=[str(t) for t in tags] if isinstance(tags, list | tuple) else [str(tags)],
         source=_text(src.get("source") or record.get("source")),
         hostname=hostname,
-        namespace=_field(fields, _NAMESPACE_KEYS) or _text(record.get("namespace")),
-        pod=_field(fields, _POD_KEYS) or _text(record.get("pod")),
-        node=_field(fields, _NODE_KEYS) or _text(record.get("node")) or hostname,
+        namespace=(_field(fields, _NAMESPACE_KEYS) or _text(record.get("namespace"))
+                   or _text(where.get("namespace"))),
+        pod=_field(fields, _POD_KEYS) or _text(record.get("pod")) or _text(where.get("pod")),
+        node=(_field(fields, _NODE_KEYS) or _text(record.get("node")) or hostname
+              or _text(where.get("node"))),
         trace_id=_text(record.get("trace_id") or alert.get("trace_id")),
         complete=kind == ALERT,
     )
@@ -321,7 +348,6 @@ def map_record(record: Any) -> Mapped:
         return Mapped(detection)
     dry_run = record.get("dry_run")
     outcome = _first(record, "outcome", "result", "status", "decision")
-    cls = outcome_class(outcome, dry_run, kind)
     retries = record.get("retries")
     if retries is None and isinstance(record.get("attempts"), int):
         retries = max(0, record["attempts"] - 1)
@@ -331,24 +357,25 @@ def map_record(record: Any) -> Mapped:
         time_ns=time_ns,
         policy=_text(record.get("policy")),
         action=_text(record.get("action")) if kind == ACTION else None,
-        target=_text(record.get("target")),
+        target=_text(target),
         params=_first(record, "params", "parameters"),
         dry_run=None if dry_run is None else bool(dry_run),
         outcome=_text(outcome),
-        outcome_class=cls,
+        outcome_class=outcome_class(outcome, dry_run, kind),
         error=_text(_first(record, "error", "reason")),
         retries=int(retries) if isinstance(retries, int | float) else None,
         latency_ms=_latency_ms(record),
         trace_id=_text(record.get("trace_id")),
         span_id=_text(record.get("span_id")),
-        would=_text(_first(record, "would", "plan", "rendered", "would_have")),
+        would=_text(_first(record, "render", "would", "plan", "rendered")),
         record=record,
     )
     return Mapped(detection, response)
 
 
 def _latency_ms(record: dict[str, Any]) -> float | None:
-    for key, scale in (("latency_ms", 1.0), ("duration_ms", 1.0), ("latency_s", 1000.0),
+    for key, scale in (("duration_ns", 1e-6), ("latency_ms", 1.0), ("duration_ms", 1.0),
+                       ("latency_s", 1000.0),
                        ("latency", 1000.0), ("duration_s", 1000.0), ("latency_us", 0.001)):
         value = record.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):

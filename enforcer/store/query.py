@@ -220,6 +220,14 @@ def _loads(text: str | None, default: Any) -> Any:
         return default
 
 
+# Record keys the detail page shows in their own columns; the rest is listed as details.
+_SHOWN = frozenset({"kind", "type", "match_id", "outcome", "rule", "priority", "policy",
+                    "action", "target", "dry_run", "render", "would", "plan", "rendered",
+                    "retries", "error", "trace_id", "span_id", "start_ns", "time_ns", "ts",
+                    "timestamp", "time", "duration_ns", "latency_ms", "event_time_ns",
+                    "params", "parameters"})
+
+
 def get_detection(conn: sqlite3.Connection, det_id: int) -> dict[str, Any] | None:
     """One detection with its output fields and every decision and action, in order."""
     row = conn.execute("SELECT * FROM detections WHERE id = ?", (det_id,)).fetchone()
@@ -234,6 +242,7 @@ def get_detection(conn: sqlite3.Connection, det_id: int) -> dict[str, Any] | Non
         item = dict(r)
         item["params"] = _loads(item["params"], None)
         item["record"] = _loads(item["record"], {})
+        item["extra"] = {k: v for k, v in item["record"].items() if k not in _SHOWN}
         responses.append(item)
     det["responses"] = responses
     return det

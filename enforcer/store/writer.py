@@ -1,5 +1,8 @@
 """The agent's side of the store: a writer thread fed alerts and audit records.
 
+It is an AuditSink (`record`, `close`), so the agent adds it next to the JSONL log with
+`FanOut(jsonl, writer)`, and it takes the alerts themselves through `submit_alert`.
+
 Detection never waits on the store: `submit` puts into a bounded queue and returns at once;
 a full queue drops the record and counts it (the JSONL audit log still has it, and
 `enforcer audit import` can fill the gap). The thread writes in batches, one transaction per
@@ -65,6 +68,10 @@ class StoreWriter:
         """Queue an Alert as its audit record."""
         return self.submit(alert_record(alert))
 
+    def record(self, rec: Any) -> None:
+        """The responder's AuditSink interface: queue an AuditRecord (or a dict)."""
+        self.submit(rec.as_dict() if hasattr(rec, "as_dict") else dict(rec))
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is written; False on timeout."""
         deadline = time.monotonic() + timeout
@@ -78,7 +85,7 @@ class StoreWriter:
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued, then stop the thread (also the AuditSink's close)."""
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)

@@ -19,7 +19,7 @@ from enforcer.store.importer import import_files
 from enforcer.store.schema import connect
 from tests.conftest import REPO, require
 
-SEED = REPO / "tests" / "data" / "audit" / "seed.jsonl"
+SEED = [REPO / "tests" / "data" / "audit" / n for n in ("audit.jsonl", "alerts.jsonl")]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = REPO / "artifacts" / "console"
@@ -30,7 +30,7 @@ HOW = "apt-get install chromium chromium-driver (scripts/setup.sh does it)"
 def console_url(tmp_path_factory):
     store = tmp_path_factory.mktemp("console") / "audit.db"
     conn = connect(store)
-    assert import_files(conn, [SEED]).skipped == []
+    assert import_files(conn, SEED).skipped == []
     conn.close()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
@@ -133,7 +133,9 @@ def test_detail_shows_actions_and_trace_id(browser, console_url):
     actions = browser.find_elements(By.CSS_SELECTOR, "#actions tr.action")
     assert [a.get_attribute("data-action") for a in actions] == ["snapshot", "kill"]
     kill = actions[1]
-    assert kill.find_element(By.CSS_SELECTOR, "td.target").text == "pid/4242@1795428060"
+    assert kill.find_element(By.CSS_SELECTOR, "td.target").text == \
+        "pid=4242 start_ticks=1795428060"
+    assert '"signal": "KILL"' in kill.find_element(By.CSS_SELECTOR, "pre.render").text
     assert kill.find_element(By.CSS_SELECTOR, "td.retries").text == "1"
     assert kill.find_element(By.CSS_SELECTOR, "td.latency").text == "3.25 ms"
     assert "done" in kill.find_element(By.CSS_SELECTOR, "td.outcome").text
@@ -167,9 +169,11 @@ def test_dry_run_view_lists_what_would_have_been_done(browser, console_url):
     assert [r.get_attribute("data-action") for r in
             readers.find_elements(By.CSS_SELECTOR, "tr.would-row")] == ["kill"]
     example = readers.find_element(By.CSS_SELECTOR, "tr.example")
-    assert example.find_element(By.CSS_SELECTOR, ".would").text == \
-        "kill(pidfd of pid 4242 started 1795428120, SIGKILL)"
-    assert "dryRun=All" in policies[0].find_element(By.CSS_SELECTOR, ".would").text
+    would = example.find_element(By.CSS_SELECTOR, ".would").text
+    assert '"syscall": "pidfd_send_signal"' in would and '"pid": 4242' in would
+    assert example.find_element(By.CSS_SELECTOR, ".target").text == \
+        "pid=4242 start_ticks=1795428120"
+    assert '"dryRun": "All"' in policies[0].find_element(By.CSS_SELECTOR, ".would").text
     screenshot(browser, "dry-run")
 
 
@@ -183,7 +187,8 @@ def test_chart_of_counts(browser, console_url):
     assert "Terminal shell in container 4" in legend
     screenshot(browser, "stats")
     browser.get(console_url + "/stats?by=outcome")
-    assert "dry-run 2" in browser.find_element(By.ID, "legend").text
+    legend = browser.find_element(By.ID, "legend").text
+    assert "dry-run 2" in legend and "failed 1" in legend and "guard 1" in legend
 
 
 def test_script_in_alert_fields_is_shown_as_text(browser, console_url):

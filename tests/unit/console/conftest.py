@@ -1,4 +1,4 @@
-"""A console app over a store seeded from tests/data/audit/seed.jsonl."""
+"""A console app over a store seeded from tests/data/audit/ (alerts + responder records)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from enforcer.console.app import ConsoleApp
 from enforcer.store.importer import import_files
 from enforcer.store.schema import connect
 
-SEED = Path(__file__).resolve().parents[2] / "data" / "audit" / "seed.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "data" / "audit"
+SEED = [DATA / "audit.jsonl", DATA / "alerts.jsonl"]
 
 
 @pytest.fixture
 def store(tmp_path):
     path = tmp_path / "audit.db"
     conn = connect(path)
-    import_files(conn, [SEED])
+    import_files(conn, SEED)
     conn.close()
     return path
 

@@ -57,22 +57,56 @@ def test_falco_shaped_alert_maps_to_a_detection():
     assert m.response is None and d.complete
     assert (d.rule, d.priority, d.namespace, d.pod, d.node) == (
         "Terminal shell in container", int(Priority.NOTICE), "prod", "web", "node-a")
-    assert d.key.startswith("h:")  # no trace or detection id: a stable hash
+    assert d.key.startswith("e:")  # named by rule + event time, as the responder names it
 
 
-def test_action_nested_alert_and_aliases():
+def test_responder_records_join_the_alert_by_rule_and_event_time():
+    alert = map_record({"rule": "R", "priority": "Warning", "output": "o",
+                        "time": "2026-11-23T10:00:00.000000005Z"}).detection
+    action = map_record({"kind": "action", "match_id": "b1", "outcome": "dry-run", "rule": "R",
+                         "priority": "Warning", "policy": "p", "action": "kill", "index": 0,
+                         "target": {"pid": 7, "start_ticks": 9}, "dry_run": True,
+                         "render": {"signal": "KILL"}, "retries": 0,
+                         "start_ns": 1_795_428_000_000_001_000, "duration_ns": 2_500_000,
+                         "event_time_ns": 1_795_428_000_000_000_005})
+    assert action.detection.key == alert.key and not action.detection.complete
+    r = action.response
+    assert (r.kind, r.action, r.outcome_class, r.retries, r.latency_ms) == (
+        ACTION, "kill", "dry-run", 0, 2.5)
+    assert r.would == '{"signal": "KILL"}' and r.target == '{"pid": 7, "start_ticks": 9}'
+    assert r.time_ns == 1_795_428_000_000_001_000
+    assert action.detection.time_ns == 1_795_428_000_000_000_005
+
+
+@pytest.mark.parametrize("kind, outcome, expected", [
+    ("match", "matched", None), ("drop", "dropped", "dropped"), ("breaker", "tripped", "guard"),
+    ("decision", "stopped", None), ("action", "suppressed", "guard"),
+    ("action", "cooldown", "rate-limited"), ("action", "noop", "done"),
+])
+def test_responder_kinds_and_outcomes(kind, outcome, expected):
+    r = map_record({"kind": kind, "match_id": "m", "outcome": outcome, "rule": "R",
+                    "start_ns": 2, "event_time_ns": 1}).response
+    assert r.kind == kind and r.outcome_class == expected
+
+
+def test_aliases_and_nested_alert():
     m = map_record({"type": "action_outcome", "ts": 1_795_428_000.5, "trace_id": "ab" * 16,
                     "alert": {"rule": "R", "priority": "Warning", "time_ns": 5},
                     "action": "kill", "result": "ok", "attempts": 3, "latency_s": 0.002,
-                    "parameters": {"signal": "KILL"}, "target": {"pid": 7}})
+                    "parameters": {"signal": "KILL"}})
     r = m.response
     assert r is not None and r.kind == ACTION
     assert (r.action, r.outcome_class, r.retries, r.params) == ("kill", "done", 2,
                                                                 {"signal": "KILL"})
     assert r.latency_ms == pytest.approx(2.0)
-    assert r.target == '{"pid": 7}'
-    assert m.detection.key == "ab" * 16 and not m.detection.complete
+    assert not m.detection.complete
     assert m.detection.time_ns == 5 and m.detection.rule == "R"
+
+
+def test_without_event_time_the_match_id_names_the_detection():
+    m = map_record({"kind": "decision", "match_id": "b7", "policy": "p", "outcome": "act",
+                    "start_ns": 3})
+    assert m.detection.key == "m:b7"
 
 
 def test_kind_is_inferred_when_absent():
@@ -85,7 +119,7 @@ def test_kind_is_inferred_when_absent():
     ([1, 2], "expected a JSON object"),
     ({"hello": "world"}, "not an audit record"),
     ({"kind": "alert", "rule": "R", "output": "x"}, "no timestamp"),
-    ({"kind": "action", "action": "kill", "time_ns": 1}, "names no detection"),
+    ({"kind": "action", "action": "kill", "start_ns": 1}, "names no detection"),
 ])
 def test_non_records_are_refused(record, message):
     with pytest.raises(RecordError, match=message):
@@ -99,5 +133,5 @@ def test_alert_record_round_trips_through_the_mapping():
     record = alert_record(alert)
     assert record["kind"] == ALERT
     d = map_record(record).detection
-    assert (d.key, d.time_ns, d.rule, d.priority, d.namespace) == (
-        "f" * 32, alert.time_ns, "R", int(Priority.CRITICAL), "prod")
+    assert (d.time_ns, d.rule, d.priority, d.namespace, d.trace_id) == (
+        alert.time_ns, "R", int(Priority.CRITICAL), "prod", "f" * 32)

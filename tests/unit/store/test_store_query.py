@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from enforcer.store import query
@@ -22,7 +24,7 @@ def pods(page):
     (Filters(pod="web-1"), ["web-1"]),
     (Filters(node="node-b"), ["curl-7", "coredns-4", "api-3"]),
     (Filters(policy="kill-readers"), ["api-3", "api-2"]),
-    (Filters(action="kill"), ["web-8", "api-2", "web-1"]),
+    (Filters(action="kill"), ["web-8", "coredns-4", "api-2", "web-1"]),
     (Filters(outcome="done"), ["web-8", "web-1"]),  # evil-5 decided to act, but failed
     (Filters(outcome="dry-run"), ["evil-5", "api-2"]),
     (Filters(outcome="rate-limited"), ["api-3"]),
@@ -72,10 +74,14 @@ def test_detail_has_everything(seeded):
     assert det["output_fields"]["proc.name"] == "bash"
     kinds = [(r["kind"], r["action"], r["outcome_class"], r["retries"], r["latency_ms"])
              for r in det["responses"]]
-    assert kinds == [("decision", None, None, None, None),
+    assert kinds == [("match", None, None, 0, 1.2),
+                     ("decision", None, None, 0, None),
                      ("action", "snapshot", "done", 0, 12.5),
                      ("action", "kill", "done", 1, 3.25)]
-    assert det["responses"][1]["params"] == {"paths": ["/tmp", "/root"], "max_bytes": 52428800}
+    kill = det["responses"][3]
+    assert json.loads(kill["would"]) == {"syscall": "pidfd_send_signal", "signal": "KILL",
+                                         "pid": 4242}
+    assert json.loads(kill["target"]) == {"pid": 4242, "start_ticks": 1795428060}
     assert det["trace_id"] == f"{0xa1:032x}"
 
 
@@ -84,8 +90,9 @@ def test_dry_run_view_lists_what_would_have_been_done(seeded):
     assert [(r["policy"], r["action"], r["n"]) for r in summary] == [
         ("isolate-dropper", "networkpolicy", 1), ("kill-readers", "kill", 1)]
     examples = query.dry_run_examples(seeded, "kill-readers", Filters())
-    assert [(e["action"], e["target"], e["would"]) for e in examples] == [
-        ("kill", "pid/4242@1795428120", "kill(pidfd of pid 4242 started 1795428120, SIGKILL)")]
+    assert [(e["action"], json.loads(e["target"]), json.loads(e["would"])) for e in examples] == [
+        ("kill", {"pid": 4242, "start_ticks": 1795428120},
+         {"syscall": "pidfd_send_signal", "signal": "KILL", "pid": 4242})]
 
 
 def test_counts_over_time(seeded):

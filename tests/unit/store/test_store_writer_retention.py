@@ -17,7 +17,8 @@ from enforcer.store.writer import StoreWriter
 
 T0 = 1_795_428_000 * 10**9
 
-SEED = Path(__file__).resolve().parents[2] / "data" / "audit" / "seed.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "data" / "audit"
+SEED = [DATA / "audit.jsonl", DATA / "alerts.jsonl"]
 
 def test_writer_stores_alerts_and_records(tmp_path):
     writer = StoreWriter(tmp_path / "w.db", retention=Retention(None, None),
@@ -29,8 +30,9 @@ def test_writer_stores_alerts_and_records(tmp_path):
                 rule="Terminal shell in container", priority=Priority.NOTICE,
                 output=f"shell {i}", output_fields={"k8s.pod.name": f"p{i}"},
                 time_ns=T0 + i, hostname="node-a", trace_id=trace))
-            assert writer.submit({"kind": "action", "time_ns": T0 + i + 1, "trace_id": trace,
-                                  "policy": "p", "action": "kill",
+            assert writer.submit({"kind": "action", "start_ns": T0 + i + 1, "trace_id": trace,
+                                  "rule": "Terminal shell in container",
+                                  "event_time_ns": T0 + i, "policy": "p", "action": "kill",
                                   "outcome": "dry_run" if i % 3 else "done",
                                   "dry_run": bool(i % 3)})
         assert writer.submit({"nonsense": True})  # queued, then refused by the mapping
@@ -70,7 +72,7 @@ def test_submit_never_blocks_when_the_queue_is_full(tmp_path):
 
 def test_retention_by_age_drops_oldest_with_their_responses(tmp_path):
     conn = connect(tmp_path / "r.db")
-    import_files(conn, [SEED])
+    import_files(conn, SEED)
     # "now" is 10:10 on the seed's day; keep 5 minutes: 10:05:00.123 and later stay.
     removed = prune(conn, Retention(max_age_s=300, max_bytes=None),
                     now_ns=T0 + 600 * 10**9)
