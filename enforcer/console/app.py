@@ -320,24 +320,27 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
 
-def _compact(text: str | None) -> str:
-    """A target stored as JSON text shown as `key=value` pairs (other text unchanged)."""
-    if not text:
+def _compact(value: Any) -> str:
+    """A target (an object, or JSON text) as `key=value` pairs; other values as text."""
+    if value is None or value == "":
         return ""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items())
-    return text
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def _json_pretty(text: str | None) -> str:
-    """JSON text re-indented for reading; anything else unchanged."""
-    if not text:
+def _json_pretty(value: Any) -> str:
+    """A value (or JSON text) indented for reading."""
+    if value is None or value == "":
         return ""
-    try:
-        return _pretty(json.loads(text))
-    except ValueError:
-        return text
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return _pretty(value)

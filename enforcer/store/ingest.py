@@ -12,6 +12,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from enforcer.store.mapping import DetectionRow, Mapped, ResponseRow
@@ -29,18 +30,23 @@ ON CONFLICT (key) DO UPDATE SET
 WHERE detections.complete = 0
 """
 
+# A placeholder learns where it happened from whichever response names a target first.
 _PLACEHOLDER = """
 INSERT INTO detections (key, time_ns, rule, priority, namespace, pod, node, hostname,
                         trace_id, complete)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
-ON CONFLICT (key) DO NOTHING
+ON CONFLICT (key) DO UPDATE SET
+    namespace = coalesce(detections.namespace, excluded.namespace),
+    pod = coalesce(detections.pod, excluded.pod),
+    node = coalesce(detections.node, excluded.node),
+    trace_id = coalesce(detections.trace_id, excluded.trace_id)
+WHERE detections.complete = 0
 """
 
 _INSERT_RESPONSE = """
 INSERT OR IGNORE INTO responses (rhash, det_id, det_time_ns, kind, time_ns, policy, action,
-    target, params, dry_run, outcome, outcome_class, error, retries, latency_ms, trace_id,
-    span_id, would, record)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    dry_run, outcome, outcome_class, error, retries, latency_ms, trace_id, span_id, record)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # Sorted, so that the summaries do not depend on the order records arrived in.
@@ -72,19 +78,9 @@ def _json(value: Any) -> str | None:
 
 
 def _response_hash(r: ResponseRow) -> int:
-    """What makes a response the same one again (within its detection), as a 64-bit int."""
-    ident = "\0".join(str(x) for x in (r.kind, r.time_ns, r.policy, r.action, r.target,
-                                        r.outcome, r.span_id, r.retries))
-    digest = hashlib.blake2b(ident.encode(), digest_size=8).digest()
+    """The response's identity within its detection, as a 64-bit int."""
+    digest = hashlib.blake2b(r.ident.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-# The detail page shows a response's other keys; the alert itself is already stored once.
-_NOT_EXTRA = frozenset({"alert", "output", "output_fields"})
-
-
-def _extra(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in _NOT_EXTRA}
 
 
 def _detection_values(d: DetectionRow) -> tuple[Any, ...]:
@@ -92,50 +88,69 @@ def _detection_values(d: DetectionRow) -> tuple[Any, ...]:
             _json(d.tags), d.source, d.hostname, d.namespace, d.pod, d.node, d.trace_id)
 
 
-def apply_batch(conn: sqlite3.Connection, batch: Iterable[Mapped]) -> int:
-    """Write a batch of mapped records in one transaction; returns how many were given."""
+@dataclass
+class Prepared:
+    """A batch turned into SQL parameters: plain tuples, cheap to send between processes."""
+
+    count: int = 0
+    full_keys: list[str] = field(default_factory=list)
+    full: list[tuple[Any, ...]] = field(default_factory=list)
+    placeholders: list[tuple[Any, ...]] = field(default_factory=list)
+    # (detection key, response values without det_id and det_time_ns)
+    responses: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+
+def prepare(batch: Iterable[Mapped]) -> Prepared:
+    """Everything about a batch that needs no database: the CPU-heavy half of a write."""
     full: dict[str, DetectionRow] = {}
     placeholders: dict[str, DetectionRow] = {}
-    responses: list[ResponseRow] = []
-    count = 0
+    out = Prepared()
     for mapped in batch:
-        count += 1
+        out.count += 1
         det = mapped.detection
         if det.complete:
             full.setdefault(det.key, det)
         elif det.key not in placeholders:
             placeholders[det.key] = det
-        if mapped.response is not None:
-            responses.append(mapped.response)
-    if not count:
+        r = mapped.response
+        if r is not None:
+            out.responses.append((r.key, (
+                _response_hash(r), r.kind, r.time_ns, r.policy, r.action,
+                None if r.dry_run is None else int(r.dry_run), r.outcome, r.outcome_class,
+                r.error, r.retries, r.latency_ms, r.trace_id, r.span_id,
+                r.raw.strip() if r.raw is not None else _DUMP(r.record))))
+    out.full_keys = list(full)
+    out.full = [_detection_values(d) for d in full.values()]
+    out.placeholders = [
+        (d.key, d.time_ns, d.rule, d.priority, d.namespace, d.pod, d.node, d.hostname,
+         d.trace_id) for key, d in placeholders.items() if key not in full]
+    return out
+
+
+def write(conn: sqlite3.Connection, batch: Prepared) -> int:
+    """Write a prepared batch in one transaction; returns how many records it held."""
+    if not batch.count:
         return 0
     conn.execute("BEGIN")
     try:
         # Placeholders this batch's alerts complete: their responses need the alert's time.
         completed = [row[0] for row in conn.execute(
             "SELECT id FROM detections WHERE complete = 0 "
-            "AND key IN (SELECT value FROM json_each(?))", (json.dumps(list(full)),))
-        ] if full else []
-        conn.executemany(_UPSERT_DETECTION, [_detection_values(d) for d in full.values()])
-        conn.executemany(_PLACEHOLDER, [
-            (d.key, d.time_ns, d.rule, d.priority, d.namespace, d.pod, d.node, d.hostname,
-             d.trace_id)
-            for key, d in placeholders.items() if key not in full])
-        if responses:
-            keys = list({r.key for r in responses})
+            "AND key IN (SELECT value FROM json_each(?))", (json.dumps(batch.full_keys),))
+        ] if batch.full else []
+        conn.executemany(_UPSERT_DETECTION, batch.full)
+        conn.executemany(_PLACEHOLDER, batch.placeholders)
+        if batch.responses:
+            keys = list({key for key, _ in batch.responses})
             ids: dict[str, tuple[int, int]] = {}
             for row in conn.execute(
                     "SELECT key, id, time_ns FROM detections "
                     "WHERE key IN (SELECT value FROM json_each(?))", (json.dumps(keys),)):
                 ids[row[0]] = (row[1], row[2])
             rows = []
-            for r in responses:
-                det_id, det_time = ids[r.key]
-                rows.append((
-                    _response_hash(r), det_id, det_time, r.kind, r.time_ns, r.policy,
-                    r.action, r.target, _json(r.params), None if r.dry_run is None
-                    else int(r.dry_run), r.outcome, r.outcome_class, r.error, r.retries,
-                    r.latency_ms, r.trace_id, r.span_id, r.would, _json(_extra(r.record))))
+            for key, values in batch.responses:
+                det_id, det_time = ids[key]
+                rows.append((values[0], det_id, det_time, *values[1:]))
             conn.executemany(_INSERT_RESPONSE, rows)
             touched = json.dumps(sorted({ids[k][0] for k in keys}))
             conn.execute(_SUMMARISE, (touched,))
@@ -145,4 +160,9 @@ def apply_batch(conn: sqlite3.Connection, batch: Iterable[Mapped]) -> int:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return count
+    return batch.count
+
+
+def apply_batch(conn: sqlite3.Connection, batch: Iterable[Mapped]) -> int:
+    """Write a batch of mapped records in one transaction; returns how many were given."""
+    return write(conn, prepare(batch))

@@ -100,12 +100,10 @@ class ResponseRow:
     """One policy decision or one action outcome, attached to a detection by `key`."""
 
     key: str
-    kind: str  # DECISION or ACTION
+    kind: str  # DECISION, ACTION, MATCH, BREAKER or DROP
     time_ns: int
     policy: str | None
     action: str | None
-    target: str | None
-    params: Any
     dry_run: bool | None
     outcome: str | None
     outcome_class: str | None
@@ -114,8 +112,9 @@ class ResponseRow:
     latency_ms: float | None
     trace_id: str | None
     span_id: str | None
-    would: str | None
+    ident: str  # what makes this record the same one again, within its detection
     record: dict[str, Any]
+    raw: str | None = None  # the record's JSON text as read, stored as is
 
 
 @dataclass
@@ -284,8 +283,11 @@ def _fallback_key(record: dict[str, Any], alert: dict[str, Any]) -> str | None:
     return None if value is None else f"t:{value}"
 
 
-def map_record(record: Any) -> Mapped:
-    """Map one decoded JSONL value to store rows. Raises RecordError for a non-record."""
+def map_record(record: Any, raw: str | None = None) -> Mapped:
+    """Map one decoded JSONL value (read from `raw`, if given) to store rows.
+
+    Raises RecordError for a value that is not an audit record.
+    """
     if not isinstance(record, dict):
         raise RecordError(f"expected a JSON object, got {type(record).__name__}")
     kind = record_kind(record)
@@ -351,14 +353,15 @@ def map_record(record: Any) -> Mapped:
     retries = record.get("retries")
     if retries is None and isinstance(record.get("attempts"), int):
         retries = max(0, record["attempts"] - 1)
+    policy = _text(record.get("policy"))
+    action = _text(record.get("action")) if kind == ACTION else None
+    span_id = _text(record.get("span_id"))
     response = ResponseRow(
         key=key,
         kind=kind,
         time_ns=time_ns,
-        policy=_text(record.get("policy")),
-        action=_text(record.get("action")) if kind == ACTION else None,
-        target=_text(target),
-        params=_first(record, "params", "parameters"),
+        policy=policy,
+        action=action,
         dry_run=None if dry_run is None else bool(dry_run),
         outcome=_text(outcome),
         outcome_class=outcome_class(outcome, dry_run, kind),
@@ -366,9 +369,11 @@ def map_record(record: Any) -> Mapped:
         retries=int(retries) if isinstance(retries, int | float) else None,
         latency_ms=_latency_ms(record),
         trace_id=_text(record.get("trace_id")),
-        span_id=_text(record.get("span_id")),
-        would=_text(_first(record, "render", "would", "plan", "rendered")),
+        span_id=span_id,
+        ident=f"{kind}|{time_ns}|{policy}|{action}|{record.get('index')}|{outcome}|{span_id}"
+              f"|{retries}",
         record=record,
+        raw=raw,
     )
     return Mapped(detection, response)
 
@@ -381,6 +386,27 @@ def _latency_ms(record: dict[str, Any]) -> float | None:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value) * scale
     return None
+
+
+# Record keys shown in their own columns; the detail page lists the rest as details.
+_SHOWN = frozenset({"kind", "type", "record", "match_id", "outcome", "result", "status",
+                    "decision", "rule", "priority", "policy", "action", "target", "dry_run",
+                    "render", "would", "plan", "rendered", "params", "parameters", "retries",
+                    "attempts", "error", "trace_id", "span_id", "start_ns", "time_ns", "ts",
+                    "timestamp", "time", "duration_ns", "latency_ms", "duration_ms",
+                    "latency_s", "latency", "event_time_ns", "alert", "output",
+                    "output_fields"})
+
+
+def response_view(record: dict[str, Any]) -> dict[str, Any]:
+    """What the console shows of a stored response record beyond its columns: the target,
+    the parameters, the exact operation (done or that would be done), and other details."""
+    return {
+        "target": record.get("target"),
+        "params": _first(record, "params", "parameters"),
+        "would": _first(record, "render", "would", "plan", "rendered"),
+        "extra": {k: v for k, v in record.items() if k not in _SHOWN and v is not None},
+    }
 
 
 def alert_record(alert: Alert) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import sqlite3
 from dataclasses import dataclass, fields
 from typing import Any
 
+from enforcer.store.mapping import response_view
+
 PAGE_SIZE = 50
 
 # Filters answered by a detections column, each with a (column, time) index.
@@ -220,14 +222,6 @@ def _loads(text: str | None, default: Any) -> Any:
         return default
 
 
-# Record keys the detail page shows in their own columns; the rest is listed as details.
-_SHOWN = frozenset({"kind", "type", "match_id", "outcome", "rule", "priority", "policy",
-                    "action", "target", "dry_run", "render", "would", "plan", "rendered",
-                    "retries", "error", "trace_id", "span_id", "start_ns", "time_ns", "ts",
-                    "timestamp", "time", "duration_ns", "latency_ms", "event_time_ns",
-                    "params", "parameters"})
-
-
 def get_detection(conn: sqlite3.Connection, det_id: int) -> dict[str, Any] | None:
     """One detection with its output fields and every decision and action, in order."""
     row = conn.execute("SELECT * FROM detections WHERE id = ?", (det_id,)).fetchone()
@@ -240,9 +234,8 @@ def get_detection(conn: sqlite3.Connection, det_id: int) -> dict[str, Any] | Non
     for r in conn.execute("SELECT * FROM responses WHERE det_id = ? ORDER BY time_ns, id",
                           (det_id,)):
         item = dict(r)
-        item["params"] = _loads(item["params"], None)
-        item["record"] = _loads(item["record"], {})
-        item["extra"] = {k: v for k, v in item["record"].items() if k not in _SHOWN}
+        record = _loads(item.pop("record"), {})
+        item.update(response_view(record if isinstance(record, dict) else {}))
         responses.append(item)
     det["responses"] = responses
     return det
@@ -285,14 +278,15 @@ def dry_run_examples(conn: sqlite3.Connection, policy: str, filters: Filters,
     if filters.until_ns is not None:
         clauses.append("r.det_time_ns < ?")
         args.append(filters.until_ns)
-    sql = ("SELECT r.id, r.det_id, r.det_time_ns, r.kind, r.action, r.target, r.params, "
-           "r.would, r.outcome, d.rule, d.namespace, d.pod, d.node FROM responses r "
+    sql = ("SELECT r.id, r.det_id, r.det_time_ns, r.kind, r.action, r.record, "
+           "r.outcome, d.rule, d.namespace, d.pod, d.node FROM responses r "
            "JOIN detections d ON d.id = r.det_id WHERE " + " AND ".join(clauses) +
            " ORDER BY r.det_time_ns DESC, r.id DESC LIMIT ?")
     out = []
     for r in conn.execute(sql, [*args, limit]):
         item = dict(r)
-        item["params"] = _loads(item["params"], None)
+        record = _loads(item.pop("record"), {})
+        item.update(response_view(record if isinstance(record, dict) else {}))
         out.append(item)
     return out
 

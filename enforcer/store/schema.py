@@ -13,7 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
@@ -52,8 +52,6 @@ CREATE TABLE IF NOT EXISTS responses (
     time_ns INTEGER NOT NULL,
     policy TEXT,
     action TEXT,
-    target TEXT,
-    params TEXT,
     dry_run INTEGER,
     outcome TEXT,
     outcome_class TEXT,
@@ -62,8 +60,7 @@ CREATE TABLE IF NOT EXISTS responses (
     latency_ms REAL,
     trace_id TEXT,
     span_id TEXT,
-    would TEXT,
-    record TEXT
+    record TEXT  -- the record as written: target, operation and details are read from it
 );
 -- (det_id, rhash) makes a re-import add nothing; it also finds a detection's responses.
 CREATE UNIQUE INDEX IF NOT EXISTS resp_det ON responses (det_id, rhash);

@@ -40,8 +40,9 @@ class StoreWriter:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.prune_interval_s = prune_interval_s
-        self.dropped = 0
-        self.rejected = 0
+        self.dropped = 0  # queue full: not stored (the JSONL log still has it)
+        self.failed = 0  # a batch the database refused (e.g. disk full)
+        self.rejected = 0  # not an audit record
         self.written = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._flushed = threading.Condition()
@@ -116,7 +117,7 @@ class StoreWriter:
                     try:
                         self.written += apply_batch(conn, batch)
                     except Exception:  # keep the agent running; the JSONL log has it all
-                        self.dropped += len(batch)
+                        self.failed += len(batch)
                         log.exception("audit store: batch of %d not written", len(batch))
                 with self._flushed:
                     self._done += len(items) - (1 if stopping else 0)

@@ -1,4 +1,5 @@
-"""Benchmark the audit store: import N JSONL audit records, then time filtered page queries.
+"""Benchmark the audit store: import N JSONL records (alerts + the responder's audit records),
+then time filtered page queries.
 
 Run:  /work/main/.venv/bin/python tests/bench/bench_store.py [--records 1000000] [--dir DIR]
 
@@ -37,46 +38,58 @@ def _pick(rng: random.Random, table):
     return rng.choices(table, weights=[t[-1] for t in table])[0]
 
 
-def generate(path: Path, records: int, seed: int = 7) -> int:
-    """Write about `records` JSONL lines: per detection one alert, a decision, 1-2 actions."""
+def generate(audit: Path, alerts: Path, records: int, seed: int = 7) -> int:
+    """Write `records` JSONL lines in the agent's two shapes: per detection one alert (Falco
+    JSON, the file output) and the responder's match, decision and 0-2 action records."""
     rng = random.Random(seed)
     t0 = 1_790_000_000 * 10**9
     written = 0
     n = 0
-    with open(path, "w") as out:
+    with open(audit, "w") as out, open(alerts, "w") as out_alerts:
         while written < records:
             n += 1
             rule, prio, _ = _pick(rng, RULES)
             ns = f"ns-{rng.randrange(40)}"
             pod = f"web-{rng.randrange(2000)}"
             t = t0 + n * 250_000_000 + rng.randrange(1000)
+            secs, nanos = divmod(t, 10**9)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
             trace = f"{n:032x}"
             fields = {"proc.name": rng.choice(["bash", "sh", "cat", "nc"]),
                       "proc.pid": rng.randrange(1, 99999), "proc.pname": "runc",
                       "proc.cmdline": f"bash -c id-{n}", "k8s.ns.name": ns,
                       "k8s.pod.name": pod, "container.id": f"{n:012x}",
                       "user.name": "root", "k8s.node.name": f"node-{rng.randrange(20)}"}
-            out.write(json.dumps({"kind": "alert", "time_ns": t, "trace_id": trace,
-                                  "rule": rule, "priority": prio,
-                                  "output": f"{rule} (user=root pod={pod} ns={ns} id={n})",
-                                  "output_fields": fields, "hostname": fields["k8s.node.name"],
-                                  "source": "syscall", "tags": ["container"]}) + "\n")
+            out_alerts.write(json.dumps({
+                "hostname": fields["k8s.node.name"], "output": f"{rule} (user=root pod={pod} "
+                f"ns={ns} id={n})", "output_fields": fields, "priority": prio, "rule": rule,
+                "source": "syscall", "tags": ["container"], "time": stamp,
+                "trace_id": trace}) + "\n")
             written += 1
+            base = {"match_id": f"{n:016x}", "rule": rule, "priority": prio,
+                    "trace_id": trace, "event_time_ns": t, "retries": 0}
             outcome, dry, _ = _pick(rng, OUTCOMES)
             policy = f"policy-{rng.randrange(8)}"
-            out.write(json.dumps({"kind": "decision", "time_ns": t + 1000, "trace_id": trace,
-                                  "rule": rule, "policy": policy, "dry_run": dry,
-                                  "outcome": outcome}) + "\n")
+            out.write(json.dumps({**base, "kind": "match", "outcome": "matched",
+                                  "start_ns": t + 500_000, "duration_ns": 600_000,
+                                  "detail": {"policies": [policy]}}) + "\n")
             written += 1
-            if outcome in ("rate-limited", "guard"):
+            verdict = outcome if outcome == "rate-limited" else "act"
+            out.write(json.dumps({**base, "kind": "decision", "outcome": verdict,
+                                  "policy": policy, "dry_run": dry,
+                                  "start_ns": t + 600_000}) + "\n")
+            written += 1
+            if outcome == "rate-limited":
                 continue
-            for action in rng.sample(ACTIONS, rng.choice([1, 2])):
-                out.write(json.dumps({"kind": "action", "time_ns": t + 5000,
-                                      "trace_id": trace, "policy": policy, "action": action,
-                                      "target": f"pod/{ns}/{pod}", "dry_run": dry,
-                                      "outcome": outcome, "retries": 0,
-                                      "latency_ms": round(rng.random() * 5, 3),
-                                      "params": {"grace_period": 0}}) + "\n")
+            for index, action in enumerate(rng.sample(ACTIONS, rng.choice([1, 2]))):
+                result = "suppressed" if outcome == "guard" else outcome
+                out.write(json.dumps({**base, "kind": "action", "outcome": result,
+                                      "policy": policy, "action": action, "index": index,
+                                      "target": {"namespace": ns, "pod": pod},
+                                      "render": {"method": "DELETE",
+                                                 "path": f"/api/v1/namespaces/{ns}/pods/{pod}"},
+                                      "dry_run": dry, "start_ns": t + 700_000,
+                                      "duration_ns": rng.randrange(10**5, 10**7)}) + "\n")
                 written += 1
     return written
 
@@ -97,16 +110,17 @@ def main() -> int:
     args = ap.parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="enforcer-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    log, db = work / "audit.jsonl", work / "audit.db"
+    log, alerts, db = work / "audit.jsonl", work / "alerts.jsonl", work / "audit.db"
     for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         p.unlink(missing_ok=True)
     start = time.perf_counter()
-    lines = generate(log, args.records)
-    print(f"generated {lines} JSONL records ({log.stat().st_size / 1e6:.0f} MB) "
+    lines = generate(log, alerts, args.records)
+    size = (log.stat().st_size + alerts.stat().st_size) / 1e6
+    print(f"generated {lines} JSONL records ({size:.0f} MB) "
           f"in {time.perf_counter() - start:.1f} s")
     conn = connect(db)
     start = time.perf_counter()
-    report = import_files(conn, [log])
+    report = import_files(conn, [alerts, log])
     spent = time.perf_counter() - start
     dets = conn.execute("SELECT count(*) FROM detections").fetchone()[0]
     resps = conn.execute("SELECT count(*) FROM responses").fetchone()[0]

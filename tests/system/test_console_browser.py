@@ -19,7 +19,7 @@ from enforcer.store.importer import import_files
 from enforcer.store.schema import connect
 from tests.conftest import REPO, require
 
-SEED = [REPO / "tests" / "data" / "audit" / n for n in ("audit.jsonl", "alerts.jsonl")]
+SEED = [REPO / "tests" / "data" / "audit" / n for n in ("alerts.jsonl", "audit.jsonl")]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = REPO / "artifacts" / "console"
@@ -95,12 +95,23 @@ def listed(driver) -> list[str]:
             for row in driver.find_elements(By.CSS_SELECTOR, "tr.detection")]
 
 
+def follow(driver, element) -> None:
+    """Click something that loads a new page, and wait until the new page is there."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+
+
 def choose(driver, select_id: str, text: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     Select(driver.find_element(By.ID, select_id)).select_by_visible_text(text)
-    driver.find_element(By.ID, "apply").click()
+    follow(driver, driver.find_element(By.ID, "apply"))
 
 
 def test_filter_by_rule_and_by_outcome(browser, console_url):
@@ -114,7 +125,7 @@ def test_filter_by_rule_and_by_outcome(browser, console_url):
     rules = {c.text for c in browser.find_elements(By.CSS_SELECTOR, "tr.detection td.rule")}
     assert rules == {"Read sensitive file untrusted"}
     screenshot(browser, "list-rule")
-    browser.find_element(By.CSS_SELECTOR, "a.reset").click()
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "a.reset"))
     choose(browser, "f-outcome", "failed")
     assert listed(browser) == ["5"]
     choose(browser, "f-outcome", "dry-run")
@@ -128,7 +139,7 @@ def test_detail_shows_actions_and_trace_id(browser, console_url):
     from selenium.webdriver.common.by import By
 
     browser.get(console_url + "/")
-    browser.find_element(By.CSS_SELECTOR, 'tr.detection[data-id="1"] td.time a').click()
+    follow(browser, browser.find_element(By.CSS_SELECTOR, 'tr.detection[data-id="1"] td.time a'))
     assert browser.find_element(By.TAG_NAME, "h1").text == "Detection 1"
     actions = browser.find_elements(By.CSS_SELECTOR, "#actions tr.action")
     assert [a.get_attribute("data-action") for a in actions] == ["snapshot", "kill"]
@@ -161,7 +172,7 @@ def test_dry_run_view_lists_what_would_have_been_done(browser, console_url):
     from selenium.webdriver.common.by import By
 
     browser.get(console_url + "/")
-    browser.find_element(By.ID, "nav-dry-run").click()
+    follow(browser, browser.find_element(By.ID, "nav-dry-run"))
     policies = browser.find_elements(By.CSS_SELECTOR, "section.policy")
     assert [p.get_attribute("data-policy") for p in policies] == ["isolate-dropper",
                                                                   "kill-readers"]

@@ -12,7 +12,8 @@ from enforcer.store.importer import import_files
 from enforcer.store.schema import connect
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "audit"
-SEED = [DATA / "audit.jsonl", DATA / "alerts.jsonl"]
+# Alerts first, so that detection ids follow the alerts: 1 to 8, oldest first.
+SEED = [DATA / "alerts.jsonl", DATA / "audit.jsonl"]
 
 
 @pytest.fixture

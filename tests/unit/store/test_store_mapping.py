@@ -15,6 +15,7 @@ from enforcer.store.mapping import (
     map_record,
     outcome_class,
     parse_time_ns,
+    response_view,
 )
 
 
@@ -73,7 +74,9 @@ def test_responder_records_join_the_alert_by_rule_and_event_time():
     r = action.response
     assert (r.kind, r.action, r.outcome_class, r.retries, r.latency_ms) == (
         ACTION, "kill", "dry-run", 0, 2.5)
-    assert r.would == '{"signal": "KILL"}' and r.target == '{"pid": 7, "start_ticks": 9}'
+    view = response_view(r.record)
+    assert view["would"] == {"signal": "KILL"} and view["target"] == {"pid": 7, "start_ticks": 9}
+    assert view["extra"] == {"index": 0}
     assert r.time_ns == 1_795_428_000_000_001_000
     assert action.detection.time_ns == 1_795_428_000_000_000_005
 
@@ -96,8 +99,8 @@ def test_aliases_and_nested_alert():
                     "parameters": {"signal": "KILL"}})
     r = m.response
     assert r is not None and r.kind == ACTION
-    assert (r.action, r.outcome_class, r.retries, r.params) == ("kill", "done", 2,
-                                                                {"signal": "KILL"})
+    assert (r.action, r.outcome_class, r.retries) == ("kill", "done", 2)
+    assert response_view(r.record)["params"] == {"signal": "KILL"}
     assert r.latency_ms == pytest.approx(2.0)
     assert not m.detection.complete
     assert m.detection.time_ns == 5 and m.detection.rule == "R"

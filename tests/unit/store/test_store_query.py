@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from enforcer.store import query
@@ -79,9 +77,8 @@ def test_detail_has_everything(seeded):
                      ("action", "snapshot", "done", 0, 12.5),
                      ("action", "kill", "done", 1, 3.25)]
     kill = det["responses"][3]
-    assert json.loads(kill["would"]) == {"syscall": "pidfd_send_signal", "signal": "KILL",
-                                         "pid": 4242}
-    assert json.loads(kill["target"]) == {"pid": 4242, "start_ticks": 1795428060}
+    assert kill["would"] == {"syscall": "pidfd_send_signal", "signal": "KILL", "pid": 4242}
+    assert kill["target"] == {"pid": 4242, "start_ticks": 1795428060}
     assert det["trace_id"] == f"{0xa1:032x}"
 
 
@@ -90,7 +87,7 @@ def test_dry_run_view_lists_what_would_have_been_done(seeded):
     assert [(r["policy"], r["action"], r["n"]) for r in summary] == [
         ("isolate-dropper", "networkpolicy", 1), ("kill-readers", "kill", 1)]
     examples = query.dry_run_examples(seeded, "kill-readers", Filters())
-    assert [(e["action"], json.loads(e["target"]), json.loads(e["would"])) for e in examples] == [
+    assert [(e["action"], e["target"], e["would"]) for e in examples] == [
         ("kill", {"pid": 4242, "start_ticks": 1795428120},
          {"syscall": "pidfd_send_signal", "signal": "KILL", "pid": 4242})]
 
