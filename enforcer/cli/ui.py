@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from enforcer.console.access import is_loopback
+from enforcer.console.access import check_exposure
 from enforcer.store.schema import StoreError, connect, default_store_path
 
 DEFAULT_ADDR = "127.0.0.1:8765"
@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"enforcer ui: --token-file: {exc}", file=sys.stderr)
             return 2
-    if not is_loopback(host) and not token:
-        print(f"enforcer ui: refusing to serve the console on {host}, which is not loopback, "
-              "without a token: pass --token-file FILE or set ENFORCER_UI_TOKEN",
-              file=sys.stderr)
+    try:
+        check_exposure(host, token)
+    except ValueError as exc:
+        print(f"enforcer ui: {exc}", file=sys.stderr)
         return 2
     store = args.store or default_store_path()
     try:

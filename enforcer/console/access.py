@@ -20,6 +20,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_exposure(host: str, token: str | None) -> None:
+    """Refuse to serve the console off loopback without a token (ValueError says so)."""
+    if not token and not is_loopback(host):
+        raise ValueError(f"refusing to serve the console on {host}, which is not loopback, "
+                         "without a token: give one (--token-file FILE or ENFORCER_UI_TOKEN)")
+
+
 def presented_token(environ: dict[str, Any]) -> str | None:
     """The token a request carries: `Authorization: Bearer`, then the console's cookie."""
     header = environ.get("HTTP_AUTHORIZATION", "")

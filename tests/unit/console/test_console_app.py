@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import re
 import threading
 import urllib.request
@@ -122,11 +123,14 @@ def test_mounted_under_ui_in_another_http_server(store, wsgi_call):
     app = ConsoleApp(store)
 
     class AgentHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # as the agent's server: keep-alive
+
         def do_GET(self):
             if self.path == "/ui" or self.path.startswith("/ui/"):
                 serve_mounted(self, app, "/ui")
             else:
                 self.send_response(200)
+                self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
 
@@ -146,6 +150,15 @@ def test_mounted_under_ui_in_another_http_server(store, wsgi_call):
             assert resp.headers["Content-Type"] == "text/css"
         with urllib.request.urlopen(base + "/healthz") as resp:
             assert resp.read() == b"ok"
+        # Several requests on one kept-alive connection, console and agent pages mixed.
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        for path in ("/ui/", "/healthz", "/ui/detection/1", "/ui/nope"):
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == (404 if path == "/ui/nope" else 200), path
+            assert len(body) == int(resp.headers["Content-Length"])
+        conn.close()
     finally:
         server.shutdown()
         server.server_close()
