@@ -1,0 +1,58 @@
+"""The `--rules FILE|DIR...` option shared by the commands that load rules."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from enforcer.errors import Diagnostic, RuleError
+from enforcer.resources import default_rules_dir
+from enforcer.rules.loader import load_rules
+from enforcer.rules.ruleset import RuleSet
+
+
+def add_rules_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rules", "-r", nargs="+", metavar="FILE|DIR", default=None,
+        help="rule files or directories, loaded in order (default: $ENFORCER_RULES, "
+             "else the bundled rules)")
+
+
+def rules_paths(args: argparse.Namespace) -> list[str]:
+    if args.rules:
+        return list(args.rules)
+    env = os.environ.get("ENFORCER_RULES")
+    if env:
+        return [p for p in env.split(os.pathsep) if p]
+    return [str(default_rules_dir())]
+
+
+def missing_paths(paths: list[str]) -> list[str]:
+    return [p for p in paths if not Path(p).exists()]
+
+
+def print_diagnostics(diags: list[Diagnostic], stream=None) -> None:
+    stream = stream or sys.stdout
+    for d in diags:
+        if d.severity == "warning":
+            print(f"{d.file}:{d.line}:{d.column}: warning: {d.message}", file=stream)
+        else:
+            print(f"{d.file}:{d.line}:{d.column}: {d.message}", file=stream)
+
+
+def load_or_report(prog: str, paths: list[str]) -> RuleSet | int:
+    """Load rules; on failure print every problem and return the exit code."""
+    missing = missing_paths(paths)
+    if missing:
+        for p in missing:
+            print(f"enforcer {prog}: no such file or directory: {p}", file=sys.stderr)
+        return 2
+    try:
+        ruleset = load_rules(paths)
+    except RuleError as exc:
+        print_diagnostics(exc.diagnostics, sys.stderr)
+        return 1
+    print_diagnostics(ruleset.warnings, sys.stderr)
+    return ruleset

@@ -1,0 +1,41 @@
+"""Falco's end-of-run summary ("Events detected", counts by severity and by rule), printed
+by `enforcer replay` and by the live agent when it stops."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from enforcer.alert import Alert
+from enforcer.priority import Priority
+
+# Falco prints the short priority names, upper-cased (Informational is "INFO").
+_SHORT = {Priority.INFORMATIONAL: "INFO"}
+
+
+def short_name(p: Priority) -> str:
+    return _SHORT.get(p, p.name)
+
+
+@dataclass
+class AlertStats:
+    """Counts of alerts, by priority and by rule (first-seen order)."""
+
+    total: int = 0
+    by_priority: Counter = field(default_factory=Counter)
+    by_rule: dict[str, int] = field(default_factory=dict)
+
+    def record(self, alert: Alert) -> None:
+        self.total += 1
+        self.by_priority[alert.priority] += 1
+        self.by_rule[alert.rule] = self.by_rule.get(alert.rule, 0) + 1
+
+    def format(self) -> str:
+        """The summary exactly as Falco prints it (with a trailing newline)."""
+        lines = [f"Events detected: {self.total}", "Rule counts by severity:"]
+        for prio in sorted(self.by_priority):
+            lines.append(f"   {short_name(prio)}: {self.by_priority[prio]}")
+        lines.append("Triggered rules by rule name:")
+        for name, count in self.by_rule.items():
+            lines.append(f"   {name}: {count}")
+        return "\n".join(lines) + "\n"
