@@ -26,6 +26,8 @@ COMMAND_MODULES = [
     "enforcer.cli.release",
     "enforcer.cli.probes",
     "enforcer.cli.doctor",
+    "enforcer.cli.audit_cmd",
+    "enforcer.cli.ui",
 ]
 
 
