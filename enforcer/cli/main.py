@@ -17,6 +17,7 @@ from enforcer.cli import run
 # Order here is the order in `enforcer --help`.
 COMMAND_MODULES = [
     "enforcer.cli.validate",
+    "enforcer.cli.test_cmd",
     "enforcer.cli.replay",
     "enforcer.cli.fields",
     "enforcer.cli.rules_cmd",

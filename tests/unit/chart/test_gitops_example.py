@@ -164,9 +164,10 @@ def _script(text: str) -> str:
     return "\n".join(line[indent:] for line in lines) + "\n"
 
 
-# The shape of `enforcer validate --format json` (findings are Diagnostic.as_dict()).
+# The shape `enforcer validate --format json` prints for a policy repository.
 VALIDATE_REPORT = {
-    "rules": 26, "macros": 87, "lists": 50, "enabled": 26,
+    "rules": 26, "macros": 87, "lists": 50, "enabled": 26, "policies": 3,
+    "policies_enabled": 3, "policy_actions": 7, "digest": None,
     "errors": [{"file": "policies/contain.yaml", "line": 12, "column": 7,
                 "message": "unknown action 'cordn'; known: cordon, delete_pod, kill"}],
     "warnings": [{"file": "rules/local_rules.yaml", "line": 3, "column": 1,
