@@ -285,10 +285,6 @@ def test_installed_agent_runs_with_debian_bcc(installed_venv, tmp_path):
     assert bcc.returncode == 0, bcc.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "enforcer/resources.py: importlib.resources.files() of the namespace packages enforcer._bpf"
-    " and enforcer._policies returns a MultiplexedPath, whose str() is not a path; an installed"
-    " agent gets 'MultiplexedPath(...)' instead of its site-packages directory"))
 def test_installed_agent_finds_its_bundled_files_in_site_packages(installed_venv, tmp_path):
     venv = installed_venv
     env = clean_env()
