@@ -63,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
         ruleset = load_rules(args.paths)
     except RuleError as exc:
         errors = [d for d in exc.diagnostics if d.severity != "warning"]
+        warnings = getattr(exc, "warnings", [])
         if args.format == "json":
             print(json.dumps({"rules": 0, "macros": 0, "lists": 0, "enabled": 0,
-                              "errors": [d.as_dict() for d in errors], "warnings": []}))
+                              "errors": [d.as_dict() for d in errors],
+                              "warnings": [d.as_dict() for d in warnings]}))
         else:
+            print_diagnostics(warnings, sys.stderr)
             print_diagnostics(errors, sys.stdout)
         return 1
     counts = ruleset.counts()

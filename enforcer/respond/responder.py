@@ -237,9 +237,14 @@ class Responder:
         alert = job.alert
         self._count("match", "queued")
         try:
+            # where the time went: event -> submit (detection), submit -> here (queue)
+            now = time.time_ns()
             self._record(self._base(job, MATCH, "matched",
-                                    detail={"policies": [p.name for p in job.policies]},
-                                    duration_ns=time.time_ns() - alert.time_ns))
+                                    detail={"policies": [p.name for p in job.policies],
+                                            "detection_ms": (job.received_ns - alert.time_ns)
+                                            / 1e6,
+                                            "queue_ms": (now - job.received_ns) / 1e6},
+                                    duration_ns=now - alert.time_ns))
             for policy in job.policies:
                 self._answer(job, policy)
         finally:

@@ -165,8 +165,10 @@ def test_entrypoint_is_the_venv_console_script(recipe):
 def test_bundled_rules_are_linked_where_the_chart_expects_them(recipe):
     _, (_, runtime) = recipe
     install = venv_install(runtime)
-    assert re.search(r"ln -s \"\$\(.*default_rules_dir\(\).*\)\" " + re.escape(CHART_BUNDLED_RULES),
-                     install)
+    assert re.search(r"bundled=\$\(.*policies_dir\(\).*\)", install)
+    assert 'ln -s "$bundled" /usr/share/enforcer' in install
+    assert CHART_BUNDLED_RULES == "/usr/share/enforcer/rules"
+    assert f"test -f {CHART_BUNDLED_RULES}/falco_rules.yaml" in install
     daemonset = (REPO / "charts/enforcer/templates/daemonset.yaml").read_text()
     assert CHART_BUNDLED_RULES in daemonset
 
@@ -283,10 +285,6 @@ def test_installed_agent_runs_with_debian_bcc(installed_venv, tmp_path):
     assert bcc.returncode == 0, bcc.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "enforcer/resources.py: importlib.resources.files() of the namespace packages enforcer._bpf"
-    " and enforcer._policies returns a MultiplexedPath, whose str() is not a path; an installed"
-    " agent gets 'MultiplexedPath(...)' instead of its site-packages directory"))
 def test_installed_agent_finds_its_bundled_files_in_site_packages(installed_venv, tmp_path):
     venv = installed_venv
     env = clean_env()
