@@ -4,8 +4,7 @@
                         policies=["/etc/enforcer/policies"],
                         on_swap=lambda new, old: responder.use_policies(
                             new.policies, new.short_digest),
-                        on_critical=outputs.emit, audit=audit,
-                        on_loaded=metrics.policies_loaded)
+                        on_critical=outputs.emit, audit=audit)
     reloader.start()
     ... reloader.current.engine.evaluate(event) ...   # one reference read per event
     reloader.stop()
@@ -24,7 +23,10 @@ A new set is loaded completely (rules compiled into an Engine, policies, the cro
 `enforcer validate`) before one reference assignment makes it current, so an event is
 judged by the old set or the new, never a mix. A set that does not load leaves the last good
 set active and is reported once per change: a critical alert-like record (`on_critical`),
-`on_loaded(False)` for the metric, and an audit record naming the file and line."""
+an audit record of kind `reload` naming the file and line, and the metric
+`enforcer_policy_reloads_total{result}` — counted by enforcer.audit.metrics_sink from that
+record when MetricsAudit is in the audit chain, or through `on_loaded(ok)` for an embedder
+without it (pass one or the other, not both)."""
 
 from __future__ import annotations
 
