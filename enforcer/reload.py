@@ -40,6 +40,7 @@ from typing import Any
 
 from enforcer.alert import Alert
 from enforcer.audit.record import RELOAD, AuditRecord, AuditSink, new_match_id
+from enforcer.errors import Diagnostic
 from enforcer.gitops.bundle import Bundle, BundleError, load_bundle, source_files
 from enforcer.priority import Priority
 
@@ -142,11 +143,12 @@ class Reloader:
                 return "unchanged"
             try:
                 new = self._load()
-            except BundleError as exc:
-                if exc.transient or fingerprint(self.rule_paths, self.policy_paths) != seen:
+            except Exception as exc:  # a loader bug must not retry and shout every second
+                error = exc if isinstance(exc, BundleError) else _internal(exc, seen)
+                if error.transient or fingerprint(self.rule_paths, self.policy_paths) != seen:
                     return "retry"  # caught mid-update: look again at the next tick
                 self._seen = seen
-                self._failed(exc)
+                self._failed(error)
                 return "failed"
             if fingerprint(self.rule_paths, self.policy_paths) != seen:
                 return "retry"
@@ -221,6 +223,13 @@ class Reloader:
             self.audit.record(rec)
         except Exception as exc:
             print(f"enforcer: audit failed: {exc!r}", file=sys.stderr)
+
+
+def _internal(exc: Exception, seen: Fingerprint) -> BundleError:
+    """A loader that raised instead of reporting diagnostics: one finding, on the first
+    file, so that it is reported once like any other refused update."""
+    first = seen[0][0].split(":", 1)[1] if seen else "?"
+    return BundleError([Diagnostic(first, 1, 1, f"internal error while loading: {exc!r}")])
 
 
 def _print_critical(alert: Alert) -> None:

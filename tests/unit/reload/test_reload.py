@@ -259,3 +259,20 @@ def test_current_engine_follows_the_swap(mounted, webhook):
     assert reloader.check() == "swapped"
     assert [a.rule for a in engine.evaluate(gshadow)] == ["Shadow read"]
     assert engine.event_types() == reloader.current.engine.event_types()
+
+
+def test_a_loader_crash_is_reported_once_like_a_refused_update(mounted, webhook, monkeypatch):
+    rules, policies = mounted
+    policies.write({"contain.yaml": policy(webhook.url + "/v1")})
+    reloader, _responder, _swapped, critical, _loaded = build(mounted, MemoryAudit())
+    good = reloader.digest
+
+    def crash():
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(reloader, "_load", crash)
+    policies.write({"contain.yaml": policy(webhook.url + "/v2")})
+    assert reloader.check() == "failed"
+    assert reloader.check() == "unchanged"
+    assert reloader.digest == good and len(critical) == 1
+    assert "internal error while loading: ZeroDivisionError('bug')" in critical[0].output
