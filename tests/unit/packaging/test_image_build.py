@@ -165,8 +165,10 @@ def test_entrypoint_is_the_venv_console_script(recipe):
 def test_bundled_rules_are_linked_where_the_chart_expects_them(recipe):
     _, (_, runtime) = recipe
     install = venv_install(runtime)
-    assert re.search(r"ln -s \"\$\(.*default_rules_dir\(\).*\)\" " + re.escape(CHART_BUNDLED_RULES),
-                     install)
+    assert re.search(r"bundled=\$\(.*policies_dir\(\).*\)", install)
+    assert 'ln -s "$bundled" /usr/share/enforcer' in install
+    assert CHART_BUNDLED_RULES == "/usr/share/enforcer/rules"
+    assert f"test -f {CHART_BUNDLED_RULES}/falco_rules.yaml" in install
     daemonset = (REPO / "charts/enforcer/templates/daemonset.yaml").read_text()
     assert CHART_BUNDLED_RULES in daemonset
 
