@@ -251,11 +251,36 @@ class Observability:
     def start(self) -> Observability:
         """Start the output workers and the metrics/health server (OSError if the address
         cannot be bound)."""
+        self._watch_losses()
         self.dispatcher.start()
         if self.http_addr:
             from enforcer.http_server import start_http_server  # noqa: PLC0415
             self.http = start_http_server(self.http_addr, self.metrics, self.readiness)
         return self
+
+    def _watch_losses(self) -> None:
+        # Acting blind must be visible: /readyz says so (without failing the probe, since a
+        # restart would not bring the events back), next to the counters in /metrics.
+        metrics = self.metrics
+
+        def kernel() -> str | None:
+            n = metrics.kernel_drops()
+            return f"{n} events dropped by the kernel since start" if n else None
+
+        def responder() -> str | None:
+            n = metrics.registry.get_sample_value("enforcer_responder_drops_total") or 0
+            return (f"{int(n)} matches not answered: the responder queue was full"
+                    if n else None)
+
+        def outputs() -> str | None:
+            drops = {name: s.dropped for name, s in self.dispatcher.stats().items()
+                     if s.dropped}
+            return ("alerts dropped by slow outputs: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(drops.items()))) if drops else None
+
+        self.readiness.watch("kernel_drops", kernel)
+        self.readiness.watch("responder_drops", responder)
+        self.readiness.watch("output_drops", outputs)
 
     def close(self, timeout: float = 5.0) -> None:
         """After the responder stopped: end open traces, close the audit log, flush
