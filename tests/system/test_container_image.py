@@ -93,8 +93,6 @@ def test_image_builds_and_loads_bpf_under_the_charts_security_context(kube_tools
             "scripts/setup.sh installs it")
     require(shutil.which("mmdebstrap") is not None, "mmdebstrap is not installed (it makes "
             "the Debian base image offline)", "scripts/setup.sh installs it")
-    require(any((REPO / "bpf").glob("*.c")), "bpf/ holds no BPF C sources in this checkout",
-            "merge the branch that adds bpf/*.c (the eBPF source)")
     build = subprocess.run(["bash", str(REPO / "scripts/build-image.sh"), TAG],
                            capture_output=True, text=True, timeout=1500)
     assert build.returncode == 0, (build.stdout + build.stderr)[-4000:]
