@@ -137,12 +137,13 @@ def _conditions(filters: Filters, driver: _Driver) -> tuple[list[str], list[Any]
         args.append(value)
     match = fts_query(filters.text) if filters.text else None
     if match:
-        if driver.kind == "text":
-            clauses.append("d.id IN (SELECT rowid FROM detections_fts "
-                           "WHERE detections_fts MATCH ?)")
-        else:
-            clauses.append("EXISTS (SELECT 1 FROM detections_fts WHERE detections_fts "
-                           "MATCH ? AND rowid = d.id)")
+        # The matches are gathered once per query into a temporary index and looked up per
+        # row; probing FTS row by row (EXISTS ... MATCH) re-runs the query each time, which
+        # costs seconds for a rare phrase on a common rule. The + keeps the set from driving
+        # the query unless the plan says so.
+        plus = "" if driver.kind == "text" else "+"
+        clauses.append(f"{plus}d.id IN (SELECT rowid FROM detections_fts "
+                       "WHERE detections_fts MATCH ?)")
         args.append(match)
     return clauses, args
 
@@ -175,10 +176,14 @@ def _fetch(conn: sqlite3.Connection, filters: Filters, driver: _Driver,
                f"{'WHERE ' + ' AND '.join(where) if where else ''} "
                f"ORDER BY {t} {order}, {i} {order} LIMIT ?")
         want = limit - len(out)
+        if driver.kind == "response":
+            # A detection comes once per matching response: ask for enough rows that one
+            # round usually does (each round re-runs the query, text search included).
+            want *= 4
         rows = conn.execute(sql, [*where_args, want]).fetchall()
         for row in rows:
             # A detection with several matching responses comes once per response.
-            if row["id"] not in seen:
+            if row["id"] not in seen and len(out) < limit:
                 seen.add(row["id"])
                 out.append(dict(row))
         if len(rows) < want:

@@ -91,6 +91,33 @@ END;
 """
 
 
+_TEXT_TRIGGERS = ("det_fts_insert", "det_fts_delete", "det_fts_update")
+
+
+def suspend_text_index(conn: sqlite3.Connection) -> None:
+    """Stop indexing alert text row by row, for a bulk import into an empty store.
+
+    Indexing everything at the end (FTS5 'rebuild') costs a third of indexing row by row.
+    Only for an empty store: the text index is rebuilt from every row.
+    """
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('text_index_pending', '1')")
+    for name in _TEXT_TRIGGERS:
+        conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+
+
+def resume_text_index(conn: sqlite3.Connection) -> None:
+    """Index the text of every row at once and go back to indexing row by row."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute("INSERT INTO detections_fts (detections_fts) VALUES ('rebuild')")
+        conn.execute("DELETE FROM meta WHERE key = 'text_index_pending'")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.executescript(_DDL)  # puts the triggers back
+
+
 class StoreError(Exception):
     """The store file cannot be opened or is not an enforcer audit store."""
 
@@ -123,6 +150,8 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                      (str(SCHEMA_VERSION),))
         _check_version(conn, path)
+        if conn.execute("SELECT 1 FROM meta WHERE key = 'text_index_pending'").fetchone():
+            resume_text_index(conn)  # a bulk import stopped before it indexed the text
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"{path}: not a usable audit store ({exc})") from exc
