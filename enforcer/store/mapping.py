@@ -395,17 +395,20 @@ _SHOWN = frozenset({"kind", "type", "record", "match_id", "outcome", "result", "
                     "attempts", "error", "trace_id", "span_id", "start_ns", "time_ns", "ts",
                     "timestamp", "time", "duration_ns", "latency_ms", "duration_ms",
                     "latency_s", "latency", "event_time_ns", "alert", "output",
-                    "output_fields"})
+                    "output_fields", "index", "reason"})
 
 
 def response_view(record: dict[str, Any]) -> dict[str, Any]:
     """What the console shows of a stored response record beyond its columns: the target,
     the parameters, the exact operation (done or that would be done), and other details."""
+    extra = {k: v for k, v in record.items() if k not in _SHOWN and v is not None}
+    if record.get("error") and record.get("reason"):
+        extra["reason"] = record["reason"]  # the error took the reason's column
     return {
         "target": record.get("target"),
         "params": _first(record, "params", "parameters"),
         "would": _first(record, "render", "would", "plan", "rendered"),
-        "extra": {k: v for k, v in record.items() if k not in _SHOWN and v is not None},
+        "extra": extra,
     }
 
 

@@ -76,7 +76,7 @@ def test_responder_records_join_the_alert_by_rule_and_event_time():
         ACTION, "kill", "dry-run", 0, 2.5)
     view = response_view(r.record)
     assert view["would"] == {"signal": "KILL"} and view["target"] == {"pid": 7, "start_ticks": 9}
-    assert view["extra"] == {"index": 0}
+    assert view["extra"] == {}  # index and the rest have their own columns
     assert r.time_ns == 1_795_428_000_000_001_000
     assert action.detection.time_ns == 1_795_428_000_000_000_005
 
