@@ -180,12 +180,19 @@ def _explicit_ns(value: Any) -> int | None:
     return parse_time_ns(value)
 
 
+_PRIORITY_WORDS = {p.name.lower(): int(p) for p in Priority} | {"info": int(Priority.INFORMATIONAL)}
+
+
 def parse_priority(value: Any) -> int | None:
     """Falco priority number (0 = Emergency) from a word or number; None when unknown."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 7:
         return value
+    if isinstance(value, str):
+        known = _PRIORITY_WORDS.get(value.lower())
+        if known is not None:
+            return known
     try:
         return int(Priority.parse(str(value)))
     except ValueError:
@@ -295,17 +302,22 @@ def map_record(record: Any, raw: str | None = None) -> Mapped:
     alert = nested if isinstance(nested, dict) else {}
     # An alert's own keys sit at the top level (Falco's shape plus ours) or under "alert".
     src = ({**record, **alert} if alert else record) if kind == ALERT else alert
-    time_ns = _explicit_ns(_first(record, "time_ns", "start_ns"))
-    if time_ns is None:
-        time_ns = parse_time_ns(_first(record, "ts", "timestamp", "time"))
     # The event's time: the alert's own, or what a response record says it was.
     event_ns = None
     if src:
         event_ns = _explicit_ns(src.get("time_ns"))
         if event_ns is None:
             event_ns = parse_time_ns(src.get("time"))
-    if event_ns is None and kind != ALERT:
-        event_ns = _explicit_ns(record.get("event_time_ns"))
+    if kind == ALERT:
+        time_ns = event_ns
+        if time_ns is None:
+            time_ns = event_ns = parse_time_ns(_first(record, "ts", "timestamp"))
+    else:
+        time_ns = _explicit_ns(_first(record, "time_ns", "start_ns"))
+        if time_ns is None:
+            time_ns = parse_time_ns(_first(record, "ts", "timestamp", "time"))
+        if event_ns is None:
+            event_ns = _explicit_ns(record.get("event_time_ns"))
     if time_ns is None:
         time_ns = event_ns
     if time_ns is None:

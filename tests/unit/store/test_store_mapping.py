@@ -112,6 +112,11 @@ def test_without_event_time_the_match_id_names_the_detection():
     assert m.detection.key == "m:b7"
 
 
+def test_an_alert_may_carry_its_time_as_ts():
+    d = map_record({"kind": "alert", "rule": "R", "output": "o", "ts": 1_795_428_000}).detection
+    assert d.time_ns == 1_795_428_000 * 10**9
+
+
 def test_kind_is_inferred_when_absent():
     assert map_record({"time_ns": 1, "trace_id": "t", "policy": "p",
                        "outcome": "guard"}).response.kind == DECISION
