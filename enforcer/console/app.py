@@ -28,6 +28,7 @@ from enforcer.console.proctree import process_chain
 from enforcer.priority import Priority
 from enforcer.store import query
 from enforcer.store.mapping import OUTCOME_CLASSES
+from enforcer.store.rollup import MINUTE_NS
 from enforcer.store.schema import StoreError, connect
 
 _SECURITY_HEADERS = [
@@ -286,6 +287,7 @@ class ConsoleApp:
                 until = filters.until_ns if filters.until_ns is not None else bounds[1] + 1
                 since = (filters.since_ns if filters.since_ns is not None
                          else max(bounds[0], until - 86400 * 1_000_000_000))
+                since -= since % MINUTE_NS  # the counters are per minute
                 if since >= until:
                     raise BadRequest("since must be before until")
                 bucket = query.bucket_size_ns(until - since)

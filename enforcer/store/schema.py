@@ -13,7 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
@@ -67,6 +67,14 @@ CREATE UNIQUE INDEX IF NOT EXISTS resp_det ON responses (det_id, rhash);
 CREATE INDEX IF NOT EXISTS resp_policy ON responses (policy, det_time_ns, det_id);
 CREATE INDEX IF NOT EXISTS resp_action ON responses (action, det_time_ns, det_id);
 CREATE INDEX IF NOT EXISTS resp_outcome ON responses (outcome_class, det_time_ns, det_id);
+-- Per-minute counters for charts and the dry-run summary (see rollup.py).
+CREATE TABLE IF NOT EXISTS rollup (
+    dim TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (dim, minute, value)
+) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS detections_fts USING fts5 (
     rule, output, output_fields, content='detections', content_rowid='id'
 );
