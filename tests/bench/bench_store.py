@@ -105,6 +105,21 @@ def timed(conn, filters, runs=5):
     return statistics.median(spent), max(spent), len(page.rows), page
 
 
+def _get(app, path: str) -> str:
+    """One GET through the WSGI interface; returns the status line."""
+    import io
+
+    path, _, qs = path.partition("?")
+    got = {}
+
+    def start_response(status, headers):
+        got["status"] = status
+
+    b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": qs,
+                  "SCRIPT_NAME": "", "wsgi.input": io.BytesIO()}, start_response))
+    return got["status"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -181,6 +196,19 @@ def main() -> int:
     query.list_detections(conn, query.Filters(outcome="dry-run"), before=page.older)
     print(f"{'page 201 (dry-run, keyset)':32} {(time.perf_counter() - start) * 1000:10.1f}")
     print(f"worst page query: {worst:.1f} ms (target < 200 ms)")
+    conn.close()
+    # Whole console pages over the same store, through the WSGI app (template included).
+    from enforcer.console.app import ConsoleApp
+
+    app = ConsoleApp(db)
+    for path in ("/", "/?outcome=failed&rule=Read+sensitive+file+untrusted", "/?q=ns-7",
+                 "/detection/1000", "/dry-run", "/stats?by=rule", "/stats?by=outcome"):
+        spent = []
+        for _ in range(3):
+            start = time.perf_counter()
+            status = _get(app, path)
+            spent.append((time.perf_counter() - start) * 1000)
+        print(f"page {path:52} {status[:3]} {statistics.median(spent):8.1f} ms")
     return 0
 
 
