@@ -148,6 +148,11 @@ class ConsoleApp:
         except StoreError as exc:
             status, body = "503 Service Unavailable", self._render(
                 "error.html", root, title="No audit store", message=str(exc), params={})
+        except sqlite3.DatabaseError as exc:
+            status, body = "503 Service Unavailable", self._render(
+                "error.html", root, title="Audit store unreadable", params={},
+                message=f"{self.store_path}: {exc}; if it is damaged, rebuild it with "
+                        "`enforcer audit import`")
         if method == "HEAD":
             body = b""
         return self._respond(start_response, status, body, "text/html; charset=utf-8")

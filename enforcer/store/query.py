@@ -52,6 +52,8 @@ class Page:
 
 def fts_query(text: str) -> str | None:
     """Free text as an FTS5 query: every word must appear; no FTS syntax is interpreted."""
+    # Control characters (a NUL ends SQLite's reading of the query) cannot be searched for.
+    text = "".join(ch if ch >= " " else " " for ch in text)
     words = [w for w in text.split() if w]
     if not words:
         return None

@@ -170,7 +170,8 @@ def _check_version(conn: sqlite3.Connection, path: Path) -> None:
     try:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: not an enforcer audit store ({exc})") from exc
+        raise StoreError(f"{path}: not a readable enforcer audit store ({exc}); rebuild it "
+                         "from the JSONL logs with `enforcer audit import`") from exc
     if row is None or int(row[0]) != SCHEMA_VERSION:
         found = None if row is None else row[0]
         raise StoreError(f"{path}: audit store schema {found}, this enforcer reads "
