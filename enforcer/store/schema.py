@@ -162,7 +162,8 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
             resume_text_index(conn)  # a bulk import stopped before it indexed the text
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise StoreError(f"{path}: not a usable audit store ({exc})") from exc
+        raise StoreError(f"{path}: not a usable audit store ({exc}); if it is damaged, "
+                         "rebuild it from the JSONL logs with `enforcer audit import`") from exc
     return conn
 
 
