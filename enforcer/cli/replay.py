@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     engine = Engine(loaded, hostname=args.hostname)
-    stats = AlertStats()
+    stats = AlertStats(rule_order=list(loaded.rules))
     try:
         stream = sys.stdin if args.events == "-" else open(args.events, encoding="utf-8")
     except OSError as exc:

@@ -129,6 +129,8 @@ def test_test_cases_expect_existing_policies_in_their_action_order():
             assert actions == action_names(by_name[policy]), case["name"]
 
 
+
+
 def _script(text: str) -> str:
     """The Python program embedded as a `python3 - <<'PY' ... PY` heredoc."""
     match = re.search(r"python3 - <<'PY'\n(.*?)\n\s*PY\n", text, flags=re.S)
@@ -138,12 +140,15 @@ def _script(text: str) -> str:
     return "\n".join(line[indent:] for line in lines) + "\n"
 
 
-VALIDATE_REPORT = {"diagnostics": [
-    {"file": "policies/contain.yaml", "line": 12, "column": 7, "severity": "error",
-     "message": "unknown action 'cordn'; known: cordon, delete_pod, kill"},
-    {"file": "rules/local_rules.yaml", "line": 3, "column": 1, "severity": "warning",
-     "message": "macro overrides a bundled macro"},
-]}
+# The shape `enforcer validate --format json` prints for a policy repository.
+VALIDATE_REPORT = {
+    "rules": 26, "macros": 87, "lists": 50, "enabled": 26, "policies": 3,
+    "policies_enabled": 3, "policy_actions": 7, "digest": None,
+    "errors": [{"file": "policies/contain.yaml", "line": 12, "column": 7,
+                "message": "unknown action 'cordn'; known: cordon, delete_pod, kill"}],
+    "warnings": [{"file": "rules/local_rules.yaml", "line": 3, "column": 1,
+                  "message": "macro overrides a bundled macro"}],
+}
 
 
 def _run_script(script: str, tmp_path: Path) -> str:

@@ -143,3 +143,14 @@ def test_rules_list(run):
     doc = json.loads(run("rules", "list", "--rules", STABLE, "--format", "json").stdout)
     assert len(doc) == 25
     assert set(doc[0]) >= {"name", "priority", "enabled", "tags", "event_types"}
+
+
+def test_rules_from_environment(enforcer_cmd, cli_env, tmp_path):
+    f = tmp_path / "one.yaml"
+    f.write_text("- rule: only\n  desc: d\n  condition: evt.type = execve\n  output: o\n"
+                 "  priority: DEBUG\n  tags: [t]\n")
+    env = {**cli_env, "ENFORCER_RULES": str(f)}
+    res = subprocess.run([*enforcer_cmd, "rules", "list"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert res.returncode == 0
+    assert res.stdout == "only\tDebug\tenabled\tt\texecve\n"

@@ -3,6 +3,8 @@ agrees with a plain tree walk on random rule sets and events."""
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +18,10 @@ CHECKS = [
     "proc.name != b", "proc.name startswith a", "proc.name exists", "fd.num > 2",
     "fd.num = 3", "fd.name pmatch (/etc)", "fd.name contains tc", "proc.aname = a",
     "proc.aname[1] = b", "tolower(proc.name) = a", "proc.name = val(proc.pname)",
+    "proc.name startswith oneof (a, A)", "proc.name != allof (a, b)",
+    "evt.type = anyof (open, close)",
 ]
+SCALE = int(os.environ.get("ENFORCER_FUZZ_SCALE", "1"))
 TYPES = ["open", "execve", "connect", "close"]
 
 
@@ -44,7 +49,7 @@ def events(draw):
     return ev
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(expressions(), min_size=3, max_size=3), st.lists(expressions(), min_size=1,
        max_size=5), st.lists(events(), min_size=1, max_size=8))
 def test_generated_code_matches_tree_walk(macros, rule_conds, evs):
