@@ -42,10 +42,15 @@ def test_validate_reports_every_problem(run, tmp_path):
                    "  priority: INFO\n")
     res = run("validate", bad)
     assert res.returncode == 1
-    lines = res.stdout.splitlines()
+    lines = [line for line in res.stdout.splitlines() if line.startswith(str(bad))]
     assert len(lines) == 2
     assert lines[0].startswith(f"{bad}:3:")
     assert lines[1].startswith(f"{bad}:8:14: rule 'b': ")
+    # each problem is followed by its source line and a caret under the column
+    out = res.stdout.splitlines()
+    at = out.index(lines[1])
+    assert out[at + 1] == "      condition: proc.colour = red"
+    assert out[at + 2] == "    " + " " * 13 + "^"
     res = run("validate", "--format", "json", bad)
     doc = json.loads(res.stdout)
     assert res.returncode == 1 and len(doc["errors"]) == 2
