@@ -93,9 +93,10 @@ class Quarantine(Action):
                              "state_dir": context.state_dir, "rule": context.alert.rule})
 
     def apply(self, plan: Plan, dry_run: bool) -> Outcome:
-        if dry_run:
-            return Outcome(DRY_RUN, "would " + plan.summary)
         netlink = plan.private["netlink"]
+        if dry_run:
+            netlink.check_classifier(list(self.params.allowed_cidrs), self.params.allow_dns)
+            return Outcome(DRY_RUN, "would " + plan.summary + " (classifier verified)")
         result = netlink.isolate(plan.target["ifindex"], list(self.params.allowed_cidrs),
                                  self.params.allow_dns)
         save_state(plan.private["state_dir"], plan.target | {

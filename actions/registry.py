@@ -30,3 +30,16 @@ def get(name: str) -> type[Action]:
 
 def all_actions() -> list[type[Action]]:
     return [get(n) for n in ACTION_MODULES]
+
+
+def rbac_rules() -> list[dict]:
+    """The ClusterRole rules every action together needs (for the Helm chart), merged by
+    apiGroup and resource."""
+    merged: dict[tuple[str, str], set[str]] = {}
+    for action in all_actions():
+        for rule in action.rbac:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    merged.setdefault((group, resource), set()).update(rule["verbs"])
+    return [{"apiGroups": [group], "resources": [resource], "verbs": sorted(verbs)}
+            for (group, resource), verbs in sorted(merged.items())]

@@ -92,6 +92,15 @@ def _filter_name(msg: Any) -> str | None:
     return options.get_attr("TCA_BPF_NAME") if options else None
 
 
+def check_classifier(allowed: list[str], allow_dns: bool) -> None:
+    """Load (and drop) the classifiers, so a dry-run proves the kernel accepts them."""
+    try:
+        for direction in ("dst", "src"):
+            os.close(tcbpf.load(tcbpf.program(direction, allowed, allow_dns), "enf_q_check"))
+    except OSError as exc:
+        raise PermanentActionError(f"cannot load the quarantine classifier: {exc}") from exc
+
+
 def isolate(ifindex: int, allowed: list[str], allow_dns: bool) -> str:
     """Install the quarantine on `ifindex`. Returns "done" or "noop" (already there)."""
     if is_isolated(ifindex):

@@ -18,6 +18,7 @@ DECISION = "decision"    # a policy's verdict for a match: act, rate-limited, di
 ACTION = "action"        # one action's outcome: done, noop, dry-run, suppressed, skipped…
 BREAKER = "breaker"      # the global budget tripped: the agent is now dry-run (critical)
 DROP = "drop"            # the responder's queue was full: the match was not handled
+RELOAD = "reload"        # a new rules + policies set was applied, or refused (critical)
 
 
 def new_match_id() -> str:
@@ -44,6 +45,7 @@ class AuditRecord:
     retries: int = 0
     error: str | None = None
     trace_id: str | None = None
+    policy_digest: str | None = None   # the rules + policies set that decided (short sha256)
     start_ns: int = field(default_factory=time.time_ns)
     duration_ns: int | None = None
     event_time_ns: int | None = None

@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = inner.add_parser("show", help="one action in full")
     show.add_argument("name")
     show.set_defaults(func=show_one)
+    inner.add_parser("rbac", help="the ClusterRole rules all actions need, as YAML"
+                     ).set_defaults(func=rbac)
     parser.set_defaults(func=list_all)
 
 
@@ -42,4 +44,12 @@ def show_one(args: argparse.Namespace) -> int:
     print("example:", action.example)
     print("parameters:")
     print(json.dumps(action.params_type.json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+def rbac(args: argparse.Namespace) -> int:
+    import yaml
+
+    from actions import registry
+    sys.stdout.write(yaml.safe_dump({"rules": registry.rbac_rules()}, sort_keys=False))
     return 0

@@ -12,10 +12,12 @@ import importlib
 import sys
 
 from enforcer import __version__
+from enforcer.cli import run
 
 # Order here is the order in `enforcer --help`.
 COMMAND_MODULES = [
     "enforcer.cli.validate",
+    "enforcer.cli.test_cmd",
     "enforcer.cli.replay",
     "enforcer.cli.fields",
     "enforcer.cli.rules_cmd",
@@ -23,6 +25,10 @@ COMMAND_MODULES = [
     "enforcer.cli.actions_cmd",
     "enforcer.cli.schema",
     "enforcer.cli.release",
+    "enforcer.cli.probes",
+    "enforcer.cli.doctor",
+    "enforcer.cli.audit_cmd",
+    "enforcer.cli.ui",
 ]
 
 
@@ -32,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runtime security agent: Falco rules over eBPF, with audited responses.",
     )
     parser.add_argument("--version", action="version", version=f"enforcer {__version__}")
+    run.add_arguments(parser)  # `enforcer [--dry-run] ...` with no command runs the agent
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
+        if args.command is None:
+            return run.run(args)
         parser.print_help(sys.stderr)
         return 2
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from enforcer.errors import Diagnostic
 from enforcer.policy.in_kernel import check_in_kernel
-from enforcer.policy.loader import validate_policy_files
+from enforcer.policy.loader import policy_files, validate_policy_files
 
 
 def looks_like_policy_file(path: str | Path) -> bool:
@@ -25,6 +25,21 @@ def looks_like_policy_file(path: str | Path) -> bool:
     except OSError:
         return False
     return False
+
+
+def split_paths(paths: Iterable[str | Path]) -> tuple[list[str], list[str]]:
+    """(rule paths, policy files) for `enforcer validate FILE|DIR...`: directories are
+    expanded to their *.yaml files, each file goes where its first item says."""
+    rules: list[str] = []
+    policies: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            (policies if looks_like_policy_file(path) else rules).append(str(raw))
+            continue
+        for item in policy_files([path]):
+            (policies if looks_like_policy_file(item) else rules).append(str(item))
+    return rules, policies
 
 
 def validate_policies(paths: Iterable[str | Path], ruleset: Any = None

@@ -1,8 +1,11 @@
 """The responder's command-line options and their ENFORCER_* environment mirrors, for the
-commands that run policies (the live agent, replay): two calls wire everything in.
+commands that run policies (the live agent, replay): three calls wire everything in.
 
     add_arguments(parser)                      # --policies, --dry-run, --audit-log, …
-    responder = responder_from_args(args, hostname=…, on_critical=outputs.emit)
+    policies = load_policies_from_args(args)   # early: PolicyError -> print, exit 1
+    ...                                        # privilege checks, probes
+    responder = responder_from_args(args, policies=policies, on_critical=outputs.emit)
+                                               # AuditLogError -> print, exit 3
 
 `--policies FILE|DIR...` replaces the bundled policies (as `--rules` does for rules).
 Without `--dry-run`, a policy whose `dry_run` is false acts."""
@@ -16,9 +19,11 @@ from typing import Any
 
 from enforcer.audit.jsonl import JsonlAudit
 from enforcer.audit.record import AuditSink
+from enforcer.errors import EnforcerError
 from enforcer.policy.budget import Budget
 from enforcer.policy.guards import DEFAULT_PROTECTED_NAMESPACES, Guards
 from enforcer.policy.loader import load_policies
+from enforcer.policy.model import PolicySet
 from enforcer.resources import default_responses_dir
 from enforcer.respond.responder import Responder
 
@@ -28,7 +33,9 @@ def _env_list(name: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("responses")
+    """Add the response options; an option the parser already has (the live agent's own
+    `--dry-run`) is left as it is, and read under the same name."""
+    group = _Tolerant(parser.add_argument_group("responses"), parser)
     group.add_argument("--policies", nargs="+", metavar="FILE|DIR",
                        default=_env_list("ENFORCER_POLICIES") or None,
                        help="response policy files or directories, replacing the bundled "
@@ -58,15 +65,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="where snapshots are written (env ENFORCER_SNAPSHOT_DIR)")
 
 
-def responder_from_args(args: argparse.Namespace, *, hostname: str = "",
-                        audit: AuditSink | None = None,
+class _Tolerant:
+    def __init__(self, group: argparse._ArgumentGroup, parser: argparse.ArgumentParser):
+        self.group = group
+        self.parser = parser
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> None:
+        if any(flag in self.parser._option_string_actions for flag in flags):
+            return
+        self.group.add_argument(*flags, **kwargs)
+
+
+class AuditLogError(EnforcerError):
+    """The audit log cannot be opened: an environment problem (exit 3)."""
+
+    exit_code = 3
+
+
+def load_policies_from_args(args: argparse.Namespace) -> PolicySet:
+    """`--policies`, or the bundled policies. Raises PolicyError (print it, exit 1)."""
+    return load_policies(args.policies or [default_responses_dir()])
+
+
+def responder_from_args(args: argparse.Namespace, *, policies: PolicySet | None = None,
+                        hostname: str = "", audit: AuditSink | None = None,
                         on_critical: Callable[[Any], Any] | None = None) -> Responder:
-    """Build the responder. Raises PolicyError (print it, exit 1) for bad policies."""
-    policies = load_policies(args.policies or [default_responses_dir()])
+    """Build the responder. Raises PolicyError (exit 1) for bad policies, AuditLogError
+    (exit 3) when the audit log cannot be opened."""
+    if policies is None:
+        policies = load_policies_from_args(args)
+    if audit is None:
+        try:
+            audit = JsonlAudit(args.audit_log)
+        except OSError as exc:
+            raise AuditLogError(
+                f"cannot open the audit log {args.audit_log}: {exc.strerror}; run as root "
+                "or choose another file with --audit-log (or ENFORCER_AUDIT_LOG)") from None
     node_name = os.environ.get("NODE_NAME") or None
     guards = Guards(protected_namespaces=list(DEFAULT_PROTECTED_NAMESPACES)
                     + list(args.protected_namespace or []), node_name=node_name)
-    return Responder(policies, audit or JsonlAudit(args.audit_log), dry_run=args.dry_run,
+    return Responder(policies, audit, dry_run=args.dry_run,
                      node_name=node_name, guards=guards,
                      budget=Budget(limit=args.action_budget, window=60.0),
                      state_dir=args.state_dir, snapshot_dir=args.snapshot_dir,

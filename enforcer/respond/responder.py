@@ -62,14 +62,16 @@ BREAKER_RULE = "Enforcer response budget exhausted"
 
 
 class _Job:
-    __slots__ = ("alert", "policies", "match_id", "process", "received_ns")
+    __slots__ = ("alert", "policies", "match_id", "process", "received_ns", "digest")
 
-    def __init__(self, alert: Alert, policies: list[Policy], match_id: str, process: Any):
+    def __init__(self, alert: Alert, policies: list[Policy], match_id: str, process: Any,
+                 digest: str | None = None):
         self.alert = alert
         self.policies = policies
         self.match_id = match_id
         self.process = process
         self.received_ns = time.time_ns()
+        self.digest = digest  # of the policy set that selected `policies`
 
 
 _STOP = object()
@@ -86,8 +88,10 @@ class Responder:
                  snapshot_dir: str | Path = "/var/lib/enforcer/snapshots",
                  on_critical: Callable[[Alert], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 hostname: str = ""):
+                 hostname: str = "", policy_digest: str | None = None):
         self.policies = policies
+        self.policy_digest = policy_digest
+        self.clock = clock
         self.audit = audit
         self.dry_run = dry_run
         self.node_name = node_name
@@ -109,18 +113,44 @@ class Responder:
         self.thread: threading.Thread | None = None
         self._kills = {p.name for p in policies.policies
                        if any(s.name == "kill" for s in p.actions)}
+        self._active = (policies, policy_digest)
+
+    def use_policies(self, policies: PolicySet, digest: str | None = None) -> None:
+        """Switch to a new policy set (hot reload) without stopping: matches submitted from
+        now on are decided by it; queued ones finish with the set that selected them. A
+        policy that keeps its name and rate limit keeps its bucket, so a reload never
+        refills a rate limit."""
+        buckets = {}
+        for p in policies.policies:
+            if not p.rate_limit:
+                continue
+            rate = p.rate_limit
+            old = self.buckets.get(p.name)
+            if old is not None and (old.capacity, old.refill) == (float(rate.burst),
+                                                                  rate.max / rate.per):
+                continue
+            buckets[p.name] = TokenBucket(rate.max, rate.per, rate.burst, self.clock)
+        kills = {p.name for p in policies.policies if any(s.name == "kill" for s in p.actions)}
+        # Buckets first (queued matches of a removed policy keep theirs), then the one
+        # (policies, digest) pair that submit() reads.
+        self.buckets = {**self.buckets, **buckets}
+        self._kills = self._kills | kills
+        self._active = (policies, digest)
+        self.policies, self.policy_digest = policies, digest
+        self._kills = kills
 
     # -- detection thread ------------------------------------------------------------------
 
     def submit(self, alert: Alert) -> None:
         """Hand an alert over; never blocks. Unmatched alerts cost one policy scan."""
-        policies = self.policies.select(alert)
+        policy_set, digest = self._active
+        policies = policy_set.select(alert)
         if not policies:
             return
         process: Any = None
         if any(p.name in self._kills for p in policies):
             process = _pin_process(alert)
-        job = _Job(alert, policies, new_match_id(), process)
+        job = _Job(alert, policies, new_match_id(), process, digest)
         try:
             self.queue.put_nowait(job)
         except queue.Full:
@@ -130,6 +160,7 @@ class Responder:
                 kind=DROP, match_id=job.match_id, outcome="dropped", rule=alert.rule,
                 priority=alert.priority.display, trace_id=alert.trace_id,
                 reason="responder queue full", event_time_ns=alert.time_ns,
+                policy_digest=digest,
                 detail={"policies": [p.name for p in policies],
                         "queue_size": self.queue.maxsize}))
 
@@ -206,9 +237,14 @@ class Responder:
         alert = job.alert
         self._count("match", "queued")
         try:
+            # where the time went: event -> submit (detection), submit -> here (queue)
+            now = time.time_ns()
             self._record(self._base(job, MATCH, "matched",
-                                    detail={"policies": [p.name for p in job.policies]},
-                                    duration_ns=time.time_ns() - alert.time_ns))
+                                    detail={"policies": [p.name for p in job.policies],
+                                            "detection_ms": (job.received_ns - alert.time_ns)
+                                            / 1e6,
+                                            "queue_ms": (now - job.received_ns) / 1e6},
+                                    duration_ns=now - alert.time_ns))
             for policy in job.policies:
                 self._answer(job, policy)
         finally:
@@ -330,7 +366,7 @@ class Responder:
         alert = job.alert
         return AuditRecord(kind=kind, match_id=job.match_id, outcome=outcome, rule=alert.rule,
                            priority=alert.priority.display, trace_id=alert.trace_id,
-                           event_time_ns=alert.time_ns, **extra)
+                           event_time_ns=alert.time_ns, policy_digest=job.digest, **extra)
 
     def _record(self, rec: AuditRecord) -> None:
         try:

@@ -3,6 +3,7 @@ with a process inside it. Created and removed per test, as pyroute2's fixtures d
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
 
 from actions.process import read_stat
 
@@ -66,6 +68,14 @@ class NetnsPod:
         done = self.run([sys.executable, "-c", probe], capture_output=True, text=True)
         return done.stdout.startswith("ok")
 
+    def reaches(self, host: str, port: int, tries: int = 5) -> bool:
+        """Reachable, allowing a fresh veth a moment to come up (ARP, carrier)."""
+        for _ in range(tries):
+            if self.can_connect(host, port):
+                return True
+            time.sleep(0.2)
+        return False
+
     def remove(self) -> None:
         if self.process is not None:
             self.process.kill()
@@ -76,4 +86,9 @@ class NetnsPod:
             pass
         with IPRoute() as ipr:
             for index in ipr.link_lookup(ifname=self.host_if):
-                ipr.link("del", index=index)
+                try:
+                    ipr.link("del", index=index)
+                except NetlinkError as exc:
+                    # removing the netns destroys the veth pair, asynchronously
+                    if exc.code != errno.ENODEV:
+                        raise

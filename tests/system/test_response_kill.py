@@ -165,3 +165,28 @@ def test_the_budget_flips_to_dry_run_and_raises_a_critical_alert(need_root: None
     assert alert.priority == Priority.CRITICAL and "dry-run" in alert.output
     breaker = [r for r in read_audit(tmp_path / "audit.jsonl") if r["kind"] == "breaker"]
     assert len(breaker) == 1
+
+
+def test_process_group_scope_kills_the_group(need_root: None, tmp_path: Path,
+                                             victims: list) -> None:
+    leader = spawn(["/bin/sh", "-c", "sleep 60 & sleep 60 & wait"], tmp_path)
+    victims.append(leader)
+    deadline = time.monotonic() + 5
+    while len(Path(f"/proc/{leader.pid}/task/{leader.pid}/children").read_text().split()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    children = [int(c) for c in
+                Path(f"/proc/{leader.pid}/task/{leader.pid}/children").read_text().split()]
+    path = tmp_path / "policy.yaml"
+    path.write_text("- policy: g\n  match: {rules: [Read sensitive file untrusted]}\n"
+                    "  actions: [{kill: {scope: process_group}}]\n  dry_run: false\n")
+    audit_path = tmp_path / "group.jsonl"
+    responder = Responder(load_policies([path]), JsonlAudit(audit_path)).start()
+    responder.submit(shadow_alert(leader.pid, **{"proc.start_ticks": leader.start_ticks}))
+    responder.drain()
+    responder.stop()
+    (rec,) = [r for r in read_audit(audit_path) if r["kind"] == "action"]
+    assert rec["outcome"] == "done", rec
+    assert sorted(s["pid"] for s in rec["detail"]["signalled"]) == sorted([leader.pid]
+                                                                          + children)
+    assert leader.exit_code() == -signal.SIGKILL

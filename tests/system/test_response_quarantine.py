@@ -64,12 +64,13 @@ def shell_alert(pid: int) -> Alert:
                  event=event)
 
 
-def respond(tmp_path: Path, alert: Alert, dry_run: str = "false") -> dict[str, Any]:
+def respond(tmp_path: Path, alert: Alert, dry_run: str = "false",
+            params: str = "{allow_dns: true}") -> dict[str, Any]:
     path = tmp_path / "policy.yaml"
     path.write_text(f"""
 - policy: isolate
   match: {{rules: [Terminal shell in container]}}
-  actions: [{{quarantine: {{allow_dns: true}}}}]
+  actions: [{{quarantine: {params}}}]
   dry_run: {dry_run}
 """)
     audit_path = tmp_path / "audit.jsonl"
@@ -86,7 +87,7 @@ def test_quarantine_cuts_both_ways_and_release_restores(
         cli_env: dict[str, str]) -> None:
     host, port = server
     pid = pod.start(["sleep", "60"])
-    assert pod.can_connect(host, port), "the pod must reach the server before quarantine"
+    assert pod.reaches(host, port), "the pod must reach the server before quarantine"
 
     rec = respond(tmp_path, shell_alert(pid))
     assert rec["outcome"] == "done", rec
@@ -112,7 +113,7 @@ def test_quarantine_cuts_both_ways_and_release_restores(
                           capture_output=True, text=True, env=cli_env)
     assert done.returncode == 0, done.stderr
     assert f"{pod.host_if}: released" in done.stdout
-    assert pod.can_connect(host, port), "released pod must reach the server again"
+    assert pod.reaches(host, port), "released pod must reach the server again"
 
     nothing = subprocess.run(enforcer_cmd + ["release", "nosuchif0", "--state-dir",
                                              str(tmp_path / "state")],
@@ -130,7 +131,7 @@ def test_release_by_container_id(tmp_path: Path, pod: NetnsPod, server: tuple[st
                                           str(tmp_path / "state")],
                           capture_output=True, text=True, env=cli_env)
     assert done.returncode == 0, done.stderr
-    assert pod.can_connect(host, port)
+    assert pod.reaches(host, port)
 
 
 def test_dry_run_quarantine_touches_nothing(tmp_path: Path, pod: NetnsPod,
@@ -140,7 +141,7 @@ def test_dry_run_quarantine_touches_nothing(tmp_path: Path, pod: NetnsPod,
     rec = respond(tmp_path, shell_alert(pid), dry_run="true")
     assert rec["outcome"] == "dry-run"
     assert rec["render"]["interface"] == pod.host_if
-    assert pod.can_connect(host, port)
+    assert pod.reaches(host, port)
 
 
 def test_a_host_network_process_is_refused(tmp_path: Path, pod: NetnsPod) -> None:
@@ -153,3 +154,13 @@ def test_a_host_network_process_is_refused(tmp_path: Path, pod: NetnsPod) -> Non
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_allow_listed_cidrs_stay_reachable(tmp_path: Path, pod: NetnsPod,
+                                           server: tuple[str, int]) -> None:
+    host, port = server
+    pid = pod.start(["sleep", "60"])
+    rec = respond(tmp_path, shell_alert(pid), params=f"{{allowed_cidrs: [{host}/32]}}")
+    assert rec["outcome"] == "done", rec
+    assert pod.reaches(host, port), "the forensics allow-list must stay reachable"
+    assert not pod.can_connect("10.213.0.9", port)  # anything else is cut

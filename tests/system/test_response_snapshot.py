@@ -38,7 +38,10 @@ def container(need_root: None) -> Iterator[dict[str, Any]]:
     name = f"enf-snap-{uuid.uuid4().hex[:8]}"
     # PID 1 waits; the attacker is its child, writes the dropper, then sleeps (as if it had
     # just read /etc/shadow).
-    script = f"echo {MARK} > /tmp/dropper; exec sleep 60"
+    # /tmp/shadow and /tmp/etc are the classic escape: absolute links that a naive reader
+    # of /proc/PID/root would resolve against the host's root.
+    script = (f"echo {MARK} > /tmp/dropper; ln -s /etc/shadow /tmp/shadow; "
+              "ln -s /etc /tmp/etc; head -c 200000 /dev/zero > /tmp/big; exec sleep 60")
     run = subprocess.run(PODMAN + ["run", "-d", "--name", name] + RUN_LIMITS +
                          [image, "sh", "-c", f"sh -c \"{script}\" & wait"],
                          capture_output=True, text=True)
@@ -137,3 +140,34 @@ def test_container_init_is_spared_unless_the_policy_targets_the_container(
                      "[{kill: {scope: container}}]")
     assert rec["outcome"] == "done", rec
     assert len(rec["detail"]["signalled"]) == 2  # sh (PID 1) and the attacker
+
+
+def test_container_symlinks_never_reach_host_files(tmp_path: Path,
+                                                  container: dict[str, Any]) -> None:
+    attacker = container["attacker"]
+    (snap, ) = respond(tmp_path, alert_for(attacker, container["id"]),
+                       "[{snapshot: {paths: [/tmp, /tmp/etc/shadow, /tmp/shadow], "
+                       "changed: false}}]")
+    assert snap["outcome"] == "done", snap
+    host_shadow = Path("/etc/shadow").read_bytes()
+    with tarfile.open(snap["detail"]["path"]) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())
+        contents = [tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()]
+    assert all(host_shadow not in c for c in contents if host_shadow)
+    archived = {f["path"] for f in manifest["files"]}
+    assert "/tmp/dropper" in archived
+    assert not archived & {"/tmp/shadow", "/tmp/etc/shadow"}
+    skipped = {s["path"] for s in manifest["skipped"]}
+    assert {"/tmp/shadow", "/tmp/etc/shadow"} <= skipped
+
+
+def test_snapshots_are_bounded(tmp_path: Path, container: dict[str, Any]) -> None:
+    (snap,) = respond(tmp_path, alert_for(container["attacker"], container["id"]),
+                      "[{snapshot: {paths: [/tmp], changed: false, max_bytes: 100Ki}}]")
+    assert snap["outcome"] == "done", snap
+    assert snap["detail"]["truncated"] is True
+    assert snap["detail"]["bytes"] <= 100 * 1024
+    with tarfile.open(snap["detail"]["path"]) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())
+    assert {"path": "/tmp/big", "reason": "size or file-count bound reached"} in \
+        manifest["skipped"]

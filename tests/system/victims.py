@@ -16,7 +16,7 @@ from actions.process import read_stat
 _LAUNCHER = """
 import json, os, subprocess, sys
 argv, out = json.loads(sys.argv[1]), sys.argv[2]
-child = subprocess.Popen(argv)
+child = subprocess.Popen(argv, start_new_session=True)
 with open(out + ".pid.tmp", "w") as f:
     f.write(str(child.pid))
 os.rename(out + ".pid.tmp", out + ".pid")

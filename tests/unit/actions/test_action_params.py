@@ -77,3 +77,10 @@ def test_names_and_ips_that_are_fine_pass() -> None:
         valid_ip("10.0.0.1; rm -rf /")
     with pytest.raises(Refused):
         valid_object_name("pod/../../nodes")
+
+
+def test_rbac_rules_cover_every_kubernetes_action() -> None:
+    rules = {(r["apiGroups"][0], r["resources"][0]): r["verbs"] for r in registry.rbac_rules()}
+    assert rules[("", "pods")] == ["delete", "get", "patch"]
+    assert rules[("", "nodes")] == ["get", "patch"]
+    assert rules[("networking.k8s.io", "networkpolicies")] == ["create", "patch"]

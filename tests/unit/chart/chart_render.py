@@ -12,6 +12,7 @@ from tests.conftest import REPO
 
 CHART = REPO / "charts" / "enforcer"
 KUBE_VERSION = "1.33.0"  # the kubectl shipped beside helm is v1.33
+OLDEST_KUBE_VERSION = "1.25.0"  # Chart.yaml's kubeVersion
 
 
 class HelmError(Exception):
@@ -26,10 +27,11 @@ def helm(tools, *args: str) -> str:
     return out.stdout
 
 
-def render(tools, tmp_path: Path, values: dict[str, Any] | None = None) -> list[dict]:
+def render(tools, tmp_path: Path, values: dict[str, Any] | None = None,
+           kube_version: str = KUBE_VERSION) -> list[dict]:
     """`helm template` of the chart (release `rel`, namespace `security`) as objects."""
     args = ["template", "rel", str(CHART), "--namespace", "security",
-            "--kube-version", KUBE_VERSION]
+            "--kube-version", kube_version]
     if values:
         values_file = tmp_path / "values.yaml"
         values_file.write_text(yaml.safe_dump(values))

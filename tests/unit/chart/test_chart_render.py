@@ -14,10 +14,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from actions import registry
 from tests.conftest import REPO
 from tests.unit.chart.chart_render import (
     CHART,
     KUBE_VERSION,
+    OLDEST_KUBE_VERSION,
     HelmError,
     container,
     env_of,
@@ -26,31 +28,28 @@ from tests.unit.chart.chart_render import (
     render,
 )
 
-# What each action needs from the API server: (apiGroup, resource, verb). Mirrors the RBAC
-# named in each action module's docstring; kill, quarantine, snapshot and notify are
-# node-local and need none.
-ALWAYS = {("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch")}
-ACTION_RBAC: dict[str, set[tuple[str, str, str]]] = {
-    "kill": set(),
-    "deletePod": {("", "pods", "delete")},
-    "labelPod": {("", "pods", "patch")},
-    "cordon": {("", "nodes", "get"), ("", "nodes", "patch")},
-    "networkpolicy": {
-        ("", "pods", "patch"),
-        ("networking.k8s.io", "networkpolicies", "get"),
-        ("networking.k8s.io", "networkpolicies", "create"),
-        ("networking.k8s.io", "networkpolicies", "patch"),
-    },
-    "quarantine": set(),
-    "snapshot": set(),
-    "notify": set(),
-}
-EVENTS = {("", "events", "create")}
+# Chart value key (actions.<key>.enabled) -> the action's name in policies and its registry.
 AGENT_NAMES = {
     "kill": "kill", "deletePod": "delete_pod", "labelPod": "label_pod", "cordon": "cordon",
     "networkpolicy": "networkpolicy", "quarantine": "quarantine", "snapshot": "snapshot",
     "notify": "notify",
 }
+ALWAYS = {("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch")}
+EVENTS = {("", "events", "create")}
+
+
+def _declared_rbac(name: str) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) that the action module declares it needs (`rbac`)."""
+    return {(group, resource, verb)
+            for rule in registry.get(name).rbac
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]}
+
+
+# What each action needs from the API server, from the actions' own declarations; kill,
+# quarantine, snapshot and notify are node-local and need none.
+ACTION_RBAC = {key: _declared_rbac(name) for key, name in AGENT_NAMES.items()}
 
 EXAMPLE_POLICY = [{
     "policy": "contain-shell-in-prod",
@@ -58,6 +57,13 @@ EXAMPLE_POLICY = [{
     "actions": [{"networkpolicy": {"allow_dns": True}}, {"delete_pod": {"grace_period": 0}}],
     "dry_run": False,
 }]
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+    """The arguments after `flag` up to the next option."""
+    start = args.index(flag) + 1
+    end = next((i for i in range(start, len(args)) if args[i].startswith("--")), len(args))
+    return args[start:end]
 
 
 def disabled(*actions: str) -> dict[str, Any]:
@@ -117,18 +123,38 @@ def test_helm_lint_passes_with_every_action_disabled(kube_tools, tmp_path):
     assert "0 chart(s) failed" in out
 
 
+@pytest.mark.parametrize("kube_version", [KUBE_VERSION, OLDEST_KUBE_VERSION])
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_rendered_objects_validate_against_kubernetes_schemas(kube_tools, tmp_path, scenario):
-    objects = render(kube_tools, tmp_path, SCENARIOS[scenario])
+def test_rendered_objects_validate_against_kubernetes_schemas(kube_tools, tmp_path, scenario,
+                                                              kube_version):
+    objects = render(kube_tools, tmp_path, SCENARIOS[scenario], kube_version)
     assert any(o["kind"] == "DaemonSet" for o in objects)
     for obj in objects:
         if obj["apiVersion"] == "monitoring.coreos.com/v1":
             continue  # a CRD: no upstream schema; checked in test_service_monitor_*
         try:
-            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+            kubernetes_validate.validate(obj, kube_version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path)
             pytest.fail(f"{obj['kind']} {obj['metadata']['name']}: {path}: {exc.message}")
+
+
+def test_every_action_has_a_values_switch():
+    assert set(AGENT_NAMES.values()) == set(registry.names())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values["actions"]) == set(AGENT_NAMES)
+    assert ACTION_RBAC["networkpolicy"]  # the table is really read from the action modules
+
+
+def test_install_dry_run_notes_say_whether_the_agent_enforces(kube_tools):
+    """`helm install --dry-run=client` works offline: it renders the chart and its notes."""
+    out = helm(kube_tools, "install", "rel", str(CHART), "--dry-run=client", "-n", "security")
+    notes = out.split("NOTES:", 1)[1]
+    assert "DRY-RUN: responses are audited, never performed" in notes
+    assert "Enabled actions: cordon,delete_pod,kill,label_pod,networkpolicy" in notes
+    out = helm(kube_tools, "install", "rel", str(CHART), "--dry-run=client", "-n", "security",
+               "--set", "dryRun=false")
+    assert "ENFORCING: policies whose dry_run is false act" in out.split("NOTES:", 1)[1]
 
 
 def test_default_cluster_role_holds_exactly_what_the_actions_need(kube_tools, tmp_path):
@@ -213,6 +239,17 @@ def test_capabilities_by_default_and_privileged_switch(kube_tools, tmp_path):
     assert "capabilities" not in ctx
 
 
+def test_apparmor_field_from_1_30_annotation_before(kube_tools, tmp_path):
+    objects = render(kube_tools, tmp_path)
+    assert container(objects)["securityContext"]["appArmorProfile"] == {"type": "Unconfined"}
+    assert "annotations" not in one(objects, "DaemonSet")["spec"]["template"]["metadata"]
+    objects = render(kube_tools, tmp_path, {"podAnnotations": {"team": "sec"}}, "1.29.0")
+    assert "appArmorProfile" not in container(objects)["securityContext"]
+    annotations = one(objects, "DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"team": "sec",
+                           "container.apparmor.security.beta.kubernetes.io/enforcer": "unconfined"}
+
+
 def test_host_mounts(kube_tools, tmp_path):
     objects = render(kube_tools, tmp_path)
     pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
@@ -228,25 +265,56 @@ def test_host_mounts(kube_tools, tmp_path):
         "/host/var/run": "/var/run",
         "/host/run/containerd": "/run/containerd",
         "/host/run/crio": "/run/crio",
-        "/host/run/podman": "/run/podman",
         "/var/lib/enforcer/audit": "/var/lib/enforcer/audit",
         "/var/lib/enforcer/snapshots": "/var/lib/enforcer/snapshots",
+        "/run/enforcer": "/run/enforcer",
     }
     read_only = {m["mountPath"] for m in container(objects)["volumeMounts"] if m.get("readOnly")}
     assert {"/lib/modules", "/usr/src", "/host/proc", "/host/run/containerd"} <= read_only
-    assert "/var/lib/enforcer/snapshots" not in read_only
-    sockets = env_of(objects)["ENFORCER_CONTAINER_SOCKETS"].split(",")
-    assert "containerd=/host/run/containerd/containerd.sock" in sockets
-    assert "docker=/host/var/run/docker.sock" in sockets
+    assert not {"/var/lib/enforcer/snapshots", "/run/enforcer"} & read_only
+    env = env_of(objects)
+    assert env["ENFORCER_CONTAINER_SOCKET"] == "/host/var/run/docker.sock"
+    assert env["ENFORCER_AUDIT_LOG"] == "/var/lib/enforcer/audit/audit.jsonl"
+    assert env["ENFORCER_STORE"] == "/var/lib/enforcer/audit/audit.db"
+    assert env["ENFORCER_SNAPSHOT_DIR"] == "/var/lib/enforcer/snapshots"
+    assert env["ENFORCER_STATE_DIR"] == "/run/enforcer"
 
 
-def test_a_removed_runtime_socket_is_not_mounted(kube_tools, tmp_path):
-    values = {"containerRuntime": {"sockets": {"docker": None, "podman": ""}}}
+def test_runtime_sockets_follow_values(kube_tools, tmp_path):
+    values = {"containerRuntime": {"sockets": {"docker": None,
+                                               "podman": "/run/podman/podman.sock"}}}
     objects = render(kube_tools, tmp_path, values)
     names = {v["name"] for v in one(objects, "DaemonSet")["spec"]["template"]["spec"]["volumes"]}
-    assert "runtime-containerd" in names
-    assert not {"runtime-docker", "runtime-podman"} & names
-    assert "docker=" not in env_of(objects)["ENFORCER_CONTAINER_SOCKETS"]
+    assert {"runtime-containerd", "runtime-crio", "runtime-podman"} <= names
+    assert "runtime-docker" not in names
+    assert env_of(objects)["ENFORCER_CONTAINER_SOCKET"] == "/host/run/podman/podman.sock"
+    values["containerRuntime"]["sockets"]["docker"] = "/var/run/docker.sock"
+    env = env_of(render(kube_tools, tmp_path, values))
+    assert env["ENFORCER_CONTAINER_SOCKET"] == (
+        "/host/var/run/docker.sock:/host/run/podman/podman.sock")
+    values["containerRuntime"]["sockets"] = {"docker": "", "podman": "", "crio": None}
+    objects = render(kube_tools, tmp_path, values)
+    assert "ENFORCER_CONTAINER_SOCKET" not in env_of(objects)
+
+
+@pytest.mark.parametrize(("setting", "quarantine", "expected"), [
+    ("auto", True, True), ("auto", False, False), (True, False, True), (False, True, False)])
+def test_host_network_follows_quarantine_unless_set(kube_tools, tmp_path, setting, quarantine,
+                                                    expected):
+    values = {"hostNetwork": setting, "actions": {"quarantine": {"enabled": quarantine}}}
+    pod = one(render(kube_tools, tmp_path, values), "DaemonSet")["spec"]["template"]["spec"]
+    assert pod.get("hostNetwork", False) is expected
+    assert pod.get("dnsPolicy") == ("ClusterFirstWithHostNet" if expected else None)
+
+
+def test_guard_settings_reach_the_agent(kube_tools, tmp_path):
+    env = env_of(render(kube_tools, tmp_path))
+    assert env["ENFORCER_ACTION_BUDGET"] == "20"
+    assert "ENFORCER_PROTECTED_NAMESPACES" not in env
+    values = {"protectedNamespaces": ["payments", "vault"], "actionBudget": 5}
+    env = env_of(render(kube_tools, tmp_path, values))
+    assert env["ENFORCER_PROTECTED_NAMESPACES"] == "payments,vault"
+    assert env["ENFORCER_ACTION_BUDGET"] == "5"
 
 
 def test_probes_and_resources(kube_tools, tmp_path):
@@ -284,9 +352,10 @@ def test_inline_policies_become_a_mounted_config_map(kube_tools, tmp_path):
     assert rules[0]["list"] == "shell_binaries"
     args = container(objects)["args"]
     assert args[args.index("--policies") + 1] == "/etc/enforcer/policies"
-    # bundled rules first, then the extra files that may override them
-    rule_dirs = [args[i + 1] for i, a in enumerate(args) if a == "--rules"]
-    assert rule_dirs == ["/usr/share/enforcer/rules", "/etc/enforcer/rules"]
+    # one --rules (nargs="+"; a second --rules would replace the first), bundled rules first,
+    # then the extra files that may override them
+    assert args.count("--rules") == 1
+    assert flag_values(args, "--rules") == ["/usr/share/enforcer/rules", "/etc/enforcer/rules"]
     pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["policies"]["configMap"]["name"] == "rel-enforcer-policies"
@@ -310,7 +379,7 @@ def test_existing_config_maps_are_referenced_not_rendered(kube_tools, tmp_path):
     assert volumes["policies"]["configMap"]["name"] == "gitops-policies"
     assert volumes["rules"]["configMap"]["name"] == "gitops-rules"
     args = container(objects)["args"]
-    assert [args[i + 1] for i, a in enumerate(args) if a == "--rules"] == ["/etc/enforcer/rules"]
+    assert flag_values(args, "--rules") == ["/etc/enforcer/rules"]
 
 
 def test_otel_endpoint_values(kube_tools, tmp_path):
@@ -350,6 +419,20 @@ def test_ui_is_off_by_default_and_needs_a_token(kube_tools, tmp_path):
 def test_no_rules_at_all_is_refused_with_an_explanation(kube_tools, tmp_path):
     with pytest.raises(HelmError, match="rules.bundled is false but no rules are given"):
         render(kube_tools, tmp_path, {"rules": {"bundled": False}})
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"actions": {"deletepod": {"enabled": False}}},
+     "at '/actions': additional properties 'deletepod' not allowed"),
+    ({"dryrun": False}, "additional properties 'dryrun' not allowed"),
+    ({"hostNetwork": "maybe"}, "at '/hostNetwork'"),
+    ({"protectedNamespaces": ["Not_A_Namespace"]}, "at '/protectedNamespaces/0'"),
+    ({"snapshots": {"hostPath": "relative/dir"}}, "at '/snapshots/hostPath'"),
+])
+def test_misspelt_or_wrong_values_are_refused_not_ignored(kube_tools, tmp_path, values, message):
+    """values.schema.json: a typo must not silently leave an action enabled."""
+    with pytest.raises(HelmError, match=re.escape(message)):
+        render(kube_tools, tmp_path, values)
 
 
 def test_service_monitor_without_service_is_refused(kube_tools, tmp_path):

@@ -129,6 +129,32 @@ def test_test_cases_expect_existing_policies_in_their_action_order():
             assert actions == action_names(by_name[policy]), case["name"]
 
 
+def test_example_cases_hold_with_the_real_rules_engine_and_policy_loader():
+    """Until `enforcer test` runs them: each case's events, through the bundled rules plus
+    rules/, match exactly the expected rules, and the policies of policies/ (loaded strictly)
+    that select those alerts plan exactly the expected actions, in order."""
+    from enforcer.policy.loader import load_policies
+    from enforcer.resources import default_rules_dir
+    from enforcer.rules.engine import Engine
+    from enforcer.rules.loader import load_rules
+
+    ruleset = load_rules([str(default_rules_dir()), str(EXAMPLE / "rules")])
+    assert not ruleset.warnings
+    engine = Engine(ruleset, hostname="node-1")
+    policy_set = load_policies([str(EXAMPLE / "policies")])
+    for path in sorted((EXAMPLE / "tests").glob("*.yaml")):
+        for case in load(path)["cases"]:
+            alerts = [alert for event in case["events"] for alert in engine.evaluate(event)]
+            planned = [{"policy": policy.name, "action": step.name}
+                       for alert in alerts for policy in policy_set.select(alert)
+                       for step in policy.actions]
+            if case["expect"] == "silence":
+                assert (alerts, planned) == ([], []), case["name"]
+            else:
+                assert [a.rule for a in alerts] == case["expect"]["rules"], case["name"]
+                assert planned == case["expect"]["actions"], case["name"]
+
+
 def _script(text: str) -> str:
     """The Python program embedded as a `python3 - <<'PY' ... PY` heredoc."""
     match = re.search(r"python3 - <<'PY'\n(.*?)\n\s*PY\n", text, flags=re.S)
@@ -138,12 +164,15 @@ def _script(text: str) -> str:
     return "\n".join(line[indent:] for line in lines) + "\n"
 
 
-VALIDATE_REPORT = {"diagnostics": [
-    {"file": "policies/contain.yaml", "line": 12, "column": 7, "severity": "error",
-     "message": "unknown action 'cordn'; known: cordon, delete_pod, kill"},
-    {"file": "rules/local_rules.yaml", "line": 3, "column": 1, "severity": "warning",
-     "message": "macro overrides a bundled macro"},
-]}
+# The shape `enforcer validate --format json` prints for a policy repository.
+VALIDATE_REPORT = {
+    "rules": 26, "macros": 87, "lists": 50, "enabled": 26, "policies": 3,
+    "policies_enabled": 3, "policy_actions": 7, "digest": None,
+    "errors": [{"file": "policies/contain.yaml", "line": 12, "column": 7,
+                "message": "unknown action 'cordn'; known: cordon, delete_pod, kill"}],
+    "warnings": [{"file": "rules/local_rules.yaml", "line": 3, "column": 1,
+                  "message": "macro overrides a bundled macro"}],
+}
 
 
 def _run_script(script: str, tmp_path: Path) -> str:

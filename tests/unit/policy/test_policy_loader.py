@@ -13,7 +13,7 @@ import yaml
 from enforcer.errors import PolicyError
 from enforcer.policy.loader import load_policies
 from enforcer.policy.schema import policy_schema
-from enforcer.policy.validate import looks_like_policy_file, validate_policies
+from enforcer.policy.validate import looks_like_policy_file, split_paths, validate_policies
 from enforcer.resources import default_responses_dir
 
 GOOD = """\
@@ -169,8 +169,12 @@ def test_in_kernel_is_refused_with_a_reason_until_partial_evaluation_exists(
 
 
 def test_policy_files_are_told_apart_from_rule_files(tmp_path: Path) -> None:
-    assert looks_like_policy_file(write(tmp_path, GOOD))
-    assert not looks_like_policy_file(write(tmp_path, "- rule: x\n", "r.yaml"))
+    policy = write(tmp_path, "# comment\n\n" + GOOD)
+    rules = write(tmp_path, "- rule: x\n", "r.yaml")
+    assert looks_like_policy_file(policy)
+    assert not looks_like_policy_file(rules)
+    assert split_paths([tmp_path]) == ([str(rules)], [str(policy)])
+    assert split_paths([str(rules), str(policy)]) == ([str(rules)], [str(policy)])
 
 
 def test_cli_reports_file_line_col_and_exits_1(tmp_path: Path, enforcer_cmd: list[str],

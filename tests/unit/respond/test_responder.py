@@ -22,9 +22,10 @@ from enforcer.respond.responder import Responder
 class Hook:
     """A webhook receiver that counts POSTs (optionally answering 503 first)."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, code: int = 503) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.fail_first = fail_first
+        self.code = code
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,7 +36,7 @@ class Hook:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if hook.fail_first:
                     hook.fail_first -= 1
-                    self.send_response(503)
+                    self.send_response(hook.code)
                     self.send_header("Retry-After", "0")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -203,3 +204,43 @@ def test_unmatched_alerts_cost_nothing(tmp_path: Path, hook: Hook) -> None:
     responder = Responder(ps, JsonlAudit(audit_path))
     run(responder, [make_alert()])
     assert read_audit(audit_path) == [] and responder.stats()["matches"] == 0
+
+
+def test_cooldown_per_target(tmp_path: Path, hook: Hook) -> None:
+    ps = policies(tmp_path, f"""
+- policy: tell
+  match: {{rules: ["Read*"]}}
+  actions: [{{notify: {{url: "{hook.url}"}}}}, {{delete_pod: {{}}}}]
+  cooldown: 1h
+""")
+    audit_path = tmp_path / "audit.jsonl"
+    run(Responder(ps, JsonlAudit(audit_path)), [make_alert(1), make_alert(2)])
+    outcomes = [(r["action"], r["outcome"]) for r in read_audit(audit_path)
+                if r["kind"] == "action"]
+    # notify has no target fields: one per policy per hour; delete_pod lacks its pod fields
+    assert outcomes == [("notify", "done"), ("delete_pod", "skipped"),
+                        ("notify", "cooldown"), ("delete_pod", "skipped")]
+    assert len(hook.bodies) == 1
+
+
+def test_on_failure_stop_skips_the_rest(tmp_path: Path) -> None:
+    broken = Hook(fail_first=10, code=400)
+    good = Hook()
+    try:
+        ps = policies(tmp_path, f"""
+- policy: tell
+  match: {{rules: ["Read*"]}}
+  actions: [{{notify: {{url: "{broken.url}"}}}}, {{notify: {{url: "{good.url}"}}}}]
+  on_failure: stop
+""")
+        audit_path = tmp_path / "audit.jsonl"
+        run(Responder(ps, JsonlAudit(audit_path)), [make_alert()])
+        records = read_audit(audit_path)
+        (failed,) = [r for r in records if r["kind"] == "action"]
+        assert failed["outcome"] == "failed" and "400" in failed["error"]
+        assert failed["retries"] == 0, "a 400 is permanent: never retried"
+        assert [r["outcome"] for r in records if r["kind"] == "decision"] == ["act", "stopped"]
+        assert good.bodies == []
+    finally:
+        broken.close()
+        good.close()

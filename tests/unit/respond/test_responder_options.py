@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from enforcer.errors import PolicyError
-from enforcer.respond.options import add_arguments, responder_from_args
+from enforcer.respond.options import AuditLogError, add_arguments, responder_from_args
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -46,3 +46,20 @@ def test_bad_policies_raise_policy_error(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match=r"bad.yaml:3:13: unknown action 'nuke'"):
         responder_from_args(parse(["--policies", str(path), "--audit-log",
                                    str(tmp_path / "a.jsonl")]))
+
+
+def test_an_existing_dry_run_flag_is_shared(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dry-run", action="store_true", help="the agent's own")
+    add_arguments(parser)
+    args = parser.parse_args(["--dry-run", "--audit-log", str(tmp_path / "a.jsonl")])
+    assert responder_from_args(args).dry_run is True
+
+
+def test_an_unwritable_audit_log_is_an_environment_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    args = parse(["--audit-log", str(blocker / "audit.jsonl")])
+    with pytest.raises(AuditLogError, match="cannot open the audit log") as caught:
+        responder_from_args(args)
+    assert caught.value.exit_code == 3

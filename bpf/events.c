@@ -1,0 +1,307 @@
+// enforcer syscall event probes (bcc). Rendered by enforcer.sources.probe.render():
+// UPPERCASE placeholders are filled in there, and the per-syscall handlers are generated
+// from the table in enforcer/sources/syscalls.py.
+//
+// Only tracepoint arguments and helpers are read, never kernel structs: tracepoint formats
+// come from tracefs at load time, so they always match the running kernel.
+//
+// Enter handlers stash the arguments in a per-thread record; exit handlers add the return
+// value and copy the record to the one ring buffer. Records are fixed-size; a failed
+// output increments a per-CPU drop counter that userspace reports.
+
+#define ARGV_HALF ARGV_HALF_SIZE
+#define PATH_SIZE PATH_MAX_SIZE
+#define SADDR_SIZE 128
+#define LPM_DATA LPM_DATA_SIZE
+
+struct event_t {
+    u64 ts;
+    u32 tgid;
+    u32 tid;
+    u32 uid;
+    u32 gid;
+    s64 ret;
+    s64 a[6];
+    u16 type;
+    u16 nargv;
+    u16 len1;
+    u16 len2;
+    u16 argv_len;
+    u16 saddr_len;
+    u32 ppid;
+    char comm[16];
+    u32 lpm_len;            // must sit right before path1: path1 is an LPM trie key
+    char path1[PATH_SIZE];
+    char path2[PATH_SIZE];
+    char saddr[SADDR_SIZE];
+    char argv[ARGV_HALF * 2];
+    // user pointers of paths that could not be read at enter (page not yet faulted in);
+    // the exit handler reads them again, once the kernel itself has touched them
+    u64 p1ptr;
+    u64 p2ptr;
+    u64 cgroup_id;  // cgroup v2 id: userspace maps it to a path, hence a container
+};
+
+struct lpm_key_t {
+    u32 prefixlen;
+    char data[LPM_DATA];
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(drops, u64, 1);
+BPF_PERCPU_ARRAY(scratch, struct event_t, 1);
+BPF_HASH(stash, u32, struct event_t, STASH_ENTRIES);
+// Path prefixes that some loaded rule could match on an open. The value is a bitmap over
+// the 16 open classes (see open_class) that matter below that prefix.
+BPF_LPM_TRIE(open_prefixes, struct lpm_key_t, u16, OPEN_PREFIX_ENTRIES);
+
+// Path suffixes that some loaded rule could match on an open (`fd.name endswith X`,
+// `fd.filename in (...)`), with the classes that matter for each.
+#define SUFFIX_LEN 32
+#define N_SUFFIXES OPEN_SUFFIX_COUNT
+#define SUFFIX_CLASSES OPEN_SUFFIX_CLASSES
+struct suffix_t {
+    u32 len;
+    u16 classes;
+    char s[SUFFIX_LEN];
+};
+BPF_ARRAY(open_suffixes, struct suffix_t, OPEN_SUFFIX_ENTRIES);
+
+#define OPEN_FILTER OPEN_FILTER_ENABLED
+#define AGENT_TGID AGENT_TGID_VALUE
+
+static __always_inline int is_agent(u64 pid_tgid) {
+    return (u32)(pid_tgid >> 32) == AGENT_TGID;
+}
+
+static __always_inline struct event_t *start(u16 type) {
+    int zero = 0;
+    struct event_t *e = scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    u64 ug = bpf_get_current_uid_gid();
+    e->ts = bpf_ktime_get_ns();
+    e->tgid = id >> 32;
+    e->tid = (u32)id;
+    e->uid = (u32)ug;
+    e->gid = ug >> 32;
+    e->ret = 0;
+    e->type = type;
+    e->nargv = 0;
+    e->len1 = 0;
+    e->len2 = 0;
+    e->argv_len = 0;
+    e->saddr_len = 0;
+    e->ppid = 0;
+    e->cgroup_id = bpf_get_current_cgroup_id();
+    e->lpm_len = 0;
+    e->p1ptr = 0;
+    e->p2ptr = 0;
+    e->path1[0] = 0;
+    e->path2[0] = 0;
+#pragma unroll
+    for (int i = 0; i < 6; i++)
+        e->a[i] = 0;
+    return e;
+}
+
+static __always_inline void emit(struct event_t *e) {
+    if (events.ringbuf_output(e, sizeof(*e), 0) != 0) {
+        int zero = 0;
+        u64 *d = drops.lookup(&zero);
+        if (d)
+            *d += 1;
+    }
+}
+
+static __always_inline void read_path1(struct event_t *e, const char *p) {
+    long n = bpf_probe_read_user_str(e->path1, PATH_SIZE, p);
+    e->len1 = n > 0 ? n : 0;
+    e->p1ptr = n > 0 ? 0 : (u64)p;
+}
+
+static __always_inline void read_path2(struct event_t *e, const char *p) {
+    long n = bpf_probe_read_user_str(e->path2, PATH_SIZE, p);
+    e->len2 = n > 0 ? n : 0;
+    e->p2ptr = n > 0 ? 0 : (u64)p;
+}
+
+// Exit side: the paths the enter handler could not read.
+static __always_inline void reread_paths(struct event_t *e) {
+    if (e->p1ptr)
+        read_path1(e, (const char *)e->p1ptr);
+    if (e->p2ptr)
+        read_path2(e, (const char *)e->p2ptr);
+}
+
+static __always_inline void read_saddr(struct event_t *e, const void *p, long len) {
+    if (!p || len <= 0)
+        return;
+    u32 n = len;
+    if (n > SADDR_SIZE - 1)
+        n = SADDR_SIZE - 1;
+    // hide n's origin from clang so the explicit bound below reaches the verifier
+    asm volatile("" : "+r"(n));
+    n &= SADDR_SIZE - 1;  // the largest sockaddr (unix) is 110 bytes
+    if (bpf_probe_read_user(e->saddr, n, p) == 0)
+        e->saddr_len = n;
+}
+
+static __always_inline void read_saddr_lenptr(struct event_t *e, const void *p, const int *lenp) {
+    int len = 0;
+    if (!p || !lenp)
+        return;
+    bpf_probe_read_user(&len, sizeof(len), lenp);
+    read_saddr(e, p, len);
+}
+
+struct msghdr_head_t {
+    void *name;
+    int namelen;
+};
+
+static __always_inline void read_msghdr_name(struct event_t *e, const void *msg) {
+    struct msghdr_head_t h = {};
+    if (!msg || bpf_probe_read_user(&h, sizeof(h), msg) != 0)
+        return;
+    read_saddr(e, h.name, h.namelen);
+}
+
+static __always_inline void read_argv(struct event_t *e, const char *const *argv) {
+    u32 off = 0;
+#pragma unroll
+    for (int i = 0; i < MAX_ARGV; i++) {
+        const char *p = 0;
+        if (bpf_probe_read_user(&p, sizeof(p), &argv[i]) != 0 || !p)
+            break;
+        if (off >= ARGV_HALF)
+            break;
+        long n = bpf_probe_read_user_str(&e->argv[off & (ARGV_HALF - 1)], ARGV_HALF, p);
+        if (n <= 0)
+            break;
+        off += n;
+        e->nargv++;
+    }
+    e->argv_len = off > ARGV_HALF * 2 ? ARGV_HALF * 2 : off;
+}
+
+// An open's class: bit 0 readable, bit 1 writable, bit 2 O_TRUNC, bit 3 O_CREAT.
+static __always_inline u32 open_class(long flags) {
+    long acc = flags & 3;
+    u32 cls = 0;
+    if (acc != 1)
+        cls |= 1;
+    if (acc != 0)
+        cls |= 2;
+    if (flags & 01000)
+        cls |= 4;
+    if (flags & 0100)
+        cls |= 8;
+    return cls;
+}
+
+// Whether an open of path1 with these flags could matter to a loaded rule. Relative paths
+// are always kept: only userspace knows the directory they resolve against.
+static __always_inline int open_wanted(struct event_t *e, long flags) {
+#if OPEN_FILTER
+    if (e->p1ptr)
+        return 1;  // not read yet: decided at exit
+    if (e->path1[0] != '/' || e->len1 > LPM_DATA)
+        return 1;
+    // userspace normalises `.`, `..` and `//` before rules see the path: such paths
+    // cannot be judged by their raw prefix. Any `..` passes too, so that rules about
+    // traversal in the raw path (fd.nameraw contains "../") never need the trie.
+    for (int i = 0; i < LPM_DATA - 1; i++) {
+        char c = e->path1[i];
+        if (c == 0)
+            break;
+        char d = e->path1[i + 1];
+        if ((c == '/' && (d == '.' || d == '/')) || (c == '.' && d == '.'))
+            return 1;
+    }
+    u32 n = e->len1;
+    e->lpm_len = n * 8;
+    u32 cls = open_class(flags);
+    u16 *mask = open_prefixes.lookup((struct lpm_key_t *)&e->lpm_len);
+    e->lpm_len = 0;
+    if (mask && ((*mask >> cls) & 1))
+        return 1;
+#if N_SUFFIXES > 0
+    if (!((SUFFIX_CLASSES >> cls) & 1))
+        return 0;
+    u32 plen = e->len1 - 1;  // without the NUL
+    for (int i = 0; i < N_SUFFIXES; i++) {
+        int k = i;
+        struct suffix_t *sf = open_suffixes.lookup(&k);
+        if (!sf || sf->len == 0 || sf->len > plen || !((sf->classes >> cls) & 1))
+            continue;
+        u32 off = plen - sf->len;
+        int same = 1;
+        for (int j = 0; j < SUFFIX_LEN; j++) {
+            if (j >= sf->len)
+                break;
+            if (e->path1[(off + j) & (PATH_SIZE - 1)] != sf->s[j]) {
+                same = 0;
+                break;
+            }
+        }
+        if (same)
+            return 1;
+    }
+#endif
+    return 0;
+#else
+    return 1;
+#endif
+}
+
+// Stash keys: the thread id, except for exec, which is keyed by process (high bit set):
+// a non-leader thread that execs returns from it as the leader, with the leader's tid.
+#define EXEC_KEY(tgid) ((tgid) | 0x80000000)
+
+static __always_inline int stash_it(struct event_t *e, u32 key) {
+    stash.update(&key, e);
+    return 0;
+}
+
+static __always_inline struct event_t *unstash(u32 key) {
+    return stash.lookup(&key);
+}
+
+static __always_inline void finish(struct event_t *e, long ret, u32 key) {
+    e->ret = ret;
+    e->ts = bpf_ktime_get_ns();
+    e->tid = (u32)bpf_get_current_pid_tgid();
+    e->cgroup_id = bpf_get_current_cgroup_id();
+    emit(e);
+    stash.delete(&key);
+}
+
+// Process lifecycle: always attached, the process table depends on them.
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    if (is_agent(bpf_get_current_pid_tgid()))
+        return 0;
+    struct event_t *e = start(EV_FORK);
+    if (!e)
+        return 0;
+    e->ppid = e->tgid;
+    e->a[0] = args->child_pid;
+    e->a[1] = args->parent_pid;
+    bpf_get_current_comm(e->comm, sizeof(e->comm));
+    emit(e);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    if (is_agent(bpf_get_current_pid_tgid()))
+        return 0;
+    struct event_t *e = start(EV_EXIT);
+    if (!e)
+        return 0;
+    bpf_get_current_comm(e->comm, sizeof(e->comm));
+    emit(e);
+    return 0;
+}
+
+HANDLERS

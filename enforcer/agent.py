@@ -1,0 +1,212 @@
+"""The live agent: eBPF source -> process/container state -> rules -> alerts.
+
+One thread runs the loop: poll the ring buffer, apply each record to the state, evaluate
+the rules on each event, write alerts and hand them to the optional `on_alert` hook (the
+responder attaches there; it must not block). The kernel's drop counter is checked every
+second; drops are reported the way Falco reports them and counted for the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TextIO
+
+from enforcer.alert import Alert
+from enforcer.kernel_filter import open_filter_for
+from enforcer.sources.ebpf import Attachment, EbpfSource, available_syscalls, plan
+from enforcer.sources.probe import ProbeConfig
+from enforcer.state.cgroup_ids import CgroupIds, cgroup2_mount
+from enforcer.state.containers import ContainerRegistry
+from enforcer.state.live_event import StateContext
+from enforcer.state.process_table import ProcessTable
+from enforcer.state.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class AlertSink(Protocol):
+    """Where alerts are written (stdout, a file...)."""
+
+    def emit(self, alert: Alert) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class RuleEngine(Protocol):
+    """What the agent needs from enforcer.rules.engine.Engine."""
+
+    def evaluate(self, event: Any) -> list[Alert]: ...
+    def event_types(self) -> frozenset[str] | None: ...
+
+
+def build_state(proc_root: str = "/proc", container_socket: str | None = None,
+                lookup_timeout: float = 0.5) -> Tracker:
+    """The process table (seeded from /proc), container registry and cgroup map."""
+    from enforcer.adapters.docker_api import find_socket, inspect_container  # noqa: PLC0415
+
+    table = ProcessTable(proc_root)
+    table.seed()
+
+    def inspect(full_id: str) -> dict[str, Any] | None:
+        # found at each lookup: the runtime may start (or move its socket) after the agent
+        sock = find_socket(container_socket)
+        if sock is None:
+            raise OSError("no container runtime socket found")
+        return inspect_container(sock, full_id, lookup_timeout)
+
+    ctx = StateContext(table=table, containers=ContainerRegistry(inspect, lookup_timeout),
+                       mono_to_wall_ns=StateContext.wall_offset(), proc_root=proc_root,
+                       cgroup_ids=CgroupIds(cgroup2_mount()))
+    return Tracker(ctx)
+
+
+@dataclass
+class DropMonitor:
+    """Falco's `syscall_event_drops`: notice new kernel drops, say so, count actions."""
+
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    last: int = 0
+    occurrences: int = 0
+    actions: int = 0
+    total: int = 0
+
+    def check(self, drops: int, now_ns: int) -> str | None:
+        """A warning line when drops grew since the last check."""
+        if drops <= self.last:
+            return None
+        new = drops - self.last
+        self.last = drops
+        self.total = drops
+        self.occurrences += 1
+        self.actions += 1
+        return (f"{time.strftime('%H:%M:%S', time.gmtime(now_ns / 1e9))}: Critical Falco "
+                f"internal: syscall event drop. {new} system calls dropped in last second.")
+
+    def format(self) -> str:
+        return ("Syscall event drop monitoring:\n"
+                f"   - event drop detected: {self.occurrences} occurrences\n"
+                f"   - num times actions taken: {self.actions}\n")
+
+
+class Agent:
+    """Runs the rules over live kernel events until stopped."""
+
+    def __init__(self, engine: RuleEngine, outputs: Iterable[AlertSink] = (),
+                 on_alert: Callable[[Alert], None] | None = None,
+                 probe_config: ProbeConfig | None = None, rules: Iterable[Any] = (),
+                 kernel_filter: bool = True, container_socket: str | None = None,
+                 stderr: TextIO | None = None):
+        from enforcer.outputs.summary import AlertStats  # noqa: PLC0415
+
+        self.engine = engine
+        self.outputs = list(outputs)
+        self.on_alert = on_alert
+        self.stderr = stderr or sys.stderr
+        base = probe_config or ProbeConfig(agent_tgid=os.getpid())
+        if kernel_filter:
+            filt = open_filter_for(rules)
+            if filt is not None:
+                base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
+        self._base_config = base
+        self.probe_config = base
+        self.attachment = Attachment((), ())
+        self.container_socket = container_socket
+        self.source: EbpfSource | None = None
+        self.tracker: Tracker | None = None
+        self.stats = AlertStats()
+        self.drops = DropMonitor(stream=self.stderr)
+        self.events = 0
+        self.started = threading.Event()
+        self._closed = False
+
+    @property
+    def attached(self) -> Attachment:
+        return self.attachment
+
+    def open(self) -> None:
+        """Seed the state, load and attach the probes (ProbeError on failure)."""
+        from enforcer.adapters.bcc_probe import require_privileges  # noqa: PLC0415
+
+        require_privileges()
+        self.probe_config, self.attachment = plan(self.engine.event_types(),
+                                                  available_syscalls(), self._base_config)
+        self.source = EbpfSource(self.probe_config)
+        self.tracker = build_state(container_socket=self.container_socket)
+        self.source.open()
+        for w in self.source.warnings:
+            self.stderr.write(f"enforcer: warning: {w}\n")
+        if self.attachment.missing:
+            self.stderr.write("enforcer: warning: this kernel has no tracepoints for "
+                              f"{', '.join(self.attachment.missing)}; rules on those "
+                              "syscalls cannot fire\n")
+
+    def run(self, stop: threading.Event) -> None:
+        """The event loop; returns when `stop` is set (after draining what is pending)."""
+        assert self.tracker is not None and self.source is not None, "open() first"
+        self.started.set()
+        next_drop_check = time.monotonic() + 1.0
+        while not stop.is_set():
+            self._handle(self.source.poll(100))
+            now = time.monotonic()
+            if now >= next_drop_check:
+                next_drop_check = now + 1.0
+                self._check_drops()
+        self._handle(self.source.drain())
+        self._check_drops()
+
+    def _handle(self, records: list[dict[str, Any]]) -> None:
+        apply = self.tracker.apply  # type: ignore[union-attr]
+        evaluate = self.engine.evaluate
+        for rec in records:
+            event = apply(rec)
+            if event is None:
+                continue
+            self.events += 1
+            for alert in evaluate(event):
+                self._alert(alert)
+
+    def _alert(self, alert: Alert) -> None:
+        self.stats.record(alert)
+        for out in self.outputs:
+            try:
+                out.emit(alert)
+            except OSError as exc:  # a full disk must not stop detection
+                log.warning("alert output failed: %s", exc)
+        if self.on_alert is not None:
+            try:
+                self.on_alert(alert)
+            except Exception:  # noqa: BLE001 - the hook must never kill the loop
+                log.exception("on_alert hook failed for rule %s", alert.rule)
+
+    def _check_drops(self) -> None:
+        if self.source is None:
+            return
+        line = self.drops.check(self.source.drops(), time.time_ns())
+        if line:
+            self.stderr.write(line + "\n")
+            self.stderr.flush()
+
+    def close(self) -> None:
+        """Detach the probes and flush the outputs (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.source is not None:
+            self.source.close()
+        for out in self.outputs:
+            try:
+                out.flush()
+                out.close()
+            except OSError:
+                pass
+
+    def summary(self) -> str:
+        """Falco's end-of-run summary, drop monitoring included."""
+        return self.drops.format() + self.stats.format()
+

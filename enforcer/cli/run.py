@@ -1,0 +1,118 @@
+"""`enforcer [--dry-run] [--rules FILE|DIR...]`: the live agent on this host.
+
+Alerts go to stdout, one per line (Falco JSON, or Falco's text line with --format text),
+and are appended to --output-file too. SIGINT/SIGTERM stop it cleanly: probes detached,
+outputs flushed, Falco's summary (with drop monitoring) printed on stderr. Environment
+variables mirror the flags: ENFORCER_RULES, ENFORCER_DRY_RUN, ENFORCER_FORMAT,
+ENFORCER_OUTPUT_FILE, ENFORCER_CONTAINER_SOCKET.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from enforcer.errors import EnforcerError, PolicyError, ProbeError
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The agent's options, on the top-level parser (`enforcer --dry-run`)."""
+    from enforcer.cli.rules_args import add_rules_option  # noqa: PLC0415
+
+    group = parser.add_argument_group("live agent (when no command is given)")
+    group.add_argument("--dry-run", action="store_true", default=_env_flag("ENFORCER_DRY_RUN"),
+                       help="detect and report, never act (responses are only planned)")
+    group.add_argument("--format", choices=("json", "text"),
+                       default=os.environ.get("ENFORCER_FORMAT", "json"),
+                       help="alert format on stdout (default: Falco JSON)")
+    group.add_argument("--output-file", metavar="PATH",
+                       default=os.environ.get("ENFORCER_OUTPUT_FILE"),
+                       help="also append alerts to this file")
+    group.add_argument("--container-socket", metavar="PATH",
+                       default=os.environ.get("ENFORCER_CONTAINER_SOCKET"),
+                       help="Docker-compatible API socket (default: podman's, then docker's)")
+    group.add_argument("--no-kernel-filter", action="store_true",
+                       help="send every open to userspace (for comparison; slower)")
+    add_rules_option(parser)
+    from enforcer.respond.options import add_arguments as add_response_arguments  # noqa: PLC0415
+    add_response_arguments(parser)  # --policies, --audit-log, … (shares --dry-run)
+
+
+def run(args: argparse.Namespace, on_alert: Any = None) -> int:
+    """Run the agent until SIGINT/SIGTERM; returns the exit code."""
+    from enforcer.agent import Agent  # noqa: PLC0415
+    from enforcer.cli.rules_args import load_or_report, rules_paths  # noqa: PLC0415
+    from enforcer.outputs.stream import FileOutput, StreamOutput  # noqa: PLC0415
+    from enforcer.respond.options import (  # noqa: PLC0415
+        load_policies_from_args,
+        responder_from_args,
+    )
+    from enforcer.rules.engine import Engine  # noqa: PLC0415
+
+    loaded = load_or_report("", rules_paths(args))
+    if isinstance(loaded, int):
+        return loaded
+    engine = Engine(loaded)
+    try:
+        policies = load_policies_from_args(args)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    outputs: list[Any] = [StreamOutput(args.format)]
+    if args.output_file:
+        try:
+            outputs.append(FileOutput(args.output_file, args.format))
+        except OSError as exc:
+            print(f"enforcer: cannot open --output-file {args.output_file}: {exc.strerror}",
+                  file=sys.stderr)
+            return 2
+    agent = Agent(engine, outputs, on_alert=on_alert, rules=engine.rules,
+                  kernel_filter=not args.no_kernel_filter,
+                  container_socket=args.container_socket)
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        agent.open()
+    except ProbeError as exc:
+        print(f"enforcer: {exc}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        responder = responder_from_args(
+            args, policies=policies, on_critical=lambda alert: [o.emit(alert) for o in outputs])
+    except EnforcerError as exc:
+        agent.close()
+        print(f"enforcer: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    if on_alert is None:
+        agent.on_alert = responder.submit
+    responder.start()
+    acting = sum(not p.dry_run for p in policies.policies)
+    mode = "dry-run" if args.dry_run else (
+        f"{len(policies.policies)} response policies ({acting} acting)")
+    filt = agent.probe_config.open_prefixes
+    filt_text = ("every open" if filt is None else f"opens matching {len(filt)} path prefixes"
+                 f" and {len(agent.probe_config.open_suffixes)} suffixes")
+    print(f"enforcer: ready: {len(engine.rules)} rules, {len(agent.attachment.syscalls)} "
+          f"syscalls attached, kernel passes {filt_text}; {mode}", file=sys.stderr, flush=True)
+    try:
+        agent.run(stop)
+    finally:
+        agent.close()
+        responder.stop()
+        sys.stderr.write(agent.summary())
+        sys.stderr.write(responder.summary() + "\n")
+        sys.stderr.flush()
+    return 0

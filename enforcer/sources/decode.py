@@ -1,0 +1,203 @@
+"""Decoding the probe's fixed-size records (bpf/events.c `struct event_t`) into plain
+dicts keyed by Falco field names. Pure: tests feed it bytes built with `pack()`.
+
+Fields that need the process table (proc.*, user.name, container.*) or a path resolved
+against the cwd are not decoded here: the live event (enforcer.state.live_event) derives them
+lazily. Raw material for that is kept under keys starting with "_".
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import struct
+from typing import Any
+
+from enforcer.sources import syscalls as sc
+from enforcer.sources.probe import ARGV_HALF, PATH_SIZE, SADDR_SIZE
+
+HEADER = struct.Struct("<QIIIIq6qHHHHHHI16sI")
+TRAILER = struct.Struct("<QQQ")  # p1ptr, p2ptr (kernel-internal), cgroup_id
+_P1 = HEADER.size
+_P2 = _P1 + PATH_SIZE
+_SA = _P2 + PATH_SIZE
+_AV = _SA + SADDR_SIZE
+_TR = (_AV + 2 * ARGV_HALF + 7) & ~7  # the u64 trailer is 8-aligned
+RECORD_SIZE = _TR + TRAILER.size
+
+AT_FDCWD = -100
+
+_OPEN_FLAGS = (
+    (0o100, "O_CREAT"), (0o200, "O_EXCL"), (0o400, "O_NOCTTY"), (0o1000, "O_TRUNC"),
+    (0o2000, "O_APPEND"), (0o4000, "O_NONBLOCK"), (0o10000, "O_DSYNC"),
+    (0o40000, "O_DIRECT"), (0o100000, "O_LARGEFILE"), (0o200000, "O_DIRECTORY"),
+    (0o400000, "O_NOFOLLOW"), (0o1000000, "O_NOATIME"), (0o2000000, "O_CLOEXEC"),
+    (0o10000000, "O_PATH"),
+)
+O_TMPFILE = 0o20000000 | 0o200000
+O_DIRECTORY = 0o200000
+
+_MODE_BITS = (
+    (0o4000, "S_ISUID"), (0o2000, "S_ISGID"), (0o1000, "S_ISVTX"),
+    (0o400, "S_IRUSR"), (0o200, "S_IWUSR"), (0o100, "S_IXUSR"),
+    (0o40, "S_IRGRP"), (0o20, "S_IWGRP"), (0o10, "S_IXGRP"),
+    (0o4, "S_IROTH"), (0o2, "S_IWOTH"), (0o1, "S_IXOTH"),
+)
+
+_PTRACE = {
+    0: "PTRACE_TRACEME", 1: "PTRACE_PEEKTEXT", 2: "PTRACE_PEEKDATA", 3: "PTRACE_PEEKUSR",
+    4: "PTRACE_POKETEXT", 5: "PTRACE_POKEDATA", 6: "PTRACE_POKEUSR", 7: "PTRACE_CONT",
+    8: "PTRACE_KILL", 9: "PTRACE_SINGLESTEP", 12: "PTRACE_GETREGS", 13: "PTRACE_SETREGS",
+    14: "PTRACE_GETFPREGS", 15: "PTRACE_SETFPREGS", 16: "PTRACE_ATTACH", 17: "PTRACE_DETACH",
+    24: "PTRACE_SYSCALL", 0x4200: "PTRACE_SETOPTIONS", 0x4201: "PTRACE_GETEVENTMSG",
+    0x4202: "PTRACE_GETSIGINFO", 0x4203: "PTRACE_SETSIGINFO", 0x4204: "PTRACE_GETREGSET",
+    0x4205: "PTRACE_SETREGSET", 0x4206: "PTRACE_SEIZE", 0x4207: "PTRACE_INTERRUPT",
+    0x4208: "PTRACE_LISTEN",
+}
+
+_AF = {0: "AF_UNSPEC", 1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK",
+       17: "AF_PACKET"}
+_SOCKTYPE = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 5: "SOCK_SEQPACKET"}
+_BPF_CMD = {0: "BPF_MAP_CREATE", 1: "BPF_MAP_LOOKUP_ELEM", 2: "BPF_MAP_UPDATE_ELEM",
+            5: "BPF_PROG_LOAD", 8: "BPF_PROG_ATTACH", 28: "BPF_LINK_CREATE"}
+
+
+def open_flags_text(flags: int) -> str:
+    """Open flags as Falco prints them: `O_RDONLY|O_CLOEXEC`."""
+    acc = flags & 3
+    names = ["O_RDONLY" if acc == 0 else "O_WRONLY" if acc == 1 else "O_RDWR"]
+    if flags & O_TMPFILE == O_TMPFILE:
+        names.append("O_TMPFILE")
+        flags &= ~O_TMPFILE
+    names += [name for bit, name in _OPEN_FLAGS if flags & bit]
+    return "|".join(names)
+
+
+def mode_text(mode: int) -> str:
+    """A chmod mode as Falco prints it: `S_IRUSR|S_IWUSR|...`."""
+    return "|".join(name for bit, name in _MODE_BITS if mode & bit) or "0"
+
+
+def errno_text(ret: int) -> str:
+    """evt.res: `SUCCESS`, the errno name (`ENOENT`), or the number for non-errors."""
+    if ret >= 0:
+        return "SUCCESS" if ret == 0 else str(ret)
+    return errno.errorcode.get(-ret, str(ret))
+
+
+def parse_sockaddr(raw: bytes) -> dict[str, Any] | None:
+    """A sockaddr as {family, ip, port} or {family, path}; None when not understood."""
+    if len(raw) < 2:
+        return None
+    family = int.from_bytes(raw[:2], "little")
+    if family == socket.AF_INET and len(raw) >= 8:
+        return {"family": "ipv4", "port": int.from_bytes(raw[2:4], "big"),
+                "ip": str(ipaddress.IPv4Address(raw[4:8]))}
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        ip6 = ipaddress.IPv6Address(raw[8:24])
+        ip = str(ip6.ipv4_mapped) if ip6.ipv4_mapped else str(ip6)
+        return {"family": "ipv6", "port": int.from_bytes(raw[2:4], "big"), "ip": ip}
+    if family == socket.AF_UNIX:
+        path = raw[2:].split(b"\0", 1)[0] if raw[2:3] != b"\0" else b"@" + raw[3:].rstrip(b"\0")
+        return {"family": "unix", "path": path.decode(errors="replace")}
+    return {"family": _AF.get(family, str(family))}
+
+
+def _fmt(kind: str, value: int) -> Any:
+    if kind == "oflags":
+        return open_flags_text(value)
+    if kind == "mode":
+        return mode_text(value)
+    if kind == "octal":
+        return f"0{value & 0o7777:o}"
+    if kind == "ptrace":
+        return _PTRACE.get(value, str(value))
+    if kind == "af":
+        return _AF.get(value, str(value))
+    if kind == "socktype":
+        return _SOCKTYPE.get(value & 0xF, str(value))
+    if kind == "bpfcmd":
+        return _BPF_CMD.get(value, str(value))
+    if kind in ("fd", "uid", "gid", "int"):
+        return _signed32(value) if kind == "fd" else value
+    return value
+
+
+def _signed32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def _cstr(buf: bytes, start: int, length: int, cap: int) -> str:
+    if length <= 0:
+        return ""
+    end = start + min(length, cap)
+    return buf[start:end].split(b"\0", 1)[0].decode(errors="surrogateescape")
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    """One record -> dict of the event's own fields (Falco names) and raw material (`_`)."""
+    (ts, tgid, tid, uid, gid, ret, a0, a1, a2, a3, a4, a5, code, nargv, len1, len2,
+     argv_len, saddr_len, ppid, comm, _lpm) = HEADER.unpack_from(raw)
+    ev: dict[str, Any] = {
+        "_ts_mono": ts, "proc.pid": tgid, "thread.tid": tid, "user.uid": uid, "group.gid": gid,
+        "_comm": comm.split(b"\0", 1)[0].decode(errors="replace"), "_code": code,
+        "_cgroup_id": TRAILER.unpack_from(raw, _TR)[2],
+    }
+    if code == sc.EV_FORK:
+        ev["evt.type"] = "fork"
+        ev["_child"] = a0
+        ev["_parent_tid"] = a1
+        return ev
+    if code == sc.EV_EXIT:
+        ev["evt.type"] = "procexit"
+        return ev
+    s = sc.BY_CODE.get(code)
+    if s is None:
+        ev["evt.type"] = f"unknown({code})"
+        return ev
+    ev["evt.type"] = s.name
+    ev["evt.dir"] = "<"
+    ret = _signed32(ret) if s.ret_is_fd or s.name.startswith("exec") else ret
+    ev["evt.rawres"] = ret
+    ev["evt.res"] = errno_text(ret)
+    ev["evt.arg." + s.ret] = ret
+    values = (a0, a1, a2, a3, a4, a5)
+    ints: dict[str, int] = {}
+    for arg, value in zip(s.ints, values, strict=False):
+        ints[arg.tp] = value
+        if arg.falco:
+            ev["evt.arg." + arg.falco] = _fmt(arg.fmt, value)
+    if s.open_how:
+        ev["evt.arg.flags"] = open_flags_text(ints["how"])
+    ev["_ints"] = ints
+    if s.s1:
+        ev["_s1"] = _cstr(raw, _P1, len1, PATH_SIZE)
+        ev["evt.arg." + s.s1[1]] = ev["_s1"]
+    if s.s2:
+        ev["_s2"] = _cstr(raw, _P2, len2, PATH_SIZE)
+        ev["evt.arg." + s.s2[1]] = ev["_s2"]
+    if s.argv:
+        blob = raw[_AV:_AV + min(argv_len, 2 * ARGV_HALF)]
+        ev["_argv"] = [p.decode(errors="surrogateescape") for p in blob.split(b"\0")[:nargv]]
+    if saddr_len:
+        ev["_sockaddr"] = parse_sockaddr(raw[_SA:_SA + saddr_len])
+    return ev
+
+
+def pack(*, code: int, tgid: int = 1, tid: int | None = None, uid: int = 0, gid: int = 0,
+         ret: int = 0, ints: tuple[int, ...] = (), comm: str = "", path1: str = "",
+         path2: str = "", argv: tuple[str, ...] = (), saddr: bytes = b"", ts: int = 0,
+         ppid: int = 0, cgroup_id: int = 0) -> bytes:
+    """Build a record exactly as the kernel side lays it out (for tests and benchmarks)."""
+    a = list(ints) + [0] * (6 - len(ints))
+    p1 = path1.encode() + b"\0" if path1 else b""
+    p2 = path2.encode() + b"\0" if path2 else b""
+    av = b"".join(x.encode() + b"\0" for x in argv)
+    head = HEADER.pack(ts, tgid, tid if tid is not None else tgid, uid, gid, ret, *a, code,
+                       len(argv), len(p1), len(p2), len(av), len(saddr), ppid,
+                       comm.encode()[:15], 0)
+    return (head + p1.ljust(PATH_SIZE, b"\0") + p2.ljust(PATH_SIZE, b"\0")
+            + saddr.ljust(SADDR_SIZE, b"\0") + av.ljust(2 * ARGV_HALF, b"\0")).ljust(
+                _TR, b"\0") + TRAILER.pack(0, 0, cgroup_id)

@@ -1,0 +1,201 @@
+"""The BPF program text: `render(config)` fills bpf/events.c's placeholders and generates one
+enter/exit handler pair per watched syscall from the table in `syscalls.py`. Pure: no
+kernel needed, so `enforcer probes render` and the unit tests see exactly what is loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from enforcer.resources import bpf_dir
+from enforcer.sources import syscalls as sc
+
+PATH_SIZE = 256
+ARGV_HALF = 512
+SADDR_SIZE = 128
+LPM_DATA = 128
+MAX_ARGV = 20
+SUFFIX_LEN = 32
+MAX_SUFFIXES = 16
+
+# Open classes (open_class() in events.c): bit 0 readable, 1 writable, 2 O_TRUNC, 3 O_CREAT.
+# A map value is a 16-bit set of classes.
+def classes(pred: Callable[[int], int]) -> int:
+    """The class set (bitmap) of the classes whose bits satisfy `pred`."""
+    return sum(1 << c for c in range(16) if pred(c))
+
+
+ALL_CLASSES = 0xFFFF
+READABLE = classes(lambda c: c & 1)
+WRITABLE = classes(lambda c: c & 2)
+TRUNCATING = classes(lambda c: c & 4)
+CREATING = classes(lambda c: c & 8)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What to watch and how to filter it in the kernel."""
+
+    syscalls: tuple[str, ...] = tuple(s.name for s in sc.SYSCALLS)
+    agent_tgid: int = 0  # events of this process are dropped in the kernel
+    # Absolute-path prefixes (exact paths end with "\0") -> set of open classes that matter;
+    # None means "no open filter, emit every open".
+    open_prefixes: dict[str, int] | None = None
+    # Path suffixes (at most MAX_SUFFIXES, each at most SUFFIX_LEN bytes) -> open classes;
+    # an open passes when its prefix or its suffix matches. Only with open_prefixes.
+    open_suffixes: dict[str, int] = field(default_factory=dict)
+    ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages
+    stash_entries: int = 16384
+    extra_defines: dict[str, str] = field(default_factory=dict)
+
+
+def _enter(s: sc.Syscall, code: int) -> list[str]:
+    out = [
+        f"TRACEPOINT_PROBE(syscalls, sys_enter_{s.name}) {{",
+        "    if (is_agent(bpf_get_current_pid_tgid()))",
+        "        return 0;",
+        f"    struct event_t *e = start({code});",
+        "    if (!e)",
+        "        return 0;",
+    ]
+    for i, arg in enumerate(s.ints):
+        out.append(f"    e->a[{i}] = (s64)args->{arg.tp};")
+    if s.s1:
+        out.append(f"    read_path1(e, (const char *)args->{s.s1[0]});")
+    if s.s2:
+        out.append(f"    read_path2(e, (const char *)args->{s.s2[0]});")
+    if s.open_how:
+        # struct open_how starts with u64 flags; keep them where openat keeps its flags
+        idx = [a.tp for a in s.ints].index("how")
+        out += [
+            "    {",
+            "        u64 how_flags = 0;",
+            "        bpf_probe_read_user(&how_flags, sizeof(how_flags), args->how);",
+            f"        e->a[{idx}] = (s64)how_flags;",
+            "    }",
+        ]
+    if s.family == "open":
+        flags_idx = _open_flags_index(s)
+        # creat(2) is open(O_WRONLY|O_CREAT|O_TRUNC)
+        flags = f"e->a[{flags_idx}]" if flags_idx is not None else "0x241"
+        out += [f"    if (!open_wanted(e, {flags}))", "        return 0;"]
+    if s.argv:
+        out.append(f"    read_argv(e, (const char *const *)args->{s.argv});")
+    if s.saddr:
+        ptr, length = s.saddr
+        out.append(f"    read_saddr(e, (const void *)args->{ptr}, (long)args->{length});")
+    if s.msghdr:
+        out.append(f"    read_msghdr_name(e, (const void *)args->{s.msghdr});")
+    key = "EXEC_KEY(e->tgid)" if s.family == "exec" else "e->tid"
+    out += [f"    return stash_it(e, {key});", "}", ""]
+    return out
+
+
+def _open_flags_index(s: sc.Syscall) -> int | None:
+    names = [a.tp for a in s.ints]
+    if "flags" in names:
+        return names.index("flags")
+    if "how" in names:
+        return names.index("how")
+    return None
+
+
+def _exit(s: sc.Syscall) -> list[str]:
+    key = ("EXEC_KEY((u32)(bpf_get_current_pid_tgid() >> 32))" if s.family == "exec"
+           else "(u32)bpf_get_current_pid_tgid()")
+    out = [
+        f"TRACEPOINT_PROBE(syscalls, sys_exit_{s.name}) {{",
+        f"    u32 key = {key};",
+        "    struct event_t *e = unstash(key);",
+        "    if (!e)",
+        "        return 0;",
+    ]
+    if s.family == "exec":
+        # a failed exec changes nothing: the process keeps its image, rules see nothing
+        out += [
+            "    if (args->ret != 0) {",
+            "        stash.delete(&key);",
+            "        return 0;",
+            "    }",
+        ]
+    names = [a.tp for a in s.ints]
+    if s.s1 or s.s2:
+        out.append("    reread_paths(e);")
+    if s.family == "open":
+        flags_idx = _open_flags_index(s)
+        flags = f"e->a[{flags_idx}]" if flags_idx is not None else "0x241"
+        out += [
+            f"    if (!open_wanted(e, {flags})) {{",
+            "        stash.delete(&key);",
+            "        return 0;",
+            "    }",
+        ]
+    if s.saddr_exit:
+        p, lp = (names.index(n) for n in s.saddr_exit)
+        out.append(f"    read_saddr_lenptr(e, (const void *)e->a[{p}], (const int *)e->a[{lp}]);")
+    if s.msghdr_exit:
+        out.append(f"    read_msghdr_name(e, (const void *)e->a[{names.index(s.msghdr_exit)}]);")
+    out += [
+        "    bpf_get_current_comm(e->comm, sizeof(e->comm));",
+        "    finish(e, args->ret, key);",
+        "    return 0;",
+        "}",
+        "",
+    ]
+    return out
+
+
+def handlers(names: tuple[str, ...]) -> str:
+    """C source of the enter/exit handlers for these syscalls (table order)."""
+    lines: list[str] = []
+    wanted = set(names)
+    for s in sc.SYSCALLS:
+        if s.name in wanted:
+            lines += _enter(s, sc.CODES[s.name]) + _exit(s)
+    return "\n".join(lines)
+
+
+def render(config: ProbeConfig) -> str:
+    """The exact C text bcc compiles for this configuration."""
+    if len(config.open_suffixes) > MAX_SUFFIXES or any(
+            len(x.encode()) > SUFFIX_LEN for x in config.open_suffixes):
+        raise ValueError(f"at most {MAX_SUFFIXES} open suffixes of {SUFFIX_LEN} bytes")
+    unknown = sorted(set(config.syscalls) - set(sc.BY_NAME))
+    if unknown:
+        raise ValueError(f"no probe for syscalls: {', '.join(unknown)}")
+    template = (bpf_dir() / "events.c").read_text()
+    values = {
+        "ARGV_HALF_SIZE": str(ARGV_HALF),
+        "PATH_MAX_SIZE": str(PATH_SIZE),
+        "LPM_DATA_SIZE": str(LPM_DATA),
+        "RINGBUF_PAGES": str(config.ringbuf_pages),
+        "STASH_ENTRIES": str(config.stash_entries),
+        "OPEN_PREFIX_ENTRIES": str(max(1, len(config.open_prefixes or ()))),
+        "OPEN_FILTER_ENABLED": "0" if config.open_prefixes is None else "1",
+        "OPEN_SUFFIX_COUNT": str(len(config.open_suffixes)),
+        "OPEN_SUFFIX_CLASSES": hex(_union(config.open_suffixes.values())),
+        "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
+        "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
+        "MAX_ARGV": str(MAX_ARGV),
+        "EV_FORK": str(sc.EV_FORK),
+        "EV_EXIT": str(sc.EV_EXIT),
+        **config.extra_defines,
+    }
+    text = template.replace("HANDLERS", handlers(config.syscalls))
+    # longest first, so no placeholder is a prefix of one replaced before it
+    for key in sorted(values, key=len, reverse=True):
+        text = text.replace(key, values[key])
+    return text
+
+
+def _union(masks: Iterable[int]) -> int:
+    out = 0
+    for m in masks:
+        out |= m
+    return out
+
+
+def lpm_key(prefix: str) -> tuple[int, bytes]:
+    """(prefix length in bits, data) of an open_prefixes entry; exact paths end with NUL."""
+    data = prefix.encode()[:LPM_DATA]
+    return len(data) * 8, data.ljust(LPM_DATA, b"\0")

@@ -1,0 +1,177 @@
+"""Container and pod metadata, looked up from the runtime's API and cached.
+
+On the first sight of a container id the lookup is made at once with a short timeout, so
+the first event of a new container (often the one that matters: its entrypoint) already
+carries its name, image and pod. When that fails, a background thread retries with backoff
+and the event path never waits again for that id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from enforcer.state.cgroups import HOST
+
+log = logging.getLogger(__name__)
+
+Inspect = Callable[[str], "dict[str, Any] | None"]
+
+K8S_POD_NAME = "io.kubernetes.pod.name"
+K8S_NAMESPACE = "io.kubernetes.pod.namespace"
+K8S_POD_UID = "io.kubernetes.pod.uid"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """Falco's container.* and k8s.* fields for one container."""
+
+    id: str  # 12 chars
+    full_id: str
+    name: str | None = None
+    image: str | None = None
+    image_repository: str | None = None
+    image_tag: str | None = None
+    image_id: str | None = None
+    privileged: bool | None = None
+    mounts: tuple[dict[str, Any], ...] = ()
+    start_ts: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    runtime: str | None = None
+
+    @property
+    def k8s_pod_name(self) -> str | None:
+        return self.labels.get(K8S_POD_NAME)
+
+    @property
+    def k8s_ns_name(self) -> str | None:
+        return self.labels.get(K8S_NAMESPACE)
+
+    @property
+    def k8s_pod_uid(self) -> str | None:
+        return self.labels.get(K8S_POD_UID)
+
+    @property
+    def k8s_pod_labels(self) -> dict[str, str]:
+        """Labels other than the kubelet's own bookkeeping."""
+        return {k: v for k, v in self.labels.items()
+                if not k.startswith(("io.kubernetes.", "annotation.io.kubernetes."))}
+
+
+def split_image(image: str) -> tuple[str, str | None]:
+    """`repo[:tag][@digest]` -> (repo, tag); a port in the registry host is not a tag."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1:]
+    return name, ("latest" if "@" not in image else None)
+
+
+def _parse_ts(text: str | None) -> int | None:
+    if not text or text.startswith("0001-"):
+        return None
+    try:
+        main, _, frac = text.rstrip("Z").partition(".")
+        tz = ""
+        for sep in ("+", "-"):
+            if sep in frac:
+                frac, _, off = frac.partition(sep)
+                tz = sep + off
+        dt = datetime.fromisoformat(main + (tz or "+00:00"))
+        nanos = int((frac or "0")[:9].ljust(9, "0"))
+        return int(dt.timestamp()) * 1_000_000_000 + nanos
+    except ValueError:
+        return None
+
+
+def info_from_inspect(full_id: str, doc: dict[str, Any], runtime: str | None = None
+                      ) -> ContainerInfo:
+    """Build ContainerInfo from a Docker-API `/containers/{id}/json` answer."""
+    config = doc.get("Config") or {}
+    host = doc.get("HostConfig") or {}
+    image = config.get("Image") or doc.get("ImageName") or doc.get("Image") or None
+    repo, tag = split_image(image) if image else (None, None)
+    labels = dict(config.get("Labels") or {})
+    mounts = tuple(
+        {"source": m.get("Source", ""), "dest": m.get("Destination", ""),
+         "mode": m.get("Mode", ""), "rw": bool(m.get("RW", True)),
+         "propagation": m.get("Propagation", "")}
+        for m in (doc.get("Mounts") or []))
+    return ContainerInfo(
+        id=full_id[:12], full_id=full_id, name=(doc.get("Name") or "").lstrip("/") or None,
+        image=image, image_repository=repo, image_tag=tag, image_id=doc.get("Image"),
+        privileged=bool(host.get("Privileged", False)), mounts=mounts,
+        start_ts=_parse_ts((doc.get("State") or {}).get("StartedAt")), labels=labels,
+        runtime=runtime)
+
+
+class ContainerRegistry:
+    """Cache of ContainerInfo by full id, filled from the runtime API."""
+
+    def __init__(self, inspect: Inspect | None, first_timeout: float = 0.5,
+                 retry_delays: tuple[float, ...] = (0.2, 0.5, 1, 2, 5, 10)):
+        self._inspect = inspect
+        self._cache: dict[str, ContainerInfo] = {}
+        self._pending: set[str] = set()
+        self._failed: set[str] = set()  # ids whose first lookup failed: never block again
+        self._lock = threading.Lock()
+        self._retry_delays = retry_delays
+        self.first_timeout = first_timeout
+        self.lookups = 0
+        self.failures = 0
+
+    def get(self, full_id: str, runtime: str | None = None) -> ContainerInfo:
+        """Metadata for this container: cached, looked up now on first sight, or (when the
+        runtime did not answer) the bare id while a background retry runs."""
+        if not full_id:
+            return HOST_INFO
+        info = self._cache.get(full_id)
+        if info is not None:
+            return info
+        with self._lock:
+            if full_id in self._pending:
+                return ContainerInfo(id=full_id[:12], full_id=full_id, runtime=runtime)
+            self._pending.add(full_id)
+            retried = full_id in self._failed
+        found = None if retried else self._lookup(full_id, runtime)
+        if found is not None:
+            return found
+        self._failed.add(full_id)
+        threading.Thread(target=self._retry, args=(full_id, runtime), daemon=True,
+                         name=f"container-lookup-{full_id[:12]}").start()
+        return ContainerInfo(id=full_id[:12], full_id=full_id, runtime=runtime)
+
+    def _lookup(self, full_id: str, runtime: str | None) -> ContainerInfo | None:
+        if self._inspect is None:
+            return None
+        self.lookups += 1
+        try:
+            doc = self._inspect(full_id)
+        except OSError as exc:
+            self.failures += 1
+            log.debug("container %s: runtime lookup failed: %s", full_id[:12], exc)
+            return None
+        if doc is None:
+            return None
+        info = info_from_inspect(full_id, doc, runtime)
+        self._cache[full_id] = info
+        with self._lock:
+            self._pending.discard(full_id)
+        return info
+
+    def _retry(self, full_id: str, runtime: str | None) -> None:
+        for delay in self._retry_delays:
+            time.sleep(delay)
+            if self._lookup(full_id, runtime) is not None:
+                return
+        with self._lock:
+            self._pending.discard(full_id)  # give up for now; a later event asks again
+
+
+HOST_INFO = ContainerInfo(id=HOST, full_id="", name=HOST)

@@ -1,0 +1,579 @@
+"""The live event: a decoded record plus the process table, container and user state,
+behind `get(field)`. Fields are computed the first time a rule (or an output) reads them
+and cached on the event, so an event that no rule looks at costs almost nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from enforcer.sources.decode import AT_FDCWD, O_DIRECTORY
+from enforcer.state import sockets
+from enforcer.state.cgroup_ids import CgroupIds
+from enforcer.state.cgroups import CgroupIdentity
+from enforcer.state.containers import HOST_INFO, ContainerInfo, ContainerRegistry
+from enforcer.state.process_table import UNSET_LOGINUID, Proc, ProcessTable, resolve
+from enforcer.state.users import Names
+
+_MISSING = object()
+
+
+@dataclass
+class StateContext:
+    """Everything a live event may consult to resolve its fields."""
+
+    table: ProcessTable
+    containers: ContainerRegistry
+    names: Names = field(default_factory=Names)
+    hostname: str = field(default_factory=socket.gethostname)
+    mono_to_wall_ns: int = 0  # add to bpf_ktime_get_ns() for wall-clock ns
+    proc_root: str = "/proc"
+    cgroup_ids: CgroupIds | None = None
+    counter: int = 0
+
+    @staticmethod
+    def wall_offset() -> int:
+        """Offset from CLOCK_MONOTONIC (what the probes stamp) to wall-clock time."""
+        import time  # noqa: PLC0415
+
+        return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+class LiveEvent:
+    """An Event (see enforcer/event.py) backed by a decoded record and the state."""
+
+    __slots__ = ("_f", "_ctx", "proc", "_anc", "_container", "_sock")
+
+    def __init__(self, fields: dict[str, Any], ctx: StateContext, proc: Proc | None):
+        self._f = fields
+        self._ctx = ctx
+        self.proc = proc
+        self._anc: list[Proc] | None = None
+        self._container: ContainerInfo | None = None
+        self._sock: Any = _MISSING
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of a Falco field, or `default` when the event does not have it."""
+        value = self._f.get(name, _MISSING)
+        if value is not _MISSING:
+            return default if value is None else value
+        fn = _RESOLVERS.get(name)
+        if fn is not None:
+            value = fn(self)
+        elif name.endswith("]") and "[" in name:
+            base, _, arg = name[:-1].partition("[")
+            indexed = _INDEXED.get(base)
+            value = indexed(self, arg) if indexed is not None else None
+        else:
+            value = None
+        self._f[name] = value
+        return default if value is None else value
+
+    def fields(self) -> dict[str, Any]:
+        """The fields computed so far (for debugging and the audit record)."""
+        return {k: v for k, v in self._f.items() if not k.startswith("_")}
+
+    # --- helpers ------------------------------------------------------------------------
+    def ancestors(self) -> list[Proc]:
+        if self._anc is None:
+            self._anc = list(self._ctx.table.ancestors(self.proc)) if self.proc else []
+        return self._anc
+
+    def cgroup(self) -> CgroupIdentity | None:
+        """The container identity: from the record's cgroup id, else the process table."""
+        ids = self._ctx.cgroup_ids
+        ident = ids.identity(self._f.get("_cgroup_id", 0)) if ids is not None else None
+        if ident is None and self.proc is not None:
+            ident = self.proc.cgroup
+        return ident
+
+    def container(self) -> ContainerInfo:
+        if self._container is None:
+            ident = self.cgroup()
+            if ident is None or not ident.full_id:
+                self._container = HOST_INFO
+            else:
+                self._container = self._ctx.containers.get(ident.full_id, ident.runtime)
+        return self._container
+
+    def _cwd(self) -> str:
+        return self.proc.cwd if self.proc else "/"
+
+    def path(self, raw: str, dirfd_arg: str | None) -> str:
+        """An absolute path for a path argument, resolved like the kernel would."""
+        if not raw or raw.startswith("/"):
+            return resolve("/", raw) if raw else raw
+        base = self._cwd()
+        if dirfd_arg is not None:
+            dirfd = _s32(self._f.get("_ints", {}).get(dirfd_arg, AT_FDCWD))
+            if dirfd != AT_FDCWD:
+                target = sockets.fd_target(self._ctx.proc_root, self._f["proc.pid"], dirfd)
+                if target is None or not target.startswith("/"):
+                    return raw  # unknown directory: keep the raw relative path
+                base = target
+        return resolve(base, raw)
+
+    def sock(self) -> sockets.SocketInfo | None:
+        """The socket this event's fd names (fd arg, or the returned fd for accept)."""
+        if self._sock is _MISSING:
+            fd = self._event_fd()
+            self._sock = (sockets.fd_socket(self._ctx.proc_root, self._f["proc.pid"], fd)
+                          if fd is not None and fd >= 0 else None)
+        return self._sock
+
+    def _event_fd(self) -> int | None:
+        from enforcer.sources.syscalls import BY_NAME  # noqa: PLC0415
+
+        spec = BY_NAME.get(self._f.get("evt.type", ""))
+        if spec is None:
+            return None
+        if spec.fd_arg:
+            return _s32(self._f.get("_ints", {}).get(spec.fd_arg, -1))
+        if spec.ret_is_fd:
+            return self._f.get("evt.rawres")
+        return None
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+Resolver = Callable[[LiveEvent], Any]
+_RESOLVERS: dict[str, Resolver] = {}
+_INDEXED: dict[str, Callable[[LiveEvent, str], Any]] = {}
+
+
+def _field(*names: str) -> Callable[[Resolver], Resolver]:
+    def deco(fn: Resolver) -> Resolver:
+        for n in names:
+            _RESOLVERS[n] = fn
+        return fn
+    return deco
+
+
+def _p(attr: str) -> Resolver:
+    return lambda e: getattr(e.proc, attr) if e.proc else None
+
+
+# --- evt.* -----------------------------------------------------------------------------
+@_field("evt.rawtime", "evt.time")
+def _time(e: LiveEvent) -> int:
+    return e._f["_ts_mono"] + e._ctx.mono_to_wall_ns
+
+
+@_field("evt.hostname")
+def _hostname(e: LiveEvent) -> str:
+    return e._ctx.hostname
+
+
+@_field("evt.is_open_read")
+def _is_open_read(e: LiveEvent) -> bool | None:
+    flags = _open_flags(e)
+    return None if flags is None else flags & 3 in (0, 2)
+
+
+@_field("evt.is_open_write")
+def _is_open_write(e: LiveEvent) -> bool | None:
+    flags = _open_flags(e)
+    return None if flags is None else flags & 3 in (1, 2)
+
+
+@_field("evt.is_open_exec")
+def _is_open_exec(e: LiveEvent) -> bool | None:
+    flags = _open_flags(e)
+    if flags is None:
+        return None
+    mode = e._f.get("_ints", {}).get("mode", 0)
+    return bool(flags & 0o100 and mode & 0o111)
+
+
+def _open_flags(e: LiveEvent) -> int | None:
+    t = e._f.get("evt.type")
+    if t not in ("open", "openat", "openat2", "creat"):
+        return None
+    ints = e._f.get("_ints", {})
+    if t == "creat":
+        return 0o1101  # O_WRONLY|O_CREAT|O_TRUNC
+    return ints.get("how", ints.get("flags", 0))
+
+
+@_field("evt.args")
+def _args(e: LiveEvent) -> str:
+    return " ".join(f"{k[8:]}={v}" for k, v in e._f.items()
+                    if k.startswith("evt.arg.") and v is not None)
+
+
+# --- proc.* / thread.* ------------------------------------------------------------------
+_RESOLVERS["proc.name"] = lambda e: e.proc.comm if e.proc else e._f.get("_comm")
+_RESOLVERS["proc.exe"] = _p("exe")
+_RESOLVERS["proc.exepath"] = _p("exepath")
+_RESOLVERS["proc.cmdline"] = lambda e: e.proc.cmdline if e.proc else None
+_RESOLVERS["proc.args"] = lambda e: " ".join(e.proc.args) if e.proc else None
+_RESOLVERS["proc.ppid"] = _p("ppid")
+_RESOLVERS["proc.tty"] = _p("tty")
+_RESOLVERS["proc.sid"] = _p("sid")
+_RESOLVERS["proc.vpgid"] = _p("pgid")
+_RESOLVERS["proc.vpid"] = lambda e: (e.proc.vpid or e.proc.pid) if e.proc else None
+_RESOLVERS["proc.cwd"] = lambda e: (e.proc.cwd.rstrip("/") + "/") if e.proc else None
+_RESOLVERS["proc.is_vpgid_leader"] = lambda e: (e.proc.pgid == e.proc.pid) if e.proc else None
+_RESOLVERS["proc.is_sid_leader"] = lambda e: (e.proc.sid == e.proc.pid) if e.proc else None
+_RESOLVERS["proc.is_exe_from_memfd"] = (
+    lambda e: e.proc.exepath.startswith("/memfd:") if e.proc else None)
+
+
+def _lookup_pid(e: LiveEvent, pid: int) -> Proc | None:
+    return e._ctx.table.get(pid) if pid > 0 else None
+
+
+_RESOLVERS["proc.sname"] = lambda e: (
+    p.comm if e.proc and (p := _lookup_pid(e, e.proc.sid)) else None)
+_RESOLVERS["proc.vpgid.name"] = lambda e: (
+    p.comm if e.proc and (p := _lookup_pid(e, e.proc.pgid)) else None)
+_RESOLVERS["proc.vpgid.exe"] = lambda e: (
+    p.exe if e.proc and (p := _lookup_pid(e, e.proc.pgid)) else None)
+
+
+@_field("proc.pid.ts")
+def _pid_ts(e: LiveEvent) -> int | None:
+    return e.proc.start_ns if e.proc and e.proc.start_ns else None
+
+
+@_field("proc.duration")
+def _duration(e: LiveEvent) -> int | None:
+    if not e.proc or not e.proc.start_ns:
+        return None
+    return max(0, _time(e) - e.proc.start_ns)
+
+
+@_field("proc.ppid.duration")
+def _pduration(e: LiveEvent) -> int | None:
+    anc = e.ancestors()
+    if not anc or not anc[0].start_ns:
+        return None
+    return max(0, _time(e) - anc[0].start_ns)
+
+
+@_field("proc.env")
+def _env(e: LiveEvent) -> str | None:
+    try:
+        with open(f"{e._ctx.proc_root}/{e._f['proc.pid']}/environ", "rb") as fh:
+            return " ".join(x.decode(errors="replace") for x in fh.read().split(b"\0") if x)
+    except OSError:
+        return None
+
+
+def _parent(attr: Callable[[Proc], Any]) -> Resolver:
+    def fn(e: LiveEvent) -> Any:
+        anc = e.ancestors()
+        return attr(anc[0]) if anc else None
+    return fn
+
+
+_RESOLVERS["proc.pname"] = _parent(lambda p: p.comm)
+_RESOLVERS["proc.pcmdline"] = _parent(lambda p: p.cmdline)
+_RESOLVERS["proc.pexe"] = _parent(lambda p: p.exe)
+_RESOLVERS["proc.pexepath"] = _parent(lambda p: p.exepath)
+
+
+def _chain(attr: Callable[[Proc], Any]) -> Resolver:
+    return lambda e: [attr(p) for p in e.ancestors()]
+
+
+_RESOLVERS["proc.aname"] = _chain(lambda p: p.comm)
+_RESOLVERS["proc.apid"] = _chain(lambda p: p.pid)
+_RESOLVERS["proc.aexepath"] = _chain(lambda p: p.exepath)
+_RESOLVERS["proc.aexe"] = _chain(lambda p: p.exe)
+_RESOLVERS["proc.acmdline"] = _chain(lambda p: p.cmdline)
+
+
+def _indexed(attr: Callable[[Proc], Any]) -> Callable[[LiveEvent, str], Any]:
+    def fn(e: LiveEvent, arg: str) -> Any:
+        if not arg.isdigit():
+            return None
+        n = int(arg)
+        if n == 0:
+            return attr(e.proc) if e.proc else None
+        anc = e.ancestors()
+        return attr(anc[n - 1]) if n <= len(anc) else None
+    return fn
+
+
+_INDEXED["proc.aname"] = _indexed(lambda p: p.comm)
+_INDEXED["proc.apid"] = _indexed(lambda p: p.pid)
+_INDEXED["proc.aexepath"] = _indexed(lambda p: p.exepath)
+_INDEXED["proc.aexe"] = _indexed(lambda p: p.exe)
+_INDEXED["proc.acmdline"] = _indexed(lambda p: p.cmdline)
+
+# --- user.* / group.* -------------------------------------------------------------------
+_RESOLVERS["user.name"] = lambda e: e._ctx.names.user(
+    e._f["user.uid"], e.container().id, e._f["proc.pid"])
+_RESOLVERS["group.name"] = lambda e: e._ctx.names.group(
+    e._f["group.gid"], e.container().id, e._f["proc.pid"])
+
+
+@_field("user.loginuid")
+def _loginuid(e: LiveEvent) -> int | None:
+    if not e.proc:
+        return None
+    return -1 if e.proc.loginuid == UNSET_LOGINUID else e.proc.loginuid
+
+
+@_field("user.loginname")
+def _loginname(e: LiveEvent) -> str | None:
+    uid = _loginuid(e)
+    if uid is None or uid < 0:
+        return None
+    return e._ctx.names.user(uid)
+
+
+# --- container.* / k8s.* ----------------------------------------------------------------
+_RESOLVERS["container.id"] = lambda e: e.container().id
+_RESOLVERS["container.full_id"] = lambda e: e.container().full_id or "host"
+_RESOLVERS["container.name"] = lambda e: e.container().name
+_RESOLVERS["container.image"] = lambda e: e.container().image
+_RESOLVERS["container.image.repository"] = lambda e: e.container().image_repository
+_RESOLVERS["container.image.tag"] = lambda e: e.container().image_tag
+_RESOLVERS["container.image.id"] = lambda e: e.container().image_id
+_RESOLVERS["container.privileged"] = lambda e: (
+    None if e.container().id == "host" else e.container().privileged)
+_RESOLVERS["container.start_ts"] = lambda e: e.container().start_ts
+_RESOLVERS["container.type"] = lambda e: e.container().runtime
+_RESOLVERS["container.mounts"] = lambda e: ",".join(
+    f"{m['source']}:{m['dest']}:{m['mode']}:{str(m['rw']).lower()}:{m['propagation']}"
+    for m in e.container().mounts) or None
+_RESOLVERS["k8s.pod.name"] = lambda e: e.container().k8s_pod_name
+_RESOLVERS["k8s.ns.name"] = lambda e: e.container().k8s_ns_name
+_RESOLVERS["k8s.pod.uid"] = lambda e: e.container().k8s_pod_uid or (
+    ident.pod_uid if (ident := e.cgroup()) else None)
+_RESOLVERS["k8s.pod.labels"] = lambda e: ", ".join(
+    f"{k}:{v}" for k, v in sorted(e.container().k8s_pod_labels.items())) or None
+
+
+def _mount_dest(e: LiveEvent, arg: str) -> Any:
+    for m in e.container().mounts:
+        if m["dest"] == arg:
+            return m["source"]
+    return None
+
+
+_INDEXED["container.mount.dest"] = _mount_dest
+_INDEXED["k8s.pod.label"] = lambda e, arg: e.container().k8s_pod_labels.get(arg)
+
+# --- fd.* -------------------------------------------------------------------------------
+_FAMILY = {"ipv4": ("4", "ipv4"), "ipv6": ("6", "ipv6"), "unix": ("u", "unix")}
+
+
+def _spec(e: LiveEvent) -> Any:
+    from enforcer.sources.syscalls import BY_NAME  # noqa: PLC0415
+
+    return BY_NAME.get(e._f.get("evt.type", ""))
+
+
+@_field("fd.name")
+def _fd_name(e: LiveEvent) -> str | None:
+    spec = _spec(e)
+    if spec is None:
+        return None
+    if spec.family == "open" or spec.name == "memfd_create":
+        raw = e._f.get("_s1")
+        if raw is None:
+            return None
+        if spec.name == "memfd_create":
+            return f"memfd:{raw}"
+        return e.path(raw, spec.dirfd1)
+    sa = e._f.get("_sockaddr")
+    if spec.family == "net":
+        return _net_name(e, sa)
+    fd = e._event_fd()
+    if fd is not None and fd >= 0:
+        target = sockets.fd_target(e._ctx.proc_root, e._f["proc.pid"], fd)
+        if target and target.startswith("/"):
+            return target
+        if target and target.startswith("socket:"):
+            return _net_name(e, None)
+    return None
+
+
+def _endpoints(e: LiveEvent) -> dict[str, Any] | None:
+    """{cip, cport, sip, sport, lip, lport, rip, rport, l4proto, family} for a net event."""
+    key = "_endpoints"
+    if key in e._f:
+        return e._f[key]
+    spec = _spec(e)
+    sa = e._f.get("_sockaddr")
+    info = e.sock()
+    out: dict[str, Any] | None = None
+    local = (info.lip, info.lport) if info else (None, None)
+    remote = (sa["ip"], sa["port"]) if sa and "ip" in sa else (
+        (info.rip, info.rport) if info else (None, None))
+    family = sa.get("family") if sa else ({4: "ipv4", 6: "ipv6", 0: "unix"}.get(info.family)
+                                           if info else None)
+    if spec is not None and (sa or info):
+        if spec.name in ("accept", "accept4", "recvfrom", "recvmsg"):
+            client, server = remote, local
+        elif spec.name in ("bind", "listen"):
+            client, server = (None, None), (sa["ip"], sa["port"]) if sa and "ip" in sa else local
+            remote = (None, None)
+            local = server
+        else:  # connect, sendto, sendmsg: we are the client
+            client, server = local, remote
+        out = {"cip": client[0], "cport": client[1], "sip": server[0], "sport": server[1],
+               "lip": local[0], "lport": local[1], "rip": remote[0], "rport": remote[1],
+               "l4proto": info.l4proto if info else None, "family": family,
+               "unix_path": sa.get("path") if sa else None}
+    e._f[key] = out
+    return out
+
+
+def _net_name(e: LiveEvent, _sa: Any) -> str | None:
+    ep = _endpoints(e)
+    if not ep:
+        return None
+    if ep["family"] == "unix":
+        return ep.get("unix_path") or None
+    if ep["cip"] is None and ep["sip"] is None:
+        return None
+
+    def part(ip: Any, port: Any) -> str:
+        if ip is None:
+            return ""
+        return f"{ip}:{port}" if port is not None else str(ip)
+
+    if ep["cip"] is None:
+        return part(ep["sip"], ep["sport"])
+    return f"{part(ep['cip'], ep['cport'])}->{part(ep['sip'], ep['sport'])}"
+
+
+def _ep(key: str) -> Resolver:
+    def fn(e: LiveEvent) -> Any:
+        ep = _endpoints(e)
+        return ep.get(key) if ep else None
+    return fn
+
+
+for _k in ("cip", "cport", "sip", "sport", "lip", "lport", "rip", "rport", "l4proto"):
+    _RESOLVERS[f"fd.{_k}"] = _ep(_k)
+# net fields give the address; the rules engine matches them against CIDRs
+_RESOLVERS["fd.cnet"] = _ep("cip")
+_RESOLVERS["fd.snet"] = _ep("sip")
+_RESOLVERS["fd.lnet"] = _ep("lip")
+_RESOLVERS["fd.rnet"] = _ep("rip")
+
+
+@_field("fd.ip", "fd.net")
+def _fd_ip(e: LiveEvent) -> Any:
+    ep = _endpoints(e)
+    if not ep:
+        return None
+    return ep["sip"] or ep["cip"]
+
+
+@_field("fd.port")
+def _fd_port(e: LiveEvent) -> Any:
+    ep = _endpoints(e)
+    return (ep["sport"] if ep["sport"] is not None else ep["cport"]) if ep else None
+
+
+@_field("fd.typechar")
+def _typechar(e: LiveEvent) -> str | None:
+    t = _fd_type(e)
+    return {"file": "f", "directory": "d", "ipv4": "4", "ipv6": "6", "unix": "u",
+            "pipe": "p", "event": "e", "signalfd": "s", "eventpoll": "l", "inotify": "i",
+            "timerfd": "t", "netlink": "n", "bpf": "b", "userfaultfd": "u",
+            "memfd": "m"}.get(t) if t else None
+
+
+@_field("fd.type")
+def _fd_type(e: LiveEvent) -> str | None:
+    spec = _spec(e)
+    if spec is None:
+        return None
+    if spec.family == "open":
+        flags = _open_flags(e) or 0
+        return "directory" if flags & O_DIRECTORY else "file"
+    if spec.name == "memfd_create":
+        return "memfd"
+    if spec.family == "net":
+        ep = _endpoints(e)
+        if ep and ep["family"]:
+            return ep["family"] if ep["family"] in _FAMILY else None
+        return None
+    fd = e._f.get("evt.rawres") if spec.name.startswith("dup") else e._event_fd()
+    if fd is None or fd < 0:
+        return None
+    return sockets.fd_type_of(e._ctx.proc_root, e._f["proc.pid"], fd)
+
+
+@_field("fd.sockfamily")
+def _sockfamily(e: LiveEvent) -> str | None:
+    t = _fd_type(e)
+    return {"ipv4": "ip", "ipv6": "ip", "unix": "unix"}.get(t) if t else None
+
+
+@_field("fd.num")
+def _fd_num(e: LiveEvent) -> int | None:
+    spec = _spec(e)
+    if spec is None:
+        return None
+    if spec.ret_is_fd:
+        res = e._f.get("evt.rawres", -1)
+        return res if res >= 0 else -1
+    return e._event_fd()
+
+
+@_field("fd.nameraw")
+def _nameraw(e: LiveEvent) -> str | None:
+    spec = _spec(e)
+    if spec is not None and spec.family == "open":
+        return e._f.get("_s1")
+    return _fd_name(e)
+
+
+@_field("fd.directory")
+def _fd_dir(e: LiveEvent) -> str | None:
+    name = _fd_name(e)
+    if not name or not name.startswith("/"):
+        return None
+    return os.path.dirname(name) or "/"
+
+
+@_field("fd.filename")
+def _fd_filename(e: LiveEvent) -> str | None:
+    name = _fd_name(e)
+    if not name or not name.startswith("/"):
+        return None
+    return os.path.basename(name)
+
+
+@_field("fd.connected")
+def _connected(e: LiveEvent) -> bool | None:
+    info = e.sock()
+    return bool(info.rport) if info else None
+
+
+@_field("fd.name_changed")
+def _name_changed(e: LiveEvent) -> bool | None:
+    # a sendto/sendmsg with an explicit address names a peer the socket did not have
+    if e._f.get("evt.type") in ("sendto", "sendmsg"):
+        return e._f.get("_sockaddr") is not None
+    return None
+
+
+def _path_field(raw_key: str, dirfd_attr: str) -> Resolver:
+    def fn(e: LiveEvent) -> Any:
+        spec = _spec(e)
+        raw = e._f.get(raw_key)
+        if spec is None or raw is None:
+            return None
+        return e.path(raw, getattr(spec, dirfd_attr))
+    return fn
+
+
+# fs.path.* (newer Falco): the paths of file-system syscalls, resolved
+_RESOLVERS["fs.path.name"] = _path_field("_s1", "dirfd1")
+_RESOLVERS["fs.path.source"] = _path_field("_s1", "dirfd1")
+_RESOLVERS["fs.path.target"] = _path_field("_s2", "dirfd2")

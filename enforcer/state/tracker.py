@@ -1,0 +1,53 @@
+"""Applies decoded records to the process table and wraps them as live events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from enforcer.sources import syscalls as sc
+from enforcer.state.live_event import LiveEvent, StateContext
+
+
+class Tracker:
+    """fork/exec/exit/chdir keep the table; every syscall record becomes a LiveEvent."""
+
+    def __init__(self, ctx: StateContext):
+        self.ctx = ctx
+        self.table = ctx.table
+
+    def apply(self, f: dict[str, Any]) -> LiveEvent | None:
+        """Update the state with one decoded record; the event rules should see, if any."""
+        code = f["_code"]
+        pid = f["proc.pid"]
+        tid = f["thread.tid"]
+        wall = f["_ts_mono"] + self.ctx.mono_to_wall_ns
+        if code == sc.EV_FORK:
+            self.table.on_fork(pid, f["_child"], wall)
+            return None
+        if code == sc.EV_EXIT:
+            self.table.on_exit(tid, pid)
+            return None
+        if tid != pid:
+            self.table.note_thread(tid, pid)
+        etype = f.get("evt.type")
+        if etype in ("execve", "execveat"):
+            proc = self.table.on_exec(pid, f["_comm"], f.get("_s1", ""), f.get("_argv", []),
+                                      f["user.uid"], f["group.gid"], wall)
+        else:
+            proc = self.table.get(pid)
+            comm = f["_comm"]
+            if proc is not None and comm and proc.comm != comm:
+                proc.comm = comm  # renamed itself (prctl), or busybox re-exec'd as an applet
+            if etype in ("chdir", "fchdir") and f.get("evt.rawres") == 0 and proc is not None:
+                event = LiveEvent(f, self.ctx, proc)
+                path = (f.get("_s1") if etype == "chdir" else event.get("fd.name"))
+                if path:
+                    self.table.on_chdir(pid, path)
+        self.ctx.counter += 1
+        f["evt.num"] = self.ctx.counter
+        event = LiveEvent(f, self.ctx, proc)
+        if proc is not None and etype in ("execve", "execveat"):
+            ident = event.cgroup()
+            if ident is not None:
+                proc.cgroup = ident  # children inherit it at fork
+        return event

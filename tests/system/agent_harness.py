@@ -1,0 +1,82 @@
+"""An in-process live agent for system tests: the real Agent (probes, state, rules) on a
+thread, with every Alert kept, so tests can read any field of the matched event."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from enforcer.agent import Agent
+from enforcer.alert import Alert
+from enforcer.rules.engine import Engine
+from enforcer.rules.loader import load_rules
+from enforcer.sources.probe import ProbeConfig
+
+# fields resolved while the process may still be alive (as an output would)
+EAGER = ("proc.name", "proc.pname", "proc.cmdline", "container.id", "container.name",
+         "container.image.repository", "k8s.pod.name", "k8s.ns.name", "fd.name", "proc.exepath")
+
+
+class LiveAgent:
+    """Agent on a background thread; `alerts` grows as rules fire."""
+
+    def __init__(self, rule_paths: list[str], probe_config: ProbeConfig | None = None):
+        self.engine = Engine(load_rules(rule_paths))
+        self.alerts: list[Alert] = []
+        self._lock = threading.Lock()
+        self.stderr = io.StringIO()
+        self.agent = Agent(self.engine, on_alert=self._keep, probe_config=probe_config,
+                           rules=self.engine.rules, stderr=self.stderr)
+        self.agent.open()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.agent.run, args=(self._stop,), daemon=True)
+        self._thread.start()
+        self.agent.started.wait(10)
+
+    def _keep(self, alert: Alert) -> None:
+        for f in EAGER:
+            alert.event.get(f)
+        with self._lock:
+            self.alerts.append(alert)
+
+    def wait(self, rule: str, pred: Callable[[Alert], bool] = lambda a: True,
+             timeout: float = 30) -> Alert:
+        """The first alert of `rule` satisfying `pred` (fails after timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.find(rule, pred)
+            if found:
+                return found[0]
+            time.sleep(0.05)
+        with self._lock:
+            seen = sorted({a.rule for a in self.alerts})
+        raise AssertionError(f"no {rule!r} alert matched; rules seen: {seen}")
+
+    def find(self, rule: str, pred: Callable[[Alert], bool] = lambda a: True) -> list[Alert]:
+        with self._lock:
+            return [a for a in self.alerts if a.rule == rule and pred(a)]
+
+    def barrier(self) -> None:
+        """Return once every event produced before this call has been evaluated: the ring
+        buffer is ordered, so the alert of a fresh marker event comes after them."""
+        marker = f"/etc/shadow-barrier-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["sh", "-c", f"cat /etc/shadow {marker} >/dev/null 2>&1; true"],
+                       check=False)
+        self.wait("Read sensitive file untrusted",
+                  lambda a: marker in (a.event.get("proc.cmdline") or ""))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.agent.close()
+
+
+def sh(script: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run a shell script (from a child shell, never from the agent's own process)."""
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                          check=False, **kw)  # type: ignore[arg-type]
+

@@ -1,0 +1,153 @@
+"""The live source end to end: real probes, real processes, decoded events with their
+process-table and container fields. Root; no rules engine involved."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from enforcer.sources.ebpf import EbpfSource, available_syscalls, plan
+from enforcer.sources.probe import ProbeConfig
+from enforcer.state.live_event import LiveEvent
+from tests.system.conftest import podman_run
+
+pytestmark = [pytest.mark.root, pytest.mark.ebpf]
+
+
+class Watch:
+    """A loaded source whose events are collected by a background thread."""
+
+    def __init__(self) -> None:
+        from enforcer.agent import build_state  # noqa: PLC0415
+
+        cfg, self.attachment = plan(None, available_syscalls(),
+                                    ProbeConfig(agent_tgid=os.getpid()))
+        self.source = EbpfSource(cfg)
+        self.source.open()
+        self.tracker = build_state()
+        self.events: list[LiveEvent] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for rec in self.source.poll(50):
+                ev = self.tracker.apply(rec)
+                if ev is not None:
+                    # resolve what the tests look at while the process may still be alive
+                    for f in ("proc.name", "container.id", "proc.pname", "fd.name"):
+                        ev.get(f)
+                    with self._lock:
+                        self.events.append(ev)
+
+    def wait_for(self, pred: Callable[[LiveEvent], bool], timeout: float = 20) -> LiveEvent:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            with self._lock:
+                batch = self.events[seen:]
+            for ev in batch:
+                if pred(ev):
+                    return ev
+            seen += len(batch)
+            time.sleep(0.05)
+        raise AssertionError("expected event never arrived")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.source.close()
+
+
+@pytest.fixture(scope="module")
+def watch(ebpf_ready: None) -> Iterator[Watch]:
+    w = Watch()
+    yield w
+    w.close()
+
+
+def test_host_open_of_etc_shadow(watch: Watch) -> None:
+    subprocess.run(["sh", "-c", "cat /etc/shadow > /dev/null; true"], check=True)
+    ev = watch.wait_for(lambda e: e.get("evt.type") in ("open", "openat")
+                        and e.get("fd.name") == "/etc/shadow" and e.get("proc.name") == "cat")
+    assert ev.get("proc.pname") == "sh"
+    assert ev.get("proc.cmdline") == "cat /etc/shadow"
+    assert ev.get("proc.pcmdline") == "sh -c cat /etc/shadow > /dev/null; true"
+    assert ev.get("user.name") == "root" and ev.get("user.uid") == 0
+    assert ev.get("container.id") == "host"
+    assert ev.get("evt.is_open_read") is True and ev.get("fd.typechar") == "f"
+    assert ev.get("fd.num") >= 0 and ev.get("evt.dir") == "<"
+    assert ev.get("fd.directory") == "/etc" and ev.get("fd.filename") == "shadow"
+    assert ev.get("proc.exepath") == "/usr/bin/cat"
+    # this tooling's own memory cgroup (/process_api/<hex>) is not a container
+    assert ev.get("proc.aname[1]") == "sh"
+
+
+def test_relative_open_resolves_against_cwd_and_failures_carry_errno(watch: Watch,
+                                                                     tmp_path) -> None:
+    subprocess.run(["sh", "-c", "cd /etc && cat ./hostname ../etc/nonexistent-x >/dev/null"],
+                   check=False, capture_output=True)
+    ev = watch.wait_for(lambda e: e.get("fd.name") == "/etc/hostname"
+                        and e.get("proc.name") == "cat")
+    assert ev.get("fd.nameraw") == "./hostname"
+    ev = watch.wait_for(lambda e: e.get("fd.name") == "/etc/nonexistent-x")
+    assert ev.get("evt.res") == "ENOENT" and ev.get("fd.num") == -1
+
+
+def test_exec_symlink_and_connect_events(watch: Watch, tmp_path) -> None:
+    link = tmp_path / "shadow-link"
+    subprocess.run(["ln", "-s", "/etc/shadow", str(link)], check=True)
+    ev = watch.wait_for(lambda e: e.get("evt.type") in ("symlink", "symlinkat")
+                        and e.get("evt.arg.linkpath") == str(link))
+    assert ev.get("evt.arg.target") == "/etc/shadow" and ev.get("evt.res") == "SUCCESS"
+    assert ev.get("proc.name") == "ln"
+    subprocess.run(["sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/9 2>/dev/null; true"],
+                   check=False, capture_output=True)
+    subprocess.run(["bash", "-c", "echo > /dev/tcp/127.0.0.1/9"], check=False,
+                   capture_output=True)
+    ev = watch.wait_for(lambda e: e.get("evt.type") == "connect"
+                        and e.get("fd.sport") == 9 and e.get("proc.name") == "bash")
+    assert ev.get("fd.sip") == "127.0.0.1" and ev.get("fd.typechar") == "4"
+    assert ev.get("evt.res") == "ECONNREFUSED"
+
+
+def test_exec_fields(watch: Watch) -> None:
+    subprocess.run(["sh", "-c", "/bin/echo hello there > /dev/null; true"], check=True)
+    ev = watch.wait_for(lambda e: e.get("evt.type") == "execve" and e.get("proc.name") == "echo")
+    assert ev.get("proc.args") == "hello there"
+    assert ev.get("proc.exe") == "/bin/echo"
+    assert ev.get("proc.pname") == "sh"
+    assert ev.get("evt.res") == "SUCCESS"
+
+
+def test_container_identity_and_pod_labels(watch: Watch, podman_ready: None) -> None:
+    name = f"enforcer-src-{os.getpid()}"
+    res = podman_run("sh", "-c", "cat /etc/shadow >/dev/null; sleep 1", name=name,
+                     labels={"io.kubernetes.pod.name": "web-1",
+                             "io.kubernetes.pod.namespace": "shop",
+                             "io.kubernetes.pod.uid": "0000-1111"})
+    assert res.returncode == 0, res.stderr
+    ev = watch.wait_for(lambda e: e.get("fd.name") == "/etc/shadow"
+                        and e.get("container.id") != "host")
+    inspect = subprocess.run(["podman", "ps", "-a", "--no-trunc", "-q"], capture_output=True,
+                             text=True, check=False)
+    assert len(ev.get("container.id")) == 12
+    assert ev.get("proc.name") == "cat"
+    assert ev.get("container.name") == name, "is the podman API socket served?"
+    assert ev.get("container.image.repository") == "localhost/enforcer-busybox"
+    assert ev.get("container.image.tag") == "test"
+    assert ev.get("k8s.pod.name") == "web-1" and ev.get("k8s.ns.name") == "shop"
+    assert ev.get("k8s.pod.uid") == "0000-1111"
+    assert ev.get("container.privileged") is False
+    del inspect
+
+
+def test_drop_counter_is_readable(watch: Watch) -> None:
+    assert watch.source.drops() >= 0

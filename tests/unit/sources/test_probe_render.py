@@ -1,0 +1,54 @@
+"""render() is pure: the exact C text for a configuration."""
+
+from __future__ import annotations
+
+import pytest
+
+from enforcer.sources import syscalls as sc
+from enforcer.sources.ebpf import plan
+from enforcer.sources.probe import ProbeConfig, lpm_key, render
+
+
+def test_render_fills_every_placeholder() -> None:
+    text = render(ProbeConfig(agent_tgid=4242, open_prefixes={"/etc/": 7}))
+    for placeholder in ("HANDLERS", "AGENT_TGID_VALUE", "OPEN_FILTER_ENABLED",
+                        "RINGBUF_PAGES", "LPM_DATA_SIZE", "EV_FORK", "MAX_ARGV"):
+        assert placeholder not in text
+    assert "#define AGENT_TGID 4242" in text
+    assert "#define OPEN_FILTER 1" in text
+
+
+def test_render_only_the_selected_syscalls() -> None:
+    text = render(ProbeConfig(syscalls=("openat", "execve")))
+    assert "sys_enter_openat" in text and "sys_exit_openat" in text
+    assert "sys_enter_execve)" in text
+    assert "sys_enter_connect" not in text
+    assert "sched_process_fork" in text and "sched_process_exit" in text
+    assert "#define OPEN_FILTER 0" in text
+
+
+def test_render_rejects_unknown_syscalls() -> None:
+    with pytest.raises(ValueError, match="nosuchcall"):
+        render(ProbeConfig(syscalls=("nosuchcall",)))
+
+
+def test_exec_is_keyed_by_process_and_drops_failures() -> None:
+    text = render(ProbeConfig(syscalls=("execve",)))
+    assert "stash_it(e, EXEC_KEY(e->tgid))" in text
+    assert "if (args->ret != 0)" in text
+
+
+def test_plan_attaches_what_rules_need_plus_lifecycle() -> None:
+    available = frozenset(s.name for s in sc.SYSCALLS) - {"init_module"}
+    cfg, att = plan(frozenset({"openat", "init_module", "connect"}), available, ProbeConfig())
+    assert set(cfg.syscalls) == {"openat", "connect", "execve", "execveat", "chdir", "fchdir"}
+    assert att.missing == ("init_module",)
+    cfg, _ = plan(None, available, ProbeConfig())
+    assert len(cfg.syscalls) == len(available)
+
+
+def test_lpm_key_exact_paths_keep_their_nul() -> None:
+    bits, data = lpm_key("/etc/shadow\0")
+    assert bits == 12 * 8 and data.startswith(b"/etc/shadow\0")
+    bits, _ = lpm_key("/etc/")
+    assert bits == 40
