@@ -43,9 +43,9 @@ def _source_line(cache: dict[str, list[str]], file: str, line: int) -> str | Non
     return lines[line - 1] if 0 < line <= len(lines) else None
 
 
-def print_diagnostics(diags: list[Diagnostic], stream=None, context: bool = True) -> None:
-    """`FILE:LINE:COL: message` per diagnostic (`warning: ` for warnings), followed, when
-    the file can be read, by the source line and a caret under the column."""
+def print_diagnostics(diags: list[Diagnostic], stream=None, context: bool = False) -> None:
+    """`FILE:LINE:COL: message` per diagnostic (`warning: ` for warnings); with `context`,
+    each is followed by its source line and a caret under the column (when readable)."""
     stream = stream or sys.stdout
     cache: dict[str, list[str]] = {}
     for d in diags:

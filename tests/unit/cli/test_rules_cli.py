@@ -46,7 +46,9 @@ def test_validate_reports_every_problem(run, tmp_path):
     assert len(lines) == 2
     assert lines[0].startswith(f"{bad}:3:")
     assert lines[1].startswith(f"{bad}:8:14: rule 'b': ")
-    # each problem is followed by its source line and a caret under the column
+    assert len(res.stdout.splitlines()) == 2  # one line per problem
+    # --show-source adds the source line and a caret under the column
+    res = run("validate", "--show-source", bad)
     out = res.stdout.splitlines()
     at = out.index(lines[1])
     assert out[at + 1] == "      condition: proc.colour = red"
