@@ -161,3 +161,13 @@ def test_rules_from_environment(enforcer_cmd, cli_env, tmp_path):
                          env=env, timeout=60)
     assert res.returncode == 0
     assert res.stdout == "only\tDebug\tenabled\tt\texecve\n"
+
+
+def test_replay_survives_undecodable_bytes(run, tmp_path):
+    ev = tmp_path / "ev.jsonl"
+    ev.write_bytes(b'{"evt.type": "x\xff\xfe"}\n\xff\xfe\n' + json.dumps(EVENTS[0]).encode()
+                   + b"\n")
+    res = run("replay", ev, "--rules", STABLE)
+    assert res.returncode == 0 and "Traceback" not in res.stderr
+    assert f"{ev}:2:1: invalid JSON" in res.stderr
+    assert len(res.stdout.splitlines()) == 1
