@@ -179,6 +179,11 @@ class _Compiler:
         rs = RuleSet()
         rs.rules = rules
         for name, info in self.col.macros.items():
+            if name not in self.expanded and self.macro_ok.get(name):
+                try:
+                    self.expand_macro(name, ())
+                except (_MacroBroken, _MacroLoop, RecursionError):
+                    pass  # reported when a rule uses it; unused, it stays unexpanded
             rs.macros[name] = Macro(name, info.cond.text, self.expanded.get(name),
                                     name in self.macro_used)
         for name, items in self.lists.items():
