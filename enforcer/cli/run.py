@@ -87,7 +87,8 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
     try:
         agent.run(stop)
     finally:
-        agent.close()
+        agent.finish_outputs()
         sys.stderr.write(agent.summary())
         sys.stderr.flush()
+        agent.detach()
     return 0
