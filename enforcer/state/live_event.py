@@ -225,6 +225,21 @@ _RESOLVERS["proc.is_exe_from_memfd"] = (
     lambda e: e.proc.exepath.startswith("/memfd:") if e.proc else None)
 
 
+@_field("proc.is_exe_upper_layer")
+def _exe_upper_layer(e: LiveEvent) -> bool | None:
+    """Whether the executable lives in the container's writable overlay layer (written
+    after the container started), as Falco's overlayfs check says."""
+    if e.proc is None:
+        return None
+    info = e.container()
+    if info.id == "host":
+        return False
+    exe = e.proc.exepath
+    if not info.upper_dir or not exe.startswith("/"):
+        return None
+    return os.path.lexists(info.upper_dir + exe)
+
+
 def _lookup_pid(e: LiveEvent, pid: int) -> Proc | None:
     return e._ctx.table.get(pid) if pid > 0 else None
 

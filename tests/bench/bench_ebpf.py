@@ -17,6 +17,7 @@ overhead: wall time of (a) a tight open/close loop in C and (b) a build-like wor
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -119,13 +120,33 @@ def throughput() -> None:
     agent.close()
 
 
-def _median_time(cmd: list[str] | str, runs: int, shell: bool = False, **kw) -> float:  # type: ignore[no-untyped-def]
-    times = []
+def _timed(cmd: list[str] | str, shell: bool = False) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the workload and its children) of one run."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL)
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"workload failed: {cmd}")
+    # wait4 on the shell gives its own usage; the children's is in RUSAGE_CHILDREN
+    return wall, ru.ru_utime + ru.ru_stime
+
+
+def _series(cmd: list[str] | str, runs: int, shell: bool = False) -> tuple[float, float]:
+    """(median wall, median CPU) over runs."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    walls = []
     for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, shell=shell, stdout=subprocess.DEVNULL, **kw)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        walls.append(_timed(cmd, shell)[0])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)) / runs
+    return statistics.median(walls), cpu
+
+
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def overhead() -> None:
@@ -145,12 +166,11 @@ def overhead() -> None:
     n_open = 1_000_000
     runs = 7
 
-    def measure() -> tuple[float, float]:
-        a = _median_time([str(loop), str(target), str(n_open)], runs)
-        b = _median_time(build, runs, shell=True)
-        return a, b
+    def measure() -> dict[str, tuple[float, float]]:
+        return {"open": _series([str(loop), str(target), str(n_open)], runs),
+                "build": _series(build, runs, shell=True)}
 
-    base_open, base_build = measure()
+    without1 = measure()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     agent = subprocess.Popen([sys.executable, "-m", "enforcer", "--dry-run"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -158,16 +178,22 @@ def overhead() -> None:
         if "enforcer: ready" in line:
             print(line.strip())
             break
-    with_open, with_build = measure()
+    cpu0, t0 = _proc_cpu(agent.pid), time.monotonic()
+    with_agent = measure()
+    agent_cpu, span = _proc_cpu(agent.pid) - cpu0, time.monotonic() - t0
     agent.send_signal(signal.SIGINT)
-    summary = agent.communicate(timeout=60)[1]
-    base_open2, base_build2 = measure()  # again without: drift between the two baselines
-    print(f"open/close loop ({n_open} opens, median of {runs}): without {base_open:.3f}s / "
-          f"{base_open2:.3f}s, with {with_open:.3f}s -> ratio "
-          f"{with_open / min(base_open, base_open2):.3f}x")
-    print(f"build-like (tar x + find + gcc, median of {runs}): without {base_build:.3f}s / "
-          f"{base_build2:.3f}s, with {with_build:.3f}s -> ratio "
-          f"{with_build / min(base_build, base_build2):.3f}x")
+    summary = agent.communicate(timeout=300)[1]
+    without2 = measure()
+    for key, label in (("open", f"open/close loop ({n_open} opens)"),
+                       ("build", "build-like (tar x + find + gcc)")):
+        base_wall = min(without1[key][0], without2[key][0])
+        base_cpu = min(without1[key][1], without2[key][1])
+        wall, cpu = with_agent[key]
+        print(f"{label}, median of {runs}: wall without {without1[key][0]:.3f}s/"
+              f"{without2[key][0]:.3f}s, with {wall:.3f}s -> {wall / base_wall:.3f}x; "
+              f"workload CPU without {base_cpu:.3f}s, with {cpu:.3f}s -> {cpu / base_cpu:.3f}x")
+    print(f"agent CPU while measuring: {agent_cpu:.2f}s over {span:.1f}s "
+          f"({100 * agent_cpu / span:.0f}% of one core; it also sees the rest of the host)")
     drop_line = [x for x in summary.splitlines() if "event drop detected" in x]
     print("agent:", drop_line[0].strip() if drop_line else summary[-300:])
 
