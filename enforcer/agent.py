@@ -192,19 +192,29 @@ class Agent:
             self.stderr.write(line + "\n")
             self.stderr.flush()
 
-    def close(self) -> None:
-        """Detach the probes and flush the outputs (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.source is not None:
-            self.source.close()
-        for out in self.outputs:
+    def finish_outputs(self) -> None:
+        """Flush and close the alert outputs (idempotent)."""
+        outputs, self.outputs = self.outputs, []
+        for out in outputs:
             try:
                 out.flush()
                 out.close()
             except OSError:
                 pass
+
+    def detach(self) -> None:
+        """Detach the probes (idempotent). Slow on a busy host: the kernel waits for an
+        RCU grace period per tracepoint, so callers report to the user first."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.source is not None:
+            self.source.close()
+
+    def close(self) -> None:
+        """Flush the outputs, then detach the probes (idempotent)."""
+        self.finish_outputs()
+        self.detach()
 
     def summary(self) -> str:
         """Falco's end-of-run summary, drop monitoring included."""

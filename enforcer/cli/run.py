@@ -110,9 +110,10 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
     try:
         agent.run(stop)
     finally:
-        agent.close()
+        agent.finish_outputs()
         responder.stop()
         sys.stderr.write(agent.summary())
         sys.stderr.write(responder.summary() + "\n")
         sys.stderr.flush()
+        agent.detach()
     return 0
