@@ -311,3 +311,22 @@ def test_export_over_grpc_to_a_real_grpc_receiver(alert_factory, tmp_path):
                                                "enforcer.decision", "enforcer.match"]
     finally:
         server.stop(0)
+
+
+def test_sdk_export_errors_are_logged_once_a_minute(caplog):
+    import logging
+
+    from enforcer.audit.tracing import _OncePerInterval
+
+    logger = logging.getLogger("enforcer.test.quiet")
+    quiet = _OncePerInterval(interval_s=3600)
+    logger.addFilter(quiet)
+    try:
+        with caplog.at_level(logging.WARNING, logger="enforcer.test.quiet"):
+            for i in range(500):
+                logger.warning("Queue full, dropping %s.", "span")
+                logger.warning("Transient error %s, retrying in %.2fs.", "refused", i / 10)
+        assert [r.getMessage() for r in caplog.records] == [
+            "Queue full, dropping span.", "Transient error refused, retrying in 0.00s."]
+    finally:
+        logger.removeFilter(quiet)
