@@ -237,6 +237,11 @@ _RESOLVERS["proc.vpgid.exe"] = lambda e: (
     p.exe if e.proc and (p := _lookup_pid(e, e.proc.pgid)) else None)
 
 
+@_field("proc.pid.ts")
+def _pid_ts(e: LiveEvent) -> int | None:
+    return e.proc.start_ns if e.proc and e.proc.start_ns else None
+
+
 @_field("proc.duration")
 def _duration(e: LiveEvent) -> int | None:
     if not e.proc or not e.proc.start_ns:

@@ -77,6 +77,11 @@ class ProcessTable:
 
     # --- seeding and /proc fallback -------------------------------------------------
     def _boot_time_ns(self) -> int:
+        # /proc/stat's btime is whole seconds: start times derived from it would be off by
+        # up to 1 s, and the kill response compares them with /proc start ticks (exactly,
+        # within a tick). Wall clock minus CLOCK_BOOTTIME is exact for the real /proc.
+        if self.proc_root == "/proc":
+            return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         raw = _read(f"{self.proc_root}/stat") or b""
         for line in raw.splitlines():
             if line.startswith(b"btime "):
