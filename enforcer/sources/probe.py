@@ -120,7 +120,7 @@ def _exit(s: sc.Syscall) -> list[str]:
         # a failed exec changes nothing: the process keeps its image, rules see nothing
         out += [
             "    if (args->ret != 0) {",
-            "        stash.delete(&key);",
+            "        drop_stash(key);",
             "        return 0;",
             "    }",
         ]
@@ -132,7 +132,7 @@ def _exit(s: sc.Syscall) -> list[str]:
         flags = f"e->a[{flags_idx}]" if flags_idx is not None else "0x241"
         out += [
             f"    if (!open_wanted(e, {flags})) {{",
-            "        stash.delete(&key);",
+            "        drop_stash(key);",
             "        return 0;",
             "    }",
         ]

@@ -254,7 +254,11 @@ class ProcessTable:
             # the kernel's own view (symlinks resolved, memfd and fd execs named as the
             # kernel names them), while the process is still there to ask
             exe = os.readlink(f"{self.proc_root}/{pid}/exe")
-            proc.exepath = exe[:-10] if exe.endswith(" (deleted)") else exe
+            exe = exe[:-10] if exe.endswith(" (deleted)") else exe
+            # a file in another mount namespace may read back as just "/": keep the
+            # path the exec named, then
+            if len(exe) > 1:
+                proc.exepath = exe
         except OSError:
             pass
         return proc
