@@ -1,4 +1,4 @@
-PYTHON ?= /work/main/.venv/bin/python
+PYTHON ?= .venv/bin/python
 
 .PHONY: bench
 # Rules engine throughput: the full stable Falco ruleset over a mixed stream of events.

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
-_CHECKOUT = Path(__file__).resolve().parent.parent
+_PACKAGE = Path(__file__).resolve().parent
+_CHECKOUT = _PACKAGE.parent
 
 
 def _bundled(checkout_dir: str, package: str) -> Path:
     local = _CHECKOUT / checkout_dir
     if local.is_dir() and (_CHECKOUT / "pyproject.toml").is_file():
         return local
-    return Path(str(resources.files(package)))
+    # Installed: setup.py maps the top-level directory to enforcer/<_name>. It has no
+    # __init__.py, so importlib.resources would hand back a MultiplexedPath, not a path.
+    return _PACKAGE / package.rsplit(".", 1)[1]
 
 
 def bpf_dir() -> Path:

@@ -14,9 +14,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages: bcc and its Python module, headers for bcc to compile against, podman
-# and an OCI runtime for container tests, busybox-static to build an offline test image.
+# and an OCI runtime for container tests, busybox-static to build an offline test image,
+# mmdebstrap to make the Debian base of the agent image without a container registry;
+# chromium and its WebDriver for the console's browser tests.
 PKGS=(python3 python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64
-      podman runc busybox-static iproute2 procps kmod ca-certificates util-linux gcc libc6-dev)
+      podman runc busybox-static iproute2 procps kmod ca-certificates util-linux gcc libc6-dev
+      mmdebstrap chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -26,7 +26,8 @@ def require(condition: bool, missing: str, how: str) -> None:
 
 @pytest.fixture
 def need_root() -> None:
-    require(os.geteuid() == 0, "not running as root", "run the tests with sudo bash scripts/test.sh")
+    require(os.geteuid() == 0, "not running as root",
+            "run the tests with sudo bash scripts/test.sh")
 
 
 @pytest.fixture

@@ -17,11 +17,18 @@ from enforcer.cli import run
 # Order here is the order in `enforcer --help`.
 COMMAND_MODULES = [
     "enforcer.cli.validate",
+    "enforcer.cli.test_cmd",
     "enforcer.cli.replay",
     "enforcer.cli.fields",
     "enforcer.cli.rules_cmd",
+    "enforcer.cli.policies_cmd",
+    "enforcer.cli.actions_cmd",
+    "enforcer.cli.schema",
+    "enforcer.cli.release",
     "enforcer.cli.probes",
     "enforcer.cli.doctor",
+    "enforcer.cli.audit_cmd",
+    "enforcer.cli.ui",
 ]
 
 

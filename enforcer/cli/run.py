@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any
 
-from enforcer.errors import ProbeError
+from enforcer.errors import EnforcerError, PolicyError, ProbeError
 
 
 def _env_flag(name: str) -> bool:
@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-kernel-filter", action="store_true",
                        help="send every open to userspace (for comparison; slower)")
     add_rules_option(parser)
+    from enforcer.respond.options import add_arguments as add_response_arguments  # noqa: PLC0415
+    add_response_arguments(parser)  # --policies, --audit-log, … (shares --dry-run)
 
 
 def run(args: argparse.Namespace, on_alert: Any = None) -> int:
@@ -49,12 +51,21 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
     from enforcer.agent import Agent  # noqa: PLC0415
     from enforcer.cli.rules_args import load_or_report, rules_paths  # noqa: PLC0415
     from enforcer.outputs.stream import FileOutput, StreamOutput  # noqa: PLC0415
+    from enforcer.respond.options import (  # noqa: PLC0415
+        load_policies_from_args,
+        responder_from_args,
+    )
     from enforcer.rules.engine import Engine  # noqa: PLC0415
 
     loaded = load_or_report("", rules_paths(args))
     if isinstance(loaded, int):
         return loaded
     engine = Engine(loaded)
+    try:
+        policies = load_policies_from_args(args)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     outputs: list[Any] = [StreamOutput(args.format)]
     if args.output_file:
         try:
@@ -78,7 +89,19 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
     except ProbeError as exc:
         print(f"enforcer: {exc}", file=sys.stderr)
         return exc.exit_code
-    mode = "dry-run" if args.dry_run else "live (no response policies loaded: detection only)"
+    try:
+        responder = responder_from_args(
+            args, policies=policies, on_critical=lambda alert: [o.emit(alert) for o in outputs])
+    except EnforcerError as exc:
+        agent.close()
+        print(f"enforcer: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    if on_alert is None:
+        agent.on_alert = responder.submit
+    responder.start()
+    acting = sum(not p.dry_run for p in policies.policies)
+    mode = "dry-run" if args.dry_run else (
+        f"{len(policies.policies)} response policies ({acting} acting)")
     filt = agent.probe_config.open_prefixes
     filt_text = ("every open" if filt is None else f"opens matching {len(filt)} path prefixes"
                  f" and {len(agent.probe_config.open_suffixes)} suffixes")
@@ -88,7 +111,9 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
         agent.run(stop)
     finally:
         agent.finish_outputs()
+        responder.stop()
         sys.stderr.write(agent.summary())
+        sys.stderr.write(responder.summary() + "\n")
         sys.stderr.flush()
         agent.detach()
     return 0

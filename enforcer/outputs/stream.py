@@ -32,7 +32,7 @@ class FileOutput(StreamOutput):
 
     def __init__(self, path: str | Path, fmt: str = "json"):
         self.path = Path(path)
-        super().__init__(fmt, open(self.path, "a", encoding="utf-8"))  # noqa: SIM115
+        super().__init__(fmt, open(self.path, "a", encoding="utf-8"))  # closed by close()
 
     def emit(self, alert: Alert) -> None:
         super().emit(alert)

@@ -19,8 +19,14 @@ def short_name(p: Priority) -> str:
 
 @dataclass
 class AlertStats:
-    """Counts of alerts, by priority and by rule (first-seen order)."""
+    """Counts of alerts, by priority and by rule.
 
+    Falco lists rules by rule id, i.e. in the order the rules were loaded: pass
+    `rule_order` (e.g. `list(ruleset.rules)`) for that; rules not in it follow in the
+    order they first fired.
+    """
+
+    rule_order: list[str] = field(default_factory=list)
     total: int = 0
     by_priority: Counter = field(default_factory=Counter)
     by_rule: dict[str, int] = field(default_factory=dict)
@@ -36,6 +42,8 @@ class AlertStats:
         for prio in sorted(self.by_priority):
             lines.append(f"   {short_name(prio)}: {self.by_priority[prio]}")
         lines.append("Triggered rules by rule name:")
-        for name, count in self.by_rule.items():
-            lines.append(f"   {name}: {count}")
+        rank = {name: i for i, name in enumerate(self.rule_order)}
+        names = sorted(self.by_rule, key=lambda n: rank.get(n, len(rank)))
+        for name in names:
+            lines.append(f"   {name}: {self.by_rule[name]}")
         return "\n".join(lines) + "\n"

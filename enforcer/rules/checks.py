@@ -143,6 +143,19 @@ def validate(check: nodes.Check) -> None:
             raise CheckError(f"cannot compare field '{check.left}' of type {ltype} with "
                              f"'{right}' of type {rtype}", right.pos)
         return
+    if check.modifier:
+        if op in LIST_OPS or op in ("<", "<=", ">", ">=") or op == "exists":
+            raise CheckError(f"'{op} {check.modifier}' is not a supported comparison "
+                             "operator", check.pos)
+        if not isinstance(right, nodes.ValueList):
+            raise CheckError(f"'{check.modifier}' must be followed by a list", check.pos)
+        vtype = "string" if ltype == "list" else ltype
+        for item in right.items:
+            try:
+                convert(item.text, vtype, op)
+            except ValueError as exc:
+                raise CheckError(str(exc), item.pos) from None
+        return
     if op in LIST_OPS and not isinstance(right, nodes.ValueList):
         raise CheckError(f"operator '{op}' requires a list of values", check.pos)
     if isinstance(right, nodes.ValueList):

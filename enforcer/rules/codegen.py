@@ -135,6 +135,8 @@ class _FunctionGen:
 
     def _fold_evtype(self, c: nodes.Check) -> bool | None:
         t = self.evtype
+        if c.modifier:
+            return None
         if c.op == "=" and isinstance(c.right, nodes.Value):
             return t == c.right.text
         if c.op == "!=" and isinstance(c.right, nodes.Value):
@@ -153,6 +155,8 @@ class _FunctionGen:
             return f"({v} is not None)"
         if isinstance(right, nodes.FieldValue):
             return self._compare_fields(v, c, ftype)
+        if c.modifier:
+            return self._compare_modified(v, c, ftype)
         if isinstance(right, nodes.ValueList):
             return self._compare_list(v, op, right, ftype)
         assert isinstance(right, nodes.Value)
@@ -191,6 +195,18 @@ class _FunctionGen:
             kp = self.unit.const(re.compile(lit, re.DOTALL).fullmatch, ("regex", lit))
             return f"((_a := {v}) is not None and {kp}(_a) is not None)"
         raise ValueError(f"operator {op} not supported here")
+
+    def _compare_modified(self, v: str, c: nodes.Check, ftype: str) -> str:
+        assert isinstance(c.right, nodes.ValueList)
+        subs = [self.compare(v, nodes.Check(c.left, c.op, item), ftype)
+                for item in c.right.items]
+        if not subs:
+            return "False"
+        if c.modifier == "anyof":
+            return "(" + " or ".join(subs) + ")"
+        if c.modifier == "allof":
+            return "(" + " and ".join(subs) + ")"
+        return "((" + ") + (".join(subs) + ") == 1)"
 
     def _lit(self, value: Any) -> str:
         if isinstance(value, bool | int | float | str | bytes) or value is None:
@@ -320,7 +336,7 @@ def _compile(exprs) -> CompiledRules:
     namespace = _base_namespace()
     namespace.update(unit.consts)
     code = compile(src, "<enforcer rules>", "exec")
-    exec(code, namespace)  # noqa: S102 - our own generated code, built from parsed rules
+    exec(code, namespace)  # our own generated code, built from parsed rules
     by_type = {t: namespace[f] for t, f in names.items() if t is not None}
     return CompiledRules(by_type, namespace[names[None]], src)
 
@@ -343,3 +359,17 @@ def _function(unit: _Unit, fname: str, evtype: str | None,
     if gen.macro_vars:
         head.append("    " + " = ".join(gen.macro_vars.values()) + " = None")
     return "\n".join(head) + "\n" + "".join(body) + "    return h\n"
+
+
+def compile_check(check: nodes.Check):
+    """One check as a function event -> bool (no event-type folding)."""
+    unit = _Unit()
+    gen = _FunctionGen(unit, None, set())
+    code = gen.check(check)
+    if isinstance(code, bool):
+        return (lambda _e: True) if code else (lambda _e: False)
+    src = f"def _check(e):\n    g = e.get\n    return {code}\n"
+    namespace = _base_namespace()
+    namespace.update(unit.consts)
+    exec(compile(src, "<enforcer check>", "exec"), namespace)
+    return namespace["_check"]

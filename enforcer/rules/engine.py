@@ -3,8 +3,8 @@
 The enabled rules are compiled once into generated Python (see codegen), one function per
 event type; evaluating an event is one dict lookup on `evt.type` and one call. Alerts are
 built only for matches: output rendered (without Falco's time prefix), `output_fields`
-holding every %field of the output, time from `evt.rawtime` (ns), or `evt.time` when it is
-an integer (ns), else now.
+holding every %field of the output (plus `evt.time` in ns, as Falco's), time from
+`evt.rawtime` (ns), or `evt.time` when it is an integer (ns), else now.
 """
 
 from __future__ import annotations
@@ -73,8 +73,12 @@ class Engine:
             output, fields = rule.output, {}
         else:
             output, fields = renderer.render(event)
+        time_ns = event_time_ns(event)
+        # Falco's alert prefix is "%evt.time: %priority", so its JSON output_fields always
+        # carry evt.time, as nanoseconds since the epoch.
+        fields["evt.time"] = time_ns
         return Alert(rule=rule.name, priority=rule.priority, output=output,
-                     output_fields=fields, time_ns=event_time_ns(event),
+                     output_fields=fields, time_ns=time_ns,
                      source=rule.source, tags=rule.tags, hostname=self.hostname, event=event)
 
 

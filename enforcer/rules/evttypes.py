@@ -15,7 +15,7 @@ _ANY = (True, frozenset())
 
 def _check(c: nodes.Check) -> tuple[bool, frozenset[str]]:
     if not (isinstance(c.left, nodes.Field) and c.left.name == "evt.type"
-            and c.left.arg is None):
+            and c.left.arg is None) or c.modifier:
         return _ANY
     if c.op == "=" and isinstance(c.right, nodes.Value):
         return (False, frozenset({c.right.text}))

@@ -15,6 +15,8 @@ as one RuleError, warnings end up on `ruleset.warnings`.
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +31,9 @@ from enforcer.rules.yamlsource import SourceFile
 _BLANKS = " \t\n\r"
 _DELIMS = _BLANKS + "(),="
 _LIST_OPS = ("in", "intersects", "pmatch")
+# A list name right after one of these words is an operand, not a list item: its
+# substitution gets parentheses (`f startswith oneof my_list`, `f in my_list`).
+_BARE_LIST_CONTEXT = re.compile(r"(?:^|[\s)])(?:oneof|anyof|allof|in|intersects|pmatch)\s*$")
 # Falco warns when a syscall rule can match more event types than this.
 _MAX_EVTTYPES_QUIET = 100
 
@@ -72,24 +77,30 @@ def load_text(text: str, name: str = "<rules>") -> RuleSet:
 
 def load_collected(col: reader.Collector, files: list[str]) -> RuleSet:
     compiler = _Compiler(col)
-    ruleset = compiler.run()
+    # Macro expansion recurses once per nesting level; conditions may nest 1000 deep.
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, 20_000))
+    try:
+        ruleset = compiler.run()
+    finally:
+        sys.setrecursionlimit(old_limit)
     ruleset.files = files
-    errors = col.errors + compiler.errors
+    order = {name: i for i, name in enumerate(files)}
+    errors = _in_file_order(col.errors + compiler.errors, order)
+    warnings = _in_file_order(col.warnings + compiler.warnings, order)
     if errors:
-        raise RuleError(_sorted_unique(errors)) from None
-    ruleset.warnings = _sorted_unique(col.warnings + compiler.warnings, keep_order=True)
+        err = RuleError(errors)
+        err.warnings = warnings  # what was found before the load failed
+        raise err from None
+    ruleset.warnings = warnings
     return ruleset
 
 
-def _sorted_unique(diags: list[Diagnostic], keep_order: bool = False) -> list[Diagnostic]:
-    seen = set()
-    out = []
-    for d in diags:
-        key = (d.file, d.line, d.column, d.message)
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return out
+def _in_file_order(diags: list[Diagnostic], order: dict[str, int]) -> list[Diagnostic]:
+    """Without duplicates, sorted by file (in load order), line and column."""
+    unique = {(d.file, d.line, d.column, d.message): d for d in diags}
+    return sorted(unique.values(), key=lambda d: (order.get(d.file, len(order)), d.line,
+                                                  d.column))
 
 
 def quote_item(item: str) -> str:
@@ -118,6 +129,8 @@ def substitute_list(text: MappedText, name: str, items: list[str]) -> tuple[Mapp
                     start -= 1
                 elif end < len(s) and s[end] == ",":
                     end += 1
+            if _BARE_LIST_CONTEXT.search(s[:start]):
+                sub = "(" + sub + ")"
             new = (" " if start > 0 else "") + sub + " "
             text = text.replace(start, end, new, at=at)
             s = text.text
@@ -166,6 +179,11 @@ class _Compiler:
         rs = RuleSet()
         rs.rules = rules
         for name, info in self.col.macros.items():
+            if name not in self.expanded and self.macro_ok.get(name):
+                try:
+                    self.expand_macro(name, ())
+                except (_MacroBroken, _MacroLoop, RecursionError):
+                    pass  # reported when a rule uses it; unused, it stays unexpanded
             rs.macros[name] = Macro(name, info.cond.text, self.expanded.get(name),
                                     name in self.macro_used)
         for name, items in self.lists.items():
@@ -264,6 +282,8 @@ class _Compiler:
             return self.expanded[name]
         if name in stack:
             raise _MacroLoop(name)
+        if name not in self.macro_ast or not self.macro_ok.get(name, False):
+            raise _MacroBroken(name)  # its own error has been reported
         body = self.expand(self.macro_ast[name], stack + (name,))
         node = nodes.Macro(name, body)
         self.expanded[name] = node
@@ -351,7 +371,7 @@ class _Compiler:
                 if isinstance(v, list):
                     istr = "(" + ", ".join(quote_item(x) for x in v
                                            if not isinstance(x, list)) + ")"
-                elif comp in _LIST_OPS:
+                elif comp in _LIST_OPS or len(comp.split()) == 2:
                     istr = v if v[:1] == "(" else "(" + v + ")"
                 else:
                     istr = quote_item(v)
@@ -386,6 +406,8 @@ class _Compiler:
                     return None
         try:
             expanded = self.expand(expr)
+        except _MacroBroken:
+            return None
         except _MacroLoop as loop:
             self.errors.append(self.diag(text, 0, f"Macro '{loop.name}' uses itself",
                                          info.where, context=context))
@@ -461,6 +483,10 @@ class _Compiler:
             else:
                 self.errors.append(d)
             return None
+
+
+class _MacroBroken(Exception):
+    """A macro that failed to compile (already reported) is used."""
 
 
 class _MacroLoop(Exception):

@@ -9,8 +9,8 @@ a compiled rule.
 
 Node overview:
 - boolean structure: `And(children)`, `Or(children)`, `Not(child)`, `Macro(name, expr)`
-- a check: `Check(left, op, right)`; `left` is a `Field` or a `Transform` of one; `right`
-  is None (`exists`), a `Value`, a `ValueList` (`in`, `intersects`, `pmatch`) or a
+- a check: `Check(left, op, right, modifier=None)`; `left` is a `Field` or a `Transform`
+  of one; `right` is None (`exists`), a `Value`, a `ValueList` (`in`, `intersects`, `pmatch`) or a
   `FieldValue` (`val(f)` or a transformer on the right: field-to-field comparison).
 - `Identifier(name)`: a bare word in check position, i.e. a macro reference (parser output
   only; resolved away by the loader).
@@ -104,12 +104,17 @@ Operand = Value | ValueList | FieldValue | None
 
 @dataclass(frozen=True)
 class Check:
-    """`left op right`; `right` is None for `exists`."""
+    """`left op right`; `right` is None for `exists`.
+
+    `modifier` ("oneof", "anyof", "allof") applies a comparison operator to each element
+    of a `ValueList`: at least one, every one, or exactly one must satisfy it (all false
+    for an empty list)."""
 
     left: Field | Transform
     op: str
     right: Operand = None
     pos: int = field(default=0, compare=False)
+    modifier: str | None = None
 
     @property
     def field(self) -> Field:
@@ -119,6 +124,8 @@ class Check:
     def __str__(self) -> str:
         if self.right is None:
             return f"{self.left} {self.op}"
+        if self.modifier:
+            return f"{self.left} {self.op} {self.modifier} {self.right}"
         return f"{self.left} {self.op} {self.right}"
 
 

@@ -65,22 +65,28 @@ def compile_output(text: str) -> OutputFormat:
     return OutputFormat(text, tuple(parts))
 
 
+def _output_getter(f: nodes.Field):
+    # libsinsp extracts `proc.aname` (no index) as the process itself, index 0; only
+    # comparisons walk the ancestors.
+    if access.is_ancestor_any(f):
+        return access.getter(nodes.Field(f.name, "0"))
+    return access.getter(f)
+
+
 class Renderer:
     """Renders one compiled output for events."""
 
     def __init__(self, fmt: OutputFormat):
         self.format = fmt
-        self._parts = [(p, None) if isinstance(p, str) else (None, access.getter(p))
-                       for p in fmt.parts]
-        self._fields = [(f.key, access.getter(f)) for f in fmt.fields]
+        self._parts = [(p, None) if isinstance(p, str) else (None, p.key) for p in fmt.parts]
+        self._fields = [(f.key, _output_getter(f)) for f in fmt.fields]
 
     def render(self, event: Any) -> tuple[str, dict[str, Any]]:
         """(output text, output_fields) for an event."""
         values = {key: get(event) for key, get in self._fields}
-        out = []
-        for lit, get in self._parts:
-            out.append(lit if get is None else access.render(get(event)))
-        return "".join(out), {k: _jsonable(v) for k, v in values.items()}
+        render = access.render
+        text = "".join(lit if key is None else render(values[key]) for lit, key in self._parts)
+        return text, {k: _jsonable(v) for k, v in values.items()}
 
 
 def _jsonable(v: Any) -> Any:

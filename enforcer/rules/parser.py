@@ -26,6 +26,7 @@ _TERMINAL_NAMES = {
     "NUMOP": "a numeric operator", "STROP": "a comparison operator",
     "LISTOP": "'in', 'intersects' or 'pmatch'", "NUMBER": "a number",
     "QSTRING": "a quoted string", "BARESTR": "a value", "$END": "end of condition",
+    "MODIFIER": "oneof, anyof or allof",
 }
 
 
@@ -123,6 +124,15 @@ class _Build(Transformer):
         return nodes.Check(lhs, name, right, _pos(lhs))
 
     @v_args(inline=True)
+    def modified(self, lhs, op, modifier, right):
+        name = str(op)
+        if name == "==":
+            name = "="
+        if not isinstance(right, nodes.ValueList):
+            raise ConditionSyntaxError(f"'{modifier}' must be followed by a list", right.pos)
+        return nodes.Check(lhs, name, right, _pos(lhs), str(modifier))
+
+    @v_args(inline=True)
     def field(self, token):
         return _field(token)
 
@@ -200,7 +210,8 @@ def _check_nesting(text: str) -> None:
 
 
 def _expected(exc: UnexpectedInput) -> str:
-    names = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set()
+    names = (getattr(exc, "accepts", None) or getattr(exc, "expected", None)
+             or getattr(exc, "allowed", None) or set())
     words = sorted({_TERMINAL_NAMES.get(n, n) for n in names})
     return ", ".join(words)
 

@@ -48,6 +48,19 @@ EXCEPTION_OPS = ("=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains",
                  "startswith", "bstartswith", "endswith", "glob", "iglob", "regex", "in",
                  "intersects", "pmatch")
 SCALAR_EXCEPTION_OPS = ("in", "pmatch", "intersects")
+MODIFIERS = ("oneof", "anyof", "allof")
+_MODIFIABLE_OPS = ("=", "==", "!=", "contains", "icontains", "bcontains", "startswith",
+                   "bstartswith", "endswith", "glob", "iglob", "regex")
+
+
+def valid_comp(comp: str, scalar_field: bool = False) -> bool:
+    """Whether an exception `comps` entry is an operator (optionally with a modifier)."""
+    words = comp.split()
+    if len(words) == 2:
+        return words[0] in _MODIFIABLE_OPS and words[1] in MODIFIERS
+    if len(words) != 1:
+        return False
+    return comp in (SCALAR_EXCEPTION_OPS if scalar_field else EXCEPTION_OPS)
 
 _LIST_NAME = re.compile(r"[^()\"'\s=,]+")
 _MACRO_NAME = re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*")
@@ -315,7 +328,7 @@ class _FileReader:
         if "items" not in item:
             self.error(node, "Item has no mapping for key 'items'")
         items = self.str_list(item["items"][1], "items")
-        mode = self.override_mode(node, item, ("items",), ("items",), "list")
+        mode = self.override_mode(node, item, ("items",), ("items",))
         lists = self.col.lists
         if mode == "append":
             if name not in lists:
@@ -333,7 +346,7 @@ class _FileReader:
             lists[name] = ListInfo(name, items, len(lists), len(lists) + 1, self.where(node))
             lists[name].visibility = len(lists)
 
-    def override_mode(self, node, item, appendable, replaceable, kind) -> str:
+    def override_mode(self, node, item, appendable, replaceable) -> str:
         """'append', 'replace' or 'define' for a list or macro item."""
         legacy = "append" in item and self.boolean(item["append"][1], "append")
         if "append" in item:
@@ -382,7 +395,7 @@ class _FileReader:
                       "regular expression: ^[a-zA-Z]+[a-zA-Z0-9_]*$")
         text, cnode = self.required_str(item, "condition", node)
         cond = MappedText.of(text, self.where(cnode))
-        mode = self.override_mode(node, item, ("condition",), ("condition",), "macro")
+        mode = self.override_mode(node, item, ("condition",), ("condition",))
         macros = self.col.macros
         if mode == "append":
             if name not in macros:
@@ -623,9 +636,11 @@ class _FileReader:
                 comps_v = "in"
             if not isinstance(comps_v, str):
                 self.error(node, "Fields and comps must both be strings")
-            if comps_v not in SCALAR_EXCEPTION_OPS:
+            comps_v = " ".join(comps_v.split())
+            if not valid_comp(comps_v, scalar_field=True):
                 self.error(node, "When fields is a single value, comps must be one of (in, "
-                           "pmatch, intersects)")
+                           "pmatch, intersects), or a comparison with a modifier "
+                           "(e.g. 'startswith oneof')")
             self.check_exception_field(node, fields_v)
             return fields_v, comps_v
         if comps_v is None:
@@ -634,8 +649,9 @@ class _FileReader:
             self.error(node, "Fields and comps must both be lists")
         if len(fields_v) != len(comps_v):
             self.error(node, "Fields and comps lists must have equal length")
+        comps_v = [" ".join(c.split()) for c in comps_v]
         for comp in comps_v:
-            if comp not in EXCEPTION_OPS:
+            if not valid_comp(comp):
                 self.error(node, f"'{comp}' is not a supported comparison operator")
         for f in fields_v:
             self.check_exception_field(node, f)

@@ -235,9 +235,10 @@ def _exe_upper_layer(e: LiveEvent) -> bool | None:
     if info.id == "host":
         return False
     exe = e.proc.exepath
-    if not info.upper_dir or not exe.startswith("/"):
+    if not info.upper_dir or not exe.startswith("/") or exe == "/":
         return None
-    return os.path.lexists(info.upper_dir + exe)
+    path = info.upper_dir + exe
+    return os.path.lexists(path) and not os.path.isdir(path)
 
 
 def _lookup_pid(e: LiveEvent, pid: int) -> Proc | None:
@@ -250,6 +251,11 @@ _RESOLVERS["proc.vpgid.name"] = lambda e: (
     p.comm if e.proc and (p := _lookup_pid(e, e.proc.pgid)) else None)
 _RESOLVERS["proc.vpgid.exe"] = lambda e: (
     p.exe if e.proc and (p := _lookup_pid(e, e.proc.pgid)) else None)
+
+
+@_field("proc.pid.ts")
+def _pid_ts(e: LiveEvent) -> int | None:
+    return e.proc.start_ns if e.proc and e.proc.start_ns else None
 
 
 @_field("proc.duration")

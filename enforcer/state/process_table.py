@@ -77,6 +77,11 @@ class ProcessTable:
 
     # --- seeding and /proc fallback -------------------------------------------------
     def _boot_time_ns(self) -> int:
+        # /proc/stat's btime is whole seconds: start times derived from it would be off by
+        # up to 1 s, and the kill response compares them with /proc start ticks (exactly,
+        # within a tick). Wall clock minus CLOCK_BOOTTIME is exact for the real /proc.
+        if self.proc_root == "/proc":
+            return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         raw = _read(f"{self.proc_root}/stat") or b""
         for line in raw.splitlines():
             if line.startswith(b"btime "):
@@ -254,13 +259,14 @@ class ProcessTable:
             # the kernel's own view (symlinks resolved, memfd and fd execs named as the
             # kernel names them), while the process is still there to ask
             exe = os.readlink(f"{self.proc_root}/{pid}/exe")
-            exe = exe[:-10] if exe.endswith(" (deleted)") else exe
-            # a file in another mount namespace may read back as just "/": keep the
-            # path the exec named, then
-            if len(exe) > 1:
-                proc.exepath = exe
         except OSError:
-            pass
+            exe = ""
+        if exe.endswith(" (deleted)"):
+            exe = exe[:-10]
+        # A process that exits at once, in a container whose root is already torn down,
+        # reads back as "/" — no executable at all: keep the path the exec named.
+        if exe.startswith("/") and exe != "/":
+            proc.exepath = exe
         return proc
 
     def on_exit(self, tid: int, tgid: int) -> None:

@@ -3,6 +3,7 @@ diagnostics (FILE:LINE:COL) — never any other exception."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +13,8 @@ from enforcer.errors import RuleError
 from enforcer.rules.engine import Engine
 from enforcer.rules.loader import load_text
 
+# ENFORCER_FUZZ_SCALE=20 runs twenty times more examples (a longer local hunt).
+SCALE = int(os.environ.get("ENFORCER_FUZZ_SCALE", "1"))
 STABLE = Path(__file__).resolve().parents[2] / "data" / "falco-rules" / "falco_rules.yaml"
 STABLE_TEXT = STABLE.read_text()
 
@@ -19,7 +22,8 @@ TOKENS = ["proc.name", "fd.name", "evt.type", "proc.aname[2]", "evt.arg.flags", 
           "evt.buffer", "fd.sip", "fd.snet", "=", "!=", "<", ">=", "contains", "in",
           "pmatch", "glob", "exists", "regex", "bcontains", "and", "or", "not", "(", ")",
           ",", "'x y'", '"q"', "bash", "/etc", "0x1F", "-1", "true", "tolower(", "val(",
-          "my_macro", "my_list", "[", "]", "\\", "\n", "  ", "%", "'", '"', "\x00", "é"]
+          "my_macro", "my_list", "[", "]", "\\", "\n", "  ", "%", "'", '"', "\x00", "é",
+          "oneof", "anyof", "allof", "val(proc.pname)", ")"]
 
 PRELUDE = ("- list: my_list\n  items: [a, 'b c']\n"
            "- macro: my_macro\n  condition: proc.name in (my_list)\n")
@@ -45,19 +49,19 @@ def rule_with(condition: str) -> str:
             "  output: o %proc.name\n  priority: INFO\n")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=14))
 def test_token_soup_conditions(tokens):
     check_outcome(rule_with(" ".join(tokens)))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200 * SCALE, deadline=None)
 @given(st.text(min_size=1, max_size=40))
 def test_arbitrary_text_conditions(text):
     check_outcome(rule_with(text))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(min_value=0, max_value=len(STABLE_TEXT) - 1),
        st.integers(min_value=1, max_value=30),
        st.sampled_from(["", "(", ")", ":", "- ", "\n", " and ", "%", "'", "[", "rule: x\n",
@@ -66,7 +70,7 @@ def test_mutated_upstream_file(at, length, insert):
     check_outcome(STABLE_TEXT[:at] + insert + STABLE_TEXT[at + length:])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150 * SCALE, deadline=None)
 @given(st.lists(st.sampled_from([
     "- rule: r\n", "- macro: m\n", "- list: l\n", "  desc: d\n", "  condition: a.b = 1\n",
     "  condition: proc.name = x\n", "  condition: m\n", "  output: o\n", "  priority: INFO\n",

@@ -654,7 +654,8 @@ def test_output_rendering():
     alert = Engine(rs, hostname="h").evaluate({**EXEC_CAT, "proc.aname": ["a", "b"],
                                                "proc.pid": 7, "evt.rawtime": 5})[0]
     assert alert.output == "f=<NA> p=b n=7 c="
-    assert alert.output_fields == {"fd.name": None, "proc.aname[2]": "b", "proc.pid": 7}
+    assert alert.output_fields == {"fd.name": None, "proc.aname[2]": "b", "proc.pid": 7,
+                                   "evt.time": 5}
     assert alert.time_ns == 5 and alert.hostname == "h"
 
 
@@ -709,3 +710,61 @@ def test_deeply_nested_condition_compiles_and_evaluates():
     deep_not = "not " * 500 + "proc.name = cat"
     rs = load(RULE.replace("proc.name = cat", deep_not))
     assert fires(rs, EXEC_CAT) == ["r"]  # an even number of nots
+
+
+def test_output_of_ancestor_field_without_index_is_the_process_itself():
+    rs = load(RULE.replace('"o %proc.name"', '"a=%proc.aname p=%proc.apid"'))
+    alert = Engine(rs, hostname="h").evaluate({**EXEC_CAT, "proc.aname": ["bash"],
+                                               "proc.pid": 9, "proc.apid": [1]})[0]
+    assert alert.output == "a=cat p=9"
+
+
+def test_broken_macro_used_through_another_macro_reports_its_own_error():
+    text = ("- macro: inner\n  condition: proc.name = \n"
+            "- macro: outer\n  condition: inner\n" + RULE.replace("proc.name = cat", "outer"))
+    found = errors(text)
+    assert len(found) == 1 and "macro 'inner'" in found[0]
+
+
+def test_macro_loop_is_an_error():
+    text = ("- macro: a\n  condition: proc.name = x\n"
+            "- macro: b\n  condition: a\n"
+            "- macro: a\n  condition: or b\n  override: {condition: append}\n" +
+            RULE.replace("proc.name = cat", "a"))
+    assert any("uses itself" in e for e in errors(text))
+
+
+def test_exception_comps_with_modifiers():
+    rs = load(exc_rule("""\
+        - name: a
+          fields: [proc.pname, fd.name]
+          comps: [startswith oneof, " endswith  anyof "]
+          values:
+            - [[ssh, sudo], .log]
+        - name: b
+          fields: proc.exe
+          comps: contains allof
+          values: [usr, bin]
+        """))
+    text = str(rs.rules["r"].expr)
+    assert "proc.pname startswith oneof (ssh, sudo) and fd.name endswith anyof (.log)" in text
+    assert "proc.exe contains allof (usr, bin)" in text
+    assert fires(rs, {**EXEC_CAT, "proc.pname": "sshd", "fd.name": "/a.log"}) == []
+    assert fires(rs, {**EXEC_CAT, "proc.exe": "/usr/bin/x"}) == []
+    assert fires(rs, {**EXEC_CAT, "proc.exe": "/usr/x"}) == ["r"]
+
+
+@pytest.mark.parametrize("comp", ["in oneof", ">= oneof", "oneof", "startswith someof"])
+def test_exception_comps_with_bad_modifiers(comp):
+    text = exc_rule(f"- name: a\n  fields: [proc.pname]\n  comps: ['{comp}']\n"
+                    "  values: [[[a]]]\n")
+    assert any("is not a supported comparison operator" in e for e in errors(text))
+
+
+@pytest.mark.parametrize("nots, fires_for_cat", [(999, False), (998, True)])
+def test_deep_macro_expands_without_recursion_errors(nots, fires_for_cat):
+    text = (f"- macro: m\n  condition: \"{'not (' * nots}proc.name = cat{')' * nots}\"\n" +
+            RULE.replace("proc.name = cat", "m"))
+    rs = load(text)
+    assert (fires(rs, EXEC_CAT) == ["r"]) is fires_for_cat
+    assert (fires(rs, {"evt.type": "execve", "proc.name": "ls"}) == ["r"]) is not fires_for_cat

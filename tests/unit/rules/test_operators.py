@@ -127,3 +127,37 @@ def test_wrong_value_type_in_event_does_not_match_and_is_counted():
     engine = Engine(load(rule_yaml("fd.num > 2")), hostname="h")
     assert engine.evaluate({"evt.type": "openat", "fd.num": "three"}) == []
     assert engine.evaluation_errors["r"] == 1
+
+
+@pytest.mark.parametrize("cond, expected", [
+    ("proc.name startswith anyof (sys, x)", True), ("proc.name startswith anyof (x, y)", False),
+    ("proc.name startswith allof (sys, sysc)", True), ("proc.name startswith allof (sys, x)",
+                                                       False),
+    ("proc.name startswith oneof (sys, sysc)", False), ("proc.name startswith oneof (sys, x)",
+                                                        True),
+    ("proc.name = anyof ()", False), ("proc.name = allof ()", False),
+    ("proc.name = oneof ()", False), ("proc.name != anyof (syscall, x)", True),
+    ("proc.name != allof (syscall, x)", False), ("fd.name glob anyof (*.txt, *.log)", True),
+    ("tolower(fd.name) contains allof (subdir, opt)", True),
+    ("proc.cwd = anyof (a, b)", False), ("proc.cwd != anyof (a, b)", False),
+    ("proc.name = oneof", False), ("proc.aname = anyof (x, sshd)", True),
+    ("fd.num = anyof (1, 3)", True),
+])
+def test_modifiers(cond, expected):
+    assert matches(cond, FILE) is expected
+
+
+def test_modifier_with_a_list_name():
+    prelude = "- list: prefixes\n  items: [sys, zzz]\n"
+    assert matches("proc.name startswith oneof prefixes", FILE, prelude)
+    assert matches("proc.name in prefixes or proc.name startswith anyof prefixes", FILE,
+                   prelude)
+
+
+@pytest.mark.parametrize("cond", [
+    "proc.name in oneof (a)", "fd.num >= oneof (1)", "proc.name == oneof x y",
+    "fd.num = anyof (a)", "proc.name ==oneof (a)",
+])
+def test_modifier_errors(cond):
+    with pytest.raises(RuleError):
+        load(rule_yaml(cond))

@@ -1,0 +1,354 @@
+"""snapshot — before anything else, keep the evidence: a tar.gz of the container's changed
+files (its overlay upper directory) and/or of listed paths under /proc/PID/root, with a
+manifest.json holding the sha256 of every file, the event, the process tree and the
+process's open files and sockets. Bounded in size; written to a local directory.
+
+RBAC: none (node-local; the agent needs hostPID and read access to container storage).
+
+Paths inside the container are opened one component at a time without following symlinks,
+so a hostile container cannot point the agent at the host's files. Upload to S3-compatible
+storage is not implemented yet (the tarball is left in `directory` for a shipper).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actions.base import DONE, DRY_RUN, Action, AlreadyDone, Outcome, Params, Plan, Refused, param
+from actions.context import ActionContext
+from actions.process import (
+    IdentityMismatch,
+    ProcessGone,
+    ProcessHandle,
+    ancestors,
+    expected_start,
+    read_stat,
+)
+from enforcer.errors import PermanentActionError
+from enforcer.units import parse_size
+
+
+def _abs_paths(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of absolute paths, got {value!r}")
+    for path in value:
+        if not path.startswith("/") or ".." in path.split("/"):
+            raise ValueError(f"{path!r} must be absolute and must not contain '..'")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class SnapshotParams(Params):
+    paths: tuple[str, ...] = param((), parse=_abs_paths,
+                                   doc="paths inside the container (or the process's root)")
+    changed: bool = param(True, doc="include the container's changed files (overlay upper "
+                                    "directory), when its root is an overlay")
+    max_bytes: int = param(50 * 1024**2, parse=parse_size,
+                           schema={"type": ["string", "integer"]},
+                           doc="total bytes of file content kept (e.g. 50Mi)")
+    max_files: int = param(10_000, doc="files kept at most")
+    directory: str | None = param(None, doc="where tarballs are written "
+                                            "(default /var/lib/enforcer/snapshots)")
+
+
+class Snapshot(Action):
+    name = "snapshot"
+    params_type = SnapshotParams
+    required_fields = ("proc.pid",)
+    target_fields = ("proc.pid", "proc.start_ticks", "proc.pid.ts", "container.id")
+    mutating = False
+    example = "- snapshot: {paths: [/tmp, /root], max_bytes: 50Mi}"
+    params: SnapshotParams
+
+    def plan(self, context: ActionContext) -> Plan:
+        pid = int(context.field("proc.pid"))
+        handle = context.process
+        owned = False
+        if isinstance(handle, ProcessGone):
+            raise AlreadyDone(str(handle))
+        if isinstance(handle, IdentityMismatch):
+            raise Refused("identity", str(handle))
+        if not isinstance(handle, ProcessHandle) or handle.pid != pid:
+            try:
+                handle = ProcessHandle.open(pid, expected_start(context.event))
+            except ProcessGone as exc:
+                raise AlreadyDone(str(exc)) from None
+            except IdentityMismatch as exc:
+                raise Refused("identity", str(exc)) from None
+            owned = True
+        upper = _overlay_upper(pid) if self.params.changed else None
+        if not self.params.paths and upper is None:
+            if owned:
+                handle.close()
+            raise PermanentActionError(
+                f"nothing to snapshot for pid {pid}: its root is not an overlay (no changed "
+                "files to take) and the policy lists no paths")
+        directory = Path(self.params.directory or context.snapshot_dir)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        container = str(context.field("container.id") or "host")[:12]
+        dest = directory / f"{stamp}-{container}-{pid}-{handle.start_ticks}.tar.gz"
+        sources = [{"kind": "changed", "path": upper}] if upper else []
+        sources += [{"kind": "path", "path": p} for p in self.params.paths]
+        return Plan(action=self.name,
+                    target={"pid": pid, "start_ticks": handle.start_ticks,
+                            "container.id": context.field("container.id")},
+                    render={"destination": str(dest), "sources": sources,
+                            "max_bytes": self.params.max_bytes,
+                            "max_files": self.params.max_files},
+                    summary=f"snapshot pid {pid} to {dest}",
+                    private={"handle": handle, "owned": owned, "alert": context.alert,
+                             "dest": dest, "upper": upper})
+
+    def apply(self, plan: Plan, dry_run: bool) -> Outcome:
+        handle: ProcessHandle = plan.private["handle"]
+        if not handle.alive():
+            raise AlreadyDone(f"process {handle.pid} exited before the snapshot")
+        collector = _Collector(self.params.max_bytes, self.params.max_files, keep=not dry_run)
+        root_fd = os.open(f"/proc/{handle.pid}/root", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if not handle.alive():  # the root fd must be the pinned process's
+                raise AlreadyDone(f"process {handle.pid} exited before the snapshot")
+            if plan.private["upper"]:
+                collector.add_tree(plan.private["upper"], None, "changed", shown_as="/")
+            for path in self.params.paths:
+                collector.add_tree(path, root_fd, "rootfs")
+        finally:
+            os.close(root_fd)
+        if dry_run:
+            return Outcome(DRY_RUN, f"would write {len(collector.files)} files "
+                                    f"({collector.total} bytes) to "
+                                    f"{plan.render['destination']}",
+                           {"files": len(collector.files), "bytes": collector.total,
+                            "truncated": collector.truncated})
+        manifest = _manifest(plan, handle, collector)
+        dest: Path = plan.private["dest"]
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = dest.with_suffix(".partial")
+        with open(temp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz, \
+                tarfile.open(fileobj=gz, mode="w") as tar:
+            body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+            _add_bytes(tar, "manifest.json", body, 0o600)
+            for entry, data in collector.files:
+                _add_bytes(tar, entry["archive"], data, entry["mode"] & 0o777)
+        os.replace(temp, dest)
+        return Outcome(DONE, f"wrote {len(collector.files)} files ({collector.total} bytes) "
+                             f"to {dest}",
+                       {"path": str(dest), "files": len(collector.files),
+                        "bytes": collector.total, "truncated": collector.truncated})
+
+    def release(self, plan: Plan) -> None:
+        if plan.private.get("owned"):
+            plan.private["handle"].close()
+
+
+class _Collector:
+    def __init__(self, max_bytes: int, max_files: int, keep: bool):
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self.keep = keep
+        self.total = 0
+        self.files: list[tuple[dict[str, Any], bytes]] = []
+        self.skipped: list[dict[str, str]] = []
+        self.truncated = False
+
+    def add_tree(self, path: str, root_fd: int | None, prefix: str,
+                 shown_as: str | None = None) -> None:
+        """Add the file or tree at `path` (below `root_fd`, or a host path when None);
+        entries are named `shown_as` + their path below `path` (default: `path`)."""
+        shown = shown_as if shown_as is not None else path
+        try:
+            top = _open_beneath(root_fd, path)
+        except OSError as exc:
+            self.skipped.append({"path": path, "reason": exc.strerror or str(exc)})
+            return
+        try:
+            info = os.fstat(top)
+            if stat.S_ISREG(info.st_mode):
+                self._add_file(top, shown, prefix)
+                return
+            for dirpath, _dirs, files, dir_fd in os.fwalk(".", dir_fd=top,
+                                                         follow_symlinks=False):
+                for name in sorted(files):
+                    rel = os.path.normpath(os.path.join(shown, dirpath, name))
+                    try:
+                        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
+                                     dir_fd=dir_fd)
+                    except OSError as exc:
+                        self.skipped.append({"path": rel, "reason": exc.strerror or str(exc)})
+                        continue
+                    try:
+                        self._add_file(fd, rel, prefix)
+                    finally:
+                        os.close(fd)
+        finally:
+            os.close(top)
+
+    def _add_file(self, fd: int, path: str, prefix: str) -> None:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            self.skipped.append({"path": path, "reason": "not a regular file"})
+            return
+        if len(self.files) >= self.max_files or self.total + info.st_size > self.max_bytes:
+            self.truncated = True
+            self.skipped.append({"path": path, "reason": "size or file-count bound reached"})
+            return
+        chunks = []
+        digest = hashlib.sha256()
+        remaining = self.max_bytes - self.total
+        while remaining > 0:
+            chunk = os.read(fd, min(1 << 20, remaining))
+            if not chunk:
+                break
+            digest.update(chunk)
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        self.total += len(data)
+        entry = {"path": path, "archive": f"{prefix}/{path.lstrip('/')}", "size": len(data),
+                 "sha256": digest.hexdigest(), "mode": info.st_mode, "uid": info.st_uid,
+                 "gid": info.st_gid, "mtime": info.st_mtime}
+        self.files.append((entry, data if self.keep else b""))
+
+
+def _open_beneath(root_fd: int | None, path: str) -> int:
+    """Open `path` below `root_fd` one component at a time, refusing symlinks, so that an
+    absolute link inside a container cannot resolve against the agent's (host) root."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    if root_fd is None:
+        current = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        current = os.dup(root_fd)
+    try:
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            flags = os.O_RDONLY | os.O_NOFOLLOW | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+            nxt = os.open(part, flags, dir_fd=current)
+            os.close(current)
+            current = nxt
+        return current
+    except BaseException:
+        os.close(current)
+        raise
+
+
+def _overlay_upper(pid: int) -> str | None:
+    """The upper directory of the overlay mounted at the process's root, if any."""
+    try:
+        with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5 or fields[4] != "/":
+                    continue
+                fstype, _source, options = (right.split() + ["", "", ""])[:3]
+                if fstype != "overlay":
+                    continue
+                for option in options.split(","):
+                    if option.startswith("upperdir="):
+                        upper = option[len("upperdir="):]
+                        return upper if os.path.isdir(upper) else None
+    except OSError:
+        return None
+    return None
+
+
+def _manifest(plan: Plan, handle: ProcessHandle, collector: _Collector) -> dict[str, Any]:
+    alert = plan.private["alert"]
+    event = getattr(alert, "event", None)
+    fields = dict(event) if isinstance(event, dict) else None
+    return {
+        "taken_ns": time.time_ns(),
+        "target": plan.target,
+        "alert": alert.falco_json() if hasattr(alert, "falco_json") else None,
+        "event": fields,
+        "process_tree": [_describe(p) for p in [handle.pid] + ancestors(handle.pid)],
+        "open_files": _open_files(handle.pid),
+        "sockets": _sockets(handle.pid),
+        "sources": plan.render["sources"],
+        "files": [{k: v for k, v in entry.items() if k != "archive"} | {
+            "archive": entry["archive"]} for entry, _ in collector.files],
+        "skipped": collector.skipped,
+        "truncated": collector.truncated,
+        "bytes": collector.total,
+    }
+
+
+def _describe(pid: int) -> dict[str, Any]:
+    stat_ = read_stat(pid)
+    info: dict[str, Any] = {"pid": pid}
+    if stat_ is not None:
+        info.update(comm=stat_.comm, ppid=stat_.ppid, start_ticks=stat_.start_ticks)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            info["cmdline"] = [a.decode("utf-8", "replace")
+                               for a in handle.read().split(b"\0") if a]
+    except OSError:
+        pass
+    try:
+        info["exe"] = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        pass
+    return info
+
+
+def _open_files(pid: int) -> list[dict[str, Any]]:
+    found = []
+    try:
+        names = sorted(os.listdir(f"/proc/{pid}/fd"), key=int)
+    except OSError:
+        return found
+    for fd in names:
+        try:
+            found.append({"fd": int(fd), "target": os.readlink(f"/proc/{pid}/fd/{fd}")})
+        except OSError:
+            continue
+    return found
+
+
+def _sockets(pid: int) -> list[dict[str, Any]]:
+    inodes = set()
+    for item in _open_files(pid):
+        target = item["target"]
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found: list[dict[str, Any]] = []
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        for row in _proc_net(pid, proto):
+            if row.get("inode") in inodes:
+                found.append(row | {"proto": proto})
+    return found
+
+
+def _proc_net(pid: int, proto: str) -> Iterator[dict[str, str]]:
+    try:
+        with open(f"/proc/{pid}/net/{proto}", encoding="ascii", errors="replace") as handle:
+            next(handle, None)
+            for line in handle:
+                cols = line.split()
+                if len(cols) >= 10:
+                    yield {"local": cols[1], "remote": cols[2], "state": cols[3],
+                           "inode": cols[9]}
+    except OSError:
+        return
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    info.mtime = int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+ACTION = Snapshot

@@ -1,0 +1,85 @@
+"""`enforcer ui`: serve the read-only web console over the audit store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from enforcer.console.access import check_exposure
+from enforcer.store.schema import StoreError, connect, default_store_path
+
+DEFAULT_ADDR = "127.0.0.1:8765"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "ui", help="serve the read-only web console over the audit store",
+        description="Serve the read-only web console (detections, decisions, actions, "
+        "dry-run review, counts over time) over the audit store. Binds to loopback by "
+        "default; any other address needs a token (--token-file or $ENFORCER_UI_TOKEN).")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="store file (default $ENFORCER_STORE or /var/lib/enforcer/audit.db)")
+    parser.add_argument("--addr", default=os.environ.get("ENFORCER_UI_ADDR", DEFAULT_ADDR),
+                        help=f"HOST:PORT to listen on (default {DEFAULT_ADDR}; "
+                        "$ENFORCER_UI_ADDR)")
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help="file holding the token browsers must present "
+                        "(or set $ENFORCER_UI_TOKEN)")
+    parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    parser.set_defaults(func=run)
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [::1]:PORT) into its parts; ValueError says what is wrong."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"--addr {addr!r}: expected HOST:PORT, e.g. {DEFAULT_ADDR}")
+    return host.strip("[]"), int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so that other commands do not pay for jinja2.
+    from enforcer.console.app import ConsoleApp
+    from enforcer.console.server import make_console_server
+
+    try:
+        host, port = split_addr(args.addr)
+    except ValueError as exc:
+        print(f"enforcer ui: {exc}", file=sys.stderr)
+        return 2
+    token = os.environ.get("ENFORCER_UI_TOKEN") or None
+    if args.token_file:
+        try:
+            token = args.token_file.read_text().strip() or None
+        except OSError as exc:
+            print(f"enforcer ui: --token-file: {exc}", file=sys.stderr)
+            return 2
+    try:
+        check_exposure(host, token)
+    except ValueError as exc:
+        print(f"enforcer ui: {exc}", file=sys.stderr)
+        return 2
+    store = args.store or default_store_path()
+    try:
+        connect(store, readonly=True).close()
+    except StoreError as exc:
+        print(f"enforcer ui: {exc}", file=sys.stderr)
+        return 3
+    app = ConsoleApp(store, token=token)
+    try:
+        server = make_console_server(app, host, port, quiet=args.quiet)
+    except OSError as exc:
+        print(f"enforcer ui: cannot listen on {args.addr}: {exc}", file=sys.stderr)
+        return 3
+    bound_host, bound_port = server.server_address[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    print(f"enforcer console on http://{shown}:{bound_port}/ (store {store})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,154 @@
+"""Prometheus metrics of one agent, in a registry of its own (never the global default).
+
+Hot-path counts (events by type, kernel drops) are not Prometheus children incremented per
+event: the agent keeps plain counters that cost a dict increment, and a collector reads them
+when /metrics is scraped. Everything that happens at most once per alert or action is a
+regular prometheus_client metric.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from enforcer import __version__
+
+PREFIX = "enforcer"
+
+# `*_created` series double the exposition for no use on a DaemonSet's dashboards.
+disable_created_metrics()
+
+# Action latencies span an in-process signal (sub-millisecond) to a Kubernetes call with
+# retries (seconds).
+ACTION_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                          1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _HotPathCollector(Collector):
+    """Exposes counts the agent keeps itself, read at scrape time."""
+
+    def __init__(self, metrics: Metrics):
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        events = CounterMetricFamily(
+            f"{PREFIX}_events", "Events received from the source, by event type",
+            labels=["type"])
+        for evt_type, count in sorted(self._metrics.event_counts.copy().items()):
+            events.add_metric([str(evt_type)], count)
+        yield events
+        drops = CounterMetricFamily(
+            f"{PREFIX}_kernel_drops",
+            "Events the kernel could not hand to userspace (ring buffer full)")
+        drops.add_metric([], self._metrics.kernel_drops())
+        yield drops
+
+
+class Metrics:
+    """Every metric the agent exports, with one recording method per thing that happens.
+
+    Methods are safe to call from any thread. `registry` is what /metrics serves.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        # Incremented by the source's loop: `metrics.event_counts[evt_type] += 1`.
+        self.event_counts: Tally[str] = Tally()
+        self._kernel_drops_reader: Callable[[], int] | None = None
+        self._lock = threading.Lock()
+        r.register(_HotPathCollector(self))
+
+        self.build_info = Gauge(f"{PREFIX}_build_info", "Version of the running agent",
+                                ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+        self.rule_matches = Counter(f"{PREFIX}_rule_matches", "Rule matches (alerts)",
+                                    ["rule", "priority"], registry=r)
+        self.actions = Counter(f"{PREFIX}_actions", "Response actions by outcome",
+                               ["action", "outcome", "dry_run"], registry=r)
+        self.action_seconds = Histogram(
+            f"{PREFIX}_action_duration_seconds", "Time to plan and apply one action",
+            ["action"], buckets=ACTION_LATENCY_BUCKETS, registry=r)
+        self.rate_limited = Counter(
+            f"{PREFIX}_rate_limited", "Responses not taken because a rate limit or cooldown "
+            "was exhausted", ["policy"], registry=r)
+        self.guard_suppressed = Counter(
+            f"{PREFIX}_guard_suppressed", "Actions refused by a safety guard",
+            ["guard"], registry=r)
+        self.output_drops = Counter(
+            f"{PREFIX}_output_drops", "Alerts an output could not take (queue full)",
+            ["output"], registry=r)
+        self.output_errors = Counter(
+            f"{PREFIX}_output_errors", "Alerts an output failed to deliver after retries",
+            ["output"], registry=r)
+        self.policy_reloads = Counter(f"{PREFIX}_policy_reloads", "Policy (re)loads by result",
+                                      ["result"], registry=r)
+        self.responder_drops = Counter(
+            f"{PREFIX}_responder_drops", "Matches not handled because the responder queue "
+            "was full", registry=r)
+        self.budget_trips = Counter(
+            f"{PREFIX}_budget_trips", "Times the destructive-action budget switched the agent "
+            "to dry-run", registry=r)
+        self.intake_requests = Counter(
+            f"{PREFIX}_falco_http_requests", "Requests to the falco-http input by status code",
+            ["code"], registry=r)
+
+    # --- hot path, read at scrape time -----------------------------------------------------
+
+    def read_kernel_drops_with(self, reader: Callable[[], int]) -> None:
+        """Register the function that sums the per-CPU kernel drop counters."""
+        self._kernel_drops_reader = reader
+
+    def kernel_drops(self) -> int:
+        reader = self._kernel_drops_reader
+        if reader is None:
+            return 0
+        try:
+            return int(reader())
+        except Exception:  # noqa: BLE001 - a scrape must not fail because a map read did
+            return 0
+
+    def count_events(self, by_type: Mapping[str, int]) -> None:
+        """Add a batch of per-type event counts (for sources that count locally)."""
+        with self._lock:
+            self.event_counts.update(by_type)
+
+    # --- once per alert / action -----------------------------------------------------------
+
+    def rule_matched(self, rule: str, priority: str) -> None:
+        self.rule_matches.labels(rule, priority).inc()
+
+    def action_done(self, action: str, outcome: str, dry_run: bool,
+                    seconds: float | None = None) -> None:
+        self.actions.labels(action, outcome, "true" if dry_run else "false").inc()
+        if seconds is not None:
+            self.action_seconds.labels(action).observe(seconds)
+
+    def response_rate_limited(self, policy: str) -> None:
+        self.rate_limited.labels(policy).inc()
+
+    def guard_refused(self, guard: str) -> None:
+        self.guard_suppressed.labels(guard).inc()
+
+    def output_dropped(self, output: str) -> None:
+        self.output_drops.labels(output).inc()
+
+    def output_failed(self, output: str) -> None:
+        self.output_errors.labels(output).inc()
+
+    def policies_loaded(self, ok: bool) -> None:
+        self.policy_reloads.labels("success" if ok else "failure").inc()
+
+    def responder_dropped(self) -> None:
+        self.responder_drops.inc()
+
+    def budget_tripped(self) -> None:
+        self.budget_trips.inc()
+
+    def intake_request(self, code: int | str) -> None:
+        self.intake_requests.labels(str(code)).inc()

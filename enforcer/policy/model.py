@@ -1,0 +1,144 @@
+"""Response policies as loaded: which alerts they match and what they do."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+from actions.base import Action
+from enforcer.errors import Diagnostic
+from enforcer.priority import Priority
+
+_COMPARE = {
+    ">=": lambda p, m: p.value <= m.value,
+    ">": lambda p, m: p.value < m.value,
+    "<=": lambda p, m: p.value >= m.value,
+    "<": lambda p, m: p.value > m.value,
+    "==": lambda p, m: p.value == m.value,
+}
+
+
+@dataclass(frozen=True)
+class PriorityFilter:
+    """`>=notice` etc.; lower Priority values are more severe, as in Falco."""
+
+    op: str
+    priority: Priority
+
+    @classmethod
+    def parse(cls, text: str) -> PriorityFilter:
+        """`>=notice`, `>warning`, `==critical`, or a bare name meaning `>=`."""
+        raw = str(text).strip()
+        for op in (">=", "<=", "==", ">", "<"):
+            if raw.startswith(op):
+                return cls(op, Priority.parse(raw[len(op):]))
+        return cls(">=", Priority.parse(raw))
+
+    def accepts(self, priority: Priority) -> bool:
+        return _COMPARE[self.op](priority, self.priority)
+
+    def __str__(self) -> str:
+        return f"{self.op}{self.priority.display.lower()}"
+
+
+@dataclass(frozen=True)
+class Match:
+    """All given criteria must hold: any of `rules` (names or globs), all of `tags`,
+    the priority filter, every field condition (any of its values), and the source."""
+
+    rules: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    priority: PriorityFilter | None = None
+    fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    source: str | None = None
+
+    def matches(self, alert: Any) -> bool:
+        if self.rules and not any(_name_matches(p, alert.rule) for p in self.rules):
+            return False
+        if self.tags and not set(self.tags).issubset(alert.tags or ()):
+            return False
+        if self.priority is not None and not self.priority.accepts(alert.priority):
+            return False
+        if self.source is not None and alert.source != self.source:
+            return False
+        for name, wanted in self.fields:
+            value = _field(alert, name)
+            if value is None or not any(_value_matches(w, value) for w in wanted):
+                return False
+        return True
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return pattern == name
+
+
+def _value_matches(wanted: str, value: Any) -> bool:
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    if any(c in wanted for c in "*?["):
+        return fnmatch.fnmatchcase(text, wanted)
+    return text == wanted
+
+
+def _field(alert: Any, name: str) -> Any:
+    value = (alert.output_fields or {}).get(name)
+    if value is None and alert.event is not None:
+        value = alert.event.get(name)
+    return value
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: `burst` actions at once, refilled at `max` per `per` seconds."""
+
+    max: int
+    per: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class ActionStep:
+    """One entry of a policy's ordered `actions`, with its validated parameters."""
+
+    name: str
+    action: Action
+    line: int = 0
+    column: int = 0
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    match: Match
+    actions: tuple[ActionStep, ...]
+    dry_run: bool = True
+    rate_limit: RateLimit | None = None
+    cooldown: float | None = None
+    on_failure: str = "continue"
+    enabled: bool = True
+    desc: str = ""
+    file: str = ""
+    line: int = 0
+
+
+@dataclass
+class PolicySet:
+    """Policies in file order (later files may override a name with `override: true`)."""
+
+    policies: list[Policy] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def enabled(self) -> list[Policy]:
+        return [p for p in self.policies if p.enabled]
+
+    def select(self, alert: Any) -> list[Policy]:
+        """The enabled policies whose match accepts `alert`, in order."""
+        return [p for p in self.policies if p.enabled and p.match.matches(alert)]
+
+    def counts(self) -> dict[str, int]:
+        return {"policies": len(self.policies),
+                "enabled": len(self.enabled()),
+                "actions": sum(len(p.actions) for p in self.policies)}

@@ -1,0 +1,61 @@
+"""The JSON Schema of response policy files, built from the actions' own Params, so the
+schema, the loader and `enforcer actions show` cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actions import registry
+
+DURATION = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                      {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"}]}
+PRIORITY = {"type": "string", "pattern": r"(?i)^\s*(>=|<=|==|>|<)?\s*(emergency|alert|critical|"
+                                         r"error|warning|notice|informational|info|debug)\s*$"}
+
+
+def policy_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of a policy file: a list of policies."""
+    actions = []
+    for name in registry.names():
+        params = registry.get(name).params_type.json_schema()
+        actions.append({"type": "object", "additionalProperties": False, "required": [name],
+                        "properties": {name: {"anyOf": [params, {"type": "null"}]}}})
+    string_list = {"anyOf": [{"type": "string"},
+                             {"type": "array", "items": {"type": "string", "minLength": 1}}]}
+    policy = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["policy", "match", "actions"],
+        "properties": {
+            "policy": {"type": "string", "minLength": 1},
+            "desc": {"type": "string"},
+            "enabled": {"type": "boolean", "default": True},
+            "override": {"type": "boolean", "default": False},
+            "match": {
+                "type": "object", "additionalProperties": False, "minProperties": 1,
+                "properties": {
+                    "rules": string_list,
+                    "tags": string_list,
+                    "priority": PRIORITY,
+                    "fields": {"type": "object", "additionalProperties": {
+                        "anyOf": [{"type": ["string", "integer", "boolean"]},
+                                  {"type": "array", "minItems": 1,
+                                   "items": {"type": ["string", "integer", "boolean"]}}]}},
+                    "source": {"type": "string"},
+                },
+            },
+            "actions": {"type": "array", "minItems": 1, "items": {"anyOf": actions}},
+            "dry_run": {"type": "boolean", "default": True},
+            "rate_limit": {"type": "object", "additionalProperties": False,
+                           "required": ["max"],
+                           "properties": {"max": {"type": "integer", "minimum": 1},
+                                          "per": DURATION,
+                                          "burst": {"type": "integer", "minimum": 1}}},
+            "cooldown": DURATION,
+            "on_failure": {"enum": ["continue", "stop"], "default": "continue"},
+        },
+    }
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://enforcer.dev/schemas/policy.json",
+            "title": "enforcer response policies",
+            "type": "array", "items": policy}

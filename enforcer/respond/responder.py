@@ -1,0 +1,413 @@
+"""The responder: answers alerts with the actions of matching policies, on its own worker
+thread, so that detection never waits on a response.
+
+`submit(alert)` runs on the detection thread and only does what must happen at once: select
+the matching policies (in memory), and — when a policy kills — open a pidfd on the event's
+process and check its start time, so that the process is pinned before its pid can be
+reused. Everything else (rate limits, guards, plans, retries, audit) runs on the worker. A
+full queue drops the match, counts it and audits it.
+
+Dry-run is decided here and only here: globally (`dry_run=True`), per policy, or because the
+destructive-action budget is exhausted; actions receive the verdict in `apply(plan, dry_run)`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from actions.base import (
+    COOLDOWN,
+    DONE,
+    DRY_RUN,
+    FAILED,
+    NOOP,
+    RATE_LIMITED,
+    SKIPPED,
+    SUPPRESSED,
+    AlreadyDone,
+    Plan,
+    Refused,
+)
+from actions.context import ActionContext, MissingFields
+from actions.process import IdentityMismatch, ProcessGone, ProcessHandle, expected_start
+from enforcer.alert import Alert
+from enforcer.audit.record import (
+    ACTION,
+    BREAKER,
+    DECISION,
+    DROP,
+    MATCH,
+    AuditRecord,
+    AuditSink,
+    new_match_id,
+)
+from enforcer.errors import ActionError
+from enforcer.policy.budget import Budget
+from enforcer.policy.guards import Guards
+from enforcer.policy.model import ActionStep, Policy, PolicySet
+from enforcer.policy.ratelimit import Cooldowns, TokenBucket
+from enforcer.priority import Priority
+from enforcer.respond.retry import RetryLog, RetryPolicy, call_with_retries
+from enforcer.respond.services import Services
+
+BREAKER_RULE = "Enforcer response budget exhausted"
+
+
+class _Job:
+    __slots__ = ("alert", "policies", "match_id", "process", "received_ns", "digest")
+
+    def __init__(self, alert: Alert, policies: list[Policy], match_id: str, process: Any,
+                 digest: str | None = None):
+        self.alert = alert
+        self.policies = policies
+        self.match_id = match_id
+        self.process = process
+        self.received_ns = time.time_ns()
+        self.digest = digest  # of the policy set that selected `policies`
+
+
+_STOP = object()
+
+
+class Responder:
+    """Policy-driven responses with guards, budgets, rate limits, retries and audit."""
+
+    def __init__(self, policies: PolicySet, audit: AuditSink, *, dry_run: bool = False,
+                 node_name: str | None = None, guards: Guards | None = None,
+                 budget: Budget | None = None, queue_size: int = 4096,
+                 services: Services | None = None, retry: RetryPolicy | None = None,
+                 state_dir: str | Path = "/run/enforcer",
+                 snapshot_dir: str | Path = "/var/lib/enforcer/snapshots",
+                 on_critical: Callable[[Alert], Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 hostname: str = "", policy_digest: str | None = None):
+        self.policies = policies
+        self.policy_digest = policy_digest
+        self.clock = clock
+        self.audit = audit
+        self.dry_run = dry_run
+        self.node_name = node_name
+        self.guards = guards or Guards(node_name=node_name)
+        self.budget = budget or Budget()
+        self.services = services or Services()
+        self.retry = retry or RetryPolicy()
+        self.state_dir = Path(state_dir)
+        self.snapshot_dir = Path(snapshot_dir)
+        self.on_critical = on_critical or _print_critical
+        self.hostname = hostname
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.buckets = {p.name: TokenBucket(p.rate_limit.max, p.rate_limit.per,
+                                            p.rate_limit.burst, clock)
+                        for p in policies.policies if p.rate_limit}
+        self.cooldowns = Cooldowns(clock)
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.count_lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self._kills = {p.name for p in policies.policies
+                       if any(s.name == "kill" for s in p.actions)}
+        self._active = (policies, policy_digest)
+
+    def use_policies(self, policies: PolicySet, digest: str | None = None) -> None:
+        """Switch to a new policy set (hot reload) without stopping: matches submitted from
+        now on are decided by it; queued ones finish with the set that selected them. A
+        policy that keeps its name and rate limit keeps its bucket, so a reload never
+        refills a rate limit."""
+        buckets = {}
+        for p in policies.policies:
+            if not p.rate_limit:
+                continue
+            rate = p.rate_limit
+            old = self.buckets.get(p.name)
+            if old is not None and (old.capacity, old.refill) == (float(rate.burst),
+                                                                  rate.max / rate.per):
+                continue
+            buckets[p.name] = TokenBucket(rate.max, rate.per, rate.burst, self.clock)
+        kills = {p.name for p in policies.policies if any(s.name == "kill" for s in p.actions)}
+        # Buckets first (queued matches of a removed policy keep theirs), then the one
+        # (policies, digest) pair that submit() reads.
+        self.buckets = {**self.buckets, **buckets}
+        self._kills = self._kills | kills
+        self._active = (policies, digest)
+        self.policies, self.policy_digest = policies, digest
+        self._kills = kills
+
+    # -- detection thread ------------------------------------------------------------------
+
+    def submit(self, alert: Alert) -> None:
+        """Hand an alert over; never blocks. Unmatched alerts cost one policy scan."""
+        policy_set, digest = self._active
+        policies = policy_set.select(alert)
+        if not policies:
+            return
+        process: Any = None
+        if any(p.name in self._kills for p in policies):
+            process = _pin_process(alert)
+        job = _Job(alert, policies, new_match_id(), process, digest)
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            _close(process)
+            self._count("match", "dropped")
+            self._record(AuditRecord(
+                kind=DROP, match_id=job.match_id, outcome="dropped", rule=alert.rule,
+                priority=alert.priority.display, trace_id=alert.trace_id,
+                reason="responder queue full", event_time_ns=alert.time_ns,
+                policy_digest=digest,
+                detail={"policies": [p.name for p in policies],
+                        "queue_size": self.queue.maxsize}))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Responder:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="enforcer-responder",
+                                           daemon=True)
+            self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish queued matches (up to `timeout`), then stop the worker."""
+        if self.thread is None:
+            return
+        try:
+            self.queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            pass
+        self.thread.join(timeout)
+        self.thread = None
+
+    def drain(self) -> None:
+        """Block until every submitted match has been handled (tests, replay)."""
+        self.queue.join()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for the stop summary: matches, drops, decisions, and actions by outcome."""
+        with self.count_lock:
+            counts = dict(self.counts)
+        actions: dict[str, dict[str, int]] = {}
+        decisions: dict[str, int] = {}
+        for (kind, outcome), n in counts.items():
+            if kind == "match":
+                continue
+            if kind == "decision":
+                decisions[outcome] = n
+            else:
+                actions.setdefault(kind, {})[outcome] = n
+        return {"matches": counts.get(("match", "queued"), 0),
+                "dropped": counts.get(("match", "dropped"), 0),
+                "decisions": decisions, "actions": actions,
+                "budget_tripped": self.budget.tripped}
+
+    def summary(self) -> str:
+        """One line for the stop summary: matches, drops, decisions, actions by outcome."""
+        stats = self.stats()
+        parts = [f"{stats['matches']} matches answered", f"{stats['dropped']} dropped"]
+        parts += [f"{n} {what}" for what, n in sorted(stats["decisions"].items())]
+        for action, outcomes in sorted(stats["actions"].items()):
+            detail = ", ".join(f"{o} {n}" for o, n in sorted(outcomes.items()))
+            parts.append(f"{action}: {detail}")
+        if stats["budget_tripped"]:
+            parts.append("BUDGET EXHAUSTED: dry-run since")
+        return "responses: " + "; ".join(parts)
+
+    # -- worker ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        _raise_priority()
+        while True:
+            job = self.queue.get()
+            try:
+                if job is _STOP:
+                    return
+                self._handle(job)
+            except Exception as exc:  # never let one match kill the worker
+                print(f"enforcer: responder error: {exc!r}", file=sys.stderr)
+            finally:
+                self.queue.task_done()
+
+    def _handle(self, job: _Job) -> None:
+        alert = job.alert
+        self._count("match", "queued")
+        try:
+            # where the time went: event -> submit (detection), submit -> here (queue)
+            now = time.time_ns()
+            self._record(self._base(job, MATCH, "matched",
+                                    detail={"policies": [p.name for p in job.policies],
+                                            "detection_ms": (job.received_ns - alert.time_ns)
+                                            / 1e6,
+                                            "queue_ms": (now - job.received_ns) / 1e6},
+                                    duration_ns=now - alert.time_ns))
+            for policy in job.policies:
+                self._answer(job, policy)
+        finally:
+            _close(job.process)
+
+    def _answer(self, job: _Job, policy: Policy) -> None:
+        bucket = self.buckets.get(policy.name)
+        if bucket is not None and not bucket.take():
+            self._count("decision", RATE_LIMITED)
+            rate = policy.rate_limit
+            self._record(self._base(job, DECISION, RATE_LIMITED, policy=policy.name,
+                                    reason=f"rate limit {rate.max} per {rate.per:g}s "
+                                           f"(burst {rate.burst}) reached"))
+            return
+        dry_run = self.dry_run or policy.dry_run or self.budget.tripped
+        why = ("global dry-run" if self.dry_run else "policy dry_run" if policy.dry_run
+               else "budget exhausted" if self.budget.tripped else None)
+        self._count("decision", "act")
+        self._record(self._base(job, DECISION, "act", policy=policy.name, dry_run=dry_run,
+                                reason=why,
+                                detail={"actions": [s.name for s in policy.actions]}))
+        results: dict[str, Any] = {}
+        for index, step in enumerate(policy.actions):
+            status = self._run_action(job, policy, index, step, dry_run, results)
+            if status == FAILED and policy.on_failure == "stop":
+                self._record(self._base(job, DECISION, "stopped", policy=policy.name,
+                                        reason=f"{step.name} failed and on_failure is stop"))
+                break
+            dry_run = dry_run or self.budget.tripped
+
+    def _run_action(self, job: _Job, policy: Policy, index: int, step: ActionStep,
+                    dry_run: bool, results: dict[str, Any]) -> str:
+        action = step.action
+        started = time.time_ns()
+        rec = self._base(job, ACTION, "", policy=policy.name, action=step.name,
+                         dry_run=dry_run)
+        rec.index = index
+        rec.start_ns = started
+        event = job.alert.event or {}
+        plan: Plan | None = None
+        try:
+            missing = action.missing_fields(event)
+            if missing:
+                raise MissingFields(missing)
+            key = (policy.name, index) + tuple(str(event.get(f)) for f in action.target_fields)
+            if policy.cooldown:
+                left = self.cooldowns.active(key)
+                if left:
+                    rec.outcome, rec.reason = COOLDOWN, f"same target acted on; {left:.1f}s left"
+                    return self._finish(rec, started)
+            context = ActionContext(alert=job.alert, policy=policy.name,
+                                    node_name=self.node_name, guards=self.guards,
+                                    services=self.services, process=job.process,
+                                    state_dir=self.state_dir, snapshot_dir=self.snapshot_dir,
+                                    results=results)
+            log = RetryLog()
+            plan = call_with_retries(lambda: action.plan(context), self.retry, log)
+            rec.target, rec.render = plan.target, plan.render
+            if action.destructive and not dry_run and not self.budget.consume():
+                dry_run = True
+                rec.reason = "destructive-action budget exhausted: switched to dry-run"
+                self._trip(job, step.name)
+            rec.dry_run = dry_run
+            outcome = call_with_retries(lambda: action.apply(plan, dry_run), self.retry, log)
+            rec.outcome, rec.message = outcome.status, outcome.message
+            rec.detail = outcome.detail or None
+            rec.retries = log.retries
+            if log.retries:
+                rec.detail = dict(rec.detail or {}, retry_waits=log.waits,
+                                  retry_errors=log.errors)
+            if policy.cooldown and outcome.status in (DONE, DRY_RUN):
+                self.cooldowns.start(key, policy.cooldown)
+        except MissingFields as exc:
+            rec.outcome, rec.reason = SKIPPED, str(exc)
+            rec.detail = {"missing_fields": exc.fields}
+        except Refused as exc:
+            rec.outcome, rec.guard, rec.reason = SUPPRESSED, exc.guard, str(exc)
+        except AlreadyDone as exc:
+            rec.outcome, rec.message = NOOP, str(exc)
+        except ActionError as exc:
+            rec.outcome, rec.error = FAILED, str(exc)
+        except Exception as exc:  # an action bug must not stop the responder
+            rec.outcome, rec.error = FAILED, f"{type(exc).__name__}: {exc}"
+        finally:
+            if plan is not None:
+                action.release(plan)
+        results[step.name] = rec.outcome
+        return self._finish(rec, started)
+
+    def _finish(self, rec: AuditRecord, started: int) -> str:
+        rec.duration_ns = time.time_ns() - started
+        self._count(rec.action or "?", rec.outcome)
+        self._record(rec)
+        return rec.outcome
+
+    def _trip(self, job: _Job, action: str) -> None:
+        with self.count_lock:
+            first = not getattr(self, "_tripped_reported", False)
+            self._tripped_reported = True
+        if not first:
+            return
+        message = (f"destructive-action budget exhausted ({self.budget.tripped_reason}); "
+                   f"the agent is now in dry-run until restarted (last: {action} for rule "
+                   f"{job.alert.rule!r})")
+        self._record(self._base(job, BREAKER, "tripped", reason=message, dry_run=True,
+                                detail={"limit": self.budget.limit,
+                                        "window_s": self.budget.window}))
+        alert = Alert(rule=BREAKER_RULE, priority=Priority.CRITICAL, output=message,
+                      output_fields={"budget.limit": self.budget.limit,
+                                     "budget.window": self.budget.window},
+                      time_ns=time.time_ns(), source="enforcer", tags=("enforcer",),
+                      hostname=self.hostname)
+        try:
+            self.on_critical(alert)
+        except Exception as exc:
+            print(f"enforcer: critical alert output failed: {exc!r}", file=sys.stderr)
+
+    def _base(self, job: _Job, kind: str, outcome: str, **extra: Any) -> AuditRecord:
+        alert = job.alert
+        return AuditRecord(kind=kind, match_id=job.match_id, outcome=outcome, rule=alert.rule,
+                           priority=alert.priority.display, trace_id=alert.trace_id,
+                           event_time_ns=alert.time_ns, policy_digest=job.digest, **extra)
+
+    def _record(self, rec: AuditRecord) -> None:
+        try:
+            self.audit.record(rec)
+        except Exception as exc:
+            print(f"enforcer: audit failed: {exc!r}", file=sys.stderr)
+
+    def _count(self, kind: str, outcome: str) -> None:
+        with self.count_lock:
+            self.counts[(kind, outcome)] += 1
+
+
+def _raise_priority(nice: int = -10) -> None:
+    """A response should not queue behind the node's workloads: raise the worker thread's
+    scheduling priority when allowed (root); otherwise carry on as is."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (OSError, AttributeError):
+        pass
+
+
+def _pin_process(alert: Alert) -> Any:
+    """Open the pidfd now, on the detection thread: a ProcessHandle, or the reason not."""
+    event = alert.event
+    if event is None:
+        return None
+    pid = event.get("proc.pid")
+    if pid in (None, ""):
+        return None
+    try:
+        return ProcessHandle.open(int(pid), expected_start(event))
+    except (ProcessGone, IdentityMismatch) as exc:
+        return exc
+    except (OSError, ValueError):
+        return None
+
+
+def _close(process: Any) -> None:
+    if isinstance(process, ProcessHandle):
+        process.close()
+
+
+def _print_critical(alert: Alert) -> None:
+    print(alert.text_line, file=sys.stderr, flush=True)

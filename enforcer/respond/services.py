@@ -1,0 +1,35 @@
+"""Adapters for actions, created on first use so that a policy set without Kubernetes
+actions never needs a cluster, and one without quarantine never opens netlink."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+
+class Services:
+    """`kube`: enforcer.adapters.kube.KubeAdapter; `netlink`: enforcer.adapters.netlink.
+
+    Tests and embedders pass ready adapters; otherwise they are built from the environment
+    (in-cluster service account, or KUBECONFIG) when an action first asks."""
+
+    def __init__(self, kube: Any = None, netlink: Any = None):
+        self._kube = kube
+        self._netlink = netlink
+        self._lock = threading.Lock()
+
+    @property
+    def kube(self) -> Any:
+        with self._lock:
+            if self._kube is None:
+                from enforcer.adapters.kube import KubeAdapter
+                self._kube = KubeAdapter.from_environment()
+            return self._kube
+
+    @property
+    def netlink(self) -> Any:
+        with self._lock:
+            if self._netlink is None:
+                from enforcer.adapters import netlink
+                self._netlink = netlink
+            return self._netlink

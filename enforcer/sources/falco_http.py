@@ -1,0 +1,407 @@
+"""The falco-http input: take alerts from a Falco that already runs, and answer them.
+
+Falco's `http_output` (with `json_output: true`) and Falcosidekick's webhook output POST one
+alert per request, as JSON: `{"output", "priority", "rule", "time", "output_fields",
+"source", "tags", "hostname"}` (Falcosidekick adds a `uuid`). Each body becomes an
+`enforcer.alert.Alert` whose event is the alert's `output_fields` (Falco field names, null
+meaning missing), and goes to the same policies and responder as a detection of our own.
+
+Anyone who can POST here can make the agent act, so unless every action is dry-run the
+input refuses to start without authentication: a shared token (`Authorization: Bearer
+TOKEN`, which Falcosidekick's webhook output sends with its custom headers) or mutual TLS
+(client certificates signed by a CA we are given, which Falco's http_output sends with
+`mtls: true`). Answers:
+200 accepted, 400 not a Falco alert, 401 bad or missing token, 404 wrong path, 405 wrong
+method, 411 no Content-Length, 413 body too large, 503 the responder refused it. Every
+answer is counted by status code.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+from enforcer.alert import Alert
+from enforcer.http_server import parse_addr
+from enforcer.priority import Priority
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADDR = "0.0.0.0:2803"  # Falco Talon's port: users repoint an existing http_output
+DEFAULT_MAX_BODY = 1 << 20     # Falco alerts are a few KiB; 1 MiB leaves room for big fields
+SOURCE_NAME = "falco-http"
+
+# Falco prefixes `output` with the time (`HH:MM:SS.nnnnnnnnn` or, with time_format_iso_8601,
+# an ISO stamp) and the priority word; Alert.output holds the rule's text alone.
+_PREFIX = re.compile(
+    r"^(?:\d{2}:\d{2}:\d{2}\.\d{9}|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{4}"
+    r"|[+-]\d{2}:\d{2})?): (?:Emergency|Alert|Critical|Error|Warning|Notice|Informational|"
+    r"Info|Debug) ", re.IGNORECASE)
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?"
+                      r"(Z|[+-]\d{2}:\d{2})$")
+
+
+class AlertPayloadError(ValueError):
+    """The body is not a Falco alert; the message says which part is wrong."""
+
+
+class IntakeConfigError(Exception):
+    """The input cannot start as configured; the message says what to change."""
+
+
+def parse_falco_time(text: str) -> int:
+    """Falco's RFC 3339 `time` (nanosecond precision) -> nanoseconds since the epoch."""
+    match = _RFC3339.match(text.strip())
+    if not match:
+        raise AlertPayloadError(f"'time' {text!r} is not an RFC 3339 timestamp like "
+                                "2024-03-25T19:09:52.621653995Z")
+    stamp, fraction, zone = match.groups()
+    zone = "+00:00" if zone == "Z" else zone
+    try:
+        seconds = int(datetime.fromisoformat(stamp + zone).timestamp())
+    except ValueError as exc:
+        raise AlertPayloadError(f"'time' {text!r}: {exc}") from None
+    nanos = int((fraction or "0").ljust(9, "0"))
+    return seconds * 1_000_000_000 + nanos
+
+
+def alert_from_falco_json(doc: Any) -> Alert:
+    """Build an Alert from a decoded Falco alert. Raises AlertPayloadError."""
+    if not isinstance(doc, dict):
+        raise AlertPayloadError("expected a JSON object (one Falco alert per request)")
+    rule = doc.get("rule")
+    if not isinstance(rule, str) or not rule:
+        raise AlertPayloadError("'rule' is missing or not a string; is this a Falco alert "
+                                "with json_output enabled?")
+    raw_priority = doc.get("priority")
+    if not isinstance(raw_priority, str):
+        raise AlertPayloadError("'priority' is missing or not a string")
+    try:
+        priority = Priority.parse(raw_priority)
+    except ValueError as exc:
+        raise AlertPayloadError(str(exc)) from None
+    fields = doc.get("output_fields", {})
+    if fields is None:
+        fields = {}
+    if not isinstance(fields, dict):
+        raise AlertPayloadError("'output_fields' must be an object of field name -> value")
+    tags = doc.get("tags", [])
+    if tags is None:
+        tags = []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise AlertPayloadError("'tags' must be a list of strings")
+    output = doc.get("output", "")
+    if not isinstance(output, str):
+        raise AlertPayloadError("'output' must be a string")
+    source = doc.get("source") or "syscall"
+    hostname = doc.get("hostname") or ""
+    if not isinstance(source, str) or not isinstance(hostname, str):
+        raise AlertPayloadError("'source' and 'hostname' must be strings")
+
+    if isinstance(doc.get("time"), str):
+        time_ns = parse_falco_time(doc["time"])
+    elif isinstance(fields.get("evt.time"), int):
+        time_ns = fields["evt.time"]
+    else:
+        time_ns = time.time_ns()
+
+    return Alert(
+        rule=rule,
+        priority=priority,
+        output=_PREFIX.sub("", output, count=1).rstrip("\n"),
+        output_fields=fields,
+        time_ns=time_ns,
+        source=source,
+        tags=tuple(tags),
+        hostname=hostname,
+        # The event the policies read: Falco's own field names and values, as sent. Falco
+        # writes null for a field it could not resolve, which dict.get makes "missing".
+        event=dict(fields),
+    )
+
+
+def parse_falco_alert(body: bytes) -> Alert:
+    """Decode one request body into an Alert. Raises AlertPayloadError."""
+    try:
+        doc = json.loads(body)
+    except UnicodeDecodeError:
+        raise AlertPayloadError("body is not UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise AlertPayloadError(f"body is not JSON ({exc.msg} at line {exc.lineno} column "
+                                f"{exc.colno}); set json_output: true in falco.yaml") from None
+    return alert_from_falco_json(doc)
+
+
+@dataclass(frozen=True)
+class FalcoHttpConfig:
+    addr: str = DEFAULT_ADDR
+    token: str | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    path: str = "/"
+    read_timeout: float = 10.0  # seconds a client may take to send its request
+    tls_cert: str | None = None   # serve HTTPS with this certificate chain (PEM)
+    tls_key: str | None = None    # and this key (PEM; default: in tls_cert)
+    client_ca: str | None = None  # require client certificates signed by this CA (mTLS)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context, or None for plain HTTP. Raises IntakeConfigError."""
+        if not self.tls_cert:
+            if self.client_ca:
+                raise IntakeConfigError("client certificates (mTLS) need TLS: give the "
+                                        "server certificate too (--falco-http-tls-cert)")
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+            if self.client_ca:
+                context.load_verify_locations(self.client_ca)
+                context.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise IntakeConfigError(f"falco-http TLS files could not be loaded: {exc}") from None
+        return context
+
+
+def check_intake_auth(config: FalcoHttpConfig, acting: bool) -> None:
+    """Refuse to start an unauthenticated intake that can trigger real actions.
+
+    `acting` is True when any loaded policy would act (neither --dry-run nor every policy
+    dry_run). Raises IntakeConfigError with what to do.
+    """
+    if config.token is not None and not config.token.strip():
+        raise IntakeConfigError("the falco-http token is empty; give a real secret or none")
+    if config.client_ca and not config.tls_cert:
+        raise IntakeConfigError("client certificates (mTLS) need TLS: give the server "
+                                "certificate too (--falco-http-tls-cert)")
+    if acting and not (config.token or config.client_ca):
+        raise IntakeConfigError(
+            "refusing to start --source falco-http without authentication: policies are "
+            "not all dry-run, so anyone who can reach this port could make the agent kill "
+            "processes or delete pods by posting a fake alert. Either set a shared token "
+            "(--falco-http-token-file FILE or ENFORCER_FALCO_HTTP_TOKEN) that the sender "
+            "puts in 'Authorization: Bearer TOKEN' (Falcosidekick: webhook.customHeaders), "
+            "or require client certificates (--falco-http-tls-cert, --falco-http-tls-key, "
+            "--falco-http-client-ca; Falco: http_output.mtls), or run with --dry-run.")
+
+
+class IntakeMetrics(Protocol):
+    def intake_request(self, code: int | str) -> None: ...
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _IntakeServer
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        self.request.settimeout(self.server.intake.config.read_timeout)
+        context = self.server.ssl_context
+        if context is not None:
+            # The handshake runs here, on this request's thread, never on the accept loop.
+            try:
+                self.request = context.wrap_socket(self.request, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                self.server.intake.count("tls_refused")
+                log.info("falco-http: TLS handshake with %s refused: %s",
+                         self.client_address[0], exc)
+                raise
+        super().setup()
+
+    def handle_expect_100(self) -> bool:
+        # Refuse an oversized body before the client sends it.
+        length = self._content_length()
+        if length is not None and length > self.server.intake.config.max_body:
+            self._reply(413, self._too_large(length), close=True)
+            return False
+        return super().handle_expect_100()
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        intake = self.server.intake
+        config = intake.config
+        if self.path.split("?", 1)[0] != config.path:
+            self._drain_or_close()
+            self._reply(404, f"no alert intake at {self.path}; POST to {config.path}")
+            return
+        if config.token and not self._authorized(config.token):
+            self._drain_or_close()
+            self._reply(401, "missing or wrong bearer token", close=False,
+                        extra={"WWW-Authenticate": 'Bearer realm="enforcer"'})
+            return
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._reply(411, "send the alert with a Content-Length", close=True)
+            return
+        length = self._content_length()
+        if length is None:
+            self._reply(411, "send the alert with a valid Content-Length", close=True)
+            return
+        if length > config.max_body:
+            self._reply(413, self._too_large(length), close=True)
+            return
+        try:
+            body = self.rfile.read(length)
+        except (TimeoutError, ConnectionError):
+            self.close_connection = True
+            intake.count(408)
+            return
+        if len(body) < length:
+            self._reply(400, "body shorter than its Content-Length", close=True)
+            return
+        try:
+            alert = parse_falco_alert(body)
+        except AlertPayloadError as exc:
+            self._reply(400, f"not a Falco alert: {exc}")
+            return
+        try:
+            intake.on_alert(alert)
+        except Exception as exc:  # noqa: BLE001 - the sender gets a 503, the agent goes on
+            log.warning("falco-http: the responder did not take the alert for rule %r: %s",
+                        alert.rule, exc)
+            self._reply(503, "alert not taken; retry later")
+            return
+        self._reply(200, "accepted")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._not_allowed()
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
+
+    def _not_allowed(self) -> None:
+        self._drain_or_close()
+        self._reply(405, f"{self.command} not allowed; POST one Falco alert as JSON",
+                    extra={"Allow": "POST"})
+
+    def _authorized(self, token: str) -> bool:
+        scheme, _, given = self.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), token.encode())
+
+    def _content_length(self) -> int | None:
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            return None
+        return value if value >= 0 else None
+
+    def _too_large(self, length: int) -> str:
+        limit = self.server.intake.config.max_body
+        return f"body of {length} bytes exceeds the limit of {limit} bytes"
+
+    def _drain_or_close(self) -> None:
+        # Keep-alive is only safe when the unread body is consumed; small ones are.
+        length = self._content_length() or 0
+        if 0 < length <= self.server.intake.config.max_body:
+            try:
+                self.rfile.read(length)
+                return
+            except OSError:
+                pass
+        if length:
+            self.close_connection = True
+
+    def _reply(self, code: int, message: str, close: bool = False,
+               extra: dict[str, str] | None = None) -> None:
+        # Counted before answering, so a client that saw the answer sees the count.
+        self.server.intake.count(code)
+        body = (json.dumps({"code": code, "message": message}) + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        log.debug("falco-http %s: " + format, self.client_address[0], *args)
+
+
+class _IntakeServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, intake: FalcoHttpSource):
+        self.intake = intake
+        self.ssl_context = intake.config.ssl_context()
+        host, port = parse_addr(intake.config.addr)
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A refused handshake or a client that went away is counted, not a traceback.
+        log.debug("falco-http: request from %s ended early", client_address)
+
+
+class FalcoHttpSource:
+    """Listens for Falco alerts and hands each to `on_alert` (which must not block long:
+    give it the responder's non-blocking submit)."""
+
+    def __init__(self, config: FalcoHttpConfig, on_alert: Callable[[Alert], object],
+                 metrics: IntakeMetrics | None = None):
+        self.config = config
+        self.on_alert = on_alert
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self.responses: Counter[int | str] = Counter()  # by status code (or tls_refused)
+        self._server = _IntakeServer(self)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="falco-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def auth_description(self) -> str:
+        kinds = []
+        if self.config.token:
+            kinds.append("bearer token")
+        if self.config.client_ca:
+            kinds.append("client certificate")
+        return " + ".join(kinds) or "none"
+
+    def count(self, code: int | str) -> None:
+        with self._lock:
+            self.responses[code] += 1
+        if self._metrics is not None:
+            self._metrics.intake_request(code)
+
+    def start(self) -> FalcoHttpSource:
+        self._thread.start()
+        log.info("falco-http: listening on %s (auth: %s)", self.config.addr,
+                 self.auth_description)
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_falco_http(config: FalcoHttpConfig, on_alert: Callable[[Alert], object], *,
+                     acting: bool, metrics: IntakeMetrics | None = None) -> FalcoHttpSource:
+    """Check authentication against `acting`, bind, and start serving in the background.
+
+    Raises IntakeConfigError (refusal to run unauthenticated while acting; the CLI exits 2
+    with its message) or OSError (address in use, permission; the CLI exits 3).
+    """
+    check_intake_auth(config, acting)
+    return FalcoHttpSource(config, on_alert, metrics).start()

@@ -1,0 +1,217 @@
+"""Fixtures for the observability tests: a real OTLP/HTTP trace receiver, HTTP servers that
+answer, fail or hang on demand, and helpers to build alerts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from enforcer.alert import Alert
+from enforcer.priority import Priority
+
+
+@dataclass
+class ReceivedSpan:
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    status_code: int
+    events: list[tuple[str, dict[str, Any]]]
+    start_ns: int
+    end_ns: int
+
+
+def _value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    return getattr(v, kind) if kind else None
+
+
+def _attrs(kvs: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in kvs}
+
+
+@dataclass
+class OtlpReceiver:
+    """A local OTLP/HTTP collector: decodes ExportTraceServiceRequest protobufs."""
+
+    port: int = 0
+    spans: list[ReceivedSpan] = field(default_factory=list)
+    requests: int = 0
+    content_types: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    arrived: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def add(self, body: bytes) -> None:
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        got = []
+        for rs in request.resource_spans:
+            resource = _attrs(rs.resource.attributes)
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    got.append(ReceivedSpan(
+                        trace_id=s.trace_id.hex(), span_id=s.span_id.hex(),
+                        parent_span_id=s.parent_span_id.hex(), name=s.name,
+                        attributes=_attrs(s.attributes), resource=resource,
+                        status_code=s.status.code,
+                        events=[(e.name, _attrs(e.attributes)) for e in s.events],
+                        start_ns=s.start_time_unix_nano, end_ns=s.end_time_unix_nano))
+        with self.arrived:
+            self.requests += 1
+            self.spans.extend(got)
+            self.arrived.notify_all()
+
+    def wait_for(self, predicate: Callable[[list[ReceivedSpan]], bool],
+                 timeout: float = 30.0) -> list[ReceivedSpan]:
+        """Wait until the received spans satisfy `predicate` (fails the test otherwise)."""
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while not predicate(self.spans):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"OTLP receiver: condition not met; got {len(self.spans)} "
+                                f"span(s): {[s.name for s in self.spans]}")
+                self.arrived.wait(left)
+            return list(self.spans)
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            receiver.content_types.append(self.headers.get("Content-Type", ""))
+            if self.path != "/v1/traces":
+                self.send_response(404)
+                self.end_headers()
+                return
+            receiver.add(body)
+            out = ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    receiver.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Recorder:
+    """A local HTTP server that records requests and answers with scripted codes; when
+    `hang` is set it holds requests open until `release` is set."""
+
+    port: int = 0
+    bodies: list[bytes] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    codes: list[int] = field(default_factory=list)  # answers to give, in order; then 200
+    hang: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    hanging: int = 0
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def wait(self, predicate: Callable[[Recorder], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"HTTP recorder: condition not met ({len(self.bodies)} "
+                                "requests)")
+                self.cond.wait(left)
+
+
+@pytest.fixture
+def http_recorder() -> Iterator[Recorder]:
+    rec = Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with rec.cond:
+                rec.bodies.append(body)
+                rec.headers.append({k: v for k, v in self.headers.items()})
+                code = rec.codes.pop(0) if rec.codes else 200
+                if rec.hang.is_set():
+                    rec.hanging += 1
+                rec.cond.notify_all()
+            if rec.hang.is_set():
+                rec.release.wait(60)
+            reply = json.dumps({"code": code}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    rec.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield rec
+    rec.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def make_alert(rule: str = "Terminal shell in container",
+               priority: Priority = Priority.NOTICE, **fields: Any) -> Alert:
+    output_fields = {"proc.name": "bash", "proc.pid": 4242, "container.id": "1e579f838ea3",
+                     "k8s.ns.name": "prod", "k8s.pod.name": "web-7d9c-abcde",
+                     "evt.type": "execve"}
+    output_fields.update(fields)
+    return Alert(rule=rule, priority=priority,
+                 output="A shell was spawned in a container with an attached terminal",
+                 output_fields=output_fields, time_ns=time.time_ns(),
+                 tags=("container", "shell", "mitre_execution"), hostname="node-1",
+                 event=dict(output_fields))
+
+
+@pytest.fixture
+def alert_factory() -> Callable[..., Alert]:
+    return make_alert
