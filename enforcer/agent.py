@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TextIO
 
 from enforcer.alert import Alert
-from enforcer.kernel_filter import open_filter_for
+from enforcer.kernel_filter import open_filter_for, sends_need_address
 from enforcer.sources.ebpf import Attachment, EbpfSource, available_syscalls, plan
 from enforcer.sources.probe import ProbeConfig
 from enforcer.state.cgroup_ids import CgroupIds, cgroup2_mount
@@ -110,9 +110,11 @@ class Agent:
         self.stderr = stderr or sys.stderr
         base = probe_config or ProbeConfig(agent_tgid=os.getpid())
         if kernel_filter:
+            rules = list(rules)
             filt = open_filter_for(rules)
             if filt is not None:
                 base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
+            base = replace(base, sends_need_address=sends_need_address(rules))
         self._base_config = base
         self.probe_config = base
         self.attachment = Attachment((), ())
