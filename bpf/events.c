@@ -60,6 +60,7 @@ BPF_LPM_TRIE(open_prefixes, struct lpm_key_t, u16, OPEN_PREFIX_ENTRIES);
 #define SUFFIX_LEN 32
 #define N_SUFFIXES OPEN_SUFFIX_COUNT
 #define SUFFIX_CLASSES OPEN_SUFFIX_CLASSES
+#define PREFIX_CLASSES OPEN_PREFIX_CLASSES
 struct suffix_t {
     u32 len;
     u16 classes;
@@ -220,32 +221,47 @@ static __always_inline u32 open_class(long flags) {
     return cls;
 }
 
-// Whether an open of path1 with these flags could matter to a loaded rule. Relative paths
-// are always kept: only userspace knows the directory they resolve against.
+// Whether an open of path1 with these flags could matter to a loaded rule.
+//
+// A relative path resolves against a directory only userspace knows (the cwd or dirfd),
+// so any prefix could match it: it passes when its class is in any prefix's set
+// (PREFIX_CLASSES). Otherwise only suffixes can match, and the resolved name ends with
+// the raw path (or with "/" + the raw path) as long as the raw path has no `.`/`..`
+// component, no `//` and no trailing `/`, which is checked below for every path.
 static __always_inline int open_wanted(struct event_t *e, long flags) {
 #if OPEN_FILTER
     if (e->p1ptr)
         return 1;  // not read yet: decided at exit
-    if (e->path1[0] != '/' || e->len1 > LPM_DATA)
+    u32 cls = open_class(flags);
+    int relative = e->path1[0] != '/';
+    if (relative && (((PREFIX_CLASSES >> cls) & 1) || e->len1 <= 1))
         return 1;
-    // userspace normalises `.`, `..` and `//` before rules see the path: such paths
-    // cannot be judged by their raw prefix. Any `..` passes too, so that rules about
-    // traversal in the raw path (fd.nameraw contains "../") never need the trie.
+    if (e->len1 > LPM_DATA)
+        return 1;
+    // userspace normalises `.` and `..` components, `//` and a trailing `/` before rules
+    // see the path: such paths cannot be judged by their raw text. Any `..` passes too,
+    // so that rules about traversal in the raw path (fd.nameraw contains "../") never
+    // need the trie. A name that merely starts with a dot (/root/.ssh) is judged.
+    if (e->path1[0] == '.' && (e->path1[1] == '/' || e->path1[1] == 0))
+        return 1;  // "./x", "."
     for (int i = 0; i < LPM_DATA - 1; i++) {
         char c = e->path1[i];
         if (c == 0)
             break;
         char d = e->path1[i + 1];
-        if ((c == '/' && (d == '.' || d == '/')) || (c == '.' && d == '.'))
+        if (c == '.' && d == '.')
+            return 1;
+        if (c == '/' && (d == '/' || d == 0 || (d == '.' && (e->path1[i + 2] == '/' || e->path1[i + 2] == 0))))
             return 1;
     }
-    u32 n = e->len1;
-    e->lpm_len = n * 8;
-    u32 cls = open_class(flags);
-    u16 *mask = open_prefixes.lookup((struct lpm_key_t *)&e->lpm_len);
-    e->lpm_len = 0;
-    if (mask && ((*mask >> cls) & 1))
-        return 1;
+    if (!relative) {
+        u32 n = e->len1;
+        e->lpm_len = n * 8;
+        u16 *mask = open_prefixes.lookup((struct lpm_key_t *)&e->lpm_len);
+        e->lpm_len = 0;
+        if (mask && ((*mask >> cls) & 1))
+            return 1;
+    }
 #if N_SUFFIXES > 0
     if (!((SUFFIX_CLASSES >> cls) & 1))
         return 0;
@@ -253,14 +269,21 @@ static __always_inline int open_wanted(struct event_t *e, long flags) {
     for (int i = 0; i < N_SUFFIXES; i++) {
         int k = i;
         struct suffix_t *sf = open_suffixes.lookup(&k);
-        if (!sf || sf->len == 0 || sf->len > plen || !((sf->classes >> cls) & 1))
+        if (!sf || sf->len == 0 || !((sf->classes >> cls) & 1))
             continue;
-        u32 off = plen - sf->len;
+        // a relative path is compared as "/" + path: the resolved name has that slash
+        u32 skip = 0;
+        if (sf->len > plen) {
+            if (!relative || sf->len != plen + 1 || sf->s[0] != '/')
+                continue;
+            skip = 1;
+        }
+        u32 off = plen + skip - sf->len;
         int same = 1;
         for (int j = 0; j < SUFFIX_LEN; j++) {
-            if (j >= sf->len)
+            if (j + skip >= sf->len)
                 break;
-            if (e->path1[(off + j) & (PATH_SIZE - 1)] != sf->s[j]) {
+            if (e->path1[(off + j) & (PATH_SIZE - 1)] != sf->s[(j + skip) & (SUFFIX_LEN - 1)]) {
                 same = 0;
                 break;
             }

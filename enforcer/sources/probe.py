@@ -185,6 +185,8 @@ def render(config: ProbeConfig) -> str:
         "OPEN_FILTER_ENABLED": "0" if config.open_prefixes is None else "1",
         "OPEN_SUFFIX_COUNT": str(len(config.open_suffixes)),
         "OPEN_SUFFIX_CLASSES": hex(_union(config.open_suffixes.values())),
+        # relative paths may resolve below any prefix: their classes always pass
+        "OPEN_PREFIX_CLASSES": hex(_union((config.open_prefixes or {}).values())),
         "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
         "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
         "MAX_ARGV": str(MAX_ARGV),

@@ -52,3 +52,10 @@ def test_lpm_key_exact_paths_keep_their_nul() -> None:
     assert bits == 12 * 8 and data.startswith(b"/etc/shadow\0")
     bits, _ = lpm_key("/etc/")
     assert bits == 40
+
+
+def test_relative_opens_pass_for_every_class_some_prefix_wants() -> None:
+    text = render(ProbeConfig(open_prefixes={"/etc/": 0x00AA, "/var/log/": 0xC000},
+                              open_suffixes={"/cron": 0x0C00}))
+    assert "#define PREFIX_CLASSES 0xc0aa" in text
+    assert "#define SUFFIX_CLASSES 0xc00" in text

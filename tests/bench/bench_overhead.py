@@ -1,0 +1,290 @@
+"""Overhead of the live agent on workloads, measured so that a noisy shared box can be trusted
+(root; not collected by pytest). Prints tables.
+
+    sudo .venv/bin/python tests/bench/bench_overhead.py overhead [--rounds 6] [--pin]
+    sudo .venv/bin/python tests/bench/bench_overhead.py probes
+
+overhead: two workloads, (a) a tight open/close loop in C and (b) a build-like job (tar
+extract + find + gcc of a small C file), each run without and with `enforcer --dry-run`
+(bundled stable rules) running. The agent is started and stopped once per round and the
+rounds alternate their order (off/on, on/off, ...), so slow drifts of the host's load
+cancel; within a phase the two workloads alternate. For every run: wall time and the
+workload's own CPU time (user+sys of it and its children, from wait4): the kernel-side
+cost of the probes is charged to the workload's sys time, so the CPU ratio measures it
+even when other tenants make wall time swing. The agent's CPU, its kernel drops and the
+load average (before, per round, after) are printed too. --pin puts the workload on the
+last CPU and the agent on CPU 0 (both otherwise float).
+
+probes: loads the agent in this process with the bundled rules, turns on the kernel's
+BPF run-time statistics (kernel.bpf_stats_enabled) and prints, per attached program, the
+invocations and nanoseconds per invocation while the two workloads run: what each
+tracepoint costs the workload per syscall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+OPEN_LOOP = r"""
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    long n = atol(argv[2]);
+    for (long i = 0; i < n; i++) {
+        int fd = open(argv[1], O_RDONLY);
+        if (fd >= 0) close(fd);
+    }
+    return 0;
+}
+"""
+
+SMALL_C = r"""
+#include <stdio.h>
+static int fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+int main(void) { printf("%d\n", fib(20)); return 0; }
+"""
+
+
+@dataclass
+class Workloads:
+    """The two workloads, ready to run."""
+
+    work: Path
+    open_cmd: list[str]
+    build_cmd: str
+    n_open: int
+
+    def items(self) -> list[tuple[str, list[str] | str]]:
+        return [("open", self.open_cmd), ("build", self.build_cmd)]
+
+
+def prepare(n_open: int) -> Workloads:
+    """Compile the open loop and pack the tarball the build-like workload extracts."""
+    work = Path(tempfile.mkdtemp(prefix="enforcer-bench-"))
+    (work / "openloop.c").write_text(OPEN_LOOP)
+    subprocess.run(["gcc", "-O2", "-o", str(work / "openloop"), str(work / "openloop.c")],
+                   check=True)
+    (work / "file").write_text("x")
+    (work / "small.c").write_text(SMALL_C)
+    tarball = work / "src.tar"
+    subprocess.run(["tar", "-C", "/usr/include", "-cf", str(tarball), "linux", "asm-generic"],
+                   check=True)
+    build = (f"rm -rf {work}/x && mkdir {work}/x && tar -C {work}/x -xf {tarball} && "
+             f"find {work}/x -type f -name '*.h' | wc -l && "
+             f"gcc -O2 -o {work}/x/small {work}/small.c && {work}/x/small")
+    return Workloads(work, [str(work / "openloop"), str(work / "file"), str(n_open)], build,
+                     n_open)
+
+
+def timed(cmd: list[str] | str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the workload and every child it waited for)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), stdout=subprocess.DEVNULL)
+    _, status, ru = os.wait4(proc.pid, 0)  # the kernel adds reaped descendants' usage
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"workload failed: {cmd}")
+    return wall, ru.ru_utime + ru.ru_stime
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user+sys) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@dataclass
+class Samples:
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+
+class RunningAgent:
+    """`enforcer --dry-run` with the bundled rules, as a user starts it."""
+
+    def __init__(self, cpu: int | None):
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        cmd = [sys.executable, "-m", "enforcer", "--dry-run"]
+        if cpu is not None:
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.ready = ""
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            if "enforcer: ready" in line:
+                self.ready = line.strip()
+                break
+        else:
+            raise SystemExit(f"the agent did not start: {self.proc.wait()}")
+        self.cpu0, self.t0 = proc_cpu(self.proc.pid), time.monotonic()
+
+    def stop(self) -> tuple[float, float, str]:
+        """(agent CPU seconds, seconds, drop line) since start."""
+        cpu, span = proc_cpu(self.proc.pid) - self.cpu0, time.monotonic() - self.t0
+        self.proc.send_signal(signal.SIGINT)
+        summary = self.proc.communicate(timeout=300)[1]
+        drops = [x.strip() for x in summary.splitlines() if "event drop detected" in x]
+        return cpu, span, drops[0] if drops else "no drop summary: " + summary[-300:]
+
+
+def overhead(rounds: int, per_phase: int, n_open: int, pin: bool) -> None:
+    wl = prepare(n_open)
+    ncpu = os.cpu_count() or 1
+    agent_cpu = 0 if pin else None
+    if pin:
+        os.sched_setaffinity(0, {ncpu - 1})  # the workloads inherit it
+    where = f"workload pinned to CPU {ncpu - 1}, agent to CPU 0" if pin else "unpinned"
+    print(f"load average before: {load()}; {ncpu} CPUs; {where}")
+    for _name, cmd in wl.items():  # warm the page cache and gcc
+        timed(cmd)
+    samples = {(name, on): Samples() for name, _ in wl.items() for on in (False, True)}
+    agent_cpu_s = agent_span = 0.0
+    drop_lines = []
+
+    def phase(on: bool) -> None:
+        for _ in range(per_phase):
+            for name, cmd in wl.items():
+                wall, cpu = timed(cmd)
+                samples[(name, on)].wall.append(wall)
+                samples[(name, on)].cpu.append(cpu)
+
+    for r in range(rounds):
+        order = (False, True) if r % 2 == 0 else (True, False)
+        for on in order:
+            if not on:
+                phase(False)
+                continue
+            agent = RunningAgent(agent_cpu)
+            if r == 0:
+                print(agent.ready)
+            time.sleep(1.0)  # past the start-up /proc scan
+            agent.cpu0, agent.t0 = proc_cpu(agent.proc.pid), time.monotonic()
+            phase(True)
+            cpu, span, drops = agent.stop()
+            agent_cpu_s += cpu
+            agent_span += span
+            drop_lines.append(drops)
+        print(f"round {r + 1}/{rounds} ({'off,on' if order[0] is False else 'on,off'}) "
+              f"done, load {load()}", flush=True)
+
+    print(f"load average after: {load()}")
+    print()
+    print(f"{rounds} rounds x {per_phase} runs per phase; median [min-max]; ratio = "
+          "median with / median without")
+    head = (f"{'workload':<30} {'metric':<9} {'agent off':>22} {'agent on':>22} "
+            f"{'ratio':>7} {'target':>7}")
+    print(head)
+    print("-" * len(head))
+    targets = {"open": 1.10, "build": 1.02}
+    labels = {"open": f"open/close loop ({wl.n_open:,})", "build": "build (tar x+find+gcc)"}
+    for name, _ in wl.items():
+        off, on = samples[(name, False)], samples[(name, True)]
+        for metric in ("wall", "cpu"):
+            a, b = getattr(off, metric), getattr(on, metric)
+            ratio = statistics.median(b) / statistics.median(a)
+            target = f"<={targets[name]:.2f}x" if metric == "wall" else ""
+            print(f"{labels[name]:<30} {metric + ' s':<9} {_cell(a):>22} {_cell(b):>22} "
+                  f"{ratio:>6.3f}x {target:>7}")
+    print()
+    print(f"agent CPU while measured: {agent_cpu_s:.2f}s over {agent_span:.1f}s "
+          f"({100 * agent_cpu_s / agent_span:.1f}% of one core; it also sees the rest of "
+          "the host)")
+    for i, line in enumerate(drop_lines):
+        print(f"agent run {i + 1}: {line}")
+
+
+def _cell(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.3f} [{min(xs):.3f}-{max(xs):.3f}]"
+
+
+def probes(n_open: int) -> None:
+    from enforcer.agent import Agent  # noqa: PLC0415
+    from enforcer.resources import default_rules_dir  # noqa: PLC0415
+    from enforcer.rules.engine import Engine  # noqa: PLC0415
+    from enforcer.rules.loader import load_rules  # noqa: PLC0415
+
+    wl = prepare(n_open)
+    engine = Engine(load_rules([str(default_rules_dir())]))
+    agent = Agent(engine, rules=engine.rules, stderr=open(os.devnull, "w"))  # noqa: SIM115
+    agent.open()
+    stop = threading.Event()
+    t = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    t.start()
+    agent.started.wait()
+    bpf = agent.source._probe.bpf  # type: ignore[union-attr]
+    stats = Path("/proc/sys/kernel/bpf_stats_enabled")
+    was = stats.read_text().strip()
+    stats.write_text("1")
+    try:
+        for name, cmd in wl.items():
+            before = _prog_stats(bpf)
+            events0 = agent.events
+            wall, cpu = timed(cmd)
+            time.sleep(0.3)
+            after = _prog_stats(bpf)
+            print(f"\n{name}: wall {wall:.3f}s, workload CPU {cpu:.3f}s, "
+                  f"{agent.events - events0} events reached the rules (whole host)")
+            print(f"{'program':<34} {'runs':>10} {'ns/run':>8} {'total ms':>9}")
+            total = 0
+            for prog in sorted(after, key=lambda p: before.get(p, (0, 0))[1] - after[p][1]):
+                runs = after[prog][0] - before.get(prog, (0, 0))[0]
+                ns = after[prog][1] - before.get(prog, (0, 0))[1]
+                total += ns
+                if runs:
+                    print(f"{prog:<34} {runs:>10} {ns / runs:>8.0f} {ns / 1e6:>9.1f}")
+            print(f"{'all programs (whole host)':<34} {'':>10} {'':>8} {total / 1e6:>9.1f}")
+    finally:
+        stats.write_text(was)
+        stop.set()
+        t.join(30)
+        agent.close()
+
+
+def _prog_stats(bpf: object) -> dict[str, tuple[int, int]]:
+    """{program: (run count, run ns)} from the programs' fdinfo."""
+    out = {}
+    for name, fn in bpf.funcs.items():  # type: ignore[attr-defined]
+        info = {}
+        for line in Path(f"/proc/self/fdinfo/{fn.fd}").read_text().splitlines():
+            k, _, v = line.partition(":")
+            info[k.strip()] = v.strip()
+        short = name.decode().replace("tracepoint__", "").replace("syscalls__sys_", "")
+        out[short] = (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0)))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["overhead", "probes"])
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--per-phase", type=int, default=3, help="runs of each workload per phase")
+    p.add_argument("--opens", type=int, default=500_000)
+    p.add_argument("--pin", action="store_true", help="workload on the last CPU, agent on 0")
+    a = p.parse_args()
+    if a.what == "overhead":
+        overhead(a.rounds, a.per_phase, a.opens, a.pin)
+    else:
+        probes(a.opens)
+
+
+if __name__ == "__main__":
+    main()
