@@ -221,6 +221,48 @@ static __always_inline u32 open_class(long flags) {
     return cls;
 }
 
+// 0x80 in every byte of v that is zero, 0 in the others (exact, no carries across bytes).
+#define LOW7 0x7f7f7f7f7f7f7f7fULL
+static __always_inline u64 zero_bytes(u64 v) {
+    return ~((((v & LOW7) + LOW7) | v) | LOW7);
+}
+
+static __always_inline u64 bytes_equal(u64 w, u64 c) {
+    return zero_bytes(w ^ (0x0101010101010101ULL * c));
+}
+
+// Whether a path of n chars (NUL at n) has `..`, `//`, a `/.` component or a trailing
+// `/`: eight bytes per step, each position compared with the next two.
+static __always_inline int needs_normalising(const char *p, u32 n) {
+    for (int k = 0; k < LPM_DATA / 8; k++) {
+        u32 i = k * 8;
+        if (i >= n)
+            break;
+        u64 x = *(const u64 *)&p[i];
+        u64 next = *(const u64 *)&p[i + 8];
+        u64 y = (x >> 8) | (next << 56);   // the byte after each position
+        u64 z = (x >> 16) | (next << 48);  // the byte after that
+        u64 slash = bytes_equal(x, '/');
+        u64 dot_y = bytes_equal(y, '.');
+        u64 end_z = bytes_equal(z, '/') | zero_bytes(z);
+        u64 hit = (bytes_equal(x, '.') & dot_y)
+                | (slash & (bytes_equal(y, '/') | zero_bytes(y) | (dot_y & end_z)));
+        if (n - i < 8)  // positions past the last char are not part of the path
+            hit &= (1ULL << ((n - i) * 8)) - 1;
+        if (hit)
+            return 1;
+    }
+    return 0;
+}
+
+// The bytes that follow the leading `/` in some open prefix (a bitmap in four words, all
+// ones when a prefix is shorter): most paths (/usr, /proc, /tmp...) skip the trie lookup.
+static __always_inline int second_byte_may_match(u8 c) {
+    u64 w = c < 64 ? PREFIX_BYTE1_0 : c < 128 ? PREFIX_BYTE1_1 : c < 192 ? PREFIX_BYTE1_2
+                                                                          : PREFIX_BYTE1_3;
+    return (w >> (c & 63)) & 1;
+}
+
 // Whether an open of path1 with these flags could matter to a loaded rule.
 //
 // A relative path resolves against a directory only userspace knows (the cwd or dirfd),
@@ -244,17 +286,9 @@ static __always_inline int open_wanted(struct event_t *e, long flags) {
     // need the trie. A name that merely starts with a dot (/root/.ssh) is judged.
     if (e->path1[0] == '.' && (e->path1[1] == '/' || e->path1[1] == 0))
         return 1;  // "./x", "."
-    for (int i = 0; i < LPM_DATA - 1; i++) {
-        char c = e->path1[i];
-        if (c == 0)
-            break;
-        char d = e->path1[i + 1];
-        if (c == '.' && d == '.')
-            return 1;
-        if (c == '/' && (d == '/' || d == 0 || (d == '.' && (e->path1[i + 2] == '/' || e->path1[i + 2] == 0))))
-            return 1;
-    }
-    if (!relative) {
+    if (needs_normalising(e->path1, e->len1 - 1))
+        return 1;
+    if (!relative && second_byte_may_match(e->path1[1])) {
         u32 n = e->len1;
         e->lpm_len = n * 8;
         u16 *mask = open_prefixes.lookup((struct lpm_key_t *)&e->lpm_len);

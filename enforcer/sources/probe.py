@@ -186,6 +186,7 @@ def render(config: ProbeConfig) -> str:
         "OPEN_SUFFIX_COUNT": str(len(config.open_suffixes)),
         "OPEN_SUFFIX_CLASSES": hex(_union(config.open_suffixes.values())),
         # relative paths may resolve below any prefix: their classes always pass
+        **_second_bytes(config.open_prefixes or {}),
         "OPEN_PREFIX_CLASSES": hex(_union((config.open_prefixes or {}).values())),
         "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
         "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
@@ -200,6 +201,18 @@ def render(config: ProbeConfig) -> str:
     for key in sorted(values, key=len, reverse=True):
         text = text.replace(key, values[key])
     return text
+
+
+def _second_bytes(prefixes: dict[str, int]) -> dict[str, str]:
+    """PREFIX_BYTE1_0..3: the bitmap of the bytes right after the `/` of the prefixes."""
+    bits = 0
+    for prefix in prefixes:
+        data = prefix.encode()
+        if len(data) < 2:
+            bits = (1 << 256) - 1  # "" or "/": every path may match
+            break
+        bits |= 1 << data[1]
+    return {f"PREFIX_BYTE1_{i}": hex((bits >> (64 * i)) & (2**64 - 1)) + "ULL" for i in range(4)}
 
 
 def _union(masks: Iterable[int]) -> int:

@@ -85,3 +85,26 @@ def test_relative_and_dotted_paths_are_dropped_only_when_provably_irrelevant(
     seen = _passed(tmp_path, must_pass + must_drop)
     assert {p for _, p in must_pass} <= seen
     assert not seen & {p for _, p in must_drop}
+
+
+def _needs_normalising(path: str) -> bool:
+    """What userspace's resolve() would change, or a `..` anywhere (the kernel's rule)."""
+    return (".." in path or "//" in path or "/./" in path or path.endswith(("/", "/.")))
+
+
+def test_the_word_wise_path_scan_agrees_with_the_reference(ebpf_ready: None,
+                                                           tmp_path: Path) -> None:
+    import random  # noqa: PLC0415
+
+    rng = random.Random(4)
+    paths = {"/a" + "".join(rng.choice("a./") for _ in range(rng.randint(0, 124)))
+             for _ in range(400)}
+    # every pattern on each side of an 8-byte boundary
+    for pad in range(1, 18):
+        for pat in ("..", "//", "/./", "/.", "/", "/.a", "/..a", "a.b"):
+            paths.add("/" + "b" * pad + pat)
+            paths.add("/" + "b" * pad + pat + "c" * (17 - pad))
+    opens = [("r", p) for p in sorted(paths) if p != SENTINEL]
+    seen = _passed(tmp_path, opens)
+    wrong = {p for _, p in opens if (p in seen) != _needs_normalising(p)}
+    assert not wrong, sorted(wrong)[:10]

@@ -59,3 +59,12 @@ def test_relative_opens_pass_for_every_class_some_prefix_wants() -> None:
                               open_suffixes={"/cron": 0x0C00}))
     assert "#define PREFIX_CLASSES 0xc0aa" in text
     assert "#define SUFFIX_CLASSES 0xc00" in text
+
+
+def test_the_trie_is_only_consulted_for_second_bytes_of_some_prefix() -> None:
+    text = render(ProbeConfig(open_prefixes={"/etc/": 1, "/var/log/": 2, "/etc/shadow\0": 1}))
+    e_and_v = (1 << (ord("e") - 64)) | (1 << (ord("v") - 64))
+    assert f"c < 128 ? {hex(e_and_v)}ULL" in text
+    assert "c < 64 ? 0x0ULL" in text and "PREFIX_BYTE1" not in text
+    everything = render(ProbeConfig(open_prefixes={"": 1}))
+    assert f"c < 64 ? {hex(2**64 - 1)}ULL" in everything
