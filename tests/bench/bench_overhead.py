@@ -1,7 +1,7 @@
 """Overhead of the live agent on workloads, measured so that a noisy shared box can be trusted
 (root; not collected by pytest). Prints tables.
 
-    sudo .venv/bin/python tests/bench/bench_overhead.py overhead [--rounds 6] [--pin]
+    sudo .venv/bin/python tests/bench/bench_overhead.py overhead [--rounds 8] [--pin]
     sudo .venv/bin/python tests/bench/bench_overhead.py probes
 
 overhead: two workloads, (a) a tight open/close loop in C and (b) a build-like job (tar
@@ -146,7 +146,7 @@ class RunningAgent:
         return cpu, span, drops[0] if drops else "no drop summary: " + summary[-300:]
 
 
-def overhead(rounds: int, per_phase: int, n_open: int, pin: bool) -> None:
+def overhead(rounds: int, runs: dict[str, int], n_open: int, pin: bool) -> None:
     wl = prepare(n_open)
     ncpu = os.cpu_count() or 1
     agent_cpu = 0 if pin else None
@@ -156,16 +156,23 @@ def overhead(rounds: int, per_phase: int, n_open: int, pin: bool) -> None:
     print(f"load average before: {load()}; {ncpu} CPUs; {where}")
     for _name, cmd in wl.items():  # warm the page cache and gcc
         timed(cmd)
-    samples = {(name, on): Samples() for name, _ in wl.items() for on in (False, True)}
+    # per round and phase: the samples of each workload
+    samples: dict[tuple[str, bool], list[Samples]] = {
+        (name, on): [] for name, _ in wl.items() for on in (False, True)}
     agent_cpu_s = agent_span = 0.0
     drop_lines = []
+    # the workloads alternate within a phase: open, build, build.., open, build...
+    schedule = _interleave({name: runs[name] for name, _ in wl.items()})
+    commands = dict(wl.items())
 
     def phase(on: bool) -> None:
-        for _ in range(per_phase):
-            for name, cmd in wl.items():
-                wall, cpu = timed(cmd)
-                samples[(name, on)].wall.append(wall)
-                samples[(name, on)].cpu.append(cpu)
+        got = {name: Samples() for name in commands}
+        for name in schedule:
+            wall, cpu = timed(commands[name])
+            got[name].wall.append(wall)
+            got[name].cpu.append(cpu)
+        for name, smp in got.items():
+            samples[(name, on)].append(smp)
 
     for r in range(rounds):
         order = (False, True) if r % 2 == 0 else (True, False)
@@ -188,10 +195,13 @@ def overhead(rounds: int, per_phase: int, n_open: int, pin: bool) -> None:
 
     print(f"load average after: {load()}")
     print()
-    print(f"{rounds} rounds x {per_phase} runs per phase; median [min-max]; ratio = "
-          "median with / median without")
-    head = (f"{'workload':<30} {'metric':<9} {'agent off':>22} {'agent on':>22} "
-            f"{'ratio':>7} {'target':>7}")
+    print(f"{rounds} rounds (agent started and stopped once per round, order alternating); "
+          f"per phase: {', '.join(f'{n} x {k}' for k, n in runs.items())}")
+    print("cells: median [min-max] in seconds. Ratios with/without: 'median' of all runs, "
+          "'best' = min/min (the noise of a shared box only adds time), 'paired' = median "
+          "over rounds of the round's median ratio")
+    head = (f"{'workload':<28} {'metric':<6} {'agent off':>22} {'agent on':>22} "
+            f"{'median':>7} {'best':>7} {'paired':>7} {'target':>7}")
     print(head)
     print("-" * len(head))
     targets = {"open": 1.10, "build": 1.02}
@@ -199,17 +209,27 @@ def overhead(rounds: int, per_phase: int, n_open: int, pin: bool) -> None:
     for name, _ in wl.items():
         off, on = samples[(name, False)], samples[(name, True)]
         for metric in ("wall", "cpu"):
-            a, b = getattr(off, metric), getattr(on, metric)
-            ratio = statistics.median(b) / statistics.median(a)
+            a = [x for smp in off for x in getattr(smp, metric)]
+            b = [x for smp in on for x in getattr(smp, metric)]
+            paired = statistics.median(
+                statistics.median(getattr(y, metric)) / statistics.median(getattr(x, metric))
+                for x, y in zip(off, on, strict=True))
             target = f"<={targets[name]:.2f}x" if metric == "wall" else ""
-            print(f"{labels[name]:<30} {metric + ' s':<9} {_cell(a):>22} {_cell(b):>22} "
-                  f"{ratio:>6.3f}x {target:>7}")
+            print(f"{labels[name]:<28} {metric:<6} {_cell(a):>22} {_cell(b):>22} "
+                  f"{statistics.median(b) / statistics.median(a):>6.3f}x "
+                  f"{min(b) / min(a):>6.3f}x {paired:>6.3f}x {target:>7}")
     print()
     print(f"agent CPU while measured: {agent_cpu_s:.2f}s over {agent_span:.1f}s "
           f"({100 * agent_cpu_s / agent_span:.1f}% of one core; it also sees the rest of "
           "the host)")
-    for i, line in enumerate(drop_lines):
-        print(f"agent run {i + 1}: {line}")
+    print("agent kernel drops per run: " + "; ".join(
+        x.replace("- event drop detected: ", "") for x in drop_lines))
+
+
+def _interleave(counts: dict[str, int]) -> list[str]:
+    """Each workload's runs spread evenly over one sequence."""
+    slots = sorted((i / n, name) for name, n in counts.items() for i in range(n))
+    return [name for _, name in slots]
 
 
 def _cell(xs: list[float]) -> str:
@@ -275,13 +295,14 @@ def _prog_stats(bpf: object) -> dict[str, tuple[int, int]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["overhead", "probes"])
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--per-phase", type=int, default=3, help="runs of each workload per phase")
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--open-runs", type=int, default=3, help="open loops per phase")
+    p.add_argument("--build-runs", type=int, default=8, help="builds per phase")
     p.add_argument("--opens", type=int, default=500_000)
     p.add_argument("--pin", action="store_true", help="workload on the last CPU, agent on 0")
     a = p.parse_args()
     if a.what == "overhead":
-        overhead(a.rounds, a.per_phase, a.opens, a.pin)
+        overhead(a.rounds, {"open": a.open_runs, "build": a.build_runs}, a.opens, a.pin)
     else:
         probes(a.opens)
 
