@@ -126,8 +126,30 @@ static __always_inline struct event_t *start(u16 type) {
     return e;
 }
 
+// Waking the reader costs the emitting task an interrupt and the reader a context switch
+// per record. Records wake it only every WAKEUP_EVERY per CPU (1: every time); userspace
+// also drains on a short timer (EbpfSource.max_wait_ms), which bounds the latency.
+#define WAKEUP_EVERY WAKEUP_EVERY_VALUE
+BPF_PERCPU_ARRAY(unwoken, u32, 1);
+
+static __always_inline u64 wakeup_flags(void) {
+#if WAKEUP_EVERY > 1
+    int zero = 0;
+    u32 *n = unwoken.lookup(&zero);
+    if (!n)
+        return 0;
+    *n += 1;
+    if (*n < WAKEUP_EVERY)
+        return BPF_RB_NO_WAKEUP;
+    *n = 0;
+    return BPF_RB_FORCE_WAKEUP;
+#else
+    return 0;
+#endif
+}
+
 static __always_inline void emit(struct event_t *e) {
-    if (events.ringbuf_output(e, sizeof(*e), 0) != 0) {
+    if (events.ringbuf_output(e, sizeof(*e), wakeup_flags()) != 0) {
         int zero = 0;
         u64 *d = drops.lookup(&zero);
         if (d)

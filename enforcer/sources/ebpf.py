@@ -56,6 +56,9 @@ class EbpfSource:
         self._pending: list[bytes] = []
         self.records = 0
         self.batch = 1024  # records handed over per poll at most
+        # the kernel wakes the reader only every config.wakeup_every records: a poll
+        # waits at most this long before it drains what is there anyway
+        self.max_wait_ms = 10 if config.wakeup_every > 1 else None
         self.warnings: list[str] = []
 
     def open(self) -> None:
@@ -77,10 +80,17 @@ class EbpfSource:
         return len(self._pending) < self.batch
 
     def poll(self, timeout_ms: int = 100) -> list[dict[str, Any]]:
-        """Decoded records that arrived, waiting at most timeout_ms for the first."""
+        """Decoded records that arrived, waiting at most timeout_ms for the first (at most
+        max_wait_ms when the kernel batches its wake-ups: then this may return nothing
+        before timeout_ms, and callers loop)."""
         if self._probe is None:
             raise ProbeError("the eBPF source is not open")
-        self._probe.poll(timeout_ms)
+        if self.max_wait_ms is None:
+            self._probe.poll(timeout_ms)
+        else:
+            self._probe.poll(min(timeout_ms, self.max_wait_ms))
+            if len(self._pending) < self.batch:
+                self._probe.consume()  # records that did not wake us
         return self._take()
 
     def drain(self) -> list[dict[str, Any]]:

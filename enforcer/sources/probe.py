@@ -48,6 +48,9 @@ class ProbeConfig:
     # only look at sends that name a peer: fd.name_changed=true)
     sends_need_address: bool = False
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages
+    # records per CPU between wake-ups of the reader (1: wake at every record); the reader
+    # drains on a timer too (EbpfSource.max_wait_ms), so a quiet host waits at most that
+    wakeup_every: int = 64
     stash_entries: int = 16384
     extra_defines: dict[str, str] = field(default_factory=dict)
 
@@ -191,6 +194,7 @@ def render(config: ProbeConfig) -> str:
         "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
         "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
         "MAX_ARGV": str(MAX_ARGV),
+        "WAKEUP_EVERY_VALUE": str(max(1, config.wakeup_every)),
         "SENDS_NEED_ADDRESS": "1" if config.sends_need_address else "0",
         "EV_FORK": str(sc.EV_FORK),
         "EV_EXIT": str(sc.EV_EXIT),

@@ -3,6 +3,7 @@
 
     sudo .venv/bin/python tests/bench/bench_overhead.py overhead [--rounds 8] [--pin]
     sudo .venv/bin/python tests/bench/bench_overhead.py probes
+    sudo .venv/bin/python tests/bench/bench_overhead.py kernel [--rounds 8]
 
 overhead: two workloads, (a) a tight open/close loop in C and (b) a build-like job (tar
 extract + find + gcc of a small C file), each run without and with `enforcer --dry-run`
@@ -19,6 +20,10 @@ probes: loads the agent in this process with the bundled rules, turns on the ker
 BPF run-time statistics (kernel.bpf_stats_enabled) and prints, per attached program, the
 invocations and nanoseconds per invocation while the two workloads run: what each
 tracepoint costs the workload per syscall.
+
+kernel: the kernel side alone: nothing loaded / an empty openat enter+exit pair (the floor
+of any per-syscall tracepoint design) / the agent's probes with the bundled rules' filter
+and no reader, alternating; workload CPU time, median and best.
 """
 
 from __future__ import annotations
@@ -279,6 +284,59 @@ def probes(n_open: int) -> None:
         agent.close()
 
 
+EMPTY_PAIR = """
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) { return 0; }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return 0; }
+"""
+
+
+def kernel(rounds: int, runs: int, n_open: int) -> None:
+    """Kernel side alone, three states alternating: nothing loaded; an empty program on
+    openat's enter and exit (the floor: what any per-syscall tracepoint pair costs); the
+    agent's probes with the bundled rules' filter, nobody reading. Workload CPU time."""
+    from bcc import BPF  # noqa: PLC0415 - bench only
+
+    from enforcer.agent import Agent  # noqa: PLC0415
+    from enforcer.resources import default_rules_dir  # noqa: PLC0415
+    from enforcer.rules.engine import Engine  # noqa: PLC0415
+    from enforcer.rules.loader import load_rules  # noqa: PLC0415
+
+    wl = prepare(n_open)
+    engine = Engine(load_rules([str(default_rules_dir())]))
+    print(f"load average before: {load()}")
+    states = ("none", "empty pair", "agent probes")
+    got = {(name, st): Samples() for name, _ in wl.items() for st in states}
+    for r in range(rounds):
+        for st in states if r % 2 == 0 else tuple(reversed(states)):
+            agent = empty = None
+            if st == "agent probes":
+                agent = Agent(engine, rules=engine.rules, stderr=open(os.devnull, "w"))  # noqa: SIM115
+                agent.open()
+            elif st == "empty pair":
+                empty = BPF(text=EMPTY_PAIR)
+            for _ in range(runs):
+                for name, cmd in wl.items():
+                    wall, cpu = timed(cmd)
+                    got[(name, st)].wall.append(wall)
+                    got[(name, st)].cpu.append(cpu)
+            if agent is not None:
+                agent.close()
+            if empty is not None:
+                empty.cleanup()
+        print(f"round {r + 1}/{rounds} done, load {load()}", flush=True)
+    print(f"load average after: {load()}")
+    print(f"\n{rounds} rounds x {runs} runs per state, order alternating; workload CPU s "
+          "(user+sys), median [min-max]; ratios to 'none': median/median, best = min/min")
+    print(f"{'workload':<10} {'state':<13} {'CPU s':>22} {'median':>7} {'best':>7}")
+    for name, _ in wl.items():
+        base = got[(name, "none")].cpu
+        for st in states:
+            xs = got[(name, st)].cpu
+            print(f"{name:<10} {st:<13} {_cell(xs):>22} "
+                  f"{statistics.median(xs) / statistics.median(base):>6.3f}x "
+                  f"{min(xs) / min(base):>6.3f}x")
+
+
 def _prog_stats(bpf: object) -> dict[str, tuple[int, int]]:
     """{program: (run count, run ns)} from the programs' fdinfo."""
     out = {}
@@ -294,7 +352,7 @@ def _prog_stats(bpf: object) -> dict[str, tuple[int, int]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["overhead", "probes"])
+    p.add_argument("what", choices=["overhead", "probes", "kernel"])
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--open-runs", type=int, default=3, help="open loops per phase")
     p.add_argument("--build-runs", type=int, default=8, help="builds per phase")
@@ -303,6 +361,8 @@ def main() -> None:
     a = p.parse_args()
     if a.what == "overhead":
         overhead(a.rounds, {"open": a.open_runs, "build": a.build_runs}, a.opens, a.pin)
+    elif a.what == "kernel":
+        kernel(a.rounds, a.open_runs, a.opens)
     else:
         probes(a.opens)
 
