@@ -9,17 +9,13 @@ agent decodes, tracks and evaluates each event (and whatever else the host does 
 Reported: a 200k-open burst (drops expected), then paced rates stepped up for 3 s each
 until the kernel drops; the last rate without drops is the figure.
 
-overhead: wall time of (a) a tight open/close loop in C and (b) a build-like workload
-(tar extract + find + gcc of a small C file), each without and with `enforcer --dry-run`
-(bundled rules) running; median of several runs; ratio with/without.
+overhead: runs bench_overhead.py's interleaved overhead benchmark (see there: a tight
+open/close loop and a build-like workload without and with `enforcer --dry-run`).
 """
 
 from __future__ import annotations
 
 import os
-import resource
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,13 +51,6 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
-
-SMALL_C = r"""
-#include <stdio.h>
-static int fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
-int main(void) { printf("%d\n", fib(20)); return 0; }
-"""
-
 
 def _compile(src: str, out: Path) -> None:
     c = out.with_suffix(".c")
@@ -120,82 +109,12 @@ def throughput() -> None:
     agent.close()
 
 
-def _timed(cmd: list[str] | str, shell: bool = False) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the workload and its children) of one run."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL)
-    _, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"workload failed: {cmd}")
-    # wait4 on the shell gives its own usage; the children's is in RUSAGE_CHILDREN
-    return wall, ru.ru_utime + ru.ru_stime
-
-
-def _series(cmd: list[str] | str, runs: int, shell: bool = False) -> tuple[float, float]:
-    """(median wall, median CPU) over runs."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    walls = []
-    for _ in range(runs):
-        walls.append(_timed(cmd, shell)[0])
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = ((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)) / runs
-    return statistics.median(walls), cpu
-
-
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def overhead() -> None:
-    work = Path(tempfile.mkdtemp(prefix="enforcer-bench-"))
-    loop = work / "openloop"
-    _compile(GEN, loop)
-    target = work / "file"
-    target.write_text("x")
-    small = work / "small.c"
-    small.write_text(SMALL_C)
-    tarball = work / "src.tar"
-    subprocess.run(["tar", "-C", "/usr/include", "-cf", str(tarball), "linux", "asm-generic"],
-                   check=True)
-    build = (f"rm -rf {work}/x && mkdir {work}/x && tar -C {work}/x -xf {tarball} && "
-             f"find {work}/x -type f -name '*.h' | wc -l && "
-             f"gcc -O2 -o {work}/x/small {small} && {work}/x/small")
-    n_open = 1_000_000
-    runs = 7
+    """The interleaved overhead benchmark of bench_overhead.py, with its defaults."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_overhead import overhead as interleaved  # noqa: PLC0415
 
-    def measure() -> dict[str, tuple[float, float]]:
-        return {"open": _series([str(loop), str(target), str(n_open)], runs),
-                "build": _series(build, runs, shell=True)}
-
-    without1 = measure()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    agent = subprocess.Popen([sys.executable, "-m", "enforcer", "--dry-run"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for line in agent.stderr:  # type: ignore[union-attr]
-        if "enforcer: ready" in line:
-            print(line.strip())
-            break
-    cpu0, t0 = _proc_cpu(agent.pid), time.monotonic()
-    with_agent = measure()
-    agent_cpu, span = _proc_cpu(agent.pid) - cpu0, time.monotonic() - t0
-    agent.send_signal(signal.SIGINT)
-    summary = agent.communicate(timeout=300)[1]
-    without2 = measure()
-    for key, label in (("open", f"open/close loop ({n_open} opens)"),
-                       ("build", "build-like (tar x + find + gcc)")):
-        base_wall = min(without1[key][0], without2[key][0])
-        base_cpu = min(without1[key][1], without2[key][1])
-        wall, cpu = with_agent[key]
-        print(f"{label}, median of {runs}: wall without {without1[key][0]:.3f}s/"
-              f"{without2[key][0]:.3f}s, with {wall:.3f}s -> {wall / base_wall:.3f}x; "
-              f"workload CPU without {base_cpu:.3f}s, with {cpu:.3f}s -> {cpu / base_cpu:.3f}x")
-    print(f"agent CPU while measuring: {agent_cpu:.2f}s over {span:.1f}s "
-          f"({100 * agent_cpu / span:.0f}% of one core; it also sees the rest of the host)")
-    drop_line = [x for x in summary.splitlines() if "event drop detected" in x]
-    print("agent:", drop_line[0].strip() if drop_line else summary[-300:])
+    interleaved(8, {"open": 3, "build": 8}, 500_000, pin=False)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     sudo .venv/bin/python tests/bench/bench_overhead.py overhead [--rounds 8] [--pin]
     sudo .venv/bin/python tests/bench/bench_overhead.py probes
     sudo .venv/bin/python tests/bench/bench_overhead.py kernel [--rounds 8]
+    sudo .venv/bin/python tests/bench/bench_overhead.py events
 
 overhead: two workloads, (a) a tight open/close loop in C and (b) a build-like job (tar
 extract + find + gcc of a small C file), each run without and with `enforcer --dry-run`
@@ -24,6 +25,8 @@ tracepoint costs the workload per syscall.
 kernel: the kernel side alone: nothing loaded / an empty openat enter+exit pair (the floor
 of any per-syscall tracepoint design) / the agent's probes with the bundled rules' filter
 and no reader, alternating; workload CPU time, median and best.
+
+events: the agent's userspace cost per record kind (decode, process table, rules).
 """
 
 from __future__ import annotations
@@ -337,6 +340,50 @@ def kernel(rounds: int, runs: int, n_open: int) -> None:
                   f"{min(xs) / min(base):>6.3f}x")
 
 
+def events(n: int) -> None:
+    """Userspace cost per record kind in the agent: decode + state + rules, in-process."""
+    from enforcer.agent import build_state  # noqa: PLC0415
+    from enforcer.resources import default_rules_dir  # noqa: PLC0415
+    from enforcer.rules.engine import Engine  # noqa: PLC0415
+    from enforcer.rules.loader import load_rules  # noqa: PLC0415
+    from enforcer.sources import syscalls as sc  # noqa: PLC0415
+    from enforcer.sources.decode import decode, pack  # noqa: PLC0415
+
+    engine = Engine(load_rules([str(default_rules_dir())]))
+    tracker = build_state()
+    live = subprocess.Popen(["sleep", "600"])  # a real process for exec's /proc reads
+    me = os.getpid()
+    kinds = {
+        "fork": pack(code=sc.EV_FORK, tgid=me, ints=(live.pid, me)),
+        "exec (sleep, /proc read)": pack(code=sc.CODES["execve"], tgid=live.pid,
+                                         path1="/usr/bin/sleep", argv=("sleep", "600"),
+                                         comm="sleep"),
+        "procexit": pack(code=sc.EV_EXIT, tgid=live.pid, comm="sleep"),
+        "openat, watched path": pack(code=sc.CODES["openat"], tgid=me, ret=-2,
+                                     ints=(0xFFFFFF9C, 0, 0, 0), comm="gen",
+                                     path1="/etc/sudoers.d/enforcer-missing"),
+        "openat, relative read": pack(code=sc.CODES["openat"], tgid=me, ret=3,
+                                      ints=(0xFFFFFF9C, 0, 0, 0), comm="gen",
+                                      path1="include/linux/types.h"),
+    }
+    print(f"{'record':<28} {'us each':>8}  (decode + process table + {len(engine.rules)} rules)")
+    try:
+        for kind, raw in kinds.items():
+            for _ in range(50):
+                ev = tracker.apply(decode(raw))
+                if ev is not None:
+                    engine.evaluate(ev)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                ev = tracker.apply(decode(raw))
+                if ev is not None:
+                    engine.evaluate(ev)
+            print(f"{kind:<28} {(time.perf_counter() - t0) / n * 1e6:>8.1f}")
+    finally:
+        live.kill()
+        live.wait()
+
+
 def _prog_stats(bpf: object) -> dict[str, tuple[int, int]]:
     """{program: (run count, run ns)} from the programs' fdinfo."""
     out = {}
@@ -352,7 +399,7 @@ def _prog_stats(bpf: object) -> dict[str, tuple[int, int]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["overhead", "probes", "kernel"])
+    p.add_argument("what", choices=["overhead", "probes", "kernel", "events"])
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--open-runs", type=int, default=3, help="open loops per phase")
     p.add_argument("--build-runs", type=int, default=8, help="builds per phase")
@@ -361,6 +408,8 @@ def main() -> None:
     a = p.parse_args()
     if a.what == "overhead":
         overhead(a.rounds, {"open": a.open_runs, "build": a.build_runs}, a.opens, a.pin)
+    elif a.what == "events":
+        events(2000)
     elif a.what == "kernel":
         kernel(a.rounds, a.open_runs, a.opens)
     else:
