@@ -101,7 +101,7 @@ class Agent:
                  on_alert: Callable[[Alert], None] | None = None,
                  probe_config: ProbeConfig | None = None, rules: Iterable[Any] = (),
                  kernel_filter: bool = True, container_socket: str | None = None,
-                 stderr: TextIO | None = None):
+                 stderr: TextIO | None = None, proc_root: str = "/proc"):
         from enforcer.outputs.summary import AlertStats  # noqa: PLC0415
 
         self.engine = engine
@@ -117,6 +117,7 @@ class Agent:
         self.probe_config = base
         self.attachment = Attachment((), ())
         self.container_socket = container_socket
+        self.proc_root = proc_root
         self.source: EbpfSource | None = None
         self.tracker: Tracker | None = None
         self.stats = AlertStats()
@@ -137,7 +138,8 @@ class Agent:
         self.probe_config, self.attachment = plan(self.engine.event_types(),
                                                   available_syscalls(), self._base_config)
         self.source = EbpfSource(self.probe_config)
-        self.tracker = build_state(container_socket=self.container_socket)
+        self.tracker = build_state(proc_root=self.proc_root,
+                                   container_socket=self.container_socket)
         self.source.open()
         for w in self.source.warnings:
             self.stderr.write(f"enforcer: warning: {w}\n")

@@ -139,6 +139,7 @@ class TracingAudit:
                 "enforcer.outcome": rec.outcome,
                 "enforcer.reason": rec.reason or "",
                 "enforcer.policies": list(detail.get("policies", [])),
+                "enforcer.policy_digest": getattr(rec, "policy_digest", None) or "",
             })
 
     def _begin(self, rec: Any) -> None:

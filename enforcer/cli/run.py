@@ -1,10 +1,14 @@
-"""`enforcer [--dry-run] [--rules FILE|DIR...]`: the live agent on this host.
+"""`enforcer [--dry-run] [--rules FILE|DIR...] [--policies FILE|DIR...]`: the live agent.
 
-Alerts go to stdout, one per line (Falco JSON, or Falco's text line with --format text),
-and are appended to --output-file too. SIGINT/SIGTERM stop it cleanly: probes detached,
-outputs flushed, Falco's summary (with drop monitoring) printed on stderr. Environment
-variables mirror the flags: ENFORCER_RULES, ENFORCER_DRY_RUN, ENFORCER_FORMAT,
-ENFORCER_OUTPUT_FILE, ENFORCER_CONTAINER_SOCKET.
+With `--source ebpf` (the default) it watches this host's kernel; with `--source
+falco-http` it answers alerts POSTed by an existing Falco. Either way alerts go to stdout,
+one per line (Falco JSON, or Falco's text line with --format text), and to --output-file,
+--webhook and --program-output; matches are answered by the response policies, audited in
+JSONL (and traced, counted, stored); /metrics, /healthz, /readyz (and /ui) are served on
+--http-addr; the rules and policies paths are watched and reloaded. SIGINT/SIGTERM stop it
+cleanly: probes detached, outputs flushed, Falco's summary (with drop monitoring) and the
+responses by action and outcome printed on stderr. ENFORCER_* variables mirror the flags
+(see enforcer.cli.agent_args.AGENT_ENV).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 import threading
 from typing import Any
 
-from enforcer.errors import EnforcerError, PolicyError, ProbeError
+from enforcer.errors import ProbeError
 
 
 def _env_flag(name: str) -> bool:
@@ -44,39 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_rules_option(parser)
     from enforcer.respond.options import add_arguments as add_response_arguments  # noqa: PLC0415
     add_response_arguments(parser)  # --policies, --audit-log, … (shares --dry-run)
+    from enforcer.cli.agent_args import add_arguments as add_agent_arguments  # noqa: PLC0415
+    add_agent_arguments(parser)  # --http-addr, --webhook, --store, --source, …
 
 
-def run(args: argparse.Namespace, on_alert: Any = None) -> int:
-    """Run the agent until SIGINT/SIGTERM; returns the exit code."""
-    from enforcer.agent import Agent  # noqa: PLC0415
-    from enforcer.cli.rules_args import load_or_report, rules_paths  # noqa: PLC0415
-    from enforcer.outputs.stream import FileOutput, StreamOutput  # noqa: PLC0415
-    from enforcer.respond.options import (  # noqa: PLC0415
-        load_policies_from_args,
-        responder_from_args,
-    )
-    from enforcer.rules.engine import Engine  # noqa: PLC0415
-
-    loaded = load_or_report("", rules_paths(args))
-    if isinstance(loaded, int):
-        return loaded
-    engine = Engine(loaded)
-    try:
-        policies = load_policies_from_args(args)
-    except PolicyError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    outputs: list[Any] = [StreamOutput(args.format)]
-    if args.output_file:
-        try:
-            outputs.append(FileOutput(args.output_file, args.format))
-        except OSError as exc:
-            print(f"enforcer: cannot open --output-file {args.output_file}: {exc.strerror}",
-                  file=sys.stderr)
-            return 2
-    agent = Agent(engine, outputs, on_alert=on_alert, rules=engine.rules,
-                  kernel_filter=not args.no_kernel_filter,
-                  container_socket=args.container_socket)
+def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: Any) -> None:
@@ -84,35 +60,162 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    return stop
+
+
+def _mode(args: argparse.Namespace, pipeline: Any) -> str:
+    policies = pipeline.active.policies.policies
+    acting = sum(not p.dry_run for p in policies)
+    if args.dry_run:
+        return f"dry-run, {len(policies)} response policies"
+    return f"{len(policies)} response policies ({acting} acting)"
+
+
+def _endpoints(args: argparse.Namespace, pipeline: Any) -> str:
+    parts = []
+    if pipeline.http is not None:
+        parts.append(f"http on port {pipeline.http.port}" + (" with /ui" if args.ui else ""))
+    if pipeline.tracer.exporting:
+        parts.append("traces exported over OTLP")
+    if pipeline.store is not None:
+        parts.append(f"store {pipeline.store.path}")
+    return ("; " + ", ".join(parts)) if parts else ""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the agent until SIGINT/SIGTERM; returns the exit code."""
+    from enforcer.cli.agent_wiring import WiringError, build_pipeline, start_http  # noqa: PLC0415
+
+    try:
+        pipeline = build_pipeline(args)
+    except WiringError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    try:
+        start_http(args, pipeline)
+    except WiringError as exc:
+        pipeline.stop()
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    if args.source == "falco-http":
+        return _run_falco_http(args, pipeline)
+    return _run_ebpf(args, pipeline)
+
+
+def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
+    from enforcer.agent import Agent  # noqa: PLC0415
+
+    agent = Agent(pipeline, (), on_alert=pipeline.publish, rules=pipeline.rules,
+                  kernel_filter=not args.no_kernel_filter,
+                  container_socket=args.container_socket, proc_root=args.host_proc)
+    pipeline.metrics.read_kernel_drops_with(lambda: agent.drops.last)
+    stop = _stop_on_signals()
     try:
         agent.open()
     except ProbeError as exc:
+        pipeline.stop()
         print(f"enforcer: {exc}", file=sys.stderr)
         return exc.exit_code
-    try:
-        responder = responder_from_args(
-            args, policies=policies, on_critical=lambda alert: [o.emit(alert) for o in outputs])
-    except EnforcerError as exc:
-        agent.close()
-        print(f"enforcer: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
-    if on_alert is None:
-        agent.on_alert = responder.submit
-    responder.start()
-    acting = sum(not p.dry_run for p in policies.policies)
-    mode = "dry-run" if args.dry_run else (
-        f"{len(policies.policies)} response policies ({acting} acting)")
+    pipeline.on_rules_changed = agent_gap(agent)
+    pipeline.start()
+    pipeline.mark_attached(f"{len(agent.attachment.syscalls)} syscalls")
     filt = agent.probe_config.open_prefixes
     filt_text = ("every open" if filt is None else f"opens matching {len(filt)} path prefixes"
                  f" and {len(agent.probe_config.open_suffixes)} suffixes")
-    print(f"enforcer: ready: {len(engine.rules)} rules, {len(agent.attachment.syscalls)} "
-          f"syscalls attached, kernel passes {filt_text}; {mode}", file=sys.stderr, flush=True)
+    print(f"enforcer: ready: {len(pipeline.rules)} rules, {len(agent.attachment.syscalls)} "
+          f"syscalls attached, kernel passes {filt_text}; {_mode(args, pipeline)}; policy "
+          f"digest {pipeline.active.short_digest}{_endpoints(args, pipeline)}",
+          file=sys.stderr, flush=True)
     try:
         agent.run(stop)
     finally:
         agent.close()
-        responder.stop()
+        pipeline.stop()
         sys.stderr.write(agent.summary())
-        sys.stderr.write(responder.summary() + "\n")
+        sys.stderr.write(pipeline.summary())
+        sys.stderr.flush()
+    return 0
+
+
+def agent_gap(agent: Any) -> Any:
+    """For hot reload: what the attached probes (syscalls and kernel open filter) cannot see
+    of a new rules set. The probes are not re-attached while running; the gap is reported."""
+    from enforcer.kernel_filter import open_filter_for  # noqa: PLC0415
+    from enforcer.pipeline import AttachmentGap  # noqa: PLC0415
+    from enforcer.sources.ebpf import available_syscalls, plan  # noqa: PLC0415
+
+    def gap(bundle: Any) -> AttachmentGap:
+        _, wanted = plan(bundle.engine.event_types(), available_syscalls(), agent.probe_config)
+        attached = set(agent.attachment.syscalls)
+        missing = tuple(s for s in wanted.syscalls if s not in attached)
+        old = agent.probe_config.open_prefixes
+        widened = False
+        if old is not None:
+            new = open_filter_for(bundle.engine.rules)
+            widened = new is None or not _covered(new.prefixes, new.suffixes, old,
+                                                  agent.probe_config.open_suffixes)
+        return AttachmentGap(missing, widened)
+
+    return gap
+
+
+def _covered(prefixes: dict[str, int], suffixes: dict[str, int], old_prefixes: dict[str, int],
+             old_suffixes: dict[str, int]) -> bool:
+    """Whether every (prefix, classes) and (suffix, classes) the new filter passes is passed
+    by the loaded one (a longer prefix is covered by a shorter one it starts with)."""
+    for prefix, mask in prefixes.items():
+        if not any(prefix.startswith(p) and mask & ~m == 0 for p, m in old_prefixes.items()):
+            return False
+    for suffix, mask in suffixes.items():
+        if not any(suffix.endswith(s) and mask & ~m == 0 for s, m in old_suffixes.items()):
+            return False
+    return True
+
+
+def _run_falco_http(args: argparse.Namespace, pipeline: Any) -> int:
+    from enforcer.cli.agent_wiring import WiringError, falco_http_token  # noqa: PLC0415
+    from enforcer.sources.falco_http import (  # noqa: PLC0415
+        FalcoHttpConfig,
+        IntakeConfigError,
+        start_falco_http,
+    )
+
+    try:
+        token = falco_http_token(args)
+    except WiringError as exc:
+        pipeline.stop()
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    acting = not args.dry_run and any(not p.dry_run for p in pipeline.active.policies.policies)
+    if token is None:
+        # Unauthenticated intake: never acting, even if a reload later brings an acting
+        # policy (anyone who can reach the port could otherwise trigger it).
+        pipeline.responder.dry_run = True
+    stop = _stop_on_signals()
+    try:
+        source = start_falco_http(FalcoHttpConfig(addr=args.falco_http_addr, token=token),
+                                  pipeline.accept, acting=acting, metrics=pipeline.metrics)
+    except IntakeConfigError as exc:
+        pipeline.stop()
+        print(f"enforcer: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        pipeline.stop()
+        print(f"enforcer: cannot listen on --falco-http-addr {args.falco_http_addr}: {exc}",
+              file=sys.stderr)
+        return 3
+    pipeline.start()
+    pipeline.mark_attached("falco-http source: no probes")
+    print(f"enforcer: ready: falco-http on port {source.port} (auth: "
+          f"{'bearer token' if token else 'none, dry-run only'}); {_mode(args, pipeline)}; "
+          f"policy digest {pipeline.active.short_digest}{_endpoints(args, pipeline)}",
+          file=sys.stderr, flush=True)
+    try:
+        stop.wait()
+    finally:
+        source.stop()
+        pipeline.stop()
+        sys.stderr.write(pipeline.stats.format())
+        sys.stderr.write(pipeline.summary())
         sys.stderr.flush()
     return 0

@@ -1,0 +1,240 @@
+"""Everything that happens to an alert after a rule fires, for either source (the eBPF agent
+or the falco-http input), wired once:
+
+    event ─► active set (engine + policies + digest, swapped atomically by hot reload)
+          ─► alert ─► trace id (OpenTelemetry) ─► responder (policies of the same set)
+                    ─► outputs (dispatcher: stdout, file, webhook, program; never blocking)
+                    ─► metrics, audit store
+    responder ─► audit: JSONL (durable, first) ─► spans, metrics, store
+
+`Pipeline.evaluate(event)` is what the eBPF agent calls as its engine: it reads the active
+set once per event, so an event is judged by one set's rules *and* answered by that same
+set's policies. `Pipeline.accept(alert)` takes an alert from elsewhere (falco-http).
+The HTTP server (metrics, probes, console) and the reloader run on their own threads.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from enforcer.alert import Alert
+from enforcer.audit.metrics_sink import MetricsAudit
+from enforcer.audit.otel_sink import TracingAudit
+from enforcer.audit.record import FanOut
+from enforcer.audit.tracing import Tracer
+from enforcer.gitops.bundle import Bundle
+from enforcer.health import POLICIES_LOADED, PROBES_ATTACHED, Readiness
+from enforcer.metrics import Metrics
+from enforcer.outputs.dispatcher import Dispatcher
+from enforcer.outputs.summary import AlertStats
+from enforcer.reload import Reloader
+from enforcer.respond.responder import Responder
+
+
+class RotatingAudit:
+    """The JSONL audit log as an AuditSink, rotated by size, never dropping a record."""
+
+    def __init__(self, path: str, max_bytes: int):
+        from enforcer.audit.rotating_file import RotatingJsonl  # noqa: PLC0415
+
+        self.file = RotatingJsonl(path, max_bytes=max_bytes)
+        self.failures = 0
+
+    def record(self, rec: Any) -> None:
+        try:
+            self.file.write(rec.as_dict())
+        except OSError as exc:  # the responder must keep deciding; the failure is said
+            self.failures += 1
+            print(f"enforcer: audit log write failed: {exc}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class LineOutput:
+    """stdout or a file as a dispatcher output: one line per alert, flushed per alert (a
+    reader of a pipe sees each alert when it happens)."""
+
+    def __init__(self, name: str, stream: TextIO, fmt: str, owned: bool = False):
+        self.name = name
+        self.stream = stream
+        self.fmt = fmt
+        self.owned = owned
+
+    def emit(self, alert: Alert) -> None:
+        from enforcer.outputs.formats import format_alert  # noqa: PLC0415
+
+        self.stream.write(format_alert(alert, self.fmt) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        try:
+            self.stream.flush()
+            if self.owned:
+                self.stream.close()
+        except (OSError, ValueError):
+            pass
+
+
+@dataclass
+class AttachmentGap:
+    """What the attached probes cannot see of the active rules (after a reload)."""
+
+    syscalls: tuple[str, ...] = ()
+    open_filter: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.syscalls or self.open_filter)
+
+    def text(self) -> str:
+        parts = []
+        if self.syscalls:
+            parts.append(f"syscalls not attached: {', '.join(self.syscalls)}")
+        if self.open_filter:
+            parts.append("the kernel's open filter drops paths the new rules look at")
+        return "; ".join(parts)
+
+
+@dataclass
+class Pipeline:
+    """The agent's post-detection wiring. Built by enforcer.cli.agent_wiring."""
+
+    reloader: Reloader
+    responder: Responder
+    dispatcher: Dispatcher
+    metrics: Metrics
+    readiness: Readiness
+    tracer: Tracer
+    audit: Any
+    store: Any = None                       # enforcer.store.writer.StoreWriter
+    http: Any = None                        # enforcer.http_server.HttpServer
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    stats: AlertStats = field(default_factory=AlertStats)
+    # Called (on the reloader's thread) with the new set, to re-plan the kernel side.
+    on_rules_changed: Callable[[Bundle], AttachmentGap] | None = None
+    _stats_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.active: Bundle = self.reloader.current
+        self.event_counts = self.metrics.event_counts
+
+    # -- the rules engine, as the agent sees it ----------------------------------------------
+
+    def evaluate(self, event: Any) -> list[Alert]:
+        """Judge one live event with the active set; alerts come back stamped with their
+        trace id and already handed to the responder."""
+        active = self.active  # one read: rules and policies of the same set
+        self.event_counts[event.get("evt.type")] += 1
+        alerts = active.engine.evaluate(event)
+        if not alerts:
+            return alerts
+        return [self._decide(alert, active) for alert in alerts]
+
+    def event_types(self) -> frozenset[str] | None:
+        return self.active.engine.event_types()
+
+    @property
+    def rules(self) -> Any:
+        return self.active.engine.rules
+
+    # -- alerts --------------------------------------------------------------------------
+
+    def _decide(self, alert: Alert, active: Bundle) -> Alert:
+        alert = self.tracer.stamp(alert)
+        matched = self.responder.submit(alert, active=(active.policies, active.short_digest))
+        if not matched and self.tracer.enabled:
+            # A detection no policy answers still gets its (one-span) trace.
+            trace = self.tracer.begin(alert)
+            trace.set_attribute("enforcer.policy_digest", active.short_digest)
+            trace.end(matched_policies=0)
+        return alert
+
+    def publish(self, alert: Alert) -> None:
+        """Outputs, metrics and store for an alert that has been decided (never blocks)."""
+        self.dispatcher.dispatch(alert)
+        self.metrics.rule_matched(alert.rule, alert.priority.display)
+        if self.store is not None:
+            self.store.submit_alert(alert)
+
+    def accept(self, alert: Alert) -> None:
+        """An alert from outside (falco-http): decide, publish, count."""
+        alert = self._decide(alert, self.active)
+        self.publish(alert)
+        with self._stats_lock:
+            self.stats.record(alert)
+
+    def critical(self, alert: Alert) -> None:
+        """The agent's own critical alerts (budget breaker, refused reload)."""
+        self.dispatcher.dispatch(alert)
+        self.metrics.rule_matched(alert.rule, alert.priority.display)
+
+    # -- hot reload ----------------------------------------------------------------------
+
+    def swap(self, new: Bundle, old: Bundle) -> None:
+        """The reloader's hook: the responder gets the new policies' rate limits first,
+        then one assignment makes the new set the one events are judged by."""
+        self.responder.use_policies(new.policies, new.short_digest)
+        self.active = new
+        if self.on_rules_changed is not None:
+            gap = self.on_rules_changed(new)
+            if gap:
+                message = (f"the reloaded rules need probes this agent did not attach "
+                           f"({gap.text()}); those rules cannot fire until the agent "
+                           "restarts")
+                self.readiness.warn("attachment", message)
+                self.stderr.write(f"enforcer: warning: {message}\n")
+                self.stderr.flush()
+            else:
+                self.readiness.warn("attachment", None)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def mark_attached(self, detail: str) -> None:
+        self.readiness.set(PROBES_ATTACHED, True, detail)
+
+    def start(self) -> None:
+        self.readiness.set(POLICIES_LOADED, True, f"digest {self.active.short_digest}")
+        self.dispatcher.start()
+        self.responder.start()
+        if self.reloader.interval > 0:
+            self.reloader.start()
+
+    def stop(self) -> dict[str, int]:
+        """Stop watching, finish queued responses, deliver queued alerts, flush the audit
+        chain and traces. Returns the per-output counts still undelivered."""
+        self.reloader.stop()
+        self.responder.stop()
+        left = self.dispatcher.close(timeout=5.0)
+        self.audit.close()  # closes the JSONL log, traces, store
+        self.tracer.shutdown(timeout_s=5.0)
+        if self.http is not None:
+            self.http.stop()
+        return left
+
+    def summary(self) -> str:
+        """Responses by action and outcome, and outputs that lost alerts."""
+        lines = [self.responder.summary()]
+        for name, st in sorted(self.dispatcher.stats().items()):
+            if st.dropped or st.failed:
+                lines.append(f"output {name}: {st.delivered} delivered, {st.dropped} dropped "
+                             f"(queue full), {st.failed} failed")
+        return "\n".join(lines) + "\n"
+
+
+def hostname() -> str:
+    return os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+def audit_chain(jsonl: Any, tracer: Tracer, metrics: Metrics, store: Any) -> Any:
+    """JSONL first (durable), then metrics and store, all inside the tracing sink, which
+    writes its inner sink before making any span."""
+    sinks = [jsonl, MetricsAudit(metrics)]
+    if store is not None:
+        sinks.append(store)
+    return TracingAudit(FanOut(*sinks), tracer)
