@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from enforcer.alert import Alert
 from enforcer.audit.metrics_sink import MetricsAudit
 from enforcer.audit.otel_sink import TracingAudit
-from enforcer.audit.record import FanOut
+from enforcer.audit.record import RELOAD, FanOut
 from enforcer.audit.tracing import Tracer
 from enforcer.gitops.bundle import Bundle
 from enforcer.health import POLICIES_LOADED, PROBES_ATTACHED, Readiness
@@ -170,7 +170,10 @@ class Pipeline:
             self.stats.record(alert)
 
     def critical(self, alert: Alert) -> None:
-        """The agent's own critical alerts (budget breaker, refused reload)."""
+        """The agent's own critical alerts (budget breaker, refused reload): to every output
+        and, as a log line, to stderr."""
+        self.stderr.write(f"enforcer: {alert.text_line}\n")
+        self.stderr.flush()
         self.dispatcher.dispatch(alert)
         self.metrics.rule_matched(alert.rule, alert.priority.display)
 
@@ -236,5 +239,20 @@ def audit_chain(jsonl: Any, tracer: Tracer, metrics: Metrics, store: Any) -> Any
     writes its inner sink before making any span."""
     sinks = [jsonl, MetricsAudit(metrics)]
     if store is not None:
-        sinks.append(store)
+        sinks.append(DetectionRecords(store))
     return TracingAudit(FanOut(*sinks), tracer)
+
+
+class DetectionRecords:
+    """The store indexes detections and their responses; agent-level records (reloads) stay
+    in the JSONL log only."""
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def record(self, rec: Any) -> None:
+        if rec.kind != RELOAD:
+            self.store.record(rec)
+
+    def close(self) -> None:
+        self.store.close()
