@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from enforcer.audit.record import ACTION, BREAKER, DECISION, DROP
 from enforcer.metrics import Metrics
 
 RATE_LIMITED_OUTCOMES = frozenset({"rate-limited", "cooldown"})
@@ -24,18 +25,18 @@ class MetricsAudit:
     def record(self, rec: Any) -> None:
         kind, outcome = rec.kind, rec.outcome
         m = self.metrics
-        if kind == "action":
+        if kind == ACTION:
             seconds = rec.duration_ns / 1e9 if rec.duration_ns is not None else None
             m.action_done(rec.action or "unknown", outcome, bool(rec.dry_run), seconds)
             if outcome == "suppressed":
                 m.guard_refused(rec.guard or "unknown")
             elif outcome in RATE_LIMITED_OUTCOMES:
                 m.response_rate_limited(rec.policy or "unknown")
-        elif kind == "decision" and outcome in RATE_LIMITED_OUTCOMES:
+        elif kind == DECISION and outcome in RATE_LIMITED_OUTCOMES:
             m.response_rate_limited(rec.policy or "unknown")
-        elif kind == "drop":
+        elif kind == DROP:
             m.responder_dropped()
-        elif kind == "breaker":
+        elif kind == BREAKER:
             m.budget_tripped()
 
     def close(self) -> None:

@@ -28,13 +28,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from enforcer.audit.record import ACTION, BREAKER, DECISION, DROP, MATCH
 from enforcer.audit.tracing import DecisionSpan, DetectionTrace, Tracer
 from enforcer.errors import ActionError
 
 log = logging.getLogger(__name__)
 
-# Record kinds, as enforcer.audit.record names them.
-MATCH, DECISION, ACTION, BREAKER, DROP = "match", "decision", "action", "breaker", "drop"
 ACT = "act"            # the decision to run a policy's actions
 STOPPED = "stopped"    # a decision record: on_failure stop ended the policy early
 FAILED = "failed"

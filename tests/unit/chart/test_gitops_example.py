@@ -129,30 +129,6 @@ def test_test_cases_expect_existing_policies_in_their_action_order():
             assert actions == action_names(by_name[policy]), case["name"]
 
 
-def test_example_cases_hold_with_the_real_rules_engine_and_policy_loader():
-    """Until `enforcer test` runs them: each case's events, through the bundled rules plus
-    rules/, match exactly the expected rules, and the policies of policies/ (loaded strictly)
-    that select those alerts plan exactly the expected actions, in order."""
-    from enforcer.policy.loader import load_policies
-    from enforcer.resources import default_rules_dir
-    from enforcer.rules.engine import Engine
-    from enforcer.rules.loader import load_rules
-
-    ruleset = load_rules([str(default_rules_dir()), str(EXAMPLE / "rules")])
-    assert not ruleset.warnings
-    engine = Engine(ruleset, hostname="node-1")
-    policy_set = load_policies([str(EXAMPLE / "policies")])
-    for path in sorted((EXAMPLE / "tests").glob("*.yaml")):
-        for case in load(path)["cases"]:
-            alerts = [alert for event in case["events"] for alert in engine.evaluate(event)]
-            planned = [{"policy": policy.name, "action": step.name}
-                       for alert in alerts for policy in policy_set.select(alert)
-                       for step in policy.actions]
-            if case["expect"] == "silence":
-                assert (alerts, planned) == ([], []), case["name"]
-            else:
-                assert [a.rule for a in alerts] == case["expect"]["rules"], case["name"]
-                assert planned == case["expect"]["actions"], case["name"]
 
 
 def _script(text: str) -> str:
