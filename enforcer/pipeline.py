@@ -18,43 +18,21 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from enforcer.alert import Alert
-from enforcer.audit.metrics_sink import MetricsAudit
-from enforcer.audit.otel_sink import TracingAudit
 from enforcer.audit.record import RELOAD, FanOut
 from enforcer.audit.tracing import Tracer
 from enforcer.gitops.bundle import Bundle
 from enforcer.health import POLICIES_LOADED, PROBES_ATTACHED, Readiness
 from enforcer.metrics import Metrics
-from enforcer.outputs.dispatcher import Dispatcher
-from enforcer.outputs.summary import AlertStats
 from enforcer.reload import Reloader
 from enforcer.respond.responder import Responder
 
-
-class RotatingAudit:
-    """The JSONL audit log as an AuditSink, rotated by size, never dropping a record."""
-
-    def __init__(self, path: str, max_bytes: int):
-        from enforcer.audit.rotating_file import RotatingJsonl  # noqa: PLC0415
-
-        self.file = RotatingJsonl(path, max_bytes=max_bytes)
-        self.failures = 0
-
-    def record(self, rec: Any) -> None:
-        try:
-            self.file.write(rec.as_dict())
-        except OSError as exc:  # the responder must keep deciding; the failure is said
-            self.failures += 1
-            print(f"enforcer: audit log write failed: {exc}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        self.file.close()
+if TYPE_CHECKING:  # built by the CLI layer and handed in
+    from enforcer.cli.observe_args import Observability
 
 
 class LineOutput:
@@ -103,32 +81,34 @@ class AttachmentGap:
 
 @dataclass
 class Pipeline:
-    """The agent's post-detection wiring. Built by enforcer.cli.agent_wiring."""
+    """The agent's post-detection wiring around observe's Observability (metrics,
+    readiness, tracer, outputs, audit sink). Built by enforcer.cli.agent_wiring."""
 
     reloader: Reloader
     responder: Responder
-    dispatcher: Dispatcher
-    metrics: Metrics
-    readiness: Readiness
-    tracer: Tracer
-    audit: Any
+    obs: Observability
+    audit: Any                              # what the responder and reloader write to
     store: Any = None                       # enforcer.store.writer.StoreWriter
-    http: Any = None                        # enforcer.http_server.HttpServer
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    stats: AlertStats = field(default_factory=AlertStats)
-    # Called (on the reloader's thread) with the new set, to re-plan the kernel side.
+    # Called (on the reloader's thread) with a new set: what the probes cannot see of it.
     on_rules_changed: Callable[[Bundle], AttachmentGap] | None = None
-    _stats_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.active: Bundle = self.reloader.current
+        self.metrics: Metrics = self.obs.metrics
+        self.readiness: Readiness = self.obs.readiness
+        self.tracer: Tracer = self.obs.tracer
         self.event_counts = self.metrics.event_counts
+
+    @property
+    def http(self) -> Any:
+        return self.obs.http
 
     # -- the rules engine, as the agent sees it ----------------------------------------------
 
     def evaluate(self, event: Any) -> list[Alert]:
         """Judge one live event with the active set; alerts come back stamped with their
-        trace id and already handed to the responder."""
+        trace id and already handed to the responder with that same set's policies."""
         active = self.active  # one read: rules and policies of the same set
         self.event_counts[event.get("evt.type")] += 1
         alerts = active.engine.evaluate(event)
@@ -156,25 +136,21 @@ class Pipeline:
         return alert
 
     def publish(self, alert: Alert) -> None:
-        """Outputs, metrics and store for an alert that has been decided (never blocks)."""
-        self.dispatcher.dispatch(alert)
-        self.metrics.rule_matched(alert.rule, alert.priority.display)
+        """Count, output and store an alert that has been decided (never blocks)."""
+        self.obs.pipeline.emit(alert)
         if self.store is not None:
             self.store.submit_alert(alert)
 
     def accept(self, alert: Alert) -> None:
-        """An alert from outside (falco-http): decide, publish, count."""
-        alert = self._decide(alert, self.active)
-        self.publish(alert)
-        with self._stats_lock:
-            self.stats.record(alert)
+        """An alert from outside (falco-http): decide with the active set, publish."""
+        self.publish(self._decide(alert, self.active))
 
     def critical(self, alert: Alert) -> None:
         """The agent's own critical alerts (budget breaker, refused reload): to every output
         and, as a log line, to stderr."""
         self.stderr.write(f"enforcer: {alert.text_line}\n")
         self.stderr.flush()
-        self.dispatcher.dispatch(alert)
+        self.obs.dispatcher.dispatch(alert)
         self.metrics.rule_matched(alert.rule, alert.priority.display)
 
     # -- hot reload ----------------------------------------------------------------------
@@ -184,17 +160,18 @@ class Pipeline:
         then one assignment makes the new set the one events are judged by."""
         self.responder.use_policies(new.policies, new.short_digest)
         self.active = new
-        if self.on_rules_changed is not None:
-            gap = self.on_rules_changed(new)
-            if gap:
-                message = (f"the reloaded rules need probes this agent did not attach "
-                           f"({gap.text()}); those rules cannot fire until the agent "
-                           "restarts")
-                self.readiness.warn("attachment", message)
-                self.stderr.write(f"enforcer: warning: {message}\n")
-                self.stderr.flush()
-            else:
-                self.readiness.warn("attachment", None)
+        self.readiness.set(POLICIES_LOADED, True, f"digest {new.short_digest}")
+        if self.on_rules_changed is None:
+            return
+        gap = self.on_rules_changed(new)
+        if gap:
+            message = (f"the reloaded rules need probes this agent did not attach "
+                       f"({gap.text()}); those rules cannot fire until the agent restarts")
+            self.readiness.warn("attachment", message)
+            self.stderr.write(f"enforcer: warning: {message}\n")
+            self.stderr.flush()
+        else:
+            self.readiness.warn("attachment", None)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -202,45 +179,37 @@ class Pipeline:
         self.readiness.set(PROBES_ATTACHED, True, detail)
 
     def start(self) -> None:
+        """Output workers, responder, reloader (the HTTP server is started before)."""
         self.readiness.set(POLICIES_LOADED, True, f"digest {self.active.short_digest}")
-        self.dispatcher.start()
+        self.obs.start()
         self.responder.start()
         if self.reloader.interval > 0:
             self.reloader.start()
 
-    def stop(self) -> dict[str, int]:
-        """Stop watching, finish queued responses, deliver queued alerts, flush the audit
-        chain and traces. Returns the per-output counts still undelivered."""
+    def stop(self) -> None:
+        """Stop watching, finish queued responses, then end traces, close the audit log and
+        the store, deliver queued alerts and spans (bounded), stop the HTTP server."""
         self.reloader.stop()
         self.responder.stop()
-        left = self.dispatcher.close(timeout=5.0)
-        self.audit.close()  # closes the JSONL log, traces, store
-        self.tracer.shutdown(timeout_s=5.0)
-        if self.http is not None:
-            self.http.stop()
-        return left
+        if self.store is not None:
+            self.store.close()
+        self.obs.close()
 
     def summary(self) -> str:
-        """Responses by action and outcome, and outputs that lost alerts."""
-        lines = [self.responder.summary()]
-        for name, st in sorted(self.dispatcher.stats().items()):
-            if st.dropped or st.failed:
-                lines.append(f"output {name}: {st.delivered} delivered, {st.dropped} dropped "
-                             f"(queue full), {st.failed} failed")
-        return "\n".join(lines) + "\n"
+        """Falco's alert summary, responses by action and outcome, output drops."""
+        return self.obs.summary(self.responder)
 
 
 def hostname() -> str:
     return os.environ.get("HOSTNAME") or socket.gethostname()
 
 
-def audit_chain(jsonl: Any, tracer: Tracer, metrics: Metrics, store: Any) -> Any:
-    """JSONL first (durable), then metrics and store, all inside the tracing sink, which
-    writes its inner sink before making any span."""
-    sinks = [jsonl, MetricsAudit(metrics)]
-    if store is not None:
-        sinks.append(DetectionRecords(store))
-    return TracingAudit(FanOut(*sinks), tracer)
+def audit_chain(obs_sink: Any, store: Any) -> Any:
+    """The responder's audit sink: observe's (rotated JSONL first, metrics, spans), then
+    the store."""
+    if store is None:
+        return obs_sink
+    return FanOut(obs_sink, DetectionRecords(store))
 
 
 class DetectionRecords:
@@ -255,4 +224,4 @@ class DetectionRecords:
             self.store.record(rec)
 
     def close(self) -> None:
-        self.store.close()
+        """The store is closed by Pipeline.stop (it also takes alerts)."""

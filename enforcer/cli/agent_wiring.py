@@ -70,66 +70,6 @@ def load_reloader(args: argparse.Namespace, hostname: str) -> Any:
         raise WiringError(str(exc), 1) from None
 
 
-def build_outputs(args: argparse.Namespace, stdout: TextIO, metrics: Any) -> Any:
-    """The dispatcher with stdout, --output-file, --webhook and --program-output."""
-    from enforcer.outputs.dispatcher import Dispatcher, OutputSpec  # noqa: PLC0415
-    from enforcer.outputs.extra_fields import parse_extra_fields  # noqa: PLC0415
-    from enforcer.outputs.program import ProgramConfig, ProgramOutput, parse_argv  # noqa: PLC0415
-    from enforcer.outputs.webhook import (  # noqa: PLC0415
-        WebhookConfig,
-        WebhookOutput,
-        parse_header,
-    )
-    from enforcer.pipeline import LineOutput  # noqa: PLC0415
-    from enforcer.priority import Priority  # noqa: PLC0415
-
-    specs = [OutputSpec(LineOutput("stdout", stdout, args.format),
-                        min_priority=args.min_priority)]
-    if args.output_file:
-        try:
-            handle = open(args.output_file, "a", encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            raise WiringError(f"enforcer: cannot open --output-file {args.output_file}: "
-                              f"{exc.strerror}", 2) from None
-        specs.append(OutputSpec(LineOutput("file", handle, args.format, owned=True),
-                                min_priority=args.min_priority))
-    try:
-        headers = dict(parse_header(h) for h in args.webhook_header or [])
-        for i, item in enumerate(args.webhook or []):
-            url, _, opts = item.partition(",")
-            minimum = Priority.DEBUG
-            if opts:
-                key, _, value = opts.partition("=")
-                if key.strip() != "min":
-                    raise ValueError(f"--webhook {item!r}: the only option is ',min=PRIORITY'")
-                minimum = Priority.parse(value)
-            name = "webhook" if i == 0 else f"webhook{i + 1}"
-            specs.append(OutputSpec(WebhookOutput(WebhookConfig(url, headers=headers), name),
-                                    min_priority=minimum))
-        for i, text in enumerate(args.program_output or []):
-            name = "program" if i == 0 else f"program{i + 1}"
-            specs.append(OutputSpec(ProgramOutput(ProgramConfig(parse_argv(text)), name),
-                                    min_priority=args.program_min_priority))
-        extra = parse_extra_fields(args.extra_field or [])
-    except ValueError as exc:
-        raise WiringError(f"enforcer: {exc}", 2) from None
-    return Dispatcher(specs, extra_fields=extra, metrics=metrics)
-
-
-def build_tracer(args: argparse.Namespace, hostname: str) -> Any:
-    from enforcer.audit.tracing import (  # noqa: PLC0415
-        TracingConfig,
-        TracingConfigError,
-        setup_tracing,
-    )
-
-    try:
-        return setup_tracing(TracingConfig(endpoint=args.otel_endpoint,
-                                           protocol=args.otel_protocol), hostname=hostname)
-    except TracingConfigError as exc:
-        raise WiringError(f"enforcer: tracing: {exc}", 2) from None
-
-
 def build_store(args: argparse.Namespace) -> Any:
     from enforcer.store.schema import StoreError, default_store_path  # noqa: PLC0415
     from enforcer.store.writer import StoreWriter  # noqa: PLC0415
@@ -148,31 +88,35 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
                    stderr: TextIO | None = None) -> Any:
     """Everything after detection, from the options. Nothing listens or runs yet except
     the store's writer thread: call `start_http` and `Pipeline.start()`."""
-    from enforcer.health import Readiness  # noqa: PLC0415
-    from enforcer.metrics import Metrics  # noqa: PLC0415
-    from enforcer.pipeline import Pipeline, RotatingAudit, audit_chain, hostname  # noqa: PLC0415
+    from enforcer.cli.observe_args import ObserveConfigError, from_args  # noqa: PLC0415
+    from enforcer.pipeline import LineOutput, Pipeline, audit_chain, hostname  # noqa: PLC0415
     from enforcer.respond.options import responder_from_args  # noqa: PLC0415
 
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     host = hostname()
-    metrics = Metrics()
     reloader = load_reloader(args, host)
-    tracer = build_tracer(args, host)
-    dispatcher = build_outputs(args, stdout, metrics)
-    if args.audit_log == "-":
-        from enforcer.audit.jsonl import JsonlAudit  # noqa: PLC0415
-        jsonl: Any = JsonlAudit("-")
-    else:
+    base = [LineOutput("stdout", stdout, args.format)]
+    if args.output_file:
         try:
-            jsonl = RotatingAudit(args.audit_log, max(1, args.audit_max_bytes))
+            handle = open(args.output_file, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
-            raise WiringError(
-                f"enforcer: cannot open the audit log {args.audit_log}: {exc.strerror}; run "
-                "as root or choose another file with --audit-log (or ENFORCER_AUDIT_LOG)",
-                3) from None
+            raise WiringError(f"enforcer: cannot open --output-file {args.output_file}: "
+                              f"{exc.strerror}", 2) from None
+        base.append(LineOutput("file", handle, args.format, owned=True))
+    try:
+        obs = from_args(args, hostname=host, base_outputs=base)
+    except ObserveConfigError as exc:
+        raise WiringError(f"enforcer: {exc}", 2) from None
+    obs.http_addr = None  # start_http serves it, with the console under /ui when asked
+    try:
+        obs_sink = obs.audit_sink(args.audit_log)
+    except OSError as exc:
+        raise WiringError(
+            f"enforcer: cannot open the audit log {args.audit_log}: {exc.strerror}; run as "
+            "root or choose another file with --audit-log (or ENFORCER_AUDIT_LOG)", 3) from None
     store = build_store(args)
-    audit = audit_chain(jsonl, tracer, metrics, store)
+    audit = audit_chain(obs_sink, store)
     bundle = reloader.current
     try:
         responder = responder_from_args(args, policies=bundle.policies, hostname=host,
@@ -180,15 +124,14 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
     except EnforcerError as exc:
         raise WiringError(f"enforcer: {exc}", getattr(exc, "exit_code", 1)) from None
     responder.use_policies(bundle.policies, bundle.short_digest)
-    pipeline = Pipeline(reloader=reloader, responder=responder, dispatcher=dispatcher,
-                        metrics=metrics, readiness=Readiness(), tracer=tracer, audit=audit,
+    pipeline = Pipeline(reloader=reloader, responder=responder, obs=obs, audit=audit,
                         store=store, stderr=stderr)
     responder.on_critical = pipeline.critical
     reloader.on_swap = pipeline.swap
     reloader.on_critical = pipeline.critical
-    reloader.on_loaded = metrics.policies_loaded
+    reloader.on_loaded = obs.metrics.policies_loaded
     reloader.audit = audit
-    metrics.policies_loaded(True)
+    obs.metrics.policies_loaded(True)
     return pipeline
 
 
@@ -216,13 +159,19 @@ def start_http(args: argparse.Namespace, pipeline: Any) -> None:
             raise WiringError(f"enforcer: {exc}", 2) from None
         ui = ConsoleApp(pipeline.store.path, token=token)
     try:
-        pipeline.http = start_http_server(args.http_addr, pipeline.metrics, pipeline.readiness,
-                                          ui)
+        pipeline.obs.http = start_http_server(args.http_addr, pipeline.metrics,
+                                              pipeline.readiness, ui)
     except OSError as exc:
         raise WiringError(f"enforcer: cannot listen on --http-addr {args.http_addr}: "
                           f"{exc.strerror or exc}; choose another (or ENFORCER_HTTP_ADDR)",
                           3) from None
 
 
-def falco_http_token(args: argparse.Namespace) -> str | None:
-    return _token(args.falco_http_token_file, "ENFORCER_FALCO_HTTP_TOKEN", "falco-http")
+def falco_http_config(args: argparse.Namespace) -> Any:
+    from enforcer.cli.observe_args import ObserveConfigError  # noqa: PLC0415
+    from enforcer.cli.observe_args import falco_http_config as config  # noqa: PLC0415
+
+    try:
+        return config(args)
+    except ObserveConfigError as exc:
+        raise WiringError(f"enforcer: {exc}", 2) from None

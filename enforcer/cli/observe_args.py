@@ -82,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="add a static field to every alert's output_fields, like Falco's "
                           "append_output and Falcosidekick's customfields (repeatable; env "
                           "ENFORCER_EXTRA_FIELDS, comma-separated)")
-    out.add_argument("--output-min-priority", type=_priority, metavar="PRIORITY",
+    out.add_argument("--output-min-priority", "--min-priority", type=_priority,
+                     metavar="PRIORITY",
                      default=_priority(_env("ENFORCER_OUTPUT_MIN_PRIORITY", "debug") or ""),
                      help="minimum priority for stdout and --output-file (default debug)")
     out.add_argument("--output-queue-size", type=int, metavar="N",
@@ -90,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                  or DEFAULT_QUEUE_SIZE),
                      help="alerts each output may hold before dropping new ones (counted); "
                           f"default {DEFAULT_QUEUE_SIZE}")
-    out.add_argument("--webhook-url", metavar="URL", default=_env("ENFORCER_WEBHOOK_URL"),
+    out.add_argument("--webhook-url", "--webhook", metavar="URL",
+                     default=_env("ENFORCER_WEBHOOK_URL"),
                      help="POST each alert as Falco JSON to this URL (Falcosidekick: "
                           "http://falcosidekick:2801/)")
     out.add_argument("--webhook-header", action="append", metavar="'NAME: VALUE'",

@@ -48,8 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_rules_option(parser)
     from enforcer.respond.options import add_arguments as add_response_arguments  # noqa: PLC0415
     add_response_arguments(parser)  # --policies, --audit-log, … (shares --dry-run)
+    from enforcer.cli.observe_args import add_arguments as add_observe_arguments  # noqa: PLC0415
+    add_observe_arguments(parser)  # --http-addr, --webhook, --extra-field, --source, …
     from enforcer.cli.agent_args import add_arguments as add_agent_arguments  # noqa: PLC0415
-    add_agent_arguments(parser)  # --http-addr, --webhook, --store, --source, …
+    add_agent_arguments(parser)  # --ui, --store, --node-name, --reload-interval, …
 
 
 def _stop_on_signals() -> threading.Event:
@@ -131,7 +133,7 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
     finally:
         agent.close()
         pipeline.stop()
-        sys.stderr.write(agent.summary())
+        sys.stderr.write(agent.drops.format())
         sys.stderr.write(pipeline.summary())
         sys.stderr.flush()
     return 0
@@ -173,28 +175,24 @@ def _covered(prefixes: dict[str, int], suffixes: dict[str, int], old_prefixes: d
 
 
 def _run_falco_http(args: argparse.Namespace, pipeline: Any) -> int:
-    from enforcer.cli.agent_wiring import WiringError, falco_http_token  # noqa: PLC0415
-    from enforcer.sources.falco_http import (  # noqa: PLC0415
-        FalcoHttpConfig,
-        IntakeConfigError,
-        start_falco_http,
-    )
+    from enforcer.cli.agent_wiring import WiringError, falco_http_config  # noqa: PLC0415
+    from enforcer.sources.falco_http import IntakeConfigError, start_falco_http  # noqa: PLC0415
 
     try:
-        token = falco_http_token(args)
+        config = falco_http_config(args)
     except WiringError as exc:
         pipeline.stop()
         print(exc, file=sys.stderr)
         return exc.exit_code
     acting = not args.dry_run and any(not p.dry_run for p in pipeline.active.policies.policies)
-    if token is None:
+    if not config.token:
         # Unauthenticated intake: never acting, even if a reload later brings an acting
         # policy (anyone who can reach the port could otherwise trigger it).
         pipeline.responder.dry_run = True
     stop = _stop_on_signals()
     try:
-        source = start_falco_http(FalcoHttpConfig(addr=args.falco_http_addr, token=token),
-                                  pipeline.accept, acting=acting, metrics=pipeline.metrics)
+        source = start_falco_http(config, pipeline.accept, acting=acting,
+                                  metrics=pipeline.metrics)
     except IntakeConfigError as exc:
         pipeline.stop()
         print(f"enforcer: {exc}", file=sys.stderr)
@@ -207,15 +205,17 @@ def _run_falco_http(args: argparse.Namespace, pipeline: Any) -> int:
     pipeline.start()
     pipeline.mark_attached("falco-http source: no probes")
     print(f"enforcer: ready: falco-http on port {source.port} (auth: "
-          f"{'bearer token' if token else 'none, dry-run only'}); {_mode(args, pipeline)}; "
-          f"policy digest {pipeline.active.short_digest}{_endpoints(args, pipeline)}",
-          file=sys.stderr, flush=True)
+          f"{'bearer token' if config.token else 'none, dry-run only'}); "
+          f"{_mode(args, pipeline)}; policy digest {pipeline.active.short_digest}"
+          f"{_endpoints(args, pipeline)}", file=sys.stderr, flush=True)
     try:
         stop.wait()
     finally:
         source.stop()
         pipeline.stop()
-        sys.stderr.write(pipeline.stats.format())
         sys.stderr.write(pipeline.summary())
+        rejected = sum(n for code, n in source.responses.items() if code >= 400)
+        sys.stderr.write(f"falco-http requests: {sum(source.responses.values())} "
+                         f"({rejected} rejected)\n")
         sys.stderr.flush()
     return 0
