@@ -88,6 +88,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the agent until SIGINT/SIGTERM; returns the exit code."""
     from enforcer.cli.agent_wiring import WiringError, build_pipeline, start_http  # noqa: PLC0415
 
+    if args.source == "ebpf":
+        from enforcer.adapters.bcc_probe import require_privileges  # noqa: PLC0415
+
+        try:  # before anything else is opened: not being root is the first thing to say
+            require_privileges()
+        except ProbeError as exc:
+            print(f"enforcer: {exc}", file=sys.stderr)
+            return exc.exit_code
     try:
         pipeline = build_pipeline(args)
     except WiringError as exc:
