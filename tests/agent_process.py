@@ -39,7 +39,7 @@ class AgentProcess:
         ready = next(line for line in self.stderr.splitlines() if "enforcer: ready:" in line)
         self.ready_line = ready
         self.digest = re.search(r"policy digest ([0-9a-f]+)", ready).group(1)  # type: ignore[union-attr]
-        http = re.search(r"http on port (\d+)", ready)
+        http = re.search(r"(?<![-\w])http on port (\d+)", ready)
         self.http_port = int(http.group(1)) if http else None
         falco = re.search(r"falco-http on port (\d+)", ready)
         self.falco_port = int(falco.group(1)) if falco else None
