@@ -2,8 +2,8 @@
 
 It reads the same records as the JSONL log, so metrics can never disagree with the audit
 trail: actions by action/outcome/dry_run with their latency, rate-limited responses (policy
-rate limits and per-target cooldowns), guard refusals, responder queue drops and budget
-trips.
+rate limits and per-target cooldowns), guard refusals, responder queue drops, budget
+trips, and hot reloads applied or refused.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class MetricsAudit:
             m.responder_dropped()
         elif kind == BREAKER:
             m.budget_tripped()
+        elif kind == "reload":  # hot reload of rules and policies (enforcer.reload)
+            m.policies_loaded(outcome == "applied")
 
     def close(self) -> None:
         pass

@@ -138,6 +138,7 @@ class TracingAudit:
                 "enforcer.outcome": rec.outcome,
                 "enforcer.reason": rec.reason or "",
                 "enforcer.policies": list(detail.get("policies", [])),
+                # the rules + policies set that decided: names the commit it came from
                 "enforcer.policy_digest": getattr(rec, "policy_digest", None) or "",
             })
 
