@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -28,6 +29,7 @@ from enforcer.audit.tracing import Tracer
 from enforcer.gitops.bundle import Bundle
 from enforcer.health import POLICIES_LOADED, PROBES_ATTACHED, Readiness
 from enforcer.metrics import Metrics
+from enforcer.priority import Priority
 from enforcer.reload import Reloader
 from enforcer.respond.responder import Responder
 
@@ -60,23 +62,7 @@ class LineOutput:
             pass
 
 
-@dataclass
-class AttachmentGap:
-    """What the attached probes cannot see of the active rules (after a reload)."""
-
-    syscalls: tuple[str, ...] = ()
-    open_filter: bool = False
-
-    def __bool__(self) -> bool:
-        return bool(self.syscalls or self.open_filter)
-
-    def text(self) -> str:
-        parts = []
-        if self.syscalls:
-            parts.append(f"syscalls not attached: {', '.join(self.syscalls)}")
-        if self.open_filter:
-            parts.append("the kernel's open filter drops paths the new rules look at")
-        return "; ".join(parts)
+RESTART_NEEDED_RULE = "Enforcer reload needs a restart"
 
 
 @dataclass
@@ -90,8 +76,9 @@ class Pipeline:
     audit: Any                              # what the responder and reloader write to
     store: Any = None                       # enforcer.store.writer.StoreWriter
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    # Called (on the reloader's thread) with a new set: what the probes cannot see of it.
-    on_rules_changed: Callable[[Bundle], AttachmentGap] | None = None
+    # Called (on the reloader's thread) with a new set: what the probes cannot see of it
+    # (enforcer.kernel_coverage.coverage_gaps), said loudly since a restart is needed.
+    on_rules_changed: Callable[[Bundle], list[str]] | None = None
 
     def __post_init__(self) -> None:
         self.active: Bundle = self.reloader.current
@@ -161,17 +148,19 @@ class Pipeline:
         self.responder.use_policies(new.policies, new.short_digest)
         self.active = new
         self.readiness.set(POLICIES_LOADED, True, f"digest {new.short_digest}")
-        if self.on_rules_changed is None:
-            return
-        gap = self.on_rules_changed(new)
-        if gap:
-            message = (f"the reloaded rules need probes this agent did not attach "
-                       f"({gap.text()}); those rules cannot fire until the agent restarts")
-            self.readiness.warn("attachment", message)
-            self.stderr.write(f"enforcer: warning: {message}\n")
-            self.stderr.flush()
-        else:
+        gaps = self.on_rules_changed(new) if self.on_rules_changed is not None else []
+        if not gaps:
             self.readiness.warn("attachment", None)
+            return
+        message = (f"the reloaded rules (digest {new.short_digest}) need what the probes "
+                   f"attached at start do not see ({'; '.join(gaps)}): restart the agent "
+                   "for those rules to fire")
+        self.readiness.warn("attachment", message)
+        self.critical(Alert(rule=RESTART_NEEDED_RULE, priority=Priority.CRITICAL,
+                            output=message, output_fields={"reload.digest": new.short_digest,
+                                                           "reload.gaps": gaps},
+                            time_ns=time.time_ns(), source="enforcer", tags=("enforcer",),
+                            hostname=hostname()))
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -129,7 +129,7 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
     responder.on_critical = pipeline.critical
     reloader.on_swap = pipeline.swap
     reloader.on_critical = pipeline.critical
-    reloader.on_loaded = obs.metrics.policies_loaded
+    # (the reload audit records feed enforcer_policy_reloads_total, through MetricsAudit)
     reloader.audit = audit
     obs.metrics.policies_loaded(True)
     return pipeline

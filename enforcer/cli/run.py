@@ -126,7 +126,10 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
         pipeline.stop()
         print(f"enforcer: {exc}", file=sys.stderr)
         return exc.exit_code
-    pipeline.on_rules_changed = agent_gap(agent)
+    from enforcer.kernel_coverage import coverage_gaps  # noqa: PLC0415
+
+    pipeline.on_rules_changed = lambda new: coverage_gaps(new.engine, agent.probe_config,
+                                                          agent.attachment.missing)
     pipeline.start()
     pipeline.mark_attached(f"{len(agent.attachment.syscalls)} syscalls")
     filt = agent.probe_config.open_prefixes
@@ -145,41 +148,6 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
         sys.stderr.write(pipeline.summary())
         sys.stderr.flush()
     return 0
-
-
-def agent_gap(agent: Any) -> Any:
-    """For hot reload: what the attached probes (syscalls and kernel open filter) cannot see
-    of a new rules set. The probes are not re-attached while running; the gap is reported."""
-    from enforcer.kernel_filter import open_filter_for  # noqa: PLC0415
-    from enforcer.pipeline import AttachmentGap  # noqa: PLC0415
-    from enforcer.sources.ebpf import available_syscalls, plan  # noqa: PLC0415
-
-    def gap(bundle: Any) -> AttachmentGap:
-        _, wanted = plan(bundle.engine.event_types(), available_syscalls(), agent.probe_config)
-        attached = set(agent.attachment.syscalls)
-        missing = tuple(s for s in wanted.syscalls if s not in attached)
-        old = agent.probe_config.open_prefixes
-        widened = False
-        if old is not None:
-            new = open_filter_for(bundle.engine.rules)
-            widened = new is None or not _covered(new.prefixes, new.suffixes, old,
-                                                  agent.probe_config.open_suffixes)
-        return AttachmentGap(missing, widened)
-
-    return gap
-
-
-def _covered(prefixes: dict[str, int], suffixes: dict[str, int], old_prefixes: dict[str, int],
-             old_suffixes: dict[str, int]) -> bool:
-    """Whether every (prefix, classes) and (suffix, classes) the new filter passes is passed
-    by the loaded one (a longer prefix is covered by a shorter one it starts with)."""
-    for prefix, mask in prefixes.items():
-        if not any(prefix.startswith(p) and mask & ~m == 0 for p, m in old_prefixes.items()):
-            return False
-    for suffix, mask in suffixes.items():
-        if not any(suffix.endswith(s) and mask & ~m == 0 for s, m in old_suffixes.items()):
-            return False
-    return True
 
 
 def _run_falco_http(args: argparse.Namespace, pipeline: Any) -> int:

@@ -4,6 +4,7 @@ refuses to start unauthenticated while a policy would act."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import sqlite3
 import subprocess
@@ -98,7 +99,14 @@ def test_a_posted_falco_alert_is_answered_in_dry_run(intake: AgentProcess) -> No
 def test_bad_bodies_are_refused_and_counted(intake: AgentProcess) -> None:
     assert intake.falco_port is not None
     assert post(intake.falco_port, b"{not json") == 400
-    assert post(intake.falco_port, b"x" * (2 << 20)) == 413
+    # An oversized body is refused on its Content-Length, before it is read.
+    conn = http.client.HTTPConnection("127.0.0.1", intake.falco_port, timeout=10)
+    conn.putrequest("POST", "/")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(2 << 20))
+    conn.endheaders()
+    assert conn.getresponse().status == 413
+    conn.close()
     assert intake.metric("enforcer_falco_http_requests_total", code="400") == 1
     assert intake.proc.poll() is None
 
