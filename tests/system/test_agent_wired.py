@@ -73,7 +73,7 @@ def wired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wired]:
                    OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
         argv = [sys.executable, "-m", "enforcer", "--dry-run",
                 "--policies", str(policies.path), "--audit-log", str(audit),
-                "--store", str(store), "--http-addr", "127.0.0.1:0",
+                "--store", str(store), "--http-addr", "127.0.0.1:0", "--ui",
                 "--webhook", webhook.url, "--webhook-header", "Authorization: Bearer wh-token",
                 "--extra-field", "environment=system-test", "--node-name", "node-test",
                 "--reload-interval", "0.3"]
@@ -181,6 +181,10 @@ def test_a_detection_is_alerted_traced_audited_counted_stored_and_posted(wired: 
 
     rule, responses = agent.wait("the store rows", stored)
     assert rule == RULE and responses >= 2
+
+    # The console, mounted under /ui of the same server (loopback: no token needed).
+    status, page = agent.get("/ui/")
+    assert status == 200 and RULE in page
 
 
 def test_hot_reload_swaps_the_policy_and_keeps_it_on_a_broken_update(wired: Wired) -> None:

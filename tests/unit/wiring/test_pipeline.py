@@ -142,3 +142,23 @@ def test_bad_deployment_settings_are_usage_errors(tmp_path: Path,
     with pytest.raises(WiringError) as info:
         build_pipeline(args)
     assert info.value.exit_code == 2 and "teleport" in str(info.value)
+
+
+def test_the_console_off_loopback_needs_a_token(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from enforcer.cli.agent_wiring import start_http  # noqa: PLC0415
+
+    monkeypatch.delenv("ENFORCER_UI_TOKEN", raising=False)
+    args = build_parser().parse_args([
+        "--audit-log", str(tmp_path / "a.jsonl"), "--http-addr", "0.0.0.0:0", "--ui",
+        "--store", str(tmp_path / "s.db"), "--reload-interval", "0"])
+    pipeline = build_pipeline(args, stdout=io.StringIO(), stderr=io.StringIO())
+    try:
+        with pytest.raises(WiringError) as info:
+            start_http(args, pipeline)
+        assert info.value.exit_code == 2 and "without a token" in str(info.value)
+        monkeypatch.setenv("ENFORCER_UI_TOKEN", "s3cret")
+        start_http(args, pipeline)
+        assert pipeline.http is not None and pipeline.http.port > 0
+    finally:
+        pipeline.stop()
