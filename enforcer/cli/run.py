@@ -126,10 +126,7 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
         pipeline.stop()
         print(f"enforcer: {exc}", file=sys.stderr)
         return exc.exit_code
-    from enforcer.kernel_coverage import coverage_gaps  # noqa: PLC0415
-
-    pipeline.on_rules_changed = lambda new: coverage_gaps(new.engine, agent.probe_config,
-                                                          agent.attachment.missing)
+    pipeline.on_rules_changed = _reattacher(agent, pipeline)
     pipeline.start()
     pipeline.mark_attached(f"{len(agent.attachment.syscalls)} syscalls")
     filt = agent.probe_config.open_prefixes
@@ -148,6 +145,31 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
         sys.stderr.write(pipeline.summary())
         sys.stderr.flush()
     return 0
+
+
+def _reattacher(agent: Any, pipeline: Any) -> Any:
+    """For hot reload: when the new rules need probes that are not attached (syscalls, or
+    paths the kernel's open filter drops), attach new probes without stopping; returns the
+    gaps that remain (said loudly by the pipeline)."""
+    from enforcer.kernel_coverage import coverage_gaps  # noqa: PLC0415
+
+    def on_rules_changed(new: Any) -> list[str]:
+        gaps = coverage_gaps(new.engine, agent.probe_config, agent.attachment.missing)
+        if not gaps:
+            return []
+        try:
+            attachment = agent.reattach(new.engine.rules, new.engine.event_types())
+        except (ProbeError, TimeoutError) as exc:
+            return [*gaps, f"re-attaching the probes failed: {exc}"]
+        if attachment is not None:
+            pipeline.mark_attached(f"{len(attachment.syscalls)} syscalls (re-attached for "
+                                   f"digest {new.short_digest})")
+            print(f"enforcer: re-attached the probes for the reloaded rules: "
+                  f"{len(attachment.syscalls)} syscalls ({'; '.join(gaps)})",
+                  file=sys.stderr, flush=True)
+        return coverage_gaps(new.engine, agent.probe_config, agent.attachment.missing)
+
+    return on_rules_changed
 
 
 def _run_falco_http(args: argparse.Namespace, pipeline: Any) -> int:

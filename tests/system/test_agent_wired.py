@@ -49,9 +49,22 @@ BROKEN = """\
 """
 
 
+MKDIR_RULE = """
+- rule: Marker directory made
+  desc: a rule on mkdir, which none of the bundled rules watches
+  condition: >
+    evt.type in (mkdir, mkdirat) and proc.name = mkdir
+    and proc.cmdline contains enforcer-reattach-
+  output: marker directory made (command=%proc.cmdline)
+  priority: WARNING
+"""
+BUNDLED_RULES = (REPO / "policies" / "rules" / "falco_rules.yaml").read_text()
+
+
 class Wired:
     def __init__(self, agent: AgentProcess, otlp: Any, webhook: Any, policies: ConfigMapDir,
-                 store: Path):
+                 store: Path, rules: ConfigMapDir):
+        self.rules = rules
         self.agent = agent
         self.otlp = otlp
         self.webhook = webhook
@@ -65,6 +78,8 @@ def wired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wired]:
     work = tmp_path_factory.mktemp("wired")
     policies = ConfigMapDir(work / "policies")
     policies.write({"review.yaml": POLICY_V1})
+    rules = ConfigMapDir(work / "rules")
+    rules.write({"falco_rules.yaml": BUNDLED_RULES})
     audit, store = work / "audit.jsonl", work / "audit.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["PYTHONPATH"] = str(REPO)
@@ -72,14 +87,15 @@ def wired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wired]:
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="100",
                    OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
         argv = [sys.executable, "-m", "enforcer", "--dry-run",
-                "--policies", str(policies.path), "--audit-log", str(audit),
+                "--rules", str(rules.path), "--policies", str(policies.path),
+                "--audit-log", str(audit),
                 "--store", str(store), "--http-addr", "127.0.0.1:0", "--ui",
                 "--webhook", webhook.url, "--webhook-header", "Authorization: Bearer wh-token",
                 "--extra-field", "environment=system-test", "--node-name", "node-test",
                 "--reload-interval", "0.3"]
         agent = AgentProcess(argv, env, work, audit)
         try:
-            yield Wired(agent, otlp, webhook, policies, store)
+            yield Wired(agent, otlp, webhook, policies, store, rules)
         finally:
             code = agent.stop()
             print(agent.stderr[-2000:])
@@ -224,3 +240,26 @@ def test_hot_reload_swaps_the_policy_and_keeps_it_on_a_broken_update(wired: Wire
     recs = records_of(wired, alert["trace_id"], want_actions=1)
     assert next(r for r in recs if r["kind"] == "decision")["policy"] == "shadow-readers-v2"
     assert {r["policy_digest"] for r in recs} == {new_digest}
+
+
+def test_reloaded_rules_on_new_syscalls_get_their_probes_without_restart(wired: Wired) -> None:
+    agent = wired.agent
+    assert "mkdir" not in agent.ready_line
+    marker = f"/tmp/enforcer-reattach-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["mkdir", marker], check=True)  # not watched yet: no alert
+    wired.policies.write({"review.yaml": POLICY_V2})  # repair the set the last test broke
+    wired.rules.write({"falco_rules.yaml": BUNDLED_RULES + MKDIR_RULE})
+    agent.wait("the re-attachment", lambda: "re-attached the probes" in agent.stderr,
+               timeout=120)
+    assert "restart the agent" not in agent.stderr
+    status, body = agent.get("/readyz")
+    assert status == 200 and "attachment" not in json.loads(body)["warnings"]
+    second = f"/tmp/enforcer-reattach-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["mkdir", second], check=True)
+    alerts = agent.wait("the mkdir alert", lambda: [
+        a for a in agent.alerts() if a["rule"] == "Marker directory made"])
+    assert [a["output_fields"]["proc.cmdline"] for a in alerts] == [f"mkdir {second}"]
+    # the rules watched before the switch still fire after it
+    read_shadow(wired)
+    for path in (marker, second):
+        Path(path).rmdir()
