@@ -64,6 +64,7 @@ BUNDLED_RULES = (REPO / "policies" / "rules" / "falco_rules.yaml").read_text()
 class Wired:
     def __init__(self, agent: AgentProcess, otlp: Any, webhook: Any, policies: ConfigMapDir,
                  store: Path, rules: ConfigMapDir):
+        self.program_out = agent.workdir / "program.jsonl"
         self.rules = rules
         self.agent = agent
         self.otlp = otlp
@@ -92,6 +93,7 @@ def wired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wired]:
                 "--store", str(store), "--http-addr", "127.0.0.1:0", "--ui",
                 "--webhook", webhook.url, "--webhook-header", "Authorization: Bearer wh-token",
                 "--extra-field", "environment=system-test", "--node-name", "node-test",
+                "--program-output", json.dumps(["tee", "-a", str(work / "program.jsonl")]),
                 "--reload-interval", "0.3"]
         agent = AgentProcess(argv, env, work, audit)
         try:
@@ -183,6 +185,15 @@ def test_a_detection_is_alerted_traced_audited_counted_stored_and_posted(wired: 
     assert {"output", "priority", "rule", "time", "output_fields", "source", "tags",
             "hostname"} <= set(doc)
     assert doc["rule"] == RULE and doc["priority"] == "Warning"
+
+    # The program output got the same JSON on its stdin (argv list, no shell).
+    def piped() -> list[dict[str, Any]]:
+        if not wired.program_out.exists():
+            return []
+        return [d for d in map(json.loads, wired.program_out.read_text().splitlines())
+                if d.get("trace_id") == trace_id]
+
+    assert agent.wait("the program output", piped)[0]["rule"] == RULE
 
     # The store has the detection and its responses, joined on the trace id.
     def stored() -> tuple[Any, ...] | None:
