@@ -147,6 +147,10 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
     return 0
 
 
+def _intake_auth(config: Any) -> str:
+    return "bearer token" if config.token else "client certificates"
+
+
 def _reattacher(agent: Any, pipeline: Any) -> Any:
     """For hot reload: when the new rules need probes that are not attached (syscalls, or
     paths the kernel's open filter drops), attach new probes without stopping; returns the
@@ -183,7 +187,8 @@ def _run_falco_http(args: argparse.Namespace, pipeline: Any) -> int:
         print(exc, file=sys.stderr)
         return exc.exit_code
     acting = not args.dry_run and any(not p.dry_run for p in pipeline.active.policies.policies)
-    if not config.token:
+    authenticated = bool(config.token or getattr(config, "client_ca", None))  # token or mTLS
+    if not authenticated:
         # Unauthenticated intake: never acting, even if a reload later brings an acting
         # policy (anyone who can reach the port could otherwise trigger it).
         pipeline.responder.dry_run = True
@@ -203,7 +208,7 @@ def _run_falco_http(args: argparse.Namespace, pipeline: Any) -> int:
     pipeline.start()
     pipeline.mark_attached("falco-http source: no probes")
     print(f"enforcer: ready: falco-http on port {source.port} (auth: "
-          f"{'bearer token' if config.token else 'none, dry-run only'}); "
+          f"{_intake_auth(config) if authenticated else 'none, dry-run only'}); "
           f"{_mode(args, pipeline)}; policy digest {pipeline.active.short_digest}"
           f"{_endpoints(args, pipeline)}", file=sys.stderr, flush=True)
     try:
