@@ -28,10 +28,10 @@ def _token(path: str | None, env: str, what: str) -> str | None:
         try:
             token = Path(path).read_text().strip()
         except OSError as exc:
-            raise WiringError(f"cannot read the {what} token file {path}: {exc.strerror}",
-                              2) from None
+            raise WiringError(f"enforcer: cannot read the {what} token file {path}: "
+                              f"{exc.strerror}", 2) from None
         if not token:
-            raise WiringError(f"the {what} token file {path} is empty", 2)
+            raise WiringError(f"enforcer: the {what} token file {path} is empty", 2)
         return token
     return os.environ.get(env, "").strip() or None
 
@@ -49,7 +49,7 @@ def enabled_actions(args: argparse.Namespace) -> set[str] | None:
     try:
         return resolve(enabled=args.enabled_actions)
     except DeploymentError as exc:
-        raise WiringError(str(exc), 2) from None
+        raise WiringError(f"enforcer: {exc}", 2) from None
 
 
 def load_reloader(args: argparse.Namespace, hostname: str) -> Any:

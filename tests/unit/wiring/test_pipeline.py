@@ -162,3 +162,19 @@ def test_the_console_off_loopback_needs_a_token(tmp_path: Path,
         assert pipeline.http is not None and pipeline.http.port > 0
     finally:
         pipeline.stop()
+
+
+def test_a_set_that_does_not_load_stops_the_start_with_file_line_col(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENFORCER_ENABLED_ACTIONS", raising=False)
+    bad = tmp_path / "p.yaml"
+    bad.write_text("- policy: x\n  match: {rules: [Tmp marker opened]}\n"
+                   "  actions: [{kill: {signal: KILL, nope: 1}}]\n")
+    rules = tmp_path / "r.yaml"
+    rules.write_text(RULES)
+    args = build_parser().parse_args(["--rules", str(rules), "--policies", str(bad),
+                                      "--audit-log", str(tmp_path / "a.jsonl")])
+    with pytest.raises(WiringError) as info:
+        build_pipeline(args)
+    assert info.value.exit_code == 1
+    assert f"{bad}:3:" in str(info.value) and "nope" in str(info.value)
