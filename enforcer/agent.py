@@ -211,7 +211,8 @@ class Agent:
         # What the old probes still hold up to the cut; after it, the new ones have it too.
         self._handle([r for r in old.drain() if r.get("_ts_mono", 0) <= cut])
         self._drops_base += old.drops()
-        old.close()
+        # Detaching waits for an RCU grace period per tracepoint: not on the event loop.
+        threading.Thread(target=old.close, name="enforcer-detach", daemon=True).start()
         self.source, self.probe_config, self.attachment = new, config, attachment
         self._skip_until = cut
         self._skip_deadline = time.monotonic() + 2.0
@@ -261,8 +262,19 @@ class Agent:
             self.stderr.write(line + "\n")
             self.stderr.flush()
 
-    def close(self) -> None:
-        """Detach the probes and flush the outputs (idempotent)."""
+    def finish_outputs(self) -> None:
+        """Flush and close the alert outputs (idempotent)."""
+        outputs, self.outputs = self.outputs, []
+        for out in outputs:
+            try:
+                out.flush()
+                out.close()
+            except OSError:
+                pass
+
+    def detach(self) -> None:
+        """Detach the probes (idempotent). Slow on a busy host: the kernel waits for an
+        RCU grace period per tracepoint, so callers report to the user first."""
         if self._closed:
             return
         self._closed = True
@@ -271,12 +283,11 @@ class Agent:
         if self._next is not None:  # opened for a switch that never happened
             self._next[0].close()
             self._next = None
-        for out in self.outputs:
-            try:
-                out.flush()
-                out.close()
-            except OSError:
-                pass
+
+    def close(self) -> None:
+        """Flush the outputs, then detach the probes (idempotent)."""
+        self.finish_outputs()
+        self.detach()
 
     def summary(self) -> str:
         """Falco's end-of-run summary, drop monitoring included."""

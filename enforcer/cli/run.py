@@ -7,8 +7,7 @@ one per line (Falco JSON, or Falco's text line with --format text), and to --out
 JSONL (and traced, counted, stored); /metrics, /healthz, /readyz (and /ui) are served on
 --http-addr; the rules and policies paths are watched and reloaded. SIGINT/SIGTERM stop it
 cleanly: probes detached, outputs flushed, Falco's summary (with drop monitoring) and the
-responses by action and outcome printed on stderr. ENFORCER_* variables mirror the flags
-(see enforcer.cli.agent_args.AGENT_ENV).
+responses by action and outcome printed on stderr. ENFORCER_* variables mirror the flags.
 """
 
 from __future__ import annotations
@@ -139,11 +138,12 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
     try:
         agent.run(stop)
     finally:
-        agent.close()
+        agent.finish_outputs()
         pipeline.stop()
         sys.stderr.write(agent.drops.format())
         sys.stderr.write(pipeline.summary())
         sys.stderr.flush()
+        agent.detach()  # slow on a busy host (an RCU grace period per tracepoint): last
     return 0
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from enforcer.sources.falco_http import (
     parse_falco_alert,
     start_falco_http,
 )
+from tests.conftest import require
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "falco-alerts"
 TERMINAL_SHELL = (DATA / "terminal_shell_k8s.json").read_bytes()
@@ -170,3 +174,67 @@ def test_responder_refusal_is_a_503():
         assert source.responses[503] == 1
     finally:
         source.stop()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl."""
+    require(shutil.which("openssl") is not None, "openssl is not installed",
+            "apt-get install openssl")
+    d = tmp_path / "pki"
+    d.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+             "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client", "stranger"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    for name in ("server", "client"):
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                 "-extfile", "san.ext", cwd=d)
+    # a client certificate from another CA: must be refused
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other-ca.key",
+             "-out", "other-ca.pem", "-days", "2", "-subj", "/CN=other-ca", cwd=d)
+    _openssl("x509", "-req", "-in", "stranger.csr", "-CA", "other-ca.pem", "-CAkey",
+             "other-ca.key", "-CAcreateserial", "-out", "stranger.pem", "-days", "2", cwd=d)
+    return d
+
+
+def _https_post(port: int, pki: Path, client: str | None) -> int:
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if client:
+        context.load_cert_chain(str(pki / f"{client}.pem"), str(pki / f"{client}.key"))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+    try:
+        conn.request("POST", "/", body=TERMINAL_SHELL,
+                     headers={"Content-Type": "application/json"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_mutual_tls_authenticates_falco_without_a_token(pki):
+    received = []
+    config = FalcoHttpConfig(addr="127.0.0.1:0", tls_cert=str(pki / "server.pem"),
+                             tls_key=str(pki / "server.key"), client_ca=str(pki / "ca.pem"))
+    source = start_falco_http(config, received.append, acting=True)  # mTLS suffices
+    try:
+        assert _https_post(source.port, pki, "client") == 200
+        for client in (None, "stranger"):
+            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                _https_post(source.port, pki, client)
+        assert _https_post(source.port, pki, "client") == 200  # undisturbed
+        assert len(received) == 2
+        assert source.responses[200] == 2
+    finally:
+        source.stop()
+
+
+def test_client_ca_without_server_certificate_is_refused(pki):
+    with pytest.raises(IntakeConfigError, match="need TLS"):
+        check_intake_auth(FalcoHttpConfig(client_ca=str(pki / "ca.pem")), acting=True)
