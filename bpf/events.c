@@ -279,13 +279,35 @@ static __always_inline int open_wanted(struct event_t *e, long flags) {
 // a non-leader thread that execs returns from it as the leader, with the leader's tid.
 #define EXEC_KEY(tgid) ((tgid) | 0x80000000)
 
+// A direct-mapped count of stashed records per key slot: most exits (every open the
+// filter dropped) find 0 there and skip the hash lookup. Collisions only cost a lookup.
+#define GATE_SLOTS 65536
+BPF_ARRAY(gate, u32, GATE_SLOTS);
+
+static __always_inline void gate_add(u32 key, int delta) {
+    u32 slot = key & (GATE_SLOTS - 1);
+    u32 *count = gate.lookup(&slot);
+    if (count)
+        __sync_fetch_and_add(count, delta);
+}
+
 static __always_inline int stash_it(struct event_t *e, u32 key) {
+    gate_add(key, 1);
     stash.update(&key, e);
     return 0;
 }
 
 static __always_inline struct event_t *unstash(u32 key) {
+    u32 slot = key & (GATE_SLOTS - 1);
+    u32 *count = gate.lookup(&slot);
+    if (!count || *count == 0)
+        return 0;
     return stash.lookup(&key);
+}
+
+static __always_inline void drop_stash(u32 key) {
+    if (stash.delete(&key) == 0)
+        gate_add(key, -1);
 }
 
 static __always_inline void finish(struct event_t *e, long ret, u32 key) {
@@ -294,7 +316,7 @@ static __always_inline void finish(struct event_t *e, long ret, u32 key) {
     e->tid = (u32)bpf_get_current_pid_tgid();
     e->cgroup_id = bpf_get_current_cgroup_id();
     emit(e);
-    stash.delete(&key);
+    drop_stash(key);
 }
 
 // Process lifecycle: always attached, the process table depends on them.

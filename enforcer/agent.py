@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TextIO
 
 from enforcer.alert import Alert
-from enforcer.kernel_filter import open_filter_for
+from enforcer.kernel_filter import open_filter_for, sends_need_address
 from enforcer.sources.ebpf import Attachment, EbpfSource, available_syscalls, plan
 from enforcer.sources.probe import ProbeConfig
 from enforcer.state.cgroup_ids import CgroupIds, cgroup2_mount
@@ -112,9 +112,11 @@ class Agent:
         self._unfiltered_config = base
         self.kernel_filter = kernel_filter
         if kernel_filter:
+            rules = list(rules)
             filt = open_filter_for(rules)
             if filt is not None:
                 base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
+            base = replace(base, sends_need_address=sends_need_address(rules))
         self._base_config = base
         self.probe_config = base
         self.attachment = Attachment((), ())

@@ -260,8 +260,9 @@ class Observability:
         self.pipeline.responder = responder
         policies = getattr(responder, "policies", None)
         count = len(getattr(policies, "policies", []) or [])
+        # enforcer_policy_reloads_total counts hot reloads (from the reloader's audit
+        # records), not this first load: readiness says that one.
         self.readiness.set(POLICIES_LOADED, True, f"{count} policies")
-        self.metrics.policies_loaded(True)
 
     def start(self) -> Observability:
         """Start the output workers and the metrics/health server (OSError if the address

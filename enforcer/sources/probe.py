@@ -44,6 +44,9 @@ class ProbeConfig:
     # Path suffixes (at most MAX_SUFFIXES, each at most SUFFIX_LEN bytes) -> open classes;
     # an open passes when its prefix or its suffix matches. Only with open_prefixes.
     open_suffixes: dict[str, int] = field(default_factory=dict)
+    # sendto/sendmsg without a destination address are dropped in the kernel (the rules
+    # only look at sends that name a peer: fd.name_changed=true)
+    sends_need_address: bool = False
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages
     stash_entries: int = 16384
     extra_defines: dict[str, str] = field(default_factory=dict)
@@ -92,6 +95,8 @@ def _enter(s: sc.Syscall, code: int) -> list[str]:
         out.append(f"    read_saddr(e, (const void *)args->{ptr}, (long)args->{length});")
     if s.msghdr:
         out.append(f"    read_msghdr_name(e, (const void *)args->{s.msghdr});")
+    if s.name in ("sendto", "sendmsg"):
+        out += ["    if (SENDS_NEED_ADDRESS && e->saddr_len == 0)", "        return 0;"]
     key = "EXEC_KEY(e->tgid)" if s.family == "exec" else "e->tid"
     out += [f"    return stash_it(e, {key});", "}", ""]
     return out
@@ -120,7 +125,7 @@ def _exit(s: sc.Syscall) -> list[str]:
         # a failed exec changes nothing: the process keeps its image, rules see nothing
         out += [
             "    if (args->ret != 0) {",
-            "        stash.delete(&key);",
+            "        drop_stash(key);",
             "        return 0;",
             "    }",
         ]
@@ -132,7 +137,7 @@ def _exit(s: sc.Syscall) -> list[str]:
         flags = f"e->a[{flags_idx}]" if flags_idx is not None else "0x241"
         out += [
             f"    if (!open_wanted(e, {flags})) {{",
-            "        stash.delete(&key);",
+            "        drop_stash(key);",
             "        return 0;",
             "    }",
         ]
@@ -183,6 +188,7 @@ def render(config: ProbeConfig) -> str:
         "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
         "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
         "MAX_ARGV": str(MAX_ARGV),
+        "SENDS_NEED_ADDRESS": "1" if config.sends_need_address else "0",
         "EV_FORK": str(sc.EV_FORK),
         "EV_EXIT": str(sc.EV_EXIT),
         **config.extra_defines,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,6 @@ from enforcer.sources.falco_http import (
     parse_falco_alert,
     start_falco_http,
 )
-from tests.conftest import require
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "falco-alerts"
 TERMINAL_SHELL = (DATA / "terminal_shell_k8s.json").read_bytes()
@@ -174,35 +171,6 @@ def test_responder_refusal_is_a_503():
         assert source.responses[503] == 1
     finally:
         source.stop()
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl."""
-    require(shutil.which("openssl") is not None, "openssl is not installed",
-            "apt-get install openssl")
-    d = tmp_path / "pki"
-    d.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name in ("server", "client", "stranger"):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-    for name in ("server", "client"):
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
-                 "-extfile", "san.ext", cwd=d)
-    # a client certificate from another CA: must be refused
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other-ca.key",
-             "-out", "other-ca.pem", "-days", "2", "-subj", "/CN=other-ca", cwd=d)
-    _openssl("x509", "-req", "-in", "stranger.csr", "-CA", "other-ca.pem", "-CAkey",
-             "other-ca.key", "-CAcreateserial", "-out", "stranger.pem", "-days", "2", cwd=d)
-    return d
 
 
 def _https_post(port: int, pki: Path, client: str | None) -> int:
