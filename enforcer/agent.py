@@ -190,9 +190,11 @@ class Agent:
         """
         base = self._unfiltered_config
         if self.kernel_filter:
+            rules = list(rules)
             filt = open_filter_for(rules)
             if filt is not None:
                 base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
+            base = replace(base, sends_need_address=sends_need_address(rules))
         config, attachment = plan(event_types, available_syscalls(), base)
         with self._switch_lock:
             if config == self.probe_config:

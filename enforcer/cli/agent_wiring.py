@@ -131,7 +131,6 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
     reloader.on_critical = pipeline.critical
     # (the reload audit records feed enforcer_policy_reloads_total, through MetricsAudit)
     reloader.audit = audit
-    obs.metrics.policies_loaded(True)
     return pipeline
 
 

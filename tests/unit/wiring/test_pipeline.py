@@ -91,7 +91,7 @@ def test_an_event_is_answered_by_the_policies_of_the_set_that_judged_it(made: An
     reload = [r for r in records(audit) if r["kind"] == "reload"]
     assert [r["outcome"] for r in reload] == ["applied"]
     assert pipeline.metrics.registry.get_sample_value(
-        "enforcer_policy_reloads_total", {"result": "success"}) == 2  # start + reload
+        "enforcer_policy_reloads_total", {"result": "success"}) == 1  # hot reloads only
 
 
 def test_a_broken_update_keeps_the_last_good_set_and_says_so(made: Any) -> None:
