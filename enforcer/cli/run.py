@@ -100,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     except WiringError as exc:
         print(exc, file=sys.stderr)
         return exc.exit_code
+    if args.kubernetes_events == "true":
+        print("enforcer: warning: recording responses as Kubernetes Events "
+              "(ENFORCER_KUBERNETES_EVENTS) is not implemented yet; responses are in the "
+              "audit log, traces and metrics", file=sys.stderr)
     try:
         start_http(args, pipeline)
     except WiringError as exc:
