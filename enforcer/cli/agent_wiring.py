@@ -65,9 +65,34 @@ def load_reloader(args: argparse.Namespace, hostname: str) -> Any:
                                     for p in missing), 2)
     try:
         return Reloader(rules, policies, enabled_actions=enabled_actions(args),
-                        hostname=hostname, interval=args.reload_interval)
+                        hostname=hostname, interval=args.reload_interval,
+                        build_engine=engine_builder(args, hostname))
     except BundleError as exc:
         raise WiringError(str(exc), 1) from None
+
+
+def engine_builder(args: argparse.Namespace, hostname: str) -> Any:
+    """Engine(ruleset) with the rule selection and engine options of the command line
+    (--min-priority, --enable/--disable-rule/-tag, --rule-matching, --append-output), the
+    same for the first set and every reloaded one."""
+    from enforcer.cli.selection_args import (  # noqa: PLC0415
+        engine_options_from_args,
+        select_rules,
+    )
+    from enforcer.errors import RuleError  # noqa: PLC0415
+    from enforcer.rules.engine import Engine  # noqa: PLC0415
+
+    try:
+        options = engine_options_from_args(args)
+    except RuleError as exc:
+        raise WiringError("\n".join(str(d) for d in exc.diagnostics)
+                          + "\nenforcer: invalid --append-output file; fix the problems above",
+                          1) from None
+
+    def build(ruleset: Any) -> Any:
+        return Engine(select_rules(ruleset, args), hostname=hostname, **options)
+
+    return build
 
 
 def build_store(args: argparse.Namespace) -> Any:

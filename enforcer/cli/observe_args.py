@@ -82,8 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="add a static field to every alert's output_fields, like Falco's "
                           "append_output and Falcosidekick's customfields (repeatable; env "
                           "ENFORCER_EXTRA_FIELDS, comma-separated)")
-    out.add_argument("--output-min-priority", "--min-priority", type=_priority,
-                     metavar="PRIORITY",
+    out.add_argument("--output-min-priority", type=_priority, metavar="PRIORITY",
                      default=_priority(_env("ENFORCER_OUTPUT_MIN_PRIORITY", "debug") or ""),
                      help="minimum priority for stdout and --output-file (default debug)")
     out.add_argument("--output-queue-size", type=int, metavar="N",

@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_observe_arguments(parser)  # --http-addr, --webhook, --extra-field, --source, …
     from enforcer.cli.agent_args import add_arguments as add_agent_arguments  # noqa: PLC0415
     add_agent_arguments(parser)  # --ui, --store, --node-name, --reload-interval, …
+    from enforcer.cli.selection_args import add_selection_arguments  # noqa: PLC0415
+    add_selection_arguments(parser.add_argument_group(
+        "rule selection (Falco's priority, rules:, rule_matching, append_output)"))
 
 
 def _stop_on_signals() -> threading.Event:

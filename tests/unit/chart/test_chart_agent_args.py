@@ -104,7 +104,7 @@ def test_the_agent_parses_the_daemonsets_args(kube_tools: Any, tmp_path: Path,
     if "extraArgs" in values:
         assert args.webhook_url == "http://falcosidekick:2801/"
         assert args.extra_field == ["environment=production"]
-        assert args.output_min_priority.name == "WARNING"
+        assert args.min_priority.name == "WARNING"  # Falco's `priority`: rules below it off
 
     # What the agent derives from that environment must hold too.
     from enforcer.cli.agent_wiring import enabled_actions  # noqa: PLC0415

@@ -178,3 +178,23 @@ def test_a_set_that_does_not_load_stops_the_start_with_file_line_col(
         build_pipeline(args)
     assert info.value.exit_code == 1
     assert f"{bad}:3:" in str(info.value) and "nope" in str(info.value)
+
+
+def test_rule_selection_flags_hold_for_the_first_set_and_every_reload(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENFORCER_ENABLED_ACTIONS", raising=False)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(RULES)
+    (tmp_path / "p.yaml").write_text(policy("first"))
+    args = build_parser().parse_args([
+        "--dry-run", "--rules", str(tmp_path / "rules"), "--policies", str(tmp_path / "p.yaml"),
+        "--audit-log", str(tmp_path / "a.jsonl"), "--http-addr", "off",
+        "--reload-interval", "0", "--min-priority", "error"])
+    pipeline = build_pipeline(args, stdout=io.StringIO(), stderr=io.StringIO())
+    try:
+        assert pipeline.evaluate(dict(EVENT)) == []  # WARNING < error: disabled
+        (tmp_path / "rules" / "r.yaml").write_text(RULES.replace("WARNING", "CRITICAL"))
+        assert pipeline.reloader.check() == "swapped"
+        assert [a.rule for a in pipeline.evaluate(dict(EVENT))] == ["Tmp marker opened"]
+    finally:
+        pipeline.stop()
