@@ -16,7 +16,7 @@ from typing import Any
 from enforcer.errors import ProbeError
 from enforcer.sources import syscalls as sc
 from enforcer.sources.decode import RECORD_SIZE, decode
-from enforcer.sources.probe import ProbeConfig, lpm_key, render
+from enforcer.sources.probe import ProbeConfig, lpm_key, render, wakeup_every
 
 __all__ = ["EbpfSource", "ProbeConfig", "available_syscalls", "decode", "render"]
 
@@ -58,7 +58,7 @@ class EbpfSource:
         self.batch = 1024  # records handed over per poll at most
         # the kernel wakes the reader only every config.wakeup_every records: a poll
         # waits at most this long before it drains what is there anyway
-        self.max_wait_ms = 10 if config.wakeup_every > 1 else None
+        self.max_wait_ms = 10 if wakeup_every(config) > 1 else None
         self.warnings: list[str] = []
 
     def open(self) -> None:

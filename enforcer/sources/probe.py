@@ -194,7 +194,7 @@ def render(config: ProbeConfig) -> str:
         "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
         "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
         "MAX_ARGV": str(MAX_ARGV),
-        "WAKEUP_EVERY_VALUE": str(max(1, config.wakeup_every)),
+        "WAKEUP_EVERY_VALUE": str(wakeup_every(config)),
         "SENDS_NEED_ADDRESS": "1" if config.sends_need_address else "0",
         "EV_FORK": str(sc.EV_FORK),
         "EV_EXIT": str(sc.EV_EXIT),
@@ -217,6 +217,16 @@ def _second_bytes(prefixes: dict[str, int]) -> dict[str, str]:
             break
         bits |= 1 << data[1]
     return {f"PREFIX_BYTE1_{i}": hex((bits >> (64 * i)) & (2**64 - 1)) + "ULL" for i in range(4)}
+
+
+def wakeup_every(config: ProbeConfig) -> int:
+    """Records per CPU between wake-ups of the reader: config.wakeup_every, but at most a
+    sixteenth of what the ring buffer holds, so a small buffer is read long before it
+    fills (1 = wake at every record)."""
+    from enforcer.sources.decode import RECORD_SIZE  # noqa: PLC0415 - decode imports us
+
+    capacity = config.ringbuf_pages * 4096 // (RECORD_SIZE + 8)  # 8: record header
+    return max(1, min(config.wakeup_every, capacity // 16))
 
 
 def _union(masks: Iterable[int]) -> int:

@@ -6,7 +6,7 @@ import pytest
 
 from enforcer.sources import syscalls as sc
 from enforcer.sources.ebpf import plan
-from enforcer.sources.probe import ProbeConfig, lpm_key, render
+from enforcer.sources.probe import ProbeConfig, lpm_key, render, wakeup_every
 
 
 def test_render_fills_every_placeholder() -> None:
@@ -68,3 +68,17 @@ def test_the_trie_is_only_consulted_for_second_bytes_of_some_prefix() -> None:
     assert "c < 64 ? 0x0ULL" in text and "PREFIX_BYTE1" not in text
     everything = render(ProbeConfig(open_prefixes={"": 1}))
     assert f"c < 64 ? {hex(2**64 - 1)}ULL" in everything
+
+
+def test_wakeups_are_batched_only_when_the_ring_buffer_has_room_for_it() -> None:
+    from enforcer.sources.ebpf import EbpfSource  # noqa: PLC0415
+
+    big = ProbeConfig()  # 16 MiB
+    assert wakeup_every(big) == 64
+    assert "#define WAKEUP_EVERY 64" in render(big)
+    assert EbpfSource(big).max_wait_ms == 10
+    small = ProbeConfig(ringbuf_pages=16)  # 64 KiB: some 30 records
+    assert wakeup_every(small) == 2
+    assert "#define WAKEUP_EVERY 2" in render(small)
+    tiny = ProbeConfig(ringbuf_pages=8)
+    assert wakeup_every(tiny) == 1 and EbpfSource(tiny).max_wait_ms is None
