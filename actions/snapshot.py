@@ -76,7 +76,8 @@ class SnapshotParams(Params):
     directory: str | None = param(None, doc="where tarballs are written "
                                             "(default /var/lib/enforcer/snapshots)")
     upload: UploadParams | None = param(None, parse=parse_upload,
-                                        schema=UploadParams.json_schema(),
+                                        schema={"anyOf": [UploadParams.json_schema(),
+                                                          {"type": "null"}]},
                                         doc="also upload the archive and its manifest to "
                                             "S3-compatible storage")
 

@@ -54,7 +54,7 @@ class ObjectStore:
 
     def __init__(self, endpoint: str | None = None, region: str | None = None,
                  credentials_file: str | None = None, profile: str | None = None,
-                 timeout: float = 10.0, checksum: str = "sha256"):
+                 timeout: float = 5.0, checksum: str = "sha256"):
         self.endpoint = endpoint
         self.region = region
         self.credentials_file = credentials_file
