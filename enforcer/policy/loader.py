@@ -259,7 +259,9 @@ class _FileReader:
             try:
                 parsed = action_type.params_type.from_mapping(params)
             except ParamError as exc:
-                where = here + (name,) if exc.key is None else here + (name, exc.key)
+                key = exc.key if isinstance(exc.key, tuple) else \
+                    ((exc.key,) if exc.key is not None else ())
+                where = here + (name, *key)
                 self.error(where, f"{name}: {exc}", key=exc.unknown_key)
                 continue
             line, col = self.doc.where(here + (name,), key=True)
