@@ -101,7 +101,7 @@ class Agent:
                  on_alert: Callable[[Alert], None] | None = None,
                  probe_config: ProbeConfig | None = None, rules: Iterable[Any] = (),
                  kernel_filter: bool = True, container_socket: str | None = None,
-                 stderr: TextIO | None = None):
+                 stderr: TextIO | None = None, kernel_kill: Any = None):
         from enforcer.outputs.summary import AlertStats  # noqa: PLC0415
 
         self.engine = engine
@@ -117,6 +117,8 @@ class Agent:
         self.probe_config = base
         self.attachment = Attachment((), ())
         self.container_socket = container_socket
+        # the in-kernel kill (enforcer.kernel_arm.KernelKiller), or None
+        self.kernel_kill = kernel_kill
         self.source: EbpfSource | None = None
         self.tracker: Tracker | None = None
         self.stats = AlertStats()
@@ -139,6 +141,8 @@ class Agent:
         self.source = EbpfSource(self.probe_config)
         self.tracker = build_state(container_socket=self.container_socket)
         self.source.open()
+        if self.kernel_kill is not None:
+            self.kernel_kill.open(self.tracker.ctx)
         for w in self.source.warnings:
             self.stderr.write(f"enforcer: warning: {w}\n")
         if self.attachment.missing:
@@ -153,6 +157,8 @@ class Agent:
         next_drop_check = time.monotonic() + 1.0
         while not stop.is_set():
             self._handle(self.source.poll(100))
+            if self.kernel_kill is not None:
+                self.kernel_kill.poll()
             now = time.monotonic()
             if now >= next_drop_check:
                 next_drop_check = now + 1.0
@@ -163,8 +169,12 @@ class Agent:
     def _handle(self, records: list[dict[str, Any]]) -> None:
         apply = self.tracker.apply  # type: ignore[union-attr]
         evaluate = self.engine.evaluate
+        kk = self.kernel_kill
+        ctx = self.tracker.ctx  # type: ignore[union-attr]
         for rec in records:
             event = apply(rec)
+            if kk is not None:
+                kk.after(rec, ctx)
             if event is None:
                 continue
             self.events += 1
@@ -197,6 +207,8 @@ class Agent:
         if self._closed:
             return
         self._closed = True
+        if self.kernel_kill is not None:
+            self.kernel_kill.close()
         if self.source is not None:
             self.source.close()
         for out in self.outputs:

@@ -74,9 +74,11 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
             print(f"enforcer: cannot open --output-file {args.output_file}: {exc.strerror}",
                   file=sys.stderr)
             return 2
+    holder: dict[str, Any] = {}
+    kernel_kill = _kernel_killer(args, policies, loaded, holder)
     agent = Agent(engine, outputs, on_alert=on_alert, rules=engine.rules,
                   kernel_filter=not args.no_kernel_filter,
-                  container_socket=args.container_socket)
+                  container_socket=args.container_socket, kernel_kill=kernel_kill)
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: Any) -> None:
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
         agent.close()
         print(f"enforcer: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
+    holder["audit"] = responder.audit
     if on_alert is None:
         agent.on_alert = responder.submit
     responder.start()
@@ -106,7 +109,9 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
     filt_text = ("every open" if filt is None else f"opens matching {len(filt)} path prefixes"
                  f" and {len(agent.probe_config.open_suffixes)} suffixes")
     print(f"enforcer: ready: {len(engine.rules)} rules, {len(agent.attachment.syscalls)} "
-          f"syscalls attached, kernel passes {filt_text}; {mode}", file=sys.stderr, flush=True)
+          f"syscalls attached, kernel passes {filt_text}; {mode}"
+          + (f"; in-kernel kill armed for {len(kernel_kill.rules)} rules" if kernel_kill else ""),
+          file=sys.stderr, flush=True)
     try:
         agent.run(stop)
     finally:
@@ -116,3 +121,33 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
         sys.stderr.write(responder.summary() + "\n")
         sys.stderr.flush()
     return 0
+
+
+def _kernel_killer(args: argparse.Namespace, policies: Any, ruleset: Any,
+                   holder: dict[str, Any]) -> Any:
+    """The in-kernel kill for the acting policies' in_kernel rules, or None (always None
+    with --dry-run: a dry run never kills)."""
+    from enforcer.kernel_arm import KernelKiller  # noqa: PLC0415
+    from enforcer.policy.in_kernel import in_kernel_rules  # noqa: PLC0415
+
+    rules, warnings = in_kernel_rules(policies, ruleset, args.dry_run)
+    for w in warnings:
+        print(f"enforcer: warning: {w}", file=sys.stderr)
+    if not rules:
+        return None
+
+    def on_kill(rec: Any, rule: str) -> None:
+        from enforcer.audit.record import ACTION, AuditRecord, new_match_id  # noqa: PLC0415
+
+        print(f"enforcer: killed in kernel: rule={rule!r} pid={rec.tgid} comm={rec.comm} "
+              f"path={rec.path}", file=sys.stderr, flush=True)
+        audit = holder.get("audit")
+        if audit is not None:
+            audit.record(AuditRecord(
+                ACTION, new_match_id(), "killed-in-kernel", rule=rule, action="kill",
+                target={"pid": rec.tgid, "tid": rec.tid, "comm": rec.comm}, dry_run=False,
+                message=f"SIGKILL from the kernel at {'exit' if rec.at_exit else 'entry'} "
+                        f"of the open of {rec.path}",
+                detail={"path": rec.path, "ret": rec.ret, "in_kernel": True}))
+
+    return KernelKiller(rules, os.getpid(), on_kill)
