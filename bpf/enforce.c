@@ -311,6 +311,8 @@ static __always_inline int judge(struct kill_entry_t *k, struct pending_t *p, u3
 static __always_inline int on_enter(u32 type, const char *path, u64 flags) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
+    if (tgid <= 1 || tgid == AGENT_TGID)  // guards: userspace never arms them either
+        return 0;
     struct kill_entry_t *k = kill_map.lookup(&tgid);
     if (!k)
         return 0;

@@ -18,6 +18,7 @@ then the process is left unarmed and retried when the record is applied.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -69,6 +70,7 @@ class Arming:
 
     rules: list[ArmedRule]
     maps: KillMaps
+    agent_tgid: int = 0
     tables: KillTables = field(init=False)
     armed: dict[int, int] = field(default_factory=dict)  # tgid -> conj bitmap
     dependents: dict[int, set[int]] = field(default_factory=dict)
@@ -83,6 +85,7 @@ class Arming:
     templates: dict[tuple[int, frozenset[tuple[str, int]]], int] = field(default_factory=dict)
     parents: set[int] = field(default_factory=set)
     template_cache: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    reduced_cache: dict[tuple[str, ...], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tables = KillTables([r.name for r in self.rules])
@@ -93,11 +96,14 @@ class Arming:
                                   if f not in pe.CHILD_OWN and f not in ("proc.aname[0]",)})
 
     # --- what the agent calls -----------------------------------------------------------
-    def seed(self, ctx: Any) -> None:
-        """Arm every process the table found running at start."""
-        for proc in list(ctx.table._procs.values()):
-            if not proc.exited:
-                self.arm(ctx, proc, proc.uid, proc.gid, 0)
+    def seed(self, ctx: Any, pids: Iterable[int]) -> None:
+        """Arm every process found running at start."""
+        mount = getattr(ctx.cgroup_ids, "mount", None)
+        for pid in pids:
+            proc = ctx.table.get(pid)
+            if proc is not None and not proc.exited and proc.pid == pid:
+                self.arm(ctx, proc, proc.uid, proc.gid,
+                         cgroup_id(ctx.proc_root, pid, mount))
 
     def after(self, rec: dict[str, Any], ctx: Any) -> None:
         """Called after the tracker applied one record."""
@@ -185,6 +191,9 @@ class Arming:
     def arm(self, ctx: Any, proc: Any, uid: int, gid: int, cgroup: int) -> bool:
         """Compute and store the process's kill entry; False when it stays unarmed."""
         pid = proc.pid
+        if self._spared(ctx, proc):
+            self.forget(pid)
+            return False
         self.cgroups[pid] = cgroup
         rec = {"proc.pid": pid, "thread.tid": pid, "user.uid": uid, "group.gid": gid,
                "_comm": proc.comm, "_cgroup_id": cgroup, "_ts_mono": 0}
@@ -271,32 +280,48 @@ class Arming:
     def _build_template(self, known: Callable[[str], tuple[bool, Any]]) -> int | None:
         """The template id for a parent with these known fields (-1: never arms)."""
         try:
-            default = self._child_bits(known, None)
+            # what the parent decides first, once; then each comm on what is left
+            reduced = [pe.partial(r.rule.expr, pe.child_decider(known, pe.SOME_COMM))
+                       for r in self.rules]
+            key_text = tuple(str(r) for r in reduced)
+            if key_text in self.reduced_cache:
+                return self.reduced_cache[key_text]
+            default = self._child_bits(reduced, known, None)
             comms = {}
-            for comm in self.comms:
-                bits = self._child_bits(known, comm)
+            # a comm no longer named by what is left behaves as any other comm (the
+            # kernel's default is only for comms without spaces)
+            named = set().union(*(pe.comm_literals(r) for r in reduced
+                                  if not isinstance(r, bool)))
+            for comm in sorted(named | {c for c in self.comms if " " in c}):
+                bits = self._child_bits(reduced, known, comm)
                 if bits != default:
                     comms[comm] = bits
         except TableFull as exc:
             log.warning("in-kernel kill: %s", exc)
             return None
         if not default and not comms:
-            return -1
-        key = (default, frozenset(comms.items()))
-        found = self.templates.get(key)
-        if found is None:
-            found = len(self.templates)
-            if found >= MAX_TEMPLATES:
-                return None
-            self.maps.set_template(found, default, comms)
-            self.templates[key] = found
+            found = -1
+        else:
+            key = (default, frozenset(comms.items()))
+            found = self.templates.get(key)
+            if found is None:
+                found = len(self.templates)
+                if found >= MAX_TEMPLATES:
+                    return None
+                self.maps.set_template(found, default, comms)
+                self.templates[key] = found
+        self.reduced_cache[key_text] = found
         return found
 
-    def _child_bits(self, known: Callable[[str], tuple[bool, Any]], comm: str | None) -> int:
+    def _child_bits(self, reduced: list[pe.Residue], known: Callable[[str], tuple[bool, Any]],
+                    comm: str | None) -> int:
         bits = 0
         for index, rule in enumerate(self.rules):
+            expr = reduced[index]
+            if expr is False:
+                continue
             try:
-                residue = pe.partial(rule.rule.expr, pe.child_decider(known, comm))
+                residue = expr if expr is True else pe.partial(expr, pe.child_decider(known, comm))
                 conj = pe.conjuncts(residue, rule.rule.event_types)
             except pe.Ineligible:
                 continue
@@ -306,6 +331,13 @@ class Arming:
                     self._publish(slot)
                 bits |= 1 << slot
         return bits
+
+    def _spared(self, ctx: Any, proc: Any) -> bool:
+        """The guards no policy switches off: never PID 1, a container's PID 1, the agent
+        or its descendants (neither armed nor a template for its children)."""
+        if proc.pid <= 1 or proc.vpid == 1 or proc.pid == self.agent_tgid:
+            return True
+        return any(a.pid == self.agent_tgid for a in ctx.table.ancestors(proc))
 
     def _disarm(self, pid: int) -> None:
         if self.armed.pop(pid, None) is not None:
@@ -384,6 +416,21 @@ def _child_view(parent: LiveEvent, proc: Any) -> Callable[[str], tuple[bool, Any
     return known
 
 
+def cgroup_id(proc_root: str, pid: int, mount: str | None) -> int:
+    """The cgroup v2 id of a running process (the inode of its cgroup directory, as
+    bpf_get_current_cgroup_id() says); 0 when unknown (the kernel then skips that check)."""
+    if not mount:
+        return 0
+    try:
+        with open(f"{proc_root}/{pid}/cgroup") as fh:
+            for line in fh:
+                if line.startswith("0::"):
+                    return os.stat(mount + line[3:].strip()).st_ino
+    except OSError:
+        pass
+    return 0
+
+
 def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -423,8 +470,9 @@ class KernelKiller:
         from enforcer.kernel_kill import render  # noqa: PLC0415
 
         self._maps = BccEnforce(render(self.agent_tgid), self._record)
-        self.arming = Arming(self.rules, self._maps)
-        self.arming.seed(ctx)
+        self.arming = Arming(self.rules, self._maps, self.agent_tgid)
+        pids = [int(d) for d in os.listdir(ctx.proc_root) if d.isdigit()]
+        self.arming.seed(ctx, pids)
 
     def after(self, rec: dict[str, Any], ctx: Any) -> None:
         if self.arming is not None:

@@ -152,6 +152,21 @@ def static_decider(check: nodes.Check) -> bool | None:
     return constant(check)
 
 
+# keyed by identity: hashing a check hashes its whole value list; the check is kept in
+# the value so that its id is not reused while cached
+_compiled: dict[int, tuple[nodes.Check, Callable[[Any], Any]]] = {}
+
+
+def _run(check: nodes.Check, event: Any) -> bool:
+    """The engine's own code for one check (compiled once)."""
+    found = _compiled.get(id(check))
+    if found is None or found[0] is not check:
+        if len(_compiled) > 10_000:
+            _compiled.clear()
+        found = _compiled[id(check)] = (check, codegen.compile_check(check))
+    return bool(found[1](event))
+
+
 def process_decider(event: Any) -> Decider:
     """Decides every process check with the engine's own operator code, on `event` (an
     Event whose process fields are the process's: see enforcer.kernel_arm)."""
@@ -161,7 +176,7 @@ def process_decider(event: Any) -> Decider:
             return value
         if not is_process_check(check):
             return None
-        return bool(codegen.compile_check(check)(event))
+        return _run(check, event)
     return decide
 
 
@@ -487,6 +502,7 @@ CHILD_OWN = frozenset({"proc.name", "proc.exe", "proc.exepath", "proc.cmdline", 
                        "proc.pid", "proc.vpid", "proc.tty", "proc.is_exe_from_memfd",
                        "proc.pid.ts"})
 COMM_LEN = 15  # the kernel's comm: at most 15 bytes
+SOME_COMM = object()  # child_decider: leave the checks that depend on the comm undecided
 
 
 def comm_literals(expr: nodes.Expr) -> set[str]:
@@ -523,7 +539,7 @@ class _Known:
         return default if v is None else v
 
 
-def child_decider(known: Callable[[str], tuple[bool, Any]], comm: str | None) -> Decider:
+def child_decider(known: Callable[[str], tuple[bool, Any]], comm: Any) -> Decider:
     """Decides the checks of a child of a known process whose comm is `comm` (None: any
     comm outside comm_literals() that has no space; the kernel checks it has none).
 
@@ -538,6 +554,8 @@ def child_decider(known: Callable[[str], tuple[bool, Any]], comm: str | None) ->
         values: dict[str, Any] = {}
         for f in fields:
             key = "proc.name" if (f.name == "proc.aname" and f.arg == "0") else f.key
+            if key in ("proc.name", "proc.cmdline") and comm is SOME_COMM:
+                return None
             if key == "proc.name":
                 if comm is None:
                     return _other_comm(check)
@@ -549,7 +567,7 @@ def child_decider(known: Callable[[str], tuple[bool, Any]], comm: str | None) ->
                 if not ok:
                     return None
                 values[f.key] = v
-        return bool(codegen.compile_check(check)(_Known(values)))
+        return _run(check, _Known(values))
     return decide
 
 
