@@ -2,7 +2,7 @@
 // bpf/events.c on the same tracepoints (several programs per tracepoint are fine).
 // Rendered by enforcer.kernel_kill.render(): UPPERCASE placeholders are filled in there.
 //
-// Userspace decides a rule's process fields at exec (enforcer.rules.partial) and leaves
+// Userspace decides a rule's process fields at exec (enforcer.rules.kernel_residue) and leaves
 // here, per process (kill_map, keyed by tgid), the set of conjuncts of the residue that
 // are still possible. A conjunct (conjs) says: the syscall, the open-flag class, the
 // result, and path sets the path must / must not be in. Path sets are bits of one LPM
@@ -150,7 +150,7 @@ static __always_inline void stamp(u32 pid, u64 flags) {
     stamps.update(&pid, &v);
 }
 
-// The open class (enforcer.rules.partial): bit 0 readable, 1 writable, 2 O_TRUNC,
+// The open class (enforcer.rules.kernel_residue): bit 0 readable, 1 writable, 2 O_TRUNC,
 // 3 O_CREAT, 4 the O_DIRECTORY bit, 5 O_TMPFILE.
 static __always_inline u32 open_class(u64 flags) {
     u32 acc = flags & 3;

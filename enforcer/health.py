@@ -10,6 +10,7 @@ restarting the agent would not bring the events back.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PROBES_ATTACHED = "probes_attached"
@@ -31,6 +32,7 @@ class Readiness:
         self._conditions: dict[str, Condition] = {
             name: Condition(False, "not yet") for name in required}
         self._warnings: dict[str, str] = {}
+        self._watches: dict[str, Callable[[], str | None]] = {}
 
     def set(self, name: str, ok: bool = True, detail: str = "") -> None:
         """Record the state of a condition (adds it to the required set if new)."""
@@ -45,6 +47,12 @@ class Readiness:
             else:
                 self._warnings[key] = message
 
+    def watch(self, key: str, check: Callable[[], str | None]) -> None:
+        """A degradation computed when asked (e.g. from drop counters): `check()` returns
+        the warning text, or None when all is well."""
+        with self._lock:
+            self._watches[key] = check
+
     @property
     def ready(self) -> bool:
         with self._lock:
@@ -56,5 +64,13 @@ class Readiness:
             conditions = {name: {"ok": c.ok, "detail": c.detail}
                           for name, c in self._conditions.items()}
             warnings = dict(self._warnings)
+            watches = dict(self._watches)
+        for key, check in watches.items():
+            try:
+                message = check()
+            except Exception as exc:  # noqa: BLE001 - a probe answer must not fail
+                message = f"check failed: {exc!r}"
+            if message:
+                warnings[key] = message
         return {"ready": all(c["ok"] for c in conditions.values()),
                 "conditions": conditions, "warnings": warnings}

@@ -2,7 +2,7 @@
 
 At each exec (and fork of an armed process, and for every process found running at start)
 the process's fixed fields are read from the process table, each rule is partially
-evaluated (enforcer.rules.partial), and the surviving conjuncts go to the kernel's kill map
+evaluated (enforcer.rules.kernel_residue), and the surviving conjuncts go to the kernel's kill map
 for that tgid, together with the comm, uid, gid, cgroup and the stamps of the process and
 of the ancestors the rules read. The kernel trusts the entry only while those are
 unchanged (bpf/enforce.c).
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from enforcer.kernel_kill import MAX_DEPS, MAX_TEMPLATES, KillTables, TableFull
-from enforcer.rules import partial as pe
+from enforcer.rules import kernel_residue as pe
 from enforcer.sources import syscalls as sc
 from enforcer.state.live_event import LiveEvent
 

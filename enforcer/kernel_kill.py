@@ -1,6 +1,6 @@
 """The tables of the in-kernel kill (bpf/enforce.c), built from residues. Pure: no kernel.
 
-Conjuncts (enforcer.rules.partial.Conjunct, per rule) are interned into at most 64 slots;
+Conjuncts (enforcer.rules.kernel_residue.Conjunct, per rule) are interned into at most 64 slots;
 path sets get one bit each (at most 64); the LPM trie holds one entry per path atom, whose
 value is precomputed so that the longest matching key alone tells every path set the path
 is in: the sets of all atoms that are prefixes of the key, plus, for `fd.directory`
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from enforcer.resources import bpf_dir
-from enforcer.rules.partial import Conjunct, PathSet
+from enforcer.rules.kernel_residue import Conjunct, PathSet
 
 MAX_CONJ = 64
 MAX_PATH_SETS = 64

@@ -4,8 +4,7 @@
                         policies=["/etc/enforcer/policies"],
                         on_swap=lambda new, old: responder.use_policies(
                             new.policies, new.short_digest),
-                        on_critical=outputs.emit, audit=audit,
-                        on_loaded=metrics.policies_loaded)
+                        on_critical=outputs.emit, audit=audit)
     reloader.start()
     ... reloader.current.engine.evaluate(event) ...   # one reference read per event
     reloader.stop()
@@ -24,7 +23,10 @@ A new set is loaded completely (rules compiled into an Engine, policies, the cro
 `enforcer validate`) before one reference assignment makes it current, so an event is
 judged by the old set or the new, never a mix. A set that does not load leaves the last good
 set active and is reported once per change: a critical alert-like record (`on_critical`),
-`on_loaded(False)` for the metric, and an audit record naming the file and line."""
+an audit record of kind `reload` naming the file and line, and the metric
+`enforcer_policy_reloads_total{result}` — counted by enforcer.audit.metrics_sink from that
+record when MetricsAudit is in the audit chain, or through `on_loaded(ok)` for an embedder
+without it (pass one or the other, not both)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from typing import Any
 
 from enforcer.alert import Alert
 from enforcer.audit.record import RELOAD, AuditRecord, AuditSink, new_match_id
+from enforcer.errors import Diagnostic
 from enforcer.gitops.bundle import Bundle, BundleError, load_bundle, source_files
 from enforcer.priority import Priority
 
@@ -140,11 +143,12 @@ class Reloader:
                 return "unchanged"
             try:
                 new = self._load()
-            except BundleError as exc:
-                if exc.transient or fingerprint(self.rule_paths, self.policy_paths) != seen:
+            except Exception as exc:  # a loader bug must not retry and shout every second
+                error = exc if isinstance(exc, BundleError) else _internal(exc, seen)
+                if error.transient or fingerprint(self.rule_paths, self.policy_paths) != seen:
                     return "retry"  # caught mid-update: look again at the next tick
                 self._seen = seen
-                self._failed(exc)
+                self._failed(error)
                 return "failed"
             if fingerprint(self.rule_paths, self.policy_paths) != seen:
                 return "retry"
@@ -221,5 +225,31 @@ class Reloader:
             print(f"enforcer: audit failed: {exc!r}", file=sys.stderr)
 
 
+def _internal(exc: Exception, seen: Fingerprint) -> BundleError:
+    """A loader that raised instead of reporting diagnostics: one finding, on the first
+    file, so that it is reported once like any other refused update."""
+    first = seen[0][0].split(":", 1)[1] if seen else "?"
+    return BundleError([Diagnostic(first, 1, 1, f"internal error while loading: {exc!r}")])
+
+
 def _print_critical(alert: Alert) -> None:
     print(alert.text_line, file=sys.stderr, flush=True)
+
+
+class CurrentEngine:
+    """The rules engine of whatever set is current: hand this to code that holds an engine
+    (the live agent's `Agent(engine, ...)`), and every event is judged by the set active
+    when it arrives, without that code knowing about reloads."""
+
+    def __init__(self, reloader: Reloader):
+        self.reloader = reloader
+
+    def evaluate(self, event: Any) -> list[Alert]:
+        return self.reloader.current.engine.evaluate(event)
+
+    def event_types(self) -> frozenset[str] | None:
+        return self.reloader.current.engine.event_types()
+
+    @property
+    def rules(self) -> list[Any]:
+        return self.reloader.current.engine.rules

@@ -2,14 +2,15 @@
 
 It reads the same records as the JSONL log, so metrics can never disagree with the audit
 trail: actions by action/outcome/dry_run with their latency, rate-limited responses (policy
-rate limits and per-target cooldowns), guard refusals, responder queue drops and budget
-trips.
+rate limits and per-target cooldowns), guard refusals, responder queue drops, budget
+trips, and hot reloads applied or refused.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from enforcer.audit.record import ACTION, BREAKER, DECISION, DROP
 from enforcer.metrics import Metrics
 
 RATE_LIMITED_OUTCOMES = frozenset({"rate-limited", "cooldown"})
@@ -24,19 +25,21 @@ class MetricsAudit:
     def record(self, rec: Any) -> None:
         kind, outcome = rec.kind, rec.outcome
         m = self.metrics
-        if kind == "action":
+        if kind == ACTION:
             seconds = rec.duration_ns / 1e9 if rec.duration_ns is not None else None
             m.action_done(rec.action or "unknown", outcome, bool(rec.dry_run), seconds)
             if outcome == "suppressed":
                 m.guard_refused(rec.guard or "unknown")
             elif outcome in RATE_LIMITED_OUTCOMES:
                 m.response_rate_limited(rec.policy or "unknown")
-        elif kind == "decision" and outcome in RATE_LIMITED_OUTCOMES:
+        elif kind == DECISION and outcome in RATE_LIMITED_OUTCOMES:
             m.response_rate_limited(rec.policy or "unknown")
-        elif kind == "drop":
+        elif kind == DROP:
             m.responder_dropped()
-        elif kind == "breaker":
+        elif kind == BREAKER:
             m.budget_tripped()
+        elif kind == "reload":  # hot reload of rules and policies (enforcer.reload)
+            m.policies_loaded(outcome == "applied")
 
     def close(self) -> None:
         pass

@@ -28,13 +28,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from enforcer.audit.record import ACTION, BREAKER, DECISION, DROP, MATCH
 from enforcer.audit.tracing import DecisionSpan, DetectionTrace, Tracer
 from enforcer.errors import ActionError
 
 log = logging.getLogger(__name__)
 
-# Record kinds, as enforcer.audit.record names them.
-MATCH, DECISION, ACTION, BREAKER, DROP = "match", "decision", "action", "breaker", "drop"
 ACT = "act"            # the decision to run a policy's actions
 STOPPED = "stopped"    # a decision record: on_failure stop ended the policy early
 FAILED = "failed"
@@ -139,6 +138,8 @@ class TracingAudit:
                 "enforcer.outcome": rec.outcome,
                 "enforcer.reason": rec.reason or "",
                 "enforcer.policies": list(detail.get("policies", [])),
+                # the rules + policies set that decided: names the commit it came from
+                "enforcer.policy_digest": getattr(rec, "policy_digest", None) or "",
             })
 
     def _begin(self, rec: Any) -> None:

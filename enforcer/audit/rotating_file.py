@@ -10,6 +10,7 @@ across files, and a single record larger than `max_bytes` still gets written, al
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 
 class RotatingJsonl:
@@ -78,3 +81,35 @@ class RotatingJsonl:
     def close(self) -> None:
         with self._lock:
             self._file.close()
+
+
+class RotatingJsonlAudit:
+    """The responder's JSONL audit sink (`AuditSink`), rotated by size, never dropping.
+
+    Same line format as enforcer.audit.jsonl.JsonlAudit (`rec.as_dict()`, sorted keys).
+    `record` never raises, as the sink contract asks: a write that fails (disk full) is
+    counted in `failures` and logged, and the responder goes on deciding.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES,
+                 fsync: bool = False):
+        self.file = RotatingJsonl(path, max_bytes=max_bytes, fsync=fsync)
+        self.path = self.file.path
+        self.failures = 0
+
+    @property
+    def count(self) -> int:
+        return self.file.written
+
+    def record(self, rec: Any) -> None:
+        doc = rec.as_dict() if hasattr(rec, "as_dict") else dict(rec)
+        try:
+            self.file.write(dict(sorted(doc.items())))
+        except (OSError, ValueError) as exc:
+            self.failures += 1
+            if self.failures == 1 or self.failures % 1000 == 0:
+                log.error("audit log %s: %d record(s) could not be written: %s",
+                          self.path, self.failures, exc)
+
+    def close(self) -> None:
+        self.file.close()

@@ -477,13 +477,22 @@ def setup_tracing(config: TracingConfig | None = None, *, hostname: str | None =
     exporting = export_enabled(config, environ)
     if exporting:
         exporter = build_exporter(config, environ)
-        provider.add_span_processor(BatchSpanProcessor(
-            exporter,
-            max_queue_size=config.max_queue_size,
-            schedule_delay_millis=config.schedule_delay_ms,
-            max_export_batch_size=config.max_export_batch_size,
-            export_timeout_millis=config.export_timeout_ms,
-        ))
+        batch = config.max_export_batch_size
+        if batch is None and config.max_queue_size is not None:
+            # A small queue asked for without a batch size: batches cannot exceed it.
+            default = int(_env(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512)
+            batch = min(default, config.max_queue_size)
+        try:
+            processor = BatchSpanProcessor(
+                exporter,
+                max_queue_size=config.max_queue_size,
+                schedule_delay_millis=config.schedule_delay_ms,
+                max_export_batch_size=batch,
+                export_timeout_millis=config.export_timeout_ms,
+            )
+        except ValueError as exc:
+            raise TracingConfigError(f"span export queue: {exc}") from None
+        provider.add_span_processor(processor)
         log.info("tracing: exporting spans over OTLP %s", resolve_protocol(config, environ))
     for processor in extra_processors:
         provider.add_span_processor(processor)

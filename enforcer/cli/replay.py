@@ -9,6 +9,7 @@ Falco's summary is printed on stderr at the end.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 
@@ -39,32 +40,42 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(loaded, hostname=args.hostname)
     stats = AlertStats(rule_order=list(loaded.rules))
     try:
-        stream = sys.stdin if args.events == "-" else open(args.events, encoding="utf-8")
+        # undecodable bytes become U+FFFD, so such a line is reported as bad JSON, not a crash
+        stream = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+                  if args.events == "-"
+                  else open(args.events, encoding="utf-8", errors="replace"))
     except OSError as exc:
         print(f"enforcer replay: cannot read {args.events}: {exc.strerror}", file=sys.stderr)
         return 2
     name = "<stdin>" if args.events == "-" else args.events
-    out = sys.stdout
-    bad = 0
-    with stream:
-        for lineno, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError as exc:
-                print(f"{name}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}; line skipped",
-                      file=sys.stderr)
-                bad += 1
-                continue
-            if not isinstance(event, dict):
-                print(f"{name}:{lineno}:1: an event must be a JSON object, not "
-                      f"{type(event).__name__}; line skipped", file=sys.stderr)
-                bad += 1
-                continue
-            for alert in engine.evaluate(event):
-                stats.record(alert)
-                out.write(format_alert(alert, args.format) + "\n")
-    out.flush()
+    try:
+        with stream:
+            _replay(engine, stats, stream, name, args.format)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        sys.stderr.write(stats.format())  # Falco prints its summary when interrupted too
+        return 130
+    sys.stdout.flush()
     sys.stderr.write(stats.format())
     return 0
+
+
+def _replay(engine: Engine, stats: AlertStats, stream, name: str, fmt: str) -> None:
+    """Evaluate each JSONL line; bad lines are reported with their number and skipped."""
+    out = sys.stdout
+    for lineno, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as exc:
+            print(f"{name}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}; line skipped",
+                  file=sys.stderr)
+            continue
+        if not isinstance(event, dict):
+            print(f"{name}:{lineno}:1: an event must be a JSON object, not "
+                  f"{type(event).__name__}; line skipped", file=sys.stderr)
+            continue
+        for alert in engine.evaluate(event):
+            stats.record(alert)
+            out.write(format_alert(alert, fmt) + "\n")

@@ -33,13 +33,28 @@ def missing_paths(paths: list[str]) -> list[str]:
     return [p for p in paths if not Path(p).exists()]
 
 
-def print_diagnostics(diags: list[Diagnostic], stream=None) -> None:
+def _source_line(cache: dict[str, list[str]], file: str, line: int) -> str | None:
+    if file not in cache:
+        try:
+            cache[file] = Path(file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            cache[file] = []
+    lines = cache[file]
+    return lines[line - 1] if 0 < line <= len(lines) else None
+
+
+def print_diagnostics(diags: list[Diagnostic], stream=None, context: bool = False) -> None:
+    """`FILE:LINE:COL: message` per diagnostic (`warning: ` for warnings); with `context`,
+    each is followed by its source line and a caret under the column (when readable)."""
     stream = stream or sys.stdout
+    cache: dict[str, list[str]] = {}
     for d in diags:
-        if d.severity == "warning":
-            print(f"{d.file}:{d.line}:{d.column}: warning: {d.message}", file=stream)
-        else:
-            print(f"{d.file}:{d.line}:{d.column}: {d.message}", file=stream)
+        kind = "warning: " if d.severity == "warning" else ""
+        print(f"{d.file}:{d.line}:{d.column}: {kind}{d.message}", file=stream)
+        text = _source_line(cache, d.file, d.line) if context else None
+        if text is not None and d.column >= 1:
+            pad = "".join(c if c == "\t" else " " for c in text[:d.column - 1])
+            print(f"    {text}\n    {pad}^", file=stream)
 
 
 def load_or_report(prog: str, paths: list[str]) -> RuleSet | int:

@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "first for a repository, or when no rule file is given).")
     p.add_argument("paths", nargs="+", metavar="FILE|DIR")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--show-source", action="store_true",
+                   help="after each problem in rule files, print its source line and a caret")
     deploy = p.add_argument_group("the deployment (for policies)")
     deploy.add_argument("--enabled-actions", metavar="A,B,...", default=None,
                         help="actions the deployment allows; any other is an error "
@@ -69,14 +71,14 @@ def run(args: argparse.Namespace) -> int:
                               "errors": [d.as_dict() for d in errors],
                               "warnings": [d.as_dict() for d in warnings]}))
         else:
-            print_diagnostics(warnings, sys.stderr)
-            print_diagnostics(errors, sys.stdout)
+            print_diagnostics(warnings, sys.stderr, context=args.show_source)
+            print_diagnostics(errors, sys.stdout, context=args.show_source)
         return 1
     counts = ruleset.counts()
     if args.format == "json":
         print(json.dumps({**counts, "errors": [],
                           "warnings": [d.as_dict() for d in ruleset.warnings]}))
     else:
-        print_diagnostics(ruleset.warnings, sys.stderr)
+        print_diagnostics(ruleset.warnings, sys.stderr, context=args.show_source)
         print(f"{counts['rules']} rules, {counts['macros']} macros, {counts['lists']} lists")
     return 0

@@ -28,6 +28,7 @@ from enforcer.console.proctree import process_chain
 from enforcer.priority import Priority
 from enforcer.store import query
 from enforcer.store.mapping import OUTCOME_CLASSES
+from enforcer.store.rollup import MINUTE_NS
 from enforcer.store.schema import StoreError, connect
 
 _SECURITY_HEADERS = [
@@ -147,6 +148,11 @@ class ConsoleApp:
         except StoreError as exc:
             status, body = "503 Service Unavailable", self._render(
                 "error.html", root, title="No audit store", message=str(exc), params={})
+        except sqlite3.DatabaseError as exc:
+            status, body = "503 Service Unavailable", self._render(
+                "error.html", root, title="Audit store unreadable", params={},
+                message=f"{self.store_path}: {exc}; if it is damaged, rebuild it with "
+                        "`enforcer audit import`")
         if method == "HEAD":
             body = b""
         return self._respond(start_response, status, body, "text/html; charset=utf-8")
@@ -286,6 +292,7 @@ class ConsoleApp:
                 until = filters.until_ns if filters.until_ns is not None else bounds[1] + 1
                 since = (filters.since_ns if filters.since_ns is not None
                          else max(bounds[0], until - 86400 * 1_000_000_000))
+                since -= since % MINUTE_NS  # the counters are per minute
                 if since >= until:
                     raise BadRequest("since must be before until")
                 bucket = query.bucket_size_ns(until - since)

@@ -49,6 +49,7 @@ class ExpectedStep:
     target: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     line: int = 0
+    column: int = 0
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Case:
     silence: bool = False
     rules: list[str] | None = None
     steps: list[ExpectedStep] | None = None
+    rules_at: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def where(self) -> str:
@@ -194,6 +196,8 @@ class _Reader:
                 self.error(where + ("rules",), "expect.rules is a list of rule names")
             else:
                 case.rules = list(rules)
+                case.rules_at = [self.doc.where(where + ("rules", i))
+                                 for i in range(len(rules))]
         if "actions" in raw:
             steps = raw["actions"]
             if not isinstance(steps, list):
@@ -227,6 +231,31 @@ class _Reader:
         if not isinstance(target, dict) or not isinstance(params, dict):
             self.error(where, "target and params are mappings")
             return None
+        line, column = self.doc.where(where)
         return ExpectedStep(policy=policy, action=action if outcome != "rate-limited" else None,
-                            outcome=outcome, target=target, params=params,
-                            line=self.doc.where(where)[0])
+                            outcome=outcome, target=target, params=params, line=line,
+                            column=column)
+
+
+def check_references(cases: list[Case], ruleset: Any, policies: Any) -> list[Diagnostic]:
+    """A case that expects a rule that is not loaded, a policy that does not exist, or an
+    action its policy does not have can never pass: say so where it is written."""
+    found = []
+    actions = {p.name: {s.name for s in p.actions} for p in policies.policies}
+    for case in cases:
+        for rule, (line, col) in zip(case.rules or [], case.rules_at, strict=False):
+            if ruleset is not None and rule not in ruleset.rules:
+                found.append(Diagnostic(case.file, line, col,
+                                        f"case {case.name!r} expects rule {rule!r}, which is "
+                                        "not loaded"))
+        for step in case.steps or []:
+            if step.policy not in actions:
+                found.append(Diagnostic(case.file, step.line, step.column,
+                                        f"case {case.name!r} expects policy {step.policy!r}, "
+                                        "which is not loaded"))
+            elif step.action is not None and step.action not in actions[step.policy]:
+                found.append(Diagnostic(case.file, step.line, step.column,
+                                        f"case {case.name!r} expects action {step.action!r} "
+                                        f"of policy {step.policy!r}, which has only "
+                                        f"{', '.join(sorted(actions[step.policy]))}"))
+    return found

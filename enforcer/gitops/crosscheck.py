@@ -14,7 +14,7 @@ import yaml
 
 from enforcer.errors import Diagnostic
 from enforcer.policy.in_kernel import check_in_kernel
-from enforcer.policy.located import load_located
+from enforcer.policy.located import Located, load_located
 from enforcer.policy.model import Policy, PolicySet
 
 GLOB_CHARS = "*?["
@@ -32,8 +32,9 @@ def crosscheck(ruleset: Any, policies: PolicySet,
 
 def _references(ruleset: Any, policies: PolicySet) -> Iterator[Diagnostic]:
     names = list(ruleset.rules)
+    documents: dict[str, Located | None] = {}
     for policy in policies.policies:
-        positions = _rule_positions(policy)
+        positions = _rule_positions(policy, documents)
         candidates = []
         for index, pattern in enumerate(policy.match.rules):
             line, col = positions.get(index, (policy.line, 1))
@@ -88,12 +89,18 @@ def _disabled_actions(policies: PolicySet, enabled: set[str]) -> Iterator[Diagno
 
 
 
-def _rule_positions(policy: Policy) -> dict[Any, tuple[int, int]]:
+def _rule_positions(policy: Policy, documents: dict[str, Located | None]
+                    ) -> dict[Any, tuple[int, int]]:
     """Where each entry of the policy's `match.rules` (by index) and `match.tags` is
-    written, found by re-reading its file (the loaded Policy keeps only its own line)."""
-    try:
-        doc = load_located(Path(policy.file).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    written, found by re-reading its file once (a loaded Policy keeps only its own line)."""
+    if policy.file not in documents:
+        try:
+            documents[policy.file] = load_located(
+                Path(policy.file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            documents[policy.file] = None
+    doc = documents[policy.file]
+    if doc is None:
         return {}
     items = doc.data if isinstance(doc.data, list) else []
     for index, item in enumerate(items):

@@ -102,14 +102,13 @@ class Dispatcher:
         self._lanes = [_Lane(s, queue.Queue(maxsize=s.queue_size)) for s in specs]
         self._extra = dict(extra_fields or {})
         self._metrics = metrics
-        self._started = False
+        self._closed = False
 
     def start(self) -> Dispatcher:
         for lane in self._lanes:
             lane.thread = threading.Thread(target=self._work, args=(lane,),
                                            name=f"output-{lane.spec.name}", daemon=True)
             lane.thread.start()
-        self._started = True
         return self
 
     def dispatch(self, alert: Alert) -> None:
@@ -140,6 +139,9 @@ class Dispatcher:
     def close(self, timeout: float = 5.0) -> dict[str, int]:
         """Deliver what is queued, within `timeout` seconds overall; returns, per output, how
         many alerts were still undelivered when time ran out."""
+        if self._closed:
+            return {}
+        self._closed = True
         deadline = time.monotonic() + timeout
         for lane in self._lanes:
             try:

@@ -4,7 +4,7 @@ The kernel sees no process table, so a rule is eligible only if, once the proces
 fields (proc.*, user.*, container.*, k8s.*) are known at exec, what is left of its
 condition (the residue) is a check the BPF program can make exactly: syscalls, open flags,
 the open's result, absolute paths and prefixes. The rules engine's partial evaluation
-(enforcer.rules.partial) decides it; a refused rule can still use the userspace kill."""
+(enforcer.rules.kernel_residue) decides it; a refused rule can still use the userspace kill."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from enforcer.errors import Diagnostic
 from enforcer.policy.model import PolicySet
-from enforcer.rules.partial import rule_eligibility
+from enforcer.rules.kernel_residue import rule_eligibility
 
 #: residue(rule) -> None when the kernel can check the rule exactly, else the reason not
 ResidueCheck = Callable[[Any], str | None]

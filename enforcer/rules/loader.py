@@ -16,6 +16,7 @@ as one RuleError, warnings end up on `ruleset.warnings`.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -76,7 +77,13 @@ def load_text(text: str, name: str = "<rules>") -> RuleSet:
 
 def load_collected(col: reader.Collector, files: list[str]) -> RuleSet:
     compiler = _Compiler(col)
-    ruleset = compiler.run()
+    # Macro expansion recurses once per nesting level; conditions may nest 1000 deep.
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, 20_000))
+    try:
+        ruleset = compiler.run()
+    finally:
+        sys.setrecursionlimit(old_limit)
     ruleset.files = files
     order = {name: i for i, name in enumerate(files)}
     errors = _in_file_order(col.errors + compiler.errors, order)
@@ -172,6 +179,11 @@ class _Compiler:
         rs = RuleSet()
         rs.rules = rules
         for name, info in self.col.macros.items():
+            if name not in self.expanded and self.macro_ok.get(name):
+                try:
+                    self.expand_macro(name, ())
+                except (_MacroBroken, _MacroLoop, RecursionError):
+                    pass  # reported when a rule uses it; unused, it stays unexpanded
             rs.macros[name] = Macro(name, info.cond.text, self.expanded.get(name),
                                     name in self.macro_used)
         for name, items in self.lists.items():

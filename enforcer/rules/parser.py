@@ -210,7 +210,8 @@ def _check_nesting(text: str) -> None:
 
 
 def _expected(exc: UnexpectedInput) -> str:
-    names = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set()
+    names = (getattr(exc, "accepts", None) or getattr(exc, "expected", None)
+             or getattr(exc, "allowed", None) or set())
     words = sorted({_TERMINAL_NAMES.get(n, n) for n in names})
     return ", ".join(words)
 

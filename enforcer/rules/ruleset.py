@@ -50,7 +50,7 @@ class Rule:
 class Macro:
     name: str
     condition: str
-    expr: nodes.Expr | None  # expanded body; None when the macro failed to compile
+    expr: nodes.Expr | None  # Macro(name, expanded body); None when it does not compile
     used: bool
 
 

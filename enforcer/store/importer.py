@@ -24,6 +24,7 @@ from enforcer.errors import Diagnostic
 from enforcer.store.ingest import Prepared, prepare, write
 from enforcer.store.mapping import Mapped, RecordError, map_record
 from enforcer.store.retention import Retention, prune
+from enforcer.store.schema import resume_text_index, suspend_text_index
 
 BATCH = 20_000
 PARALLEL_BYTES = 16 << 20  # below this, starting workers costs more than it saves
@@ -117,6 +118,10 @@ def import_files(conn: sqlite3.Connection, paths: Iterable[str | Path], *,
         report.imported += write(conn, prepared)
 
     count = _workers(paths) if workers is None else workers
+    bulk = count > 0 and conn.execute("SELECT NOT EXISTS (SELECT 1 FROM detections)"
+                                      ).fetchone()[0]
+    if bulk:
+        suspend_text_index(conn)
     if count <= 0:
         for task in _tasks(paths):
             take(_chunk(task))
@@ -131,6 +136,8 @@ def import_files(conn: sqlite3.Connection, paths: Iterable[str | Path], *,
                     take(pending.popleft().get())
             while pending:
                 take(pending.popleft().get())
+    if bulk:
+        resume_text_index(conn)
     if retention is not None:
         prune(conn, retention)
     # Bounded ANALYZE: the planner's statistics without reading a million rows.

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from enforcer.store import rollup
 from enforcer.store.mapping import DetectionRow, Mapped, ResponseRow
 
 _UPSERT_DETECTION = """
@@ -133,34 +134,71 @@ def write(conn: sqlite3.Connection, batch: Prepared) -> int:
         return 0
     conn.execute("BEGIN")
     try:
-        # Placeholders this batch's alerts complete: their responses need the alert's time.
-        completed = [row[0] for row in conn.execute(
-            "SELECT id FROM detections WHERE complete = 0 "
-            "AND key IN (SELECT value FROM json_each(?))", (json.dumps(batch.full_keys),))
-        ] if batch.full else []
-        conn.executemany(_UPSERT_DETECTION, batch.full)
-        conn.executemany(_PLACEHOLDER, batch.placeholders)
-        if batch.responses:
-            keys = list({key for key, _ in batch.responses})
-            ids: dict[str, tuple[int, int]] = {}
-            for row in conn.execute(
-                    "SELECT key, id, time_ns FROM detections "
-                    "WHERE key IN (SELECT value FROM json_each(?))", (json.dumps(keys),)):
-                ids[row[0]] = (row[1], row[2])
-            rows = []
-            for key, values in batch.responses:
-                det_id, det_time = ids[key]
-                rows.append((values[0], det_id, det_time, *values[1:]))
-            conn.executemany(_INSERT_RESPONSE, rows)
-            touched = json.dumps(sorted({ids[k][0] for k in keys}))
-            conn.execute(_SUMMARISE, (touched,))
-        if completed:
-            conn.execute(_RETIME, (json.dumps(completed),))
+        _write(conn, batch)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     return batch.count
+
+
+def _write(conn: sqlite3.Connection, batch: Prepared) -> None:
+    keys = batch.full_keys + [row[0] for row in batch.placeholders]
+    known: dict[str, int] = {}  # key -> complete, for detections stored before this batch
+    for key, complete in conn.execute(
+            "SELECT key, complete FROM detections WHERE key IN (SELECT value FROM "
+            "json_each(?))", (json.dumps(keys),)):
+        known[key] = complete
+    # Placeholders this batch's alerts complete: their responses need the alert's time.
+    completed = [key for key in batch.full_keys if known.get(key) == 0]
+    conn.executemany(_UPSERT_DETECTION, batch.full)
+    conn.executemany(_PLACEHOLDER, batch.placeholders)
+    new = [(row[1], row[2], row[3]) for row in batch.full + batch.placeholders
+           if row[0] not in known]
+    rollup.add(conn, "rule", ((t, rule) for t, rule, _ in new))
+    rollup.add(conn, "priority", ((t, prio) for t, _, prio in new))
+    if batch.responses:
+        _write_responses(conn, batch)
+    if completed:
+        conn.execute(_RETIME, (json.dumps(completed),))
+
+
+def _write_responses(conn: sqlite3.Connection, batch: Prepared) -> None:
+    keys = list({key for key, _ in batch.responses})
+    ids: dict[str, tuple[int, int]] = {}
+    for row in conn.execute(
+            "SELECT key, id, time_ns FROM detections "
+            "WHERE key IN (SELECT value FROM json_each(?))", (json.dumps(keys),)):
+        ids[row[0]] = (row[1], row[2])
+    touched = json.dumps(sorted({ids[k][0] for k in keys}))
+    # What the store already held for these detections, to count only what is new.
+    stored = {(row[0], row[1]) for row in conn.execute(
+        "SELECT det_id, rhash FROM responses WHERE det_id IN (SELECT value FROM json_each(?))",
+        (touched,))}
+    classes: dict[int, set[str]] = {}
+    for det_id, outcomes in conn.execute(
+            "SELECT id, outcomes FROM detections WHERE id IN (SELECT value FROM "
+            "json_each(?))", (touched,)):
+        classes[det_id] = set(outcomes.split(",")) if outcomes else set()
+    rows = []
+    new_outcomes: list[tuple[int, str]] = []
+    dry_runs: list[tuple[int, str]] = []
+    for key, values in batch.responses:
+        det_id, det_time = ids[key]
+        rhash, policy, action, cls = values[0], values[3], values[4], values[7]
+        if (det_id, rhash) in stored:
+            continue
+        stored.add((det_id, rhash))
+        rows.append((rhash, det_id, det_time, *values[1:]))
+        if cls is not None and cls not in classes[det_id]:
+            classes[det_id].add(cls)
+            new_outcomes.append((det_time, cls))
+        if cls == "dry-run":
+            dry_runs.append((det_time, f"{policy or ''}{rollup.SEP}{action or ''}"))
+    conn.executemany(_INSERT_RESPONSE, rows)
+    conn.execute(_SUMMARISE, (touched,))
+    rollup.add(conn, "outcome", new_outcomes)
+    rollup.add(conn, "dry-run", dry_runs)
 
 
 def apply_batch(conn: sqlite3.Connection, batch: Iterable[Mapped]) -> int:

@@ -180,12 +180,19 @@ def _explicit_ns(value: Any) -> int | None:
     return parse_time_ns(value)
 
 
+_PRIORITY_WORDS = {p.name.lower(): int(p) for p in Priority} | {"info": int(Priority.INFORMATIONAL)}
+
+
 def parse_priority(value: Any) -> int | None:
     """Falco priority number (0 = Emergency) from a word or number; None when unknown."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 7:
         return value
+    if isinstance(value, str):
+        known = _PRIORITY_WORDS.get(value.lower())
+        if known is not None:
+            return known
     try:
         return int(Priority.parse(str(value)))
     except ValueError:
@@ -295,17 +302,22 @@ def map_record(record: Any, raw: str | None = None) -> Mapped:
     alert = nested if isinstance(nested, dict) else {}
     # An alert's own keys sit at the top level (Falco's shape plus ours) or under "alert".
     src = ({**record, **alert} if alert else record) if kind == ALERT else alert
-    time_ns = _explicit_ns(_first(record, "time_ns", "start_ns"))
-    if time_ns is None:
-        time_ns = parse_time_ns(_first(record, "ts", "timestamp", "time"))
     # The event's time: the alert's own, or what a response record says it was.
     event_ns = None
     if src:
         event_ns = _explicit_ns(src.get("time_ns"))
         if event_ns is None:
             event_ns = parse_time_ns(src.get("time"))
-    if event_ns is None and kind != ALERT:
-        event_ns = _explicit_ns(record.get("event_time_ns"))
+    if kind == ALERT:
+        time_ns = event_ns
+        if time_ns is None:
+            time_ns = event_ns = parse_time_ns(_first(record, "ts", "timestamp"))
+    else:
+        time_ns = _explicit_ns(_first(record, "time_ns", "start_ns"))
+        if time_ns is None:
+            time_ns = parse_time_ns(_first(record, "ts", "timestamp", "time"))
+        if event_ns is None:
+            event_ns = _explicit_ns(record.get("event_time_ns"))
     if time_ns is None:
         time_ns = event_ns
     if time_ns is None:
@@ -395,17 +407,20 @@ _SHOWN = frozenset({"kind", "type", "record", "match_id", "outcome", "result", "
                     "attempts", "error", "trace_id", "span_id", "start_ns", "time_ns", "ts",
                     "timestamp", "time", "duration_ns", "latency_ms", "duration_ms",
                     "latency_s", "latency", "event_time_ns", "alert", "output",
-                    "output_fields"})
+                    "output_fields", "index", "reason"})
 
 
 def response_view(record: dict[str, Any]) -> dict[str, Any]:
     """What the console shows of a stored response record beyond its columns: the target,
     the parameters, the exact operation (done or that would be done), and other details."""
+    extra = {k: v for k, v in record.items() if k not in _SHOWN and v is not None}
+    if record.get("error") and record.get("reason"):
+        extra["reason"] = record["reason"]  # the error took the reason's column
     return {
         "target": record.get("target"),
         "params": _first(record, "params", "parameters"),
         "would": _first(record, "render", "would", "plan", "rendered"),
-        "extra": {k: v for k, v in record.items() if k not in _SHOWN and v is not None},
+        "extra": extra,
     }
 
 

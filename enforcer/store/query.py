@@ -8,6 +8,7 @@ import sqlite3
 from dataclasses import dataclass, fields
 from typing import Any
 
+from enforcer.store import rollup
 from enforcer.store.mapping import response_view
 
 PAGE_SIZE = 50
@@ -51,6 +52,8 @@ class Page:
 
 def fts_query(text: str) -> str | None:
     """Free text as an FTS5 query: every word must appear; no FTS syntax is interpreted."""
+    # Control characters (a NUL ends SQLite's reading of the query) cannot be searched for.
+    text = "".join(ch if ch >= " " else " " for ch in text)
     words = [w for w in text.split() if w]
     if not words:
         return None
@@ -137,12 +140,13 @@ def _conditions(filters: Filters, driver: _Driver) -> tuple[list[str], list[Any]
         args.append(value)
     match = fts_query(filters.text) if filters.text else None
     if match:
-        if driver.kind == "text":
-            clauses.append("d.id IN (SELECT rowid FROM detections_fts "
-                           "WHERE detections_fts MATCH ?)")
-        else:
-            clauses.append("EXISTS (SELECT 1 FROM detections_fts WHERE detections_fts "
-                           "MATCH ? AND rowid = d.id)")
+        # The matches are gathered once per query into a temporary index and looked up per
+        # row; probing FTS row by row (EXISTS ... MATCH) re-runs the query each time, which
+        # costs seconds for a rare phrase on a common rule. The + keeps the set from driving
+        # the query unless the plan says so.
+        plus = "" if driver.kind == "text" else "+"
+        clauses.append(f"{plus}d.id IN (SELECT rowid FROM detections_fts "
+                       "WHERE detections_fts MATCH ?)")
         args.append(match)
     return clauses, args
 
@@ -175,10 +179,14 @@ def _fetch(conn: sqlite3.Connection, filters: Filters, driver: _Driver,
                f"{'WHERE ' + ' AND '.join(where) if where else ''} "
                f"ORDER BY {t} {order}, {i} {order} LIMIT ?")
         want = limit - len(out)
+        if driver.kind == "response":
+            # A detection comes once per matching response: ask for enough rows that one
+            # round usually does (each round re-runs the query, text search included).
+            want *= 4
         rows = conn.execute(sql, [*where_args, want]).fetchall()
         for row in rows:
             # A detection with several matching responses comes once per response.
-            if row["id"] not in seen:
+            if row["id"] not in seen and len(out) < limit:
                 seen.add(row["id"])
                 out.append(dict(row))
         if len(rows) < want:
@@ -248,23 +256,20 @@ _NOT_SHADOWED = ("(r.kind = 'action' OR NOT EXISTS (SELECT 1 FROM responses a "
 
 
 def dry_run_summary(conn: sqlite3.Connection, filters: Filters) -> list[dict[str, Any]]:
-    """Per policy and action: how many times a dry run would have acted, and when last."""
-    clauses = ["r.outcome_class = 'dry-run'", _NOT_SHADOWED]
-    args: list[Any] = []
-    if filters.since_ns is not None:
-        clauses.append("r.det_time_ns >= ?")
-        args.append(filters.since_ns)
-    if filters.until_ns is not None:
-        clauses.append("r.det_time_ns < ?")
-        args.append(filters.until_ns)
-    if filters.policy:
-        clauses.append("r.policy = ?")
-        args.append(filters.policy)
-    sql = ("SELECT coalesce(r.policy, '') AS policy, coalesce(r.action, '') AS action, "
-           "count(*) AS n, count(DISTINCT r.det_id) AS detections, "
-           "max(r.det_time_ns) AS last_ns FROM responses r WHERE " + " AND ".join(clauses) +
-           " GROUP BY r.policy, r.action ORDER BY r.policy, r.action")
-    return [dict(r) for r in conn.execute(sql, args)]
+    """Per policy and action: how many times a dry run would have acted, and when last.
+
+    A policy's dry-run decisions are listed only when it has no dry-run action records
+    (the actions say more precisely what would have been done). Minute precision.
+    """
+    rows = []
+    for value, n, last_ns in rollup.totals(conn, "dry-run", filters.since_ns,
+                                          filters.until_ns):
+        policy, _, action = value.partition(rollup.SEP)
+        if filters.policy and policy != filters.policy:
+            continue
+        rows.append({"policy": policy, "action": action, "n": n, "last_ns": last_ns})
+    with_actions = {r["policy"] for r in rows if r["action"]}
+    return [r for r in rows if r["action"] or r["policy"] not in with_actions]
 
 
 def dry_run_examples(conn: sqlite3.Connection, policy: str, filters: Filters,
@@ -310,20 +315,14 @@ def time_bounds(conn: sqlite3.Connection) -> tuple[int, int] | None:
 
 def counts_over_time(conn: sqlite3.Connection, by: str, since_ns: int, until_ns: int,
                      bucket_ns: int) -> list[tuple[int, str, int]]:
-    """(bucket start, series value, detections) for `by` in rule, priority or outcome."""
-    if by == "outcome":
-        sql = ("SELECT (det_time_ns - ?) / ? AS b, coalesce(outcome_class, 'none') AS v, "
-               "count(DISTINCT det_id) FROM responses WHERE det_time_ns >= ? "
-               "AND det_time_ns < ? GROUP BY b, v")
-    elif by in ("rule", "priority"):
-        sql = (f"SELECT (time_ns - ?) / ? AS b, {by} AS v, count(*) FROM detections "
-               "WHERE time_ns >= ? AND time_ns < ? GROUP BY b, v")
-    else:
+    """(bucket start, series value, detections) for `by` in rule, priority or outcome.
+
+    Read from the per-minute counters: `since_ns` is taken from the start of its minute and
+    `bucket_ns` must be a whole number of minutes.
+    """
+    if by not in ("rule", "priority", "outcome"):
         raise ValueError(f"cannot count by {by!r}: expected rule, priority or outcome")
-    out = []
-    for b, v, n in conn.execute(sql, (since_ns, bucket_ns, since_ns, until_ns)):
-        out.append((since_ns + int(b) * bucket_ns, "" if v is None else str(v), int(n)))
-    return out
+    return rollup.series(conn, by, since_ns, until_ns, bucket_ns)
 
 
 def distinct_values(conn: sqlite3.Connection, column: str, limit: int = 200) -> list[str]:

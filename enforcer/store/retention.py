@@ -13,6 +13,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from enforcer.store import rollup
+
 DEFAULT_MAX_AGE_S = 30 * 24 * 3600
 DEFAULT_MAX_BYTES = 1 << 30
 
@@ -49,6 +51,13 @@ def prune(conn: sqlite3.Connection, retention: Retention, now_ns: int | None = N
             removed += _delete(conn, "DELETE FROM detections WHERE id IN (SELECT id FROM "
                                "detections ORDER BY time_ns LIMIT ?)", (step,))
     if removed:
+        conn.execute("BEGIN")
+        try:
+            rollup.trim(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         conn.execute("PRAGMA incremental_vacuum")
     return removed
 

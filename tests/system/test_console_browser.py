@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def console_url(tmp_path_factory):
     conn.close()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [os.sys.executable, "-m", "enforcer", "ui", "--store", str(store),
+        [sys.executable, "-m", "enforcer", "ui", "--store", str(store),
          "--addr", "127.0.0.1:0", "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()

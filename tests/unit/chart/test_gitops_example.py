@@ -129,6 +129,17 @@ def test_test_cases_expect_existing_policies_in_their_action_order():
             assert actions == action_names(by_name[policy]), case["name"]
 
 
+def test_example_passes_enforcer_validate_and_test():
+    """The checks CI runs on the repository (their behaviour on broken copies is tested in
+    tests/unit/gitops)."""
+    from tests.unit.clirun import run_cli
+
+    validate = run_cli("validate", EXAMPLE, "--values", EXAMPLE / "deploy/values.yaml")
+    assert validate.code == 0, validate.stdout + validate.stderr
+    tested = run_cli("test", EXAMPLE, "--values", EXAMPLE / "deploy/values.yaml")
+    assert tested.code == 0, tested.stdout
+    cases = [c for f in sorted((EXAMPLE / "tests").glob("*.yaml")) for c in load(f)["cases"]]
+    assert tested.stdout.splitlines()[-1] == f"{len(cases)} passed, 0 failed"
 
 
 def _script(text: str) -> str:

@@ -42,10 +42,17 @@ def test_validate_reports_every_problem(run, tmp_path):
                    "  priority: INFO\n")
     res = run("validate", bad)
     assert res.returncode == 1
-    lines = res.stdout.splitlines()
+    lines = [line for line in res.stdout.splitlines() if line.startswith(str(bad))]
     assert len(lines) == 2
     assert lines[0].startswith(f"{bad}:3:")
     assert lines[1].startswith(f"{bad}:8:14: rule 'b': ")
+    assert len(res.stdout.splitlines()) == 2  # one line per problem
+    # --show-source adds the source line and a caret under the column
+    res = run("validate", "--show-source", bad)
+    out = res.stdout.splitlines()
+    at = out.index(lines[1])
+    assert out[at + 1] == "      condition: proc.colour = red"
+    assert out[at + 2] == "    " + " " * 13 + "^"
     res = run("validate", "--format", "json", bad)
     doc = json.loads(res.stdout)
     assert res.returncode == 1 and len(doc["errors"]) == 2
@@ -154,3 +161,13 @@ def test_rules_from_environment(enforcer_cmd, cli_env, tmp_path):
                          env=env, timeout=60)
     assert res.returncode == 0
     assert res.stdout == "only\tDebug\tenabled\tt\texecve\n"
+
+
+def test_replay_survives_undecodable_bytes(run, tmp_path):
+    ev = tmp_path / "ev.jsonl"
+    ev.write_bytes(b'{"evt.type": "x\xff\xfe"}\n\xff\xfe\n' + json.dumps(EVENTS[0]).encode()
+                   + b"\n")
+    res = run("replay", ev, "--rules", STABLE)
+    assert res.returncode == 0 and "Traceback" not in res.stderr
+    assert f"{ev}:2:1: invalid JSON" in res.stderr
+    assert len(res.stdout.splitlines()) == 1

@@ -105,6 +105,16 @@ def test_missing_store_is_503(tmp_path, wsgi_call):
     assert page.status == 503 and "no audit store here" in page.text
 
 
+def test_damaged_store_is_503_not_a_traceback(tmp_path, wsgi_call, store):
+    damaged = tmp_path / "damaged.db"
+    data = bytearray(store.read_bytes())
+    data[4096:] = b"\xff" * (len(data) - 4096)  # all but the header page scribbled over
+    damaged.write_bytes(bytes(data))
+    page = wsgi_call(ConsoleApp(damaged), "/")
+    assert page.status == 503
+    assert "enforcer audit import" in page.text
+
+
 def test_token_required_when_configured(store, wsgi_call):
     app = ConsoleApp(store, token="s3cret")
     assert wsgi_call(app, "/").status == 401

@@ -21,7 +21,8 @@ def test_example_json_counts_and_digest():
     digest = doc.pop("digest")
     assert len(digest) == 12 and int(digest, 16) >= 0
     assert doc == {"rules": 26, "macros": 87, "lists": 50, "enabled": 26, "policies": 3,
-                   "policies_enabled": 3, "policy_actions": 7, "errors": [], "warnings": []}
+                   "policies_enabled": 3, "policy_actions": 7, "cases": 6, "errors": [],
+                   "warnings": []}
 
 
 def test_digest_names_content_not_location(repo):
@@ -141,3 +142,19 @@ def test_rules_only_output_is_unchanged(repo):
     res = run_cli("validate", repo / "rules")
     assert res.code == 1  # local rules alone lack the bundled macros they build on
     assert "policies" not in res.stdout
+
+
+def test_test_cases_that_can_never_pass_are_findings(repo):
+    tests = repo / "tests/contain-shell.yaml"
+    line = edit(tests, "        - {policy: contain-shell-in-production, action: networkpolicy}",
+                "        - {policy: contain-shell-in-production, action: quarantine}")
+    rline = edit(tests, "      rules: [Terminal shell in container]\n      actions: []",
+                 "      rules: [Terminal shell in a container]\n      actions: []")
+    res = run_cli("validate", repo)
+    assert res.code == 1
+    assert res.stdout.splitlines() == [
+        f"{tests}:{line}:11: case 'kubectl exec into a production pod is contained' expects "
+        "action 'quarantine' of policy 'contain-shell-in-production', which has only "
+        "delete_pod, networkpolicy, snapshot",
+        f"{tests}:{rline}:15: case 'the same shell in a development namespace is only "
+        "detected' expects rule 'Terminal shell in a container', which is not loaded"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import urllib.error
 import urllib.request
@@ -11,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from enforcer.audit.metrics_sink import MetricsAudit
+from enforcer.cli import observe_args
 from enforcer.health import POLICIES_LOADED, PROBES_ATTACHED, Readiness
 from enforcer.http_server import parse_addr, start_http_server
 from enforcer.metrics import Metrics
@@ -143,3 +145,27 @@ def test_parse_addr(text, addr):
 def test_parse_addr_rejects(bad):
     with pytest.raises(ValueError, match="address"):
         parse_addr(bad)
+
+
+def test_losses_are_said_in_readyz_without_failing_it():
+
+
+    parser = argparse.ArgumentParser()
+    observe_args.add_arguments(parser)
+    args = parser.parse_args(["--http-addr", "127.0.0.1:0"])
+    obs = observe_args.from_args(args, hostname="node-a")
+    drops = {"n": 0}
+    obs.metrics.read_kernel_drops_with(lambda: drops["n"])
+    obs.start()
+    try:
+        obs.readiness.set(PROBES_ATTACHED)
+        obs.readiness.set(POLICIES_LOADED)
+        code, body = _get(obs.http.port, "/readyz")
+        assert code == 200 and json.loads(body)["warnings"] == {}
+        drops["n"] = 42
+        code, body = _get(obs.http.port, "/readyz")
+        assert code == 200
+        assert json.loads(body)["warnings"] == {
+            "kernel_drops": "42 events dropped by the kernel since start"}
+    finally:
+        obs.close()

@@ -8,12 +8,12 @@ import socket
 import threading
 import time
 from concurrent import futures
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
 
 from enforcer.audit.otel_sink import TracingAudit
+from enforcer.audit.record import AuditRecord as Rec
 from enforcer.audit.rotating_file import RotatingJsonl
 from enforcer.audit.tracing import (
     TracingConfig,
@@ -22,36 +22,6 @@ from enforcer.audit.tracing import (
     export_enabled,
     setup_tracing,
 )
-
-
-@dataclass
-class Rec:
-    """The shape of the responder's AuditRecord (enforcer.audit.record), as it emits them."""
-
-    kind: str
-    match_id: str
-    outcome: str
-    rule: str | None = None
-    priority: str | None = None
-    policy: str | None = None
-    action: str | None = None
-    index: int | None = None
-    target: dict[str, Any] | None = None
-    dry_run: bool | None = None
-    reason: str | None = None
-    guard: str | None = None
-    message: str | None = None
-    render: dict[str, Any] | None = None
-    detail: dict[str, Any] | None = None
-    retries: int = 0
-    error: str | None = None
-    trace_id: str | None = None
-    start_ns: int = field(default_factory=time.time_ns)
-    duration_ns: int | None = None
-    event_time_ns: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
 
 
 class JsonlSink:
@@ -66,7 +36,8 @@ class JsonlSink:
 
 
 def respond_like(audit, alert, match_id="m1", fail_second=True):
-    """Emit the records the responder emits for one alert matched by a two-action policy."""
+    """Emit the records the responder emits for one alert matched by a two-action policy
+    (the real responder drives this in test_observe_e2e)."""
     base = dict(match_id=match_id, rule=alert.rule, priority=alert.priority.display,
                 trace_id=alert.trace_id, event_time_ns=alert.time_ns)
     audit.record(Rec(kind="match", outcome="matched", detail={"policies": ["contain-shell"]},

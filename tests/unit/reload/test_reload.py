@@ -14,7 +14,7 @@ from enforcer.audit.memory import MemoryAudit
 from enforcer.audit.record import ACTION, RELOAD
 from enforcer.gitops.bundle import BundleError
 from enforcer.priority import Priority
-from enforcer.reload import RELOAD_FAILED_RULE, Reloader
+from enforcer.reload import RELOAD_FAILED_RULE, CurrentEngine, Reloader
 from enforcer.respond.responder import Responder
 from tests.unit.reload.configmap import ConfigMapDir
 
@@ -245,3 +245,34 @@ def test_initial_set_must_load(mounted):
     with pytest.raises(BundleError) as info:
         Reloader([rules.path], [policies.path])
     assert "no rule named 'Nope'" in str(info.value)
+
+
+def test_current_engine_follows_the_swap(mounted, webhook):
+    rules, policies = mounted
+    policies.write({"contain.yaml": policy(webhook.url + "/v1")})
+    reloader, *_ = build(mounted, MemoryAudit())
+    engine = CurrentEngine(reloader)
+    gshadow = dict(EVENT, **{"fd.name": "/etc/gshadow"})
+    assert engine.evaluate(gshadow) == []
+    rules.write({"local_rules.yaml": RULES.replace("fd.name = /etc/shadow",
+                                                   "fd.name in (/etc/shadow, /etc/gshadow)")})
+    assert reloader.check() == "swapped"
+    assert [a.rule for a in engine.evaluate(gshadow)] == ["Shadow read"]
+    assert engine.event_types() == reloader.current.engine.event_types()
+
+
+def test_a_loader_crash_is_reported_once_like_a_refused_update(mounted, webhook, monkeypatch):
+    rules, policies = mounted
+    policies.write({"contain.yaml": policy(webhook.url + "/v1")})
+    reloader, _responder, _swapped, critical, _loaded = build(mounted, MemoryAudit())
+    good = reloader.digest
+
+    def crash():
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(reloader, "_load", crash)
+    policies.write({"contain.yaml": policy(webhook.url + "/v2")})
+    assert reloader.check() == "failed"
+    assert reloader.check() == "unchanged"
+    assert reloader.digest == good and len(critical) == 1
+    assert "internal error while loading: ZeroDivisionError('bug')" in critical[0].output

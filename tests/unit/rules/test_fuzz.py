@@ -22,7 +22,8 @@ TOKENS = ["proc.name", "fd.name", "evt.type", "proc.aname[2]", "evt.arg.flags", 
           "evt.buffer", "fd.sip", "fd.snet", "=", "!=", "<", ">=", "contains", "in",
           "pmatch", "glob", "exists", "regex", "bcontains", "and", "or", "not", "(", ")",
           ",", "'x y'", '"q"', "bash", "/etc", "0x1F", "-1", "true", "tolower(", "val(",
-          "my_macro", "my_list", "[", "]", "\\", "\n", "  ", "%", "'", '"', "\x00", "é"]
+          "my_macro", "my_list", "[", "]", "\\", "\n", "  ", "%", "'", '"', "\x00", "é",
+          "oneof", "anyof", "allof", "val(proc.pname)", ")"]
 
 PRELUDE = ("- list: my_list\n  items: [a, 'b c']\n"
            "- macro: my_macro\n  condition: proc.name in (my_list)\n")

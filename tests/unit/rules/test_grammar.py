@@ -91,7 +91,7 @@ def test_quoted_values_are_marked():
 
 
 @pytest.mark.parametrize("text, offset", [
-    ("a.b = 1 and", 8),
+    ("a.b = 1 and", 11),
     ("a.b = 1\n  and\n  c.d resembles x", 20),
     ("(a.b = 1", 8),
 ])

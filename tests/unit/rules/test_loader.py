@@ -759,3 +759,12 @@ def test_exception_comps_with_bad_modifiers(comp):
     text = exc_rule(f"- name: a\n  fields: [proc.pname]\n  comps: ['{comp}']\n"
                     "  values: [[[a]]]\n")
     assert any("is not a supported comparison operator" in e for e in errors(text))
+
+
+@pytest.mark.parametrize("nots, fires_for_cat", [(999, False), (998, True)])
+def test_deep_macro_expands_without_recursion_errors(nots, fires_for_cat):
+    text = (f"- macro: m\n  condition: \"{'not (' * nots}proc.name = cat{')' * nots}\"\n" +
+            RULE.replace("proc.name = cat", "m"))
+    rs = load(text)
+    assert (fires(rs, EXEC_CAT) == ["r"]) is fires_for_cat
+    assert (fires(rs, {"evt.type": "execve", "proc.name": "ls"}) == ["r"]) is not fires_for_cat

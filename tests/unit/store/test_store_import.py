@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from enforcer.store import query
 from enforcer.store.importer import import_files
-from enforcer.store.schema import connect
+from enforcer.store.query import Filters
+from enforcer.store.schema import connect, suspend_text_index
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "audit"
 AUDIT, ALERTS, CORRUPT = (DATA / n for n in ("audit.jsonl", "alerts.jsonl", "corrupt.jsonl"))
@@ -94,3 +96,34 @@ def test_cli_import_into_a_non_store_is_an_environment_error(tmp_path, enforcer_
                          capture_output=True, text=True, env=cli_env)
     assert out.returncode == 3
     assert "not a usable audit store" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bulk_import_with_workers_equals_the_inline_import(tmp_path):
+    inline = connect(tmp_path / "inline.db")
+    import_files(inline, SEED, workers=0)
+    bulk = connect(tmp_path / "bulk.db")
+    report = import_files(bulk, [CORRUPT, ALERTS], workers=1)  # decoding in a process
+    assert [d.line for d in report.skipped] == [3, 6, 23]
+    dump = ("SELECT key, rule, priority, output, outcomes, policies, actions, complete "
+            "FROM detections ORDER BY key")
+    assert [tuple(r) for r in bulk.execute(dump)] == [tuple(r) for r in inline.execute(dump)]
+    # The text index was built at the end, and indexing row by row is back on.
+    assert pods(query.list_detections(bulk, Filters(text="shadow"))) == ["api-3", "api-2"]
+    triggers = {r[0] for r in bulk.execute("SELECT name FROM sqlite_master WHERE type = "
+                                           "'trigger'")}
+    assert {"det_fts_insert", "det_fts_delete", "det_fts_update"} <= triggers
+
+
+def test_an_interrupted_bulk_import_is_indexed_on_next_open(tmp_path):
+    path = tmp_path / "s.db"
+    conn = connect(path)
+    suspend_text_index(conn)
+    import_files(conn, SEED, workers=0)  # as if the bulk import died before the end
+    assert query.list_detections(conn, Filters(text="shadow")).rows == []
+    conn.close()
+    conn = connect(path)
+    assert pods(query.list_detections(conn, Filters(text="shadow"))) == ["api-3", "api-2"]
+
+
+def pods(page):
+    return [r["pod"] for r in page.rows]

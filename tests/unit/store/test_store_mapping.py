@@ -76,7 +76,7 @@ def test_responder_records_join_the_alert_by_rule_and_event_time():
         ACTION, "kill", "dry-run", 0, 2.5)
     view = response_view(r.record)
     assert view["would"] == {"signal": "KILL"} and view["target"] == {"pid": 7, "start_ticks": 9}
-    assert view["extra"] == {"index": 0}
+    assert view["extra"] == {}  # index and the rest have their own columns
     assert r.time_ns == 1_795_428_000_000_001_000
     assert action.detection.time_ns == 1_795_428_000_000_000_005
 
@@ -110,6 +110,11 @@ def test_without_event_time_the_match_id_names_the_detection():
     m = map_record({"kind": "decision", "match_id": "b7", "policy": "p", "outcome": "act",
                     "start_ns": 3})
     assert m.detection.key == "m:b7"
+
+
+def test_an_alert_may_carry_its_time_as_ts():
+    d = map_record({"kind": "alert", "rule": "R", "output": "o", "ts": 1_795_428_000}).detection
+    assert d.time_ns == 1_795_428_000 * 10**9
 
 
 def test_kind_is_inferred_when_absent():

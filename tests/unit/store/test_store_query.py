@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from enforcer.store import query
 from enforcer.store.query import Filters
@@ -106,3 +108,11 @@ def test_distinct_values(seeded):
     assert query.distinct_values(seeded, "namespace") == ["dev", "kube-system", "prod"]
     assert query.distinct_values(seeded, "action") == ["delete_pod", "kill", "networkpolicy",
                                                        "snapshot"]
+
+
+@given(st.text(max_size=40))
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_free_text_is_a_search_never_an_error(seeded, text):
+    page = query.list_detections(seeded, Filters(text=text))
+    assert len(page.rows) <= 8

@@ -1,0 +1,330 @@
+"""Options for outputs, tracing, metrics and the falco-http input, shared by the commands
+that run the agent, and the one object they build from them.
+
+    observe_args.add_arguments(parser)
+    obs = observe_args.from_args(args, hostname=..., base_outputs=[StreamOutput(...), ...])
+    responder = responder_from_args(args, audit=obs.audit_sink(args.audit_log),
+                                    on_critical=obs.pipeline.emit, hostname=...)
+    obs.attach_responder(responder)     # policies loaded: /readyz condition set
+    obs.start()                         # /metrics /healthz /readyz, output workers
+    ... Agent(engine, [obs.pipeline], ...) ...; obs.readiness.set(PROBES_ATTACHED)
+    responder.stop(); obs.close(); print(obs.summary(responder))
+
+Environment variables mirror the flags (ENFORCER_*), and the standard OTEL_* variables
+configure OpenTelemetry export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from enforcer.alert_pipeline import AlertPipeline
+from enforcer.audit.metrics_sink import MetricsAudit
+from enforcer.audit.otel_sink import TracingAudit
+from enforcer.audit.record import FanOut
+from enforcer.audit.response_summary import format_response_summary
+from enforcer.audit.rotating_file import DEFAULT_MAX_BYTES, RotatingJsonlAudit
+from enforcer.audit.tracing import Tracer, TracingConfig, TracingConfigError, setup_tracing
+from enforcer.health import POLICIES_LOADED, Readiness
+from enforcer.http_server import DEFAULT_HTTP_ADDR, HttpServer, parse_addr
+from enforcer.metrics import Metrics
+from enforcer.outputs.dispatcher import DEFAULT_QUEUE_SIZE, Dispatcher, OutputSpec
+from enforcer.outputs.extra_fields import parse_extra_fields
+from enforcer.outputs.program import ProgramConfig, ProgramOutput, parse_argv
+from enforcer.outputs.webhook import WebhookConfig, WebhookOutput, header_dict
+from enforcer.priority import Priority
+from enforcer.sources.falco_http import DEFAULT_ADDR as FALCO_HTTP_ADDR
+from enforcer.sources.falco_http import DEFAULT_MAX_BODY, FalcoHttpConfig
+
+SOURCES = ("ebpf", "falco-http")
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?)?B?\s*$", re.IGNORECASE)
+
+
+class ObserveConfigError(Exception):
+    """An output, tracing or intake option is wrong; the message says which and how."""
+
+
+def parse_size(text: str) -> int:
+    """`100Mi`, `1G`, `65536` -> bytes (K/M/G and Ki/Mi/Gi are both powers of 1024)."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 100Mi or 1048576")
+    number, unit = int(match.group(1)), (match.group(2) or "").upper()[:1]
+    return number * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
+
+
+def _priority(text: str) -> Priority:
+    try:
+        return Priority.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_list(name: str, sep: str = ",") -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(sep) if v.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the outputs / observability / falco-http option groups to `parser`."""
+    out = parser.add_argument_group("alert outputs")
+    out.add_argument("--extra-field", action="append", metavar="KEY=VALUE",
+                     default=_env_list("ENFORCER_EXTRA_FIELDS"),
+                     help="add a static field to every alert's output_fields, like Falco's "
+                          "append_output and Falcosidekick's customfields (repeatable; env "
+                          "ENFORCER_EXTRA_FIELDS, comma-separated)")
+    out.add_argument("--output-min-priority", type=_priority, metavar="PRIORITY",
+                     default=_priority(_env("ENFORCER_OUTPUT_MIN_PRIORITY", "debug") or ""),
+                     help="minimum priority for stdout and --output-file (default debug)")
+    out.add_argument("--output-queue-size", type=int, metavar="N",
+                     default=int(_env("ENFORCER_OUTPUT_QUEUE_SIZE", str(DEFAULT_QUEUE_SIZE))
+                                 or DEFAULT_QUEUE_SIZE),
+                     help="alerts each output may hold before dropping new ones (counted); "
+                          f"default {DEFAULT_QUEUE_SIZE}")
+    out.add_argument("--webhook-url", metavar="URL", default=_env("ENFORCER_WEBHOOK_URL"),
+                     help="POST each alert as Falco JSON to this URL (Falcosidekick: "
+                          "http://falcosidekick:2801/)")
+    out.add_argument("--webhook-header", action="append", metavar="'NAME: VALUE'",
+                     default=_env_list("ENFORCER_WEBHOOK_HEADERS", "\n"),
+                     help="extra request header, e.g. 'Authorization: Bearer TOKEN' "
+                          "(repeatable; env ENFORCER_WEBHOOK_HEADERS, one per line)")
+    out.add_argument("--webhook-timeout", type=float, metavar="SECONDS",
+                     default=float(_env("ENFORCER_WEBHOOK_TIMEOUT", "5") or 5))
+    out.add_argument("--webhook-retries", type=int, metavar="N",
+                     default=int(_env("ENFORCER_WEBHOOK_RETRIES", "3") or 3),
+                     help="retries after a timeout, refused connection, 429 or 5xx")
+    out.add_argument("--webhook-min-priority", type=_priority, metavar="PRIORITY",
+                     default=_priority(_env("ENFORCER_WEBHOOK_MIN_PRIORITY", "debug") or ""))
+    out.add_argument("--webhook-ca-file", metavar="FILE", default=_env("ENFORCER_WEBHOOK_CA"))
+    out.add_argument("--program-output", metavar="ARGV", default=_env("ENFORCER_PROGRAM_OUTPUT"),
+                     help="run this command (a JSON array, or words; never a shell) and "
+                          "write each alert's JSON to its stdin")
+    out.add_argument("--program-keep-alive", action="store_true",
+                     default=_env("ENFORCER_PROGRAM_KEEP_ALIVE", "") in ("1", "true"),
+                     help="keep one program running and write one alert per line")
+    out.add_argument("--program-min-priority", type=_priority, metavar="PRIORITY",
+                     default=_priority(_env("ENFORCER_PROGRAM_MIN_PRIORITY", "debug") or ""))
+
+    obs = parser.add_argument_group("metrics, health and tracing")
+    obs.add_argument("--http-addr", metavar="HOST:PORT",
+                     default=_env("ENFORCER_HTTP_ADDR", DEFAULT_HTTP_ADDR),
+                     help="serve /metrics, /healthz and /readyz here ('off' to disable; "
+                          f"default {DEFAULT_HTTP_ADDR})")
+    obs.add_argument("--otlp-endpoint", metavar="URL", default=None,
+                     help="export traces over OTLP to this collector (default: "
+                          "OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT; none: no export)")
+    obs.add_argument("--otlp-protocol", choices=("grpc", "http/protobuf"), default=None,
+                     help="default: OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL, else http/protobuf")
+    obs.add_argument("--otlp-header", action="append", metavar="KEY=VALUE", default=[],
+                     help="header sent to the collector (repeatable; OTEL_EXPORTER_OTLP_"
+                          "HEADERS works too)")
+    obs.add_argument("--otlp-insecure", action="store_true", default=None,
+                     help="gRPC without TLS")
+    obs.add_argument("--otlp-max-queue-size", type=int, metavar="N", default=None,
+                     help="spans held for export before new ones are dropped (the audit log "
+                          "keeps everything); default OTEL_BSP_MAX_QUEUE_SIZE or 2048")
+    obs.add_argument("--otlp-max-export-batch-size", type=int, metavar="N", default=None)
+    obs.add_argument("--otlp-schedule-delay-ms", type=float, metavar="MS", default=None)
+    obs.add_argument("--audit-max-bytes", type=parse_size, metavar="SIZE",
+                     default=parse_size(_env("ENFORCER_AUDIT_MAX_BYTES", "100Mi") or "100Mi"),
+                     help="rotate the audit log at this size; rotated files are kept "
+                          "(default 100Mi)")
+
+    src = parser.add_argument_group("falco-http input (--source falco-http)")
+    src.add_argument("--source", choices=SOURCES, default=_env("ENFORCER_SOURCE", "ebpf"),
+                     help="where alerts come from: this host's kernel (ebpf), or a Falco "
+                          "that POSTs its alerts (falco-http)")
+    src.add_argument("--falco-http-addr", metavar="HOST:PORT",
+                     default=_env("ENFORCER_FALCO_HTTP_ADDR", FALCO_HTTP_ADDR),
+                     help=f"listen here for Falco's http_output (default {FALCO_HTTP_ADDR})")
+    src.add_argument("--falco-http-token-file", metavar="FILE",
+                     default=_env("ENFORCER_FALCO_HTTP_TOKEN_FILE"),
+                     help="shared secret expected as 'Authorization: Bearer TOKEN' (or env "
+                          "ENFORCER_FALCO_HTTP_TOKEN); required unless everything is dry-run")
+    src.add_argument("--falco-http-max-body", type=parse_size, metavar="SIZE",
+                     default=DEFAULT_MAX_BODY, help="larger bodies get 413 (default 1Mi)")
+
+
+def tracing_config(args: argparse.Namespace) -> TracingConfig:
+    headers: dict[str, str] = {}
+    for item in getattr(args, "otlp_header", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ObserveConfigError(f"--otlp-header {item!r} is not KEY=VALUE")
+        headers[key.strip()] = value.strip()
+    return TracingConfig(
+        endpoint=getattr(args, "otlp_endpoint", None),
+        protocol=getattr(args, "otlp_protocol", None), headers=headers,
+        insecure=getattr(args, "otlp_insecure", None),
+        max_queue_size=getattr(args, "otlp_max_queue_size", None),
+        max_export_batch_size=getattr(args, "otlp_max_export_batch_size", None),
+        schedule_delay_ms=getattr(args, "otlp_schedule_delay_ms", None))
+
+
+def falco_http_config(args: argparse.Namespace) -> FalcoHttpConfig:
+    """The intake's settings; the token is read from its file or ENFORCER_FALCO_HTTP_TOKEN
+    (never from the command line, where `ps` would show it)."""
+    token = _env("ENFORCER_FALCO_HTTP_TOKEN")
+    path = getattr(args, "falco_http_token_file", None)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            raise ObserveConfigError(f"cannot read --falco-http-token-file {path}: "
+                                     f"{exc.strerror}") from None
+    try:
+        parse_addr(args.falco_http_addr)
+    except ValueError as exc:
+        raise ObserveConfigError(f"--falco-http-addr: {exc}") from None
+    return FalcoHttpConfig(addr=args.falco_http_addr, token=token,
+                           max_body=args.falco_http_max_body)
+
+
+def _outputs(args: argparse.Namespace, base_outputs: list[Any]) -> list[OutputSpec]:
+    size = args.output_queue_size
+    if size < 1:
+        raise ObserveConfigError("--output-queue-size must be at least 1")
+    specs: list[OutputSpec] = []
+    for i, output in enumerate(base_outputs):
+        name = getattr(output, "name", None) or ("stdout" if i == 0 else f"file{i}")
+        specs.append(OutputSpec(output, args.output_min_priority, size, name=name))
+    try:
+        if args.webhook_url:
+            config = WebhookConfig(args.webhook_url, header_dict(args.webhook_header or []),
+                                   timeout=args.webhook_timeout,
+                                   max_retries=args.webhook_retries,
+                                   ca_file=args.webhook_ca_file)
+            specs.append(OutputSpec(WebhookOutput(config), args.webhook_min_priority, size))
+        if args.program_output:
+            program = ProgramConfig(parse_argv(args.program_output),
+                                    keep_alive=args.program_keep_alive)
+            specs.append(OutputSpec(ProgramOutput(program), args.program_min_priority, size))
+    except ValueError as exc:
+        raise ObserveConfigError(str(exc)) from None
+    return specs
+
+
+@dataclass
+class Observability:
+    """Metrics, readiness, tracing, outputs and the alert pipeline of one agent."""
+
+    metrics: Metrics
+    readiness: Readiness
+    tracer: Tracer
+    dispatcher: Dispatcher
+    pipeline: AlertPipeline
+    http_addr: str | None
+    audit_max_bytes: int = DEFAULT_MAX_BYTES
+    http: HttpServer | None = None
+    audits: list[Any] = field(default_factory=list)
+
+    def audit_sink(self, path: str) -> Any:
+        """The responder's audit sink: the rotated JSONL log (durable, first), metrics from
+        the same records, then spans. `path` '-' writes JSONL to stderr, unrotated."""
+        if path == "-":
+            from enforcer.audit.jsonl import JsonlAudit  # noqa: PLC0415
+            jsonl: Any = JsonlAudit("-")
+        else:
+            jsonl = RotatingJsonlAudit(path, max_bytes=self.audit_max_bytes)
+        sink = TracingAudit(FanOut(jsonl, MetricsAudit(self.metrics)), self.tracer)
+        self.audits.append(sink)
+        return sink
+
+    def attach_responder(self, responder: Any) -> None:
+        """Give alerts to `responder`; its policies are loaded, so say so in /readyz."""
+        self.pipeline.responder = responder
+        policies = getattr(responder, "policies", None)
+        count = len(getattr(policies, "policies", []) or [])
+        self.readiness.set(POLICIES_LOADED, True, f"{count} policies")
+        self.metrics.policies_loaded(True)
+
+    def start(self) -> Observability:
+        """Start the output workers and the metrics/health server (OSError if the address
+        cannot be bound)."""
+        self._watch_losses()
+        self.dispatcher.start()
+        if self.http_addr:
+            from enforcer.http_server import start_http_server  # noqa: PLC0415
+            self.http = start_http_server(self.http_addr, self.metrics, self.readiness)
+        return self
+
+    def _watch_losses(self) -> None:
+        # Acting blind must be visible: /readyz says so (without failing the probe, since a
+        # restart would not bring the events back), next to the counters in /metrics.
+        metrics = self.metrics
+
+        def kernel() -> str | None:
+            n = metrics.kernel_drops()
+            return f"{n} events dropped by the kernel since start" if n else None
+
+        def responder() -> str | None:
+            n = metrics.registry.get_sample_value("enforcer_responder_drops_total") or 0
+            return (f"{int(n)} matches not answered: the responder queue was full"
+                    if n else None)
+
+        def outputs() -> str | None:
+            drops = {name: s.dropped for name, s in self.dispatcher.stats().items()
+                     if s.dropped}
+            return ("alerts dropped by slow outputs: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(drops.items()))) if drops else None
+
+        self.readiness.watch("kernel_drops", kernel)
+        self.readiness.watch("responder_drops", responder)
+        self.readiness.watch("output_drops", outputs)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """After the responder stopped: end open traces, close the audit log, flush
+        outputs and spans (each bounded by `timeout`), stop the server."""
+        for sink in self.audits:
+            sink.close()
+        self.pipeline.close(timeout)
+        self.tracer.shutdown(timeout)
+        if self.http is not None:
+            self.http.stop()
+
+    def summary(self, responder: Any = None) -> str:
+        """Falco's alert summary, then the responses block and output drops."""
+        text = self.pipeline.stats.format()
+        if responder is not None:
+            text += format_response_summary(responder.stats())
+        drops = {n: s.dropped for n, s in self.dispatcher.stats().items() if s.dropped}
+        if drops:
+            text += "Alerts dropped by slow outputs: " + ", ".join(
+                f"{n}: {d}" for n, d in sorted(drops.items())) + "\n"
+        return text
+
+
+def from_args(args: argparse.Namespace, *, hostname: str | None = None,
+              base_outputs: list[Any] | None = None,
+              readiness: Readiness | None = None) -> Observability:
+    """Build (not start) everything from the parsed options. Raises ObserveConfigError."""
+    hostname = hostname or socket.gethostname()
+    try:
+        extra = parse_extra_fields(args.extra_field or [])
+    except ValueError as exc:
+        raise ObserveConfigError(str(exc)) from None
+    http_addr = None if str(args.http_addr).lower() in ("off", "none", "") else args.http_addr
+    if http_addr:
+        try:
+            parse_addr(http_addr)
+        except ValueError as exc:
+            raise ObserveConfigError(f"--http-addr: {exc}") from None
+    try:
+        tracer = setup_tracing(tracing_config(args), hostname=hostname)
+    except TracingConfigError as exc:
+        raise ObserveConfigError(str(exc)) from None
+    metrics = Metrics()
+    dispatcher = Dispatcher(_outputs(args, list(base_outputs or [])), extra, metrics)
+    pipeline = AlertPipeline(dispatcher, tracer, metrics)
+    return Observability(metrics, readiness or Readiness(), tracer, dispatcher, pipeline,
+                         http_addr, getattr(args, "audit_max_bytes", DEFAULT_MAX_BYTES))

@@ -1,0 +1,66 @@
+"""A reloaded rule set checked against the probes loaded at start."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from enforcer.kernel_coverage import coverage_gaps
+from enforcer.kernel_filter import open_filter_for
+from enforcer.rules.engine import Engine
+from enforcer.rules.loader import load_text
+from enforcer.sources.ebpf import plan
+from enforcer.sources.probe import ProbeConfig
+from enforcer.sources.syscalls import SYSCALLS
+
+SHADOW = """\
+- rule: Shadow read
+  desc: d
+  condition: evt.type in (open, openat, openat2) and fd.name = /etc/shadow
+  output: o
+  priority: WARNING
+"""
+MORE = SHADOW + """\
+- rule: Ssh keys read
+  desc: d
+  condition: evt.type in (open, openat, openat2) and fd.name startswith /root/.ssh/
+  output: o
+  priority: WARNING
+- rule: Unlink
+  desc: d
+  condition: evt.type = unlinkat and fd.name = /etc/passwd
+  output: o
+  priority: WARNING
+"""
+
+
+def engine(text: str) -> Engine:
+    return Engine(load_text(text), hostname="h")
+
+
+def started_with(text: str) -> ProbeConfig:
+    """The probe config the agent would load for these rules (as Agent.__init__ does)."""
+    first = engine(text)
+    config, _ = plan(first.event_types(), frozenset(s.name for s in SYSCALLS), ProbeConfig())
+    filt = open_filter_for(first.rules)
+    if filt is not None:
+        config = replace(config, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
+    return config
+
+
+def test_same_rules_have_no_gap():
+    assert coverage_gaps(engine(SHADOW), started_with(SHADOW)) == []
+
+
+def test_new_syscall_and_new_paths_are_gaps():
+    gaps = coverage_gaps(engine(MORE), started_with(SHADOW))
+    assert gaps[0] == "syscalls not attached: unlinkat"
+    assert gaps[1].startswith("open paths the kernel filter drops: '/root/.ssh/")
+
+
+def test_fewer_rules_need_no_restart():
+    assert coverage_gaps(engine(SHADOW), started_with(MORE)) == []
+
+
+def test_unfiltered_probe_sees_every_open():
+    config = replace(started_with(SHADOW), open_prefixes=None)
+    assert coverage_gaps(engine(SHADOW.replace("/etc/shadow", "/etc/gshadow")), config) == []
