@@ -132,6 +132,15 @@ BPF_PERCPU_ARRAY(rscratch, struct kill_rec_t, 1);
 BPF_RINGBUF_OUTPUT(kills, 16);
 // 0: kills, 1: refused as stale, 2: kill records lost
 BPF_PERCPU_ARRAY(kstats, u64, 4);
+// set by userspace when the destructive-action budget trips: the agent is dry-run from
+// then on, and a dry run never kills
+BPF_ARRAY(switched_off, u32, 1);
+
+static __always_inline int is_off(void) {
+    int zero = 0;
+    u32 *off = switched_off.lookup(&zero);
+    return !off || *off;
+}
 
 static __always_inline void count(int i) {
     u64 *v = kstats.lookup(&i);
@@ -268,6 +277,8 @@ static __always_inline void record(struct pending_t *p, struct conj_t *c, u32 i,
 // path could not be read at entry, the path conjuncts too).
 static __always_inline int judge(struct kill_entry_t *k, struct pending_t *p, u32 at_exit,
                                  long ret) {
+    if (is_off())
+        return 0;
     if (!fresh(k)) {
         count(1);
         return 0;

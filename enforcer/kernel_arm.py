@@ -499,6 +499,11 @@ class KernelKiller:
         """(kills, refusals because something changed since exec, lost kill records)."""
         return self._maps.stats() if self._maps is not None else (0, 0, 0)
 
+    def switch_off(self) -> None:
+        """The agent turned dry-run (budget exhausted): the kernel stops killing now."""
+        if self._maps is not None:
+            self._maps.switch_off()
+
     def close(self) -> None:
         if self._maps is not None:
             self._maps.poll(0)

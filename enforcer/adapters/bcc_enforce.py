@@ -126,6 +126,10 @@ class BccEnforce:
         except KeyError:
             pass
 
+    def switch_off(self) -> None:
+        """No more kills from the kernel, whatever the maps say."""
+        self.bpf[b"switched_off"][ctypes.c_int(0)] = ctypes.c_uint32(1)
+
     def armed(self) -> list[int]:
         return [int(k.value) for k in self._kill_map.keys()]
 

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
         return exc.exit_code
     try:
         responder = responder_from_args(
-            args, policies=policies, on_critical=lambda alert: [o.emit(alert) for o in outputs])
+            args, policies=policies, on_critical=_on_critical(outputs, kernel_kill))
     except EnforcerError as exc:
         agent.close()
         print(f"enforcer: {exc}", file=sys.stderr)
@@ -121,6 +121,19 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
         sys.stderr.write(responder.summary() + "\n")
         sys.stderr.flush()
     return 0
+
+
+def _on_critical(outputs: list[Any], kernel_kill: Any) -> Any:
+    """Critical alerts go to the outputs; the budget breaker also stops the in-kernel kill
+    (in-kernel kills count against the budget through their userspace backstop)."""
+    def emit(alert: Any) -> None:
+        from enforcer.respond.responder import BREAKER_RULE  # noqa: PLC0415
+
+        if kernel_kill is not None and alert.rule == BREAKER_RULE:
+            kernel_kill.switch_off()
+        for out in outputs:
+            out.emit(alert)
+    return emit
 
 
 def _kernel_killer(args: argparse.Namespace, policies: Any, ruleset: Any,
