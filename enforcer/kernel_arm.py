@@ -462,6 +462,7 @@ class KernelKiller:
         self.on_kill = on_kill
         self.arming: Arming | None = None
         self.kills: list[Any] = []
+        self.last_stats = (0, 0, 0)
         self._maps: Any = None
 
     def open(self, ctx: Any) -> None:
@@ -507,5 +508,6 @@ class KernelKiller:
     def close(self) -> None:
         if self._maps is not None:
             self._maps.poll(0)
+            self.last_stats = self._maps.stats()
             self._maps.close()
             self._maps = None

@@ -128,8 +128,10 @@ def test_cat_of_shadow_reads_nothing_in_100_trials(need_root: None, ebpf_ready: 
         assert launcher.run(str(trusted), "/etc/shadow") == (0, shadow_size)
         hostname_size = Path("/etc/hostname").stat().st_size
         assert launcher.run("cat", "/etc/hostname") == (0, hostname_size)
-        # a relative path is the userspace's to judge: never killed by the kernel
-        assert launcher.run("sh", "-c", "cd /etc && exec cat hostname") == (0, hostname_size)
+        # a relative path is userspace's to judge (it resolves it): never killed by the
+        # kernel — the count of kernel kills below stays TRIALS — though the userspace kill
+        # may still catch it
+        launcher.run("sh", "-c", "cd /etc && exec cat shadow")
     finally:
         stop(agent)
     kills = audit_records(audit, "killed-in-kernel")
