@@ -74,14 +74,16 @@ static __always_inline int is_agent(u64 pid_tgid) {
     return (u32)(pid_tgid >> 32) == AGENT_TGID;
 }
 
-static __always_inline struct event_t *start(u16 type) {
+static __always_inline struct event_t *scratch_get(void) {
     int zero = 0;
-    struct event_t *e = scratch.lookup(&zero);
-    if (!e)
-        return 0;
+    return scratch.lookup(&zero);
+}
+
+// Everything but path1 (read first by opens, to filter before paying for the rest), the
+// timestamp and the cgroup (set when the record is emitted).
+static __always_inline void fill_header(struct event_t *e, u16 type) {
     u64 id = bpf_get_current_pid_tgid();
     u64 ug = bpf_get_current_uid_gid();
-    e->ts = bpf_ktime_get_ns();
     e->tgid = id >> 32;
     e->tid = (u32)id;
     e->uid = (u32)ug;
@@ -89,20 +91,37 @@ static __always_inline struct event_t *start(u16 type) {
     e->ret = 0;
     e->type = type;
     e->nargv = 0;
-    e->len1 = 0;
     e->len2 = 0;
     e->argv_len = 0;
     e->saddr_len = 0;
     e->ppid = 0;
-    e->cgroup_id = bpf_get_current_cgroup_id();
     e->lpm_len = 0;
-    e->p1ptr = 0;
     e->p2ptr = 0;
-    e->path1[0] = 0;
     e->path2[0] = 0;
 #pragma unroll
     for (int i = 0; i < 6; i++)
         e->a[i] = 0;
+}
+
+// A syscall record at enter.
+static __always_inline struct event_t *start_syscall(u16 type) {
+    struct event_t *e = scratch_get();
+    if (!e)
+        return 0;
+    fill_header(e, type);
+    e->len1 = 0;
+    e->p1ptr = 0;
+    e->path1[0] = 0;
+    return e;
+}
+
+// A record emitted at once (process lifecycle).
+static __always_inline struct event_t *start(u16 type) {
+    struct event_t *e = start_syscall(type);
+    if (!e)
+        return 0;
+    e->ts = bpf_ktime_get_ns();
+    e->cgroup_id = bpf_get_current_cgroup_id();
     return e;
 }
 
@@ -260,13 +279,35 @@ static __always_inline int open_wanted(struct event_t *e, long flags) {
 // a non-leader thread that execs returns from it as the leader, with the leader's tid.
 #define EXEC_KEY(tgid) ((tgid) | 0x80000000)
 
+// A direct-mapped count of stashed records per key slot: most exits (every open the
+// filter dropped) find 0 there and skip the hash lookup. Collisions only cost a lookup.
+#define GATE_SLOTS 65536
+BPF_ARRAY(gate, u32, GATE_SLOTS);
+
+static __always_inline void gate_add(u32 key, int delta) {
+    u32 slot = key & (GATE_SLOTS - 1);
+    u32 *count = gate.lookup(&slot);
+    if (count)
+        __sync_fetch_and_add(count, delta);
+}
+
 static __always_inline int stash_it(struct event_t *e, u32 key) {
+    gate_add(key, 1);
     stash.update(&key, e);
     return 0;
 }
 
 static __always_inline struct event_t *unstash(u32 key) {
+    u32 slot = key & (GATE_SLOTS - 1);
+    u32 *count = gate.lookup(&slot);
+    if (!count || *count == 0)
+        return 0;
     return stash.lookup(&key);
+}
+
+static __always_inline void drop_stash(u32 key) {
+    if (stash.delete(&key) == 0)
+        gate_add(key, -1);
 }
 
 static __always_inline void finish(struct event_t *e, long ret, u32 key) {
@@ -275,7 +316,7 @@ static __always_inline void finish(struct event_t *e, long ret, u32 key) {
     e->tid = (u32)bpf_get_current_pid_tgid();
     e->cgroup_id = bpf_get_current_cgroup_id();
     emit(e);
-    stash.delete(&key);
+    drop_stash(key);
 }
 
 // Process lifecycle: always attached, the process table depends on them.

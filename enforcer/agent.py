@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TextIO
 
 from enforcer.alert import Alert
-from enforcer.kernel_filter import open_filter_for
+from enforcer.kernel_filter import open_filter_for, sends_need_address
 from enforcer.sources.ebpf import Attachment, EbpfSource, available_syscalls, plan
 from enforcer.sources.probe import ProbeConfig
 from enforcer.state.cgroup_ids import CgroupIds, cgroup2_mount
@@ -110,9 +110,11 @@ class Agent:
         self.stderr = stderr or sys.stderr
         base = probe_config or ProbeConfig(agent_tgid=os.getpid())
         if kernel_filter:
+            rules = list(rules)
             filt = open_filter_for(rules)
             if filt is not None:
                 base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
+            base = replace(base, sends_need_address=sends_need_address(rules))
         self._base_config = base
         self.probe_config = base
         self.attachment = Attachment((), ())
@@ -202,8 +204,19 @@ class Agent:
             self.stderr.write(line + "\n")
             self.stderr.flush()
 
-    def close(self) -> None:
-        """Detach the probes and flush the outputs (idempotent)."""
+    def finish_outputs(self) -> None:
+        """Flush and close the alert outputs (idempotent)."""
+        outputs, self.outputs = self.outputs, []
+        for out in outputs:
+            try:
+                out.flush()
+                out.close()
+            except OSError:
+                pass
+
+    def detach(self) -> None:
+        """Detach the probes (idempotent). Slow on a busy host: the kernel waits for an
+        RCU grace period per tracepoint, so callers report to the user first."""
         if self._closed:
             return
         self._closed = True
@@ -211,12 +224,11 @@ class Agent:
             self.kernel_kill.close()
         if self.source is not None:
             self.source.close()
-        for out in self.outputs:
-            try:
-                out.flush()
-                out.close()
-            except OSError:
-                pass
+
+    def close(self) -> None:
+        """Flush the outputs, then detach the probes (idempotent)."""
+        self.finish_outputs()
+        self.detach()
 
     def summary(self) -> str:
         """Falco's end-of-run summary, drop monitoring included."""

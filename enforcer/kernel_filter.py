@@ -235,3 +235,54 @@ def _intersect(a: Constraint, b: Constraint) -> Constraint:
 
 def _union(a: Constraint, b: Constraint) -> Constraint:
     return a | b
+
+
+SEND_TYPES = frozenset({"sendto", "sendmsg"})
+
+
+def sends_need_address(rules: Iterable[Any]) -> bool:
+    """Whether every enabled rule that can match sendto/sendmsg requires
+    `fd.name_changed=true`, i.e. a destination address in the call: then the kernel may
+    drop sends without one (most of them: send(2) on connected sockets)."""
+    from enforcer.rules import nodes  # noqa: PLC0415
+
+    for rule in rules:
+        if not getattr(rule, "enabled", True):
+            continue
+        types = getattr(rule, "event_types", None)
+        if types is not None and not (set(types) & SEND_TYPES):
+            continue
+        if not _needs_address(rule.expr, nodes):
+            return False
+    return True
+
+
+def _needs_address(expr: Any, nodes: Any) -> bool:
+    """True when `expr` cannot hold for a send event without an address (conservative)."""
+    if isinstance(expr, nodes.Macro):
+        return _needs_address(expr.expr, nodes)
+    if isinstance(expr, nodes.And):
+        return any(_needs_address(c, nodes) for c in expr.children)
+    if isinstance(expr, nodes.Or):
+        return all(_needs_address(c, nodes) for c in expr.children)
+    if isinstance(expr, nodes.Check):
+        left = expr.left
+        if not isinstance(left, nodes.Field) or left.arg is not None:
+            return False
+        if left.name == "evt.type":
+            admitted = _admitted(expr, nodes, SEND_TYPES)
+            return admitted is not None and not admitted
+        if left.name == "fd.name_changed" and expr.op in ("=", "==") and isinstance(
+                expr.right, nodes.Value):
+            return expr.right.text.lower() == "true"
+    return False
+
+
+def _admitted(check: Any, nodes: Any, universe: frozenset[str]) -> frozenset[str] | None:
+    if check.op in ("=", "==") and isinstance(check.right, nodes.Value):
+        return frozenset({check.right.text}) & universe
+    if check.op == "!=" and isinstance(check.right, nodes.Value):
+        return universe - {check.right.text}
+    if check.op in ("in", "intersects") and isinstance(check.right, nodes.ValueList):
+        return frozenset(v.text for v in check.right.items) & universe
+    return None

@@ -150,5 +150,5 @@ class Metrics:
     def budget_tripped(self) -> None:
         self.budget_trips.inc()
 
-    def intake_request(self, code: int) -> None:
+    def intake_request(self, code: int | str) -> None:
         self.intake_requests.labels(str(code)).inc()

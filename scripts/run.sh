@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/enforcer replay policies/samples/events.jsonl "$@"
+exec .venv/bin/enforcer --dry-run "$@"

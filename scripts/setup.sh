@@ -18,8 +18,8 @@ fi
 # mmdebstrap to make the Debian base of the agent image without a container registry;
 # chromium and its WebDriver for the console's browser tests.
 PKGS=(python3 python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64
-      podman runc busybox-static iproute2 procps kmod ca-certificates mmdebstrap
-      chromium chromium-driver)
+      podman runc busybox-static iproute2 procps kmod ca-certificates util-linux gcc libc6-dev
+      mmdebstrap chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -52,6 +52,15 @@ if [ ! -e /sys/kernel/tracing/events ]; then
 fi
 if [ ! -e /sys/kernel/debug/tracing ] && [ -d /sys/kernel/debug ]; then
   mount -t debugfs nodev /sys/kernel/debug 2>/dev/null || true
+fi
+
+# podman's Docker-compatible API, where the agent looks up container names, images and pod
+# labels (/run/podman/podman.sock); the system tests start it themselves when it is absent.
+mkdir -p /run/podman
+
+# The offline busybox image the container tests run (built from busybox-static, no pulls).
+if command -v podman >/dev/null 2>&1; then
+  bash scripts/test-image.sh || log "could not build the test image (scripts/test-image.sh)"
 fi
 
 # The venv: Debian's python3 (3.11, the one python3-bpfcc is built for).

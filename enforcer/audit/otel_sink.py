@@ -23,8 +23,10 @@ policy that acts, every listed action has its record (or the policy was stopped)
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +42,7 @@ FAILED = "failed"
 # Open traces older than this are ended when the next match arrives, so a responder that
 # dies mid-match cannot leak spans forever.
 STALE_NS = 300 * 1_000_000_000
+_STOP = object()
 
 
 class Sink(Protocol):
@@ -66,45 +69,97 @@ class _Open:
 
 
 class TracingAudit:
-    """`AuditSink` that records into `inner`, then traces (see the module docstring)."""
+    """`AuditSink` that records into `inner`, then traces (see the module docstring).
 
-    def __init__(self, inner: Sink, tracer: Tracer):
+    Spans are made on a thread of their own, fed by a bounded queue: the responder's thread
+    only writes the record and enqueues it, so building spans never delays the next action.
+    When that queue is full (a burst far beyond what tracing can follow) the record is still
+    written and only its span is skipped, counted in `span_drops`.
+    """
+
+    def __init__(self, inner: Sink, tracer: Tracer, queue_size: int = 10_000):
         self.inner = inner
         self.tracer = tracer
         self._open: dict[str, _Open] = {}
         self._lock = threading.Lock()
+        # match_id -> trace id for records whose alert was not stamped (see record())
+        self._ids: OrderedDict[str, str | None] = OrderedDict()
         self.span_errors = 0
+        self.span_drops = 0
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        if tracer.enabled:
+            self._thread = threading.Thread(target=self._work, name="enforcer-spans",
+                                            daemon=True)
+            self._thread.start()
 
     def record(self, rec: Any) -> None:
         if self.tracer.enabled and getattr(rec, "trace_id", None) is None:
             rec.trace_id = self._trace_id_for(rec)
         self.inner.record(rec)  # the durable record, before any tracing
-        if not self.tracer.enabled:
+        if self._thread is None:
             return
         try:
-            with self._lock:
-                self._trace(rec)
-        except Exception as exc:  # noqa: BLE001 - tracing must never break auditing
-            self.span_errors += 1
-            log.warning("tracing: could not make a span for a %s record: %r",
-                        getattr(rec, "kind", "?"), exc)
+            self._queue.put_nowait(rec)
+        except queue.Full:
+            self.span_drops += 1
 
-    def close(self) -> None:
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record handed over so far has its spans (tests, shutdown)."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the spans of matches still open, then close the inner sink."""
+        if self._thread is not None:
+            try:
+                self._queue.put(_STOP, timeout=timeout)
+            except queue.Full:
+                pass
+            self._thread.join(timeout)
+            self._thread = None
         with self._lock:
             for match_id in list(self._open):
                 self._finish(match_id)
         self.inner.close()
 
+    def _work(self) -> None:
+        while True:
+            rec = self._queue.get()
+            if rec is _STOP:
+                return
+            if isinstance(rec, threading.Event):
+                rec.set()
+                continue
+            try:
+                with self._lock:
+                    self._trace(rec)
+            except Exception as exc:  # noqa: BLE001 - tracing must never break auditing
+                self.span_errors += 1
+                log.warning("tracing: could not make a span for a %s record: %r",
+                            getattr(rec, "kind", "?"), exc)
+
     # --- record -> spans -------------------------------------------------------------------
 
     def _trace_id_for(self, rec: Any) -> str | None:
+        # Runs on the caller's thread, before the record is written: the match record's id
+        # is remembered here for the records of the same match that follow it.
         with self._lock:
-            opened = self._open.get(rec.match_id)
-        if opened is not None:
-            return opened.trace.trace_id
-        if rec.kind in (MATCH, DROP):
-            return self.tracer.new_trace_id()
-        return None
+            if rec.match_id in self._ids:
+                return self._ids[rec.match_id]
+            if rec.kind not in (MATCH, DROP):
+                return None
+            trace_id = self.tracer.new_trace_id()
+            self._ids[rec.match_id] = trace_id
+            while len(self._ids) > 4096:
+                self._ids.popitem(last=False)
+            return trace_id
 
     def _trace(self, rec: Any) -> None:
         kind = rec.kind

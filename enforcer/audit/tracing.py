@@ -461,6 +461,47 @@ class Tracer:
         return done.wait(timeout_s)
 
 
+# The SDK logs every failed export and every span it drops: with a dead collector and a busy
+# node that is a line per span. One line per kind of message a minute says the same.
+_SDK_LOGGERS = ("opentelemetry.sdk._shared_internal",
+                "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                "opentelemetry.exporter.otlp.proto.grpc.exporter")
+
+
+class _OncePerInterval(logging.Filter):
+    """Passes the first record of each message template per interval, then counts the rest
+    and says how many were held back when it passes the next one."""
+
+    def __init__(self, interval_s: float = 60.0):
+        super().__init__()
+        self.interval_ns = int(interval_s * 1e9)
+        self._seen: dict[tuple[str, str], tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        now = time.monotonic_ns()
+        with self._lock:
+            last, held = self._seen.get(key, (0, 0))
+            if last and now - last < self.interval_ns:
+                self._seen[key] = (last, held + 1)
+                return False
+            self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} [{held} similar message(s) in the last minute not shown]"
+        return True
+
+
+_QUIETER = _OncePerInterval()
+
+
+def _quiet_sdk_logs() -> None:
+    for name in _SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if _QUIETER not in logger.filters:
+            logger.addFilter(_QUIETER)
+
+
 def setup_tracing(config: TracingConfig | None = None, *, hostname: str | None = None,
                   environ: Mapping[str, str] | None = None,
                   extra_processors: Iterable[Any] = ()) -> Tracer:
@@ -493,7 +534,9 @@ def setup_tracing(config: TracingConfig | None = None, *, hostname: str | None =
         except ValueError as exc:
             raise TracingConfigError(f"span export queue: {exc}") from None
         provider.add_span_processor(processor)
+        _quiet_sdk_logs()
         log.info("tracing: exporting spans over OTLP %s", resolve_protocol(config, environ))
     for processor in extra_processors:
         provider.add_span_processor(processor)
+        _quiet_sdk_logs()
     return Tracer(provider, exporting)

@@ -95,7 +95,7 @@ def run_falco_http(args: argparse.Namespace, *, stop: threading.Event | None = N
     mode = "acting" if acting else "dry-run"
     print(f"enforcer: ready: falco-http on {intake.addr} (port {source.port}), "
           f"{len(responder.policies.enabled())} policies, {mode}, auth "
-          f"{'bearer token' if intake.token else 'none'}", file=err, flush=True)
+          f"{source.auth_description}", file=err, flush=True)
 
     stop = stop or _signal_stop()
     if on_ready is not None:

@@ -150,6 +150,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      default=_env("ENFORCER_FALCO_HTTP_TOKEN_FILE"),
                      help="shared secret expected as 'Authorization: Bearer TOKEN' (or env "
                           "ENFORCER_FALCO_HTTP_TOKEN); required unless everything is dry-run")
+    src.add_argument("--falco-http-tls-cert", metavar="PEM",
+                     default=_env("ENFORCER_FALCO_HTTP_TLS_CERT"),
+                     help="serve the input over HTTPS with this certificate chain")
+    src.add_argument("--falco-http-tls-key", metavar="PEM",
+                     default=_env("ENFORCER_FALCO_HTTP_TLS_KEY"),
+                     help="the certificate's private key (default: in --falco-http-tls-cert)")
+    src.add_argument("--falco-http-client-ca", metavar="PEM",
+                     default=_env("ENFORCER_FALCO_HTTP_CLIENT_CA"),
+                     help="require client certificates signed by this CA (mutual TLS; "
+                          "Falco's http_output mtls)")
     src.add_argument("--falco-http-max-body", type=parse_size, metavar="SIZE",
                      default=DEFAULT_MAX_BODY, help="larger bodies get 413 (default 1Mi)")
 
@@ -187,7 +197,10 @@ def falco_http_config(args: argparse.Namespace) -> FalcoHttpConfig:
     except ValueError as exc:
         raise ObserveConfigError(f"--falco-http-addr: {exc}") from None
     return FalcoHttpConfig(addr=args.falco_http_addr, token=token,
-                           max_body=args.falco_http_max_body)
+                           max_body=args.falco_http_max_body,
+                           tls_cert=getattr(args, "falco_http_tls_cert", None),
+                           tls_key=getattr(args, "falco_http_tls_key", None),
+                           client_ca=getattr(args, "falco_http_client_ca", None))
 
 
 def _outputs(args: argparse.Namespace, base_outputs: list[Any]) -> list[OutputSpec]:
@@ -245,8 +258,9 @@ class Observability:
         self.pipeline.responder = responder
         policies = getattr(responder, "policies", None)
         count = len(getattr(policies, "policies", []) or [])
+        # enforcer_policy_reloads_total counts hot reloads (from the reloader's audit
+        # records), not this first load: readiness says that one.
         self.readiness.set(POLICIES_LOADED, True, f"{count} policies")
-        self.metrics.policies_loaded(True)
 
     def start(self) -> Observability:
         """Start the output workers and the metrics/health server (OSError if the address

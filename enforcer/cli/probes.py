@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from enforcer.kernel_filter import open_filter_for  # noqa: PLC0415
+    from enforcer.kernel_filter import open_filter_for, sends_need_address  # noqa: PLC0415
     from enforcer.rules.engine import Engine  # noqa: PLC0415
     from enforcer.sources import syscalls as sc  # noqa: PLC0415
     from enforcer.sources.ebpf import plan  # noqa: PLC0415
@@ -42,6 +42,7 @@ def run_render(args: argparse.Namespace) -> int:
         filt = open_filter_for(engine.rules)
         if filt is not None:
             base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
+        base = replace(base, sends_need_address=sends_need_address(engine.rules))
     known = frozenset(s.name for s in sc.SYSCALLS)
     types = None if args.all_syscalls else engine.event_types()
     # rendering does not need a kernel: tracepoint availability is checked at load time

@@ -3,7 +3,9 @@
 Each line of EVENTS is one JSON object keyed by Falco field names (see enforcer.event).
 Alerts go to stdout, one per line (Falco JSON, or Falco's text line with --format text);
 a line that is not a JSON object is reported on stderr with its line number and skipped;
-Falco's summary is printed on stderr at the end.
+Falco's summary is printed on stderr at the end. Which rules run and how they report
+follows the options of enforcer.cli.selection_args (Falco's `priority`, `rules:`,
+`rule_matching` and `append_output`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import sys
 
 from enforcer.cli.rules_args import add_rules_option, load_or_report, rules_paths
+from enforcer.cli.selection_args import add_selection_arguments, build_engine
 from enforcer.outputs.formats import format_alert
 from enforcer.outputs.summary import AlertStats
 from enforcer.rules.engine import Engine
@@ -30,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("json", "text"), default="json",
                    help="alert format on stdout (default: Falco JSON)")
     p.add_argument("--hostname", default=None, help="hostname put in alerts")
+    add_selection_arguments(p.add_argument_group("rule selection and output (as Falco's "
+                                                 "configuration)"))
     p.set_defaults(func=run)
 
 
@@ -37,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_or_report("replay", rules_paths(args))
     if isinstance(loaded, int):
         return loaded
-    engine = Engine(loaded, hostname=args.hostname)
+    engine = build_engine(loaded, args, "replay", hostname=args.hostname)
+    if isinstance(engine, int):
+        return engine
     stats = AlertStats(rule_order=list(loaded.rules))
     try:
         # undecodable bytes become U+FFFD, so such a line is reported as bad JSON, not a crash

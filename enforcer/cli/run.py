@@ -115,16 +115,17 @@ def run(args: argparse.Namespace, on_alert: Any = None) -> int:
     try:
         agent.run(stop)
     finally:
-        agent.close()
+        agent.finish_outputs()
         responder.stop()
         sys.stderr.write(agent.summary())
         sys.stderr.write(responder.summary() + "\n")
         if kernel_kill is not None:
-            kills, stale, lost = kernel_kill.last_stats
+            kills, stale, lost = kernel_kill.stats()
             sys.stderr.write(f"in-kernel kill: {kills} processes killed in the kernel, "
                              f"{stale} times not (changed since exec), {lost} kill "
                              "records lost\n")
         sys.stderr.flush()
+        agent.detach()
     return 0
 
 

@@ -83,6 +83,7 @@ class _Lane:
     thread: threading.Thread | None = None
     # dispatch() may run on several threads (the agent loop, falco-http request handlers)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    warned_at: float = -1e9
 
 
 class MetricsSink(Protocol):
@@ -127,7 +128,9 @@ class Dispatcher:
                     dropped = lane.stats.dropped
                 if self._metrics is not None:
                     self._metrics.output_dropped(lane.spec.name)
-                if dropped == 1 or dropped % 1000 == 0:
+                now = time.monotonic()
+                if now - lane.warned_at >= 60.0:  # say it, but not once per alert
+                    lane.warned_at = now
                     log.warning("output %s is not keeping up: %d alert(s) dropped so far "
                                 "(queue of %d full)", lane.spec.name, dropped,
                                 lane.spec.queue_size)

@@ -308,17 +308,21 @@ class CompiledRules:
     source: str
 
 
-def compile_rules(exprs: list[tuple[int, nodes.Expr, frozenset[str] | None]]) -> CompiledRules:
-    """Generate and compile matchers for (rule index, expanded condition, event types)."""
+def compile_rules(exprs: list[tuple[int, nodes.Expr, frozenset[str] | None]],
+                  first: bool = False) -> CompiledRules:
+    """Generate and compile matchers for (rule index, expanded condition, event types).
+
+    With `first`, each matcher returns as soon as one rule matches (Falco's
+    `rule_matching: first`), so the later rules are not even evaluated."""
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, 20000))
     try:
-        return _compile(exprs)
+        return _compile(exprs, first)
     finally:
         sys.setrecursionlimit(old_limit)
 
 
-def _compile(exprs) -> CompiledRules:
+def _compile(exprs, first: bool) -> CompiledRules:
     unit = _Unit()
     types: set[str] = set()
     for _i, _e, ets in exprs:
@@ -331,7 +335,7 @@ def _compile(exprs) -> CompiledRules:
                    if ets is None or (evtype is not None and evtype in ets)]
         fname = f"_match_{n}"
         names[evtype] = fname
-        functions.append(_function(unit, fname, evtype, members))
+        functions.append(_function(unit, fname, evtype, members, first))
     src = "\n".join(unit.helpers + functions)
     namespace = _base_namespace()
     namespace.update(unit.consts)
@@ -342,7 +346,7 @@ def _compile(exprs) -> CompiledRules:
 
 
 def _function(unit: _Unit, fname: str, evtype: str | None,
-              members: list[tuple[int, nodes.Expr]]) -> str:
+              members: list[tuple[int, nodes.Expr]], first: bool = False) -> str:
     uses: Counter = Counter()
     for _i, e in members:
         _macro_uses(e, uses)
@@ -353,7 +357,8 @@ def _function(unit: _Unit, fname: str, evtype: str | None,
         if code is False:
             continue
         cond = "True" if code is True else code
-        body.append(f"    try:\n        if {cond}:\n            h.append({i})\n"
+        hit = f"return [{i}]" if first else f"h.append({i})"
+        body.append(f"    try:\n        if {cond}:\n            {hit}\n"
                     f"    except Exception:\n        _failed({i})\n")
     head = [f"def {fname}(e, _failed):", "    g = e.get", "    h = []"]
     if gen.macro_vars:

@@ -5,6 +5,10 @@ event type; evaluating an event is one dict lookup on `evt.type` and one call. A
 built only for matches: output rendered (without Falco's time prefix), `output_fields`
 holding every %field of the output (plus `evt.time` in ns, as Falco's), time from
 `evt.rawtime` (ns), or `evt.time` when it is an integer (ns), else now.
+
+Options, as Falco's configuration: `rule_matching="first"` stops at the first matching
+rule in rule order (the default "all" reports every match); `append_output` entries (see
+enforcer.rules.append_output) extend the outputs and output_fields of the rules they match.
 """
 
 from __future__ import annotations
@@ -12,25 +16,42 @@ from __future__ import annotations
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from enforcer.alert import Alert
+from enforcer.rules.append_output import (
+    AppendOutput,
+    ExtraField,
+    extended_output,
+    extra_fields_for,
+)
 from enforcer.rules.codegen import CompiledRules, compile_rules
-from enforcer.rules.output import Renderer
+from enforcer.rules.output import Renderer, compile_output
 from enforcer.rules.ruleset import Rule, RuleSet
+
+RULE_MATCHING = ("all", "first")
 
 
 class Engine:
     """Matches events against the enabled rules of a RuleSet."""
 
-    def __init__(self, ruleset: RuleSet, hostname: str | None = None):
+    def __init__(self, ruleset: RuleSet, hostname: str | None = None,
+                 rule_matching: str = "all", append_output: Sequence[AppendOutput] = ()):
+        if rule_matching not in RULE_MATCHING:
+            raise ValueError(f"rule_matching must be 'all' or 'first', not {rule_matching!r}")
         self.ruleset = ruleset
         self.hostname = socket.gethostname() if hostname is None else hostname
+        self.rule_matching = rule_matching
         self.rules: list[Rule] = ruleset.enabled_rules()
-        self._renderers = [Renderer(r.output_format) if r.output_format else None
-                           for r in self.rules]
+        self._renderers = [_renderer(r, append_output) for r in self.rules]
+        # per rule: the extra output_fields of the append_output entries matching it
+        self._extra_fields: list[list[tuple[str, Callable[[Any], Any]]]] = [
+            [_extra_field(f) for f in extra_fields_for(r, append_output)]
+            for r in self.rules] if append_output else [[] for _ in self.rules]
         self.compiled: CompiledRules = compile_rules(
-            [(i, r.expr, r.event_types) for i, r in enumerate(self.rules)])
+            [(i, r.expr, r.event_types) for i, r in enumerate(self.rules)],
+            first=rule_matching == "first")
         self._by_type = self.compiled.by_type
         self._fallback = self.compiled.fallback
         # rule name -> number of events on which evaluating the rule raised (bad values)
@@ -74,12 +95,33 @@ class Engine:
         else:
             output, fields = renderer.render(event)
         time_ns = event_time_ns(event)
+        for key, value in self._extra_fields[index]:
+            fields[key] = value(event)
         # Falco's alert prefix is "%evt.time: %priority", so its JSON output_fields always
         # carry evt.time, as nanoseconds since the epoch.
         fields["evt.time"] = time_ns
         return Alert(rule=rule.name, priority=rule.priority, output=output,
                      output_fields=fields, time_ns=time_ns,
                      source=rule.source, tags=rule.tags, hostname=self.hostname, event=event)
+
+
+def _renderer(rule: Rule, append_output: Sequence[AppendOutput]) -> Renderer | None:
+    if append_output:
+        text = extended_output(rule, append_output)
+        if rule.output_format is None or text != rule.output_format.text:
+            return Renderer(compile_output(text))
+    return Renderer(rule.output_format) if rule.output_format else None
+
+
+def _extra_field(f: ExtraField) -> tuple[str, Callable[[Any], Any]]:
+    """(key, event -> value): a formatted field renders text; a raw field keeps the
+    value's type (None when missing), as Falco's raw fields do."""
+    if f.raw is not None:
+        raw = Renderer(compile_output("%" + f.raw.key))
+        return f.key, lambda e: raw.render(e)[1][f.raw.key]
+    assert f.format is not None
+    text = Renderer(f.format)
+    return f.key, lambda e: text.render(e)[0]
 
 
 def event_time_ns(event: Any) -> int:

@@ -55,6 +55,7 @@ class EbpfSource:
         self._probe: Any = None
         self._pending: list[bytes] = []
         self.records = 0
+        self.batch = 1024  # records handed over per poll at most
         self.warnings: list[str] = []
 
     def open(self) -> None:
@@ -62,7 +63,7 @@ class EbpfSource:
         from enforcer.adapters.bcc_probe import BccProbe  # noqa: PLC0415
 
         text = render(self.config)
-        self._probe = BccProbe(text, self._pending.append)
+        self._probe = BccProbe(text, self._take_one)
         self.warnings += self._probe.warnings
         if self.config.open_prefixes:
             self._probe.set_open_prefixes(
@@ -70,6 +71,10 @@ class EbpfSource:
         if self.config.open_prefixes is not None and self.config.open_suffixes:
             self._probe.set_open_suffixes(
                 [(s.encode(), mask) for s, mask in self.config.open_suffixes.items()])
+
+    def _take_one(self, raw: bytes) -> bool:
+        self._pending.append(raw)
+        return len(self._pending) < self.batch
 
     def poll(self, timeout_ms: int = 100) -> list[dict[str, Any]]:
         """Decoded records that arrived, waiting at most timeout_ms for the first."""

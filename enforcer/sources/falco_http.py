@@ -7,7 +7,10 @@ alert per request, as JSON: `{"output", "priority", "rule", "time", "output_fiel
 meaning missing), and goes to the same policies and responder as a detection of our own.
 
 Anyone who can POST here can make the agent act, so unless every action is dry-run the
-input refuses to start without a shared token (`Authorization: Bearer TOKEN`). Answers:
+input refuses to start without authentication: a shared token (`Authorization: Bearer
+TOKEN`, which Falcosidekick's webhook output sends with its custom headers) or mutual TLS
+(client certificates signed by a CA we are given, which Falco's http_output sends with
+`mtls: true`). Answers:
 200 accepted, 400 not a Falco alert, 401 bad or missing token, 404 wrong path, 405 wrong
 method, 411 no Content-Length, 413 body too large, 503 the responder refused it. Every
 answer is counted by status code.
@@ -20,6 +23,7 @@ import json
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -147,6 +151,27 @@ class FalcoHttpConfig:
     max_body: int = DEFAULT_MAX_BODY
     path: str = "/"
     read_timeout: float = 10.0  # seconds a client may take to send its request
+    tls_cert: str | None = None   # serve HTTPS with this certificate chain (PEM)
+    tls_key: str | None = None    # and this key (PEM; default: in tls_cert)
+    client_ca: str | None = None  # require client certificates signed by this CA (mTLS)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context, or None for plain HTTP. Raises IntakeConfigError."""
+        if not self.tls_cert:
+            if self.client_ca:
+                raise IntakeConfigError("client certificates (mTLS) need TLS: give the "
+                                        "server certificate too (--falco-http-tls-cert)")
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+            if self.client_ca:
+                context.load_verify_locations(self.client_ca)
+                context.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise IntakeConfigError(f"falco-http TLS files could not be loaded: {exc}") from None
+        return context
 
 
 def check_intake_auth(config: FalcoHttpConfig, acting: bool) -> None:
@@ -157,18 +182,22 @@ def check_intake_auth(config: FalcoHttpConfig, acting: bool) -> None:
     """
     if config.token is not None and not config.token.strip():
         raise IntakeConfigError("the falco-http token is empty; give a real secret or none")
-    if acting and not config.token:
+    if config.client_ca and not config.tls_cert:
+        raise IntakeConfigError("client certificates (mTLS) need TLS: give the server "
+                                "certificate too (--falco-http-tls-cert)")
+    if acting and not (config.token or config.client_ca):
         raise IntakeConfigError(
             "refusing to start --source falco-http without authentication: policies are "
             "not all dry-run, so anyone who can reach this port could make the agent kill "
-            "processes or delete pods by posting a fake alert. Set a shared token "
-            "(--falco-http-token-file FILE or ENFORCER_FALCO_HTTP_TOKEN) and send it from "
-            "Falco as 'Authorization: Bearer TOKEN' (http_output.custom_headers), or run "
-            "with --dry-run.")
+            "processes or delete pods by posting a fake alert. Either set a shared token "
+            "(--falco-http-token-file FILE or ENFORCER_FALCO_HTTP_TOKEN) that the sender "
+            "puts in 'Authorization: Bearer TOKEN' (Falcosidekick: webhook.customHeaders), "
+            "or require client certificates (--falco-http-tls-cert, --falco-http-tls-key, "
+            "--falco-http-client-ca; Falco: http_output.mtls), or run with --dry-run.")
 
 
 class IntakeMetrics(Protocol):
-    def intake_request(self, code: int) -> None: ...
+    def intake_request(self, code: int | str) -> None: ...
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -176,8 +205,18 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
+        self.request.settimeout(self.server.intake.config.read_timeout)
+        context = self.server.ssl_context
+        if context is not None:
+            # The handshake runs here, on this request's thread, never on the accept loop.
+            try:
+                self.request = context.wrap_socket(self.request, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                self.server.intake.count("tls_refused")
+                log.info("falco-http: TLS handshake with %s refused: %s",
+                         self.client_address[0], exc)
+                raise
         super().setup()
-        self.connection.settimeout(self.server.intake.config.read_timeout)
 
     def handle_expect_100(self) -> bool:
         # Refuse an oversized body before the client sends it.
@@ -300,10 +339,15 @@ class _IntakeServer(ThreadingHTTPServer):
 
     def __init__(self, intake: FalcoHttpSource):
         self.intake = intake
+        self.ssl_context = intake.config.ssl_context()
         host, port = parse_addr(intake.config.addr)
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A refused handshake or a client that went away is counted, not a traceback.
+        log.debug("falco-http: request from %s ended early", client_address)
 
 
 class FalcoHttpSource:
@@ -316,7 +360,7 @@ class FalcoHttpSource:
         self.on_alert = on_alert
         self._metrics = metrics
         self._lock = threading.Lock()
-        self.responses: Counter[int] = Counter()  # by status code
+        self.responses: Counter[int | str] = Counter()  # by status code (or tls_refused)
         self._server = _IntakeServer(self)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="falco-http", daemon=True)
@@ -325,7 +369,16 @@ class FalcoHttpSource:
     def port(self) -> int:
         return int(self._server.server_address[1])
 
-    def count(self, code: int) -> None:
+    @property
+    def auth_description(self) -> str:
+        kinds = []
+        if self.config.token:
+            kinds.append("bearer token")
+        if self.config.client_ca:
+            kinds.append("client certificate")
+        return " + ".join(kinds) or "none"
+
+    def count(self, code: int | str) -> None:
         with self._lock:
             self.responses[code] += 1
         if self._metrics is not None:
@@ -334,7 +387,7 @@ class FalcoHttpSource:
     def start(self) -> FalcoHttpSource:
         self._thread.start()
         log.info("falco-http: listening on %s (auth: %s)", self.config.addr,
-                 "bearer token" if self.config.token else "none")
+                 self.auth_description)
         return self
 
     def stop(self) -> None:

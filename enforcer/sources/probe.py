@@ -44,6 +44,9 @@ class ProbeConfig:
     # Path suffixes (at most MAX_SUFFIXES, each at most SUFFIX_LEN bytes) -> open classes;
     # an open passes when its prefix or its suffix matches. Only with open_prefixes.
     open_suffixes: dict[str, int] = field(default_factory=dict)
+    # sendto/sendmsg without a destination address are dropped in the kernel (the rules
+    # only look at sends that name a peer: fd.name_changed=true)
+    sends_need_address: bool = False
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages
     stash_entries: int = 16384
     extra_defines: dict[str, str] = field(default_factory=dict)
@@ -54,7 +57,28 @@ def _enter(s: sc.Syscall, code: int) -> list[str]:
         f"TRACEPOINT_PROBE(syscalls, sys_enter_{s.name}) {{",
         "    if (is_agent(bpf_get_current_pid_tgid()))",
         "        return 0;",
-        f"    struct event_t *e = start({code});",
+    ]
+    if s.family == "open":
+        # path and flags first: most opens are dropped here, before the rest is filled
+        flags_idx = _open_flags_index(s)
+        out += ["    struct event_t *e = scratch_get();", "    if (!e)", "        return 0;",
+                f"    read_path1(e, (const char *)args->{s.s1[0]});"]  # type: ignore[index]
+        if s.open_how:
+            out += ["    long flags = 0;",
+                    "    bpf_probe_read_user(&flags, sizeof(flags), args->how);"]
+        elif flags_idx is not None:
+            out.append(f"    long flags = (long)args->{s.ints[flags_idx].tp};")
+        else:
+            out.append("    long flags = 0x241;  // creat(2) is open(O_WRONLY|O_CREAT|O_TRUNC)")
+        out += ["    if (!open_wanted(e, flags))", "        return 0;",
+                f"    fill_header(e, {code});"]
+        for i, arg in enumerate(s.ints):
+            value = "flags" if arg.tp == "how" else f"(s64)args->{arg.tp}"
+            out.append(f"    e->a[{i}] = {value};")
+        out += ["    return stash_it(e, e->tid);", "}", ""]
+        return out
+    out += [
+        f"    struct event_t *e = start_syscall({code});",
         "    if (!e)",
         "        return 0;",
     ]
@@ -64,21 +88,6 @@ def _enter(s: sc.Syscall, code: int) -> list[str]:
         out.append(f"    read_path1(e, (const char *)args->{s.s1[0]});")
     if s.s2:
         out.append(f"    read_path2(e, (const char *)args->{s.s2[0]});")
-    if s.open_how:
-        # struct open_how starts with u64 flags; keep them where openat keeps its flags
-        idx = [a.tp for a in s.ints].index("how")
-        out += [
-            "    {",
-            "        u64 how_flags = 0;",
-            "        bpf_probe_read_user(&how_flags, sizeof(how_flags), args->how);",
-            f"        e->a[{idx}] = (s64)how_flags;",
-            "    }",
-        ]
-    if s.family == "open":
-        flags_idx = _open_flags_index(s)
-        # creat(2) is open(O_WRONLY|O_CREAT|O_TRUNC)
-        flags = f"e->a[{flags_idx}]" if flags_idx is not None else "0x241"
-        out += [f"    if (!open_wanted(e, {flags}))", "        return 0;"]
     if s.argv:
         out.append(f"    read_argv(e, (const char *const *)args->{s.argv});")
     if s.saddr:
@@ -86,6 +95,8 @@ def _enter(s: sc.Syscall, code: int) -> list[str]:
         out.append(f"    read_saddr(e, (const void *)args->{ptr}, (long)args->{length});")
     if s.msghdr:
         out.append(f"    read_msghdr_name(e, (const void *)args->{s.msghdr});")
+    if s.name in ("sendto", "sendmsg"):
+        out += ["    if (SENDS_NEED_ADDRESS && e->saddr_len == 0)", "        return 0;"]
     key = "EXEC_KEY(e->tgid)" if s.family == "exec" else "e->tid"
     out += [f"    return stash_it(e, {key});", "}", ""]
     return out
@@ -114,7 +125,7 @@ def _exit(s: sc.Syscall) -> list[str]:
         # a failed exec changes nothing: the process keeps its image, rules see nothing
         out += [
             "    if (args->ret != 0) {",
-            "        stash.delete(&key);",
+            "        drop_stash(key);",
             "        return 0;",
             "    }",
         ]
@@ -126,7 +137,7 @@ def _exit(s: sc.Syscall) -> list[str]:
         flags = f"e->a[{flags_idx}]" if flags_idx is not None else "0x241"
         out += [
             f"    if (!open_wanted(e, {flags})) {{",
-            "        stash.delete(&key);",
+            "        drop_stash(key);",
             "        return 0;",
             "    }",
         ]
@@ -177,6 +188,7 @@ def render(config: ProbeConfig) -> str:
         "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
         "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
         "MAX_ARGV": str(MAX_ARGV),
+        "SENDS_NEED_ADDRESS": "1" if config.sends_need_address else "0",
         "EV_FORK": str(sc.EV_FORK),
         "EV_EXIT": str(sc.EV_EXIT),
         **config.extra_defines,

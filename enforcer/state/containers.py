@@ -43,6 +43,7 @@ class ContainerInfo:
     start_ts: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     runtime: str | None = None
+    upper_dir: str | None = None  # overlayfs upper layer on the host, when the runtime says
 
     @property
     def k8s_pod_name(self) -> str | None:
@@ -108,7 +109,8 @@ def info_from_inspect(full_id: str, doc: dict[str, Any], runtime: str | None = N
         image=image, image_repository=repo, image_tag=tag, image_id=doc.get("Image"),
         privileged=bool(host.get("Privileged", False)), mounts=mounts,
         start_ts=_parse_ts((doc.get("State") or {}).get("StartedAt")), labels=labels,
-        runtime=runtime)
+        runtime=runtime,
+        upper_dir=((doc.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir"))
 
 
 class ContainerRegistry:

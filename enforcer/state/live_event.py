@@ -225,6 +225,22 @@ _RESOLVERS["proc.is_exe_from_memfd"] = (
     lambda e: e.proc.exepath.startswith("/memfd:") if e.proc else None)
 
 
+@_field("proc.is_exe_upper_layer")
+def _exe_upper_layer(e: LiveEvent) -> bool | None:
+    """Whether the executable lives in the container's writable overlay layer (written
+    after the container started), as Falco's overlayfs check says."""
+    if e.proc is None:
+        return None
+    info = e.container()
+    if info.id == "host":
+        return False
+    exe = e.proc.exepath
+    if not info.upper_dir or not exe.startswith("/") or exe == "/":
+        return None
+    path = info.upper_dir + exe
+    return os.path.lexists(path) and not os.path.isdir(path)
+
+
 def _lookup_pid(e: LiveEvent, pid: int) -> Proc | None:
     return e._ctx.table.get(pid) if pid > 0 else None
 
@@ -399,41 +415,79 @@ def _fd_name(e: LiveEvent) -> str | None:
 
 
 def _endpoints(e: LiveEvent) -> dict[str, Any] | None:
-    """{cip, cport, sip, sport, lip, lport, rip, rport, l4proto, family} for a net event."""
+    """{cip, cport, sip, sport, lip, lport, rip, rport, family, unix_path} for a net event.
+
+    The remote end comes from the syscall's own sockaddr; the local end (and a remote the
+    syscall did not name) from /proc, read only when such a field is asked for.
+    """
     key = "_endpoints"
     if key in e._f:
         return e._f[key]
     spec = _spec(e)
     sa = e._f.get("_sockaddr")
-    info = e.sock()
     out: dict[str, Any] | None = None
-    local = (info.lip, info.lport) if info else (None, None)
-    remote = (sa["ip"], sa["port"]) if sa and "ip" in sa else (
-        (info.rip, info.rport) if info else (None, None))
-    family = sa.get("family") if sa else ({4: "ipv4", 6: "ipv6", 0: "unix"}.get(info.family)
-                                           if info else None)
-    if spec is not None and (sa or info):
-        if spec.name in ("accept", "accept4", "recvfrom", "recvmsg"):
-            client, server = remote, local
-        elif spec.name in ("bind", "listen"):
-            client, server = (None, None), (sa["ip"], sa["port"]) if sa and "ip" in sa else local
-            remote = (None, None)
-            local = server
-        else:  # connect, sendto, sendmsg: we are the client
-            client, server = local, remote
-        out = {"cip": client[0], "cport": client[1], "sip": server[0], "sport": server[1],
-               "lip": local[0], "lport": local[1], "rip": remote[0], "rport": remote[1],
-               "l4proto": info.l4proto if info else None, "family": family,
-               "unix_path": sa.get("path") if sa else None}
+    if spec is not None and spec.family == "net":
+        out = _LazyEndpoints(e, spec.name, sa)
+        if sa is None and e.sock() is None:
+            out = None
     e._f[key] = out
     return out
+
+
+class _LazyEndpoints(dict):  # type: ignore[type-arg]
+    """A dict whose local-side values are looked up in /proc on first access."""
+
+    _LOCAL = frozenset({"lip", "lport", "l4proto"})
+
+    def __init__(self, e: LiveEvent, syscall: str, sa: dict[str, Any] | None):
+        super().__init__()
+        self._e = e
+        self._syscall = syscall
+        self._sa = sa
+        self["family"] = sa.get("family") if sa else None
+        self["unix_path"] = sa.get("path") if sa else None
+        self._filled = False
+
+    def _fill(self) -> None:
+        self._filled = True
+        info = self._e.sock()
+        sa = self._sa
+        if self["family"] is None and info is not None:
+            self["family"] = {4: "ipv4", 6: "ipv6", 0: "unix"}.get(info.family)
+        local = (info.lip, info.lport) if info else (None, None)
+        remote = (sa["ip"], sa["port"]) if sa and "ip" in sa else (
+            (info.rip, info.rport) if info else (None, None))
+        if self._syscall in ("accept", "accept4", "recvfrom", "recvmsg"):
+            client, server = remote, local
+        elif self._syscall in ("bind", "listen"):
+            server = (sa["ip"], sa["port"]) if sa and "ip" in sa else local
+            client, remote, local = (None, None), (None, None), server
+        else:  # connect, sendto, sendmsg, socket: this process is the client
+            client, server = local, remote
+        self.update(cip=client[0], cport=client[1], sip=server[0], sport=server[1],
+                    lip=local[0], lport=local[1], rip=remote[0], rport=remote[1],
+                    l4proto=info.l4proto if info else None)
+
+    def _remote_only(self) -> bool:
+        sa = self._sa
+        return bool(sa and "ip" in sa and self._syscall in ("connect", "sendto", "sendmsg"))
+
+    def get(self, k: str, default: Any = None) -> Any:
+        if not self._filled and k not in ("family", "unix_path"):
+            if self._remote_only() and k in ("sip", "sport", "rip", "rport"):
+                return self._sa["ip" if k in ("sip", "rip") else "port"]
+            self._fill()
+        return super().get(k, default)
+
+    def __getitem__(self, k: str) -> Any:
+        return self.get(k)
 
 
 def _net_name(e: LiveEvent, _sa: Any) -> str | None:
     ep = _endpoints(e)
     if not ep:
         return None
-    if ep["family"] == "unix":
+    if ep.get("family") == "unix":
         return ep.get("unix_path") or None
     if ep["cip"] is None and ep["sip"] is None:
         return None
@@ -499,9 +553,10 @@ def _fd_type(e: LiveEvent) -> str | None:
         return "memfd"
     if spec.family == "net":
         ep = _endpoints(e)
-        if ep and ep["family"]:
-            return ep["family"] if ep["family"] in _FAMILY else None
-        return None
+        if ep is not None and ep.get("family") is None:
+            ep.get("lip")  # the family of an unnamed socket comes from /proc
+        family = ep.get("family") if ep is not None else None
+        return family if family in _FAMILY else None
     fd = e._f.get("evt.rawres") if spec.name.startswith("dup") else e._event_fd()
     if fd is None or fd < 0:
         return None

@@ -259,9 +259,14 @@ class ProcessTable:
             # the kernel's own view (symlinks resolved, memfd and fd execs named as the
             # kernel names them), while the process is still there to ask
             exe = os.readlink(f"{self.proc_root}/{pid}/exe")
-            proc.exepath = exe[:-10] if exe.endswith(" (deleted)") else exe
         except OSError:
-            pass
+            exe = ""
+        if exe.endswith(" (deleted)"):
+            exe = exe[:-10]
+        # A process that exits at once, in a container whose root is already torn down,
+        # reads back as "/" — no executable at all: keep the path the exec named.
+        if exe.startswith("/") and exe != "/":
+            proc.exepath = exe
         return proc
 
     def on_exit(self, tid: int, tgid: int) -> None:

@@ -2,7 +2,7 @@
 in-process, on one core, and print events/s.
 
 Run: /work/main/.venv/bin/python tests/bench/bench_rules.py [--events N] [--rules FILE...]
-(or `make bench`). Not collected by pytest.
+[--rule-matching first|all] (or `make bench`). Not collected by pytest.
 """
 
 from __future__ import annotations
@@ -92,11 +92,12 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--rules", nargs="+", default=[str(STABLE)])
     ap.add_argument("--repeat", type=int, default=3, help="runs; the best is reported")
+    ap.add_argument("--rule-matching", choices=("all", "first"), default="all")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
     ruleset = load_rules(args.rules)
-    engine = Engine(ruleset, hostname="bench")
+    engine = Engine(ruleset, hostname="bench", rule_matching=args.rule_matching)
     t_load = time.perf_counter() - t0
     events = make_events(args.events)
     types = {e["evt.type"] for e in events}

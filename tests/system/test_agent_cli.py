@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from enforcer.errors import ProbeError
+from tests.conftest import require
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
 
@@ -99,8 +100,8 @@ def test_text_format_and_sigterm(ebpf_ready: None, enforcer_cmd: list[str],
 
 
 def test_not_root_explains_and_exits_3(enforcer_cmd: list[str], cli_env: dict[str, str]) -> None:
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is needed to drop privileges")
+    require(shutil.which("setpriv") is not None, "setpriv, to drop privileges",
+            "apt-get install util-linux (scripts/setup.sh does)")
     res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                           *enforcer_cmd, "--dry-run"], capture_output=True, text=True,
                          env=cli_env, timeout=120, check=False, cwd="/")

@@ -320,6 +320,20 @@ def test_debugfs_in_privileged_container(agent: LiveAgent, podman_ready: None) -
                           lambda a: a.event.get("container.name") == near)
 
 
+def test_drop_and_execute_new_binary_in_container(agent: LiveAgent, podman_ready: None) -> None:
+    name = f"drop-{uuid.uuid4().hex[:6]}"
+    podman_run("/bin/sh", "-c", "cp /bin/busybox /tmp/dropped; /tmp/dropped true", name=name)
+    a = agent.wait("Drop and execute new binary in container",
+                   lambda a: a.event.get("container.name") == name)
+    assert a.event.get("proc.exepath") == "/tmp/dropped"
+    assert a.event.get("proc.is_exe_upper_layer") is True
+    near = f"nodrop-{uuid.uuid4().hex[:6]}"
+    podman_run("/bin/sh", "-c", "/bin/busybox true", name=near)  # from the image's layer
+    agent.barrier()
+    assert not agent.find("Drop and execute new binary in container",
+                          lambda a: a.event.get("container.name") == near)
+
+
 def test_at_least_twelve_distinct_rules_fired(agent: LiveAgent) -> None:
     fired = {a.rule for a in agent.alerts}
     assert len(fired) >= 12, sorted(fired)

@@ -100,3 +100,16 @@ def test_upstream_stable_rules_give_a_narrow_filter() -> None:
     assert "" not in f.prefixes  # no "every path" entry
     assert "release_agent" in f.suffixes
     assert len(f.suffixes) <= 16
+
+
+def test_sends_need_an_address_only_when_every_send_rule_says_so() -> None:
+    from enforcer.kernel_filter import sends_need_address  # noqa: PLC0415
+
+    stable = Engine(load_rules([str(default_rules_dir())])).rules
+    assert sends_need_address(stable) is True  # the outbound macro wants fd.name_changed
+    any_send = Engine(load_text(_rule("evt.type = sendto and proc.name = curl"))).rules
+    assert sends_need_address(any_send) is False
+    any_event = Engine(load_text(_rule("proc.name = curl"))).rules
+    assert sends_need_address(any_event) is False
+    negated = Engine(load_text(_rule("evt.type = sendto and not fd.name_changed = true"))).rules
+    assert sends_need_address(negated) is False

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from enforcer.alert import Alert
 from enforcer.priority import Priority
+from tests.conftest import require
 
 
 @dataclass
@@ -215,3 +219,32 @@ def make_alert(rule: str = "Terminal shell in container",
 @pytest.fixture
 def alert_factory() -> Callable[..., Alert]:
     return make_alert
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl."""
+    require(shutil.which("openssl") is not None, "openssl is not installed",
+            "apt-get install openssl")
+    d = tmp_path / "pki"
+    d.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+             "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client", "stranger"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    for name in ("server", "client"):
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                 "-extfile", "san.ext", cwd=d)
+    # a client certificate from another CA: must be refused
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other-ca.key",
+             "-out", "other-ca.pem", "-days", "2", "-subj", "/CN=other-ca", cwd=d)
+    _openssl("x509", "-req", "-in", "stranger.csr", "-CA", "other-ca.pem", "-CAkey",
+             "other-ca.key", "-CAcreateserial", "-out", "stranger.pem", "-days", "2", cwd=d)
+    return d

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,38 @@ def test_responder_refusal_is_a_503():
         assert source.responses[503] == 1
     finally:
         source.stop()
+
+
+def _https_post(port: int, pki: Path, client: str | None) -> int:
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if client:
+        context.load_cert_chain(str(pki / f"{client}.pem"), str(pki / f"{client}.key"))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+    try:
+        conn.request("POST", "/", body=TERMINAL_SHELL,
+                     headers={"Content-Type": "application/json"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_mutual_tls_authenticates_falco_without_a_token(pki):
+    received = []
+    config = FalcoHttpConfig(addr="127.0.0.1:0", tls_cert=str(pki / "server.pem"),
+                             tls_key=str(pki / "server.key"), client_ca=str(pki / "ca.pem"))
+    source = start_falco_http(config, received.append, acting=True)  # mTLS suffices
+    try:
+        assert _https_post(source.port, pki, "client") == 200
+        for client in (None, "stranger"):
+            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                _https_post(source.port, pki, client)
+        assert _https_post(source.port, pki, "client") == 200  # undisturbed
+        assert len(received) == 2
+        assert source.responses[200] == 2
+    finally:
+        source.stop()
+
+
+def test_client_ca_without_server_certificate_is_refused(pki):
+    with pytest.raises(IntakeConfigError, match="need TLS"):
+        check_intake_auth(FalcoHttpConfig(client_ca=str(pki / "ca.pem")), acting=True)

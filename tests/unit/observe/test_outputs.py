@@ -244,3 +244,37 @@ def test_dispatch_is_safe_from_many_threads(alert_factory):
         t.join()
     dispatcher.close()
     assert len(got) == 1000 and dispatcher.stats()["m"].delivered == 1000
+
+
+def test_webhook_over_https_trusts_only_the_given_ca(pki, alert_factory):
+    import ssl
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            got.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(pki / "server.pem"), str(pki / "server.key"))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/"
+    try:
+        WebhookOutput(WebhookConfig(url, ca_file=str(pki / "ca.pem"))).emit(alert_factory())
+        assert json.loads(got[0])["rule"] == "Terminal shell in container"
+        untrusting = WebhookOutput(WebhookConfig(url, max_retries=5), sleep=lambda s: None)
+        with pytest.raises(WebhookError, match="TLS verification failed") as info:
+            untrusting.emit(alert_factory())
+        assert not info.value.temporary and untrusting.attempts == 1  # not retried
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -208,6 +208,7 @@ def test_collector_trouble_loses_no_record_and_blocks_nothing(mode, alert_factor
         assert [d["trace_id"] for d in decisions] == [a.trace_id for a in alerts]
         if mode == "hang":
             assert not collector.release.is_set()
+        assert audit.flush(timeout=60)
         assert audit.span_errors == 0
         # stopping is bounded even with a hung collector
         tracer.shutdown(timeout_s=1)
@@ -279,7 +280,7 @@ def test_otel_env_overrides_resource_and_disables():
 
 
 def test_export_over_grpc_to_a_real_grpc_receiver(alert_factory, tmp_path):
-    grpc = pytest.importorskip("grpc")
+    import grpc  # a dependency of the gRPC exporter, so always there
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
     got: list[Any] = []
@@ -311,3 +312,29 @@ def test_export_over_grpc_to_a_real_grpc_receiver(alert_factory, tmp_path):
                                                "enforcer.decision", "enforcer.match"]
     finally:
         server.stop(0)
+
+
+def test_sdk_export_errors_are_logged_once_a_minute():
+    import logging
+
+    from enforcer.audit.tracing import _OncePerInterval
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("enforcer.test.quiet")
+    quiet, keep = _OncePerInterval(interval_s=3600), Keep()
+    logger.addFilter(quiet)
+    logger.addHandler(keep)
+    try:
+        for i in range(500):
+            logger.warning("Queue full, dropping %s.", "span")
+            logger.warning("Transient error %s, retrying in %.2fs.", "refused", i / 10)
+        assert seen == ["Queue full, dropping span.",
+                        "Transient error refused, retrying in 0.00s."]
+    finally:
+        logger.removeFilter(quiet)
+        logger.removeHandler(keep)

@@ -108,3 +108,18 @@ def test_resolve() -> None:
     assert resolve("/a/b", "../c") == "/a/c"
     assert resolve("/", "x//y/./z") == "/x/y/z"
     assert resolve("/tmp", "/etc/../etc/shadow") == "/etc/shadow"
+
+
+def test_exec_of_a_process_whose_exe_reads_back_as_root_keeps_the_exec_path(
+        tmp_path: Path) -> None:
+    """A container process that exits at once, its root torn down, has /proc/PID/exe -> "/".
+    That is no executable: proc.exepath stays the path the exec named (seen live: a dropped
+    binary reported as "/" and, with it, every container exec as upper-layer)."""
+    root = _fake_proc(tmp_path)
+    (root / "101").mkdir()
+    (root / "101" / "exe").symlink_to("/")
+    tr = _tracker(root)
+    tr.apply(decode(pack(code=sc.EV_FORK, tgid=100, ints=(101, 100))))
+    ev = tr.apply(decode(pack(code=sc.CODES["execve"], tgid=101, comm="dropped",
+                              path1="/tmp/dropped", argv=("/tmp/dropped", "true"))))
+    assert ev.get("proc.exepath") == "/tmp/dropped"
