@@ -125,6 +125,10 @@ BPF_HASH(pending, u32, struct pending_t, 16384);
 BPF_HASH(parents, u32, struct parent_t, KILL_ENTRIES);
 BPF_HASH(tmpl_comm, struct tkey_t, u64, 65536);
 BPF_ARRAY(tmpl_default, u64, MAX_TEMPLATES_VALUE);
+// the template the child itself gets, for its own children (id + 1; 0: none), by its comm
+BPF_HASH(tmpl_child, struct tkey_t, u32, 65536);
+BPF_ARRAY(tmpl_child_default, u32, MAX_TEMPLATES_VALUE);
+BPF_PERCPU_ARRAY(pscratch, struct parent_t, 1);
 BPF_TABLE("lru_hash", u32, u32, kparent, STAMP_ENTRIES);
 BPF_PERCPU_ARRAY(escratch, struct kill_entry_t, 1);
 BPF_PERCPU_ARRAY(scratch, struct pending_t, 1);
@@ -388,6 +392,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return on_exit(args->ret); }
 // comm the template cannot decide: no entry, the userspace kill still applies.
 static __always_inline void arm_child(u32 parent, u32 child) {
     kill_map.delete(&child);
+    parents.delete(&child);
     struct parent_t *t = parents.lookup(&parent);
     if (!t)
         return;
@@ -407,47 +412,79 @@ static __always_inline void arm_child(u32 parent, u32 child) {
     struct tkey_t key = {};
     key.tmpl = t->tmpl;
     bpf_get_current_comm(key.comm, sizeof(key.comm));
+    int spaced = 0;
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        if (key.comm[i] == 0)
+            break;
+        if (key.comm[i] == ' ')
+            spaced = 1;
+    }
+    u32 idx = t->tmpl;
     u64 conj = 0;
+    u32 grand = 0;
     u64 *r = tmpl_comm.lookup(&key);
+    u32 *g = tmpl_child.lookup(&key);
+    // the defaults are for comms without spaces (proc.cmdline = comm + " " + args)
     if (r) {
         conj = *r;
-    } else {
-        // the default is for comms without spaces (proc.cmdline = comm + " " + args)
-#pragma unroll
-        for (int i = 0; i < 16; i++) {
-            if (key.comm[i] == 0)
-                break;
-            if (key.comm[i] == ' ')
-                return;
-        }
-        u32 idx = t->tmpl;
+    } else if (!spaced) {
         u64 *d = tmpl_default.lookup(&idx);
         conj = d ? *d : 0;
     }
-    if (!conj)
-        return;
-    int zero = 0;
-    struct kill_entry_t *e = escratch.lookup(&zero);
-    if (!e)
-        return;
-    e->conj = conj;
-    e->cgroup = t->cgroup;
-    e->uid = t->uid;
-    e->gid = t->gid;
-    __builtin_memcpy(e->comm, key.comm, 16);
-    struct stamp_t *own = stamps.lookup(&child);
-    e->dep_pid[0] = child;
-    e->dep_stamp[0] = own ? own->stamp : 0;
-    u32 n = 1;
-    for (int i = 0; i < MAX_DEPS - 1; i++) {
-        if (i >= t->ndeps)
-            break;
-        e->dep_pid[i + 1] = t->dep_pid[i];
-        e->dep_stamp[i + 1] = t->dep_stamp[i];
-        n++;
+    if (g) {
+        grand = *g;
+    } else if (!spaced) {
+        u32 *gd = tmpl_child_default.lookup(&idx);
+        grand = gd ? *gd : 0;
     }
-    e->ndeps = n;
-    kill_map.update(&child, e);
+    struct stamp_t *own = stamps.lookup(&child);
+    u64 own_stamp = own ? own->stamp : 0;
+    int zero = 0;
+    if (conj) {
+        struct kill_entry_t *e = escratch.lookup(&zero);
+        if (!e)
+            return;
+        e->conj = conj;
+        e->cgroup = t->cgroup;
+        e->uid = t->uid;
+        e->gid = t->gid;
+        __builtin_memcpy(e->comm, key.comm, 16);
+        e->dep_pid[0] = child;
+        e->dep_stamp[0] = own_stamp;
+        u32 n = 1;
+        for (int i = 0; i < MAX_DEPS - 1; i++) {
+            if (i >= t->ndeps)
+                break;
+            e->dep_pid[i + 1] = t->dep_pid[i];
+            e->dep_stamp[i + 1] = t->dep_stamp[i];
+            n++;
+        }
+        e->ndeps = n;
+        kill_map.update(&child, e);
+    }
+    // the child's own template, until userspace computes it from the child's exec record
+    if (grand && t->ndeps < MAX_DEPS - 1) {
+        struct parent_t *c = pscratch.lookup(&zero);
+        if (!c)
+            return;
+        c->cgroup = t->cgroup;
+        c->tmpl = grand - 1;
+        c->uid = t->uid;
+        c->gid = t->gid;
+        c->dep_pid[0] = child;
+        c->dep_stamp[0] = own_stamp;
+        u32 n = 1;
+        for (int i = 0; i < MAX_DEPS - 2; i++) {
+            if (i >= t->ndeps)
+                break;
+            c->dep_pid[i + 1] = t->dep_pid[i];
+            c->dep_stamp[i + 1] = t->dep_stamp[i];
+            n++;
+        }
+        c->ndeps = n;
+        parents.update(&child, c);
+    }
 }
 
 // Stamps: what userspace computed a residue from changes at these points.

@@ -47,7 +47,9 @@ class KillMaps(Protocol):
             deps: list[tuple[int, int]]) -> None: ...
     def delete(self, tgid: int) -> None: ...
     def stamp(self, pid: int) -> tuple[int, int]: ...
-    def set_template(self, tmpl: int, default: int, comms: dict[str, int]) -> None: ...
+    def set_template(self, tmpl: int, default: int, comms: dict[str, int],
+                     child_default: int = -1, child_comms: dict[str, int] | None = None
+                     ) -> None: ...
     def put_parent(self, tgid: int, tmpl: int, uid: int, gid: int, cgroup: int,
                    deps: list[tuple[int, int]]) -> None: ...
     def delete_parent(self, tgid: int) -> None: ...
@@ -277,51 +279,69 @@ class Arming:
             self.parents.discard(pid)
             self.maps.delete_parent(pid)
 
-    def _build_template(self, known: Callable[[str], tuple[bool, Any]]) -> int | None:
-        """The template id for a parent with these known fields (-1: never arms)."""
+    def _build_template(self, known: Callable[[str], tuple[bool, Any]],
+                        parent: Any = pe.KNOWN) -> int | None:
+        """The template id for the children of a process with these known fields (-1:
+        never arms). With `parent` a comm (or None: any other), the template of the
+        grandchildren through a child with that comm, whose own fields are unknown."""
         try:
             # what the parent decides first, once; then each comm on what is left
-            reduced = [pe.partial(r.rule.expr, pe.child_decider(known, pe.SOME_COMM))
+            reduced = [pe.partial(r.rule.expr, pe.child_decider(known, pe.SOME_COMM, parent))
                        for r in self.rules]
             key_text = tuple(str(r) for r in reduced)
+            if parent is pe.KNOWN:
+                key_text += ("children",)
             if key_text in self.reduced_cache:
                 return self.reduced_cache[key_text]
-            default = self._child_bits(reduced, known, None)
+            default = self._child_bits(reduced, known, None, parent)
             comms = {}
             # a comm no longer named by what is left behaves as any other comm (the
             # kernel's default is only for comms without spaces)
             named = set().union(*(pe.comm_literals(r) for r in reduced
                                   if not isinstance(r, bool)))
             for comm in sorted(named | {c for c in self.comms if " " in c}):
-                bits = self._child_bits(reduced, known, comm)
+                bits = self._child_bits(reduced, known, comm, parent)
                 if bits != default:
                     comms[comm] = bits
+            child_default, child_comms = -1, {}
+            if parent is pe.KNOWN:  # one level further: the child's own children
+                grand = _shifted(known)
+                child_default = self._build_template(grand, None)
+                if child_default is None:
+                    child_default = -1
+                for comm in self.comms:
+                    tid = self._build_template(grand, comm)
+                    tid = -1 if tid is None else tid
+                    if tid != child_default:
+                        child_comms[comm] = tid
         except TableFull as exc:
             log.warning("in-kernel kill: %s", exc)
             return None
-        if not default and not comms:
+        if not default and not comms and child_default < 0 and not child_comms:
             found = -1
         else:
-            key = (default, frozenset(comms.items()))
+            key = (default, frozenset(comms.items()), child_default,
+                   frozenset(child_comms.items()))
             found = self.templates.get(key)
             if found is None:
                 found = len(self.templates)
                 if found >= MAX_TEMPLATES:
                     return None
-                self.maps.set_template(found, default, comms)
+                self.maps.set_template(found, default, comms, child_default, child_comms)
                 self.templates[key] = found
         self.reduced_cache[key_text] = found
         return found
 
     def _child_bits(self, reduced: list[pe.Residue], known: Callable[[str], tuple[bool, Any]],
-                    comm: str | None) -> int:
+                    comm: str | None, parent: Any) -> int:
         bits = 0
         for index, rule in enumerate(self.rules):
             expr = reduced[index]
             if expr is False:
                 continue
             try:
-                residue = expr if expr is True else pe.partial(expr, pe.child_decider(known, comm))
+                residue = (expr if expr is True
+                           else pe.partial(expr, pe.child_decider(known, comm, parent)))
                 conj = pe.conjuncts(residue, rule.rule.event_types)
             except pe.Ineligible:
                 continue
@@ -429,6 +449,21 @@ def cgroup_id(proc_root: str, pid: int, mount: str | None) -> int:
     except OSError:
         pass
     return 0
+
+
+def _shifted(known: Callable[[str], tuple[bool, Any]]) -> Callable[[str], tuple[bool, Any]]:
+    """The known fields of a grandchild, from those of a child (one generation further)."""
+    def grand(key: str) -> tuple[bool, Any]:
+        if key in pe.CHILD_OWN or key in _PARENT:
+            return False, None
+        base, _, arg = key.partition("[")
+        if base in _CHAINS:
+            n = arg.rstrip("]")
+            if not n.isdigit() or int(n) < 2:
+                return False, None
+            return known(f"{base}[{int(n) - 1}]")
+        return known(key)
+    return grand
 
 
 def _hashable(value: Any) -> Any:

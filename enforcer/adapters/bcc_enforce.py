@@ -100,15 +100,28 @@ class BccEnforce:
         except KeyError:
             pass
 
-    def set_template(self, tmpl: int, default: int, comms: dict[str, int]) -> None:
+    def set_template(self, tmpl: int, default: int, comms: dict[str, int],
+                     child_default: int = -1, child_comms: dict[str, int] | None = None
+                     ) -> None:
+        """A template: conjuncts by the child's comm, and the child's own template (-1:
+        none) by its comm. Entries first, defaults last: a half-written template arms
+        less, never more."""
         table = self.bpf[b"tmpl_comm"]
         for comm, bits in comms.items():
-            k = table.Key()
-            k.tmpl = tmpl
-            raw = comm.encode()[:15]
-            ctypes.memmove(ctypes.addressof(k) + type(k).comm.offset, raw, len(raw))
-            table[k] = ctypes.c_uint64(bits)
+            table[self._tkey(table, tmpl, comm)] = ctypes.c_uint64(bits)
+        table = self.bpf[b"tmpl_child"]
+        for comm, child in (child_comms or {}).items():
+            table[self._tkey(table, tmpl, comm)] = ctypes.c_uint32(child + 1)
+        self.bpf[b"tmpl_child_default"][ctypes.c_int(tmpl)] = ctypes.c_uint32(child_default + 1)
         self.bpf[b"tmpl_default"][ctypes.c_int(tmpl)] = ctypes.c_uint64(default)
+
+    @staticmethod
+    def _tkey(table: object, tmpl: int, comm: str) -> object:
+        k = table.Key()  # type: ignore[attr-defined]
+        k.tmpl = tmpl
+        raw = comm.encode()[:15]
+        ctypes.memmove(ctypes.addressof(k) + type(k).comm.offset, raw, len(raw))
+        return k
 
     def put_parent(self, tgid: int, tmpl: int, uid: int, gid: int, cgroup: int,
                    deps: list[tuple[int, int]]) -> None:

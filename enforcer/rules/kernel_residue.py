@@ -505,15 +505,20 @@ COMM_LEN = 15  # the kernel's comm: at most 15 bytes
 SOME_COMM = object()  # child_decider: leave the checks that depend on the comm undecided
 
 
+_NAME_FIELDS = ("proc.name", "proc.pname", "proc.aname")
+_CMDLINE_FIELDS = ("proc.cmdline", "proc.pcmdline", "proc.acmdline")
+
+
 def comm_literals(expr: nodes.Expr) -> set[str]:
-    """The comms the condition singles out: proc.name literals and the first words of
-    proc.cmdline prefixes (`proc.cmdline startswith "perl /usr/bin/x"` needs comm perl)."""
+    """The comms the condition singles out: literals compared with a process name (its
+    own, its parent's, an ancestor's) and the first words of command-line prefixes
+    (`proc.cmdline startswith "perl /usr/bin/x"` needs comm perl)."""
     out: set[str] = set()
     for node in nodes.walk(expr):
         if not isinstance(node, nodes.Check) or not isinstance(node.left, nodes.Field):
             continue
-        name = node.left.name if node.left.arg in (None, "0") else ""
-        if name not in ("proc.name", "proc.aname", "proc.cmdline"):
+        name = node.left.name
+        if name not in _NAME_FIELDS and name not in _CMDLINE_FIELDS:
             continue
         if isinstance(node.right, nodes.Value):
             texts = [node.right.text]
@@ -522,7 +527,7 @@ def comm_literals(expr: nodes.Expr) -> set[str]:
         else:
             continue
         for t in texts:
-            word = t.split(" ", 1)[0] if name == "proc.cmdline" else t
+            word = t.split(" ", 1)[0] if name in _CMDLINE_FIELDS else t
             if 0 < len(word.encode()) <= COMM_LEN:
                 out.add(word)
     return out
@@ -539,11 +544,24 @@ class _Known:
         return default if v is None else v
 
 
-def child_decider(known: Callable[[str], tuple[bool, Any]], comm: Any) -> Decider:
-    """Decides the checks of a child of a known process whose comm is `comm` (None: any
-    comm outside comm_literals() that has no space; the kernel checks it has none).
+KNOWN = object()  # child_decider: the parent is a known process (fields from `known`)
+_OWN_NAME = ("proc.name", "proc.aname[0]")
+_PARENT_NAME = ("proc.pname", "proc.aname[1]")
+_PARENT_CMDLINE = ("proc.pcmdline", "proc.acmdline[1]")
+_PARENT_OTHER = ("proc.pexe", "proc.pexepath", "proc.ppid", "proc.apid[1]", "proc.aexe[1]",
+                 "proc.aexepath[1]", "proc.aname", "proc.acmdline", "proc.apid", "proc.aexe",
+                 "proc.aexepath")
 
-    `known(key)` -> (whether the child's field is known from its parent, its value)."""
+
+def child_decider(known: Callable[[str], tuple[bool, Any]], comm: Any,
+                  parent: Any = KNOWN) -> Decider:
+    """Decides the checks of a child of a known process whose comm is `comm` (None: any
+    comm outside comm_literals() that has no space; the kernel checks it has none;
+    SOME_COMM: leave what depends on the comm undecided).
+
+    `parent` is KNOWN for a child of the known process; for a grandchild it is the comm of
+    the child in between (same conventions as `comm`), whose own fields are unknown.
+    `known(key)` -> (whether the field is known from the known process, its value)."""
     def decide(check: nodes.Check) -> bool | None:
         value = constant(check)
         if value is not None:
@@ -553,20 +571,28 @@ def child_decider(known: Callable[[str], tuple[bool, Any]], comm: Any) -> Decide
         fields = _operand_fields(check)
         values: dict[str, Any] = {}
         for f in fields:
-            key = "proc.name" if (f.name == "proc.aname" and f.arg == "0") else f.key
-            if key in ("proc.name", "proc.cmdline") and comm is SOME_COMM:
+            key = f.key
+            level = comm
+            if key in _OWN_NAME or key == "proc.cmdline":
+                pass
+            elif parent is not KNOWN and (key in _PARENT_NAME or key in _PARENT_CMDLINE):
+                level = parent
+            elif parent is not KNOWN and key in _PARENT_OTHER:
                 return None
-            if key == "proc.name":
-                if comm is None:
-                    return _other_comm(check)
-                values[f.key] = comm
-            elif key == "proc.cmdline":
-                return _cmdline(check, comm)
             else:
                 ok, v = known(key)
                 if not ok:
                     return None
                 values[f.key] = v
+                continue
+            if level is SOME_COMM or len(fields) > 1:
+                return None
+            if key in _OWN_NAME or key in _PARENT_NAME:
+                if level is None:
+                    return _other_comm(check)
+                values[f.key] = level
+            else:
+                return _cmdline(check, level)
         return _run(check, _Known(values))
     return decide
 

@@ -4,9 +4,9 @@ it reads a byte, every time; the rule's trusted programs and a near-miss path ar
 a dry run never kills.
 
 The machine is shared: so that the agent acts only on this test's processes, the rule is
-narrowed with a Falco `append` to children of this test's launcher (a copy of python with
-its own name, started before the agent so the agent knows it). The victims are fresh
-processes, started after the agent is ready."""
+narrowed with a Falco `append` to children and grandchildren of this test's launcher (a
+copy of python with its own name, started before the agent so the agent knows it). The
+victims are fresh processes, started after the agent is ready."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
 
 TRIALS = 100
+SHELL_TRIALS = 20
 LAUNCHER = """
 import json, subprocess, sys
 for line in sys.stdin:
@@ -73,7 +74,7 @@ def start_agent(tmp: Path, launcher: Launcher, cmd: list[str], env: dict[str, st
     shutil.copy(REPO / "tests/data/falco-rules/falco_rules.yaml", rules / "falco_rules.yaml")
     (rules / "zz_only_this_test.yaml").write_text(
         "- rule: Read sensitive file untrusted\n"
-        f"  condition: and proc.pname = {launcher.name}\n"
+        f"  condition: and (proc.pname = {launcher.name} or proc.aname[2] = {launcher.name})\n"
         "  override: {condition: append}\n")
     policy = tmp / "kill.yaml"
     policy.write_text("- policy: kill-shadow-readers-in-kernel\n"
@@ -121,6 +122,10 @@ def test_cat_of_shadow_reads_nothing_in_100_trials(need_root: None, ebpf_ready: 
         assert "in-kernel kill armed for 1 rules" in err.read_text()
         results = [launcher.run("cat", "/etc/shadow") for _ in range(TRIALS)]
         assert results == [(-signal.SIGKILL, 0)] * TRIALS
+        # through a fresh shell too: the shell is armed with a template for its children
+        # at its own exec, before userspace has heard of it
+        piped = [launcher.run("sh", "-c", "cat /etc/shadow; true") for _ in range(SHELL_TRIALS)]
+        assert piped == [(0, 0)] * SHELL_TRIALS
         # a trusted program the rule excepts (a cat named sshd), and a near-miss path
         trusted = tmp_path / "sshd"
         shutil.copy("/usr/bin/cat", trusted)
@@ -135,7 +140,7 @@ def test_cat_of_shadow_reads_nothing_in_100_trials(need_root: None, ebpf_ready: 
     finally:
         stop(agent)
     kills = audit_records(audit, "killed-in-kernel")
-    assert len(kills) == TRIALS
+    assert len(kills) == TRIALS + SHELL_TRIALS
     assert {(k["rule"], k["detail"]["path"]) for k in kills} == {
         ("Read sensitive file untrusted", "/etc/shadow")}
 

@@ -23,6 +23,7 @@ class FakeMaps:
         self.entries: dict[int, tuple] = {}
         self.parents: dict[int, tuple] = {}
         self.templates: dict[int, tuple[int, dict[str, int]]] = {}
+        self.children: dict[int, tuple[int, dict[str, int]]] = {}
         self.stamps: dict[int, tuple[int, int]] = {}
         self.conjs: dict[int, tuple] = {}
         self.paths: dict[bytes, tuple[int, int]] = {}
@@ -42,8 +43,9 @@ class FakeMaps:
     def stamp(self, pid):
         return self.stamps.get(pid, (0, 0))
 
-    def set_template(self, tmpl, default, comms):
+    def set_template(self, tmpl, default, comms, child_default=-1, child_comms=None):
         self.templates[tmpl] = (default, comms)
+        self.children[tmpl] = (child_default, child_comms or {})
 
     def put_parent(self, tgid, tmpl, uid, gid, cgroup, deps):
         self.parents[tgid] = (tmpl, deps)
@@ -80,6 +82,11 @@ def test_shells_are_trusted_but_their_children_are_armed_by_comm(tmp_path, rule)
     assert default  # a child with any other comm: the sensitive paths remain
     assert comms["sshd"] == 0 and comms["bash"] == 0  # trusted programs: nothing
     assert 1 not in maps.parents  # PID 1's children: not from init's template
+    # a child of bash gets its own template at exec: a child of `sh` (bash -> sh -> cat)
+    child_default, child_comms = maps.children[tmpl]
+    grand = child_comms.get("sh", child_default)
+    assert grand >= 0 and maps.templates[grand][0]  # its cat child is armed
+    assert maps.templates[grand][1]["sshd"] == 0
 
 
 def test_exec_arms_and_stale_stamps_refuse(tmp_path, rule):
