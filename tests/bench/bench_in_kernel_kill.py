@@ -89,7 +89,9 @@ def main(trials: int = 200) -> int:
             lat = []
             for rec in map(json.loads, audit.read_text().splitlines()):
                 sent = (rec.get("detail") or {}).get("signalled_ns")
-                if rec.get("kind") == "action" and rec.get("outcome") == "done" and sent:
+                slow_reader = (rec.get("target") or {}).get("comm") != "cat"
+                if (rec.get("kind") == "action" and rec.get("outcome") == "done" and sent
+                        and slow_reader):
                     lat.append((sent - rec["event_time_ns"]) / 1e6)
             killed = sum(1 for code, _ in slow if code == -9)
             if lat:
