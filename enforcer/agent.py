@@ -101,7 +101,8 @@ class Agent:
                  on_alert: Callable[[Alert], None] | None = None,
                  probe_config: ProbeConfig | None = None, rules: Iterable[Any] = (),
                  kernel_filter: bool = True, container_socket: str | None = None,
-                 stderr: TextIO | None = None, kernel_kill: Any = None):
+                 stderr: TextIO | None = None, proc_root: str = "/proc",
+                 kernel_kill: Any = None):
         from enforcer.outputs.summary import AlertStats  # noqa: PLC0415
 
         self.engine = engine
@@ -109,6 +110,8 @@ class Agent:
         self.on_alert = on_alert
         self.stderr = stderr or sys.stderr
         base = probe_config or ProbeConfig(agent_tgid=os.getpid())
+        self._unfiltered_config = base
+        self.kernel_filter = kernel_filter
         if kernel_filter:
             rules = list(rules)
             filt = open_filter_for(rules)
@@ -119,6 +122,7 @@ class Agent:
         self.probe_config = base
         self.attachment = Attachment((), ())
         self.container_socket = container_socket
+        self.proc_root = proc_root
         # the in-kernel kill (enforcer.kernel_arm.KernelKiller), or None
         self.kernel_kill = kernel_kill
         self.source: EbpfSource | None = None
@@ -128,6 +132,13 @@ class Agent:
         self.events = 0
         self.started = threading.Event()
         self._closed = False
+        # Hot reload: a source opened for new rules, handed to the loop to switch to.
+        self._next: tuple[EbpfSource, ProbeConfig, Attachment] | None = None
+        self._switched = threading.Event()
+        self._switch_lock = threading.Lock()
+        self._drops_base = 0  # drops of sources already closed
+        self._skip_until = 0  # records of the new source up to this time were seen by the old
+        self._skip_deadline = 0.0
 
     @property
     def attached(self) -> Attachment:
@@ -141,7 +152,8 @@ class Agent:
         self.probe_config, self.attachment = plan(self.engine.event_types(),
                                                   available_syscalls(), self._base_config)
         self.source = EbpfSource(self.probe_config)
-        self.tracker = build_state(container_socket=self.container_socket)
+        self.tracker = build_state(proc_root=self.proc_root,
+                                   container_socket=self.container_socket)
         self.source.open()
         if self.kernel_kill is not None:
             self.kernel_kill.open(self.tracker.ctx)
@@ -158,15 +170,76 @@ class Agent:
         self.started.set()
         next_drop_check = time.monotonic() + 1.0
         while not stop.is_set():
-            self._handle(self.source.poll(100))
+            records = self.source.poll(100)
+            if self._skip_until:
+                records = self._unseen(records)
+            self._handle(records)
             if self.kernel_kill is not None:
                 self.kernel_kill.poll()
+            if self._next is not None:
+                self._switch()
             now = time.monotonic()
             if now >= next_drop_check:
                 next_drop_check = now + 1.0
                 self._check_drops()
         self._handle(self.source.drain())
         self._check_drops()
+
+    # -- re-attaching for new rules (hot reload) -----------------------------------------------
+
+    def reattach(self, rules: Iterable[Any], event_types: frozenset[str] | None,
+                 timeout: float = 30.0) -> Attachment | None:
+        """Attach the probes that `rules` need, without stopping: the new programs are
+        compiled and attached here (the caller's thread), then the event loop switches to
+        them between two polls. Events seen by both sources while both are attached are
+        handled once (cut at a monotonic timestamp). Returns the new attachment, or None
+        when nothing had to change. Raises ProbeError (the old probes stay) or TimeoutError.
+        """
+        base = self._unfiltered_config
+        if self.kernel_filter:
+            rules = list(rules)
+            filt = open_filter_for(rules)
+            if filt is not None:
+                base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
+            base = replace(base, sends_need_address=sends_need_address(rules))
+        config, attachment = plan(event_types, available_syscalls(), base)
+        with self._switch_lock:
+            if config == self.probe_config:
+                return None
+            source = EbpfSource(config)
+            source.open()
+            self._switched.clear()
+            self._next = (source, config, attachment)
+        if not self._switched.wait(timeout):
+            raise TimeoutError("the event loop did not switch to the new probes")
+        return attachment
+
+    def _switch(self) -> None:
+        assert self._next is not None and self.source is not None
+        new, config, attachment = self._next
+        cut = time.monotonic_ns()  # bpf_ktime_get_ns: CLOCK_MONOTONIC
+        old = self.source
+        # What the old probes still hold up to the cut; after it, the new ones have it too.
+        self._handle([r for r in old.drain() if r.get("_ts_mono", 0) <= cut])
+        self._drops_base += old.drops()
+        # Detaching waits for an RCU grace period per tracepoint: not on the event loop.
+        threading.Thread(target=old.close, name="enforcer-detach", daemon=True).start()
+        self.source, self.probe_config, self.attachment = new, config, attachment
+        self._skip_until = cut
+        self._skip_deadline = time.monotonic() + 2.0
+        self._next = None
+        self._switched.set()
+
+    def _unseen(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if time.monotonic() > self._skip_deadline:
+            self._skip_until = 0
+        cut = self._skip_until
+        return [r for r in records if r.get("_ts_mono", cut + 1) > cut]
+
+    def drops_total(self) -> int:
+        """Kernel drops since start, across re-attachments."""
+        current = self.source.drops() if self.source is not None else 0
+        return self._drops_base + current
 
     def _handle(self, records: list[dict[str, Any]]) -> None:
         apply = self.tracker.apply  # type: ignore[union-attr]
@@ -199,7 +272,7 @@ class Agent:
     def _check_drops(self) -> None:
         if self.source is None:
             return
-        line = self.drops.check(self.source.drops(), time.time_ns())
+        line = self.drops.check(self.drops_total(), time.time_ns())
         if line:
             self.stderr.write(line + "\n")
             self.stderr.flush()
@@ -224,6 +297,9 @@ class Agent:
             self.kernel_kill.close()
         if self.source is not None:
             self.source.close()
+        if self._next is not None:  # opened for a switch that never happened
+            self._next[0].close()
+            self._next = None
 
     def close(self) -> None:
         """Flush the outputs, then detach the probes (idempotent)."""

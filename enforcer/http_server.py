@@ -1,4 +1,5 @@
-"""The agent's one HTTP server for probes and scraping: /metrics, /healthz, /readyz.
+"""The agent's one HTTP server for probes and scraping: /metrics, /healthz, /readyz, and,
+when enabled, the read-only web console under /ui (a WSGI app with its own token check).
 
 It runs on its own daemon threads; a slow scraper never touches detection.
 """
@@ -9,6 +10,7 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -16,6 +18,7 @@ from enforcer.health import Readiness
 from enforcer.metrics import Metrics
 
 DEFAULT_HTTP_ADDR = "0.0.0.0:9376"
+UI_MOUNT = "/ui"
 
 
 def parse_addr(text: str, default_port: int | None = None) -> tuple[str, int]:
@@ -43,6 +46,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0]
+        ui = self.server.ui
+        if ui is not None and (path == UI_MOUNT or path.startswith(UI_MOUNT + "/")):
+            from enforcer.console.server import serve_mounted  # noqa: PLC0415
+
+            serve_mounted(self, ui, UI_MOUNT)
+            return
         if path == "/metrics":
             body = generate_latest(self.server.metrics.registry)
             self._send(200, body, CONTENT_TYPE_LATEST)
@@ -72,9 +81,11 @@ class _ProbeServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], metrics: Metrics, readiness: Readiness):
+    def __init__(self, addr: tuple[str, int], metrics: Metrics, readiness: Readiness,
+                 ui: Any = None):
         self.metrics = metrics
         self.readiness = readiness
+        self.ui = ui
         if ":" in addr[0]:
             self.address_family = socket.AF_INET6
         super().__init__(addr, _Handler)
@@ -83,8 +94,9 @@ class _ProbeServer(ThreadingHTTPServer):
 class HttpServer:
     """Serves metrics and probes on `addr` ("HOST:PORT") from a background thread."""
 
-    def __init__(self, addr: str, metrics: Metrics, readiness: Readiness):
-        self._server = _ProbeServer(parse_addr(addr), metrics, readiness)
+    def __init__(self, addr: str, metrics: Metrics, readiness: Readiness, ui: Any = None):
+        """`ui`: a WSGI app (enforcer.console.app.ConsoleApp) to serve under /ui, or None."""
+        self._server = _ProbeServer(parse_addr(addr), metrics, readiness, ui)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="enforcer-http", daemon=True)
 
@@ -103,6 +115,7 @@ class HttpServer:
         self._thread.join(timeout=5)
 
 
-def start_http_server(addr: str, metrics: Metrics, readiness: Readiness) -> HttpServer:
+def start_http_server(addr: str, metrics: Metrics, readiness: Readiness,
+                      ui: Any = None) -> HttpServer:
     """Bind and start; raises OSError (address in use, permission) for the caller to report."""
-    return HttpServer(addr, metrics, readiness).start()
+    return HttpServer(addr, metrics, readiness, ui).start()

@@ -492,7 +492,8 @@ class KernelKiller:
 
     def __init__(self, rules: Iterable[Any], agent_tgid: int,
                  on_kill: OnKill | None = None):
-        self.rules = armed_rules(rules)
+        self.rules_selected = list(rules)
+        self.rules = armed_rules(self.rules_selected)
         self.agent_tgid = agent_tgid
         self.on_kill = on_kill
         self.arming: Arming | None = None

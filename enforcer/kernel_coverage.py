@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from enforcer.kernel_filter import open_filter_for
+from enforcer.kernel_filter import open_filter_for, sends_need_address
 from enforcer.sources import syscalls as sc
 from enforcer.sources.probe import ProbeConfig
 
@@ -39,6 +39,8 @@ def coverage_gaps(engine: Any, config: ProbeConfig,
                 gaps.append("open paths the kernel filter drops: " + ", ".join(
                     repr(p.rstrip("\0")) for p in extra[:5]) + (" ..." if len(extra) > 5
                                                                  else ""))
+    if config.sends_need_address and not sends_need_address(engine.rules):
+        gaps.append("the new rules look at sends without an address, the kernel drops them")
     return gaps
 
 

@@ -74,7 +74,8 @@ class Reloader:
                  audit: AuditSink | None = None,
                  enabled_actions: set[str] | None = None,
                  hostname: str | None = None, interval: float = 1.0,
-                 initial: Bundle | None = None):
+                 initial: Bundle | None = None,
+                 build_engine: Callable[[Any], Any] | None = None):
         """Loads the initial set now (raises BundleError when it does not load: the agent
         cannot start without one), unless `initial` is given."""
         self.rule_paths = list(rules)
@@ -86,6 +87,7 @@ class Reloader:
         self.enabled_actions = enabled_actions
         self.hostname = hostname
         self.interval = interval
+        self.build_engine = build_engine  # the agent's rule selection and engine options
         self._seen = fingerprint(self.rule_paths, self.policy_paths)
         self._current = initial or self._load()
         self.last_error: BundleError | None = None
@@ -107,7 +109,8 @@ class Reloader:
 
     def _load(self) -> Bundle:
         return load_bundle(self.rule_paths, self.policy_paths,
-                           enabled_actions=self.enabled_actions, hostname=self.hostname)
+                           enabled_actions=self.enabled_actions, hostname=self.hostname,
+                           build_engine=self.build_engine)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -40,4 +40,6 @@ def enforcer_cmd() -> list[str]:
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # A live agent serves /metrics on 0.0.0.0:9376 by default: tests must not fight over it.
+    env.setdefault("ENFORCER_HTTP_ADDR", "127.0.0.1:0")
     return env

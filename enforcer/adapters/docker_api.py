@@ -14,10 +14,10 @@ DEFAULT_SOCKETS = ("/run/podman/podman.sock", "/var/run/docker.sock", "/run/dock
 
 def find_socket(explicit: str | None = None) -> str | None:
     """The runtime socket to use: explicit, $ENFORCER_CONTAINER_SOCKET, or a default."""
-    candidates = [explicit] if explicit else []
+    candidates = explicit.split(":") if explicit else []
     env = os.environ.get("ENFORCER_CONTAINER_SOCKET")
-    if env:
-        candidates.append(env)
+    if env:  # the chart gives several, colon-separated (docker's and podman's)
+        candidates += env.split(":")
     candidates += list(DEFAULT_SOCKETS)
     for path in candidates:
         if path and os.path.exists(path):

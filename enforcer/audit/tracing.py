@@ -236,6 +236,11 @@ class DetectionTrace:
             handle.end(end_ns)
         return handle
 
+    def set_attribute(self, key: str, value: Any) -> None:
+        """An attribute on the root span (e.g. the policy digest that decided)."""
+        if self._root is not None:
+            self._root.set_attribute(key, _attr(value))
+
     def add_event(self, name: str, attributes: Mapping[str, Any]) -> None:
         if self._root is not None:
             self._root.add_event(name, {k: _attr(v) for k, v in attributes.items()})

@@ -90,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                  or DEFAULT_QUEUE_SIZE),
                      help="alerts each output may hold before dropping new ones (counted); "
                           f"default {DEFAULT_QUEUE_SIZE}")
-    out.add_argument("--webhook-url", metavar="URL", default=_env("ENFORCER_WEBHOOK_URL"),
+    out.add_argument("--webhook-url", "--webhook", metavar="URL",
+                     default=_env("ENFORCER_WEBHOOK_URL"),
                      help="POST each alert as Falco JSON to this URL (Falcosidekick: "
                           "http://falcosidekick:2801/)")
     out.add_argument("--webhook-header", action="append", metavar="'NAME: VALUE'",

@@ -6,7 +6,7 @@ reloader swaps in (enforcer.reload)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,16 +108,21 @@ def check_bundle(rule_paths: Sequence[str | Path], policy_paths: Sequence[str | 
 
 def load_bundle(rule_paths: Sequence[str | Path], policy_paths: Sequence[str | Path], *,
                 enabled_actions: set[str] | None = None, engine: bool = True,
-                hostname: str | None = None) -> Bundle:
+                hostname: str | None = None,
+                build_engine: Callable[[Any], Any] | None = None) -> Bundle:
     """Load rules and policies together and cross-check them. Raises BundleError with every
     diagnostic (errors first) when anything is wrong, `transient` when the files changed
-    while being read."""
+    while being read. `build_engine(ruleset)` makes the engine when the caller selects rules
+    or sets engine options (the agent's --min-priority, --disable-rule, …)."""
     checked = check_bundle(rule_paths, policy_paths, enabled_actions=enabled_actions)
     if checked.changed:
         raise BundleError(checked.errors + checked.warnings, transient=True)
     if checked.ruleset is None or checked.errors:
         raise BundleError(checked.errors + checked.warnings)
-    built = Engine(checked.ruleset, hostname=hostname) if engine else None
+    built = None
+    if engine:
+        built = (build_engine(checked.ruleset) if build_engine is not None
+                 else Engine(checked.ruleset, hostname=hostname))
     return Bundle(ruleset=checked.ruleset, policies=checked.policies, digest=checked.digest,
                   files=tuple(str(p) for _, p in checked.files),
                   warnings=tuple(checked.warnings), engine=built)

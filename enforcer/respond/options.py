@@ -101,7 +101,7 @@ def responder_from_args(args: argparse.Namespace, *, policies: PolicySet | None 
             raise AuditLogError(
                 f"cannot open the audit log {args.audit_log}: {exc.strerror}; run as root "
                 "or choose another file with --audit-log (or ENFORCER_AUDIT_LOG)") from None
-    node_name = os.environ.get("NODE_NAME") or None
+    node_name = getattr(args, "node_name", None) or os.environ.get("NODE_NAME") or None
     guards = Guards(protected_namespaces=list(DEFAULT_PROTECTED_NAMESPACES)
                     + list(args.protected_namespace or []), node_name=node_name)
     return Responder(policies, audit, dry_run=args.dry_run,

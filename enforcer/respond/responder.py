@@ -141,12 +141,16 @@ class Responder:
 
     # -- detection thread ------------------------------------------------------------------
 
-    def submit(self, alert: Alert) -> None:
-        """Hand an alert over; never blocks. Unmatched alerts cost one policy scan."""
-        policy_set, digest = self._active
+    def submit(self, alert: Alert, active: tuple[PolicySet, str | None] | None = None) -> bool:
+        """Hand an alert over; never blocks. Unmatched alerts cost one policy scan.
+
+        `active` is the (policies, digest) pair to decide with, when the caller judged the
+        event with a rules set whose policies must answer it (hot reload); by default the
+        responder's own current set. Returns whether any policy matched."""
+        policy_set, digest = active if active is not None else self._active
         policies = policy_set.select(alert)
         if not policies:
-            return
+            return False
         process: Any = None
         if any(p.name in self._kills for p in policies):
             process = _pin_process(alert)
@@ -163,6 +167,7 @@ class Responder:
                 policy_digest=digest,
                 detail={"policies": [p.name for p in policies],
                         "queue_size": self.queue.maxsize}))
+        return True
 
     # -- lifecycle -------------------------------------------------------------------------
 

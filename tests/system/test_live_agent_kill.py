@@ -61,4 +61,4 @@ def test_the_live_agent_kills_a_shadow_reader(need_root: None, tmp_path: Path,
             agent.kill()
             agent.wait()
         err.close()
-    assert "responses:" in (tmp_path / "agent.err").read_text()
+    assert "Responses by action and outcome:" in (tmp_path / "agent.err").read_text()

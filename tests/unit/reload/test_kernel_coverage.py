@@ -64,3 +64,26 @@ def test_fewer_rules_need_no_restart():
 def test_unfiltered_probe_sees_every_open():
     config = replace(started_with(SHADOW), open_prefixes=None)
     assert coverage_gaps(engine(SHADOW.replace("/etc/shadow", "/etc/gshadow")), config) == []
+
+
+SENDS_WITH_ADDRESS = """\
+- rule: Send to a named peer
+  desc: d
+  condition: evt.type in (sendto, sendmsg) and fd.name_changed=true and fd.sport = 53
+  output: o
+  priority: WARNING
+"""
+ANY_SEND = """\
+- rule: Any send by nc
+  desc: d
+  condition: evt.type in (sendto, sendmsg) and proc.name = nc
+  output: o
+  priority: WARNING
+"""
+
+
+def test_sends_the_kernel_drops_are_a_gap_for_rules_that_need_them():
+    config = replace(started_with(SENDS_WITH_ADDRESS), sends_need_address=True)
+    assert coverage_gaps(engine(SENDS_WITH_ADDRESS), config) == []
+    assert coverage_gaps(engine(ANY_SEND), config) == [
+        "the new rules look at sends without an address, the kernel drops them"]

@@ -1,0 +1,87 @@
+"""Receivers for tests that run a whole agent (module-scoped): a real OTLP/HTTP collector and
+an HTTP recorder for webhooks, serving the observe tests' OtlpReceiver and Recorder."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from tests.unit.observe.conftest import OtlpReceiver, Recorder
+
+
+@contextlib.contextmanager
+def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def otlp_collector() -> Iterator[OtlpReceiver]:
+    """An OTLP/HTTP collector on a free loopback port, decoding every span it gets."""
+    receiver = OtlpReceiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            if self.path != "/v1/traces":
+                self.send_response(404)
+                self.end_headers()
+                return
+            receiver.add(body)
+            out = ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with _serve(Handler) as port:
+        receiver.port = port
+        yield receiver
+
+
+@contextlib.contextmanager
+def webhook_recorder() -> Iterator[Recorder]:
+    """An HTTP server keeping every POSTed body and its headers (answers 200)."""
+    rec = Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with rec.cond:
+                rec.bodies.append(body)
+                rec.headers.append(dict(self.headers.items()))
+                rec.cond.notify_all()
+            reply = json.dumps({"code": 200}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with _serve(Handler) as port:
+        rec.port = port
+        yield rec
