@@ -94,3 +94,31 @@ def test_only_acting_policies_arm_the_kernel(tmp_path: Path, upstream) -> None:
     path.write_text(policy("Directory traversal monitored file read"))
     rules, warnings = in_kernel_rules(load_policies([path]), upstream, dry_run=False)
     assert rules == [] and "cannot be enforced in the kernel" in warnings[0]
+
+
+def test_a_reload_that_changes_the_kernel_kill_switches_it_off(tmp_path: Path, upstream) -> None:
+    from types import SimpleNamespace
+
+    from enforcer.cli.run import _kernel_kill_on_reload
+
+    path = tmp_path / "p.yaml"
+    path.write_text(policy(UNTRUSTED))
+    rule = upstream.rules[UNTRUSTED]
+
+    class Killer:
+        rules_selected = [rule]
+        off = False
+
+        def switch_off(self) -> None:
+            self.off = True
+
+    def bundle(text: str) -> SimpleNamespace:
+        path.write_text(text)
+        return SimpleNamespace(policies=load_policies([path]),
+                               engine=SimpleNamespace(rules=list(upstream.rules.values())))
+
+    killer = Killer()
+    hook = _kernel_kill_on_reload(SimpleNamespace(dry_run=False), killer, lambda new: [])
+    assert hook(bundle(policy(UNTRUSTED))) == [] and not killer.off
+    gaps = hook(bundle(policy(UNTRUSTED, dry_run="true")))
+    assert killer.off and "in-kernel kill is switched off" in gaps[0]
