@@ -307,3 +307,13 @@ class _FileReader:
             if match.fields:
                 self.error(where, "in_kernel: the kernel checks only the rule's residue; "
                                   "move the fields conditions into the rule's condition")
+            if any(s.name == "snapshot" and getattr(s.action.params, "paths", ())
+                   for s in steps):
+                # the kernel kills at the syscall, before the responder hears of the match
+                line, col = self.doc.where(where)
+                self.warnings.append(Diagnostic(
+                    self.name, line, col,
+                    "in_kernel: the kernel kills the process at the syscall, before any "
+                    "snapshot runs, so paths under /proc/PID/root are gone by then; only "
+                    "a container's upper directory can still be taken (or use the "
+                    "userspace kill, after the snapshot)", severity="warning"))
