@@ -21,9 +21,11 @@ from enforcer.errors import ActionError
 
 
 class ParamError(ValueError):
-    """A parameter is wrong. `key` names it (None: the parameter block as a whole)."""
+    """A parameter is wrong. `key` names it (None: the parameter block as a whole; a tuple:
+    the path to it inside a nested block such as snapshot's `upload`)."""
 
-    def __init__(self, key: str | None, message: str, unknown_key: bool = False):
+    def __init__(self, key: str | tuple[str, ...] | None, message: str,
+                 unknown_key: bool = False):
         self.key = key
         self.unknown_key = unknown_key  # locate the key itself, not its value
         super().__init__(message)
@@ -74,6 +76,12 @@ class Params:
                     values[name] = parse(value)
                 else:
                     values[name] = _coerce(value, hints[name])
+            except ParamError as exc:  # a nested block: keep the path to the bad key
+                inner = exc.key if isinstance(exc.key, tuple) else \
+                    ((exc.key,) if exc.key is not None else ())
+                joiner = "." if inner and not exc.unknown_key else ": "
+                raise ParamError((name, *inner), f"{name}{joiner}{exc}",
+                                 unknown_key=exc.unknown_key) from None
             except ValueError as exc:
                 raise ParamError(name, f"{name}: {exc}") from None
         try:

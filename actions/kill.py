@@ -92,12 +92,18 @@ class Kill(Action):
             raise MissingFields(["proc.start_ticks or proc.pid.ts (process start time)"])
         handle = context.process
         opened_here = False
+        if isinstance(handle, ProcessGone) and self.params.in_kernel:
+            return _in_kernel_plan(pid)  # the kernel kills at the syscall: say so
         if isinstance(handle, Exception):
             _raise_for(handle)
         if handle is None or handle.pid != pid:
             try:
                 handle = ProcessHandle.open(pid, expected)
-            except (ProcessGone, IdentityMismatch) as exc:
+            except ProcessGone as exc:
+                if self.params.in_kernel:  # the kernel kills at the syscall: say so
+                    return _in_kernel_plan(pid)
+                _raise_for(exc)
+            except IdentityMismatch as exc:
                 _raise_for(exc)
             opened_here = True
         handles = [handle]
@@ -118,6 +124,8 @@ class Kill(Action):
         summary = (f"send {self.params.signal} to pid {pid} ({handle.comm})" if len(handles) == 1
                    else f"send {self.params.signal} to {len(handles)} processes "
                         f"({self.params.scope} of pid {pid})")
+        if self.params.in_kernel:
+            summary += " (in the kernel, at the matching syscall)"
         return Plan(action=self.name, target={"pid": pid, "start_ticks": handle.start_ticks,
                                               "comm": handle.comm, "scope": self.params.scope},
                     render={"syscall": "pidfd_send_signal", "signal": self.params.signal,
@@ -130,6 +138,13 @@ class Kill(Action):
         handles: list[ProcessHandle] = plan.private["handles"]
         signum = signal.Signals[self.params.signal]
         alive = [h for h in handles if h.alive()]
+        if not alive and self.params.in_kernel:
+            # in-kernel kill: immediate, at the syscall; the userspace kill is the backstop
+            if dry_run:
+                return Outcome(DRY_RUN, f"would have sent SIGKILL to pid {plan.target['pid']} "
+                                        "in the kernel, at the matching syscall")
+            return Outcome(NOOP, "the process had already exited (the kernel kills it at the "
+                                 "matching syscall)")
         if not alive:
             return Outcome(NOOP, "the process had already exited")
         if dry_run:
@@ -146,6 +161,15 @@ class Kill(Action):
     def release(self, plan: Plan) -> None:
         for handle in plan.private.get("owned", ()):
             handle.close()
+
+
+def _in_kernel_plan(pid: int) -> Plan:
+    """The plan of an in-kernel kill whose process is already gone (killed at the
+    syscall, or exited): apply() reports it, nothing is signalled from userspace."""
+    return Plan(action="kill", target={"pid": pid, "scope": "process"},
+                render={"in_kernel": True, "signal": "SIGKILL", "processes": []},
+                summary=f"send SIGKILL to pid {pid} (in the kernel, at the matching syscall)",
+                private={"handles": [], "owned": []})
 
 
 def _raise_for(exc: Exception) -> None:

@@ -36,6 +36,10 @@ class ProcStat:
     ppid: int
     pgrp: int
     start_ticks: int
+    flags: int = 0  # the kernel's task flags (PF_KTHREAD...)
+
+
+PF_KTHREAD = 0x00200000
 
 
 def read_stat(pid: int) -> ProcStat | None:
@@ -54,7 +58,7 @@ def read_stat(pid: int) -> ProcStat | None:
     rest = tail.split()
     # rest[0] is field 3 (state); starttime is field 22
     return ProcStat(pid=pid, comm=comm, state=rest[0], ppid=int(rest[1]), pgrp=int(rest[2]),
-                    start_ticks=int(rest[19]))
+                    start_ticks=int(rest[19]), flags=int(rest[6]))
 
 
 def boot_epoch_ns() -> int:
@@ -86,19 +90,12 @@ def same_start(actual_ticks: int, expected: tuple[str, int]) -> bool:
 
 
 def is_kernel_thread(pid: int, stat: ProcStat | None = None) -> bool:
-    """Kernel threads have no executable and are children of kthreadd (pid 2)."""
+    """The kernel's own flag (PF_KTHREAD), or a child of kthreadd (pid 2). Not "has no
+    executable": a process that is exiting has none either."""
     stat = stat or read_stat(pid)
-    if pid == 2 or (stat is not None and stat.ppid == 2):
+    if pid == 2:
         return True
-    try:
-        os.readlink(f"/proc/{pid}/exe")
-    except FileNotFoundError:
-        return os.path.exists(f"/proc/{pid}")
-    except PermissionError:
-        return False
-    except OSError:
-        return False
-    return False
+    return stat is not None and (bool(stat.flags & PF_KTHREAD) or stat.ppid == 2)
 
 
 def namespace_pids(pid: int) -> list[int]:

@@ -6,8 +6,15 @@ process's open files and sockets. Bounded in size; written to a local directory.
 RBAC: none (node-local; the agent needs hostPID and read access to container storage).
 
 Paths inside the container are opened one component at a time without following symlinks,
-so a hostile container cannot point the agent at the host's files. Upload to S3-compatible
-storage is not implemented yet (the tarball is left in `directory` for a shipper).
+so a hostile container cannot point the agent at the host's files.
+
+With `upload`, once the archive is written and its sha256 known, the archive and its
+manifest are PUT to S3-compatible storage (see actions/snapshot_upload.py) under a key made of
+the node, container id, date, rule and pid. Credentials come from the agent's environment,
+IRSA or a mounted credentials file, never from the policy. A transient upload error is retried
+by the responder (the archive is not taken again); an upload that still fails keeps the local
+archive and is audited as `failed` with `detail.upload.status: failed` and the local path,
+distinct from a snapshot that could not be taken (no `upload` in its detail).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import stat
 import tarfile
 import time
@@ -35,7 +43,14 @@ from actions.process import (
     expected_start,
     read_stat,
 )
-from enforcer.errors import PermanentActionError
+from actions.snapshot_upload import (
+    UploadParams,
+    key_component,
+    manifest_key,
+    object_key,
+    parse_upload,
+)
+from enforcer.errors import ActionError, PermanentActionError, TemporaryActionError
 from enforcer.units import parse_size
 
 
@@ -60,6 +75,25 @@ class SnapshotParams(Params):
     max_files: int = param(10_000, doc="files kept at most")
     directory: str | None = param(None, doc="where tarballs are written "
                                             "(default /var/lib/enforcer/snapshots)")
+    upload: UploadParams | None = param(None, parse=parse_upload,
+                                        schema={"anyOf": [UploadParams.json_schema(),
+                                                          {"type": "null"}]},
+                                        doc="also upload the archive and its manifest to "
+                                            "S3-compatible storage")
+
+
+class UploadFailed(ActionError):
+    """The snapshot was written but its upload failed: `detail` carries the local archive and
+    the upload's target and error, for the audit record."""
+
+    def __init__(self, message: str, detail: dict[str, Any], delay: float | None = None):
+        super().__init__(message)
+        self.detail = detail
+        self.delay = delay
+
+
+class UploadRetry(UploadFailed, TemporaryActionError):
+    """A transient upload failure: the responder retries `apply`, which uploads again."""
 
 
 class Snapshot(Action):
@@ -68,8 +102,13 @@ class Snapshot(Action):
     required_fields = ("proc.pid",)
     target_fields = ("proc.pid", "proc.start_ticks", "proc.pid.ts", "container.id")
     mutating = False
-    example = "- snapshot: {paths: [/tmp, /root], max_bytes: 50Mi}"
+    example = ("- snapshot: {paths: [/tmp, /root], max_bytes: 50Mi, "
+               "upload: {url: s3://evidence/enforcer, endpoint: https://minio.local:9000}}")
     params: SnapshotParams
+
+    def __init__(self, params: Params):
+        super().__init__(params)
+        self._store: Any = None
 
     def plan(self, context: ActionContext) -> Plan:
         pid = int(context.field("proc.pid"))
@@ -95,22 +134,49 @@ class Snapshot(Action):
                 f"nothing to snapshot for pid {pid}: its root is not an overlay (no changed "
                 "files to take) and the policy lists no paths")
         directory = Path(self.params.directory or context.snapshot_dir)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        container = str(context.field("container.id") or "host")[:12]
+        now = time.time()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        # the container id is event data: only a plain name may become part of a file name
+        container = key_component(context.field("container.id"), "host")[:12]
         dest = directory / f"{stamp}-{container}-{pid}-{handle.start_ticks}.tar.gz"
         sources = [{"kind": "changed", "path": upper}] if upper else []
         sources += [{"kind": "path", "path": p} for p in self.params.paths]
+        render: dict[str, Any] = {"destination": str(dest), "sources": sources,
+                                  "max_bytes": self.params.max_bytes,
+                                  "max_files": self.params.max_files}
+        summary = f"snapshot pid {pid} to {dest}"
+        upload = self.params.upload
+        labels: dict[str, str] = {}
+        if upload is not None:
+            node = key_component(context.node_name or socket.gethostname(), "unknown-node")
+            labels = {"node": node, "pid": str(pid),
+                           "container": key_component(context.field("container.id"), "host")}
+            key = object_key(upload, node=node, container=context.field("container.id"),
+                             rule=str(getattr(context.alert, "rule", "") or ""), when=now,
+                             pid=pid, start_ticks=handle.start_ticks)
+            render["upload"] = {"endpoint": upload.endpoint or "AWS", "bucket": upload.bucket,
+                                "key": key, "manifest_key": manifest_key(key),
+                                "region": upload.region, "checksum": upload.checksum}
+            summary += f" and upload it to s3://{upload.bucket}/{key}"
         return Plan(action=self.name,
                     target={"pid": pid, "start_ticks": handle.start_ticks,
                             "container.id": context.field("container.id")},
-                    render={"destination": str(dest), "sources": sources,
-                            "max_bytes": self.params.max_bytes,
-                            "max_files": self.params.max_files},
-                    summary=f"snapshot pid {pid} to {dest}",
+                    render=render,
+                    summary=summary,
                     private={"handle": handle, "owned": owned, "alert": context.alert,
+                             "labels": labels,
                              "dest": dest, "upper": upper})
 
     def apply(self, plan: Plan, dry_run: bool) -> Outcome:
+        written = plan.private.get("written")
+        if written is None:  # not a retry of the upload alone
+            outcome = self._take(plan, dry_run)
+            if dry_run or self.params.upload is None:
+                return outcome
+            written = plan.private["written"] = outcome
+        return self._upload(plan, written)
+
+    def _take(self, plan: Plan, dry_run: bool) -> Outcome:
         handle: ProcessHandle = plan.private["handle"]
         if not handle.alive():
             raise AlreadyDone(f"process {handle.pid} exited before the snapshot")
@@ -126,26 +192,68 @@ class Snapshot(Action):
         finally:
             os.close(root_fd)
         if dry_run:
+            upload = plan.render.get("upload")
+            also = (f", then upload it to s3://{upload['bucket']}/{upload['key']} at "
+                    f"{upload['endpoint']}" if upload else "")
+            detail = {"files": len(collector.files), "bytes": collector.total,
+                      "truncated": collector.truncated}
+            if upload:
+                detail["upload"] = {"status": DRY_RUN} | upload
             return Outcome(DRY_RUN, f"would write {len(collector.files)} files "
                                     f"({collector.total} bytes) to "
-                                    f"{plan.render['destination']}",
-                           {"files": len(collector.files), "bytes": collector.total,
-                            "truncated": collector.truncated})
+                                    f"{plan.render['destination']}{also}", detail)
         manifest = _manifest(plan, handle, collector)
         dest: Path = plan.private["dest"]
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temp = dest.with_suffix(".partial")
-        with open(temp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz, \
-                tarfile.open(fileobj=gz, mode="w") as tar:
-            body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
-            _add_bytes(tar, "manifest.json", body, 0o600)
-            for entry, data in collector.files:
-                _add_bytes(tar, entry["archive"], data, entry["mode"] & 0o777)
+        body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        with open(temp, "wb") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb") as gz, \
+                    tarfile.open(fileobj=gz, mode="w") as tar:
+                _add_bytes(tar, "manifest.json", body, 0o600)
+                for entry, data in collector.files:
+                    _add_bytes(tar, entry["archive"], data, entry["mode"] & 0o777)
         os.replace(temp, dest)
+        plan.private["manifest"] = body
         return Outcome(DONE, f"wrote {len(collector.files)} files ({collector.total} bytes) "
                              f"to {dest}",
                        {"path": str(dest), "files": len(collector.files),
-                        "bytes": collector.total, "truncated": collector.truncated})
+                        "bytes": collector.total, "truncated": collector.truncated,
+                        "sha256": _file_sha256(dest), "size": dest.stat().st_size})
+
+    def _upload(self, plan: Plan, written: Outcome) -> Outcome:
+        """PUT the written archive, then its manifest. Errors keep the local archive and say
+        so; transient ones are retried by the responder through `apply`."""
+        from enforcer.adapters.s3 import ObjectStore  # boto3 only when a policy uploads
+
+        upload = self.params.upload
+        assert upload is not None
+        target = plan.render["upload"]
+        if self._store is None:
+            self._store = ObjectStore(endpoint=upload.endpoint, region=upload.region,
+                                      credentials_file=upload.credentials_file,
+                                      profile=upload.profile, timeout=upload.timeout,
+                                      checksum=upload.checksum)
+        local = written.detail
+        meta = {"sha256": local["sha256"]} | plan.private["labels"]
+        try:
+            archive = self._store.put(target["bucket"], target["key"], Path(local["path"]),
+                                      local["sha256"], "application/gzip", meta)
+            body = plan.private["manifest"]
+            stored_manifest = self._store.put(
+                target["bucket"], target["manifest_key"], body,
+                hashlib.sha256(body).hexdigest(), "application/json", meta)
+        except ActionError as exc:
+            detail = dict(local, upload={"status": "failed", "error": str(exc)} | target)
+            message = (f"snapshot written to {local['path']} but its upload failed: {exc}")
+            if exc.temporary:
+                raise UploadRetry(message, detail, getattr(exc, "delay", None)) from exc
+            raise UploadFailed(message, detail) from exc
+        done = archive.as_dict() | {"status": DONE, "endpoint": target["endpoint"],
+                                     "manifest": stored_manifest.as_dict()}
+        return Outcome(DONE, f"{written.message} and uploaded it to "
+                             f"s3://{archive.bucket}/{archive.key}",
+                       dict(local, upload=done))
 
     def release(self, plan: Plan) -> None:
         if plan.private.get("owned"):
@@ -276,6 +384,7 @@ def _manifest(plan: Plan, handle: ProcessHandle, collector: _Collector) -> dict[
         "open_files": _open_files(handle.pid),
         "sockets": _sockets(handle.pid),
         "sources": plan.render["sources"],
+        "upload": plan.render.get("upload"),
         "files": [{k: v for k, v in entry.items() if k != "archive"} | {
             "archive": entry["archive"]} for entry, _ in collector.files],
         "skipped": collector.skipped,
@@ -341,6 +450,14 @@ def _proc_net(pid: int, proto: str) -> Iterator[dict[str, str]]:
                            "inode": cols[9]}
     except OSError:
         return
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:

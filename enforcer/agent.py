@@ -101,7 +101,8 @@ class Agent:
                  on_alert: Callable[[Alert], None] | None = None,
                  probe_config: ProbeConfig | None = None, rules: Iterable[Any] = (),
                  kernel_filter: bool = True, container_socket: str | None = None,
-                 stderr: TextIO | None = None, proc_root: str = "/proc"):
+                 stderr: TextIO | None = None, proc_root: str = "/proc",
+                 kernel_kill: Any = None):
         from enforcer.outputs.summary import AlertStats  # noqa: PLC0415
 
         self.engine = engine
@@ -122,6 +123,8 @@ class Agent:
         self.attachment = Attachment((), ())
         self.container_socket = container_socket
         self.proc_root = proc_root
+        # the in-kernel kill (enforcer.kernel_arm.KernelKiller), or None
+        self.kernel_kill = kernel_kill
         self.source: EbpfSource | None = None
         self.tracker: Tracker | None = None
         self.stats = AlertStats()
@@ -152,6 +155,8 @@ class Agent:
         self.tracker = build_state(proc_root=self.proc_root,
                                    container_socket=self.container_socket)
         self.source.open()
+        if self.kernel_kill is not None:
+            self.kernel_kill.open(self.tracker.ctx)
         for w in self.source.warnings:
             self.stderr.write(f"enforcer: warning: {w}\n")
         if self.attachment.missing:
@@ -169,6 +174,8 @@ class Agent:
             if self._skip_until:
                 records = self._unseen(records)
             self._handle(records)
+            if self.kernel_kill is not None:
+                self.kernel_kill.poll()
             if self._next is not None:
                 self._switch()
             now = time.monotonic()
@@ -237,8 +244,12 @@ class Agent:
     def _handle(self, records: list[dict[str, Any]]) -> None:
         apply = self.tracker.apply  # type: ignore[union-attr]
         evaluate = self.engine.evaluate
+        kk = self.kernel_kill
+        ctx = self.tracker.ctx  # type: ignore[union-attr]
         for rec in records:
             event = apply(rec)
+            if kk is not None:
+                kk.after(rec, ctx)
             if event is None:
                 continue
             self.events += 1
@@ -282,6 +293,8 @@ class Agent:
         if self._closed:
             return
         self._closed = True
+        if self.kernel_kill is not None:
+            self.kernel_kill.close()
         if self.source is not None:
             self.source.close()
         if self._next is not None:  # opened for a switch that never happened

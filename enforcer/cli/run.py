@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 from enforcer.errors import ProbeError
@@ -121,9 +122,11 @@ def run(args: argparse.Namespace) -> int:
 def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
     from enforcer.agent import Agent  # noqa: PLC0415
 
+    kernel_kill = _kernel_killer(args, pipeline)
     agent = Agent(pipeline, (), on_alert=pipeline.publish, rules=pipeline.rules,
                   kernel_filter=not args.no_kernel_filter,
-                  container_socket=args.container_socket, proc_root=args.host_proc)
+                  container_socket=args.container_socket, proc_root=args.host_proc,
+                  kernel_kill=kernel_kill)
     pipeline.metrics.read_kernel_drops_with(lambda: agent.drops.last)
     stop = _stop_on_signals()
     try:
@@ -133,6 +136,9 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
         print(f"enforcer: {exc}", file=sys.stderr)
         return exc.exit_code
     pipeline.on_rules_changed = _reattacher(agent, pipeline)
+    if kernel_kill is not None:
+        pipeline.on_rules_changed = _kernel_kill_on_reload(
+            args, kernel_kill, pipeline.on_rules_changed)
     pipeline.start()
     pipeline.mark_attached(f"{len(agent.attachment.syscalls)} syscalls")
     filt = agent.probe_config.open_prefixes
@@ -140,7 +146,9 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
                  f" and {len(agent.probe_config.open_suffixes)} suffixes")
     print(f"enforcer: ready: {len(pipeline.rules)} rules, {len(agent.attachment.syscalls)} "
           f"syscalls attached, kernel passes {filt_text}; {_mode(args, pipeline)}; policy "
-          f"digest {pipeline.active.short_digest}{_endpoints(args, pipeline)}",
+          f"digest {pipeline.active.short_digest}{_endpoints(args, pipeline)}"
+          + (f"; in-kernel kill armed for {len(kernel_kill.rules)} rules" if kernel_kill
+             else ""),
           file=sys.stderr, flush=True)
     try:
         agent.run(stop)
@@ -149,9 +157,79 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
         pipeline.stop()
         sys.stderr.write(agent.drops.format())
         sys.stderr.write(pipeline.summary())
+        if kernel_kill is not None:
+            kills, stale, lost = kernel_kill.stats()
+            sys.stderr.write(f"in-kernel kill: {kills} processes killed in the kernel, "
+                             f"{stale} times not (changed since exec), {lost} kill "
+                             "records lost\n")
         sys.stderr.flush()
         agent.detach()  # slow on a busy host (an RCU grace period per tracepoint): last
     return 0
+
+
+def _in_kernel_choice(args: argparse.Namespace, bundle: Any) -> tuple[list[Any], list[str]]:
+    from enforcer.policy.in_kernel import in_kernel_rules  # noqa: PLC0415
+
+    selected = SimpleNamespace(rules={r.name: r for r in bundle.engine.rules})
+    return in_kernel_rules(bundle.policies, selected, args.dry_run)
+
+
+def _kernel_killer(args: argparse.Namespace, pipeline: Any) -> Any:
+    """The in-kernel kill for the acting policies' in_kernel rules, or None (always None
+    with --dry-run: a dry run never kills). In-kernel kills are audited; they count against
+    the destructive-action budget through their userspace backstop, and the budget breaker
+    switches the kernel off."""
+    from enforcer.kernel_arm import KernelKiller  # noqa: PLC0415
+
+    rules, warnings = _in_kernel_choice(args, pipeline.active)
+    for w in warnings:
+        print(f"enforcer: warning: {w}", file=sys.stderr)
+    if not rules:
+        return None
+    audit = pipeline.audit
+
+    def on_kill(rec: Any, rule: str) -> None:
+        from enforcer.audit.record import ACTION, AuditRecord, new_match_id  # noqa: PLC0415
+
+        print(f"enforcer: killed in kernel: rule={rule!r} pid={rec.tgid} comm={rec.comm} "
+              f"path={rec.path}", file=sys.stderr, flush=True)
+        audit.record(AuditRecord(
+            ACTION, new_match_id(), "killed-in-kernel", rule=rule, action="kill",
+            target={"pid": rec.tgid, "tid": rec.tid, "comm": rec.comm}, dry_run=False,
+            message=f"SIGKILL from the kernel at {'exit' if rec.at_exit else 'entry'} "
+                    f"of the open of {rec.path}",
+            detail={"path": rec.path, "ret": rec.ret, "in_kernel": True}))
+
+    killer = KernelKiller(rules, os.getpid(), on_kill)
+    on_critical = pipeline.responder.on_critical
+
+    def critical(alert: Any) -> None:
+        from enforcer.respond.responder import BREAKER_RULE  # noqa: PLC0415
+
+        if alert.rule == BREAKER_RULE:
+            killer.switch_off()
+        on_critical(alert)
+
+    pipeline.responder.on_critical = critical
+    return killer
+
+
+def _kernel_kill_on_reload(args: argparse.Namespace, killer: Any, then: Any) -> Any:
+    """A reload that changes what the kernel kills for (a policy gone, now dry-run, a
+    rule edited) switches the in-kernel kill off — it must never act on a stale policy —
+    and says a restart re-arms it."""
+    armed = {r.name: r.expr for r in killer.rules_selected}
+
+    def on_rules_changed(new: Any) -> list[str]:
+        gaps = list(then(new))
+        rules, _ = _in_kernel_choice(args, new)
+        if {r.name: r.expr for r in rules} != armed:
+            killer.switch_off()
+            gaps.append("the in-kernel kill is switched off (the reloaded policies or rules "
+                        "change what it kills for); restart the agent to re-arm it")
+        return gaps
+
+    return on_rules_changed
 
 
 def _intake_auth(config: Any) -> str:

@@ -2,10 +2,9 @@
 
 The kernel sees no process table, so a rule is eligible only if, once the process's own
 fields (proc.*, user.*, container.*, k8s.*) are known at exec, what is left of its
-condition (the residue) is a check the BPF program can make exactly: paths and prefixes,
-flags, ports. The residue comes from the rules engine's partial evaluation; until that is
-wired in, every in_kernel request is refused with that reason — never a false kill — and
-the userspace kill still applies."""
+condition (the residue) is a check the BPF program can make exactly: syscalls, open flags,
+the open's result, absolute paths and prefixes. The rules engine's partial evaluation
+(enforcer.rules.kernel_residue) decides it; a refused rule can still use the userspace kill."""
 
 from __future__ import annotations
 
@@ -14,38 +13,69 @@ from typing import Any
 
 from enforcer.errors import Diagnostic
 from enforcer.policy.model import PolicySet
+from enforcer.rules.kernel_residue import rule_eligibility
 
 #: residue(rule) -> None when the kernel can check the rule exactly, else the reason not
 ResidueCheck = Callable[[Any], str | None]
 
-NO_PARTIAL_EVALUATION = ("the rules engine's partial evaluation is not available yet, so the "
-                         "kernel cannot be shown to check this rule exactly; use the "
-                         "userspace kill (in_kernel: false)")
+NO_RULES = ("the rules were not given, so the kernel cannot be shown to check this rule "
+            "exactly; validate the policies together with the rules")
+
+
+def _in_kernel_steps(policies: PolicySet):
+    for policy in policies.policies:
+        for step in policy.actions:
+            if step.name == "kill" and getattr(step.action.params, "in_kernel", False):
+                yield policy, step
 
 
 def check_in_kernel(policies: PolicySet, ruleset: Any = None,
                     residue: ResidueCheck | None = None) -> list[Diagnostic]:
     """Diagnostics for every in_kernel kill that cannot be honoured exactly."""
+    residue = residue or rule_eligibility
     problems = []
-    for policy in policies.policies:
-        for step in policy.actions:
-            if step.name != "kill" or not getattr(step.action.params, "in_kernel", False):
-                continue
-            for rule_name in policy.match.rules:
-                rule = None
-                if ruleset is not None:
-                    rule = ruleset.rules.get(rule_name)
-                    if rule is None:
-                        problems.append(Diagnostic(
-                            policy.file, step.line, step.column,
-                            f"policy {policy.name!r}: in_kernel kill names rule {rule_name!r}, "
-                            "which is not loaded"))
-                        continue
-                reason = residue(rule) if residue is not None and rule is not None \
-                    else NO_PARTIAL_EVALUATION
-                if reason:
+    for policy, step in _in_kernel_steps(policies):
+        for rule_name in policy.match.rules:
+            if ruleset is None:
+                reason = NO_RULES
+            else:
+                rule = ruleset.rules.get(rule_name)
+                if rule is None:
                     problems.append(Diagnostic(
                         policy.file, step.line, step.column,
-                        f"policy {policy.name!r}: rule {rule_name!r} cannot be enforced in "
-                        f"the kernel: {reason}"))
+                        f"policy {policy.name!r}: in_kernel kill names rule {rule_name!r}, "
+                        "which is not loaded"))
+                    continue
+                reason = residue(rule)
+            if reason:
+                problems.append(Diagnostic(
+                    policy.file, step.line, step.column,
+                    f"policy {policy.name!r}: rule {rule_name!r} cannot be enforced in "
+                    f"the kernel: {reason}"))
     return problems
+
+
+def in_kernel_rules(policies: PolicySet, ruleset: Any, dry_run: bool
+                    ) -> tuple[list[Any], list[str]]:
+    """(rules the kernel kills for, warnings). Nothing in dry-run, nothing for a dry-run
+    policy, nothing for a disabled or ineligible rule (each said in a warning)."""
+    if dry_run:
+        return [], []
+    chosen: dict[str, Any] = {}
+    warnings = []
+    for policy, _step in _in_kernel_steps(policies):
+        if policy.dry_run or not policy.enabled:
+            continue
+        for name in policy.match.rules:
+            rule = ruleset.rules.get(name)
+            if rule is None or not getattr(rule, "enabled", True):
+                warnings.append(f"policy {policy.name!r}: rule {name!r} is not loaded or not "
+                                "enabled; no in-kernel kill for it")
+                continue
+            reason = rule_eligibility(rule)
+            if reason:
+                warnings.append(f"policy {policy.name!r}: rule {name!r} cannot be enforced "
+                                f"in the kernel ({reason}); the userspace kill still applies")
+                continue
+            chosen.setdefault(name, rule)
+    return list(chosen.values()), warnings

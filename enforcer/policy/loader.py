@@ -259,7 +259,9 @@ class _FileReader:
             try:
                 parsed = action_type.params_type.from_mapping(params)
             except ParamError as exc:
-                where = here + (name,) if exc.key is None else here + (name, exc.key)
+                key = exc.key if isinstance(exc.key, tuple) else \
+                    ((exc.key,) if exc.key is not None else ())
+                where = here + (name, *key)
                 self.error(where, f"{name}: {exc}", key=exc.unknown_key)
                 continue
             line, col = self.doc.where(here + (name,), key=True)
@@ -305,3 +307,13 @@ class _FileReader:
             if match.fields:
                 self.error(where, "in_kernel: the kernel checks only the rule's residue; "
                                   "move the fields conditions into the rule's condition")
+            if any(s.name == "snapshot" and getattr(s.action.params, "paths", ())
+                   for s in steps):
+                # the kernel kills at the syscall, before the responder hears of the match
+                line, col = self.doc.where(where)
+                self.warnings.append(Diagnostic(
+                    self.name, line, col,
+                    "in_kernel: the kernel kills the process at the syscall, before any "
+                    "snapshot runs, so paths under /proc/PID/root are gone by then; only "
+                    "a container's upper directory can still be taken (or use the "
+                    "userspace kill, after the snapshot)", severity="warning"))

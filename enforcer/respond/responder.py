@@ -290,6 +290,7 @@ class Responder:
         rec.start_ns = started
         event = job.alert.event or {}
         plan: Plan | None = None
+        log = RetryLog()
         try:
             missing = action.missing_fields(event)
             if missing:
@@ -305,7 +306,6 @@ class Responder:
                                     services=self.services, process=job.process,
                                     state_dir=self.state_dir, snapshot_dir=self.snapshot_dir,
                                     results=results)
-            log = RetryLog()
             plan = call_with_retries(lambda: action.plan(context), self.retry, log)
             rec.target, rec.render = plan.target, plan.render
             if action.destructive and not dry_run and not self.budget.consume():
@@ -331,6 +331,12 @@ class Responder:
             rec.outcome, rec.message = NOOP, str(exc)
         except ActionError as exc:
             rec.outcome, rec.error = FAILED, str(exc)
+            # what was achieved before the failure (e.g. a snapshot kept whose upload failed)
+            rec.detail = getattr(exc, "detail", None) or rec.detail
+            if log.retries:
+                rec.retries = log.retries
+                rec.detail = dict(rec.detail or {}, retry_waits=log.waits,
+                                  retry_errors=log.errors)
         except Exception as exc:  # an action bug must not stop the responder
             rec.outcome, rec.error = FAILED, f"{type(exc).__name__}: {exc}"
         finally:

@@ -64,10 +64,20 @@ class LiveAgent:
         """Return once every event produced before this call has been evaluated: the ring
         buffer is ordered, so the alert of a fresh marker event comes after them."""
         marker = f"/etc/shadow-barrier-{uuid.uuid4().hex[:8]}"
-        subprocess.run(["sh", "-c", f"cat /etc/shadow {marker} >/dev/null 2>&1; true"],
-                       check=False)
-        self.wait("Read sensitive file untrusted",
-                  lambda a: marker in (a.event.get("proc.cmdline") or ""))
+        seen = lambda a: marker in (a.event.get("proc.cmdline") or "")  # noqa: E731
+        deadline = time.monotonic() + 30
+        # A marker that arrives while the ring buffer is still full (after a flood) is
+        # dropped like any other event; send it again until one gets through.
+        while True:
+            subprocess.run(["sh", "-c", f"cat /etc/shadow {marker} >/dev/null 2>&1; true"],
+                           check=False)
+            try:
+                self.wait("Read sensitive file untrusted", seen,
+                          timeout=max(0.1, min(3.0, deadline - time.monotonic())))
+                return
+            except AssertionError:
+                if time.monotonic() >= deadline:
+                    raise
 
     def close(self) -> None:
         self._stop.set()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 import tarfile
@@ -126,6 +127,53 @@ def test_snapshot_holds_the_dropper_and_is_taken_before_the_kill(
     while read_stat(attacker) is not None and read_stat(attacker).state != "Z":
         assert time.monotonic() < deadline, "the attacker survived the kill"
         time.sleep(0.02)
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[Any, str]]:
+    """moto's S3 server on loopback, credentials from the environment, a fresh bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                        "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="evidence")
+    try:
+        yield client, endpoint
+    finally:
+        server.stop()
+
+
+def test_the_uploaded_snapshot_holds_the_dropper_and_precedes_the_kill(
+        tmp_path: Path, container: dict[str, Any], s3_bucket: tuple[Any, str]) -> None:
+    client, endpoint = s3_bucket
+    attacker = container["attacker"]
+    snap, kill = respond(tmp_path, alert_for(attacker, container["id"]),
+                         f"[{{snapshot: {{paths: [/tmp/dropper], upload: {{url: s3://evidence/"
+                         f"cases, endpoint: '{endpoint}'}}}}}}, {{kill: {{}}}}]")
+    assert snap["outcome"] == "done", snap
+    assert kill["outcome"] == "done", kill
+    upload = snap["detail"]["upload"]
+    assert upload["key"].split("/")[2] == container["id"][:12]
+    body = client.get_object(Bucket="evidence", Key=upload["key"])["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == snap["detail"]["sha256"]
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())
+        stored = tar.extractfile("changed/tmp/dropper").read()
+    expected = hashlib.sha256(PAYLOAD).hexdigest()
+    assert stored == PAYLOAD
+    entries = {f["archive"]: f for f in manifest["files"]}
+    assert entries["changed/tmp/dropper"]["sha256"] == expected
+    assert entries["rootfs/tmp/dropper"]["sha256"] == expected
+    assert manifest["taken_ns"] < kill["start_ns"]
 
 
 def test_container_init_is_spared_unless_the_policy_targets_the_container(

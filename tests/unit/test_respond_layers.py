@@ -1,4 +1,4 @@
-"""Only adapters import third-party clients (kubernetes, pyroute2, bcc, urllib3); actions
+"""Only adapters import third-party clients (kubernetes, pyroute2, bcc, urllib3, boto3); actions
 never import from the policy/respond layers above them."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CLIENTS = ("kubernetes", "pyroute2", "bcc", "urllib3", "boto3")
+CLIENTS = ("kubernetes", "pyroute2", "bcc", "urllib3", "boto3", "botocore")
 ABOVE_ACTIONS = ("enforcer.policy", "enforcer.respond", "enforcer.cli", "enforcer.agent")
 
 

@@ -157,7 +157,7 @@ def test_schema_rejects_what_the_loader_rejects() -> None:
             jsonschema.validate([item], policy_schema())
 
 
-def test_in_kernel_is_refused_with_a_reason_until_partial_evaluation_exists(
+def test_in_kernel_without_the_rules_is_refused_with_a_reason(
         tmp_path: Path) -> None:
     path = write(tmp_path, "- policy: p\n  match: {rules: [Read sensitive file untrusted]}\n"
                            "  actions:\n    - kill: {in_kernel: true}\n")

@@ -124,3 +124,28 @@ def test_an_unauthenticated_intake_that_would_act_does_not_start(tmp_path: Path,
     assert res.returncode == 2, res.stderr
     assert "refusing to start --source falco-http without authentication" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_with_a_token_the_intake_acts_and_refuses_strangers(tmp_path: Path,
+                                                           enforcer_cmd: list[str],
+                                                           cli_env: dict[str, str]) -> None:
+    (tmp_path / "answer.yaml").write_text(POLICY)
+    (tmp_path / "token").write_text("s3cret\n")
+    audit = tmp_path / "audit.jsonl"
+    env = {k: v for k, v in cli_env.items() if not k.startswith("OTEL_")}
+    agent = AgentProcess([*enforcer_cmd, "--source", "falco-http", "--falco-http-addr",
+                          "127.0.0.1:0", "--falco-http-token-file", str(tmp_path / "token"),
+                          "--policies", str(tmp_path / "answer.yaml"), "--audit-log",
+                          str(audit)], env, tmp_path, audit, timeout=60)
+    try:
+        assert "auth: bearer token" in agent.ready_line and "1 acting" in agent.ready_line
+        assert agent.falco_port is not None
+        assert post(agent.falco_port, ALERT) == 401
+        assert post(agent.falco_port, ALERT, token="wrong") == 401
+        assert post(agent.falco_port, ALERT, token="s3cret") == 200
+        recs = agent.wait("the decision", lambda: [
+            r for r in agent.records() if r["kind"] == "decision"])
+        assert recs[0]["dry_run"] is False  # acting: authenticated intake, acting policy
+        assert agent.metric("enforcer_falco_http_requests_total", code="401") == 2
+    finally:
+        assert agent.stop() == 0, agent.stderr

@@ -1,0 +1,531 @@
+// enforcer in-kernel kill fast path (bcc). Its own BPF object, attached next to
+// bpf/events.c on the same tracepoints (several programs per tracepoint are fine).
+// Rendered by enforcer.kernel_kill.render(): UPPERCASE placeholders are filled in there.
+//
+// Userspace decides a rule's process fields at exec (enforcer.rules.kernel_residue) and leaves
+// here, per process (kill_map, keyed by tgid), the set of conjuncts of the residue that
+// are still possible. A conjunct (conjs) says: the syscall, the open-flag class, the
+// result, and path sets the path must / must not be in. Path sets are bits of one LPM
+// trie (paths) whose values are precomputed in userspace for every stored key.
+//
+// Where the kill happens: a conjunct that needs the open's result (fd.num >= 0, as
+// upstream's open_read does) is checked at sys_exit_*: the file is open but the process
+// has not run a single instruction since, and the SIGKILL sent with bpf_send_signal() is
+// delivered on the way back to userspace, so not one byte is ever read. Killing at entry
+// instead would also kill opens that fail (ENOENT, EACCES), which the rule does not match:
+// a false kill. Conjuncts that do not look at the result are checked at sys_enter_*.
+//
+// Never a false kill: the kill map is only trusted while everything userspace decided it
+// from is unchanged. The current thread's comm, uid, gid and cgroup must equal those the
+// residue was computed with, and the stamp of the process and of every ancestor it read
+// (stamps: a unique number set at each exec, each fork that creates the pid, each
+// PR_SET_NAME) must be the one userspace saw. Otherwise the kernel does nothing and the
+// event goes to userspace as usual. Only absolute, already-normal paths are judged here:
+// userspace's fd.name resolves relative paths and `.`, `..`, `//`, which the kernel does
+// not see, so any other path falls back to userspace.
+
+#define PATH_LEN 256
+#define MAX_CONJ 64
+#define MAX_DEPS MAX_DEPS_VALUE
+#define AGENT_TGID AGENT_TGID_VALUE
+#define STAMP_FORK (1ULL << 62)
+#define STAMP_POISON (1ULL << 63)
+
+#define T_OPEN 1
+#define T_OPENAT 2
+#define T_OPENAT2 4
+#define T_CREAT 8
+
+struct kill_entry_t {
+    u64 conj;       // bitmap over conjs
+    u64 cgroup;     // 0: not checked (processes found running at start)
+    u32 uid;
+    u32 gid;
+    u32 ndeps;
+    u32 pad;
+    char comm[16];
+    u32 dep_pid[MAX_DEPS];
+    u64 dep_stamp[MAX_DEPS];
+};
+
+struct conj_t {
+    u64 classes;    // bitmap over the 64 open classes
+    u64 paths_all;  // path-set bits that must all match
+    u64 paths_none; // path-set bits that must not match
+    u32 types;      // T_* bits
+    u32 results;    // 1: the open returned an fd, 2: it failed
+    u32 uses_path;
+    u32 rule;
+};
+
+struct path_key_t {
+    u32 prefixlen;
+    char data[PATH_LEN];
+};
+
+struct path_val_t {
+    u64 always;     // path sets matched by every path under this key
+    u64 noslash;    // ...only when the path has no '/' after the key (fd.directory)
+    u32 keylen;
+    u32 pad;
+};
+
+struct stamp_t {
+    u64 stamp;
+    u64 ktime;
+};
+
+// A known process's template for its children (userspace: enforcer.kernel_arm): the
+// child's conjuncts by its comm. The child's ancestors are this process and its chain,
+// its user and container this process's: all checked again when the child is armed.
+struct parent_t {
+    u64 cgroup;
+    u32 tmpl;
+    u32 uid;
+    u32 gid;
+    u32 ndeps;
+    u32 dep_pid[MAX_DEPS];
+    u64 dep_stamp[MAX_DEPS];
+};
+
+struct tkey_t {
+    u32 tmpl;
+    char comm[16];
+};
+
+struct pending_t {
+    u32 type;
+    u32 cls;
+    s32 len;        // bytes read, NUL included; <= 0: not readable at entry
+    u32 unread_at_enter;
+    u64 ptr;
+    struct path_key_t key;
+};
+
+struct kill_rec_t {
+    u64 ts;
+    u32 tgid;
+    u32 tid;
+    u32 rule;
+    u32 conj;
+    u32 type;
+    s32 ret;
+    u32 at_exit;
+    u32 pad;
+    char comm[16];
+    char path[PATH_LEN];
+};
+
+BPF_HASH(kill_map, u32, struct kill_entry_t, KILL_ENTRIES);
+BPF_ARRAY(conjs, struct conj_t, MAX_CONJ);
+BPF_LPM_TRIE(paths, struct path_key_t, struct path_val_t, PATH_ENTRIES);
+BPF_TABLE("lru_hash", u32, struct stamp_t, stamps, STAMP_ENTRIES);
+BPF_ARRAY(seq, u64, 1);
+BPF_HASH(pending, u32, struct pending_t, 16384);
+BPF_HASH(parents, u32, struct parent_t, KILL_ENTRIES);
+BPF_HASH(tmpl_comm, struct tkey_t, u64, 65536);
+BPF_ARRAY(tmpl_default, u64, MAX_TEMPLATES_VALUE);
+// the template the child itself gets, for its own children (id + 1; 0: none), by its comm
+BPF_HASH(tmpl_child, struct tkey_t, u32, 65536);
+BPF_ARRAY(tmpl_child_default, u32, MAX_TEMPLATES_VALUE);
+BPF_PERCPU_ARRAY(pscratch, struct parent_t, 1);
+BPF_TABLE("lru_hash", u32, u32, kparent, STAMP_ENTRIES);
+BPF_PERCPU_ARRAY(escratch, struct kill_entry_t, 1);
+BPF_PERCPU_ARRAY(scratch, struct pending_t, 1);
+BPF_PERCPU_ARRAY(rscratch, struct kill_rec_t, 1);
+BPF_RINGBUF_OUTPUT(kills, 16);
+// 0: kills, 1: refused as stale, 2: kill records lost
+BPF_PERCPU_ARRAY(kstats, u64, 4);
+// set by userspace when the destructive-action budget trips: the agent is dry-run from
+// then on, and a dry run never kills
+BPF_ARRAY(switched_off, u32, 1);
+
+static __always_inline int is_off(void) {
+    int zero = 0;
+    u32 *off = switched_off.lookup(&zero);
+    return !off || *off;
+}
+
+static __always_inline void count(int i) {
+    u64 *v = kstats.lookup(&i);
+    if (v)
+        *v += 1;
+}
+
+static __always_inline void stamp(u32 pid, u64 flags) {
+    int zero = 0;
+    u64 *s = seq.lookup(&zero);
+    if (!s)
+        return;
+    struct stamp_t v = {};
+    v.stamp = (__sync_fetch_and_add(s, 1) + 1) | flags;
+    v.ktime = bpf_ktime_get_ns();
+    stamps.update(&pid, &v);
+}
+
+// The open class (enforcer.rules.kernel_residue): bit 0 readable, 1 writable, 2 O_TRUNC,
+// 3 O_CREAT, 4 the O_DIRECTORY bit, 5 O_TMPFILE.
+static __always_inline u32 open_class(u64 flags) {
+    u32 acc = flags & 3;
+    u32 cls = 0;
+    if (acc == 0 || acc == 2)
+        cls |= 1;
+    if (acc == 1 || acc == 2)
+        cls |= 2;
+    if (flags & 01000)
+        cls |= 4;
+    if (flags & 0100)
+        cls |= 8;
+    if (flags & 0200000)
+        cls |= 16;
+    if ((flags & 020200000) == 020200000)
+        cls |= 32;
+    return cls;
+}
+
+static __always_inline int fresh(struct kill_entry_t *k) {
+    u64 ug = bpf_get_current_uid_gid();
+    if ((u32)ug != k->uid || (u32)(ug >> 32) != k->gid)
+        return 0;
+    if (k->cgroup && bpf_get_current_cgroup_id() != k->cgroup)
+        return 0;
+    char comm[16] = {};
+    bpf_get_current_comm(comm, sizeof(comm));
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        if (comm[i] != k->comm[i])
+            return 0;
+        if (comm[i] == 0)
+            break;
+    }
+    for (int i = 0; i < MAX_DEPS; i++) {
+        if (i >= k->ndeps)
+            break;
+        u32 pid = k->dep_pid[i];
+        struct stamp_t *s = stamps.lookup(&pid);
+        u64 cur = s ? s->stamp : 0;
+        if (cur != k->dep_stamp[i])
+            return 0;
+    }
+    return 1;
+}
+
+// An absolute path with no empty, `.` or `..` component and no trailing slash: exactly
+// what userspace's fd.name is for it.
+static __always_inline int normal_path(struct pending_t *p) {
+    if (p->len < 2 || p->len >= PATH_LEN || p->key.data[0] != '/')
+        return 0;
+    for (int i = 0; i < PATH_LEN - 3; i++) {
+        char c = p->key.data[i];
+        if (c == 0)
+            break;
+        if (c != '/')
+            continue;
+        char d1 = p->key.data[(i + 1) & (PATH_LEN - 1)];
+        char d2 = p->key.data[(i + 2) & (PATH_LEN - 1)];
+        char d3 = p->key.data[(i + 3) & (PATH_LEN - 1)];
+        if (d1 == '/' || (d1 == 0 && i > 0))
+            return 0;
+        if (d1 == '.' && (d2 == '/' || d2 == 0))
+            return 0;
+        if (d1 == '.' && d2 == '.' && (d3 == '/' || d3 == 0))
+            return 0;
+    }
+    return 1;
+}
+
+static __always_inline u64 path_bits(struct pending_t *p) {
+    p->key.prefixlen = p->len * 8;
+    struct path_val_t *v = paths.lookup(&p->key);
+    if (!v)
+        return 0;
+    u64 bits = v->always;
+    if (v->noslash) {
+        int slash = 0;
+        for (int i = 0; i < PATH_LEN; i++) {
+            if (i >= p->len - 1)
+                break;
+            if (i >= v->keylen && p->key.data[i] == '/') {
+                slash = 1;
+                break;
+            }
+        }
+        if (!slash)
+            bits |= v->noslash;
+    }
+    return bits;
+}
+
+static __always_inline void record(struct pending_t *p, struct conj_t *c, u32 i,
+                                   long ret, u32 at_exit) {
+    int zero = 0;
+    struct kill_rec_t *r = rscratch.lookup(&zero);
+    if (!r)
+        return;
+    u64 id = bpf_get_current_pid_tgid();
+    r->ts = bpf_ktime_get_ns();
+    r->tgid = id >> 32;
+    r->tid = (u32)id;
+    r->rule = c->rule;
+    r->conj = i;
+    r->type = p->type;
+    r->ret = ret;
+    r->at_exit = at_exit;
+    bpf_get_current_comm(r->comm, sizeof(r->comm));
+    bpf_probe_read_kernel(r->path, PATH_LEN, p->key.data);
+    if (kills.ringbuf_output(r, sizeof(*r), 0) != 0)
+        count(2);
+}
+
+// at_exit 0: only conjuncts that do not need the result; 1: the others (and, when the
+// path could not be read at entry, the path conjuncts too).
+static __always_inline int judge(struct kill_entry_t *k, struct pending_t *p, u32 at_exit,
+                                 long ret) {
+    if (is_off())
+        return 0;
+    if (!fresh(k)) {
+        count(1);
+        return 0;
+    }
+    int readable = p->len > 0;
+    int normal = readable ? normal_path(p) : 0;
+    u64 pbits = normal ? path_bits(p) : 0;
+    u32 rbit = ret >= 0 ? 1 : 2;
+    for (u32 i = 0; i < MAX_CONJ; i++) {
+        if (!((k->conj >> i) & 1))
+            continue;
+        u32 idx = i;
+        struct conj_t *c = conjs.lookup(&idx);
+        if (!c)
+            continue;
+        if (!(c->types & p->type) || !((c->classes >> p->cls) & 1))
+            continue;
+        if (!at_exit) {
+            if (c->results != 3)
+                continue;
+        } else if (c->results == 3) {
+            if (!(c->uses_path && p->unread_at_enter))
+                continue;
+        } else if (!(c->results & rbit)) {
+            continue;
+        }
+        if (c->uses_path) {
+            if (!normal)
+                continue;
+            if ((pbits & c->paths_all) != c->paths_all || (pbits & c->paths_none))
+                continue;
+        }
+        bpf_send_signal(9);
+        count(0);
+        record(p, c, i, at_exit ? ret : 0, at_exit);
+        return 1;
+    }
+    return 0;
+}
+
+static __always_inline int on_enter(u32 type, const char *path, u64 flags) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (tgid <= 1 || tgid == AGENT_TGID)  // guards: userspace never arms them either
+        return 0;
+    struct kill_entry_t *k = kill_map.lookup(&tgid);
+    if (!k)
+        return 0;
+    int zero = 0;
+    struct pending_t *p = scratch.lookup(&zero);
+    if (!p)
+        return 0;
+    p->type = type;
+    p->cls = open_class(flags);
+    p->ptr = (u64)path;
+    p->len = bpf_probe_read_user_str(p->key.data, PATH_LEN, path);
+    p->unread_at_enter = p->len <= 0;
+    if (judge(k, p, 0, 0))
+        return 0;
+    u32 tid = (u32)id;
+    pending.update(&tid, p);
+    return 0;
+}
+
+static __always_inline int on_exit(long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    struct pending_t *p = pending.lookup(&tid);
+    if (!p)
+        return 0;
+    u32 tgid = id >> 32;
+    struct kill_entry_t *k = kill_map.lookup(&tgid);
+    if (k) {
+        if (p->len <= 0)  // the page was not there at entry; the kernel has touched it now
+            p->len = bpf_probe_read_user_str(p->key.data, PATH_LEN, (const char *)p->ptr);
+        judge(k, p, 1, ret);
+    }
+    pending.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_open) {
+    return on_enter(T_OPEN, (const char *)args->filename, (u64)(u32)args->flags);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_open) { return on_exit(args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
+    return on_enter(T_OPENAT, (const char *)args->filename, (u64)(u32)args->flags);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return on_exit(args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat2) {
+    u64 flags = 0;
+    bpf_probe_read_user(&flags, sizeof(flags), args->how);
+    return on_enter(T_OPENAT2, (const char *)args->filename, flags);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return on_exit(args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_creat) {
+    return on_enter(T_CREAT, (const char *)args->pathname, 01101);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return on_exit(args->ret); }
+
+// Arm a process that has just exec'd (or been forked) from its parent's template, before
+// it runs a single instruction of its own: userspace only hears of it a little later, and
+// replaces the entry with its own computation then. No template, a changed parent, or a
+// comm the template cannot decide: no entry, the userspace kill still applies.
+static __always_inline void arm_child(u32 parent, u32 child) {
+    kill_map.delete(&child);
+    parents.delete(&child);
+    struct parent_t *t = parents.lookup(&parent);
+    if (!t)
+        return;
+    u64 ug = bpf_get_current_uid_gid();
+    if ((u32)ug != t->uid || (u32)(ug >> 32) != t->gid)
+        return;
+    if (t->cgroup && bpf_get_current_cgroup_id() != t->cgroup)
+        return;
+    for (int i = 0; i < MAX_DEPS - 1; i++) {
+        if (i >= t->ndeps)
+            break;
+        u32 pid = t->dep_pid[i];
+        struct stamp_t *s = stamps.lookup(&pid);
+        if ((s ? s->stamp : 0) != t->dep_stamp[i])
+            return;
+    }
+    struct tkey_t key = {};
+    key.tmpl = t->tmpl;
+    bpf_get_current_comm(key.comm, sizeof(key.comm));
+    int spaced = 0;
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        if (key.comm[i] == 0)
+            break;
+        if (key.comm[i] == ' ')
+            spaced = 1;
+    }
+    u32 idx = t->tmpl;
+    u64 conj = 0;
+    u32 grand = 0;
+    u64 *r = tmpl_comm.lookup(&key);
+    u32 *g = tmpl_child.lookup(&key);
+    // the defaults are for comms without spaces (proc.cmdline = comm + " " + args)
+    if (r) {
+        conj = *r;
+    } else if (!spaced) {
+        u64 *d = tmpl_default.lookup(&idx);
+        conj = d ? *d : 0;
+    }
+    if (g) {
+        grand = *g;
+    } else if (!spaced) {
+        u32 *gd = tmpl_child_default.lookup(&idx);
+        grand = gd ? *gd : 0;
+    }
+    struct stamp_t *own = stamps.lookup(&child);
+    u64 own_stamp = own ? own->stamp : 0;
+    int zero = 0;
+    if (conj) {
+        struct kill_entry_t *e = escratch.lookup(&zero);
+        if (!e)
+            return;
+        e->conj = conj;
+        e->cgroup = t->cgroup;
+        e->uid = t->uid;
+        e->gid = t->gid;
+        __builtin_memcpy(e->comm, key.comm, 16);
+        e->dep_pid[0] = child;
+        e->dep_stamp[0] = own_stamp;
+        u32 n = 1;
+        for (int i = 0; i < MAX_DEPS - 1; i++) {
+            if (i >= t->ndeps)
+                break;
+            e->dep_pid[i + 1] = t->dep_pid[i];
+            e->dep_stamp[i + 1] = t->dep_stamp[i];
+            n++;
+        }
+        e->ndeps = n;
+        kill_map.update(&child, e);
+    }
+    // the child's own template, until userspace computes it from the child's exec record
+    if (grand && t->ndeps < MAX_DEPS - 1) {
+        struct parent_t *c = pscratch.lookup(&zero);
+        if (!c)
+            return;
+        c->cgroup = t->cgroup;
+        c->tmpl = grand - 1;
+        c->uid = t->uid;
+        c->gid = t->gid;
+        c->dep_pid[0] = child;
+        c->dep_stamp[0] = own_stamp;
+        u32 n = 1;
+        for (int i = 0; i < MAX_DEPS - 2; i++) {
+            if (i >= t->ndeps)
+                break;
+            c->dep_pid[i + 1] = t->dep_pid[i];
+            c->dep_stamp[i + 1] = t->dep_stamp[i];
+            n++;
+        }
+        c->ndeps = n;
+        parents.update(&child, c);
+    }
+}
+
+// Stamps: what userspace computed a residue from changes at these points.
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (tgid == AGENT_TGID)
+        return 0;
+    stamp(tgid, 0);
+    u32 *parent = kparent.lookup(&tgid);
+    if (parent)
+        arm_child(*parent, tgid);
+    else
+        kill_map.delete(&tgid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (parent == AGENT_TGID)
+        return 0;
+    u32 child = args->child_pid;
+    stamp(child, STAMP_FORK);
+    kparent.update(&child, &parent);
+    arm_child(parent, child);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_prctl) {
+    if (args->option == 15) {  // PR_SET_NAME: userspace only learns it at a later event
+        u32 tgid = bpf_get_current_pid_tgid() >> 32;
+        stamp(tgid, STAMP_POISON);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    pending.delete(&tid);
+    kill_map.delete(&tid);  // a thread's entry from its fork, or the process's
+    if ((u32)(id >> 32) == tid)
+        parents.delete(&tid);
+    return 0;
+}

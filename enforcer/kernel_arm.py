@@ -1,0 +1,549 @@
+"""Arms the in-kernel kill: for each process, the residue of every in_kernel rule.
+
+At each exec (and fork of an armed process, and for every process found running at start)
+the process's fixed fields are read from the process table, each rule is partially
+evaluated (enforcer.rules.kernel_residue), and the surviving conjuncts go to the kernel's kill map
+for that tgid, together with the comm, uid, gid, cgroup and the stamps of the process and
+of the ancestors the rules read. The kernel trusts the entry only while those are
+unchanged (bpf/enforce.c).
+
+A stamp is only recorded once the process table has applied the change it stands for:
+the kernel stamps an exec at sched_process_exec, before the exec record (stamped at
+sys_exit_execve) reaches us, so "our last applied exec of that pid is not older than the
+stamp" proves the table is current. A fork is stamped in the same tracepoint as the fork
+record, so a small tolerance is allowed there (a pid cannot be reused within it). Until
+then the process is left unarmed and retried when the record is applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from enforcer.kernel_kill import MAX_DEPS, MAX_TEMPLATES, KillTables, TableFull
+from enforcer.rules import kernel_residue as pe
+from enforcer.sources import syscalls as sc
+from enforcer.state.live_event import LiveEvent
+
+log = logging.getLogger(__name__)
+
+STAMP_FORK = 1 << 62
+STAMP_POISON = 1 << 63
+FORK_TOLERANCE_NS = 1_000_000
+_CONTAINER_DETAIL = ("container.name", "container.image", "container.privileged",
+                     "container.mount", "container.start_ts", "container.type")
+
+
+class KillMaps(Protocol):
+    """What the arming needs from the kernel side (enforcer.adapters.bcc_enforce)."""
+
+    def set_conj(self, index: int, classes: int, paths_all: int, paths_none: int,
+                 types: int, results: int, uses_path: int, rule: int) -> None: ...
+    def set_path(self, key: bytes, always: int, noslash: int) -> None: ...
+    def put(self, tgid: int, conj: int, uid: int, gid: int, cgroup: int, comm: bytes,
+            deps: list[tuple[int, int]]) -> None: ...
+    def delete(self, tgid: int) -> None: ...
+    def stamp(self, pid: int) -> tuple[int, int]: ...
+    def set_template(self, tmpl: int, default: int, comms: dict[str, int],
+                     child_default: int = -1, child_comms: dict[str, int] | None = None
+                     ) -> None: ...
+    def put_parent(self, tgid: int, tmpl: int, uid: int, gid: int, cgroup: int,
+                   deps: list[tuple[int, int]]) -> None: ...
+    def delete_parent(self, tgid: int) -> None: ...
+
+
+@dataclass
+class ArmedRule:
+    """A rule selected for in-kernel kill, with what its residue depends on."""
+
+    name: str
+    rule: Any
+    fields: list[str]
+    depth: int  # ancestors read; -1: the whole chain
+    needs_container_detail: bool
+
+
+@dataclass
+class Arming:
+    """The per-process kill map, kept in step with the process table."""
+
+    rules: list[ArmedRule]
+    maps: KillMaps
+    agent_tgid: int = 0
+    tables: KillTables = field(init=False)
+    armed: dict[int, int] = field(default_factory=dict)  # tgid -> conj bitmap
+    dependents: dict[int, set[int]] = field(default_factory=dict)
+    deps_of: dict[int, list[int]] = field(default_factory=dict)
+    applied_exec: dict[int, int] = field(default_factory=dict)
+    applied_fork: dict[int, int] = field(default_factory=dict)
+    waiting_container: set[int] = field(default_factory=set)
+    cgroups: dict[int, int] = field(default_factory=dict)  # tgid -> cgroup id at exec
+    cache: dict[tuple[int, tuple[Any, ...]], tuple[pe.Conjunct, ...]] = field(
+        default_factory=dict)
+    refusals: int = 0
+    templates: dict[tuple[int, frozenset[tuple[str, int]]], int] = field(default_factory=dict)
+    parents: set[int] = field(default_factory=set)
+    template_cache: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    reduced_cache: dict[tuple[str, ...], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.tables = KillTables([r.name for r in self.rules])
+        depths = [r.depth for r in self.rules]
+        self.depth = -1 if -1 in depths else max(depths, default=0)
+        self.comms = sorted(set().union(*(pe.comm_literals(r.rule.expr) for r in self.rules)))
+        self.child_keys = sorted({f for r in self.rules for f in r.fields
+                                  if f not in pe.CHILD_OWN and f not in ("proc.aname[0]",)})
+
+    # --- what the agent calls -----------------------------------------------------------
+    def seed(self, ctx: Any, pids: Iterable[int]) -> None:
+        """Arm every process found running at start."""
+        mount = getattr(ctx.cgroup_ids, "mount", None)
+        for pid in pids:
+            proc = ctx.table.get(pid)
+            if proc is not None and not proc.exited and proc.pid == pid:
+                self.arm(ctx, proc, proc.uid, proc.gid,
+                         cgroup_id(ctx.proc_root, pid, mount))
+
+    def after(self, rec: dict[str, Any], ctx: Any) -> None:
+        """Called after the tracker applied one record."""
+        code = rec.get("_code")
+        pid = rec["proc.pid"]
+        ts = rec.get("_ts_mono", 0)
+        if code == sc.EV_FORK:
+            child = rec["_child"]
+            self.applied_fork[child] = ts
+            proc = ctx.table.get(child)
+            if proc is not None and proc.pid == child:
+                self.arm(ctx, proc, rec["user.uid"], rec["group.gid"],
+                         self.cgroups.get(pid, rec.get("_cgroup_id", 0)))
+            self._rearm_dependents(ctx, child)
+            return
+        if code == sc.EV_EXIT:
+            tid = rec["thread.tid"]
+            if tid == pid:
+                self.forget(pid)
+            elif tid in self.armed:
+                self.forget(tid)
+            return
+        etype = rec.get("evt.type")
+        if etype in ("execve", "execveat"):
+            self.applied_exec[pid] = ts
+            proc = ctx.table.get(pid)
+            if proc is not None:
+                self.arm(ctx, proc, rec["user.uid"], rec["group.gid"],
+                         rec.get("_cgroup_id", 0))
+            self._rearm_dependents(ctx, pid)
+        elif pid in self.waiting_container:
+            proc = ctx.table.get(pid)
+            if proc is not None:
+                self.arm(ctx, proc, rec["user.uid"], rec["group.gid"],
+                         rec.get("_cgroup_id", 0))
+
+    def forget(self, pid: int) -> None:
+        """The process is gone: its entry and its dependencies."""
+        if self.armed.pop(pid, None) is not None:
+            self.maps.delete(pid)
+        if pid in self.parents:
+            self.parents.discard(pid)
+            self.maps.delete_parent(pid)
+        for dep in self.deps_of.pop(pid, ()):
+            users = self.dependents.get(dep)
+            if users is not None:
+                users.discard(pid)
+                if not users:
+                    del self.dependents[dep]
+        self.waiting_container.discard(pid)
+        self.cgroups.pop(pid, None)
+
+    # --- arming -------------------------------------------------------------------------
+    def _rearm_dependents(self, ctx: Any, dep: int) -> None:
+        for pid in list(self.dependents.get(dep, ())):
+            if pid == dep:
+                continue
+            proc = ctx.table.get(pid)
+            if proc is None:
+                self.forget(pid)
+                continue
+            self.arm(ctx, proc, proc.uid, proc.gid, self.cgroups.get(pid, 0))
+
+    def _conjuncts(self, index: int, event: LiveEvent) -> tuple[pe.Conjunct, ...] | None:
+        rule = self.rules[index]
+        key = (index, tuple(_hashable(event.get(f)) for f in rule.fields))
+        found = self.cache.get(key)
+        if found is not None:
+            return found
+        try:
+            residue = pe.partial(rule.rule.expr, pe.process_decider(event))
+            found = pe.conjuncts(residue, rule.rule.event_types)
+        except pe.Ineligible as exc:
+            log.debug("rule %s: process %s not armed: %s", rule.name, event.get("proc.pid"),
+                      exc)
+            return None
+        except Exception:  # noqa: BLE001 - an evaluation error is never a reason to kill
+            log.exception("rule %s: partial evaluation failed", rule.name)
+            return None
+        if len(self.cache) > 4096:
+            self.cache.clear()
+        self.cache[key] = found
+        return found
+
+    def arm(self, ctx: Any, proc: Any, uid: int, gid: int, cgroup: int) -> bool:
+        """Compute and store the process's kill entry; False when it stays unarmed."""
+        pid = proc.pid
+        if self._spared(ctx, proc):
+            self.forget(pid)
+            return False
+        self.cgroups[pid] = cgroup
+        rec = {"proc.pid": pid, "thread.tid": pid, "user.uid": uid, "group.gid": gid,
+               "_comm": proc.comm, "_cgroup_id": cgroup, "_ts_mono": 0}
+        event = LiveEvent(rec, ctx, proc)
+        chain = self._chain(ctx, proc, self.depth, MAX_DEPS)
+        parent_chain = self._chain(ctx, proc, self.depth - 1 if self.depth > 0 else self.depth,
+                                   MAX_DEPS - 1)
+        self._depend(pid, sorted(set(chain or ()) | set(parent_chain or ())))
+        self._template(ctx, proc, event, uid, gid, cgroup, parent_chain)
+        if chain is None:
+            self._disarm(pid)
+            return False
+        bitmap = 0
+        in_container = bool(event.container().full_id)
+        self.waiting_container.discard(pid)
+        for index, rule in enumerate(self.rules):
+            if rule.needs_container_detail and in_container and event.container().name is None:
+                self.waiting_container.add(pid)  # metadata not there yet: try again later
+                self._disarm(pid)
+                return False
+            conj = self._conjuncts(index, event)
+            if conj is None:
+                continue
+            for c in conj:
+                try:
+                    slot, new = self.tables.slot(index, c)
+                except TableFull as exc:
+                    log.warning("in-kernel kill: %s; pid %s is left to userspace", exc, pid)
+                    self._disarm(pid)
+                    return False
+                if new:
+                    self._publish(slot)
+                bitmap |= 1 << slot
+        if not bitmap:
+            self._disarm(pid)
+            return False
+        deps = self._stamps(chain)
+        if deps is None:
+            self._disarm(pid)
+            return False
+        self.maps.put(pid, bitmap, uid, gid, cgroup, proc.comm.encode()[:15], deps)
+        self.armed[pid] = bitmap
+        return True
+
+    def _stamps(self, chain: list[int]) -> list[tuple[int, int]] | None:
+        """(pid, stamp) of each dependency, or None while the table is behind one."""
+        deps = []
+        for dep in chain:
+            stamp, ktime = self.maps.stamp(dep)
+            if stamp and not self._applied(dep, stamp, ktime):
+                self.refusals += 1
+                return None
+            deps.append((dep, stamp))
+        return deps
+
+    def _template(self, ctx: Any, proc: Any, event: LiveEvent, uid: int, gid: int,
+                  cgroup: int, chain: list[int] | None) -> None:
+        """What the kernel arms a child of this process with, by the child's comm."""
+        pid = proc.pid
+        known = _child_view(event, proc)
+        tmpl = None
+        if chain is not None:
+            key = tuple(_hashable(known(k)) for k in self.child_keys)
+            tmpl = self.template_cache.get(key)
+            if tmpl is None:
+                tmpl = self._build_template(known)
+                if tmpl is None:
+                    return self._drop_parent(pid)
+                if len(self.template_cache) > 4096:
+                    self.template_cache.clear()
+                self.template_cache[key] = tmpl
+        deps = self._stamps(chain) if chain is not None else None
+        if tmpl is None or tmpl < 0 or deps is None:
+            return self._drop_parent(pid)
+        self.maps.put_parent(pid, tmpl, uid, gid, cgroup, deps)
+        self.parents.add(pid)
+        return None
+
+    def _drop_parent(self, pid: int) -> None:
+        if pid in self.parents:
+            self.parents.discard(pid)
+            self.maps.delete_parent(pid)
+
+    def _build_template(self, known: Callable[[str], tuple[bool, Any]],
+                        parent: Any = pe.KNOWN) -> int | None:
+        """The template id for the children of a process with these known fields (-1:
+        never arms). With `parent` a comm (or None: any other), the template of the
+        grandchildren through a child with that comm, whose own fields are unknown."""
+        try:
+            # what the parent decides first, once; then each comm on what is left
+            reduced = [pe.partial(r.rule.expr, pe.child_decider(known, pe.SOME_COMM, parent))
+                       for r in self.rules]
+            key_text = tuple(str(r) for r in reduced)
+            if parent is pe.KNOWN:
+                key_text += ("children",)
+            if key_text in self.reduced_cache:
+                return self.reduced_cache[key_text]
+            default = self._child_bits(reduced, known, None, parent)
+            comms = {}
+            # a comm no longer named by what is left behaves as any other comm (the
+            # kernel's default is only for comms without spaces)
+            named = set().union(*(pe.comm_literals(r) for r in reduced
+                                  if not isinstance(r, bool)))
+            for comm in sorted(named | {c for c in self.comms if " " in c}):
+                bits = self._child_bits(reduced, known, comm, parent)
+                if bits != default:
+                    comms[comm] = bits
+            child_default, child_comms = -1, {}
+            if parent is pe.KNOWN:  # one level further: the child's own children
+                grand = _shifted(known)
+                child_default = self._build_template(grand, None)
+                if child_default is None:
+                    child_default = -1
+                for comm in self.comms:
+                    tid = self._build_template(grand, comm)
+                    tid = -1 if tid is None else tid
+                    if tid != child_default:
+                        child_comms[comm] = tid
+        except TableFull as exc:
+            log.warning("in-kernel kill: %s", exc)
+            return None
+        if not default and not comms and child_default < 0 and not child_comms:
+            found = -1
+        else:
+            key = (default, frozenset(comms.items()), child_default,
+                   frozenset(child_comms.items()))
+            found = self.templates.get(key)
+            if found is None:
+                found = len(self.templates)
+                if found >= MAX_TEMPLATES:
+                    return None
+                self.maps.set_template(found, default, comms, child_default, child_comms)
+                self.templates[key] = found
+        self.reduced_cache[key_text] = found
+        return found
+
+    def _child_bits(self, reduced: list[pe.Residue], known: Callable[[str], tuple[bool, Any]],
+                    comm: str | None, parent: Any) -> int:
+        bits = 0
+        for index, rule in enumerate(self.rules):
+            expr = reduced[index]
+            if expr is False:
+                continue
+            try:
+                residue = (expr if expr is True
+                           else pe.partial(expr, pe.child_decider(known, comm, parent)))
+                conj = pe.conjuncts(residue, rule.rule.event_types)
+            except pe.Ineligible:
+                continue
+            for c in conj:
+                slot, new = self.tables.slot(index, c)
+                if new:
+                    self._publish(slot)
+                bits |= 1 << slot
+        return bits
+
+    def _spared(self, ctx: Any, proc: Any) -> bool:
+        """The guards no policy switches off: never PID 1, a container's PID 1, the agent
+        or its descendants (neither armed nor a template for its children)."""
+        if proc.pid <= 1 or proc.vpid == 1 or proc.pid == self.agent_tgid:
+            return True
+        return any(a.pid == self.agent_tgid for a in ctx.table.ancestors(proc))
+
+    def _disarm(self, pid: int) -> None:
+        if self.armed.pop(pid, None) is not None:
+            self.maps.delete(pid)
+
+    def _applied(self, dep: int, stamp: int, ktime: int) -> bool:
+        if stamp & STAMP_POISON:
+            return False
+        if stamp & STAMP_FORK:
+            return self.applied_fork.get(dep, -1) >= ktime - FORK_TOLERANCE_NS
+        return self.applied_exec.get(dep, -1) >= ktime
+
+    def _chain(self, ctx: Any, proc: Any, need: int, room: int) -> list[int] | None:
+        """The pids whose state a residue reads: the process and `need` ancestors (-1:
+        all), and the missing parent that ends a shorter chain (a new process with that
+        pid would extend it). None when more than `room`."""
+        chain = [proc.pid]
+        cur = proc
+        count = 0
+        for anc in ctx.table.ancestors(proc):
+            if 0 <= need <= count:
+                return chain
+            chain.append(anc.pid)
+            cur = anc
+            count += 1
+            if len(chain) > room:
+                return None
+        if cur.ppid > 0 and cur.ppid not in chain:
+            chain.append(cur.ppid)
+        return chain if len(chain) <= room else None
+
+    def _depend(self, pid: int, chain: list[int]) -> None:
+        for dep in self.deps_of.pop(pid, ()):
+            users = self.dependents.get(dep)
+            if users is not None:
+                users.discard(pid)
+        self.deps_of[pid] = chain
+        for dep in chain:
+            self.dependents.setdefault(dep, set()).add(pid)
+
+    def _publish(self, slot: int) -> None:
+        """A new conjunct: its path entries first, then the row (never a half-built one)."""
+        for key, (always, noslash) in self.tables.lpm_entries().items():
+            self.maps.set_path(key, always, noslash)
+        row = self.tables.rows[slot]
+        self.maps.set_conj(slot, row.classes, row.paths_all, row.paths_none, row.types,
+                           row.results, row.uses_path, row.rule)
+
+
+_CHAINS = {"proc.aname": "proc.name", "proc.aexe": "proc.exe", "proc.aexepath": "proc.exepath",
+           "proc.acmdline": "proc.cmdline", "proc.apid": "proc.pid"}
+_PARENT = {"proc.pname": "proc.name", "proc.pcmdline": "proc.cmdline", "proc.pexe": "proc.exe",
+           "proc.pexepath": "proc.exepath", "proc.ppid": "proc.pid"}
+
+
+def _child_view(parent: LiveEvent, proc: Any) -> Callable[[str], tuple[bool, Any]]:
+    """The fields of a future child of `proc` that are known now (its ancestors are
+    `proc` and proc's ancestors; its user and container are proc's)."""
+    def known(key: str) -> tuple[bool, Any]:
+        if key in pe.CHILD_OWN:
+            return False, None
+        if key in _PARENT:
+            return True, parent.get(_PARENT[key])
+        base, _, arg = key.partition("[")
+        if base in _CHAINS:
+            if not arg:
+                return True, [parent.get(_CHAINS[base])] + list(parent.get(base) or [])
+            n = arg.rstrip("]")
+            if not n.isdigit() or n == "0":
+                return False, None
+            k = int(n)
+            return True, parent.get(_CHAINS[base] if k == 1 else f"{base}[{k - 1}]")
+        if key.startswith(("user.", "group.", "container.", "k8s.")):
+            return True, parent.get(key)
+        return False, None
+    return known
+
+
+def cgroup_id(proc_root: str, pid: int, mount: str | None) -> int:
+    """The cgroup v2 id of a running process (the inode of its cgroup directory, as
+    bpf_get_current_cgroup_id() says); 0 when unknown (the kernel then skips that check)."""
+    if not mount:
+        return 0
+    try:
+        with open(f"{proc_root}/{pid}/cgroup") as fh:
+            for line in fh:
+                if line.startswith("0::"):
+                    return os.stat(mount + line[3:].strip()).st_ino
+    except OSError:
+        pass
+    return 0
+
+
+def _shifted(known: Callable[[str], tuple[bool, Any]]) -> Callable[[str], tuple[bool, Any]]:
+    """The known fields of a grandchild, from those of a child (one generation further)."""
+    def grand(key: str) -> tuple[bool, Any]:
+        if key in pe.CHILD_OWN or key in _PARENT:
+            return False, None
+        base, _, arg = key.partition("[")
+        if base in _CHAINS:
+            n = arg.rstrip("]")
+            if not n.isdigit() or int(n) < 2:
+                return False, None
+            return known(f"{base}[{int(n) - 1}]")
+        return known(key)
+    return grand
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def armed_rules(rules: Iterable[Any]) -> list[ArmedRule]:
+    """The ArmedRule of each rule (all must be eligible: see rule_eligibility)."""
+    out = []
+    for rule in rules:
+        fields = pe.process_fields(rule.expr)
+        detail = any(f.startswith(_CONTAINER_DETAIL) or f.startswith("k8s.")
+                     or f.startswith("container.image") for f in fields)
+        out.append(ArmedRule(rule.name, rule, fields, pe.ancestor_depth(rule.expr), detail))
+    return out
+
+
+OnKill = Callable[[Any, str], None]
+
+
+class KernelKiller:
+    """The in-kernel kill as the agent sees it: load, arm, poll the kill records, close.
+
+    `on_kill(record, rule_name)` is called (from the agent's loop) for every kill the
+    kernel made."""
+
+    def __init__(self, rules: Iterable[Any], agent_tgid: int,
+                 on_kill: OnKill | None = None):
+        self.rules_selected = list(rules)
+        self.rules = armed_rules(self.rules_selected)
+        self.agent_tgid = agent_tgid
+        self.on_kill = on_kill
+        self.arming: Arming | None = None
+        self.kills: list[Any] = []
+        self.last_stats = (0, 0, 0)
+        self._maps: Any = None
+
+    def open(self, ctx: Any) -> None:
+        """Load bpf/enforce.c and arm every running process (ProbeError on failure)."""
+        from enforcer.adapters.bcc_enforce import BccEnforce  # noqa: PLC0415
+        from enforcer.kernel_kill import render  # noqa: PLC0415
+
+        self._maps = BccEnforce(render(self.agent_tgid), self._record)
+        self.arming = Arming(self.rules, self._maps, self.agent_tgid)
+        pids = [int(d) for d in os.listdir(ctx.proc_root) if d.isdigit()]
+        self.arming.seed(ctx, pids)
+
+    def after(self, rec: dict[str, Any], ctx: Any) -> None:
+        if self.arming is not None:
+            try:
+                self.arming.after(rec, ctx)
+            except Exception:  # noqa: BLE001 - arming must never stop detection
+                log.exception("in-kernel kill: arming failed")
+
+    def poll(self) -> None:
+        if self._maps is not None:
+            self._maps.poll(0)
+
+    def _record(self, rec: Any) -> None:
+        name = (self.rules[rec.rule].name if 0 <= rec.rule < len(self.rules)
+                else f"rule #{rec.rule}")
+        self.kills.append((rec, name))
+        if self.on_kill is not None:
+            try:
+                self.on_kill(rec, name)
+            except Exception:  # noqa: BLE001
+                log.exception("in-kernel kill: on_kill hook failed")
+
+    def stats(self) -> tuple[int, int, int]:
+        """(kills, refusals because something changed since exec, lost kill records)."""
+        return self._maps.stats() if self._maps is not None else (0, 0, 0)
+
+    def switch_off(self) -> None:
+        """The agent turned dry-run (budget exhausted): the kernel stops killing now."""
+        if self._maps is not None:
+            self._maps.switch_off()
+
+    def close(self) -> None:
+        if self._maps is not None:
+            self._maps.poll(0)
+            self.last_stats = self._maps.stats()
+            self._maps.close()
+            self._maps = None

@@ -1,0 +1,628 @@
+"""Partial evaluation of a rule for one process, and what the kernel can check of the rest.
+
+The in-kernel kill (`kill: {in_kernel: true}`) runs without the process table, so a rule is
+split in two: the checks on the process's own fields (proc.*, user.*, group.*,
+container.*, k8s.*) are decided in userspace when the process execs, and what is left —
+the residue — only reads the open event's own fields. The residue is then translated into
+the kernel's vocabulary (`Conjunct`s: syscall set, open-flag classes, result, path sets)
+or refused with the reason (`Ineligible`). Never a false kill: every translation is
+exact, and anything the kernel cannot see exactly (relative paths, regexes, substrings,
+fd.nameraw...) makes the rule ineligible for the kernel; the userspace kill still applies.
+
+Three values: `partial()` returns True, False, or a residue expression.
+
+Which process fields count as fixed for the life of an exec image is `FIXED`: the name,
+exe, cmdline and args (set at exec; a comm rename is caught in the kernel, which compares
+the current comm), the uid/gid (compared in the kernel too), the container (cgroup id,
+compared in the kernel), and the ancestors' fields. The process table never reparents: a
+dead parent's entry keeps answering proc.pname, so ancestors change only when an ancestor
+execs, renames itself, or its pid is reused; the kernel stamps each of those and refuses to
+kill while userspace has not recomputed (see bpf/enforce.c). Fields that change without a
+stamp (cwd, session, process group, loginuid, durations, environment) are not fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from itertools import product
+from typing import Any
+
+from enforcer.rules import codegen, nodes
+
+OPEN_TYPES = frozenset({"open", "openat", "openat2", "creat"})
+FLAG_TYPES = frozenset({"open", "openat", "openat2"})  # creat has no flags argument
+
+FIXED = frozenset({
+    "proc.name", "proc.exe", "proc.exepath", "proc.cmdline", "proc.args", "proc.pid",
+    "proc.vpid", "proc.ppid", "proc.pname", "proc.pcmdline", "proc.pexe", "proc.pexepath",
+    "proc.aname", "proc.apid", "proc.aexe", "proc.aexepath", "proc.acmdline", "proc.tty",
+    "proc.is_exe_from_memfd", "proc.pid.ts", "user.uid", "user.name", "group.gid",
+    "group.name",
+})
+FIXED_PREFIXES = ("container.", "k8s.")
+ANCESTOR_FIELDS = frozenset({"proc.pname", "proc.pcmdline", "proc.pexe", "proc.pexepath",
+                             "proc.ppid"})
+ANCESTOR_CHAINS = frozenset({"proc.aname", "proc.apid", "proc.aexe", "proc.aexepath",
+                             "proc.acmdline"})
+
+# Open classes: 6 bits of the open flags, so a class set is a 64-bit mask.
+# bit 0: readable (access mode O_RDONLY or O_RDWR, as evt.is_open_read)
+# bit 1: writable (O_WRONLY or O_RDWR, as evt.is_open_write)
+# bit 2: O_TRUNC, bit 3: O_CREAT, bit 4: the O_DIRECTORY bit (fd.typechar 'd'),
+# bit 5: O_TMPFILE (which includes the O_DIRECTORY bit but prints as O_TMPFILE)
+ALL_CLASSES = (1 << 64) - 1
+R, W, TRUNC, CREAT, DIRBIT, TMPFILE = 1, 2, 4, 8, 16, 32
+
+
+def class_set(pred: Callable[[int], bool]) -> int:
+    """The mask of the 64 classes satisfying `pred`."""
+    return sum(1 << c for c in range(64) if pred(c))
+
+
+def _readable(c: int) -> bool:
+    return bool(c & R)
+
+
+def _writable(c: int) -> bool:
+    return bool(c & W)
+
+
+# `evt.arg.flags contains NAME`, as decode.open_flags_text renders the flags. The access
+# mode is 0 (R only), 1 (W only), 2 (R and W) or 3 (neither): O_RDWR prints for 2 and 3.
+_FLAG_TEXT: dict[str, Callable[[int], bool]] = {
+    "O_RDONLY": lambda c: c & R and not c & W,
+    "O_WRONLY": lambda c: c & W and not c & R,
+    "O_RDWR": lambda c: bool(c & R) == bool(c & W),
+    "O_TRUNC": lambda c: bool(c & TRUNC),
+    "O_CREAT": lambda c: bool(c & CREAT),
+    "O_DIRECTORY": lambda c: bool(c & DIRBIT) and not c & TMPFILE,
+    "O_TMPFILE": lambda c: bool(c & TMPFILE),
+}
+OK, FAIL = 1, 2  # result bits: the open returned an fd, or failed
+BOTH = OK | FAIL
+
+
+class Ineligible(Exception):
+    """The residue cannot be checked exactly in the kernel; str() is the reason."""
+
+
+def is_fixed(f: nodes.Field) -> bool:
+    """Whether the field is the process's own and fixed for the life of its exec image."""
+    return f.name in FIXED or f.name.startswith(FIXED_PREFIXES)
+
+
+def _operand_fields(check: nodes.Check) -> list[nodes.Field]:
+    out = [check.field]
+    if isinstance(check.right, nodes.FieldValue):
+        op = check.right.operand
+        out.append(op if isinstance(op, nodes.Field) else op.field)
+    return out
+
+
+def is_process_check(check: nodes.Check) -> bool:
+    """A check decided by the process's fixed fields alone."""
+    return all(is_fixed(f) for f in _operand_fields(check))
+
+
+def constant(check: nodes.Check) -> bool | None:
+    """Checks whose value is known without any event: `evt.num = 0` (the never_true macro;
+    events are numbered from 1)."""
+    f = check.left
+    if (isinstance(f, nodes.Field) and f.name == "evt.num" and f.arg is None
+            and check.op in ("=", "==") and isinstance(check.right, nodes.Value)
+            and check.right.text.strip() == "0"):
+        return False
+    return None
+
+
+Decider = Callable[[nodes.Check], bool | None]
+Residue = bool | nodes.Expr
+
+
+def partial(expr: nodes.Expr, decide: Decider) -> Residue:
+    """Reduce `expr`: checks `decide` knows become constants, the rest stays."""
+    if isinstance(expr, nodes.Macro):
+        return partial(expr.expr, decide)
+    if isinstance(expr, nodes.And | nodes.Or):
+        absorbing = isinstance(expr, nodes.Or)  # True absorbs an Or, False an And
+        kept = []
+        for child in expr.children:
+            r = partial(child, decide)
+            if r is absorbing:
+                return absorbing
+            if r is not (not absorbing):
+                kept.append(r)
+        if not kept:
+            return not absorbing
+        if len(kept) == 1:
+            return kept[0]
+        return type(expr)(tuple(kept))
+    if isinstance(expr, nodes.Not):
+        r = partial(expr.child, decide)
+        return (not r) if isinstance(r, bool) else nodes.Not(r)
+    if isinstance(expr, nodes.Check):
+        value = decide(expr)
+        return expr if value is None else bool(value)
+    raise TypeError(f"cannot evaluate {expr!r}")
+
+
+def static_decider(check: nodes.Check) -> bool | None:
+    """Only what is known without a process: the constants."""
+    return constant(check)
+
+
+# keyed by identity: hashing a check hashes its whole value list; the check is kept in
+# the value so that its id is not reused while cached
+_compiled: dict[int, tuple[nodes.Check, Callable[[Any], Any]]] = {}
+
+
+def _run(check: nodes.Check, event: Any) -> bool:
+    """The engine's own code for one check (compiled once)."""
+    found = _compiled.get(id(check))
+    if found is None or found[0] is not check:
+        if len(_compiled) > 10_000:
+            _compiled.clear()
+        found = _compiled[id(check)] = (check, codegen.compile_check(check))
+    return bool(found[1](event))
+
+
+def process_decider(event: Any) -> Decider:
+    """Decides every process check with the engine's own operator code, on `event` (an
+    Event whose process fields are the process's: see enforcer.kernel_arm)."""
+    def decide(check: nodes.Check) -> bool | None:
+        value = constant(check)
+        if value is not None:
+            return value
+        if not is_process_check(check):
+            return None
+        return _run(check, event)
+    return decide
+
+
+# --- the kernel's vocabulary ------------------------------------------------------------
+PathAtom = tuple[str, str]  # ("exact" | "prefix" | "dir", text)
+PathSet = frozenset[PathAtom]
+
+
+@dataclass(frozen=True)
+class Lit:
+    """One literal of the kernel's residue. `kind` is "types" (a set of syscall names),
+    "classes" (a mask of open classes), "result" (OK/FAIL bits) or "path" (a path set:
+    the path matches one of its atoms). `negated` only for "path"; the others are
+    complemented when negated."""
+
+    kind: str
+    value: Any
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class Conjunct:
+    """The kernel kills when the open's syscall, class and result are in these sets, the
+    path (absolute and already normal) matches every set of `paths_all` and none of
+    `paths_none`. A conjunct with no path sets does not look at the path."""
+
+    types: frozenset[str]
+    classes: int
+    results: int
+    paths_all: frozenset[PathSet] = frozenset()
+    paths_none: frozenset[PathSet] = frozenset()
+
+    @property
+    def uses_path(self) -> bool:
+        return bool(self.paths_all or self.paths_none)
+
+    @property
+    def needs_result(self) -> bool:
+        return self.results != BOTH
+
+
+MAX_CONJUNCTS = 64
+_SUPPORTED = ("on the event the kernel checks evt.type, evt.is_open_read/write, "
+              "evt.arg.flags contains O_*, fd.typechar, fd.num against 0, "
+              "fd.name =/in/startswith/pmatch with absolute paths, fd.directory =/in")
+
+
+def _values(check: nodes.Check) -> list[str]:
+    if isinstance(check.right, nodes.Value):
+        return [check.right.text]
+    if isinstance(check.right, nodes.ValueList):
+        return [v.text for v in check.right.items]
+    raise Ineligible(f"`{check}` compares with another field; {_SUPPORTED}")
+
+
+def _normal(path: str) -> bool:
+    """An absolute path exactly as userspace's fd.name would print it."""
+    if not path.startswith("/"):
+        return False
+    if path == "/":
+        return True
+    return all(part not in ("", ".", "..") for part in path[1:].split("/"))
+
+
+def _bool(text: str, check: nodes.Check) -> bool:
+    low = text.strip().lower()
+    if low in ("true", "1"):
+        return True
+    if low in ("false", "0"):
+        return False
+    raise Ineligible(f"`{check}`: not a boolean")
+
+
+def literal(check: nodes.Check) -> nodes.Expr | Lit | bool:
+    """The kernel literal for one event check (an And of literals for flag texts), or
+    Ineligible with the reason."""
+    if not isinstance(check.left, nodes.Field):
+        raise Ineligible(f"`{check}` transforms an event field; {_SUPPORTED}")
+    f = check.left
+    name, op = f.name, check.op
+    if f.arg is not None:
+        raise Ineligible(f"`{check}`: {f.key} is not visible to the kernel; {_SUPPORTED}")
+    if name == "evt.type":
+        vals = set(_values(check))
+        if op in ("=", "==", "in", "intersects"):
+            return Lit("types", frozenset(vals & OPEN_TYPES))
+        if op == "!=":
+            return Lit("types", OPEN_TYPES - vals)
+    elif name in ("evt.is_open_read", "evt.is_open_write") and op in ("=", "==", "!="):
+        want = _bool(_values(check)[0], check) != (op == "!=")
+        test = _readable if name.endswith("read") else _writable
+        return Lit("classes", class_set(lambda c: test(c) == want))
+    elif name == "evt.arg.flags" and op == "contains" and isinstance(check.right, nodes.Value):
+        pred = _FLAG_TEXT.get(check.right.text)
+        if pred is None:
+            raise Ineligible(f"`{check}`: the kernel knows the flags "
+                             f"{', '.join(_FLAG_TEXT)} only")
+        return nodes.And((Lit("types", FLAG_TYPES), Lit("classes", class_set(pred))))  # type: ignore[arg-type]
+    elif name == "fd.typechar" and op in ("=", "==", "!=", "in"):
+        chars = {v.strip("'\"") for v in _values(check)}
+        mask = 0
+        if "f" in chars:
+            mask |= class_set(lambda c: not c & DIRBIT)
+        if "d" in chars:
+            mask |= class_set(lambda c: bool(c & DIRBIT))
+        return Lit("classes", (ALL_CLASSES & ~mask) if op == "!=" else mask)
+    elif name == "fd.num" and op in ("=", "==", "!=", "<", "<=", ">", ">="):
+        return Lit("result", _fd_num_results(check))
+    elif name == "fd.name" and op in ("=", "==", "in"):
+        return Lit("path", frozenset(("exact", v) for v in _values(check) if _normal(v)))
+    elif name == "fd.name" and op == "startswith":
+        return Lit("path", frozenset(("prefix", v) for v in _values(check)))
+    elif name == "fd.name" and op == "pmatch":
+        atoms: set[PathAtom] = set()
+        for v in _values(check):
+            if any(ch in v for ch in "*?["):
+                raise Ineligible(f"`{check}`: pmatch with wildcards is not a path prefix")
+            norm = v.rstrip("/") or "/"
+            if norm == "/":
+                atoms.add(("prefix", "/"))
+            elif _normal(norm):
+                atoms.update({("exact", norm), ("prefix", norm + "/")})
+        return Lit("path", frozenset(atoms))
+    elif name == "fd.directory" and op in ("=", "==", "in"):
+        return Lit("path", frozenset(("dir", v) for v in _values(check) if _normal(v)))
+    reason = _REASONS.get(name, "")
+    raise Ineligible(f"`{check}` cannot be checked exactly in the kernel{reason}; "
+                     f"{_SUPPORTED}")
+
+
+_REASONS = {
+    "fd.nameraw": " (the raw path is what the process passed; rules on it need userspace)",
+    "fd.filename": " (a file name without its directory is not a path prefix)",
+    "fd.name": " (only equality, prefixes and pmatch are path-prefix checks: regex, glob, "
+               "contains and endswith are not)",
+    "fd.directory": " (only equality with a directory is exact)",
+}
+
+
+def _fd_num_results(check: nodes.Check) -> int:
+    """Result bits for `fd.num OP N` on an open: fd.num is -1 on failure, the fd (>= 0) on
+    success; the check must be the same for every fd."""
+    try:
+        n = int(_values(check)[0], 0)
+    except ValueError:
+        raise Ineligible(f"`{check}`: not a number") from None
+    ops = {"=": lambda x: x == n, "==": lambda x: x == n, "!=": lambda x: x != n,
+           "<": lambda x: x < n, "<=": lambda x: x <= n, ">": lambda x: x > n,
+           ">=": lambda x: x >= n}
+    pred = ops[check.op]
+    every_fd = {"=": None if n >= 0 else False, "==": None if n >= 0 else False,
+                "!=": None if n >= 0 else True, "<": False if n <= 0 else None,
+                "<=": False if n < 0 else None, ">": True if n < 0 else None,
+                ">=": True if n <= 0 else None}[check.op]
+    if every_fd is None:
+        raise Ineligible(f"`{check}` depends on which fd the open returns; the kernel "
+                         "only tells success (fd.num >= 0) from failure")
+    return (OK if every_fd else 0) | (FAIL if pred(-1) else 0)
+
+
+def _nnf(expr: Residue, negate: bool = False) -> Any:
+    """Negation pushed down to literals; Checks become Lits (raising Ineligible)."""
+    if isinstance(expr, bool):
+        return expr != negate
+    if isinstance(expr, Lit):
+        if not negate:
+            return expr
+        if expr.kind == "path":
+            return Lit("path", expr.value, not expr.negated)
+        if expr.kind == "types":
+            return Lit("types", OPEN_TYPES - expr.value)
+        if expr.kind == "classes":
+            return Lit("classes", ALL_CLASSES & ~expr.value)
+        return Lit("result", BOTH & ~expr.value)
+    if isinstance(expr, nodes.Macro):
+        return _nnf(expr.expr, negate)
+    if isinstance(expr, nodes.Not):
+        return _nnf(expr.child, not negate)
+    if isinstance(expr, nodes.Check):
+        return _nnf(literal(expr), negate)
+    if isinstance(expr, nodes.And | nodes.Or):
+        is_and = isinstance(expr, nodes.And) != negate
+        kids = tuple(_nnf(c, negate) for c in expr.children)
+        return ("and" if is_and else "or", kids)
+    raise Ineligible(f"`{expr}` cannot be checked in the kernel")
+
+
+def _dnf(node: Any) -> list[list[Lit]] | bool:
+    if isinstance(node, bool):
+        return node
+    if isinstance(node, Lit):
+        return [[node]]
+    kind, kids = node
+    parts = [_dnf(k) for k in kids]
+    if kind == "or":
+        if any(p is True for p in parts):
+            return True
+        out = [c for p in parts if p is not False for c in p]  # type: ignore[union-attr]
+        if len(out) > MAX_CONJUNCTS * 4:
+            raise Ineligible("the residue has too many alternatives for the kernel")
+        return out or False
+    if any(p is False for p in parts):
+        return False
+    parts = [p for p in parts if p is not True]
+    if not parts:
+        return True
+    size = 1
+    for p in parts:
+        size *= len(p)  # type: ignore[arg-type]
+        if size > MAX_CONJUNCTS * 4:
+            raise Ineligible("the residue has too many alternatives for the kernel")
+    return [[lit for c in combo for lit in c] for combo in product(*parts)]  # type: ignore[arg-type]
+
+
+def conjuncts(residue: Residue, event_types: Iterable[str] | None) -> tuple[Conjunct, ...]:
+    """The residue (after partial evaluation) as kernel conjuncts: () when it is False.
+
+    Raises Ineligible when the kernel cannot check it exactly, including when the rule can
+    match events other than opens."""
+    types = OPEN_TYPES if event_types is None else frozenset(event_types)
+    if event_types is None or not types <= OPEN_TYPES:
+        raise Ineligible("the kernel kills only on open, openat, openat2 and creat; this "
+                         "rule can match other events")
+    dnf = _dnf(_nnf(residue))
+    if dnf is False:
+        return ()
+    if dnf is True:
+        dnf = [[]]
+    out: list[Conjunct] = []
+    for lits in dnf:  # type: ignore[union-attr]
+        t, cls, res = set(types), ALL_CLASSES, BOTH
+        pos: set[PathSet] = set()
+        neg: set[PathSet] = set()
+        for lit in lits:
+            if lit.kind == "types":
+                t &= lit.value
+            elif lit.kind == "classes":
+                cls &= lit.value
+            elif lit.kind == "result":
+                res &= lit.value
+            elif lit.negated:
+                if lit.value:
+                    neg.add(lit.value)
+            else:
+                pos.add(lit.value)
+        if not t or not cls or not res or frozenset() in pos:
+            continue
+        c = Conjunct(frozenset(t), cls, res, frozenset(pos), frozenset(neg))
+        if c not in out:
+            out.append(c)
+    if len(out) > MAX_CONJUNCTS:
+        raise Ineligible("the residue has too many alternatives for the kernel")
+    return tuple(out)
+
+
+def rule_eligibility(rule: Any) -> str | None:
+    """None when the rule can be enforced in the kernel, else the reason it cannot.
+
+    Statically: every check of the condition must be a fixed process field (decided at
+    exec) or an event check the kernel makes exactly, and the rule must only match
+    opens."""
+    types = rule.event_types
+    if types is None or not frozenset(types) <= OPEN_TYPES:
+        return ("the kernel kills only on open, openat, openat2 and creat; this rule "
+                "matches " + ("any event" if types is None else
+                              ", ".join(sorted(set(types) - OPEN_TYPES))))
+    residue = partial(rule.expr, static_decider)
+    if residue is False:
+        return "the condition can never be true"
+    if isinstance(residue, bool):
+        return None
+    for node in nodes.walk(residue):
+        if not isinstance(node, nodes.Check) or is_process_check(node):
+            continue
+        fields = _operand_fields(node)
+        if any(is_fixed(f) for f in fields):
+            return f"`{node}` compares a process field with an event field"
+        if all(f.name.startswith(("proc.", "user.", "group.", "thread.")) for f in fields):
+            return (f"`{node}`: {node.field.key} can change after exec (or is not the "
+                    "process's own), so it cannot be decided once at exec")
+        try:
+            literal(node)
+        except Ineligible as exc:
+            return str(exc)
+    return None
+
+
+def ancestor_depth(expr: nodes.Expr) -> int:
+    """How many ancestors the condition reads (parent = 1); -1 for the whole chain."""
+    depth = 0
+    for node in nodes.walk(expr):
+        if not isinstance(node, nodes.Check):
+            continue
+        for f in _operand_fields(node):
+            if f.name in ANCESTOR_FIELDS:
+                depth = max(depth, 1) if depth >= 0 else depth
+            elif f.name in ANCESTOR_CHAINS:
+                if f.arg is not None and f.arg.isdigit():
+                    depth = max(depth, int(f.arg)) if depth >= 0 else depth
+                else:
+                    depth = -1
+    return depth
+
+
+def process_fields(expr: nodes.Expr) -> list[str]:
+    """The fixed process fields (keys) the condition reads, in first-use order."""
+    seen: dict[str, None] = {}
+    for node in nodes.walk(expr):
+        if isinstance(node, nodes.Check) and is_process_check(node):
+            for f in _operand_fields(node):
+                seen.setdefault(f.key)
+    return list(seen)
+
+
+# --- the children of a known process ------------------------------------------------------
+# A process that has just exec'd is unknown to userspace for a while (its exec record is
+# still on its way), but everything the rules read about it is known except its own image:
+# its ancestors are its parent's chain, its container and user its parent's (the kernel
+# checks both). The only own field the kernel knows at exec is its comm (proc.name). So
+# for each known process, userspace precomputes a template: the residue for every comm
+# the rule names, and for any other comm; the kernel applies it at exec and fork.
+CHILD_OWN = frozenset({"proc.name", "proc.exe", "proc.exepath", "proc.cmdline", "proc.args",
+                       "proc.pid", "proc.vpid", "proc.tty", "proc.is_exe_from_memfd",
+                       "proc.pid.ts"})
+COMM_LEN = 15  # the kernel's comm: at most 15 bytes
+SOME_COMM = object()  # child_decider: leave the checks that depend on the comm undecided
+
+
+_NAME_FIELDS = ("proc.name", "proc.pname", "proc.aname")
+_CMDLINE_FIELDS = ("proc.cmdline", "proc.pcmdline", "proc.acmdline")
+
+
+def comm_literals(expr: nodes.Expr) -> set[str]:
+    """The comms the condition singles out: literals compared with a process name (its
+    own, its parent's, an ancestor's) and the first words of command-line prefixes
+    (`proc.cmdline startswith "perl /usr/bin/x"` needs comm perl)."""
+    out: set[str] = set()
+    for node in nodes.walk(expr):
+        if not isinstance(node, nodes.Check) or not isinstance(node.left, nodes.Field):
+            continue
+        name = node.left.name
+        if name not in _NAME_FIELDS and name not in _CMDLINE_FIELDS:
+            continue
+        if isinstance(node.right, nodes.Value):
+            texts = [node.right.text]
+        elif isinstance(node.right, nodes.ValueList):
+            texts = [v.text for v in node.right.items]
+        else:
+            continue
+        for t in texts:
+            word = t.split(" ", 1)[0] if name in _CMDLINE_FIELDS else t
+            if 0 < len(word.encode()) <= COMM_LEN:
+                out.add(word)
+    return out
+
+
+class _Known:
+    """An Event of the child's known fields (`get` of an unknown field is a bug)."""
+
+    def __init__(self, values: dict[str, Any]):
+        self.values = values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        v = self.values.get(key)
+        return default if v is None else v
+
+
+KNOWN = object()  # child_decider: the parent is a known process (fields from `known`)
+_OWN_NAME = ("proc.name", "proc.aname[0]")
+_PARENT_NAME = ("proc.pname", "proc.aname[1]")
+_PARENT_CMDLINE = ("proc.pcmdline", "proc.acmdline[1]")
+_PARENT_OTHER = ("proc.pexe", "proc.pexepath", "proc.ppid", "proc.apid[1]", "proc.aexe[1]",
+                 "proc.aexepath[1]", "proc.aname", "proc.acmdline", "proc.apid", "proc.aexe",
+                 "proc.aexepath")
+
+
+def child_decider(known: Callable[[str], tuple[bool, Any]], comm: Any,
+                  parent: Any = KNOWN) -> Decider:
+    """Decides the checks of a child of a known process whose comm is `comm` (None: any
+    comm outside comm_literals() that has no space; the kernel checks it has none;
+    SOME_COMM: leave what depends on the comm undecided).
+
+    `parent` is KNOWN for a child of the known process; for a grandchild it is the comm of
+    the child in between (same conventions as `comm`), whose own fields are unknown.
+    `known(key)` -> (whether the field is known from the known process, its value)."""
+    def decide(check: nodes.Check) -> bool | None:
+        value = constant(check)
+        if value is not None:
+            return value
+        if not is_process_check(check):
+            return None
+        fields = _operand_fields(check)
+        values: dict[str, Any] = {}
+        for f in fields:
+            key = f.key
+            level = comm
+            if key in _OWN_NAME or key == "proc.cmdline":
+                pass
+            elif parent is not KNOWN and (key in _PARENT_NAME or key in _PARENT_CMDLINE):
+                level = parent
+            elif parent is not KNOWN and key in _PARENT_OTHER:
+                return None
+            else:
+                ok, v = known(key)
+                if not ok:
+                    return None
+                values[f.key] = v
+                continue
+            if level is SOME_COMM or len(fields) > 1:
+                return None
+            if key in _OWN_NAME or key in _PARENT_NAME:
+                if level is None:
+                    return _other_comm(check)
+                values[f.key] = level
+            else:
+                return _cmdline(check, level)
+        return _run(check, _Known(values))
+    return decide
+
+
+def _other_comm(check: nodes.Check) -> bool | None:
+    """proc.name against literals, for a comm that is none of them."""
+    if not isinstance(check.left, nodes.Field) or isinstance(check.right, nodes.FieldValue):
+        return None
+    if check.op in ("=", "==", "in"):
+        return False
+    if check.op == "!=":
+        return True
+    return None
+
+
+def _cmdline(check: nodes.Check, comm: str | None) -> bool | None:
+    """proc.cmdline is the comm, then (when there are arguments) a space and the
+    arguments: some prefixes and substrings are decided by the comm alone."""
+    if (not isinstance(check.left, nodes.Field) or check.left.arg is not None
+            or not isinstance(check.right, nodes.Value)):
+        return None
+    s = check.right.text
+    if check.op == "startswith":
+        if comm is None:  # a comm without spaces outside comm_literals()
+            return False if " " in s else None
+        if s.startswith(comm):
+            if len(s) == len(comm):
+                return True
+            return None if s[len(comm)] == " " else False
+        return True if comm.startswith(s) else False
+    if check.op == "contains" and comm is not None and s in comm:
+        return True
+    return None

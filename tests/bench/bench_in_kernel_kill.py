@@ -1,0 +1,106 @@
+"""In-kernel kill vs userspace kill, on the live agent (`enforcer`, real eBPF), upstream rule
+"Read sensitive file untrusted" (narrowed to this benchmark's launcher, as in
+tests/system/test_in_kernel_kill.py, so that nothing else on the machine is touched).
+
+Run as root:  /work/main/.venv/bin/python tests/bench/bench_in_kernel_kill.py [TRIALS]
+
+Prints, for `kill: {in_kernel: true}`: the fraction of `cat /etc/shadow` trials that read
+zero bytes and were killed by SIGKILL; for the userspace kill (`in_kernel: false`): the
+same fraction (cat is faster than any userspace answer), and the latency from the event's
+kernel timestamp to pidfd_send_signal, p50/p99, on victims that read /etc/shadow and then
+sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.system.test_in_kernel_kill import Launcher, stop  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SLOW_READER = [sys.executable, "-c",
+               "open('/etc/shadow').read(); import time; time.sleep(5)"]
+
+
+def start(work: Path, launcher: Launcher, in_kernel: bool) -> tuple[subprocess.Popen, Path]:
+    rules = work / "rules"
+    rules.mkdir(exist_ok=True)
+    (rules / "falco_rules.yaml").write_text(
+        (REPO / "tests/data/falco-rules/falco_rules.yaml").read_text())
+    (rules / "zz_bench.yaml").write_text(
+        "- rule: Read sensitive file untrusted\n"
+        f"  condition: and proc.pname = {launcher.name}\n"
+        "  override: {condition: append}\n")
+    policy = work / "kill.yaml"
+    policy.write_text("- policy: k\n  match: {rules: [Read sensitive file untrusted]}\n"
+                      f"  actions: [{{kill: {{in_kernel: {str(in_kernel).lower()}}}}}]\n"
+                      "  dry_run: false\n")
+    audit = work / f"audit-{in_kernel}.jsonl"
+    err = work / f"agent-{in_kernel}.err"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with err.open("w") as fh:
+        agent = subprocess.Popen([sys.executable, "-m", "enforcer", "--rules", str(rules),
+                                  "--policies", str(policy), "--audit-log", str(audit),
+                                  # every trial is a destructive action: no circuit breaker
+                                  "--action-budget", "100000"],
+                                 stdout=subprocess.DEVNULL, stderr=fh, env=env)
+    while "ready" not in err.read_text():
+        if agent.poll() is not None:
+            raise SystemExit(err.read_text())
+        time.sleep(0.1)
+    return agent, audit
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def main(trials: int = 200) -> int:
+    if os.geteuid() != 0:
+        print("run as root", file=sys.stderr)
+        return 3
+    work = Path(tempfile.mkdtemp(prefix="enforcer-bench-ik-"))
+    for in_kernel in (True, False):
+        launcher = Launcher(work)
+        agent, audit = start(work, launcher, in_kernel)
+        try:
+            results = [launcher.run("cat", "/etc/shadow") for _ in range(trials)]
+            slow = []
+            if not in_kernel:
+                for _ in range(trials):
+                    slow.append(launcher.run(*SLOW_READER))
+        finally:
+            stop(agent)
+            launcher.close()
+        zero = sum(1 for code, size in results if size == 0 and code == -9)
+        mode = "in-kernel" if in_kernel else "userspace"
+        print(f"{mode} kill: cat /etc/shadow read zero bytes and died of SIGKILL in "
+              f"{zero}/{trials} trials ({100 * zero / trials:.1f} %)", flush=True)
+        if not in_kernel:
+            lat = []
+            for rec in map(json.loads, audit.read_text().splitlines()):
+                sent = (rec.get("detail") or {}).get("signalled_ns")
+                slow_reader = (rec.get("target") or {}).get("comm") != "cat"
+                if (rec.get("kind") == "action" and rec.get("outcome") == "done" and sent
+                        and slow_reader):
+                    lat.append((sent - rec["event_time_ns"]) / 1e6)
+            killed = sum(1 for code, _ in slow if code == -9)
+            if lat:
+                print(f"userspace kill latency (event kernel timestamp -> signal) over "
+                      f"{len(lat)} kills of {trials} slow readers ({killed} died of SIGKILL): "
+                      f"p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, "
+                      f"max {max(lat):.2f} ms", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200))

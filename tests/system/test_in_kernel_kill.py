@@ -1,0 +1,185 @@
+"""The in-kernel kill, end to end on the live agent: `kill: {in_kernel: true}` on the upstream
+"Read sensitive file untrusted" rule makes the BPF program SIGKILL `cat /etc/shadow` before
+it reads a byte, every time; the rule's trusted programs and a near-miss path are untouched;
+a dry run never kills.
+
+The machine is shared: so that the agent acts only on this test's processes, the rule is
+narrowed with a Falco `append` to children and grandchildren of this test's launcher (a
+copy of python with its own name, started before the agent so the agent knows it). The
+victims are fresh processes, started after the agent is ready."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.root, pytest.mark.ebpf]
+
+TRIALS = 100
+SHELL_TRIALS = 20
+LAUNCHER = """
+import json, subprocess, sys
+for line in sys.stdin:
+    argv = json.loads(line)
+    done = subprocess.run(argv, capture_output=True)
+    print(json.dumps([done.returncode, len(done.stdout)]), flush=True)
+"""
+
+
+class Launcher:
+    """A long-lived parent with a unique name that runs one command per request."""
+
+    def __init__(self, tmp: Path):
+        self.name = "ik" + uuid.uuid4().hex[:8]
+        exe = tmp / self.name
+        shutil.copy(Path(sys.executable).resolve(), exe)
+        self.proc = subprocess.Popen([str(exe), "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def run(self, *argv: str) -> tuple[int, int]:
+        """(return code, bytes on stdout) of a fresh process running argv."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(list(argv)) + "\n")
+        self.proc.stdin.flush()
+        code, size = json.loads(self.proc.stdout.readline())
+        return code, size
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    lau = Launcher(tmp_path)
+    yield lau
+    lau.close()
+
+
+def start_agent(tmp: Path, launcher: Launcher, cmd: list[str], env: dict[str, str],
+                *extra: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    rules = tmp / "rules"
+    rules.mkdir(exist_ok=True)
+    shutil.copy(REPO / "tests/data/falco-rules/falco_rules.yaml", rules / "falco_rules.yaml")
+    (rules / "zz_only_this_test.yaml").write_text(
+        "- rule: Read sensitive file untrusted\n"
+        f"  condition: and (proc.pname = {launcher.name} or proc.aname[2] = {launcher.name})\n"
+        "  override: {condition: append}\n")
+    policy = tmp / "kill.yaml"
+    policy.write_text("- policy: kill-shadow-readers-in-kernel\n"
+                      "  match: {rules: [Read sensitive file untrusted]}\n"
+                      "  actions: [{kill: {signal: KILL, in_kernel: true}}]\n"
+                      "  dry_run: false\n")
+    audit = tmp / "audit.jsonl"
+    err_path = tmp / "agent.err"
+    err = err_path.open("w")
+    agent = subprocess.Popen(cmd + ["--rules", str(rules), "--policies", str(policy),
+                                    "--audit-log", str(audit), *extra],
+                             stdout=subprocess.DEVNULL, stderr=err, env=env)
+    err.close()
+    deadline = time.monotonic() + 120
+    while "ready" not in err_path.read_text():
+        assert agent.poll() is None, err_path.read_text()
+        assert time.monotonic() < deadline, "the agent never became ready"
+        time.sleep(0.1)
+    return agent, audit, err_path
+
+
+def stop(agent: subprocess.Popen[bytes]) -> None:
+    agent.send_signal(signal.SIGTERM)
+    try:
+        agent.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+
+
+def audit_records(audit: Path, outcome: str) -> list[dict]:
+    """The audit records with this outcome (read after the agent stopped: flushed)."""
+    return [r for r in map(json.loads, audit.read_text().splitlines())
+            if r["outcome"] == outcome]
+
+
+def test_cat_of_shadow_reads_nothing_in_100_trials(need_root: None, ebpf_ready: None,
+                                                   tmp_path: Path, launcher: Launcher,
+                                                   enforcer_cmd: list[str],
+                                                   cli_env: dict[str, str]) -> None:
+    # each kill counts against the budget (through its userspace backstop): room for all
+    agent, audit, err = start_agent(tmp_path, launcher, enforcer_cmd, cli_env,
+                                    "--action-budget", "1000")
+    try:
+        assert "in-kernel kill armed for 1 rules" in err.read_text()
+        results = [launcher.run("cat", "/etc/shadow") for _ in range(TRIALS)]
+        assert results == [(-signal.SIGKILL, 0)] * TRIALS
+        # through a fresh shell too: the shell is armed with a template for its children
+        # at its own exec, before userspace has heard of it
+        piped = [launcher.run("sh", "-c", "cat /etc/shadow; true") for _ in range(SHELL_TRIALS)]
+        assert piped == [(0, 0)] * SHELL_TRIALS
+        # a trusted program the rule excepts (a cat named sshd), and a near-miss path
+        trusted = tmp_path / "sshd"
+        shutil.copy("/usr/bin/cat", trusted)
+        shadow_size = Path("/etc/shadow").stat().st_size
+        assert launcher.run(str(trusted), "/etc/shadow") == (0, shadow_size)
+        hostname_size = Path("/etc/hostname").stat().st_size
+        assert launcher.run("cat", "/etc/hostname") == (0, hostname_size)
+        # a relative path is userspace's to judge (it resolves it): never killed by the
+        # kernel — the count of kernel kills below stays TRIALS — though the userspace kill
+        # may still catch it
+        launcher.run("sh", "-c", "cd /etc && exec cat shadow")
+    finally:
+        stop(agent)
+    kills = audit_records(audit, "killed-in-kernel")
+    assert len(kills) == TRIALS + SHELL_TRIALS
+    assert {(k["rule"], k["detail"]["path"]) for k in kills} == {
+        ("Read sensitive file untrusted", "/etc/shadow")}
+
+
+def test_dry_run_never_kills_in_the_kernel(need_root: None, ebpf_ready: None, tmp_path: Path,
+                                           launcher: Launcher, enforcer_cmd: list[str],
+                                           cli_env: dict[str, str]) -> None:
+    agent, audit, err = start_agent(tmp_path, launcher, enforcer_cmd, cli_env, "--dry-run")
+    try:
+        assert "in-kernel kill armed" not in err.read_text()
+        shadow_size = Path("/etc/shadow").stat().st_size
+        for _ in range(5):
+            assert launcher.run("cat", "/etc/shadow") == (0, shadow_size)
+        time.sleep(1)  # the alerts reach the responder
+    finally:
+        stop(agent)
+    would = audit_records(audit, "dry-run")
+    assert len(would) == 5
+    assert all("in the kernel" in (r.get("message") or "") for r in would)
+
+
+def test_budget_breaker_switches_the_kernel_off(need_root: None, ebpf_ready: None,
+                                                tmp_path: Path, launcher: Launcher,
+                                                enforcer_cmd: list[str],
+                                                cli_env: dict[str, str]) -> None:
+    agent, audit, err = start_agent(tmp_path, launcher, enforcer_cmd, cli_env,
+                                    "--action-budget", "3")
+    shadow_size = Path("/etc/shadow").stat().st_size
+    try:
+        results = []
+        for _ in range(60):  # the breaker trips when the responder handles the 4th kill
+            results.append(launcher.run("cat", "/etc/shadow"))
+            if results[-1] == (0, shadow_size):
+                break
+            time.sleep(0.1)
+        assert results[0] == (-signal.SIGKILL, 0)
+        assert results[-1] == (0, shadow_size), "the kernel kept killing after the breaker"
+        after = [launcher.run("cat", "/etc/shadow") for _ in range(10)]
+        assert after == [(0, shadow_size)] * 10
+    finally:
+        stop(agent)
+    assert audit_records(audit, "tripped")

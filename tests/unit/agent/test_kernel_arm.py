@@ -1,0 +1,141 @@
+"""Arming the in-kernel kill from the process table (fake /proc, fake kernel maps): which
+processes get an entry, the templates for their children, and the stamps that keep the
+kernel from trusting an entry computed from a table that is behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from enforcer.kernel_arm import STAMP_FORK, STAMP_POISON, Arming, armed_rules
+from enforcer.kernel_kill import KillTables
+from enforcer.rules.loader import load_rules
+from enforcer.sources import syscalls as sc
+from enforcer.sources.decode import decode, pack
+from tests.unit.state.test_process_table import _fake_proc, _tracker
+
+UPSTREAM = Path(__file__).resolve().parents[2] / "data" / "falco-rules" / "falco_rules.yaml"
+
+
+class FakeMaps:
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple] = {}
+        self.parents: dict[int, tuple] = {}
+        self.templates: dict[int, tuple[int, dict[str, int]]] = {}
+        self.children: dict[int, tuple[int, dict[str, int]]] = {}
+        self.stamps: dict[int, tuple[int, int]] = {}
+        self.conjs: dict[int, tuple] = {}
+        self.paths: dict[bytes, tuple[int, int]] = {}
+
+    def set_conj(self, index, *row):
+        self.conjs[index] = row
+
+    def set_path(self, key, always, noslash):
+        self.paths[key] = (always, noslash)
+
+    def put(self, tgid, conj, uid, gid, cgroup, comm, deps):
+        self.entries[tgid] = (conj, comm, deps)
+
+    def delete(self, tgid):
+        self.entries.pop(tgid, None)
+
+    def stamp(self, pid):
+        return self.stamps.get(pid, (0, 0))
+
+    def set_template(self, tmpl, default, comms, child_default=-1, child_comms=None):
+        self.templates[tmpl] = (default, comms)
+        self.children[tmpl] = (child_default, child_comms or {})
+
+    def put_parent(self, tgid, tmpl, uid, gid, cgroup, deps):
+        self.parents[tgid] = (tmpl, deps)
+
+    def delete_parent(self, tgid):
+        self.parents.pop(tgid, None)
+
+
+@pytest.fixture(scope="module")
+def rule():
+    return load_rules([str(UPSTREAM)]).rules["Read sensitive file untrusted"]
+
+
+def setup(tmp_path: Path, rule) -> tuple:
+    tracker = _tracker(_fake_proc(tmp_path))
+    maps = FakeMaps()
+    arming = Arming(armed_rules([rule]), maps, agent_tgid=999)
+    arming.seed(tracker.ctx, [1, 100, 200])
+    return tracker, maps, arming
+
+
+def apply(tracker, arming, raw: bytes) -> None:
+    rec = decode(raw)
+    tracker.apply(rec)
+    arming.after(rec, tracker.ctx)
+
+
+def test_shells_are_trusted_but_their_children_are_armed_by_comm(tmp_path, rule):
+    tracker, maps, arming = setup(tmp_path, rule)
+    assert maps.entries == {}  # init is spared; bash and sh are trusted shells
+    tmpl, deps = maps.parents[100]
+    assert [pid for pid, _ in deps] == [100, 1]  # bash and its chain (up to aname[4])
+    default, comms = maps.templates[tmpl]
+    assert default  # a child with any other comm: the sensitive paths remain
+    assert comms["sshd"] == 0 and comms["bash"] == 0  # trusted programs: nothing
+    assert 1 not in maps.parents  # PID 1's children: not from init's template
+    # a child of bash gets its own template at exec: a child of `sh` (bash -> sh -> cat)
+    child_default, child_comms = maps.children[tmpl]
+    grand = child_comms.get("sh", child_default)
+    assert grand >= 0 and maps.templates[grand][0]  # its cat child is armed
+    assert maps.templates[grand][1]["sshd"] == 0
+
+
+def test_exec_arms_and_stale_stamps_refuse(tmp_path, rule):
+    tracker, maps, arming = setup(tmp_path, rule)
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=100, ints=(101, 100), ts=10))
+    maps.stamps[101] = (7, 50)  # the kernel saw an exec at 50 the table has not applied
+    apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
+                                path1="/usr/bin/cat", argv=("cat", "/etc/shadow"), ts=40))
+    assert 101 not in maps.entries and arming.refusals
+    apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
+                                path1="/usr/bin/cat", argv=("cat", "/etc/shadow"), ts=60))
+    conj, comm, deps = maps.entries[101]
+    assert conj and comm == b"cat" and deps[0] == (101, 7)
+    tables: KillTables = arming.tables
+    assert {frozenset(a for s in (row.paths_all,) for a in [s]) for row in tables.rows}
+    maps.stamps[100] = (9 | STAMP_POISON, 70)  # bash renamed itself: never trusted again
+    apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
+                                path1="/usr/bin/cat", argv=("cat", "x"), ts=80))
+    assert 101 not in maps.entries
+    apply(tracker, arming, pack(code=sc.EV_EXIT, tgid=101, ts=90))
+    assert 101 not in arming.deps_of
+
+
+def test_fork_stamps_allow_the_tolerance(tmp_path, rule):
+    tracker, maps, arming = setup(tmp_path, rule)
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=100, ints=(102, 100), ts=1_000_000))
+    assert 102 not in maps.entries  # a forked bash is still a trusted shell
+    maps.stamps[102] = (6, 2_999_000)
+    apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=102, comm="less",
+                                path1="/usr/bin/less", argv=("less",), ts=3_000_000))
+    assert maps.entries[102][2][0] == (102, 6)
+    maps.stamps[103] = (7 | STAMP_FORK, 3_500_500)  # stamped just after the fork record
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=102, ints=(103, 102), ts=3_500_000))
+    assert maps.entries[103][2][:2] == [(103, 7 | STAMP_FORK), (102, 6)]
+    maps.stamps[104] = (8 | STAMP_FORK, 5_500_000)  # 2 ms after the record: another fork
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=102, ints=(104, 102), ts=3_500_000))
+    assert 104 not in maps.entries
+
+
+def test_lpm_entries_answer_directories_and_prefixes():
+    from enforcer.rules.kernel_residue import ALL_CLASSES, BOTH, Conjunct
+
+    tables = KillTables(["r"])
+    dirs = frozenset({("dir", "/etc/pam.d")})
+    names = frozenset({("exact", "/etc/shadow"), ("prefix", "/etc/pam.d/x")})
+    tables.slot(0, Conjunct(frozenset({"openat"}), ALL_CLASSES, BOTH, frozenset({dirs}),
+                            frozenset({names})))
+    entries = tables.lpm_entries()
+    d, n = 1 << tables.path_sets[dirs], 1 << tables.path_sets[names]
+    assert entries[b"/etc/pam.d/"] == (0, d)  # only when no '/' follows the key
+    assert entries[b"/etc/shadow\0"] == (n, 0)
+    assert entries[b"/etc/pam.d/x"] == (n, d)
