@@ -32,7 +32,9 @@ events: the agent's userspace cost per record kind (decode, process table, rules
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -83,6 +85,7 @@ class Workloads:
 def prepare(n_open: int) -> Workloads:
     """Compile the open loop and pack the tarball the build-like workload extracts."""
     work = Path(tempfile.mkdtemp(prefix="enforcer-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     (work / "openloop.c").write_text(OPEN_LOOP)
     subprocess.run(["gcc", "-O2", "-o", str(work / "openloop"), str(work / "openloop.c")],
                    check=True)
