@@ -127,8 +127,9 @@ static __always_inline struct event_t *start(u16 type) {
 }
 
 // Waking the reader costs the emitting task an interrupt and the reader a context switch
-// per record. Records wake it only every WAKEUP_EVERY per CPU (1: every time); userspace
-// also drains on a short timer (EbpfSource.max_wait_ms), which bounds the latency.
+// per record. With WAKEUP_EVERY > 1 records wake it only every WAKEUP_EVERY per CPU and
+// userspace also drains on a short timer (EbpfSource.max_wait_ms), which bounds the
+// latency; 1 (the default) is the kernel's adaptive wake-up.
 #define WAKEUP_EVERY WAKEUP_EVERY_VALUE
 BPF_PERCPU_ARRAY(unwoken, u32, 1);
 

@@ -48,9 +48,11 @@ class ProbeConfig:
     # only look at sends that name a peer: fd.name_changed=true)
     sends_need_address: bool = False
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages
-    # records per CPU between wake-ups of the reader (1: wake at every record); the reader
-    # drains on a timer too (EbpfSource.max_wait_ms), so a quiet host waits at most that
-    wakeup_every: int = 64
+    # records per CPU between wake-ups of the reader (1: the kernel's adaptive wake-up, as
+    # soon as the reader has caught up). Above 1 the reader drains on a 10 ms timer too
+    # (EbpfSource.max_wait_ms): fewer interrupts and context switches per record, but an
+    # isolated event waits up to 10 ms, which a userspace kill (p99 <= 5 ms) cannot afford
+    wakeup_every: int = 1
     stash_entries: int = 16384
     extra_defines: dict[str, str] = field(default_factory=dict)
 

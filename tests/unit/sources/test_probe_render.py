@@ -73,12 +73,14 @@ def test_the_trie_is_only_consulted_for_second_bytes_of_some_prefix() -> None:
 def test_wakeups_are_batched_only_when_the_ring_buffer_has_room_for_it() -> None:
     from enforcer.sources.ebpf import EbpfSource  # noqa: PLC0415
 
-    big = ProbeConfig()  # 16 MiB
+    assert wakeup_every(ProbeConfig()) == 1  # default: the kernel's adaptive wake-up
+    assert EbpfSource(ProbeConfig()).max_wait_ms is None
+    big = ProbeConfig(wakeup_every=64)  # 16 MiB
     assert wakeup_every(big) == 64
     assert "#define WAKEUP_EVERY 64" in render(big)
     assert EbpfSource(big).max_wait_ms == 10
-    small = ProbeConfig(ringbuf_pages=16)  # 64 KiB: some 30 records
+    small = ProbeConfig(ringbuf_pages=16, wakeup_every=64)  # 64 KiB: some 30 records
     assert wakeup_every(small) == 2
     assert "#define WAKEUP_EVERY 2" in render(small)
-    tiny = ProbeConfig(ringbuf_pages=8)
+    tiny = ProbeConfig(ringbuf_pages=8, wakeup_every=64)
     assert wakeup_every(tiny) == 1 and EbpfSource(tiny).max_wait_ms is None
