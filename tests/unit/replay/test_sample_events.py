@@ -1,5 +1,5 @@
-"""The sample stream that `scripts/run.sh` replays: mostly benign events plus a small attack
-story, checked against the bundled upstream stable rules exactly as run.sh runs them."""
+"""The bundled sample stream (`enforcer replay policies/samples/events.jsonl`): mostly benign events plus a small attack
+story, checked against the bundled upstream stable rules as a user replaying it sees them."""
 
 from __future__ import annotations
 
