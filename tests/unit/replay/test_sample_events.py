@@ -1,5 +1,5 @@
-"""The bundled sample stream (`enforcer replay policies/samples/events.jsonl`): mostly benign events plus a small attack
-story, checked against the bundled upstream stable rules as a user replaying it sees them."""
+"""The bundled sample stream (`enforcer replay policies/samples/events.jsonl`): mostly
+benign events plus a small attack story, checked against the bundled upstream stable rules."""
 
 from __future__ import annotations
 
