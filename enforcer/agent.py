@@ -102,7 +102,7 @@ class Agent:
                  probe_config: ProbeConfig | None = None, rules: Iterable[Any] = (),
                  kernel_filter: bool = True, container_socket: str | None = None,
                  stderr: TextIO | None = None, proc_root: str = "/proc",
-                 kernel_kill: Any = None):
+                 kernel_kill: Any = None, container_lookup_timeout: float = 0.5):
         from enforcer.outputs.summary import AlertStats  # noqa: PLC0415
 
         self.engine = engine
@@ -123,6 +123,7 @@ class Agent:
         self.attachment = Attachment((), ())
         self.container_socket = container_socket
         self.proc_root = proc_root
+        self.container_lookup_timeout = container_lookup_timeout
         # the in-kernel kill (enforcer.kernel_arm.KernelKiller), or None
         self.kernel_kill = kernel_kill
         self.source: EbpfSource | None = None
@@ -153,7 +154,8 @@ class Agent:
                                                   available_syscalls(), self._base_config)
         self.source = EbpfSource(self.probe_config)
         self.tracker = build_state(proc_root=self.proc_root,
-                                   container_socket=self.container_socket)
+                                   container_socket=self.container_socket,
+                                   lookup_timeout=self.container_lookup_timeout)
         self.source.open()
         if self.kernel_kill is not None:
             self.kernel_kill.open(self.tracker.ctx)

@@ -29,8 +29,12 @@ class LiveAgent:
         self.alerts: list[Alert] = []
         self._lock = threading.Lock()
         self.stderr = io.StringIO()
+        # The tests' containers run with --rm and exit within milliseconds: their metadata
+        # can only be read on first sight, and a cold podman API on a loaded CI machine can
+        # take longer than the agent's default 0.5 s to answer.
         self.agent = Agent(self.engine, on_alert=self._keep, probe_config=probe_config,
-                           rules=self.engine.rules, stderr=self.stderr)
+                           rules=self.engine.rules, stderr=self.stderr,
+                           container_lookup_timeout=5.0)
         self.agent.open()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.agent.run, args=(self._stop,), daemon=True)

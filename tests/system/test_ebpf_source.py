@@ -29,7 +29,7 @@ class Watch:
                                     ProbeConfig(agent_tgid=os.getpid()))
         self.source = EbpfSource(cfg)
         self.source.open()
-        self.tracker = build_state()
+        self.tracker = build_state(lookup_timeout=5.0)  # see agent_harness: --rm containers
         self.events: list[LiveEvent] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
