@@ -38,6 +38,7 @@ def otlp_collector() -> Iterator[OtlpReceiver]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
+            receiver.content_types.append(self.headers.get("Content-Type", ""))
             if self.path != "/v1/traces":
                 self.send_response(404)
                 self.end_headers()

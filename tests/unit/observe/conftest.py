@@ -3,7 +3,6 @@ answer, fail or hang on demand, and helpers to build alerts."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import subprocess
@@ -18,7 +17,6 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
 )
 
 from enforcer.alert import Alert
@@ -102,37 +100,11 @@ class OtlpReceiver:
 
 @pytest.fixture
 def otlp_receiver() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
+    # imported here: tests.receivers builds on the classes of this module
+    from tests.receivers import otlp_collector  # noqa: PLC0415
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            receiver.content_types.append(self.headers.get("Content-Type", ""))
-            if self.path != "/v1/traces":
-                self.send_response(404)
-                self.end_headers()
-                return
-            receiver.add(body)
-            out = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    receiver.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield receiver
-    server.shutdown()
-    server.server_close()
+    with otlp_collector() as receiver:
+        yield receiver
 
 
 @dataclass
