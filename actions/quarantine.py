@@ -33,7 +33,7 @@ from actions.base import (
 from actions.context import ActionContext
 from actions.names import valid_namespace
 from actions.networkpolicy import _cidrs
-from actions.process import IdentityMismatch, ProcessGone, ProcessHandle, expected_start
+from actions.target_process import pinned_process
 
 
 @dataclass(frozen=True)
@@ -61,24 +61,12 @@ class Quarantine(Action):
         if _same_netns(pid, os.getpid()):
             raise Refused("host-network", f"pid {pid} uses the agent's (host) network "
                                           "namespace; quarantining it would cut the node off")
-        handle = context.process
-        if isinstance(handle, ProcessGone):
-            raise AlreadyDone(str(handle))
-        if isinstance(handle, IdentityMismatch):
-            raise Refused("identity", str(handle))
-        if not isinstance(handle, ProcessHandle) or handle.pid != pid:
-            try:
-                handle = ProcessHandle.open(pid, expected_start(context.event))
-            except ProcessGone as exc:
-                raise AlreadyDone(str(exc)) from None
-            except IdentityMismatch as exc:
-                raise Refused("identity", str(exc)) from None
-            try:
-                link = context.services.netlink.host_side_of(pid)
-            finally:
-                handle.close()
-        else:
+        handle, owned = pinned_process(context, pid)
+        try:
             link = context.services.netlink.host_side_of(pid)
+        finally:
+            if owned:
+                handle.close()
         target = {"interface": link["ifname"], "ifindex": link["ifindex"], "pid": pid,
                   "container.id": context.field("container.id"),
                   "pod": _pod(context)}

@@ -33,14 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actions.base import DONE, DRY_RUN, Action, AlreadyDone, Outcome, Params, Plan, Refused, param
+from actions.base import DONE, DRY_RUN, Action, AlreadyDone, Outcome, Params, Plan, param
 from actions.context import ActionContext
 from actions.process import (
-    IdentityMismatch,
-    ProcessGone,
     ProcessHandle,
     ancestors,
-    expected_start,
     read_stat,
 )
 from actions.snapshot_upload import (
@@ -50,6 +47,7 @@ from actions.snapshot_upload import (
     object_key,
     parse_upload,
 )
+from actions.target_process import pinned_process
 from enforcer.errors import ActionError, PermanentActionError, TemporaryActionError
 from enforcer.units import parse_size
 
@@ -112,20 +110,7 @@ class Snapshot(Action):
 
     def plan(self, context: ActionContext) -> Plan:
         pid = int(context.field("proc.pid"))
-        handle = context.process
-        owned = False
-        if isinstance(handle, ProcessGone):
-            raise AlreadyDone(str(handle))
-        if isinstance(handle, IdentityMismatch):
-            raise Refused("identity", str(handle))
-        if not isinstance(handle, ProcessHandle) or handle.pid != pid:
-            try:
-                handle = ProcessHandle.open(pid, expected_start(context.event))
-            except ProcessGone as exc:
-                raise AlreadyDone(str(exc)) from None
-            except IdentityMismatch as exc:
-                raise Refused("identity", str(exc)) from None
-            owned = True
+        handle, owned = pinned_process(context, pid)
         upper = _overlay_upper(pid) if self.params.changed else None
         if not self.params.paths and upper is None:
             if owned:
