@@ -25,6 +25,7 @@ from enforcer.state.cgroup_ids import CgroupIds, cgroup2_mount
 from enforcer.state.containers import ContainerRegistry
 from enforcer.state.live_event import StateContext
 from enforcer.state.process_table import ProcessTable
+from enforcer.state.runtime_metadata import CriSource, RuntimeAbsent, RuntimeMetadata
 from enforcer.state.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,12 @@ class RuleEngine(Protocol):
 
 
 def build_state(proc_root: str = "/proc", container_socket: str | None = None,
-                lookup_timeout: float = 0.5) -> Tracker:
-    """The process table (seeded from /proc), container registry and cgroup map."""
+                lookup_timeout: float = 0.5, cri_socket: str | None = None) -> Tracker:
+    """The process table (seeded from /proc), container registry and cgroup map.
+
+    Container metadata comes from the Docker-compatible API (`container_socket`, else
+    podman's or docker's) and from the CRI (`cri_socket`, else containerd's or cri-o's).
+    """
     from enforcer.adapters.docker_api import find_socket, inspect_container  # noqa: PLC0415
 
     table = ProcessTable(proc_root)
@@ -57,13 +62,36 @@ def build_state(proc_root: str = "/proc", container_socket: str | None = None,
         # found at each lookup: the runtime may start (or move its socket) after the agent
         sock = find_socket(container_socket)
         if sock is None:
-            raise OSError("no container runtime socket found")
+            raise RuntimeAbsent("no Docker-compatible API socket found")
         return inspect_container(sock, full_id, lookup_timeout)
 
-    ctx = StateContext(table=table, containers=ContainerRegistry(inspect, lookup_timeout),
+    lookup = RuntimeMetadata(docker=inspect, cri=_cri_source(cri_socket, lookup_timeout),
+                             proc_root=proc_root)
+    ctx = StateContext(table=table,
+                       containers=ContainerRegistry(None, lookup_timeout, lookup=lookup),
                        mono_to_wall_ns=StateContext.wall_offset(), proc_root=proc_root,
                        cgroup_ids=CgroupIds(cgroup2_mount()))
     return Tracker(ctx)
+
+
+def _cri_source(cri_socket: str | None, timeout: float) -> Callable[[], CriSource]:
+    """The CRI client to ask now; gRPC is loaded only once a CRI socket is there."""
+    connector = None
+
+    def source() -> CriSource:
+        nonlocal connector
+        if connector is None:
+            from enforcer.adapters import cri  # noqa: PLC0415
+
+            if cri.find_socket(cri_socket) is None:
+                raise RuntimeAbsent("no CRI socket found")
+            connector = cri.CriConnector(cri_socket, timeout)
+        client = connector.client()
+        if client is None:
+            raise RuntimeAbsent("no CRI socket found")
+        return client
+
+    return source
 
 
 @dataclass
@@ -102,7 +130,8 @@ class Agent:
                  probe_config: ProbeConfig | None = None, rules: Iterable[Any] = (),
                  kernel_filter: bool = True, container_socket: str | None = None,
                  stderr: TextIO | None = None, proc_root: str = "/proc",
-                 kernel_kill: Any = None, container_lookup_timeout: float = 0.5):
+                 kernel_kill: Any = None, container_lookup_timeout: float = 0.5,
+                 cri_socket: str | None = None):
         from enforcer.outputs.summary import AlertStats  # noqa: PLC0415
 
         self.engine = engine
@@ -122,6 +151,7 @@ class Agent:
         self.probe_config = base
         self.attachment = Attachment((), ())
         self.container_socket = container_socket
+        self.cri_socket = cri_socket
         self.proc_root = proc_root
         self.container_lookup_timeout = container_lookup_timeout
         # the in-kernel kill (enforcer.kernel_arm.KernelKiller), or None
@@ -155,7 +185,8 @@ class Agent:
         self.source = EbpfSource(self.probe_config)
         self.tracker = build_state(proc_root=self.proc_root,
                                    container_socket=self.container_socket,
-                                   lookup_timeout=self.container_lookup_timeout)
+                                   lookup_timeout=self.container_lookup_timeout,
+                                   cri_socket=self.cri_socket)
         self.source.open()
         if self.kernel_kill is not None:
             self.kernel_kill.open(self.tracker.ctx)

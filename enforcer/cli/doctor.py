@@ -132,6 +132,28 @@ def check_runtime(socket_path: str | None) -> Check:
     return Check("container runtime API", True, f"{sock} answers", required=False)
 
 
+def check_cri(socket_path: str | None) -> Check:
+    from enforcer.adapters import cri  # noqa: PLC0415
+
+    sock = cri.find_socket(socket_path)
+    if sock is None:
+        return Check("CRI runtime API", False, "no containerd or cri-o CRI socket found",
+                     "on a Kubernetes node, mount the runtime's socket (e.g. "
+                     "/run/containerd/containerd.sock) or pass --cri-socket; without it the "
+                     "names, images and pods of CRI containers stay empty", required=False)
+    client = cri.CriClient(sock, timeout=2.0)
+    try:
+        version = client.version()
+    except OSError as exc:
+        return Check("CRI runtime API", False, f"{sock} does not answer: {exc}",
+                     "check that the runtime is running and serves the CRI (its cri plugin "
+                     "enabled)", required=False)
+    finally:
+        client.close()
+    return Check("CRI runtime API", True, f"{sock} answers: {version.get('runtime_name')} "
+                 f"{version.get('runtime_version')}", required=False)
+
+
 CHECKS: list[Callable[[], Check]] = [check_privileges, check_tracefs, check_headers, check_bcc,
                                      check_btf, check_memlock, check_cgroup2]
 
@@ -139,11 +161,13 @@ CHECKS: list[Callable[[], Check]] = [check_privileges, check_tracefs, check_head
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check the live agent's prerequisites")
     p.add_argument("--container-socket", metavar="PATH", default=None)
+    p.add_argument("--cri-socket", metavar="PATH", default=None)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    checks = [c() for c in CHECKS] + [check_runtime(args.container_socket)]
+    checks = [c() for c in CHECKS] + [check_runtime(args.container_socket),
+                                      check_cri(args.cri_socket)]
     for c in checks:
         print(c.line())
     failed = [c for c in checks if c.required and not c.ok]

@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--container-socket", metavar="PATH",
                        default=os.environ.get("ENFORCER_CONTAINER_SOCKET"),
                        help="Docker-compatible API socket (default: podman's, then docker's)")
+    group.add_argument("--cri-socket", metavar="PATH",
+                       default=os.environ.get("ENFORCER_CRI_SOCKET"),
+                       help="CRI socket of containerd or cri-o, for container and pod metadata "
+                            "(default: containerd's, then cri-o's)")
     group.add_argument("--no-kernel-filter", action="store_true",
                        help="send every open to userspace (for comparison; slower)")
     add_rules_option(parser)
@@ -126,7 +130,7 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
     agent = Agent(pipeline, (), on_alert=pipeline.publish, rules=pipeline.rules,
                   kernel_filter=not args.no_kernel_filter,
                   container_socket=args.container_socket, proc_root=args.host_proc,
-                  kernel_kill=kernel_kill)
+                  kernel_kill=kernel_kill, cri_socket=args.cri_socket)
     pipeline.metrics.read_kernel_drops_with(lambda: agent.drops.last)
     stop = _stop_on_signals()
     try:

@@ -1,5 +1,8 @@
 """Container and pod metadata, looked up from the runtime's API and cached.
 
+Where the answer comes from is the caller's choice (`Lookup`): the Docker-compatible API
+(docker, podman) or the CRI (containerd, cri-o), see enforcer.state.runtime_metadata.
+
 On the first sight of a container id the lookup is made at once with a short timeout, so
 the first event of a new container (often the one that matters: its entrypoint) already
 carries its name, image and pod. When that fails, a background thread retries with backoff
@@ -21,6 +24,9 @@ from enforcer.state.cgroups import HOST
 log = logging.getLogger(__name__)
 
 Inspect = Callable[[str], "dict[str, Any] | None"]
+# (full id, runtime named by the cgroup path) -> metadata, or None when the runtime does not
+# know the container; raises OSError when it cannot be asked
+Lookup = Callable[[str, "str | None"], "ContainerInfo | None"]
 
 K8S_POD_NAME = "io.kubernetes.pod.name"
 K8S_NAMESPACE = "io.kubernetes.pod.namespace"
@@ -44,6 +50,9 @@ class ContainerInfo:
     labels: dict[str, str] = field(default_factory=dict)
     runtime: str | None = None
     upper_dir: str | None = None  # overlayfs upper layer on the host, when the runtime says
+    # the pod sandbox's own labels (CRI), which Falco's k8s.pod.labels shows; None when the
+    # runtime gives only the container's labels (Docker API)
+    pod_labels: dict[str, str] | None = None
 
     @property
     def k8s_pod_name(self) -> str | None:
@@ -59,8 +68,10 @@ class ContainerInfo:
 
     @property
     def k8s_pod_labels(self) -> dict[str, str]:
-        """Labels other than the kubelet's own bookkeeping."""
-        return {k: v for k, v in self.labels.items()
+        """The pod's labels (the sandbox's when known, else the container's), other than the
+        kubelet's own bookkeeping."""
+        labels = self.labels if self.pod_labels is None else self.pod_labels
+        return {k: v for k, v in labels.items()
                 if not k.startswith(("io.kubernetes.", "annotation.io.kubernetes."))}
 
 
@@ -113,12 +124,22 @@ def info_from_inspect(full_id: str, doc: dict[str, Any], runtime: str | None = N
         upper_dir=((doc.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir"))
 
 
+def docker_lookup(inspect: Inspect) -> Lookup:
+    """A Lookup over a Docker-API `/containers/{id}/json` call."""
+    def lookup(full_id: str, runtime: str | None) -> ContainerInfo | None:
+        doc = inspect(full_id)
+        return None if doc is None else info_from_inspect(full_id, doc, runtime)
+    return lookup
+
+
 class ContainerRegistry:
-    """Cache of ContainerInfo by full id, filled from the runtime API."""
+    """Cache of ContainerInfo by full id, filled from the runtime API: `inspect` (a Docker
+    API call) or, in its place, any `lookup`."""
 
     def __init__(self, inspect: Inspect | None, first_timeout: float = 0.5,
-                 retry_delays: tuple[float, ...] = (0.2, 0.5, 1, 2, 5, 10)):
-        self._inspect = inspect
+                 retry_delays: tuple[float, ...] = (0.2, 0.5, 1, 2, 5, 10),
+                 lookup: Lookup | None = None):
+        self._lookup_fn = lookup or (docker_lookup(inspect) if inspect is not None else None)
         self._cache: dict[str, ContainerInfo] = {}
         self._pending: set[str] = set()
         self._failed: set[str] = set()  # ids whose first lookup failed: never block again
@@ -150,18 +171,17 @@ class ContainerRegistry:
         return ContainerInfo(id=full_id[:12], full_id=full_id, runtime=runtime)
 
     def _lookup(self, full_id: str, runtime: str | None) -> ContainerInfo | None:
-        if self._inspect is None:
+        if self._lookup_fn is None:
             return None
         self.lookups += 1
         try:
-            doc = self._inspect(full_id)
+            info = self._lookup_fn(full_id, runtime)
         except OSError as exc:
             self.failures += 1
             log.debug("container %s: runtime lookup failed: %s", full_id[:12], exc)
             return None
-        if doc is None:
+        if info is None:
             return None
-        info = info_from_inspect(full_id, doc, runtime)
         self._cache[full_id] = info
         with self._lock:
             self._pending.discard(full_id)

@@ -24,7 +24,8 @@ EAGER = ("proc.name", "proc.pname", "proc.cmdline", "container.id", "container.n
 class LiveAgent:
     """Agent on a background thread; `alerts` grows as rules fire."""
 
-    def __init__(self, rule_paths: list[str], probe_config: ProbeConfig | None = None):
+    def __init__(self, rule_paths: list[str], probe_config: ProbeConfig | None = None,
+                 cri_socket: str | None = None):
         self.engine = Engine(load_rules(rule_paths))
         self.alerts: list[Alert] = []
         self._lock = threading.Lock()
@@ -34,7 +35,7 @@ class LiveAgent:
         # take longer than the agent's default 0.5 s to answer.
         self.agent = Agent(self.engine, on_alert=self._keep, probe_config=probe_config,
                            rules=self.engine.rules, stderr=self.stderr,
-                           container_lookup_timeout=5.0)
+                           container_lookup_timeout=5.0, cri_socket=cri_socket)
         self.agent.open()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.agent.run, args=(self._stop,), daemon=True)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, require
+from tests.system.containerd import PAUSE_IMAGE, Containerd, ContainerdError, ensure_pause_image
+from tests.system.containerd import available as containerd_available
 
 IMAGE = "localhost/enforcer-busybox:test"
 
@@ -47,6 +49,26 @@ def podman_run(*args: str, name: str, labels: dict[str, str] | None = None,
         cmd += ["--label", f"{k}={v}"]
     cmd += [IMAGE, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="session")
+def containerd_cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    """A private containerd serving the CRI (tests/system/containerd.py), with the busybox
+    test image and its pause image imported; stopped with its pods at the end."""
+    require(os.geteuid() == 0, "not running as root", "run the tests as root (scripts/test.sh)")
+    require(containerd_available(), "containerd, ctr and containerd-shim-runc-v2",
+            "run scripts/setup.sh (installs the Debian package containerd)")
+    require_podman()
+    runtime = Containerd(tmp_path_factory.mktemp("containerd"))
+    try:
+        ensure_pause_image()
+        runtime.start()
+        runtime.import_images(IMAGE, PAUSE_IMAGE)
+    except ContainerdError as exc:
+        runtime.stop()
+        pytest.fail(f"could not start the test containerd: {exc}", pytrace=False)
+    yield runtime
+    runtime.stop()
 
 
 @pytest.fixture(scope="session")

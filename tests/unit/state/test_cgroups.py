@@ -44,3 +44,24 @@ def test_pod_uid_from_kubepods_path() -> None:
     ident = identify("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234abcd"
                      f"_5678_90ab_cdef_1234567890ab.slice/cri-containerd-{ID}.scope")
     assert ident.pod_uid == "1234abcd-5678-90ab-cdef-1234567890ab"
+
+
+# /proc/PID/cgroup of a container that containerd 1.6.20's CRI (runc, cgroupfs driver, no
+# systemd) started on this project's hybrid cgroup hosts, under the kubelet-style parent
+# /kubepods/besteffort/pod<uid> (tests/system/cri_driver.py): every hierarchy, the unified
+# one (0::) included, ends in the bare 64-hex container id.
+CONTAINERD_CRI = "\n".join(
+    f"{n}:{c}:/kubepods/besteffort/pod60685df8-1ad7-4143-b928-b52f03aa13d3/"
+    "e4114c89f977b97848d8879b1acc37c509f612e084bff6458de4ef5d44e2ecea"
+    for n, c in ((9, "name=systemd"), (8, "pids"), (7, "blkio"), (6, "freezer"),
+                 (5, "devices"), (4, "memory"), (3, "cpuset"), (2, "cpuacct"), (1, "cpu"),
+                 (0, "")))
+
+
+@pytest.mark.parametrize("text", [CONTAINERD_CRI, CONTAINERD_CRI.splitlines()[-1]])
+def test_containerd_cri_cgroupfs_as_produced_here(text: str) -> None:
+    ident = identify(text)
+    assert ident.runtime == "containerd"
+    assert ident.full_id == "e4114c89f977b97848d8879b1acc37c509f612e084bff6458de4ef5d44e2ecea"
+    assert ident.container_id == "e4114c89f977"
+    assert ident.pod_uid == "60685df8-1ad7-4143-b928-b52f03aa13d3"

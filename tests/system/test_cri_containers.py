@@ -1,0 +1,61 @@
+"""Containers run through the CRI of a real containerd (as the kubelet runs them): the live
+agent's alerts carry their identity from the cgroup path and their metadata from the CRI
+(container name, image, pod, namespace, pod uid and labels, mounts, privileged)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from enforcer.resources import default_rules_dir
+from tests.system.agent_harness import LiveAgent
+from tests.system.containerd import IMAGE, Containerd
+
+pytestmark = [pytest.mark.root, pytest.mark.ebpf]
+
+RULE = "Read sensitive file untrusted"
+
+
+@pytest.fixture(scope="module")
+def agent(ebpf_ready: None, containerd_cri: Containerd) -> Iterator[LiveAgent]:
+    live = LiveAgent([str(default_rules_dir())], cri_socket=containerd_cri.socket)
+    yield live
+    live.close()
+
+
+def test_read_sensitive_file_in_a_cri_pod(agent: LiveAgent, containerd_cri: Containerd,
+                                          tmp_path: Path) -> None:
+    driver = containerd_cri.driver
+    assert driver is not None
+    pod = driver.run_pod("web-1", "shop", labels={"app": "web", "tier": "front"})
+    cid = driver.start_container(pod, "app", IMAGE, ["sh", "-c", "cat /etc/shadow; sleep 1"],
+                                 mounts=[(str(tmp_path), "/data", True)])
+    a = agent.wait(RULE, lambda a: a.event.get("container.id") == cid[:12])
+    ev = a.event
+    assert ev.get("proc.name") == "cat" and ev.get("fd.name") == "/etc/shadow"
+    assert ev.get("container.id") == cid[:12] and ev.get("container.full_id") == cid
+    assert ev.get("container.type") == "containerd"
+    assert ev.get("container.name") == "app"
+    assert ev.get("container.image") == IMAGE
+    assert ev.get("container.image.repository") == "localhost/enforcer-busybox"
+    assert ev.get("container.image.tag") == "test"
+    assert ev.get("k8s.pod.name") == "web-1" and ev.get("k8s.ns.name") == "shop"
+    assert ev.get("k8s.pod.uid") == pod.uid
+    assert ev.get("k8s.pod.labels") == "app:web, tier:front"
+    assert ev.get("k8s.pod.label[tier]") == "front"
+    assert ev.get("container.privileged") is False
+    assert ev.get("container.mounts") == f"{tmp_path}:/data::false:private"
+    assert ev.get("container.mount.dest[/data]") == str(tmp_path)
+
+
+def test_privileged_cri_container(agent: LiveAgent, containerd_cri: Containerd) -> None:
+    driver = containerd_cri.driver
+    assert driver is not None
+    pod = driver.run_pod("debug-1", "ops", privileged=True)
+    cid = driver.start_container(pod, "shell", IMAGE, ["sh", "-c", "cat /etc/shadow; sleep 1"],
+                                 privileged=True)
+    ev = agent.wait(RULE, lambda a: a.event.get("container.id") == cid[:12]).event
+    assert ev.get("container.privileged") is True
+    assert ev.get("container.name") == "shell" and ev.get("k8s.ns.name") == "ops"

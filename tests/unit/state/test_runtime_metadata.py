@@ -1,0 +1,128 @@
+"""Which runtime API answers for a container: the CRI first for containerd / cri-o cgroups,
+the Docker API first for the others, the other one when the first does not know the
+container or cannot be asked; a pod's sandbox is asked once for all its containers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enforcer.state.containers import ContainerRegistry
+from enforcer.state.runtime_metadata import RuntimeAbsent, RuntimeMetadata
+
+CAPTURED = json.loads((Path(__file__).resolve().parents[2] / "data" / "cri" /
+                       "containerd-1.6.20.json").read_text())
+STATUS = CAPTURED["container_status"]
+SANDBOX = CAPTURED["pod_sandbox_status"]
+CID = STATUS["status"]["id"]
+SID = SANDBOX["status"]["id"]
+DOC = {"Id": CID, "Name": "/podman-name", "Config": {"Image": "localhost/x:1", "Labels": {}}}
+
+
+class FakeCri:
+    def __init__(self, containers: dict[str, Any], sandboxes: dict[str, Any],
+                 error: OSError | None = None):
+        self.containers, self.sandboxes, self.error = containers, sandboxes, error
+        self.calls: list[tuple[str, str]] = []
+
+    def container_status(self, container_id: str) -> dict[str, Any] | None:
+        self.calls.append(("container", container_id))
+        if self.error:
+            raise self.error
+        return self.containers.get(container_id)
+
+    def pod_sandbox_status(self, sandbox_id: str) -> dict[str, Any] | None:
+        self.calls.append(("sandbox", sandbox_id))
+        if self.error:
+            raise self.error
+        return self.sandboxes.get(sandbox_id)
+
+
+def docker_knows(docs: dict[str, Any], calls: list[str]):  # type: ignore[no-untyped-def]
+    def inspect(full_id: str) -> dict[str, Any] | None:
+        calls.append(full_id)
+        return docs.get(full_id)
+    return inspect
+
+
+def absent() -> Any:
+    raise RuntimeAbsent("no socket")
+
+
+def test_cri_first_for_a_containerd_cgroup() -> None:
+    cri, docker_calls = FakeCri({CID: STATUS}, {SID: SANDBOX}), []
+    lookup = RuntimeMetadata(docker=docker_knows({CID: DOC}, docker_calls), cri=lambda: cri)
+    info = lookup(CID, "containerd")
+    assert info is not None and info.name == "app" and info.runtime == "containerd"
+    assert info.k8s_pod_labels == {"app": "web", "tier": "front"}
+    assert docker_calls == []
+
+
+def test_docker_first_for_a_podman_cgroup_then_cri() -> None:
+    cri, docker_calls = FakeCri({CID: STATUS}, {SID: SANDBOX}), []
+    lookup = RuntimeMetadata(docker=docker_knows({CID: DOC}, docker_calls), cri=lambda: cri)
+    assert lookup(CID, "podman").name == "podman-name"  # type: ignore[union-attr]
+    assert cri.calls == []
+    unknown_to_docker = RuntimeMetadata(docker=docker_knows({}, []), cri=lambda: cri)
+    assert unknown_to_docker(CID, "docker").name == "app"  # type: ignore[union-attr]
+
+
+def test_sandbox_is_asked_once_per_pod() -> None:
+    other = dict(STATUS, status=dict(STATUS["status"], id="e" * 64))
+    cri = FakeCri({CID: STATUS, "e" * 64: other}, {SID: SANDBOX})
+    lookup = RuntimeMetadata(cri=lambda: cri)
+    lookup(CID, "containerd")
+    lookup("e" * 64, "containerd")
+    assert cri.calls.count(("sandbox", SID)) == 1
+
+
+def test_a_pod_sandbox_container_is_named_after_its_pod() -> None:
+    lookup = RuntimeMetadata(cri=lambda: FakeCri({}, {SID: SANDBOX}))
+    info = lookup(SID, "containerd")
+    assert info is not None and info.name == "web-1" and info.k8s_ns_name == "shop"
+
+
+def test_unknown_everywhere_is_none_and_no_runtime_is_an_error() -> None:
+    assert RuntimeMetadata(docker=docker_knows({}, []),
+                           cri=lambda: FakeCri({}, {}))(CID, "containerd") is None
+    with pytest.raises(RuntimeAbsent):
+        RuntimeMetadata(docker=None, cri=absent)(CID, "containerd")
+    # one API absent, the other not knowing the container: not an error, just unknown
+    assert RuntimeMetadata(docker=None, cri=lambda: FakeCri({}, {}))(CID, "containerd") is None
+
+
+def test_a_failing_cri_falls_back_to_docker_and_failures_are_reported() -> None:
+    broken = FakeCri({}, {}, error=OSError("deadline exceeded"))
+    lookup = RuntimeMetadata(docker=docker_knows({CID: DOC}, []), cri=lambda: broken)
+    assert lookup(CID, "containerd").name == "podman-name"  # type: ignore[union-attr]
+    with pytest.raises(OSError, match="deadline exceeded"):
+        RuntimeMetadata(docker=docker_knows({}, []), cri=lambda: broken)(CID, "containerd")
+
+
+def test_container_answer_kept_when_only_its_sandbox_fails() -> None:
+    class SandboxDown(FakeCri):
+        def pod_sandbox_status(self, sandbox_id: str) -> dict[str, Any] | None:
+            raise OSError("sandbox lookup timed out")
+
+    info = RuntimeMetadata(cri=lambda: SandboxDown({CID: STATUS}, {}))(CID, "containerd")
+    assert info is not None and info.name == "app" and info.k8s_pod_name == "web-1"
+
+
+def test_upper_dir_from_the_container_process_mountinfo(tmp_path: Path) -> None:
+    pid = json.loads(STATUS["info"]["info"])["pid"]
+    (tmp_path / str(pid)).mkdir()
+    (tmp_path / str(pid) / "mountinfo").write_text(
+        "1 0 0:1 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/snap/7/fs,workdir=/w\n")
+    lookup = RuntimeMetadata(cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}),
+                             proc_root=str(tmp_path))
+    assert lookup(CID, "containerd").upper_dir == "/snap/7/fs"  # type: ignore[union-attr]
+
+
+def test_registry_over_the_runtime_lookup() -> None:
+    reg = ContainerRegistry(None, lookup=RuntimeMetadata(
+        cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX})))
+    info = reg.get(CID, "containerd")
+    assert info.name == "app" and reg.get(CID, "containerd") is info
