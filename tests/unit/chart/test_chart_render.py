@@ -274,6 +274,8 @@ def test_host_mounts(kube_tools, tmp_path):
     assert not {"/var/lib/enforcer/snapshots", "/run/enforcer"} & read_only
     env = env_of(objects)
     assert env["ENFORCER_CONTAINER_SOCKET"] == "/host/var/run/docker.sock"
+    assert env["ENFORCER_CRI_SOCKET"] == (
+        "/host/run/containerd/containerd.sock:/host/run/crio/crio.sock")
     assert env["ENFORCER_AUDIT_LOG"] == "/var/lib/enforcer/audit/audit.jsonl"
     assert env["ENFORCER_STORE"] == "/var/lib/enforcer/audit/audit.db"
     assert env["ENFORCER_SNAPSHOT_DIR"] == "/var/lib/enforcer/snapshots"
@@ -292,9 +294,14 @@ def test_runtime_sockets_follow_values(kube_tools, tmp_path):
     env = env_of(render(kube_tools, tmp_path, values))
     assert env["ENFORCER_CONTAINER_SOCKET"] == (
         "/host/var/run/docker.sock:/host/run/podman/podman.sock")
+    assert env["ENFORCER_CRI_SOCKET"] == (
+        "/host/run/containerd/containerd.sock:/host/run/crio/crio.sock")
     values["containerRuntime"]["sockets"] = {"docker": "", "podman": "", "crio": None}
     objects = render(kube_tools, tmp_path, values)
     assert "ENFORCER_CONTAINER_SOCKET" not in env_of(objects)
+    assert env_of(objects)["ENFORCER_CRI_SOCKET"] == "/host/run/containerd/containerd.sock"
+    values["containerRuntime"]["sockets"]["containerd"] = ""
+    assert "ENFORCER_CRI_SOCKET" not in env_of(render(kube_tools, tmp_path, values))
 
 
 @pytest.mark.parametrize(("setting", "quarantine", "expected"), [
