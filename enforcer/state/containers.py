@@ -53,6 +53,9 @@ class ContainerInfo:
     # the pod sandbox's own labels (CRI), which Falco's k8s.pod.labels shows; None when the
     # runtime gives only the container's labels (Docker API)
     pod_labels: dict[str, str] | None = None
+    # False when part of the answer could not be had (e.g. the CRI answered for the container
+    # but not for its pod sandbox): used as it is, and asked again in the background
+    complete: bool = True
 
     @property
     def k8s_pod_name(self) -> str | None:
@@ -164,6 +167,9 @@ class ContainerRegistry:
             retried = full_id in self._failed
         found = None if retried else self._lookup(full_id, runtime)
         if found is not None:
+            if not found.complete:
+                threading.Thread(target=self._retry, args=(full_id, runtime), daemon=True,
+                                 name=f"container-lookup-{full_id[:12]}").start()
             return found
         self._failed.add(full_id)
         threading.Thread(target=self._retry, args=(full_id, runtime), daemon=True,
@@ -190,7 +196,8 @@ class ContainerRegistry:
     def _retry(self, full_id: str, runtime: str | None) -> None:
         for delay in self._retry_delays:
             time.sleep(delay)
-            if self._lookup(full_id, runtime) is not None:
+            found = self._lookup(full_id, runtime)
+            if found is not None and found.complete:
                 return
         with self._lock:
             self._pending.discard(full_id)  # give up for now; a later event asks again

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from enforcer.state.containers import ContainerInfo, Inspect, info_from_inspect
@@ -95,13 +96,15 @@ class RuntimeMetadata:
             return None if sandbox is None else info_from_sandbox_status(full_id, sandbox,
                                                                          runtime)
         sid = sandbox_id(answer)
+        complete = True
         try:
             sandbox = self._sandbox(client, sid) if sid else None
-        except OSError as exc:  # the container's own answer is still worth having
+        except OSError as exc:  # the container's own answer is still worth having now
             log.debug("pod sandbox %s: CRI lookup failed: %s", sid, exc)
-            sandbox = None
-        return info_from_container_status(full_id, answer, sandbox, runtime,
+            sandbox, complete = None, False
+        info = info_from_container_status(full_id, answer, sandbox, runtime,
                                           self._upper_dir(container_pid(answer)))
+        return info if complete else replace(info, complete=False)
 
     def _sandbox(self, client: CriSource, sid: str) -> dict[str, Any] | None:
         found = self._sandboxes.get(sid)

@@ -5,6 +5,7 @@ container or cannot be asked; a pod's sandbox is asked once for all its containe
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,27 @@ def test_container_answer_kept_when_only_its_sandbox_fails() -> None:
 
     info = RuntimeMetadata(cri=lambda: SandboxDown({CID: STATUS}, {}))(CID, "containerd")
     assert info is not None and info.name == "app" and info.k8s_pod_name == "web-1"
+    assert info.complete is False  # the registry asks again for the pod's labels
+
+
+def test_registry_completes_an_answer_that_lacked_its_sandbox() -> None:
+    class SandboxLate(FakeCri):
+        def pod_sandbox_status(self, sandbox_id: str) -> dict[str, Any] | None:
+            self.calls.append(("sandbox", sandbox_id))
+            if len(self.calls) < 6:
+                raise OSError("sandbox lookup timed out")
+            return super().pod_sandbox_status(sandbox_id)
+
+    cri = SandboxLate({CID: STATUS}, {SID: SANDBOX})
+    reg = ContainerRegistry(None, lookup=RuntimeMetadata(cri=lambda: cri),
+                            retry_delays=(0.01,) * 50)
+    first = reg.get(CID, "containerd")
+    assert first.name == "app" and first.k8s_pod_labels == {}
+    for _ in range(200):
+        if reg.get(CID, "containerd").complete:
+            break
+        threading.Event().wait(0.01)
+    assert reg.get(CID, "containerd").k8s_pod_labels == {"app": "web", "tier": "front"}
 
 
 def test_upper_dir_from_the_container_process_mountinfo(tmp_path: Path) -> None:
