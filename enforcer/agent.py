@@ -75,22 +75,30 @@ def build_state(proc_root: str = "/proc", container_socket: str | None = None,
 
 
 def _cri_source(cri_socket: str | None, timeout: float) -> Callable[[], CriSource]:
-    """The CRI client to ask now; gRPC is loaded only once a CRI socket is there."""
-    connector = None
+    """The CRI client to ask now. gRPC takes a good part of a second to import: it is
+    imported here, at start-up, when a CRI socket is there, and otherwise only once one
+    appears, never on a host without a CRI runtime."""
+    from enforcer.adapters.cri_sockets import find_socket  # noqa: PLC0415
+
+    connector: Any = None
 
     def source() -> CriSource:
         nonlocal connector
         if connector is None:
-            from enforcer.adapters import cri  # noqa: PLC0415
-
-            if cri.find_socket(cri_socket) is None:
+            if find_socket(cri_socket) is None:
                 raise RuntimeAbsent("no CRI socket found")
-            connector = cri.CriConnector(cri_socket, timeout)
+            from enforcer.adapters.cri import CriConnector  # noqa: PLC0415
+
+            connector = CriConnector(cri_socket, timeout)
         client = connector.client()
         if client is None:
             raise RuntimeAbsent("no CRI socket found")
         return client
 
+    if find_socket(cri_socket) is not None:
+        from enforcer.adapters.cri import CriConnector  # noqa: PLC0415
+
+        connector = CriConnector(cri_socket, timeout)
     return source
 
 

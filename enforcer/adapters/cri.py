@@ -16,14 +16,11 @@ import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
 
 from enforcer.adapters.cri_descriptor import SERIALIZED
+from enforcer.adapters.cri_sockets import candidates, find_socket
 
-# Where containerd and cri-o serve the CRI by default (k3s and RKE2 keep their own
-# containerd). /var/run is usually a link to /run; both are listed for hosts where it is not.
-DEFAULT_SOCKETS = (
-    "/run/containerd/containerd.sock", "/run/crio/crio.sock",
-    "/var/run/containerd/containerd.sock", "/var/run/crio/crio.sock",
-    "/run/k3s/containerd/containerd.sock",
-)
+__all__ = ["CriClient", "CriConnector", "CriError", "CriUnimplemented", "find_socket",
+           "message"]
+
 SERVICE = "runtime.v1.RuntimeService"
 
 POOL = descriptor_pool.DescriptorPool()
@@ -31,7 +28,7 @@ POOL.AddSerializedFile(SERIALIZED)
 
 
 def message(name: str) -> Any:
-    """The message class `runtime.v1.<name>` from `pool` (built from its descriptor)."""
+    """The message class `runtime.v1.<name>`, built from our descriptor."""
     return message_factory.GetMessageClass(POOL.FindMessageTypeByName(f"runtime.v1.{name}"))
 
 
@@ -42,25 +39,6 @@ class CriError(OSError):
 class CriUnimplemented(CriError):
     """Whatever serves this socket does not implement the CRI (e.g. the containerd under
     docker, whose CRI plugin is disabled)."""
-
-
-def candidates(explicit: str | None = None) -> list[str]:
-    """Socket paths to try, in order: explicit (colon-separated), $ENFORCER_CRI_SOCKET (the
-    same), then the defaults; a `unix://` prefix is allowed."""
-    paths: list[str] = []
-    for given in (explicit, os.environ.get("ENFORCER_CRI_SOCKET")):
-        if given:
-            paths += given.replace("unix://", "").split(":")
-    paths += list(DEFAULT_SOCKETS)
-    return [p for p in paths if p]
-
-
-def find_socket(explicit: str | None = None) -> str | None:
-    """The first CRI socket of `candidates(explicit)` that exists."""
-    for path in candidates(explicit):
-        if os.path.exists(path):
-            return path
-    return None
 
 
 def to_dict(msg: Any) -> dict[str, Any]:

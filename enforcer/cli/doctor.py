@@ -133,15 +133,17 @@ def check_runtime(socket_path: str | None) -> Check:
 
 
 def check_cri(socket_path: str | None) -> Check:
-    from enforcer.adapters import cri  # noqa: PLC0415
+    from enforcer.adapters.cri_sockets import find_socket  # noqa: PLC0415
 
-    sock = cri.find_socket(socket_path)
+    sock = find_socket(socket_path)
     if sock is None:
         return Check("CRI runtime API", False, "no containerd or cri-o CRI socket found",
                      "on a Kubernetes node, mount the runtime's socket (e.g. "
                      "/run/containerd/containerd.sock) or pass --cri-socket; without it the "
                      "names, images and pods of CRI containers stay empty", required=False)
-    client = cri.CriClient(sock, timeout=2.0)
+    from enforcer.adapters.cri import CriClient  # noqa: PLC0415
+
+    client = CriClient(sock, timeout=2.0)
     try:
         version = client.version()
     except OSError as exc:

@@ -4,6 +4,7 @@ agent's alerts carry their identity from the cgroup path and their metadata from
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,3 +60,11 @@ def test_privileged_cri_container(agent: LiveAgent, containerd_cri: Containerd) 
     ev = agent.wait(RULE, lambda a: a.event.get("container.id") == cid[:12]).event
     assert ev.get("container.privileged") is True
     assert ev.get("container.name") == "shell" and ev.get("k8s.ns.name") == "ops"
+
+
+def test_doctor_reports_the_cri_runtime(containerd_cri: Containerd, enforcer_cmd: list[str],
+                                        cli_env: dict[str, str]) -> None:
+    res = subprocess.run([*enforcer_cmd, "doctor", "--cri-socket", containerd_cri.socket],
+                         capture_output=True, text=True, env=cli_env, timeout=120, check=False)
+    assert f"ok   CRI runtime API: {containerd_cri.socket} answers: containerd 1." in res.stdout
+    assert "Traceback" not in res.stderr

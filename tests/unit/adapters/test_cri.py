@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
-from enforcer.adapters import cri
+from enforcer.adapters import cri, cri_sockets
 from tests.conftest import REPO, require
 
 CID = "e4114c89f977b97848d8879b1acc37c509f612e084bff6458de4ef5d44e2ecea"
@@ -124,7 +124,7 @@ def test_a_socket_without_the_cri_is_passed_over(runtime: tuple[FakeRuntime, str
                                                  tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     server, path = runtime  # serves nothing: every CRI method is UNIMPLEMENTED
-    monkeypatch.setattr(cri, "DEFAULT_SOCKETS", ())
+    monkeypatch.setattr(cri_sockets, "DEFAULT_SOCKETS", ())
     monkeypatch.delenv("ENFORCER_CRI_SOCKET", raising=False)
     connector = cri.CriConnector(path, timeout=5)
     client = connector.client()
@@ -154,7 +154,7 @@ def test_version_and_list(runtime: tuple[FakeRuntime, str]) -> None:
 
 
 def test_find_socket_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cri, "DEFAULT_SOCKETS", ())
+    monkeypatch.setattr(cri_sockets, "DEFAULT_SOCKETS", ())
     first, second = tmp_path / "a.sock", tmp_path / "b.sock"
     second.touch()
     monkeypatch.setenv("ENFORCER_CRI_SOCKET", f"unix://{second}")
