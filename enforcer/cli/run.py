@@ -29,9 +29,11 @@ def _env_flag(name: str) -> bool:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The agent's options, on the top-level parser (`enforcer --dry-run`)."""
+    from enforcer.cli.config_args import add_config_option  # noqa: PLC0415
     from enforcer.cli.rules_args import add_rules_option  # noqa: PLC0415
 
     group = parser.add_argument_group("live agent (when no command is given)")
+    add_config_option(group)
     group.add_argument("--dry-run", action="store_true", default=_env_flag("ENFORCER_DRY_RUN"),
                        help="detect and report, never act (responses are only planned)")
     group.add_argument("--format", choices=("json", "text"),
@@ -104,10 +106,6 @@ def run(args: argparse.Namespace) -> int:
     except WiringError as exc:
         print(exc, file=sys.stderr)
         return exc.exit_code
-    if args.kubernetes_events == "true":
-        print("enforcer: warning: recording responses as Kubernetes Events "
-              "(ENFORCER_KUBERNETES_EVENTS) is not implemented yet; responses are in the "
-              "audit log, traces and metrics", file=sys.stderr)
     try:
         start_http(args, pipeline)
     except WiringError as exc:
