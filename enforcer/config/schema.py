@@ -78,7 +78,8 @@ def config_schema() -> dict[str, Any]:
             "min_priority": PRIORITY,
             "extra_fields": {"type": "object", "additionalProperties": {
                 "type": ["string", "number", "boolean"]}},
-            "http_addr": {"type": "string", "minLength": 1},
+            "http_addr": {"type": "string", "pattern": r"^((?i:off|none)|.*:\d{1,5})$",
+                          "description": "HOST:PORT (e.g. 0.0.0.0:9376), or off"},
             "kubernetes_events": {"type": "boolean"},
             "outputs": outputs,
             "audit": _object({"log": {"type": "string", "minLength": 1},

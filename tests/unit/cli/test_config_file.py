@@ -55,6 +55,9 @@ def write(tmp_path: Path, text: str) -> Path:
     ("tracing: {enabled: yes please}\n", "1:20", "tracing.enabled must be a boolean"),
     ("audit:\n  max_bytes: lots\n", "2:14", "audit.max_bytes must be a size"),
     ("http_addr: [\n", "2:1", "invalid YAML"),
+    ("http_addr: 9376\n", "1:12", "http_addr must be a string, not an integer"),
+    ("http_addr: localhost\n", "1:12", "http_addr must be HOST:PORT (e.g. 0.0.0.0:9376), or "
+                                       "off, not 'localhost'"),
     ("- format: json\n", "1:1", "the config file must be a mapping, not a list"),
 ])
 def test_a_bad_config_file_is_located_and_exits_2(tmp_path: Path, text: str, where: str,
