@@ -11,7 +11,8 @@ that run the agent, and the one object they build from them.
     responder.stop(); obs.close(); print(obs.summary(responder))
 
 Environment variables mirror the flags (ENFORCER_*), and the standard OTEL_* variables
-configure OpenTelemetry export.
+configure OpenTelemetry export; a --config file sets the same options, plus a list of
+webhooks and the tracing settings that have no flag (see enforcer.cli.config_args).
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ one per line (Falco JSON, or Falco's text line with --format text), and to --out
 JSONL (and traced, counted, stored); /metrics, /healthz, /readyz (and /ui) are served on
 --http-addr; the rules and policies paths are watched and reloaded. SIGINT/SIGTERM stop it
 cleanly: probes detached, outputs flushed, Falco's summary (with drop monitoring) and the
-responses by action and outcome printed on stderr. ENFORCER_* variables mirror the flags.
+responses by action and outcome printed on stderr. ENFORCER_* variables mirror the flags;
+`--config FILE` sets them in YAML (enforcer.cli.config_args: flag > file > ENFORCER_* >
+OTEL_* > defaults).
 """
 
 from __future__ import annotations
