@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from enforcer.alert import Alert
-from enforcer.audit.record import RELOAD, FanOut
+from enforcer.audit.record import K8S_EVENT, RELOAD, FanOut
 from enforcer.audit.tracing import Tracer
 from enforcer.gitops.bundle import Bundle
 from enforcer.health import POLICIES_LOADED, PROBES_ATTACHED, Readiness
 from enforcer.metrics import Metrics
 from enforcer.priority import Priority
 from enforcer.reload import Reloader
-from enforcer.respond.kube_events import K8S_EVENT
 from enforcer.respond.responder import Responder
 
 if TYPE_CHECKING:  # built by the CLI layer and handed in

@@ -26,9 +26,8 @@ from typing import Any
 
 from actions.base import DONE, DRY_RUN, FAILED, SUPPRESSED
 from enforcer.alert import Alert
-from enforcer.audit.record import AuditRecord
+from enforcer.audit.record import K8S_EVENT, AuditRecord
 
-K8S_EVENT = "k8s_event"        # audit kind of an Event that could not be recorded
 COMPONENT = "enforcer"
 OUTCOMES = (DONE, DRY_RUN, FAILED, SUPPRESSED)
 _MESSAGE_LIMIT = 1024          # the API server's limit on an Event's message (note)
