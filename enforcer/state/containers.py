@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from enforcer.state.cgroups import HOST
+from enforcer.state.overlay import upper_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class ContainerRegistry:
         self.first_timeout = first_timeout
         self.lookups = 0
         self.failures = 0
+        self._no_upper: set[str] = set()  # ids whose root is not an overlay mount
 
     def get(self, full_id: str, runtime: str | None = None) -> ContainerInfo:
         """Metadata for this container: cached, looked up now on first sight, or (when the
@@ -175,6 +177,26 @@ class ContainerRegistry:
         threading.Thread(target=self._retry, args=(full_id, runtime), daemon=True,
                          name=f"container-lookup-{full_id[:12]}").start()
         return ContainerInfo(id=full_id[:12], full_id=full_id, runtime=runtime)
+
+    def upper_dir(self, info: ContainerInfo, pids: Iterable[int], proc_root: str = "/proc"
+                  ) -> str | None:
+        """The container's overlayfs upper layer: as the runtime said, else read from the
+        root mount of the first of `pids` (processes of this container, after their exec)
+        that can be read, then kept with its metadata so it is read once."""
+        if info.upper_dir or not info.full_id or info.full_id in self._no_upper:
+            return info.upper_dir
+        for pid in pids:
+            readable, found = upper_dir_of(pid, proc_root)
+            if not readable:
+                continue  # gone already: try the next
+            if found is None:
+                self._no_upper.add(info.full_id)
+                return None
+            cached = self._cache.get(info.full_id)
+            if cached is not None:
+                self._cache[info.full_id] = replace(cached, upper_dir=found)
+            return found
+        return None
 
     def _lookup(self, full_id: str, runtime: str | None) -> ContainerInfo | None:
         if self._lookup_fn is None:

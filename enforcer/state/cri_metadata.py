@@ -167,20 +167,3 @@ def info_from_sandbox_status(full_id: str, answer: dict[str, Any],
         id=full_id[:12], full_id=full_id, name=(status.get("metadata") or {}).get("name"),
         privileged=privileged(verbose_info(answer)), start_ts=_ns(status.get("created_at")),
         labels=labels, runtime=runtime, pod_labels=sandbox_labels)
-
-
-def overlay_upper_dir(mountinfo: str) -> str | None:
-    """The overlayfs upper directory of the root mount in a /proc/PID/mountinfo text (the
-    last mount on / is the one the process sees)."""
-    found = None
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) < 10 or fields[4] != "/" or "-" not in fields:
-            continue
-        sep = fields.index("-")
-        found = None
-        if fields[sep + 1] == "overlay" and len(fields) > sep + 3:
-            for option in fields[sep + 3].split(","):
-                if option.startswith("upperdir="):
-                    found = option[len("upperdir="):]
-    return found

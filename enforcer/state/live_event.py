@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,10 +235,26 @@ def _exe_upper_layer(e: LiveEvent) -> bool | None:
     if info.id == "host":
         return False
     exe = e.proc.exepath
-    if not info.upper_dir or not exe.startswith("/") or exe == "/":
+    if not exe.startswith("/") or exe == "/":
         return None
-    path = info.upper_dir + exe
+    # the CRI does not say where the layer is: read it from this process's (or a container
+    # ancestor's) root mount, once per container
+    upper = info.upper_dir or e._ctx.containers.upper_dir(info, _pids_in(e, info.full_id),
+                                                          e._ctx.proc_root)
+    if not upper:
+        return None
+    path = upper + exe
     return os.path.lexists(path) and not os.path.isdir(path)
+
+
+def _pids_in(e: LiveEvent, full_id: str) -> Iterator[int]:
+    """The event's process, then its ancestors that are in the same container."""
+    if e.proc is not None:
+        yield e.proc.pid
+    for anc in e.ancestors():
+        if anc.cgroup.full_id != full_id:
+            return
+        yield anc.pid
 
 
 def _lookup_pid(e: LiveEvent, pid: int) -> Proc | None:

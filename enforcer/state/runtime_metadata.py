@@ -18,9 +18,9 @@ from enforcer.state.cri_metadata import (
     container_pid,
     info_from_container_status,
     info_from_sandbox_status,
-    overlay_upper_dir,
     sandbox_id,
 )
+from enforcer.state.overlay import upper_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,6 @@ class RuntimeMetadata:
         return found
 
     def _upper_dir(self, pid: int | None) -> str | None:
-        if pid is None:
-            return None
-        try:
-            with open(f"{self.proc_root}/{pid}/mountinfo") as fh:
-                return overlay_upper_dir(fh.read())
-        except OSError:
-            return None
+        # the container's first process, when it runs already; otherwise the registry reads
+        # it later from a process of the container (ContainerRegistry.upper_dir)
+        return upper_dir_of(pid, self.proc_root)[1] if pid is not None else None

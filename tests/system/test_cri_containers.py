@@ -62,6 +62,26 @@ def test_privileged_cri_container(agent: LiveAgent, containerd_cri: Containerd) 
     assert ev.get("container.name") == "shell" and ev.get("k8s.ns.name") == "ops"
 
 
+def test_drop_and_execute_new_binary_in_a_cri_container(agent: LiveAgent,
+                                                        containerd_cri: Containerd) -> None:
+    """proc.is_exe_upper_layer needs the container's writable layer on the host, which the
+    CRI does not give: it is read from the container process's root mount."""
+    driver = containerd_cri.driver
+    assert driver is not None
+    pod = driver.run_pod("build-1", "ci")
+    dropped = driver.start_container(
+        pod, "dropper", IMAGE, ["sh", "-c", "cp /bin/busybox /tmp/dropped; /tmp/dropped true"])
+    a = agent.wait("Drop and execute new binary in container",
+                   lambda a: a.event.get("container.id") == dropped[:12])
+    assert a.event.get("proc.exepath") == "/tmp/dropped"
+    assert a.event.get("proc.is_exe_upper_layer") is True
+    assert a.event.get("k8s.pod.name") == "build-1"
+    near = driver.start_container(pod, "image-binary", IMAGE, ["/bin/busybox", "true"])
+    agent.barrier()
+    assert not agent.find("Drop and execute new binary in container",
+                          lambda a: a.event.get("container.id") == near[:12])
+
+
 def test_doctor_reports_the_cri_runtime(containerd_cri: Containerd, enforcer_cmd: list[str],
                                         cli_env: dict[str, str]) -> None:
     res = subprocess.run([*enforcer_cmd, "doctor", "--cri-socket", containerd_cri.socket],

@@ -20,11 +20,11 @@ from enforcer.state.cri_metadata import (
     image_fields,
     info_from_container_status,
     info_from_sandbox_status,
-    overlay_upper_dir,
     privileged,
     sandbox_id,
     verbose_info,
 )
+from enforcer.state.overlay import overlay_upper_dir
 
 CAPTURED = json.loads((Path(__file__).resolve().parents[2] / "data" / "cri" /
                        "containerd-1.6.20.json").read_text())

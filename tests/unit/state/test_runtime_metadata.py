@@ -148,3 +148,31 @@ def test_registry_over_the_runtime_lookup() -> None:
         cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX})))
     info = reg.get(CID, "containerd")
     assert info.name == "app" and reg.get(CID, "containerd") is info
+
+
+def test_registry_reads_the_upper_layer_once_from_a_process_of_the_container(
+        tmp_path: Path) -> None:
+    reg = ContainerRegistry(None, lookup=RuntimeMetadata(
+        cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}), proc_root=str(tmp_path)))
+    info = reg.get(CID, "containerd")
+    assert info.upper_dir is None  # the container's first process was not readable
+    (tmp_path / "20").mkdir()
+    (tmp_path / "20" / "mountinfo").write_text(
+        "1 0 0:1 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/snap/9/fs,workdir=/w\n")
+    # pid 10 is gone already: the next process of the container answers
+    assert reg.upper_dir(info, [10, 20], str(tmp_path)) == "/snap/9/fs"
+    assert reg.get(CID, "containerd").upper_dir == "/snap/9/fs"
+    (tmp_path / "20" / "mountinfo").unlink()
+    assert reg.upper_dir(reg.get(CID, "containerd"), [20], str(tmp_path)) == "/snap/9/fs"
+
+
+def test_registry_remembers_a_root_that_is_no_overlay(tmp_path: Path) -> None:
+    reg = ContainerRegistry(None, lookup=RuntimeMetadata(
+        cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}), proc_root=str(tmp_path)))
+    info = reg.get(CID, "containerd")
+    (tmp_path / "30").mkdir()
+    (tmp_path / "30" / "mountinfo").write_text("1 0 0:1 / / rw - btrfs /dev/vdb rw\n")
+    assert reg.upper_dir(info, [30], str(tmp_path)) is None
+    (tmp_path / "30" / "mountinfo").write_text(
+        "1 0 0:1 / / rw - overlay overlay rw,upperdir=/x/fs\n")
+    assert reg.upper_dir(info, [30], str(tmp_path)) is None  # not read again
