@@ -20,6 +20,7 @@ Falco's CRI engine maps them (pure: the answers come from enforcer.adapters.cri 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from enforcer.state.containers import (
@@ -167,3 +168,16 @@ def info_from_sandbox_status(full_id: str, answer: dict[str, Any],
         id=full_id[:12], full_id=full_id, name=(status.get("metadata") or {}).get("name"),
         privileged=privileged(verbose_info(answer)), start_ts=_ns(status.get("created_at")),
         labels=labels, runtime=runtime, pod_labels=sandbox_labels)
+
+
+def rootfs_mount(full_id: str, info: dict[str, Any]) -> Callable[[str], bool] | None:
+    """Where the runtime mounted the container's root file system on the host, from the OCI
+    spec's root.path: absolute as it is (cri-o), or relative to a bundle directory named after
+    the container (containerd: .../io.containerd.runtime.v2.task/<namespace>/<id>/rootfs)."""
+    root = _walk(info, "runtimeSpec", "root", "path")
+    if not isinstance(root, str) or not root.strip("/"):
+        return None
+    if root.startswith("/"):
+        return lambda point: point == root
+    suffix = f"/{full_id}/{root.strip('/')}"
+    return lambda point: point.endswith(suffix)

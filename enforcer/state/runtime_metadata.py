@@ -18,9 +18,11 @@ from enforcer.state.cri_metadata import (
     container_pid,
     info_from_container_status,
     info_from_sandbox_status,
+    rootfs_mount,
     sandbox_id,
+    verbose_info,
 )
-from enforcer.state.overlay import upper_dir_of
+from enforcer.state.overlay import host_upper_dir, upper_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,7 @@ class RuntimeMetadata:
             log.debug("pod sandbox %s: CRI lookup failed: %s", sid, exc)
             sandbox, complete = None, False
         info = info_from_container_status(full_id, answer, sandbox, runtime,
-                                          self._upper_dir(container_pid(answer)))
+                                          self._upper_dir(full_id, answer))
         return info if complete else replace(info, complete=False)
 
     def _sandbox(self, client: CriSource, sid: str) -> dict[str, Any] | None:
@@ -116,7 +118,14 @@ class RuntimeMetadata:
                 self._sandboxes[sid] = found
         return found
 
-    def _upper_dir(self, pid: int | None) -> str | None:
-        # the container's first process, when it runs already; otherwise the registry reads
-        # it later from a process of the container (ContainerRegistry.upper_dir)
-        return upper_dir_of(pid, self.proc_root)[1] if pid is not None else None
+    def _upper_dir(self, full_id: str, answer: dict[str, Any]) -> str | None:
+        # the host's mount of the container's root file system (there before the container's
+        # first process starts, when the first lookup usually happens), else the root mount of
+        # its first process; failing both, the registry reads it later from a process of the
+        # container (ContainerRegistry.upper_dir)
+        at = rootfs_mount(full_id, verbose_info(answer))
+        found = host_upper_dir(at, self.proc_root) if at is not None else None
+        pid = container_pid(answer)
+        if found is None and pid is not None:
+            found = upper_dir_of(pid, self.proc_root)[1]
+        return found

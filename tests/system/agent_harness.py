@@ -59,7 +59,10 @@ class LiveAgent:
             time.sleep(0.05)
         with self._lock:
             seen = sorted({a.rule for a in self.alerts})
-        raise AssertionError(f"no {rule!r} alert matched; rules seen: {seen}")
+        # events the kernel dropped (ring buffer full, e.g. under another test's flood) are
+        # the first suspect for an alert that never came
+        raise AssertionError(f"no {rule!r} alert matched; rules seen: {seen}; kernel drops "
+                             f"so far: {self.agent.drops.total}")
 
     def find(self, rule: str, pred: Callable[[Alert], bool] = lambda a: True) -> list[Alert]:
         with self._lock:

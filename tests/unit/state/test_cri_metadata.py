@@ -21,6 +21,7 @@ from enforcer.state.cri_metadata import (
     info_from_container_status,
     info_from_sandbox_status,
     privileged,
+    rootfs_mount,
     sandbox_id,
     verbose_info,
 )
@@ -143,3 +144,14 @@ def test_overlay_upper_dir_of_the_root_mount() -> None:
         "1002 1001 0:54 / /proc rw,nosuid - proc proc rw\n")
     assert overlay_upper_dir(mountinfo) == "/var/lib/containerd/snapshots/12/fs"
     assert overlay_upper_dir("1000 900 0:52 / / rw - ext4 /dev/vda rw\n") is None
+
+
+def test_rootfs_mount_point_from_the_oci_spec() -> None:
+    containerd = rootfs_mount(CID, verbose_info(STATUS))
+    assert containerd is not None
+    assert containerd(f"/run/containerd/io.containerd.runtime.v2.task/k8s.io/{CID}/rootfs")
+    assert not containerd(f"/run/containerd/io.containerd.runtime.v2.task/k8s.io/{CID}/x")
+    crio = rootfs_mount(CID, {"runtimeSpec": {"root": {"path": "/var/lib/containers/storage/"
+                                                              "overlay/ab12/merged"}}})
+    assert crio is not None and crio("/var/lib/containers/storage/overlay/ab12/merged")
+    assert rootfs_mount(CID, {}) is None

@@ -176,3 +176,20 @@ def test_registry_remembers_a_root_that_is_no_overlay(tmp_path: Path) -> None:
     (tmp_path / "30" / "mountinfo").write_text(
         "1 0 0:1 / / rw - overlay overlay rw,upperdir=/x/fs\n")
     assert reg.upper_dir(info, [30], str(tmp_path)) is None  # not read again
+
+
+def test_upper_dir_from_the_hosts_mount_of_the_container_rootfs(tmp_path: Path) -> None:
+    """containerd mounts the root file system at <bundle>/rootfs (root.path "rootfs" in the
+    captured spec) before the container's first process exists."""
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "mountinfo").write_text(
+        "22 1 254:1 / / rw - ext4 /dev/vda rw\n"
+        f"900 22 0:80 / /run/containerd/io.containerd.runtime.v2.task/k8s.io/{'d' * 64}/rootfs"
+        " rw - overlay overlay rw,lowerdir=/l,upperdir=/snap/other/fs,workdir=/w\n"
+        f"901 22 0:81 / /run/containerd/io.containerd.runtime.v2.task/k8s.io/{CID}/rootfs"
+        " rw - overlay overlay rw,lowerdir=/l,upperdir=/snap/12/fs,workdir=/w\n")
+    no_pid = dict(STATUS, info={"info": json.dumps({**json.loads(STATUS["info"]["info"]),
+                                                    "pid": 0})})
+    lookup = RuntimeMetadata(cri=lambda: FakeCri({CID: no_pid}, {SID: SANDBOX}),
+                             proc_root=str(tmp_path))
+    assert lookup(CID, "containerd").upper_dir == "/snap/12/fs"  # type: ignore[union-attr]
