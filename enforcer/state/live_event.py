@@ -12,9 +12,11 @@ from typing import Any
 
 from enforcer.sources.decode import AT_FDCWD, O_DIRECTORY
 from enforcer.state import sockets
+from enforcer.state.capabilities import cap_names
 from enforcer.state.cgroup_ids import CgroupIds
 from enforcer.state.cgroups import CgroupIdentity
 from enforcer.state.containers import HOST_INFO, ContainerInfo, ContainerRegistry
+from enforcer.state.exe_image import ExeImage
 from enforcer.state.process_table import UNSET_LOGINUID, Proc, ProcessTable, resolve
 from enforcer.state.users import Names
 
@@ -239,6 +241,62 @@ def _exe_upper_layer(e: LiveEvent) -> bool | None:
         return None
     path = info.upper_dir + exe
     return os.path.lexists(path) and not os.path.isdir(path)
+
+
+# Exec-time facts (see enforcer/state/exe_image.py); like Falco, an inode number or time
+# of 0 means "unknown" and the field is absent.
+def exe_image(e: LiveEvent) -> ExeImage | None:
+    """The executable's image as read at exec. A process that exited before the tracker
+    saw its exec (a dropped binary that runs for a millisecond) has none; when its file
+    is in its container's upper layer, which outlives it, that file is read instead, once
+    per process."""
+    proc = e.proc
+    if proc is None:
+        return None
+    if proc.exe_image is None and not proc.exe_image_late:
+        proc.exe_image_late = True
+        upper = e.container().upper_dir
+        exe = proc.exepath
+        if upper and exe.startswith("/") and exe != "/":
+            proc.exe_image = e._ctx.table.exe_inspector.image_of(upper + exe, proc.pid,
+                                                                   proc.creds)
+    return proc.exe_image
+
+
+def _image(attr: str) -> Resolver:
+    def fn(e: LiveEvent) -> Any:
+        image = exe_image(e)
+        return (getattr(image, attr) or None) if image is not None else None
+    return fn
+
+
+_RESOLVERS["proc.exe_ino"] = _image("ino")
+_RESOLVERS["proc.exe_ino.ctime"] = _image("ctime_ns")
+_RESOLVERS["proc.exe_ino.mtime"] = _image("mtime_ns")
+_RESOLVERS["proc.is_exe_writable"] = lambda e: (
+    image.writable if (image := exe_image(e)) is not None else None)
+
+
+@_field("proc.exe_ino.ctime_duration_proc_start")
+def _ctime_to_start(e: LiveEvent) -> int | None:
+    """Process start minus the executable's ctime, as Falco computes it: an unsigned
+    64-bit difference (a file changed after the process started wraps around)."""
+    image = exe_image(e)
+    if image is None or not image.ctime_ns or not e.proc or not e.proc.start_ns:
+        return None
+    return ((e.proc.start_ns - image.ctime_ns) & 0xFFFFFFFFFFFFFFFF) or None
+
+
+def _caps(attr: str) -> Resolver:
+    def fn(e: LiveEvent) -> str | None:
+        creds = e.proc.creds if e.proc else None
+        return cap_names(getattr(creds, attr)) if creds is not None else None
+    return fn
+
+
+_RESOLVERS["thread.cap_effective"] = _caps("cap_effective")
+_RESOLVERS["thread.cap_permitted"] = _caps("cap_permitted")
+_RESOLVERS["thread.cap_inheritable"] = _caps("cap_inheritable")
 
 
 def _lookup_pid(e: LiveEvent, pid: int) -> Proc | None:
