@@ -4,6 +4,7 @@ and cached on the event, so an event that no rule looks at costs almost nothing.
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 from collections.abc import Callable
@@ -21,6 +22,9 @@ from enforcer.state.process_table import UNSET_LOGINUID, Proc, ProcessTable, res
 from enforcer.state.users import Names
 
 _MISSING = object()
+# fields whose value depends on the container's metadata (not just its id)
+_CONTAINER_DERIVED = ("container.", "k8s.", "proc.is_exe_upper_layer", "proc.exe_ino",
+                      "proc.is_exe_writable")
 
 
 @dataclass
@@ -47,7 +51,7 @@ class StateContext:
 class LiveEvent:
     """An Event (see enforcer/event.py) backed by a decoded record and the state."""
 
-    __slots__ = ("_f", "_ctx", "proc", "_anc", "_container", "_sock")
+    __slots__ = ("_f", "_ctx", "proc", "_anc", "_container", "_sock", "waiting_on")
 
     def __init__(self, fields: dict[str, Any], ctx: StateContext, proc: Proc | None):
         self._f = fields
@@ -56,6 +60,8 @@ class LiveEvent:
         self._anc: list[Proc] | None = None
         self._container: ContainerInfo | None = None
         self._sock: Any = _MISSING
+        # the full id of a container whose metadata this event read while still pending
+        self.waiting_on: str | None = None
 
     def get(self, name: str, default: Any = None) -> Any:
         """The value of a Falco field, or `default` when the event does not have it."""
@@ -93,13 +99,37 @@ class LiveEvent:
         return ident
 
     def container(self) -> ContainerInfo:
-        if self._container is None:
+        info = self._container
+        if info is None or info.pending:  # pending: ask again, it may have come in
             ident = self.cgroup()
             if ident is None or not ident.full_id:
-                self._container = HOST_INFO
+                info = HOST_INFO
             else:
-                self._container = self._ctx.containers.get(ident.full_id, ident.runtime)
-        return self._container
+                info = self._ctx.containers.get(ident.full_id, ident.runtime)
+                if info.pending:
+                    self.waiting_on = ident.full_id
+            self._container = info
+        return info
+
+    def set_aside(self) -> None:
+        """Keep this event for a later evaluation: the process and its ancestors as they
+        are now (later events change the table), and nothing derived from the container
+        metadata that was still pending."""
+        if self.proc is not None:
+            self.ancestors()
+            self._anc = [copy.copy(p) for p in self._anc or ()]
+            self.proc = copy.copy(self.proc)
+        self.forget_container()
+
+    def forget_container(self) -> None:
+        """Drop the container metadata read so far and the fields computed from it, so
+        that the next read sees what the registry knows now."""
+        self._container = None
+        self.waiting_on = None
+        for key in [k for k in self._f if k.startswith(_CONTAINER_DERIVED)]:
+            del self._f[key]
+        if self.proc is not None and self.proc.exe_image is None:
+            self.proc.exe_image_late = False  # the upper layer may be known now
 
     def _cwd(self) -> str:
         return self.proc.cwd if self.proc else "/"

@@ -220,8 +220,10 @@ def test_process_gone_before_its_exec_was_seen_reads_the_container_upper_layer(
            "GraphDriver": {"Data": {"UpperDir": str(upper)}}}
     table = ProcessTable(str(root))
     table.seed()
-    tracker = Tracker(StateContext(table=table, containers=ContainerRegistry(lambda _: doc),
-                                   proc_root=str(root), hostname="h"))
+    registry = ContainerRegistry(lambda _: doc)
+    registry.prefetch(CID)  # as on the runtime's create event
+    tracker = Tracker(StateContext(table=table, containers=registry, proc_root=str(root),
+                                   hostname="h"))
     tracker.apply(decode(pack(code=sc.EV_FORK, tgid=200, ints=(201, 200))))
     ev = tracker.apply(decode(pack(code=sc.CODES["execve"], tgid=201, comm="dropped",
                                    path1="/tmp/dropped", argv=("/tmp/dropped",))))
