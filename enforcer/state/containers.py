@@ -116,6 +116,9 @@ def info_from_inspect(full_id: str, doc: dict[str, Any], runtime: str | None = N
         upper_dir=((doc.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir"))
 
 
+_MAX_UNDESCRIBED = 4096
+
+
 class ContainerRegistry:
     """Cache of ContainerInfo by full id, filled from the runtime API off the event path:
     ahead of time when the runtime's event stream says a container was created or started
@@ -152,6 +155,8 @@ class ContainerRegistry:
             return info
         now = self._clock()
         with self._lock:
+            if len(self._first_seen) >= _MAX_UNDESCRIBED and full_id not in self._first_seen:
+                self._forget_old(now)
             first = self._first_seen.setdefault(full_id, now)
             start = full_id not in self._busy
             if start:
@@ -160,6 +165,13 @@ class ContainerRegistry:
             self._spawn(full_id, runtime)
         return ContainerInfo(id=full_id[:12], full_id=full_id, runtime=runtime,
                              pending=self._may_arrive(full_id, first, now))
+
+    def _forget_old(self, now: float) -> None:
+        # ids the runtime never described, long past their hold: mostly exited containers
+        old = [k for k, t in self._first_seen.items() if now - t >= self.hold]
+        for k in old:
+            del self._first_seen[k]
+            self._unknown.discard(k)
 
     def pending(self, full_id: str) -> bool:
         """Whether the metadata of this container may still arrive within the hold."""
