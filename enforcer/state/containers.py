@@ -117,6 +117,7 @@ def info_from_inspect(full_id: str, doc: dict[str, Any], runtime: str | None = N
 
 
 _MAX_UNDESCRIBED = 4096
+RETRY_ROUND_PAUSE = 30.0  # seconds between lookup rounds for a container nobody describes
 
 
 class ContainerRegistry:
@@ -136,6 +137,7 @@ class ContainerRegistry:
         self._first_seen: dict[str, float] = {}  # ids asked for and not (yet) known
         self._unknown: set[str] = set()  # the runtime said no such container
         self._busy: set[str] = set()  # ids with a background lookup running
+        self._quiet_until: dict[str, float] = {}  # no new lookup round before then
         self._lock = threading.Lock()
         self._retry_delays = retry_delays
         self._clock = clock
@@ -158,7 +160,8 @@ class ContainerRegistry:
             if len(self._first_seen) >= _MAX_UNDESCRIBED and full_id not in self._first_seen:
                 self._forget_old(now)
             first = self._first_seen.setdefault(full_id, now)
-            start = full_id not in self._busy
+            start = (full_id not in self._busy
+                     and now >= self._quiet_until.get(full_id, 0.0))
             if start:
                 self._busy.add(full_id)
         if start:
@@ -172,6 +175,7 @@ class ContainerRegistry:
         for k in old:
             del self._first_seen[k]
             self._unknown.discard(k)
+            self._quiet_until.pop(k, None)
 
     def pending(self, full_id: str) -> bool:
         """Whether the metadata of this container may still arrive within the hold."""
@@ -234,6 +238,7 @@ class ContainerRegistry:
         with self._lock:
             self._first_seen.pop(full_id, None)
             self._unknown.discard(full_id)
+            self._quiet_until.pop(full_id, None)
 
     def _retry(self, full_id: str, runtime: str | None) -> None:
         try:
@@ -246,7 +251,9 @@ class ContainerRegistry:
                     return  # not this runtime's container: no point asking again soon
         finally:
             with self._lock:
-                self._busy.discard(full_id)  # a later event asks again
+                self._busy.discard(full_id)
+                if full_id not in self._cache:  # a later event asks again, not every one
+                    self._quiet_until[full_id] = self._clock() + RETRY_ROUND_PAUSE
 
 
 def info_from_event(full_id: str, attributes: dict[str, str]) -> ContainerInfo:

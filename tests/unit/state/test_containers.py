@@ -88,10 +88,19 @@ def test_registry_first_sight_is_filled_in_the_background() -> None:
 
 
 def test_unknown_container_and_no_runtime_stop_being_pending() -> None:
-    reg = ContainerRegistry(lambda cid: None)  # the runtime: no such container
+    asked: list[str] = []
+
+    def inspect(cid: str) -> None:
+        asked.append(cid)  # the runtime: no such container
+
+    reg = ContainerRegistry(inspect)
     reg.get(CID)
     assert _eventually(lambda: not reg.pending(CID))
     assert reg.get(CID).name is None and not reg.get(CID).pending
+    for _ in range(50):  # its later events do not each ask the runtime again
+        reg.get(CID)
+    time.sleep(0.2)
+    assert len(asked) == 1
     nothing = ContainerRegistry(None)  # no runtime API at all
     assert not nothing.get(CID).pending
 
