@@ -88,8 +88,12 @@ class Responder:
                  snapshot_dir: str | Path = "/var/lib/enforcer/snapshots",
                  on_critical: Callable[[Alert], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 hostname: str = "", policy_digest: str | None = None):
+                 hostname: str = "", policy_digest: str | None = None,
+                 on_outcome: Callable[[Alert, AuditRecord], Any] | None = None):
         self.policies = policies
+        # Told of every action outcome after it is audited (Kubernetes Events); must not
+        # block: it runs on the responder's thread.
+        self.on_outcome = on_outcome
         self.policy_digest = policy_digest
         self.clock = clock
         self.audit = audit
@@ -300,7 +304,7 @@ class Responder:
                 left = self.cooldowns.active(key)
                 if left:
                     rec.outcome, rec.reason = COOLDOWN, f"same target acted on; {left:.1f}s left"
-                    return self._finish(rec, started)
+                    return self._finish(rec, started, job.alert)
             context = ActionContext(alert=job.alert, policy=policy.name,
                                     node_name=self.node_name, guards=self.guards,
                                     services=self.services, process=job.process,
@@ -343,12 +347,17 @@ class Responder:
             if plan is not None:
                 action.release(plan)
         results[step.name] = rec.outcome
-        return self._finish(rec, started)
+        return self._finish(rec, started, job.alert)
 
-    def _finish(self, rec: AuditRecord, started: int) -> str:
+    def _finish(self, rec: AuditRecord, started: int, alert: Alert) -> str:
         rec.duration_ns = time.time_ns() - started
         self._count(rec.action or "?", rec.outcome)
         self._record(rec)
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(alert, rec)
+            except Exception as exc:
+                print(f"enforcer: outcome hook failed: {exc!r}", file=sys.stderr)
         return rec.outcome
 
     def _trip(self, job: _Job, action: str) -> None:
