@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from enforcer.state.containers import ContainerRegistry
+from enforcer.state.containers import ContainerInfo, ContainerRegistry
 from enforcer.state.runtime_metadata import RuntimeAbsent, RuntimeMetadata
 
 CAPTURED = json.loads((Path(__file__).resolve().parents[2] / "data" / "cri" /
@@ -51,6 +52,15 @@ def docker_knows(docs: dict[str, Any], calls: list[str]):  # type: ignore[no-unt
 
 def absent() -> Any:
     raise RuntimeAbsent("no socket")
+
+
+def described(reg: ContainerRegistry, cid: str = CID, runtime: str = "containerd"
+              ) -> ContainerInfo:
+    """The registry's answer once its background lookup is in (or the hold is over)."""
+    deadline = time.monotonic() + 5
+    while reg.pending(cid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return reg.get(cid, runtime)
 
 
 def test_cri_first_for_a_containerd_cgroup() -> None:
@@ -113,23 +123,54 @@ def test_container_answer_kept_when_only_its_sandbox_fails() -> None:
     assert info.complete is False  # the registry asks again for the pod's labels
 
 
-def test_registry_completes_an_answer_that_lacked_its_sandbox() -> None:
-    class SandboxLate(FakeCri):
-        def pod_sandbox_status(self, sandbox_id: str) -> dict[str, Any] | None:
-            self.calls.append(("sandbox", sandbox_id))
-            if len(self.calls) < 6:
-                raise OSError("sandbox lookup timed out")
-            return super().pod_sandbox_status(sandbox_id)
+class SandboxLate(FakeCri):
+    """The pod sandbox cannot be asked until `ready` is set."""
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.ready = threading.Event()
+
+    def pod_sandbox_status(self, sandbox_id: str) -> dict[str, Any] | None:
+        self.calls.append(("sandbox", sandbox_id))
+        if not self.ready.is_set():
+            raise OSError("sandbox lookup timed out")
+        return super().pod_sandbox_status(sandbox_id)
+
+
+def test_registry_completes_an_answer_that_lacked_its_sandbox() -> None:
     cri = SandboxLate({CID: STATUS}, {SID: SANDBOX})
     reg = ContainerRegistry(None, lookup=RuntimeMetadata(cri=lambda: cri),
-                            retry_delays=(0.01,) * 50)
-    first = reg.get(CID, "containerd")
-    assert first.name == "app" and first.k8s_pod_labels == {}
-    for _ in range(200):
+                            retry_delays=(0.0,) + (0.01,) * 500)
+    assert reg.get(CID, "containerd").pending  # asked in the background, not on this thread
+    first = described(reg)
+    # used at once (its events are not held for the pod's labels), completed later
+    assert first.name == "app" and not first.pending and not reg.pending(CID)
+    assert first.k8s_pod_labels == {} and not first.complete
+    cri.ready.set()
+    for _ in range(500):
         if reg.get(CID, "containerd").complete:
             break
         threading.Event().wait(0.01)
+    assert reg.get(CID, "containerd").k8s_pod_labels == {"app": "web", "tier": "front"}
+
+
+def test_registry_asks_again_for_an_incomplete_answer_after_a_pause() -> None:
+    now = [100.0]
+    cri = SandboxLate({CID: STATUS}, {SID: SANDBOX})
+    reg = ContainerRegistry(None, lookup=RuntimeMetadata(cri=lambda: cri),
+                            retry_delays=(0.0,), clock=lambda: now[0])
+    reg.get(CID, "containerd")
+    assert described(reg).name == "app"
+    for _ in range(50):  # the round is over: its events do not each ask again
+        reg.get(CID, "containerd")
+    time.sleep(0.2)
+    assert cri.calls == [("container", CID), ("sandbox", SID)]
+    cri.ready.set()
+    for _ in range(500):  # past the pause, an event starts a new round
+        now[0] += 31
+        if reg.get(CID, "containerd").complete:
+            break
+        time.sleep(0.01)
     assert reg.get(CID, "containerd").k8s_pod_labels == {"app": "web", "tier": "front"}
 
 
@@ -146,7 +187,8 @@ def test_upper_dir_from_the_container_process_mountinfo(tmp_path: Path) -> None:
 def test_registry_over_the_runtime_lookup() -> None:
     reg = ContainerRegistry(None, lookup=RuntimeMetadata(
         cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX})))
-    info = reg.get(CID, "containerd")
+    assert reg.get(CID, "containerd").pending
+    info = described(reg)
     assert info.name == "app" and reg.get(CID, "containerd") is info
 
 
@@ -154,14 +196,18 @@ def test_registry_reads_the_upper_layer_once_from_a_process_of_the_container(
         tmp_path: Path) -> None:
     reg = ContainerRegistry(None, lookup=RuntimeMetadata(
         cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}), proc_root=str(tmp_path)))
-    info = reg.get(CID, "containerd")
-    assert info.upper_dir is None  # the container's first process was not readable
+    reg.get(CID, "containerd")
+    info = described(reg)
+    # the container's first process was not readable
+    assert info.name == "app" and info.upper_dir is None
     (tmp_path / "20").mkdir()
     (tmp_path / "20" / "mountinfo").write_text(
         "1 0 0:1 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/snap/9/fs,workdir=/w\n")
     # pid 10 is gone already: the next process of the container answers
     assert reg.upper_dir(info, [10, 20], str(tmp_path)) == "/snap/9/fs"
     assert reg.get(CID, "containerd").upper_dir == "/snap/9/fs"
+    # a later answer of the runtime (which does not give the layer) keeps it
+    assert reg.prefetch(CID, refresh=True).upper_dir == "/snap/9/fs"  # type: ignore[union-attr]
     (tmp_path / "20" / "mountinfo").unlink()
     assert reg.upper_dir(reg.get(CID, "containerd"), [20], str(tmp_path)) == "/snap/9/fs"
 
@@ -169,7 +215,8 @@ def test_registry_reads_the_upper_layer_once_from_a_process_of_the_container(
 def test_registry_remembers_a_root_that_is_no_overlay(tmp_path: Path) -> None:
     reg = ContainerRegistry(None, lookup=RuntimeMetadata(
         cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}), proc_root=str(tmp_path)))
-    info = reg.get(CID, "containerd")
+    reg.get(CID, "containerd")
+    info = described(reg)
     (tmp_path / "30").mkdir()
     (tmp_path / "30" / "mountinfo").write_text("1 0 0:1 / / rw - btrfs /dev/vdb rw\n")
     assert reg.upper_dir(info, [30], str(tmp_path)) is None
