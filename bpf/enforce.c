@@ -8,7 +8,7 @@
 // result, and path sets the path must / must not be in. Path sets are bits of one LPM
 // trie (paths) whose values are precomputed in userspace for every stored key.
 //
-// Connects (evt.type = connect): the sockaddr is read at entry exactly as the event probe
+// Connects (and sendto/sendmsg with an address): the sockaddr is read at entry exactly as the event probe
 // (bpf/events.c) reads it, and classed as userspace's decoder does: AF_INET, AF_INET6,
 // AF_INET6 holding an IPv4-mapped address (userspace prints it as IPv4), AF_UNIX, other.
 // The remote port is looked up in port_bits and the address in the addrs trie (IP
@@ -46,6 +46,9 @@
 #define T_OPENAT2 4
 #define T_CREAT 8
 #define T_CONNECT 16
+#define T_SENDTO 32
+#define T_SENDMSG 64
+#define T_NET (T_CONNECT | T_SENDTO | T_SENDMSG)
 #define ALL_RESULTS ALL_RESULTS_VALUE
 #define NET_UNKNOWN 31  // a net class no conjunct has: never judged
 #define SADDR_SIZE 128
@@ -317,7 +320,7 @@ static __always_inline void record(struct pending_t *p, struct conj_t *c, u32 i,
     r->ret = ret;
     r->at_exit = at_exit;
     bpf_get_current_comm(r->comm, sizeof(r->comm));
-    if (p->type == T_CONNECT) {
+    if (p->type & T_NET) {
         r->path[0] = 0;
         r->port = p->port;
         r->family = p->addr.data[0];
@@ -341,7 +344,7 @@ static __always_inline int judge(struct kill_entry_t *k, struct pending_t *p, u3
         count(1);
         return 0;
     }
-    int net = p->type == T_CONNECT;
+    int net = (p->type & T_NET) != 0;
     int readable = !net && p->len > 0;
     int normal = readable ? normal_path(p) : 0;
     u64 pbits = normal ? path_bits(p) : 0;
@@ -427,7 +430,7 @@ static __always_inline int on_exit(long ret) {
     u32 tgid = id >> 32;
     struct kill_entry_t *k = kill_map.lookup(&tgid);
     if (k) {
-        if (p->type != T_CONNECT && p->len <= 0)  // the page was not there at entry; the kernel has touched it now
+        if (!(p->type & T_NET) && p->len <= 0)  // the page was not there at entry; the kernel has touched it now
             p->len = bpf_probe_read_user_str(p->key.data, PATH_LEN, (const char *)p->ptr);
         judge(k, p, 1, ret);
     }
@@ -491,7 +494,7 @@ static __always_inline void net_class(struct pending_t *p, u32 n) {
     }
 }
 
-static __always_inline int on_connect(const void *uaddr, long len) {
+static __always_inline int on_net(u32 type, const void *uaddr, long len) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
     if (tgid <= 1 || tgid == AGENT_TGID)
@@ -503,7 +506,7 @@ static __always_inline int on_connect(const void *uaddr, long len) {
     struct pending_t *p = scratch.lookup(&zero);
     if (!p)
         return 0;
-    p->type = T_CONNECT;
+    p->type = type;
     p->cls = NET_UNKNOWN;
     p->len = 0;
     p->unread_at_enter = 0;
@@ -526,9 +529,30 @@ static __always_inline int on_connect(const void *uaddr, long len) {
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
-    return on_connect((const void *)args->uservaddr, (long)args->addrlen);
+    return on_net(T_CONNECT, (const void *)args->uservaddr, (long)args->addrlen);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return on_exit(args->ret); }
+
+// sendto and sendmsg with an address (without one, the sockaddr is unreadable: never
+// judged). Killed at entry, the datagram still leaves: the syscall runs to its end
+// before the signal is delivered.
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
+    return on_net(T_SENDTO, (const void *)args->addr, (long)args->addr_len);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return on_exit(args->ret); }
+
+struct msghdr_head_t {
+    void *name;
+    int namelen;
+};
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
+    struct msghdr_head_t h = {};  // as bpf/events.c's read_msghdr_name
+    if (!args->msg || bpf_probe_read_user(&h, sizeof(h), args->msg) != 0)
+        h.name = 0;
+    return on_net(T_SENDMSG, (const void *)h.name, (long)h.namelen);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return on_exit(args->ret); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_creat) {
     return on_enter(T_CREAT, (const char *)args->pathname, 01101);

@@ -35,7 +35,8 @@ MAX_NET_SETS = 64
 MAX_DEPS = 16
 MAX_TEMPLATES = 4096
 PATH_LEN = 256
-TYPE_BITS = {"open": 1, "openat": 2, "openat2": 4, "creat": 8, "connect": 16}
+TYPE_BITS = {"open": 1, "openat": 2, "openat2": 4, "creat": 8, "connect": 16,
+             "sendto": 32, "sendmsg": 64}
 
 
 class TableFull(Exception):

@@ -3,9 +3,11 @@
 The in-kernel kill (`kill: {in_kernel: true}`) runs without the process table, so a rule is
 split in two: the checks on the process's own fields (proc.*, user.*, group.*,
 container.*, k8s.*) are decided in userspace when the process execs, and what is left —
-the residue — only reads the open event's own fields. The residue is then translated into
-the kernel's vocabulary (`Conjunct`s: syscall set, open-flag classes, result, path sets)
-or refused with the reason (`Ineligible`). Never a false kill: every translation is
+the residue — only reads the event's own fields (an open's path and flags; a connect's,
+sendto's or sendmsg's remote port, address and family, from its sockaddr; the result).
+The residue is then translated into the kernel's vocabulary (`Conjunct`s: syscall set,
+open-flag or address-family classes, result classes, path, port and address sets) or
+refused with the reason (`Ineligible`). Never a false kill: every translation is
 exact, and anything the kernel cannot see exactly (relative paths, regexes, substrings,
 fd.nameraw...) makes the rule ineligible for the kernel; the userspace kill still applies.
 
@@ -35,7 +37,7 @@ from enforcer.sources.decode import errno_text
 
 OPEN_TYPES = frozenset({"open", "openat", "openat2", "creat"})
 FLAG_TYPES = frozenset({"open", "openat", "openat2"})  # creat has no flags argument
-NET_TYPES = frozenset({"connect"})
+NET_TYPES = frozenset({"connect", "sendto", "sendmsg"})
 KERNEL_TYPES = OPEN_TYPES | NET_TYPES
 FAMILIES = (("open", OPEN_TYPES), ("net", NET_TYPES))
 
@@ -85,7 +87,8 @@ _FLAG_TEXT: dict[str, Callable[[int], bool]] = {
     "O_DIRECTORY": lambda c: bool(c & DIRBIT) and not c & TMPFILE,
     "O_TMPFILE": lambda c: bool(c & TMPFILE),
 }
-# Net classes: what the connect's sockaddr is, read at entry as the event probe reads it
+# Net classes (connect, and sendto/sendmsg with an address): what the syscall's sockaddr
+# is, read at entry as the event probe reads it
 # (enforcer.sources.decode.parse_sockaddr): AF_INET (at least 8 bytes), AF_INET6 (at
 # least 24 bytes), AF_INET6 holding an IPv4-mapped address (printed as IPv4, so fd.sip
 # and fd.net see an IPv4 address, while fd.typechar is 6), AF_UNIX, anything else. A
@@ -100,8 +103,9 @@ _NET_REPR: dict[int, dict[str, str | None]] = {
     FUNIX: {"fd.typechar": "u", "fd.type": "unix", "fd.sockfamily": "unix"},
     FOTHER: {"fd.typechar": None, "fd.type": None, "fd.sockfamily": None},
 }
-# the connect's remote end, from its sockaddr (enforcer.state.live_event: this process is
-# the client, so the server is the remote end; fd.ip and fd.port are the server's)
+# the remote end, from the syscall's sockaddr (enforcer.state.live_event: for connect,
+# sendto and sendmsg this process is the client, so the server is the remote end; fd.ip
+# and fd.port are the server's)
 PORT_FIELDS = frozenset({"fd.sport", "fd.rport", "fd.port"})
 ADDR_FIELDS = frozenset({"fd.sip", "fd.rip", "fd.ip"})
 NET_FIELDS = frozenset({"fd.net", "fd.snet", "fd.rnet"})
@@ -287,11 +291,11 @@ MAX_CONJUNCTS = 64
 _SUPPORTED = ("on the event the kernel checks evt.type, evt.dir, evt.rawres, evt.res; "
               "for opens evt.is_open_read/write, evt.arg.flags contains O_*, fd.typechar, "
               "fd.num against 0, fd.name =/in/startswith/pmatch with absolute paths, "
-              "fd.directory =/in; for connects fd.typechar, fd.type, fd.sockfamily, "
-              "fd.sport/rport/port, fd.sip/rip/ip and fd.net/snet/rnet")
+              "fd.directory =/in; for connect, sendto and sendmsg fd.typechar, fd.type, "
+              "fd.sockfamily, fd.sport/rport/port, fd.sip/rip/ip and fd.net/snet/rnet")
 
 
-_SUPPORTED_NET = ("on a connect the kernel checks evt.type, evt.dir, evt.rawres, evt.res, "
+_SUPPORTED_NET = ("on those the kernel checks evt.type, evt.dir, evt.rawres, evt.res, "
                   "fd.typechar, fd.type, fd.sockfamily, fd.sport/rport/port, "
                   "fd.sip/rip/ip and fd.net/snet/rnet")
 
@@ -511,8 +515,8 @@ def _net_literal(check: nodes.Check) -> Lit:
     if name in ADDR_FIELDS or name in NET_FIELDS:
         return _addr_lit(check)
     reason = _NET_REASONS.get(name, _REASONS.get(name, ""))
-    raise Ineligible(f"`{check}` cannot be checked exactly in the kernel for a connect"
-                     f"{reason}; {_SUPPORTED_NET}")
+    raise Ineligible(f"`{check}` cannot be checked exactly in the kernel on connect, "
+                     f"sendto or sendmsg{reason}; {_SUPPORTED_NET}")
 
 
 _REASONS = {
@@ -523,10 +527,10 @@ _REASONS = {
     "fd.directory": " (only equality with a directory is exact)",
     "evt.failed": " (use evt.rawres < 0)",
 }
-_LOCAL_END = (" (the local end of the socket is not in the connect's arguments: userspace "
+_LOCAL_END = (" (the local end of the socket is not in the syscall's arguments: userspace "
               "reads it from /proc)")
 _NET_REASONS = {
-    "fd.l4proto": (" (the protocol is the socket's, not in the connect's arguments: "
+    "fd.l4proto": (" (the protocol is the socket's, not in the syscall's arguments: "
                    "userspace reads it from /proc)"),
     "fd.connected": " (userspace reads the socket's state from /proc)",
     "fd.name": " (a connection's name includes its local end, which userspace reads from "
@@ -614,7 +618,7 @@ def _dnf(node: Any) -> list[list[Lit]] | bool:
     return [[lit for c in combo for lit in c] for combo in product(*parts)]  # type: ignore[arg-type]
 
 
-_TYPES_TEXT = "open, openat, openat2, creat and connect"
+_TYPES_TEXT = "open, openat, openat2, creat, connect, sendto and sendmsg"
 
 
 def conjuncts(residue: Residue, event_types: Iterable[str] | None) -> tuple[Conjunct, ...]:

@@ -7,6 +7,10 @@ another port, a process with another name connecting to P, and a connect to a fo
 port that is refused (the rule wants `evt.rawres >= 0 or evt.res = EINPROGRESS`, as
 upstream's outbound macro does) are untouched.
 
+sendto and sendmsg too: a rule on `evt.type in (sendto, sendmsg) and fd.sport = P` kills
+python3 at the entry of its first datagram to P; that datagram leaves (the syscall runs to
+its end), the next never does.
+
 As in test_in_kernel_kill.py, the rule is narrowed to children of this test's launcher
 (a copy of python with its own name), so that the agent acts only on this test's
 processes on a shared machine."""
@@ -128,9 +132,11 @@ def listener() -> Iterator[Listener]:
 
 
 def start_agent(tmp: Path, launcher: Launcher, cmd: list[str], env: dict[str, str],
-                ports: tuple[int, ...]) -> tuple[subprocess.Popen[bytes], Path, Path]:
+                ports: tuple[int, ...], rules_text: str = "",
+                rule_name: str = "Connect to a forbidden port"
+                ) -> tuple[subprocess.Popen[bytes], Path, Path]:
     rules = tmp / "connect_rules.yaml"
-    rules.write_text(
+    rules.write_text(rules_text or (
         "- rule: Connect to a forbidden port\n"
         "  desc: python3 connects to a port it must not reach\n"
         "  condition: >\n"
@@ -139,10 +145,10 @@ def start_agent(tmp: Path, launcher: Launcher, cmd: list[str], env: dict[str, st
         "    and (evt.rawres >= 0 or evt.res = EINPROGRESS)\n"
         f"    and proc.name = python3 and proc.pname = {launcher.name}\n"
         "  output: forbidden connect (connection=%fd.name proc=%proc.name)\n"
-        "  priority: WARNING\n")
+        "  priority: WARNING\n"))
     policy = tmp / "kill.yaml"
     policy.write_text("- policy: kill-forbidden-connects-in-kernel\n"
-                      "  match: {rules: [Connect to a forbidden port]}\n"
+                      f"  match: {{rules: [{rule_name}]}}\n"
                       "  actions: [{kill: {signal: KILL, in_kernel: true}}]\n"
                       "  dry_run: false\n")
     audit = tmp / "audit.jsonl"
@@ -205,3 +211,89 @@ def test_connect_to_the_forbidden_port_is_killed_in_the_kernel(
     # at the exit of a connect that succeeded: the rule reads the result
     assert all(k["detail"]["ret"] == 0 and "at exit of the connect" in k["message"]
                for k in kills)
+
+
+SENDER = """
+import socket, sys
+host, port, call = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+if call == "sendto":
+    s.sendto(b"first", (host, port))
+else:
+    s.sendmsg([b"first"], [], 0, (host, port))
+print("sent", flush=True)
+s.sendto(b"second", (host, port))
+"""
+
+
+class UdpListener:
+    """UDP sockets on 127.0.0.1 and ::1 (same port) that record every datagram."""
+
+    def __init__(self) -> None:
+        self.v4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.v4.bind(("127.0.0.1", 0))
+        self.port = self.v4.getsockname()[1]
+        self.v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self.v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        self.v6.bind(("::1", self.port))
+        self.lock = threading.Lock()
+        self.received: list[bytes] = []
+        for sock in (self.v4, self.v6):
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(4096)
+            except OSError:
+                return
+            with self.lock:
+                self.received.append(data)
+
+    take = Listener.take
+    close = Listener.close
+
+
+def test_sendto_and_sendmsg_to_the_forbidden_port_are_killed_in_the_kernel(
+        need_root: None, ebpf_ready: None, tmp_path: Path, launcher: Launcher,
+        enforcer_cmd: list[str], cli_env: dict[str, str]) -> None:
+    udp, other = UdpListener(), UdpListener()
+    other_name = tmp_path / "notpython3"
+    shutil.copy(Path(sys.executable).resolve(), other_name)
+    agent, audit, err = start_agent(tmp_path, launcher, enforcer_cmd, cli_env, (), rules_text=(
+        "- rule: Send to a forbidden port\n"
+        "  desc: python3 sends a datagram to a port it must not reach\n"
+        f"  condition: evt.type in (sendto, sendmsg) and fd.sport = {udp.port}\n"
+        f"    and proc.name = python3 and proc.pname = {launcher.name}\n"
+        "  output: forbidden datagram (connection=%fd.name proc=%proc.name)\n"
+        "  priority: WARNING\n"), rule_name="Send to a forbidden port")
+    assert "in-kernel kill armed for 1 rules" in err.read_text()
+    port = str(udp.port)
+    trials = 0
+    try:
+        for host, call in (("127.0.0.1", "sendto"), ("::1", "sendto"),
+                           ("127.0.0.1", "sendmsg"), ("::1", "sendmsg")):
+            results = [launcher.run("python3", "-c", SENDER, host, port, call)
+                       for _ in range(CONTROLS)]
+            assert results == [(-signal.SIGKILL, 0)] * CONTROLS, (host, call)
+            # killed at the entry of the first send: that datagram still leaves (the
+            # syscall runs to its end), but the process never runs again
+            assert udp.take(CONTROLS) == [b"first"] * CONTROLS, (host, call)
+            trials += CONTROLS
+        for _ in range(CONTROLS):
+            assert launcher.run("python3", "-c", SENDER, "127.0.0.1", str(other.port),
+                                "sendto") == (0, len("sent\n"))
+            assert other.take(2) == [b"first", b"second"]
+            assert launcher.run(str(other_name), "-c", SENDER, "::1", port,
+                                "sendmsg") == (0, len("sent\n"))
+            assert udp.take(2) == [b"first", b"second"]
+    finally:
+        stop(agent)
+        udp.close()
+        other.close()
+    kills = audit_records(audit, "killed-in-kernel")
+    assert len(kills) == trials
+    assert {(k["detail"]["syscall"], k["detail"]["address"]) for k in kills} == {
+        (call, addr) for call in ("sendto", "sendmsg")
+        for addr in (f"127.0.0.1:{port}", f"[::1]:{port}")}
+    assert all("at entry" in k["message"] for k in kills)

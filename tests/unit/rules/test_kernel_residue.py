@@ -100,7 +100,7 @@ def test_upstream_untrusted_reader_residue(upstream):
     ("evt.type = openat and fd.name = /x and fd.num = 3", "which fd"),
     ("evt.type = openat and evt.arg.flags contains O_CLOEXEC", "flags"),
     ("evt.type = openat and fd.name pmatch (/etc/*)", "wildcards"),
-    ("evt.type = sendto and fd.sport = 22", "this rule matches sendto"),
+    ("evt.type = accept and fd.sport = 22", "this rule matches accept"),
     ("evt.type = openat and toupper(fd.name) = /X", "transforms"),
 ])
 def test_ineligible_rules_say_why(condition, reason):

@@ -88,7 +88,8 @@ def test_outbound_residue_waits_for_the_result():
     ("evt.type = connect and evt.rawres = 5", "which positive value"),
     ("evt.type = connect and evt.res = EXDEV", "which errno"),
     ("evt.type = connect and evt.res startswith E", "only compares evt.res"),
-    ("evt.type = sendto and fd.sport = 53", "this rule matches sendto"),
+    ("evt.type = recvfrom and fd.sport = 53", "this rule matches recvfrom"),
+    ("evt.type = sendto and fd.connected = false and fd.sport = 53", "socket's state"),
     ("evt.type in (connect, accept) and fd.sport = 53", "this rule matches accept"),
     ("evt.type in (connect, openat) and fd.name = /etc/shadow", "local end"),
 ])
@@ -103,10 +104,12 @@ def test_upstream_connect_rules(tmp_path):
         "Contact K8S API Server From Container", "Disallowed SSH Connection Non Standard Port",
         "Unexpected UDP Traffic", "Contact EC2 Instance Metadata Service From Container")}
     assert "a domain name needs a DNS lookup" in reasons["Contact K8S API Server From Container"]
-    assert "matches sendmsg, sendto" in reasons["Disallowed SSH Connection Non Standard Port"]
+    # the outbound macro reads the protocol for sendto and sendmsg
+    for name in ("Disallowed SSH Connection Non Standard Port",
+                 "Contact EC2 Instance Metadata Service From Container"):
+        assert "`fd.l4proto != tcp` cannot be checked exactly" in reasons[name]
+        assert "the protocol is the socket's" in reasons[name]
     assert "matches accept, accept4, listen" in reasons["Unexpected UDP Traffic"]
-    assert "matches sendmsg, sendto" in reasons[
-        "Contact EC2 Instance Metadata Service From Container"]
     # the same rule written for connects only, without the protocol, is eligible
     text = (DATA / "falco_rules.yaml").read_text()
     local = tmp_path / "ssh_connect.yaml"
@@ -184,13 +187,14 @@ def lpm(entries: dict[tuple[int, bytes], int], key: tuple[int, bytes]) -> int:
     return found
 
 
-def kernel_kills(tables: KillTables, bitmap: int, raw: bytes, ret: int) -> bool:
-    """bpf/enforce.c's judge() for a connect, in Python (entry, then exit)."""
+def kernel_kills(tables: KillTables, bitmap: int, etype: str, raw: bytes, ret: int) -> bool:
+    """bpf/enforce.c's judge() for a connect, sendto or sendmsg, in Python (entry, then
+    exit)."""
     cls, port, key = net_class(raw)
     portbits = tables.port_bits().get(port, 0) if cls <= 2 else 0
     addrbits = lpm(tables.addr_entries(), key) if cls <= 2 and key else 0
     for i, row in enumerate(tables.rows):
-        if not bitmap >> i & 1 or not row.types & TYPE_BITS["connect"]:
+        if not bitmap >> i & 1 or not row.types & TYPE_BITS[etype]:
             continue
         if not row.classes >> cls & 1 or not row.results & pe.result_bit(ret):
             continue
@@ -205,14 +209,14 @@ def kernel_kills(tables: KillTables, bitmap: int, raw: bytes, ret: int) -> bool:
     return False
 
 
-def engine_events(fields: Ev, raw: bytes, ret: int) -> list[Ev]:
+def engine_events(fields: Ev, etype: str, raw: bytes, ret: int) -> list[Ev]:
     """The event userspace builds for this connect (enforcer.state.live_event), once per
     possible /proc answer when the sockaddr does not name an IP address."""
     sa = parse_sockaddr(raw) if raw else None
     out = []
     for view in PROC_VIEWS if not (sa and "ip" in sa) else [None]:
         ev = Ev(fields)
-        ev.update({"evt.type": "connect", "evt.dir": "<", "evt.num": 7, "evt.rawres": ret,
+        ev.update({"evt.type": etype, "evt.dir": "<", "evt.num": 7, "evt.rawres": ret,
                    "evt.res": errno_text(ret)})
         if view is None:
             ip, port = sa["ip"], sa["port"]
@@ -244,6 +248,9 @@ CONDITIONS = [
     "not fd.port in (4444, 80)",
     "evt.type = connect and fd.sip = ::ffff:127.0.0.1",
     "evt.type = connect and fd.snet in (8.0.0.0/8, 2001:db8::/32) and fd.sport > 100",
+    "evt.type in (sendto, sendmsg) and fd.sport = 4444 and evt.rawres > 0",
+    "evt.type in (connect, sendto) and fd.rnet = 127.0.0.0/8 and (evt.type = sendto or "
+    "evt.res = SUCCESS) and proc.name = python3",
 ]
 
 
@@ -260,12 +267,13 @@ def test_kernel_model_agrees_with_the_engine(condition):
         bitmap = 0
         for c in residue_of(rule, fields):
             bitmap |= 1 << tables.slot(0, c)[0]
-        for raw, ret in itertools.product(ADDRS, RESULTS):
-            events = engine_events(fields, raw, ret)
+        for etype, raw, ret in itertools.product(("connect", "sendto", "sendmsg"), ADDRS,
+                                                 RESULTS):
+            events = engine_events(fields, etype, raw, ret)
             matched = [any(a.rule == "r" for a in engine.evaluate(ev)) for ev in events]
-            killed = kernel_kills(tables, bitmap, raw, ret)
+            killed = kernel_kills(tables, bitmap, etype, raw, ret)
             kills += killed
-            where = (fields["proc.name"], raw.hex(), ret)
+            where = (fields["proc.name"], etype, raw.hex(), ret)
             assert not killed or all(matched), f"false kill {where}"
             if net_class(raw)[0] <= 2:
                 assert killed == matched[0], f"missed {where}"
