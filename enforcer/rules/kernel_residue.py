@@ -393,11 +393,10 @@ def _result_lit(check: nodes.Check) -> Lit:
     if op not in allowed:
         raise Ineligible(f"`{check}`: the kernel only compares {name} with {', '.join(allowed)}")
     literals: set[int] = set()
-    for text in _values(check):
-        try:
-            literals.add(int(text.strip(), 0))
-        except ValueError:
-            pass
+    for text in _values(check):  # the values near a literal are where the answer changes
+        n = checks.parse_number(text)
+        if n is not None and float(n).is_integer():
+            literals.add(int(n))
 
     def answer(ret: int) -> bool:
         return _engine(check, name, ret if numeric else errno_text(ret))
