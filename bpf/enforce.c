@@ -49,6 +49,14 @@
 #define T_SENDTO 32
 #define T_SENDMSG 64
 #define T_NET (T_CONNECT | T_SENDTO | T_SENDMSG)
+// only the syscalls the in_kernel rules match are attached (enforcer.kernel_kill.render)
+#define WANT_OPEN WANT_OPEN_VALUE
+#define WANT_OPENAT WANT_OPENAT_VALUE
+#define WANT_OPENAT2 WANT_OPENAT2_VALUE
+#define WANT_CREAT WANT_CREAT_VALUE
+#define WANT_CONNECT WANT_CONNECT_VALUE
+#define WANT_SENDTO WANT_SENDTO_VALUE
+#define WANT_SENDMSG WANT_SENDMSG_VALUE
 #define ALL_RESULTS ALL_RESULTS_VALUE
 #define NET_UNKNOWN 31  // a net class no conjunct has: never judged
 #define SADDR_SIZE 128
@@ -438,22 +446,28 @@ static __always_inline int on_exit(long ret) {
     return 0;
 }
 
+#if WANT_OPEN
 TRACEPOINT_PROBE(syscalls, sys_enter_open) {
     return on_enter(T_OPEN, (const char *)args->filename, (u64)(u32)args->flags);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_open) { return on_exit(args->ret); }
+#endif
 
+#if WANT_OPENAT
 TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
     return on_enter(T_OPENAT, (const char *)args->filename, (u64)(u32)args->flags);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return on_exit(args->ret); }
+#endif
 
+#if WANT_OPENAT2
 TRACEPOINT_PROBE(syscalls, sys_enter_openat2) {
     u64 flags = 0;
     bpf_probe_read_user(&flags, sizeof(flags), args->how);
     return on_enter(T_OPENAT2, (const char *)args->filename, flags);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return on_exit(args->ret); }
+#endif
 
 // The net class of a sockaddr, as enforcer.sources.decode.parse_sockaddr reads it: the
 // family (little endian), then the port (big endian) and address.
@@ -528,19 +542,24 @@ static __always_inline int on_net(u32 type, const void *uaddr, long len) {
     return 0;
 }
 
+#if WANT_CONNECT
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
     return on_net(T_CONNECT, (const void *)args->uservaddr, (long)args->addrlen);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return on_exit(args->ret); }
+#endif
 
 // sendto and sendmsg with an address (without one, the sockaddr is unreadable: never
 // judged). Killed at entry, the datagram still leaves: the syscall runs to its end
 // before the signal is delivered.
+#if WANT_SENDTO
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
     return on_net(T_SENDTO, (const void *)args->addr, (long)args->addr_len);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return on_exit(args->ret); }
+#endif
 
+#if WANT_SENDMSG
 struct msghdr_head_t {
     void *name;
     int namelen;
@@ -553,11 +572,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
     return on_net(T_SENDMSG, (const void *)h.name, (long)h.namelen);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return on_exit(args->ret); }
+#endif
 
+#if WANT_CREAT
 TRACEPOINT_PROBE(syscalls, sys_enter_creat) {
     return on_enter(T_CREAT, (const char *)args->pathname, 01101);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return on_exit(args->ret); }
+#endif
 
 // Arm a process that has just exec'd (or been forked) from its parent's template, before
 // it runs a single instruction of its own: userspace only hears of it a little later, and

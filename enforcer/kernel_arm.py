@@ -523,7 +523,8 @@ class KernelKiller:
         from enforcer.adapters.bcc_enforce import BccEnforce  # noqa: PLC0415
         from enforcer.kernel_kill import render  # noqa: PLC0415
 
-        self._maps = BccEnforce(render(self.agent_tgid), self._record)
+        types = set().union(*(r.rule.event_types or () for r in self.rules))
+        self._maps = BccEnforce(render(self.agent_tgid, types=types), self._record)
         self.arming = Arming(self.rules, self._maps, self.agent_tgid)
         pids = [int(d) for d in os.listdir(ctx.proc_root) if d.isdigit()]
         self.arming.seed(ctx, pids)

@@ -16,6 +16,7 @@ alone answers).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from enforcer.resources import bpf_dir
@@ -188,9 +189,12 @@ class KillTables:
 
 
 def render(agent_tgid: int, kill_entries: int = 65536, path_entries: int = 1024,
-           stamp_entries: int = 262144) -> str:
-    """The C text bcc compiles for bpf/enforce.c."""
+           stamp_entries: int = 262144, types: Iterable[str] | None = None) -> str:
+    """The C text bcc compiles for bpf/enforce.c, attached to the syscalls in `types`
+    (None: all it knows)."""
+    wanted = set(TYPE_BITS) if types is None else set(types)
     values = {
+        **{f"WANT_{name.upper()}_VALUE": str(int(name in wanted)) for name in TYPE_BITS},
         "MAX_DEPS_VALUE": str(MAX_DEPS),
         "AGENT_TGID_VALUE": str(int(agent_tgid)),
         "KILL_ENTRIES": str(kill_entries),
