@@ -292,3 +292,13 @@ def test_address_keys_and_entries():
     assert entries[addr_key("127.0.0.1/32")] == a | b  # the longest match answers alone
     assert entries[addr_key("::1/128")] == b
     assert addr_key("::1/128") == (136, b"\x06" + bytes(15) + b"\x01")
+
+
+def test_only_the_matched_syscalls_are_attached():
+    from enforcer.kernel_kill import render
+
+    text = render(1234, types={"connect", "openat"})
+    assert "#define WANT_CONNECT 1" in text and "#define WANT_OPENAT 1" in text
+    assert "#define WANT_SENDTO 0" in text and "#define WANT_OPEN 0" in text
+    assert "#if WANT_SENDMSG\nstruct msghdr_head_t" in text
+    assert "case 115: return" in text  # EINPROGRESS has its own result bit
