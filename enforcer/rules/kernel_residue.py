@@ -39,7 +39,6 @@ OPEN_TYPES = frozenset({"open", "openat", "openat2", "creat"})
 FLAG_TYPES = frozenset({"open", "openat", "openat2"})  # creat has no flags argument
 NET_TYPES = frozenset({"connect", "sendto", "sendmsg"})
 KERNEL_TYPES = OPEN_TYPES | NET_TYPES
-FAMILIES = (("open", OPEN_TYPES), ("net", NET_TYPES))
 
 FIXED = frozenset({
     "proc.name", "proc.exe", "proc.exepath", "proc.cmdline", "proc.args", "proc.pid",
@@ -630,13 +629,32 @@ def conjuncts(residue: Residue, event_types: Iterable[str] | None) -> tuple[Conj
         raise Ineligible(f"the kernel kills only on {_TYPES_TEXT}; this rule can match "
                          "other events")
     out: list[Conjunct] = []
-    for family, family_types in FAMILIES:
-        if types & family_types:
-            _family_conjuncts(residue, family, types & family_types, out)
+    for t in sorted(types):
+        _family_conjuncts(_for_type(residue, t), _family(t), frozenset({t}), out)
     out = _merged(out)
     if len(out) > MAX_CONJUNCTS:
         raise Ineligible("the residue has too many alternatives for the kernel")
     return tuple(out)
+
+
+def _family(etype: str) -> str:
+    return "open" if etype in OPEN_TYPES else "net"
+
+
+def _for_type(residue: Residue, etype: str) -> Residue:
+    """The residue for one syscall: its evt.type checks decided (with the engine's code),
+    so that `(evt.type = openat and fd.name = /x) or (evt.type = connect and fd.sport =
+    1)` leaves only what that syscall reads."""
+    if isinstance(residue, bool):
+        return residue
+
+    def decide(check: nodes.Check) -> bool | None:
+        f = check.left
+        if (isinstance(f, nodes.Field) and f.name == "evt.type" and f.arg is None
+                and not isinstance(check.right, nodes.FieldValue)):
+            return _engine(check, "evt.type", etype)
+        return None
+    return partial(residue, decide)
 
 
 def _merged(conj: list[Conjunct]) -> list[Conjunct]:
@@ -715,26 +733,25 @@ def rule_eligibility(rule: Any) -> str | None:
         return (f"the kernel kills only on {_TYPES_TEXT}; this rule matches "
                 + ("any event" if types is None else
                    ", ".join(sorted(set(types) - KERNEL_TYPES))))
-    families = [fam for fam, ftypes in FAMILIES if frozenset(types) & ftypes]
     residue = partial(rule.expr, static_decider)
     if residue is False:
         return "the condition can never be true"
     if isinstance(residue, bool):
         return None
-    for node in nodes.walk(residue):
-        if not isinstance(node, nodes.Check) or is_process_check(node):
-            continue
-        fields = _operand_fields(node)
-        if any(is_fixed(f) for f in fields):
-            return f"`{node}` compares a process field with an event field"
-        if all(f.name.startswith(("proc.", "user.", "group.", "thread.")) for f in fields):
-            return (f"`{node}`: {node.field.key} can change after exec (or is not the "
-                    "process's own), so it cannot be decided once at exec")
-        try:
-            for family in families:
-                literal(node, family)
-        except Ineligible as exc:
-            return str(exc)
+    for etype in sorted(types):
+        for node in nodes.walk(_for_type(residue, etype)):
+            if not isinstance(node, nodes.Check) or is_process_check(node):
+                continue
+            fields = _operand_fields(node)
+            if any(is_fixed(f) for f in fields):
+                return f"`{node}` compares a process field with an event field"
+            if all(f.name.startswith(("proc.", "user.", "group.", "thread.")) for f in fields):
+                return (f"`{node}`: {node.field.key} can change after exec (or is not the "
+                        "process's own), so it cannot be decided once at exec")
+            try:
+                _cached_literal(node, _family(etype))
+            except Ineligible as exc:
+                return str(exc)
     return None
 
 def ancestor_depth(expr: nodes.Expr) -> int:

@@ -1,7 +1,7 @@
 """`enforcer validate` on in_kernel kills for connect rules: a rule on the remote port,
 family and result is accepted; one on the socket's protocol, and upstream's "Disallowed
-SSH Connection Non Standard Port" (outbound reads fd.l4proto for sendto/sendmsg), are
-refused with the reason at the policy's FILE:LINE:COL."""
+SSH Connection Non Standard Port" (fd.l4proto = tcp), are refused with the reason at the
+policy's FILE:LINE:COL."""
 
 from __future__ import annotations
 
@@ -53,4 +53,4 @@ def test_cli_validate_connect_rules(tmp_path: Path, enforcer_cmd: list[str],
     done = validate(enforcer_cmd, cli_env, UPSTREAM, path)
     assert done.returncode == 1
     assert "'Disallowed SSH Connection Non Standard Port' cannot be enforced in the kernel: " \
-           "`fd.l4proto != tcp`" in done.stdout
+           "`fd.l4proto = tcp`" in done.stdout

@@ -201,6 +201,8 @@ CONDITIONS = [
     "evt.type = openat and fd.num < 0 and not fd.directory in (/etc, /tmp)",
     "evt.type = openat and (evt.arg.flags contains O_RDWR or evt.arg.flags contains "
     "O_TMPFILE or evt.arg.flags contains O_DIRECTORY)",
+    "(evt.type = openat and fd.name startswith /etc/ and fd.num >= 0) or "
+    "(evt.type = connect and fd.sport = 4444 and evt.rawres >= 0)",
 ]
 
 

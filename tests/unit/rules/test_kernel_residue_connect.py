@@ -97,6 +97,16 @@ def test_ineligible_connect_rules_say_why(condition, reason):
     assert reason in (pe.rule_eligibility(one(condition)) or "")
 
 
+def test_each_syscall_keeps_only_its_own_branch():
+    rule = one("(evt.type = openat and fd.name = /etc/shadow) or "
+               "(evt.type = connect and fd.sport = 4444 and evt.rawres >= 0)")
+    assert pe.rule_eligibility(rule) is None
+    connects, opens = sorted(residue_of(rule, python3()), key=lambda c: sorted(c.types))
+    assert opens.types == {"openat"} and opens.paths_all and not opens.uses_net
+    assert connects.types == {"connect"} and connects.ports_all and not connects.uses_path
+    assert connects.results == pe.OK
+
+
 def test_upstream_connect_rules(tmp_path):
     rules = load_rules([str(DATA / "falco_rules.yaml"),
                         str(DATA / "falco-incubating_rules.yaml")]).rules
@@ -104,11 +114,14 @@ def test_upstream_connect_rules(tmp_path):
         "Contact K8S API Server From Container", "Disallowed SSH Connection Non Standard Port",
         "Unexpected UDP Traffic", "Contact EC2 Instance Metadata Service From Container")}
     assert "a domain name needs a DNS lookup" in reasons["Contact K8S API Server From Container"]
-    # the outbound macro reads the protocol for sendto and sendmsg
-    for name in ("Disallowed SSH Connection Non Standard Port",
-                 "Contact EC2 Instance Metadata Service From Container"):
-        assert "`fd.l4proto != tcp` cannot be checked exactly" in reasons[name]
-        assert "the protocol is the socket's" in reasons[name]
+    # the SSH rule reads the protocol, and the outbound macro too for sendto and sendmsg
+    assert "`fd.l4proto = tcp` cannot be checked exactly" in reasons[
+        "Disallowed SSH Connection Non Standard Port"]
+    assert "`fd.l4proto != tcp` cannot be checked exactly" in reasons[
+        "Contact EC2 Instance Metadata Service From Container"]
+    assert all("the protocol is the socket's" in reasons[name] for name in (
+        "Disallowed SSH Connection Non Standard Port",
+        "Contact EC2 Instance Metadata Service From Container"))
     assert "matches accept, accept4, listen" in reasons["Unexpected UDP Traffic"]
     # the same rule written for connects only, without the protocol, is eligible
     text = (DATA / "falco_rules.yaml").read_text()
@@ -251,6 +264,8 @@ CONDITIONS = [
     "evt.type in (sendto, sendmsg) and fd.sport = 4444 and evt.rawres > 0",
     "evt.type in (connect, sendto) and fd.rnet = 127.0.0.0/8 and (evt.type = sendto or "
     "evt.res = SUCCESS) and proc.name = python3",
+    "(evt.type = openat and fd.name startswith /etc/ and fd.num >= 0) or "
+    "(evt.type = connect and fd.sport = 4444 and evt.rawres >= 0)",
 ]
 
 
