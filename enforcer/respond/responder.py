@@ -237,6 +237,9 @@ class Responder:
                 self._wake_worker()
             if thread is not None:
                 thread.join(timeout)
+        if self.follow_up_thread is not None and self.follow_up_thread.is_alive():
+            print(f"enforcer: snapshot uploads still running {timeout:g}s after stop: their "
+                  "outcome is not audited (the local archives are kept)", file=sys.stderr)
         self.thread = self.follow_up_thread = None
 
     def drain(self) -> None:
