@@ -5,7 +5,8 @@ thread, so that detection never waits on a response.
 the matching policies (in memory), and — when a policy kills — open a pidfd on the event's
 process and check its start time, so that the process is pinned before its pid can be
 reused. Everything else (rate limits, guards, plans, retries, audit) runs on the worker. A
-full queue drops the match, counts it and audits it.
+full queue drops the match, counts it and audits it. When a policy's first action is a kill,
+submit() gives the worker the interpreter until the signal is sent (at most 2 ms).
 
 Dry-run is decided here and only here: globally (`dry_run=True`), per policy, or because the
 destructive-action budget is exhausted; actions receive the verdict in `apply(plan, dry_run)`.
@@ -69,10 +70,13 @@ from enforcer.respond.scheduling import WorkerPriority, shorten_switch_interval
 from enforcer.respond.services import Services
 
 BREAKER_RULE = "Enforcer response budget exhausted"
+# How long submit() lets the worker have the interpreter for a kill (see `_hand_over`).
+KILL_HANDOFF_S = 0.002
 
 
 class _Job:
-    __slots__ = ("alert", "policies", "match_id", "process", "received_ns", "digest", "held")
+    __slots__ = ("alert", "policies", "match_id", "process", "received_ns", "digest", "held",
+                 "signalled")
 
     def __init__(self, alert: Alert, policies: list[Policy], match_id: str, process: Any,
                  digest: str | None = None):
@@ -84,6 +88,8 @@ class _Job:
         self.digest = digest  # of the policy set that selected `policies`
         # the match's records not yet written: held until a kill's signal is sent (worker)
         self.held: list[AuditRecord] = []
+        # set by the worker once a kill that comes first is signalled (see _hand_over)
+        self.signalled: threading.Event | None = None
 
 
 class _FollowUpJob:
@@ -174,7 +180,9 @@ class Responder:
     # -- detection thread ------------------------------------------------------------------
 
     def submit(self, alert: Alert, active: tuple[PolicySet, str | None] | None = None) -> bool:
-        """Hand an alert over; never blocks. Unmatched alerts cost one policy scan.
+        """Hand an alert over. Unmatched alerts cost one policy scan; a match never waits
+        for its responses, except that a kill that comes first is let through (at most
+        KILL_HANDOFF_S, see `_hand_over`).
 
         `active` is the (policies, digest) pair to decide with, when the caller judged the
         event with a rules set whose policies must answer it (hot reload); by default the
@@ -187,9 +195,13 @@ class Responder:
         if any(p.name in self._kills for p in policies):
             process = _pin_process(alert)
         job = _Job(alert, policies, new_match_id(), process, digest)
+        if process is not None and any(p.actions and p.actions[0].name == "kill"
+                                       for p in policies):
+            job.signalled = threading.Event()
         try:
             self.queue.put_nowait(job)
             self._wake_worker()
+            self._hand_over(job)
         except queue.Full:
             _close(process)
             self._count("match", "dropped")
@@ -291,6 +303,16 @@ class Responder:
         if wake is not None:
             os.eventfd_write(wake, 1)
 
+    def _hand_over(self, job: _Job) -> None:
+        """For a match whose kill comes first: wait (at most KILL_HANDOFF_S, without the
+        GIL) until the worker has sent the signal. Otherwise this thread, busy with the next
+        events, takes the GIL back each time the worker makes a system call, and the worker
+        waits for it a switch interval each time, or for as long as this thread is preempted
+        while holding it (measured: tens of ms on a loaded node). A kill costs well under a
+        millisecond; detection resumes as soon as it is sent."""
+        if job.signalled is not None and self.thread is not None:
+            job.signalled.wait(KILL_HANDOFF_S)
+
     def _next_job(self) -> Any:
         while True:
             try:
@@ -328,6 +350,8 @@ class Responder:
             for policy in job.policies:
                 self._answer(job, policy)
         finally:
+            if job.signalled is not None:
+                job.signalled.set()
             self._write_held(job)
             _close(job.process)
 
@@ -419,6 +443,8 @@ class Responder:
                 self._trip(job, step.name)
             rec.dry_run = dry_run
             outcome = call_with_retries(lambda: action.apply(plan, dry_run), self.retry, log)
+            if step.name == "kill" and job.signalled is not None:
+                job.signalled.set()  # the signal is sent: detection may go on
             follow_up = outcome.follow_up
             rec.outcome, rec.message = outcome.status, outcome.message
             rec.detail = outcome.detail or None

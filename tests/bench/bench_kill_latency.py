@@ -10,11 +10,13 @@ measures that, detection included); submit; wait until the responder is done. Wh
 measured and printed (event -> signal, event -> dead, per stage) is defined in
 tests/bench/kill_timing.py, shared with bench_in_kernel_kill.py. Target: p99 <= 5 ms.
 
-`--busy` keeps a Python thread spinning meanwhile, as the live agent's detection loop does
-under load: the responder's worker then competes with it for the GIL (`--switch-interval`
-sets the interpreter's switch interval after the responder started; the responder sets
-0.5 ms). `--hogs N` starts N CPU-bound processes, each in its own session, for the run:
-other workloads of the node (or an attacker) keeping the CPUs busy.
+`--busy`: after submit() the submitting thread stays busy in Python until the kill is done,
+as the live agent's detection loop does under load (it goes on with the next events), so the
+responder's worker competes with it for the GIL (`--switch-interval` sets the interpreter's
+switch interval after the responder started; the responder sets 0.5 ms). `--spinner` adds
+another Python thread spinning all along. `--hogs N` starts N CPU-bound processes, each in
+its own session, for the run: other workloads of the node (or an attacker) keeping the CPUs
+busy.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def start_hogs(n: int) -> list[subprocess.Popen]:
 
 
 def main(trials: int = 200, busy: bool = False, switch_interval: float | None = None,
-         hogs: int = 0) -> int:
+         hogs: int = 0, spinner: bool = False) -> int:
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
         return 3
@@ -69,9 +71,8 @@ def main(trials: int = 200, busy: bool = False, switch_interval: float | None = 
     if switch_interval is not None:
         sys.setswitchinterval(switch_interval)
     stop = threading.Event()
-    spinner = threading.Thread(target=_spin, args=(stop,), daemon=True)
-    if busy:
-        spinner.start()
+    if spinner:
+        threading.Thread(target=_spin, args=(stop,), daemon=True).start()
     hog_procs = start_hogs(hogs)
     try:
         for victim in victims:
@@ -81,6 +82,8 @@ def main(trials: int = 200, busy: bool = False, switch_interval: float | None = 
             responder.submit(Alert(rule="Read sensitive file untrusted",
                                    priority=Priority.WARNING, output="bench",
                                    output_fields={}, time_ns=event_ns, event=event))
+            while busy and responder.queue.unfinished_tasks:
+                pass  # the detection loop's next events
             responder.drain()
     finally:
         for hog in hog_procs:
@@ -96,6 +99,8 @@ def main(trials: int = 200, busy: bool = False, switch_interval: float | None = 
         victim.cleanup()
     mode = (f"busy detection thread, switch interval {sys.getswitchinterval() * 1000:g} ms"
             if busy else "idle detection thread")
+    if spinner:
+        mode += ", a spinning thread"
     if hogs:
         mode += f", {hogs} CPU hogs"
     print(report(f"responder kill [{mode}; worker {responder.scheduling.describe()}]",
@@ -112,5 +117,7 @@ if __name__ == "__main__":
     parser.add_argument("--busy", action="store_true")
     parser.add_argument("--switch-interval", type=float)
     parser.add_argument("--hogs", type=int, default=0)
+    parser.add_argument("--spinner", action="store_true")
     options = parser.parse_args()
-    raise SystemExit(main(options.trials, options.busy, options.switch_interval, options.hogs))
+    raise SystemExit(main(options.trials, options.busy, options.switch_interval, options.hogs,
+                          options.spinner))
