@@ -55,9 +55,11 @@ def start(work: Path, launcher: Launcher, in_kernel: bool) -> tuple[subprocess.P
         agent = subprocess.Popen([sys.executable, "-m", "enforcer", "--rules", str(rules),
                                   "--policies", str(policy), "--audit-log", str(audit),
                                   # every trial is a destructive action: no circuit breaker
-                                  "--action-budget", "100000"],
+                                  "--action-budget", "100000",
+                                  # any free port: other agents on the machine use 9376
+                                  "--http-addr", "127.0.0.1:0"],
                                  stdout=subprocess.DEVNULL, stderr=fh, env=env)
-    while "ready" not in err.read_text():
+    while "enforcer: ready" not in err.read_text():  # not "already in use"
         if agent.poll() is not None:
             raise SystemExit(err.read_text())
         time.sleep(0.1)
