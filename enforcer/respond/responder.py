@@ -333,6 +333,7 @@ class Responder:
             except Exception as exc:  # never let one match kill the worker
                 print(f"enforcer: responder error: {exc!r}", file=sys.stderr)
             finally:
+                self.scheduling.restore()  # after a kill: real-time again, to wait
                 self.queue.task_done()
 
     def _handle(self, job: _Job) -> None:
@@ -443,8 +444,12 @@ class Responder:
                 self._trip(job, step.name)
             rec.dry_run = dry_run
             outcome = call_with_retries(lambda: action.apply(plan, dry_run), self.retry, log)
-            if step.name == "kill" and job.signalled is not None:
-                job.signalled.set()  # the signal is sent: detection may go on
+            if step.name == "kill":
+                # the signal is sent: the rest of the match needs no priority, and the
+                # dying process and the event loop may have this CPU
+                self.scheduling.lower()
+                if job.signalled is not None:
+                    job.signalled.set()  # detection may go on
             follow_up = outcome.follow_up
             rec.outcome, rec.message = outcome.status, outcome.message
             rec.detail = outcome.detail or None

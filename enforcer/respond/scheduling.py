@@ -35,12 +35,16 @@ SWITCH_INTERVAL_S = 0.0005
 
 
 class WorkerPriority:
-    """The worker thread's scheduling: `raise_()` once on the thread, `ordinary()` around
-    work that must not run at real-time priority."""
+    """The worker thread's scheduling: `raise_()` once on the thread; `ordinary()` around
+    work that must not run at real-time priority; `lower()` once a kill's signal is sent
+    (the rest of the match: audit records, later actions, need no priority, and the dying
+    process and the event loop may have the CPU); `restore()` before waiting for the next
+    match."""
 
     def __init__(self, realtime: bool = True):
         self.realtime_wanted = realtime
-        self.realtime = False
+        self.realtime = False  # the worker may run at real-time priority
+        self.lowered = False   # ... but runs with ordinary scheduling for now
         self.nice: int | None = None
         self.tid: int | None = None
         self.error: str | None = None
@@ -62,29 +66,39 @@ class WorkerPriority:
         except (OSError, AttributeError):
             pass
 
-    @contextlib.contextmanager
-    def ordinary(self) -> Iterator[None]:
-        """Run the block with ordinary scheduling (nice -10 when allowed), then go back to
-        real-time. A no-op when the worker is not real-time."""
-        if not self.realtime or self.tid is None:
-            yield
+    def lower(self) -> None:
+        """Ordinary scheduling (nice -10 when allowed) until `restore()`."""
+        if not self.realtime or self.lowered or self.tid is None:
             return
         try:
             os.sched_setscheduler(self.tid, os.SCHED_OTHER, os.sched_param(0))
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, self.tid, NICE)
         except OSError:
-            yield
             return
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, self.tid, NICE)
+        self.lowered = True
+
+    def restore(self) -> None:
+        """Back to real-time after `lower()`."""
+        if not self.lowered or self.tid is None:
+            return
+        self.lowered = False
+        try:
+            os.sched_setscheduler(self.tid, os.SCHED_FIFO, os.sched_param(FIFO_PRIORITY))
+        except OSError as exc:
+            self.realtime = False
+            self.error = exc.strerror or str(exc)
+
+    @contextlib.contextmanager
+    def ordinary(self) -> Iterator[None]:
+        """Run the block with ordinary scheduling, then go back to how it was before."""
+        was_lowered = self.lowered
+        self.lower()
         try:
             yield
         finally:
-            try:
-                os.sched_setscheduler(self.tid, os.SCHED_FIFO,
-                                      os.sched_param(FIFO_PRIORITY))
-            except OSError as exc:
-                self.realtime = False
-                self.error = exc.strerror or str(exc)
+            if not was_lowered:
+                self.restore()
 
     def describe(self) -> str:
         """For the start-up log and the stop summary."""
