@@ -22,6 +22,7 @@ from enforcer.kernel_filter import open_filter_for, sends_need_address
 from enforcer.sources.ebpf import Attachment, EbpfSource, available_syscalls, plan
 from enforcer.sources.probe import ProbeConfig
 from enforcer.state.cgroup_ids import CgroupIds, cgroup2_mount
+from enforcer.state.container_watch import ACTIONS, ContainerWatcher
 from enforcer.state.containers import ContainerRegistry
 from enforcer.state.live_event import StateContext
 from enforcer.state.process_table import ProcessTable
@@ -45,25 +46,47 @@ class RuleEngine(Protocol):
     def event_types(self) -> frozenset[str] | None: ...
 
 
+INSPECT_TIMEOUT = 5.0  # a lookup runs in the background: it may take its time
+
+
+def _runtime_socket(explicit: str | None) -> str:
+    from enforcer.adapters.docker_api import find_socket  # noqa: PLC0415
+
+    # found at each use: the runtime may start (or move its socket) after the agent
+    sock = find_socket(explicit)
+    if sock is None:
+        raise OSError("no container runtime socket found")
+    return sock
+
+
 def build_state(proc_root: str = "/proc", container_socket: str | None = None,
-                lookup_timeout: float = 0.5) -> Tracker:
-    """The process table (seeded from /proc), container registry and cgroup map."""
-    from enforcer.adapters.docker_api import find_socket, inspect_container  # noqa: PLC0415
+                lookup_timeout: float = 2.0) -> Tracker:
+    """The process table (seeded from /proc), container registry and cgroup map.
+    `lookup_timeout` is how long an event that needs a new container's metadata may be
+    set aside waiting for it (lookups themselves run in the background)."""
+    from enforcer.adapters.docker_api import inspect_container  # noqa: PLC0415
 
     table = ProcessTable(proc_root)
     table.seed()
 
     def inspect(full_id: str) -> dict[str, Any] | None:
-        # found at each lookup: the runtime may start (or move its socket) after the agent
-        sock = find_socket(container_socket)
-        if sock is None:
-            raise OSError("no container runtime socket found")
-        return inspect_container(sock, full_id, lookup_timeout)
+        return inspect_container(_runtime_socket(container_socket), full_id, INSPECT_TIMEOUT)
 
-    ctx = StateContext(table=table, containers=ContainerRegistry(inspect, lookup_timeout),
+    ctx = StateContext(table=table, containers=ContainerRegistry(inspect, hold=lookup_timeout),
                        mono_to_wall_ns=StateContext.wall_offset(), proc_root=proc_root,
                        cgroup_ids=CgroupIds(cgroup2_mount()))
     return Tracker(ctx)
+
+
+def container_watcher(registry: ContainerRegistry,
+                      container_socket: str | None = None) -> ContainerWatcher:
+    """A watcher (not started) that feeds `registry` from the runtime's container events."""
+    from enforcer.adapters.docker_api import EventStream  # noqa: PLC0415
+
+    def subscribe(since: int | None) -> EventStream:
+        return EventStream(_runtime_socket(container_socket), ACTIONS, since=since)
+
+    return ContainerWatcher(registry, subscribe)
 
 
 @dataclass
@@ -102,7 +125,7 @@ class Agent:
                  probe_config: ProbeConfig | None = None, rules: Iterable[Any] = (),
                  kernel_filter: bool = True, container_socket: str | None = None,
                  stderr: TextIO | None = None, proc_root: str = "/proc",
-                 kernel_kill: Any = None, container_lookup_timeout: float = 0.5):
+                 kernel_kill: Any = None, container_lookup_timeout: float = 2.0):
         from enforcer.outputs.summary import AlertStats  # noqa: PLC0415
 
         self.engine = engine
@@ -128,6 +151,10 @@ class Agent:
         self.kernel_kill = kernel_kill
         self.source: EbpfSource | None = None
         self.tracker: Tracker | None = None
+        self.watcher: ContainerWatcher | None = None
+        # events that read a new container's metadata before it was in: (deadline, full
+        # container id, event), evaluated again once it is (or at the deadline)
+        self._aside: list[tuple[float, str, Any]] = []
         self.stats = AlertStats()
         self.drops = DropMonitor(stream=self.stderr)
         self.events = 0
@@ -156,6 +183,8 @@ class Agent:
         self.tracker = build_state(proc_root=self.proc_root,
                                    container_socket=self.container_socket,
                                    lookup_timeout=self.container_lookup_timeout)
+        self.watcher = container_watcher(self.tracker.ctx.containers, self.container_socket)
+        self.watcher.start()
         self.source.open()
         if self.kernel_kill is not None:
             self.kernel_kill.open(self.tracker.ctx)
@@ -176,6 +205,8 @@ class Agent:
             if self._skip_until:
                 records = self._unseen(records)
             self._handle(records)
+            if self._aside:
+                self._take_back()
             if self.kernel_kill is not None:
                 self.kernel_kill.poll()
             if self._next is not None:
@@ -185,6 +216,7 @@ class Agent:
                 next_drop_check = now + 1.0
                 self._check_drops()
         self._handle(self.source.drain())
+        self._take_back(final=True)
         self._check_drops()
 
     # -- re-attaching for new rules (hot reload) -----------------------------------------------
@@ -255,8 +287,35 @@ class Agent:
             if event is None:
                 continue
             self.events += 1
-            for alert in evaluate(event):
+            alerts = evaluate(event)
+            if alerts and event.waiting_on is None:
+                # outputs and responders read the container's pod after this: know it
+                event.container()
+            if event.waiting_on is not None:
+                # A rule read the metadata of a container the runtime has not described
+                # yet (a --rm container can be gone in milliseconds): judge this event
+                # again when it is in, rather than wait for it here.
+                self._aside.append((time.monotonic() + self.container_lookup_timeout,
+                                    event.waiting_on, event))
+                event.set_aside()
+                continue
+            for alert in alerts:
                 self._alert(alert)
+
+    def _take_back(self, final: bool = False) -> None:
+        """Evaluate the events set aside whose container metadata is in (or whose wait is
+        over), in the order they came."""
+        registry = self.tracker.ctx.containers  # type: ignore[union-attr]
+        now = time.monotonic()
+        kept: list[tuple[float, str, Any]] = []
+        for deadline, full_id, event in self._aside:
+            if not final and now < deadline and registry.pending(full_id):
+                kept.append((deadline, full_id, event))
+                continue
+            event.forget_container()
+            for alert in self.engine.evaluate(event):
+                self._alert(alert)
+        self._aside = kept
 
     def _alert(self, alert: Alert) -> None:
         self.stats.record(alert)
@@ -297,6 +356,8 @@ class Agent:
         self._closed = True
         if self.kernel_kill is not None:
             self.kernel_kill.close()
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.source is not None:
             self.source.close()
         if self._next is not None:  # opened for a switch that never happened

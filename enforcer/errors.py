@@ -43,6 +43,17 @@ class PolicyError(EnforcerError):
         super().__init__("\n".join(str(d) for d in self.diagnostics) or "invalid policies")
 
 
+class ConfigError(EnforcerError):
+    """The agent's configuration file is wrong; `diagnostics` lists every problem, located.
+    A usage mistake: the agent exits 2."""
+
+    exit_code = 2
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(str(d) for d in self.diagnostics) or "invalid config")
+
+
 class ProbeError(EnforcerError):
     """The eBPF probes could not be built or attached. `exit_code` is distinct per cause."""
 

@@ -94,6 +94,9 @@ class Metrics:
         self.budget_trips = Counter(
             f"{PREFIX}_budget_trips", "Times the destructive-action budget switched the agent "
             "to dry-run", registry=r)
+        self.kubernetes_events = Counter(
+            f"{PREFIX}_kubernetes_events", "Kubernetes Events for response outcomes, by "
+            "result (created, failed, dropped)", ["result"], registry=r)
         self.intake_requests = Counter(
             f"{PREFIX}_falco_http_requests", "Requests to the falco-http input by status code",
             ["code"], registry=r)
@@ -149,6 +152,9 @@ class Metrics:
 
     def budget_tripped(self) -> None:
         self.budget_trips.inc()
+
+    def kubernetes_event(self, result: str) -> None:
+        self.kubernetes_events.labels(result).inc()
 
     def intake_request(self, code: int | str) -> None:
         self.intake_requests.labels(str(code)).inc()

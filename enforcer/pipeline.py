@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from enforcer.alert import Alert
-from enforcer.audit.record import RELOAD, FanOut
+from enforcer.audit.record import K8S_EVENT, RELOAD, FanOut
 from enforcer.audit.tracing import Tracer
 from enforcer.gitops.bundle import Bundle
 from enforcer.health import POLICIES_LOADED, PROBES_ATTACHED, Readiness
@@ -75,6 +75,7 @@ class Pipeline:
     obs: Observability
     audit: Any                              # what the responder and reloader write to
     store: Any = None                       # enforcer.store.writer.StoreWriter
+    events: Any = None                      # enforcer.respond.kube_events.KubeEvents
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     # Called (on the reloader's thread) with a new set: what the probes cannot see of it
     # (enforcer.kernel_coverage.coverage_gaps), said loudly since a restart is needed.
@@ -171,6 +172,8 @@ class Pipeline:
         """Output workers, responder, reloader (the HTTP server is started before)."""
         self.readiness.set(POLICIES_LOADED, True, f"digest {self.active.short_digest}")
         self.obs.start()
+        if self.events is not None:
+            self.events.start()
         self.responder.start()
         if self.reloader.interval > 0:
             self.reloader.start()
@@ -180,6 +183,8 @@ class Pipeline:
         the store, deliver queued alerts and spans (bounded), stop the HTTP server."""
         self.reloader.stop()
         self.responder.stop()
+        if self.events is not None:
+            self.events.stop()
         if self.store is not None:
             self.store.close()
         self.obs.close()
@@ -202,14 +207,14 @@ def audit_chain(obs_sink: Any, store: Any) -> Any:
 
 
 class DetectionRecords:
-    """The store indexes detections and their responses; agent-level records (reloads) stay
-    in the JSONL log only."""
+    """The store indexes detections and their responses; agent-level records (reloads,
+    Kubernetes Events that could not be created) stay in the JSONL log only."""
 
     def __init__(self, store: Any):
         self.store = store
 
     def record(self, rec: Any) -> None:
-        if rec.kind != RELOAD:
+        if rec.kind not in (RELOAD, K8S_EVENT):
             self.store.record(rec)
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
-"""Receivers for tests that run a whole agent (module-scoped): a real OTLP/HTTP collector and
-an HTTP recorder for webhooks, serving the observe tests' OtlpReceiver and Recorder."""
+"""Receivers for tests that run a whole agent (module-scoped): real OTLP collectors over
+HTTP/protobuf and gRPC, and an HTTP recorder for webhooks, serving the observe tests'
+OtlpReceiver and Recorder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import gzip
 import json
 import threading
 from collections.abc import Iterator
+from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -36,6 +38,11 @@ def otlp_collector() -> Iterator[OtlpReceiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if not receiver.gate.is_set():
+                with receiver.arrived:
+                    receiver.held += 1
+                    receiver.arrived.notify_all()
+                receiver.gate.wait(120)
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             receiver.content_types.append(self.headers.get("Content-Type", ""))
@@ -57,6 +64,33 @@ def otlp_collector() -> Iterator[OtlpReceiver]:
     with _serve(Handler) as port:
         receiver.port = port
         yield receiver
+
+
+@contextlib.contextmanager
+def grpc_collector() -> Iterator[OtlpReceiver]:
+    """An OTLP/gRPC collector (the real TraceService over grpcio) on a free loopback port,
+    decoding every span it gets; `receiver.endpoint` is its http:// address."""
+    import grpc  # noqa: PLC0415 - a dependency of the gRPC exporter, so always there
+    from opentelemetry.proto.collector.trace.v1 import (  # noqa: PLC0415
+        trace_service_pb2_grpc,
+    )
+
+    receiver = OtlpReceiver()
+
+    class Service(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):  # noqa: N802 - the protobuf service's name
+            receiver.content_types.append("grpc")
+            receiver.add(request.SerializeToString())
+            return ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
+    receiver.port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield receiver
+    finally:
+        server.stop(0)
 
 
 @contextlib.contextmanager

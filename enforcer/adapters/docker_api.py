@@ -1,5 +1,5 @@
 """The Docker-compatible Engine API over its unix socket (docker, or `podman system
-service`): only container inspection, with a hard timeout."""
+service`): container inspection with a hard timeout, and the container event stream."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import http.client
 import json
 import os
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 DEFAULT_SOCKETS = ("/run/podman/podman.sock", "/var/run/docker.sock", "/run/docker.sock")
 
@@ -68,3 +71,79 @@ def ping(socket_path: str, timeout: float = 1.0) -> bool:
         return False
     finally:
         conn.close()
+
+
+class EventStream:
+    """`GET /events` filtered to container events: one JSON object per line, for as long
+    as the runtime keeps the connection open. `close()` (from any thread) ends it."""
+
+    def __init__(self, socket_path: str, actions: tuple[str, ...], since: int | None = None,
+                 connect_timeout: float = 5.0):
+        query = "filters=" + quote(json.dumps({"type": ["container"], "event": list(actions)}))
+        if since is not None:
+            query += f"&since={since}"  # replay what happened while we were not listening
+        self._conn = _UnixConnection(socket_path, connect_timeout)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._reading = False
+        try:
+            self._conn.request("GET", f"/events?{query}")
+            self._resp = self._conn.getresponse()
+        except http.client.HTTPException as exc:
+            self._conn.close()
+            raise OSError(f"bad answer from {socket_path}: {exc}") from exc
+        except OSError:
+            self._conn.close()
+            raise
+        if self._resp.status != 200:
+            self._conn.close()
+            raise OSError(f"{socket_path} answered {self._resp.status} for /events")
+        assert self._conn.sock is not None
+        self._conn.sock.settimeout(None)  # events come when they come
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            if self._closed:
+                self._conn.close()
+                return
+            self._reading = True
+        try:
+            yield from self._events()
+        finally:
+            self._conn.close()  # here, on the reader's thread: http.client is not shareable
+
+    def _events(self) -> Iterator[dict[str, Any]]:
+        while True:
+            try:
+                line = self._resp.readline()
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                if self._closed:
+                    return
+                raise OSError(f"event stream broken: {exc}") from exc
+            if not line:
+                return
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # not an event (a proxy's noise): skip, keep listening
+            if isinstance(event, dict):
+                yield event
+
+    def close(self) -> None:
+        """End the stream: a reader blocked on it sees the end (and closes the connection)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if not self._reading:
+                self._conn.close()
+                return
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in recv
+            except OSError:
+                pass

@@ -102,6 +102,12 @@ class KubeAdapter:
                 _request_timeout=self.timeout), what)
             return "patched"
 
+    def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a core/v1 Event in `namespace` (never dry-run: it records what happened,
+        including a dry run)."""
+        return self._call(lambda: self.core.create_namespaced_event(
+            namespace, body, _request_timeout=self.timeout), f"event in {namespace}")
+
     # -- errors ----------------------------------------------------------------------------
 
     def _call(self, fn: Callable[[], Any], what: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ ACTION = "action"        # one action's outcome: done, noop, dry-run, suppressed
 BREAKER = "breaker"      # the global budget tripped: the agent is now dry-run (critical)
 DROP = "drop"            # the responder's queue was full: the match was not handled
 RELOAD = "reload"        # a new rules + policies set was applied, or refused (critical)
+K8S_EVENT = "k8s_event"  # a Kubernetes Event for an outcome could not be created
 
 
 def new_match_id() -> str:

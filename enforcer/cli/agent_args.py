@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the host's /proc (env ENFORCER_HOST_PROC; default /proc)")
     g.add_argument("--kubernetes-events", choices=("true", "false"),
                    default=(_env("ENFORCER_KUBERNETES_EVENTS") or "false").lower(),
-                   help="record responses as Kubernetes Events (env "
-                        "ENFORCER_KUBERNETES_EVENTS; accepted, not yet implemented)")
+                   help="record each response outcome on a pod (done, dry-run, failed, "
+                        "suppressed) as a Kubernetes Event on that pod; needs RBAC events "
+                        "create (env ENFORCER_KUBERNETES_EVENTS; default false)")
     g.add_argument("--reload-interval", type=float, metavar="SECONDS",
                    default=float(_env("ENFORCER_RELOAD_INTERVAL", "1") or 1),
                    help="how often the rules and policies paths are checked for changes; "

@@ -121,7 +121,8 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
     stderr = stderr or sys.stderr
     host = hostname()
     reloader = load_reloader(args, host)
-    base = [LineOutput("stdout", stdout, args.format)]
+    base = ([LineOutput("stdout", stdout, args.format)]
+            if getattr(args, "stdout_enabled", True) else [])
     if args.output_file:
         try:
             handle = open(args.output_file, "a", encoding="utf-8")  # noqa: SIM115
@@ -149,8 +150,16 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
     except EnforcerError as exc:
         raise WiringError(f"enforcer: {exc}", getattr(exc, "exit_code", 1)) from None
     responder.use_policies(bundle.policies, bundle.short_digest)
+    events = None
+    if str(getattr(args, "kubernetes_events", "false")).lower() == "true":
+        from enforcer.respond.kube_events import KubeEvents  # noqa: PLC0415
+
+        events = KubeEvents(lambda: responder.services.kube, audit=audit,
+                            node_name=responder.node_name, hostname=host,
+                            metrics=obs.metrics)
+        responder.on_outcome = events.submit
     pipeline = Pipeline(reloader=reloader, responder=responder, obs=obs, audit=audit,
-                        store=store, stderr=stderr)
+                        store=store, stderr=stderr, events=events)
     responder.on_critical = pipeline.critical
     reloader.on_swap = pipeline.swap
     reloader.on_critical = pipeline.critical

@@ -12,7 +12,8 @@ import importlib
 import sys
 
 from enforcer import __version__
-from enforcer.cli import run
+from enforcer.cli import config_args, run
+from enforcer.errors import ConfigError
 
 # Order here is the order in `enforcer --help`.
 COMMAND_MODULES = [
@@ -57,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         if args.command is None:
+            try:  # the live agent: its --config file's settings, under the command line
+                args = config_args.reparse_with_config(parser, argv, args)
+            except ConfigError as exc:
+                for diagnostic in exc.diagnostics:
+                    print(diagnostic, file=sys.stderr)
+                print("enforcer: invalid --config file; fix the problems above (`enforcer "
+                      "schema config` prints what it may hold)", file=sys.stderr)
+                return exc.exit_code
             return run.run(args)
         parser.print_help(sys.stderr)
         return 2

@@ -11,7 +11,8 @@ that run the agent, and the one object they build from them.
     responder.stop(); obs.close(); print(obs.summary(responder))
 
 Environment variables mirror the flags (ENFORCER_*), and the standard OTEL_* variables
-configure OpenTelemetry export.
+configure OpenTelemetry export; a --config file sets the same options, plus a list of
+webhooks and the tracing settings that have no flag (see enforcer.cli.config_args).
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ def tracing_config(args: argparse.Namespace) -> TracingConfig:
             raise ObserveConfigError(f"--otlp-header {item!r} is not KEY=VALUE")
         headers[key.strip()] = value.strip()
     return TracingConfig(
+        exporter=getattr(args, "otlp_exporter", None),
+        timeout=getattr(args, "otlp_timeout", None),
+        export_timeout_ms=getattr(args, "otlp_export_timeout_ms", None),
         endpoint=getattr(args, "otlp_endpoint", None),
         protocol=getattr(args, "otlp_protocol", None), headers=headers,
         insecure=getattr(args, "otlp_insecure", None),
@@ -213,12 +217,10 @@ def _outputs(args: argparse.Namespace, base_outputs: list[Any]) -> list[OutputSp
         name = getattr(output, "name", None) or ("stdout" if i == 0 else f"file{i}")
         specs.append(OutputSpec(output, args.output_min_priority, size, name=name))
     try:
-        if args.webhook_url:
-            config = WebhookConfig(args.webhook_url, header_dict(args.webhook_header or []),
-                                   timeout=args.webhook_timeout,
-                                   max_retries=args.webhook_retries,
-                                   ca_file=args.webhook_ca_file)
-            specs.append(OutputSpec(WebhookOutput(config), args.webhook_min_priority, size))
+        for i, (config, minimum) in enumerate(_webhooks(args)):
+            name = "webhook" if i == 0 else f"webhook{i + 1}"
+            specs.append(OutputSpec(WebhookOutput(config, name=name), minimum, size,
+                                    name=name))
         if args.program_output:
             program = ProgramConfig(parse_argv(args.program_output),
                                     keep_alive=args.program_keep_alive)
@@ -226,6 +228,26 @@ def _outputs(args: argparse.Namespace, base_outputs: list[Any]) -> list[OutputSp
     except ValueError as exc:
         raise ObserveConfigError(str(exc)) from None
     return specs
+
+
+def _webhooks(args: argparse.Namespace) -> list[tuple[WebhookConfig, Priority]]:
+    """The webhook of --webhook-url (it replaces a config file's list), else the config
+    file's `outputs.webhooks`. Raises ValueError."""
+    if args.webhook_url:
+        config = WebhookConfig(args.webhook_url, header_dict(args.webhook_header or []),
+                               timeout=args.webhook_timeout, max_retries=args.webhook_retries,
+                               ca_file=args.webhook_ca_file)
+        return [(config, args.webhook_min_priority)]
+    from enforcer.units import parse_duration  # noqa: PLC0415
+
+    out = []
+    for item in getattr(args, "webhooks", None) or []:
+        config = WebhookConfig(item["url"], dict(item.get("headers") or {}),
+                               timeout=parse_duration(item.get("timeout", 5)),
+                               max_retries=int(item.get("retries", 3)),
+                               ca_file=item.get("ca_file"))
+        out.append((config, Priority.parse(item.get("min_priority", "debug"))))
+    return out
 
 
 @dataclass

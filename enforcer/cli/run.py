@@ -7,7 +7,9 @@ one per line (Falco JSON, or Falco's text line with --format text), and to --out
 JSONL (and traced, counted, stored); /metrics, /healthz, /readyz (and /ui) are served on
 --http-addr; the rules and policies paths are watched and reloaded. SIGINT/SIGTERM stop it
 cleanly: probes detached, outputs flushed, Falco's summary (with drop monitoring) and the
-responses by action and outcome printed on stderr. ENFORCER_* variables mirror the flags.
+responses by action and outcome printed on stderr. ENFORCER_* variables mirror the flags;
+`--config FILE` sets them in YAML (enforcer.cli.config_args: flag > file > ENFORCER_* >
+OTEL_* > defaults).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ def _env_flag(name: str) -> bool:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The agent's options, on the top-level parser (`enforcer --dry-run`)."""
+    from enforcer.cli.config_args import add_config_option  # noqa: PLC0415
     from enforcer.cli.rules_args import add_rules_option  # noqa: PLC0415
 
     group = parser.add_argument_group("live agent (when no command is given)")
+    add_config_option(group)
     group.add_argument("--dry-run", action="store_true", default=_env_flag("ENFORCER_DRY_RUN"),
                        help="detect and report, never act (responses are only planned)")
     group.add_argument("--format", choices=("json", "text"),
@@ -104,10 +108,6 @@ def run(args: argparse.Namespace) -> int:
     except WiringError as exc:
         print(exc, file=sys.stderr)
         return exc.exit_code
-    if args.kubernetes_events == "true":
-        print("enforcer: warning: recording responses as Kubernetes Events "
-              "(ENFORCER_KUBERNETES_EVENTS) is not implemented yet; responses are in the "
-              "audit log, traces and metrics", file=sys.stderr)
     try:
         start_http(args, pipeline)
     except WiringError as exc:

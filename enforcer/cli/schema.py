@@ -1,4 +1,5 @@
-"""`enforcer schema policy`: print the JSON Schema of response policy files."""
+"""`enforcer schema policy|config`: print the JSON Schema of response policy files, or of
+the agent's configuration file (`enforcer --config FILE`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("schema", help="print the JSON Schema of a file format",
                             description="Print the JSON Schema of a file format, for editors "
                                         "and CI linters.")
-    parser.add_argument("kind", choices=["policy"], help="policy: response policy files")
+    parser.add_argument("kind", choices=["policy", "config"],
+                        help="policy: response policy files; config: the agent's --config "
+                             "file")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from enforcer.policy.schema import policy_schema
-    json.dump(policy_schema(), sys.stdout, indent=2, sort_keys=True)
+    if args.kind == "config":
+        from enforcer.config.schema import config_schema
+        schema = config_schema()
+    else:
+        from enforcer.policy.schema import policy_schema
+        schema = policy_schema()
+    json.dump(schema, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
     return 0

@@ -327,15 +327,21 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
 
+def _decoded(value: Any) -> Any:
+    """JSON text decoded; other values, and text that is not JSON, as they are."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _compact(value: Any) -> str:
     """A target (an object, or JSON text) as `key=value` pairs; other values as text."""
     if value is None or value == "":
         return ""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return value
+    value = _decoded(value)
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items())
     return value if isinstance(value, str) else json.dumps(value, default=str)
@@ -345,9 +351,4 @@ def _json_pretty(value: Any) -> str:
     """A value (or JSON text) indented for reading."""
     if value is None or value == "":
         return ""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return value
-    return _pretty(value)
+    return _pretty(_decoded(value))

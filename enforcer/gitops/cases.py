@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from enforcer.errors import Diagnostic
-from enforcer.policy.located import Located, load_located
+from enforcer.policy.located import Located, load_located, yaml_problem
 
 CASE_KEYS = ("name", "desc", "events", "expect")
 EXPECT_KEYS = ("rules", "actions")
@@ -77,10 +77,8 @@ def load_cases(path: str | Path) -> tuple[list[Case], list[Diagnostic]]:
     except OSError as exc:
         return [], [Diagnostic(name, 1, 1, f"cannot read test file: {exc.strerror}")]
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        return [], [Diagnostic(name, line, col, f"invalid YAML: "
-                                                f"{getattr(exc, 'problem', None) or exc}")]
+        line, col, problem = yaml_problem(exc)
+        return [], [Diagnostic(name, line, col, f"invalid YAML: {problem}")]
     return _Reader(name, Path(path), doc).cases()
 
 

@@ -25,7 +25,7 @@ import yaml
 from actions import registry
 from actions.base import ParamError
 from enforcer.errors import Diagnostic, PolicyError
-from enforcer.policy.located import Located, load_located
+from enforcer.policy.located import Located, load_located, yaml_problem
 from enforcer.policy.model import ActionStep, Match, Policy, PolicySet, PriorityFilter, RateLimit
 from enforcer.units import parse_duration
 
@@ -79,9 +79,7 @@ def _load(paths: Iterable[str | Path]) -> tuple[PolicySet, list[Diagnostic]]:
         try:
             doc = load_located(text)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-            problem = getattr(exc, "problem", None) or str(exc)
+            line, col, problem = yaml_problem(exc)
             errors.append(Diagnostic(name, line, col, f"invalid YAML: {problem}"))
             continue
         reader = _FileReader(name, doc, errors, result.warnings)

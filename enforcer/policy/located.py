@@ -35,6 +35,13 @@ class Located:
         return self.values.get((), (1, 1))
 
 
+def yaml_problem(exc: yaml.YAMLError) -> tuple[int, int, str]:
+    """(line, column, problem) of a YAML syntax error, 1-based, for a Diagnostic."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return line, col, str(getattr(exc, "problem", None) or exc)
+
+
 def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 

@@ -121,8 +121,13 @@ class Responder:
                  on_critical: Callable[[Alert], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  hostname: str = "", policy_digest: str | None = None,
+                 on_outcome: Callable[[Alert, AuditRecord], Any] | None = None,
                  realtime: bool = True, follow_up_queue_size: int = 256):
         self.policies = policies
+        # Told of every action outcome after it is audited (Kubernetes Events); must not
+        # block: it runs on the responder's threads (the worker, and the follow-up thread
+        # for a snapshot's upload).
+        self.on_outcome = on_outcome
         self.policy_digest = policy_digest
         self.clock = clock
         self.audit = audit
@@ -430,7 +435,7 @@ class Responder:
                 left = self.cooldowns.active(key)
                 if left:
                     rec.outcome, rec.reason = COOLDOWN, f"same target acted on; {left:.1f}s left"
-                    return self._finish(rec, started, job)
+                    return self._finish(rec, started, job.alert, job)
             context = ActionContext(alert=job.alert, policy=policy.name,
                                     node_name=self.node_name, guards=self.guards,
                                     services=self.services, process=job.process,
@@ -482,7 +487,7 @@ class Responder:
         results[step.name] = rec.outcome
         if follow_up is not None:
             rec.pending = f"{step.name}.{follow_up.name}"
-        status = self._finish(rec, started, job)
+        status = self._finish(rec, started, job.alert, job)
         if follow_up is not None:  # after its action's record: that record comes first
             self._queue_follow_up(_FollowUpJob(job, policy, index, rec.pending or "",
                                                follow_up, rec.target, rec.render))
@@ -497,7 +502,7 @@ class Responder:
             rec = self._follow_up_record(item)
             rec.outcome, rec.error = FAILED, (f"not run: {self.follow_ups.maxsize} follow-ups "
                                               "already waiting")
-            self._finish(rec, rec.start_ns)
+            self._finish(rec, rec.start_ns, item.job.alert)
 
     def _run_follow_ups(self) -> None:
         while True:
@@ -527,7 +532,7 @@ class Responder:
         if log.retries:
             rec.retries = log.retries
             rec.detail = dict(rec.detail or {}, retry_waits=log.waits, retry_errors=log.errors)
-        self._finish(rec, started)
+        self._finish(rec, started, item.job.alert)
 
     def _follow_up_record(self, item: _FollowUpJob) -> AuditRecord:
         rec = self._base(item.job, ACTION, "", policy=item.policy.name, action=item.action,
@@ -535,12 +540,18 @@ class Responder:
         rec.index = item.index
         return rec
 
-    def _finish(self, rec: AuditRecord, started: int, job: _Job | None = None) -> str:
+    def _finish(self, rec: AuditRecord, started: int, alert: Alert,
+                job: _Job | None = None) -> str:
         rec.duration_ns = time.time_ns() - started
         self._count(rec.action or "?", rec.outcome)
         if job is not None:
             self._write_held(job)
         self._record(rec)
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(alert, rec)
+            except Exception as exc:
+                print(f"enforcer: outcome hook failed: {exc!r}", file=sys.stderr)
         return rec.outcome
 
     def _trip(self, job: _Job, action: str) -> None:

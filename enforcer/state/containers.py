@@ -1,9 +1,11 @@
 """Container and pod metadata, looked up from the runtime's API and cached.
 
-On the first sight of a container id the lookup is made at once with a short timeout, so
-the first event of a new container (often the one that matters: its entrypoint) already
-carries its name, image and pod. When that fails, a background thread retries with backoff
-and the event path never waits again for that id.
+Lookups never run on the event path. The runtime's event stream announces each container
+as it is created, so its metadata is usually in the cache before its first process runs;
+an id seen before that (or with no stream) is looked up in the background at once, with
+retries. Meanwhile its events get a `pending` bare info, and the agent sets them aside
+until the metadata is in or a short hold has passed (see Agent), so that the alerts of a
+container that lives for milliseconds still carry its name, image and pod.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +46,7 @@ class ContainerInfo:
     labels: dict[str, str] = field(default_factory=dict)
     runtime: str | None = None
     upper_dir: str | None = None  # overlayfs upper layer on the host, when the runtime says
+    pending: bool = False  # a bare id whose metadata is being looked up
 
     @property
     def k8s_pod_name(self) -> str | None:
@@ -113,41 +116,100 @@ def info_from_inspect(full_id: str, doc: dict[str, Any], runtime: str | None = N
         upper_dir=((doc.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir"))
 
 
-class ContainerRegistry:
-    """Cache of ContainerInfo by full id, filled from the runtime API."""
+_MAX_UNDESCRIBED = 4096
+RETRY_ROUND_PAUSE = 30.0  # seconds between lookup rounds for a container nobody describes
 
-    def __init__(self, inspect: Inspect | None, first_timeout: float = 0.5,
-                 retry_delays: tuple[float, ...] = (0.2, 0.5, 1, 2, 5, 10)):
+
+class ContainerRegistry:
+    """Cache of ContainerInfo by full id, filled from the runtime API off the event path:
+    ahead of time when the runtime's event stream says a container was created or started
+    (enforcer/state/container_watch.py), else on the first sight of an id. The event path
+    never waits for the runtime: until the metadata is in, get() answers a bare info that
+    is `pending` for at most `hold` seconds after the first sight (the agent sets aside the
+    events that need it for that long), then plain bare while background retries go on.
+    """
+
+    def __init__(self, inspect: Inspect | None, hold: float = 2.0,
+                 retry_delays: tuple[float, ...] = (0.0, 0.2, 0.5, 1, 2, 5, 10),
+                 clock: Callable[[], float] = time.monotonic):
         self._inspect = inspect
         self._cache: dict[str, ContainerInfo] = {}
-        self._pending: set[str] = set()
-        self._failed: set[str] = set()  # ids whose first lookup failed: never block again
+        self._first_seen: dict[str, float] = {}  # ids asked for and not (yet) known
+        self._unknown: set[str] = set()  # the runtime said no such container
+        self._busy: set[str] = set()  # ids with a background lookup running
+        self._quiet_until: dict[str, float] = {}  # no new lookup round before then
         self._lock = threading.Lock()
         self._retry_delays = retry_delays
-        self.first_timeout = first_timeout
+        self._clock = clock
+        self.hold = hold
+        self.watched = False  # set while a watcher follows the runtime's event stream
         self.lookups = 0
         self.failures = 0
 
     def get(self, full_id: str, runtime: str | None = None) -> ContainerInfo:
-        """Metadata for this container: cached, looked up now on first sight, or (when the
-        runtime did not answer) the bare id while a background retry runs."""
+        """Metadata for this container: cached, or the bare id (a lookup runs meanwhile)."""
         if not full_id:
             return HOST_INFO
         info = self._cache.get(full_id)
         if info is not None:
+            if info.runtime is None and runtime is not None:  # filled from an event
+                info = self._cache[full_id] = replace(info, runtime=runtime)
             return info
+        now = self._clock()
         with self._lock:
-            if full_id in self._pending:
-                return ContainerInfo(id=full_id[:12], full_id=full_id, runtime=runtime)
-            self._pending.add(full_id)
-            retried = full_id in self._failed
-        found = None if retried else self._lookup(full_id, runtime)
-        if found is not None:
+            if len(self._first_seen) >= _MAX_UNDESCRIBED and full_id not in self._first_seen:
+                self._forget_old(now)
+            first = self._first_seen.setdefault(full_id, now)
+            start = (full_id not in self._busy
+                     and now >= self._quiet_until.get(full_id, 0.0))
+            if start:
+                self._busy.add(full_id)
+        if start:
+            self._spawn(full_id, runtime)
+        return ContainerInfo(id=full_id[:12], full_id=full_id, runtime=runtime,
+                             pending=self._may_arrive(full_id, first, now))
+
+    def _forget_old(self, now: float) -> None:
+        # ids the runtime never described, long past their hold: mostly exited containers
+        old = [k for k, t in self._first_seen.items() if now - t >= self.hold]
+        for k in old:
+            del self._first_seen[k]
+            self._unknown.discard(k)
+            self._quiet_until.pop(k, None)
+
+    def pending(self, full_id: str) -> bool:
+        """Whether the metadata of this container may still arrive within the hold."""
+        if not full_id or full_id in self._cache:
+            return False
+        first = self._first_seen.get(full_id)
+        return first is not None and self._may_arrive(full_id, first, self._clock())
+
+    def _may_arrive(self, full_id: str, first: float, now: float) -> bool:
+        # A container the runtime no longer knows may still be described by its create
+        # event, which a runtime's event stream can deliver a few hundred ms late.
+        return (self._inspect is not None and now - first < self.hold
+                and (full_id not in self._unknown or self.watched))
+
+    def prefetch(self, full_id: str, attributes: dict[str, str] | None = None,
+                 refresh: bool = False) -> ContainerInfo | None:
+        """Look a container up now (the caller is a background thread: the runtime just
+        said it was created or started). When the runtime no longer knows it (a `--rm`
+        container that is already gone), the event's own attributes (name, image, labels)
+        stand in. `refresh` re-reads a container already cached (its start time)."""
+        if not full_id or (not refresh and full_id in self._cache):
+            return self._cache.get(full_id)
+        found = self._lookup(full_id, None)
+        if found is not None or not attributes:
             return found
-        self._failed.add(full_id)
+        if full_id in self._cache:
+            return self._cache[full_id]
+        info = info_from_event(full_id, attributes)
+        self._store(full_id, info)
+        return info
+
+    def _spawn(self, full_id: str, runtime: str | None) -> None:
         threading.Thread(target=self._retry, args=(full_id, runtime), daemon=True,
                          name=f"container-lookup-{full_id[:12]}").start()
-        return ContainerInfo(id=full_id[:12], full_id=full_id, runtime=runtime)
 
     def _lookup(self, full_id: str, runtime: str | None) -> ContainerInfo | None:
         if self._inspect is None:
@@ -160,20 +222,53 @@ class ContainerRegistry:
             log.debug("container %s: runtime lookup failed: %s", full_id[:12], exc)
             return None
         if doc is None:
+            with self._lock:
+                self._unknown.add(full_id)
             return None
-        info = info_from_inspect(full_id, doc, runtime)
-        self._cache[full_id] = info
-        with self._lock:
-            self._pending.discard(full_id)
+        info = info_from_inspect(full_id, doc, runtime or self._runtime_of(full_id))
+        self._store(full_id, info)
         return info
 
-    def _retry(self, full_id: str, runtime: str | None) -> None:
-        for delay in self._retry_delays:
-            time.sleep(delay)
-            if self._lookup(full_id, runtime) is not None:
-                return
+    def _runtime_of(self, full_id: str) -> str | None:
+        cached = self._cache.get(full_id)
+        return cached.runtime if cached is not None else None
+
+    def _store(self, full_id: str, info: ContainerInfo) -> None:
+        self._cache[full_id] = info
         with self._lock:
-            self._pending.discard(full_id)  # give up for now; a later event asks again
+            self._first_seen.pop(full_id, None)
+            self._unknown.discard(full_id)
+            self._quiet_until.pop(full_id, None)
+
+    def _retry(self, full_id: str, runtime: str | None) -> None:
+        try:
+            for delay in self._retry_delays:
+                if delay:
+                    time.sleep(delay)
+                if full_id in self._cache or self._lookup(full_id, runtime) is not None:
+                    return
+                if full_id in self._unknown:
+                    return  # not this runtime's container: no point asking again soon
+        finally:
+            with self._lock:
+                self._busy.discard(full_id)
+                if full_id not in self._cache:  # a later event asks again, not every one
+                    self._quiet_until[full_id] = self._clock() + RETRY_ROUND_PAUSE
+
+
+def info_from_event(full_id: str, attributes: dict[str, str]) -> ContainerInfo:
+    """What a container event says of its container: name, image and labels (docker and
+    podman list the labels among the attributes, next to `name` and `image`)."""
+    image = attributes.get("image") or None
+    repo, tag = split_image(image) if image else (None, None)
+    labels = {k: v for k, v in attributes.items()
+              if k not in _EVENT_OWN_ATTRIBUTES and isinstance(v, str)}
+    return ContainerInfo(id=full_id[:12], full_id=full_id, name=attributes.get("name") or None,
+                         image=image, image_repository=repo, image_tag=tag, labels=labels)
+
+
+_EVENT_OWN_ATTRIBUTES = frozenset({"name", "image", "containerExitCode", "podId", "exitCode",
+                                   "signal"})
 
 
 HOST_INFO = ContainerInfo(id=HOST, full_id="", name=HOST)

@@ -4,6 +4,7 @@ and cached on the event, so an event that no rule looks at costs almost nothing.
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 from collections.abc import Callable
@@ -12,13 +13,18 @@ from typing import Any
 
 from enforcer.sources.decode import AT_FDCWD, O_DIRECTORY
 from enforcer.state import sockets
+from enforcer.state.capabilities import cap_names
 from enforcer.state.cgroup_ids import CgroupIds
 from enforcer.state.cgroups import CgroupIdentity
 from enforcer.state.containers import HOST_INFO, ContainerInfo, ContainerRegistry
+from enforcer.state.exe_image import ExeImage
 from enforcer.state.process_table import UNSET_LOGINUID, Proc, ProcessTable, resolve
 from enforcer.state.users import Names
 
 _MISSING = object()
+# fields whose value depends on the container's metadata (not just its id)
+_CONTAINER_DERIVED = ("container.", "k8s.", "proc.is_exe_upper_layer", "proc.exe_ino",
+                      "proc.is_exe_writable")
 
 
 @dataclass
@@ -45,7 +51,7 @@ class StateContext:
 class LiveEvent:
     """An Event (see enforcer/event.py) backed by a decoded record and the state."""
 
-    __slots__ = ("_f", "_ctx", "proc", "_anc", "_container", "_sock")
+    __slots__ = ("_f", "_ctx", "proc", "_anc", "_container", "_sock", "waiting_on")
 
     def __init__(self, fields: dict[str, Any], ctx: StateContext, proc: Proc | None):
         self._f = fields
@@ -54,6 +60,8 @@ class LiveEvent:
         self._anc: list[Proc] | None = None
         self._container: ContainerInfo | None = None
         self._sock: Any = _MISSING
+        # the full id of a container whose metadata this event read while still pending
+        self.waiting_on: str | None = None
 
     def get(self, name: str, default: Any = None) -> Any:
         """The value of a Falco field, or `default` when the event does not have it."""
@@ -91,13 +99,37 @@ class LiveEvent:
         return ident
 
     def container(self) -> ContainerInfo:
-        if self._container is None:
+        info = self._container
+        if info is None or info.pending:  # pending: ask again, it may have come in
             ident = self.cgroup()
             if ident is None or not ident.full_id:
-                self._container = HOST_INFO
+                info = HOST_INFO
             else:
-                self._container = self._ctx.containers.get(ident.full_id, ident.runtime)
-        return self._container
+                info = self._ctx.containers.get(ident.full_id, ident.runtime)
+                if info.pending:
+                    self.waiting_on = ident.full_id
+            self._container = info
+        return info
+
+    def set_aside(self) -> None:
+        """Keep this event for a later evaluation: the process and its ancestors as they
+        are now (later events change the table), and nothing derived from the container
+        metadata that was still pending."""
+        if self.proc is not None:
+            self.ancestors()
+            self._anc = [copy.copy(p) for p in self._anc or ()]
+            self.proc = copy.copy(self.proc)
+        self.forget_container()
+
+    def forget_container(self) -> None:
+        """Drop the container metadata read so far and the fields computed from it, so
+        that the next read sees what the registry knows now."""
+        self._container = None
+        self.waiting_on = None
+        for key in [k for k in self._f if k.startswith(_CONTAINER_DERIVED)]:
+            del self._f[key]
+        if self.proc is not None and self.proc.exe_image is None:
+            self.proc.exe_image_late = False  # the upper layer may be known now
 
     def _cwd(self) -> str:
         return self.proc.cwd if self.proc else "/"
@@ -239,6 +271,62 @@ def _exe_upper_layer(e: LiveEvent) -> bool | None:
         return None
     path = info.upper_dir + exe
     return os.path.lexists(path) and not os.path.isdir(path)
+
+
+# Exec-time facts (see enforcer/state/exe_image.py); like Falco, an inode number or time
+# of 0 means "unknown" and the field is absent.
+def exe_image(e: LiveEvent) -> ExeImage | None:
+    """The executable's image as read at exec. A process that exited before the tracker
+    saw its exec (a dropped binary that runs for a millisecond) has none; when its file
+    is in its container's upper layer, which outlives it, that file is read instead, once
+    per process."""
+    proc = e.proc
+    if proc is None:
+        return None
+    if proc.exe_image is None and not proc.exe_image_late:
+        proc.exe_image_late = True
+        upper = e.container().upper_dir
+        exe = proc.exepath
+        if upper and exe.startswith("/") and exe != "/":
+            proc.exe_image = e._ctx.table.exe_inspector.image_of(upper + exe, proc.pid,
+                                                                   proc.creds)
+    return proc.exe_image
+
+
+def _image(attr: str) -> Resolver:
+    def fn(e: LiveEvent) -> Any:
+        image = exe_image(e)
+        return (getattr(image, attr) or None) if image is not None else None
+    return fn
+
+
+_RESOLVERS["proc.exe_ino"] = _image("ino")
+_RESOLVERS["proc.exe_ino.ctime"] = _image("ctime_ns")
+_RESOLVERS["proc.exe_ino.mtime"] = _image("mtime_ns")
+_RESOLVERS["proc.is_exe_writable"] = lambda e: (
+    image.writable if (image := exe_image(e)) is not None else None)
+
+
+@_field("proc.exe_ino.ctime_duration_proc_start")
+def _ctime_to_start(e: LiveEvent) -> int | None:
+    """Process start minus the executable's ctime, as Falco computes it: an unsigned
+    64-bit difference (a file changed after the process started wraps around)."""
+    image = exe_image(e)
+    if image is None or not image.ctime_ns or not e.proc or not e.proc.start_ns:
+        return None
+    return ((e.proc.start_ns - image.ctime_ns) & 0xFFFFFFFFFFFFFFFF) or None
+
+
+def _caps(attr: str) -> Resolver:
+    def fn(e: LiveEvent) -> str | None:
+        creds = e.proc.creds if e.proc else None
+        return cap_names(getattr(creds, attr)) if creds is not None else None
+    return fn
+
+
+_RESOLVERS["thread.cap_effective"] = _caps("cap_effective")
+_RESOLVERS["thread.cap_permitted"] = _caps("cap_permitted")
+_RESOLVERS["thread.cap_inheritable"] = _caps("cap_inheritable")
 
 
 def _lookup_pid(e: LiveEvent, pid: int) -> Proc | None:

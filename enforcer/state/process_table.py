@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from enforcer.state.cgroups import HOST_IDENTITY, CgroupIdentity, identify
+from enforcer.state.exe_image import Creds, ExeImage, ExeInspector, parse_status
 
 UNSET_LOGINUID = 0xFFFFFFFF
 MAX_ANCESTORS = 32
@@ -41,6 +42,9 @@ class Proc:
     start_ns: int = 0  # wall clock, ns
     cgroup: CgroupIdentity = HOST_IDENTITY
     exited: bool = False
+    creds: Creds | None = None  # capabilities and fs ids, as of the last exec (or fork)
+    exe_image: ExeImage | None = None  # the executable's inode, as of the last exec
+    exe_image_late: bool = False  # exe_image was missing at exec and looked up later
 
     @property
     def cmdline(self) -> str:
@@ -73,6 +77,7 @@ class ProcessTable:
         self._procs: dict[int, Proc] = {}
         self._tgid_of: dict[int, int] = {}  # thread id -> tgid, for threads seen in events
         self._boot_ns = self._boot_time_ns()
+        self.exe_inspector = ExeInspector(proc_root)
         self.misses = 0  # lookups that had to fall back to /proc
 
     # --- seeding and /proc fallback -------------------------------------------------
@@ -123,7 +128,10 @@ class ProcessTable:
             proc.cwd = os.readlink(f"{base}/cwd")
         except OSError:
             pass
-        self._apply_status(proc, _read(f"{base}/status") or b"")
+        status = _read(f"{base}/status") or b""
+        self._apply_status(proc, status)
+        proc.creds = parse_status(status)
+        proc.exe_image = self.exe_inspector.capture(pid, proc.creds)
         loginuid = _read(f"{base}/loginuid")
         if loginuid and loginuid.strip().isdigit():
             proc.loginuid = int(loginuid)
@@ -174,6 +182,9 @@ class ProcessTable:
                 if line.startswith(b"NSpid:"):
                     proc.vpid = int(line.split()[-1])
                     break
+            creds = parse_status(status)
+            if creds is not None:
+                proc.creds = creds
 
     # --- lookups ----------------------------------------------------------------------
     def get(self, pid: int) -> Proc | None:
@@ -234,7 +245,8 @@ class ProcessTable:
                         exepath=parent.exepath, args=parent.args, cwd=parent.cwd,
                         uid=parent.uid, gid=parent.gid, loginuid=parent.loginuid,
                         tty=parent.tty, sid=parent.sid, pgid=parent.pgid,
-                        cgroup=parent.cgroup)
+                        cgroup=parent.cgroup, creds=parent.creds,
+                        exe_image=parent.exe_image)
         proc.start_ns = now_ns if now_ns is not None else time.time_ns()
         self._store(proc)
         return proc
@@ -267,7 +279,19 @@ class ProcessTable:
         # reads back as "/" — no executable at all: keep the path the exec named.
         if exe.startswith("/") and exe != "/":
             proc.exepath = exe
+        # the new image's inode; an image read too late (process gone) is unknown rather
+        # than the one the process had before the exec
+        proc.exe_image = self.exe_inspector.capture(pid, proc.creds)
+        proc.exe_image_late = False
         return proc
+
+    def refresh_creds(self, proc: Proc) -> None:
+        """Re-read the capabilities after a syscall that may have changed them (setuid
+        family, capset), if the process is still alive."""
+        status = _read(f"{self.proc_root}/{proc.pid}/status")
+        creds = parse_status(status) if status else None
+        if creds is not None:
+            proc.creds = creds
 
     def on_exit(self, tid: int, tgid: int) -> None:
         """A task ended. The process entry is kept (marked exited) while the table has

@@ -7,6 +7,8 @@ from typing import Any
 from enforcer.sources import syscalls as sc
 from enforcer.state.live_event import LiveEvent, StateContext
 
+_CRED = frozenset(s.name for s in sc.SYSCALLS if s.family == "cred")
+
 
 class Tracker:
     """fork/exec/exit/chdir keep the table; every syscall record becomes a LiveEvent."""
@@ -38,6 +40,8 @@ class Tracker:
             comm = f["_comm"]
             if proc is not None and comm and proc.comm != comm:
                 proc.comm = comm  # renamed itself (prctl), or busybox re-exec'd as an applet
+            if etype in _CRED and proc is not None and f.get("evt.rawres") == 0:
+                self.table.refresh_creds(proc)  # the capability sets follow the uids
             if etype in ("chdir", "fchdir") and f.get("evt.rawres") == 0 and proc is not None:
                 event = LiveEvent(f, self.ctx, proc)
                 path = (f.get("_s1") if etype == "chdir" else event.get("fd.name"))

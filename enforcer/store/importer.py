@@ -2,7 +2,8 @@
 alerts (Falco JSON, as the agent's file output writes them).
 
 A line that is not JSON, is cut short, or is not an audit record is reported as
-`FILE:LINE:COL: reason` and skipped; every other line is imported. Importing a file twice adds
+`FILE:LINE:COL: reason` and skipped; the agent's own records (reloads, Kubernetes Events not
+created) are passed over; every other line is imported. Importing a file twice adds
 nothing the second time.
 
 Large imports decode and map lines in worker processes while this process writes to SQLite
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from enforcer.audit.record import K8S_EVENT, RELOAD
 from enforcer.errors import Diagnostic
 from enforcer.store.ingest import Prepared, prepare, write
 from enforcer.store.mapping import Mapped, RecordError, map_record
@@ -27,6 +29,9 @@ from enforcer.store.retention import Retention, prune
 from enforcer.store.schema import resume_text_index, suspend_text_index
 
 BATCH = 20_000
+# Records the audit log holds about the agent itself rather than a detection: a hot reload,
+# a Kubernetes Event that could not be created. The store has no place for them.
+AGENT_KINDS = frozenset({RELOAD, K8S_EVENT})
 PARALLEL_BYTES = 16 << 20  # below this, starting workers costs more than it saves
 
 
@@ -52,6 +57,8 @@ def _decode(path: str, lineno: int, raw: bytes) -> Mapped | Diagnostic | None:
         cut = not raw.endswith(b"\n") or exc.pos >= len(text.rstrip())
         why = "truncated JSON record" if cut else f"invalid JSON: {exc.msg}"
         return Diagnostic(path, lineno, exc.colno, f"{why}; line skipped")
+    if isinstance(value, dict) and value.get("kind") in AGENT_KINDS:
+        return None  # the agent's own records: part of the log, not of a detection
     try:
         return map_record(value, text)
     except RecordError as exc:

@@ -111,15 +111,20 @@ def _choose_driver(conn: sqlite3.Connection, filters: Filters) -> _Driver:
     return driver
 
 
+def _time_window(filters: Filters, column: str, clauses: list[str], args: list[Any]) -> None:
+    """Add the filters' [since, until) window on `column` to the WHERE clauses."""
+    if filters.since_ns is not None:
+        clauses.append(f"{column} >= ?")
+        args.append(filters.since_ns)
+    if filters.until_ns is not None:
+        clauses.append(f"{column} < ?")
+        args.append(filters.until_ns)
+
+
 def _conditions(filters: Filters, driver: _Driver) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
-    if filters.since_ns is not None:
-        clauses.append("d.time_ns >= ?")
-        args.append(filters.since_ns)
-    if filters.until_ns is not None:
-        clauses.append("d.time_ns < ?")
-        args.append(filters.until_ns)
+    _time_window(filters, "d.time_ns", clauses, args)
     for name in _DETECTION_COLUMNS:
         value = getattr(filters, name)
         if value not in (None, ""):
@@ -277,12 +282,7 @@ def dry_run_examples(conn: sqlite3.Connection, policy: str, filters: Filters,
     """The latest dry-run responses of one policy: what exactly would have been done."""
     clauses = ["r.outcome_class = 'dry-run'", "r.policy = ?", _NOT_SHADOWED]
     args: list[Any] = [policy]
-    if filters.since_ns is not None:
-        clauses.append("r.det_time_ns >= ?")
-        args.append(filters.since_ns)
-    if filters.until_ns is not None:
-        clauses.append("r.det_time_ns < ?")
-        args.append(filters.until_ns)
+    _time_window(filters, "r.det_time_ns", clauses, args)
     sql = ("SELECT r.id, r.det_id, r.det_time_ns, r.kind, r.action, r.record, "
            "r.outcome, d.rule, d.namespace, d.pod, d.node FROM responses r "
            "JOIN detections d ON d.id = r.det_id WHERE " + " AND ".join(clauses) +

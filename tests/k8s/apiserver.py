@@ -1,5 +1,6 @@
 """A small Kubernetes API server for tests: real paths, verbs, status codes and Status
-bodies for the objects enforcer's actions touch (pods, nodes, NetworkPolicies), with
+bodies for the objects enforcer's actions touch (pods, nodes, NetworkPolicies, and the
+core/v1 Events it records, checked as the API server validates them), with
 server-side dryRun=All, merge/strategic-merge patches, and scripted faults (429 with
 Retry-After, 503) to exercise retries. Driven through the real `kubernetes` client."""
 
@@ -18,6 +19,7 @@ POD = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)$")
 NODE = re.compile(r"^/api/v1/nodes/([^/]+)$")
 NETPOLS = re.compile(r"^/apis/networking.k8s.io/v1/namespaces/([^/]+)/networkpolicies$")
 NETPOL = re.compile(r"^/apis/networking.k8s.io/v1/namespaces/([^/]+)/networkpolicies/([^/]+)$")
+EVENTS = re.compile(r"^/api/v1/namespaces/([^/]+)/events$")
 MERGE_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 
 
@@ -45,6 +47,7 @@ class FakeCluster:
         self.pods: dict[tuple[str, str], dict] = {}
         self.nodes: dict[str, dict] = {}
         self.netpols: dict[tuple[str, str], dict] = {}
+        self.events: list[dict] = []
         self.requests: list[dict[str, Any]] = []
         self.faults: list[tuple[str, str, int, dict[str, str]]] = []
         self.lock = threading.Lock()
@@ -71,6 +74,38 @@ class FakeCluster:
 
     def mutations(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["method"] in ("POST", "PATCH", "DELETE", "PUT")]
+
+
+def event_problems(namespace: str, body: Any) -> str:
+    """What the API server's validation of a core/v1 Event create would refuse ("" if
+    nothing): the namespace of the event and of its object agree, a name, and — for an Event
+    with eventTime set — reportingComponent, reportingInstance, action and reason, within
+    their length limits."""
+    if not isinstance(body, dict) or body.get("kind") not in (None, "Event"):
+        return "not an Event"
+    meta = body.get("metadata") or {}
+    involved = body.get("involvedObject") or {}
+    problems = []
+    if not (meta.get("name") or meta.get("generateName")):
+        problems.append("metadata.name: Required value")
+    if meta.get("namespace") not in (None, namespace):
+        problems.append("metadata.namespace: does not match the namespace of the request")
+    if involved.get("namespace") != namespace:
+        problems.append("involvedObject.namespace: does not match event.namespace")
+    if not involved.get("kind") or not involved.get("name"):
+        problems.append("involvedObject: kind and name required")
+    if body.get("eventTime"):
+        for key, limit in (("reportingComponent", 128), ("reportingInstance", 128),
+                           ("action", 128), ("reason", 128)):
+            if not body.get(key):
+                problems.append(f"{key}: Required value")
+            elif len(body[key]) > limit:
+                problems.append(f"{key}: longer than {limit}")
+    if len(body.get("message") or "") > 1024:
+        problems.append("note: longer than 1024")
+    if body.get("type") not in (None, "Normal", "Warning"):
+        problems.append("type: Unsupported value")
+    return "; ".join(problems)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -160,6 +195,18 @@ class _Handler(BaseHTTPRequestHandler):
             if not dry:
                 cluster.netpols[key] = body
             return 201, body
+        if (found := EVENTS.match(path)) and method == "POST":
+            problems = event_problems(found.group(1), body)
+            if problems:
+                return 422, status_body(422, "Invalid", f"Event is invalid: {problems}",
+                                        "events", (body.get("metadata") or {}).get("name", ""))
+            if not dry:
+                cluster.events.append(body)
+            cluster.version += 1
+            created = merge_patch(body, {"metadata": {
+                "uid": f"uid-event-{cluster.version}", "resourceVersion": str(cluster.version),
+                "creationTimestamp": body.get("firstTimestamp")}})
+            return 201, created
         if found := NETPOL.match(path):
             key = (found.group(1), found.group(2))
             if key not in cluster.netpols:

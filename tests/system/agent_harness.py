@@ -24,17 +24,20 @@ EAGER = ("proc.name", "proc.pname", "proc.cmdline", "container.id", "container.n
 class LiveAgent:
     """Agent on a background thread; `alerts` grows as rules fire."""
 
-    def __init__(self, rule_paths: list[str], probe_config: ProbeConfig | None = None):
+    def __init__(self, rule_paths: list[str], probe_config: ProbeConfig | None = None,
+                 container_lookup_timeout: float | None = 5.0):
         self.engine = Engine(load_rules(rule_paths))
         self.alerts: list[Alert] = []
         self._lock = threading.Lock()
         self.stderr = io.StringIO()
-        # The tests' containers run with --rm and exit within milliseconds: their metadata
-        # can only be read on first sight, and a cold podman API on a loaded CI machine can
-        # take longer than the agent's default 0.5 s to answer.
+        # The tests' containers run with --rm and exit within milliseconds, and a cold
+        # podman API on a loaded CI machine can take seconds to answer: events that need a
+        # new container's metadata may wait longer for it than the agent's default
+        # (None: the default, as tests/system/test_container_metadata.py checks).
+        extra = ({} if container_lookup_timeout is None
+                 else {"container_lookup_timeout": container_lookup_timeout})
         self.agent = Agent(self.engine, on_alert=self._keep, probe_config=probe_config,
-                           rules=self.engine.rules, stderr=self.stderr,
-                           container_lookup_timeout=5.0)
+                           rules=self.engine.rules, stderr=self.stderr, **extra)
         self.agent.open()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.agent.run, args=(self._stop,), daemon=True)

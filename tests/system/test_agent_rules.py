@@ -327,11 +327,47 @@ def test_drop_and_execute_new_binary_in_container(agent: LiveAgent, podman_ready
                    lambda a: a.event.get("container.name") == name)
     assert a.event.get("proc.exepath") == "/tmp/dropped"
     assert a.event.get("proc.is_exe_upper_layer") is True
+    # the executable's inode as the output shows it: numbers. busybox sh execs the last
+    # command of `-c` in place, so the process started before cp wrote the file and the
+    # unsigned difference wraps around, as it does in Falco.
+    ino = a.event.get("proc.exe_ino")
+    ctime, mtime = a.output_fields["proc.exe_ino.ctime"], a.output_fields["proc.exe_ino.mtime"]
+    since = a.output_fields["proc.exe_ino.ctime_duration_proc_start"]
+    for value in (ino, ctime, mtime, since):
+        assert isinstance(value, int) and not isinstance(value, bool) and value > 0, value
+    assert mtime <= ctime
+    assert since == (a.event.get("proc.pid.ts") - ctime) % (1 << 64)
+    assert f"proc_exe_ino_ctime={ctime} proc_exe_ino_mtime={mtime} " in a.output
+    assert f"proc_exe_ino_ctime_duration_proc_start={since} " in a.output
+    assert a.event.get("proc.is_exe_writable") is True  # root wrote it, root runs it
     near = f"nodrop-{uuid.uuid4().hex[:6]}"
     podman_run("/bin/sh", "-c", "/bin/busybox true", name=near)  # from the image's layer
     agent.barrier()
     assert not agent.find("Drop and execute new binary in container",
                           lambda a: a.event.get("container.name") == near)
+
+
+def test_release_agent_write_in_container_with_cap_sys_admin(
+        agent: LiveAgent, podman_ready: None) -> None:
+    rule = "Detect release_agent File Container Escapes"
+    # any writable file named release_agent will do: the rule looks at the name, the
+    # write and the writer's effective capabilities
+    script = "echo /tmp/payload > /tmp/release_agent; sleep 1"
+    name = f"escape-{uuid.uuid4().hex[:6]}"
+    res = podman_run("/bin/sh", "-c", script, name=name, extra=("--cap-add", "SYS_ADMIN"))
+    assert res.returncode == 0, res.stderr
+    a = agent.wait(rule, lambda a: a.event.get("container.name") == name)
+    assert a.event.get("fd.name") == "/tmp/release_agent" and a.event.get("user.uid") == 0
+    caps = a.output_fields["thread.cap_effective"]
+    assert caps.startswith("CAP_CHOWN CAP_DAC_OVERRIDE ") and "CAP_SYS_ADMIN" in caps.split()
+    assert "CAP_SYS_MODULE" not in caps.split()  # podman's default set plus SYS_ADMIN only
+    assert f"file=/tmp/release_agent cap_effective={caps} evt_type=" in a.output
+    assert a.priority.display == "Critical"
+    near = f"noescape-{uuid.uuid4().hex[:6]}"
+    res = podman_run("/bin/sh", "-c", script, name=near)  # podman's default caps
+    assert res.returncode == 0, res.stderr
+    agent.barrier()
+    assert not agent.find(rule, lambda a: a.event.get("container.name") == near)
 
 
 def test_at_least_twelve_distinct_rules_fired(agent: LiveAgent) -> None:

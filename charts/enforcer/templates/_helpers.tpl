@@ -72,6 +72,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* Name of the ConfigMap holding the agent's --config file, or "" when there is none. */}}
+{{- define "enforcer.configConfigMap" -}}
+{{- if .Values.config -}}
+{{- printf "%s-config" (include "enforcer.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* ConfigMap data from a map of file name -> YAML text or YAML value. */}}
 {{- define "enforcer.fileData" -}}
 {{- range $file, $content := . }}

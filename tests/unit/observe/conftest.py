@@ -49,6 +49,12 @@ def _attrs(kvs: Any) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in kvs}
 
 
+def _open_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class OtlpReceiver:
     """A local OTLP/HTTP collector: decodes ExportTraceServiceRequest protobufs."""
@@ -59,6 +65,9 @@ class OtlpReceiver:
     content_types: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     arrived: threading.Condition = field(default_factory=threading.Condition)
+    # Cleared: requests are held (the collector hangs) until it is set again.
+    gate: threading.Event = field(default_factory=_open_event)
+    held: int = 0  # requests that arrived while the gate was closed
 
     @property
     def endpoint(self) -> str:
@@ -83,6 +92,23 @@ class OtlpReceiver:
             self.requests += 1
             self.spans.extend(got)
             self.arrived.notify_all()
+
+    def hold(self) -> None:
+        """Hang: hold every request from now on, unanswered, until `release()`."""
+        self.gate.clear()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def wait_held(self, timeout: float = 30.0) -> None:
+        """Wait until a request is being held (the exporter is stuck in it)."""
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while not self.held:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail("OTLP receiver: no request arrived to be held")
+                self.arrived.wait(left)
 
     def wait_for(self, predicate: Callable[[list[ReceivedSpan]], bool],
                  timeout: float = 30.0) -> list[ReceivedSpan]:

@@ -5,11 +5,8 @@ policies; metrics that match."""
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
-import threading
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,17 +19,15 @@ from enforcer.audit.otel_sink import TracingAudit
 from enforcer.audit.record import FanOut
 from enforcer.audit.rotating_file import RotatingJsonlAudit
 from enforcer.audit.tracing import TracingConfig, setup_tracing
-from enforcer.cli import observe_args
-from enforcer.cli.falco_http_run import run_falco_http
 from enforcer.metrics import Metrics
 from enforcer.outputs.dispatcher import Dispatcher, OutputSpec
 from enforcer.outputs.webhook import WebhookConfig, WebhookOutput
 from enforcer.policy.guards import Guards
 from enforcer.policy.loader import load_policies
-from enforcer.respond import options as respond_options
 from enforcer.respond.responder import Responder
 from enforcer.respond.services import Services
 from enforcer.sources.falco_http import parse_falco_alert
+from tests.agent_process import AgentProcess
 from tests.k8s.apiserver import ApiServer
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "falco-alerts"
@@ -152,13 +147,6 @@ def test_collector_down_n_decisions_n_records(tmp_path, api, http_recorder):
 
 # --- the falco-http input, as `enforcer --source falco-http` runs it ----------------------
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    respond_options.add_arguments(p)
-    observe_args.add_arguments(p)
-    return p
-
-
 def _post(port, body, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -169,59 +157,48 @@ def _post(port, body, headers=None):
 
 
 def test_falco_http_triggers_policy_in_dry_run_with_audit_and_metrics(
-        tmp_path, api, otlp_receiver, http_recorder, monkeypatch, capsys):
+        tmp_path, api, otlp_receiver, http_recorder, enforcer_cmd, cli_env):
+    """The agent as a user runs it (a child process, `enforcer --source falco-http`), with
+    the real kubernetes client (KUBECONFIG) recording its dry-run answers as Events."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "t",
         "clusters": [{"name": "t", "cluster": {"server": api.url}}],
         "users": [{"name": "t", "user": {"token": "x"}}],
         "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}]}))
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    # the kubernetes client reads KUBECONFIG once, when it is imported
-    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION",
-                        str(kubeconfig))
-    monkeypatch.setenv("NODE_NAME", "node-a")
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    env = {k: v for k, v in cli_env.items()
+           if not k.startswith(("OTEL_", "ENFORCER_")) and k != "KUBERNETES_SERVICE_HOST"}
+    env.update(KUBECONFIG=str(kubeconfig), NODE_NAME="node-a")
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.replace("{dry_run}", "false"))
     audit_path = tmp_path / "audit.jsonl"
-    args = parser().parse_args([
-        "--policies", str(policy), "--dry-run", "--audit-log", str(audit_path),
-        "--http-addr", "127.0.0.1:0", "--falco-http-addr", "127.0.0.1:0",
-        "--falco-http-max-body", "16Ki", "--otlp-endpoint", otlp_receiver.endpoint,
-        "--otlp-schedule-delay-ms", "50", "--webhook-url", http_recorder.url,
-        "--extra-field", "environment=production"])
-    stop = threading.Event()
-    ready: dict = {}
-    started = threading.Event()
+    agent = AgentProcess([
+        *enforcer_cmd, "--source", "falco-http", "--policies", str(policy), "--dry-run",
+        "--audit-log", str(audit_path), "--http-addr", "127.0.0.1:0",
+        "--falco-http-addr", "127.0.0.1:0", "--falco-http-max-body", "16Ki",
+        "--otlp-endpoint", otlp_receiver.endpoint, "--otlp-schedule-delay-ms", "50",
+        "--webhook-url", http_recorder.url, "--extra-field", "environment=production",
+        "--kubernetes-events", "true"], env, tmp_path, audit_path, timeout=60)
+    try:
+        port = agent.falco_port
+        assert port is not None
+        assert _post(port, TERMINAL_SHELL) == 200
+        assert _post(port, b'{"rule": "x", "priority": ') == 400
+        assert _post(port, b"{" + b" " * (32 * 1024) + b"}") == 413
+        assert _post(port, TERMINAL_SHELL) == 200  # undisturbed
 
-    def on_ready(source, obs):
-        ready.update(source=source, obs=obs)
-        started.set()
-
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(
-        run_falco_http(args, stop=stop, on_ready=on_ready, hostname="node-a")))
-    thread.start()
-    assert started.wait(30), "falco-http did not start"
-    port, obs = ready["source"].port, ready["obs"]
-    metrics_port = obs.http.port
-
-    assert _post(port, TERMINAL_SHELL) == 200
-    assert _post(port, b'{"rule": "x", "priority": ') == 400
-    assert _post(port, b"{" + b" " * (32 * 1024) + b"}") == 413
-    assert _post(port, TERMINAL_SHELL) == 200  # undisturbed
-
-    obs.pipeline.responder.drain()
-    otlp_receiver.wait_for(lambda got: sum(s.name == "enforcer.match" for s in got) == 2)
-    http_recorder.wait(lambda r: len(r.bodies) == 2)
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=10) as r:
-        assert r.status == 200
-    stop.set()
-    thread.join(60)
-    assert result == [0]
+        agent.wait("the answers", lambda: len([r for r in agent.records()
+                                               if r["kind"] == "action"]) == 4)
+        otlp_receiver.wait_for(lambda got: sum(s.name == "enforcer.match" for s in got) == 2)
+        http_recorder.wait(lambda r: len(r.bodies) == 2)
+        agent.wait("the Kubernetes Events", lambda: agent.metric(
+            "enforcer_kubernetes_events_total", result="created") == 4)
+        status, text = agent.get("/metrics")
+        assert status == 200
+        assert agent.get("/readyz")[0] == 200
+    finally:
+        code = agent.stop()
+    assert code == 0, agent.stderr
 
     records = read_jsonl(audit_path)
     decisions = [r for r in records if r["kind"] == "decision"]
@@ -233,6 +210,15 @@ def test_falco_http_triggers_policy_in_dry_run_with_audit_and_metrics(
     webhook_ids = {json.loads(b)["trace_id"] for b in http_recorder.bodies}
     assert webhook_ids == {d["trace_id"] for d in decisions}
     assert len(webhook_ids) == 2
+    assert all(json.loads(b)["output_fields"]["environment"] == "production"
+               for b in http_recorder.bodies)
+    # dry-run: nothing deleted; each planned action is an Event on the pod
+    assert api.cluster.pods.get(POD) is not None
+    assert [(e["reason"], e["type"], e["involvedObject"]["name"], e["action"])
+            for e in api.cluster.events] == [
+        ("EnforcerDryRun", "Normal", POD[1], "label_pod"),
+        ("EnforcerDryRun", "Normal", POD[1], "delete_pod")] * 2
+    assert all(e["metadata"]["namespace"] == POD[0] for e in api.cluster.events)
 
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(text) for s in f.samples}
@@ -244,56 +230,11 @@ def test_falco_http_triggers_policy_in_dry_run_with_audit_and_metrics(
     assert samples[("enforcer_falco_http_requests_total", (("code", "400"),))] == 1
     assert samples[("enforcer_falco_http_requests_total", (("code", "413"),))] == 1
     assert ("enforcer_policy_reloads_total", (("result", "success"),)) not in samples
+    assert samples[("enforcer_kubernetes_events_total", (("result", "created"),))] == 4
 
-    err = capsys.readouterr().err
+    err = agent.stderr
     assert "Events detected: 2" in err
     assert "Responses by action and outcome:" in err
     assert "   delete_pod: 2 (dry-run: 2)" in err
     assert "falco-http requests: 4 (2 rejected)" in err
-
-
-def test_falco_http_refuses_to_act_without_a_token(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv("ENFORCER_FALCO_HTTP_TOKEN", raising=False)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY.replace("{dry_run}", "false"))
-    args = parser().parse_args([
-        "--policies", str(policy), "--audit-log", str(tmp_path / "a.jsonl"),
-        "--http-addr", "off", "--falco-http-addr", "127.0.0.1:0"])
-    assert run_falco_http(args, stop=threading.Event()) == 2
-    assert "refusing to start --source falco-http without authentication" in \
-        capsys.readouterr().err
-
-
-def test_falco_http_with_token_file_acts_only_for_the_token_holder(
-        tmp_path, api, monkeypatch, capsys):
-    """Acting policies + a token: unauthenticated posts are 401 and trigger nothing."""
-    monkeypatch.setenv("NODE_NAME", "node-a")
-    token = tmp_path / "token"
-    token.write_text("s3cret\n")
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("""
-- policy: mark
-  match: {rules: [Terminal shell in container]}
-  actions: [{label_pod: {labels: {enforcer.io/suspicious: "true"}}}]
-  dry_run: true
-""")
-    args = parser().parse_args([
-        "--policies", str(policy), "--audit-log", str(tmp_path / "a.jsonl"),
-        "--http-addr", "off", "--falco-http-addr", "127.0.0.1:0",
-        "--falco-http-token-file", str(token)])
-    stop, started, ready = threading.Event(), threading.Event(), {}
-
-    def on_ready(source, obs):
-        ready["source"] = source
-        started.set()
-
-    thread = threading.Thread(target=run_falco_http, args=(args,),
-                              kwargs={"stop": stop, "on_ready": on_ready})
-    thread.start()
-    assert started.wait(30)
-    port = ready["source"].port
-    assert _post(port, TERMINAL_SHELL) == 401
-    assert _post(port, TERMINAL_SHELL, {"Authorization": "Bearer wrong"}) == 401
-    stop.set()
-    thread.join(60)
-    assert not (tmp_path / "a.jsonl").exists() or read_jsonl(tmp_path / "a.jsonl") == []
+    assert "Traceback" not in err

@@ -7,8 +7,6 @@ import json
 import socket
 import threading
 import time
-from concurrent import futures
-from typing import Any
 
 import pytest
 
@@ -280,38 +278,21 @@ def test_otel_env_overrides_resource_and_disables():
 
 
 def test_export_over_grpc_to_a_real_grpc_receiver(alert_factory, tmp_path):
-    import grpc  # a dependency of the gRPC exporter, so always there
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+    from tests.receivers import grpc_collector
 
-    got: list[Any] = []
-    arrived = threading.Event()
-
-    class Service(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, request, context):  # noqa: N802 - the protobuf service's name
-            got.extend(s for rs in request.resource_spans for ss in rs.scope_spans
-                       for s in ss.spans)
-            if len(got) >= 4:
-                arrived.set()
-            return trace_service_pb2.ExportTraceServiceResponse()
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
+    with grpc_collector() as receiver:
         tracer = setup_tracing(TracingConfig(protocol="grpc", insecure=True,
-                                             endpoint=f"http://127.0.0.1:{port}",
+                                             endpoint=receiver.endpoint,
                                              schedule_delay_ms=50), environ={})
         audit = TracingAudit(JsonlSink(tmp_path / "a.jsonl"), tracer)
         alert = tracer.stamp(alert_factory())
         respond_like(audit, alert)
-        assert arrived.wait(30), f"only {len(got)} span(s) arrived over gRPC"
+        got = receiver.wait_for(lambda spans: len(spans) >= 4)
         tracer.shutdown()
-        assert {s.trace_id.hex() for s in got} == {alert.trace_id}
+        assert {s.trace_id for s in got} == {alert.trace_id}
         assert sorted(s.name for s in got) == ["enforcer.action", "enforcer.action",
                                                "enforcer.decision", "enforcer.match"]
-    finally:
-        server.stop(0)
+        assert set(receiver.content_types) == {"grpc"}
 
 
 def test_sdk_export_errors_are_logged_once_a_minute():

@@ -127,3 +127,23 @@ def test_an_interrupted_bulk_import_is_indexed_on_next_open(tmp_path):
 
 def pods(page):
     return [r["pod"] for r in page.rows]
+
+
+def test_the_agents_own_records_are_passed_over(tmp_path):
+    """A hot reload and a Kubernetes Event that could not be created are in the audit log
+    but belong to no detection: neither imported nor reported as bad lines."""
+    import json
+
+    from enforcer.audit.record import K8S_EVENT, RELOAD, AuditRecord
+
+    log = tmp_path / "audit.jsonl"
+    lines = AUDIT.read_text().splitlines()
+    lines.insert(1, json.dumps(AuditRecord(RELOAD, "r1", "applied", reason="digest 1").as_dict()))
+    lines.insert(3, json.dumps(AuditRecord(
+        K8S_EVENT, "m1", "failed", rule="Terminal shell in container", policy="p",
+        target={"namespace": "prod", "pod": "web-1"}, error="403").as_dict()))
+    log.write_text("\n".join(lines) + "\n")
+    conn = connect(tmp_path / "a.db")
+    report = import_files(conn, [log, ALERTS])
+    assert report.skipped == []
+    assert _counts(conn) == (8, 20)  # what the seed alone gives

@@ -142,9 +142,11 @@ def test_with_a_token_the_intake_acts_and_refuses_strangers(tmp_path: Path,
         assert agent.falco_port is not None
         assert post(agent.falco_port, ALERT) == 401
         assert post(agent.falco_port, ALERT, token="wrong") == 401
+        assert agent.records() == []  # refused posts trigger nothing
         assert post(agent.falco_port, ALERT, token="s3cret") == 200
         recs = agent.wait("the decision", lambda: [
             r for r in agent.records() if r["kind"] == "decision"])
+        assert len(recs) == 1
         assert recs[0]["dry_run"] is False  # acting: authenticated intake, acting policy
         assert agent.metric("enforcer_falco_http_requests_total", code="401") == 2
     finally:

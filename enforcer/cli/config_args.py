@@ -1,0 +1,142 @@
+"""`enforcer --config FILE` (or ENFORCER_CONFIG): the live agent's settings from a YAML
+file, between the command line and the environment:
+
+    command-line flag > config file > ENFORCER_* variables > OTEL_* variables > defaults
+
+The flags read their ENFORCER_* variables as their defaults when the parser is built; the
+config file's settings then replace those defaults (`parser.set_defaults`) and the command
+line is parsed again, so a flag given on the command line still wins. A list or mapping
+given by a flag adds to the config file's (extra fields, headers and protected namespaces
+merge; on the same key the flag wins), except the webhook: `--webhook-url` replaces the
+config file's `outputs.webhooks`. Tracing settings the file leaves out are left to the
+OTEL_* variables, exactly as the OpenTelemetry SDK reads them.
+
+The file is read once, at start: changing it needs a restart (it is not hot reloaded)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from enforcer.priority import Priority
+from enforcer.units import parse_duration, parse_size
+
+# Settings only the config file can give: their defaults, for the parser.
+CONFIG_ONLY_DEFAULTS: dict[str, Any] = {
+    "webhooks": None,          # [{url, headers, timeout, retries, min_priority, ca_file}]
+    "stdout_enabled": True,
+    "otlp_exporter": None,     # "otlp" / "none" (tracing.enabled); None: OTEL_* decide
+    "otlp_timeout": None,      # seconds per export
+    "otlp_export_timeout_ms": None,
+}
+
+
+def add_config_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--config FILE` on the agent's parser (or one of its groups), and the defaults of
+    the settings only a config file gives."""
+    parser.add_argument("--config", metavar="FILE",
+                        default=os.environ.get("ENFORCER_CONFIG") or None,
+                        help="YAML file of agent settings (see `enforcer schema config` and "
+                             "docs/config.example.yaml); flags win over it, it wins over "
+                             "ENFORCER_* variables (env ENFORCER_CONFIG); read once at start")
+    parser.set_defaults(**CONFIG_ONLY_DEFAULTS)
+
+
+def reparse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                        args: argparse.Namespace) -> argparse.Namespace:
+    """`args` again, with the config file's settings as the defaults under the command
+    line. Raises ConfigError (FILE:LINE:COL of each problem; exit 2)."""
+    path = getattr(args, "config", None)
+    if not path:
+        return args
+    from enforcer.config.loader import load_config  # noqa: PLC0415
+
+    parser.set_defaults(**config_defaults(load_config(path)))
+    return parser.parse_args(argv)
+
+
+def config_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The parser defaults (option dests) that a validated config file sets."""
+    out: dict[str, Any] = {}
+    simple = {"node_name": "node_name", "dry_run": "dry_run", "format": "format",
+              "http_addr": "http_addr"}
+    for key, dest in simple.items():
+        if key in config:
+            out[dest] = config[key]
+    if "min_priority" in config:
+        out["min_priority"] = Priority.parse(config["min_priority"])
+    if "extra_fields" in config:
+        out["extra_field"] = [f"{k}={_text(v)}" for k, v in config["extra_fields"].items()]
+    if "kubernetes_events" in config:
+        out["kubernetes_events"] = "true" if config["kubernetes_events"] else "false"
+    out.update(_outputs(config.get("outputs") or {}))
+    audit = config.get("audit") or {}
+    if "log" in audit:
+        out["audit_log"] = audit["log"]
+    if "max_bytes" in audit:
+        out["audit_max_bytes"] = parse_size(audit["max_bytes"])
+    out.update(_tracing(config.get("tracing") or {}))
+    guards = config.get("guards") or {}
+    if "protected_namespaces" in guards:
+        out["protected_namespace"] = list(guards["protected_namespaces"])
+    if "action_budget" in guards:
+        out["action_budget"] = guards["action_budget"]
+    return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "min_priority" in outputs:
+        out["output_min_priority"] = Priority.parse(outputs["min_priority"])
+    if "queue_size" in outputs:
+        out["output_queue_size"] = outputs["queue_size"]
+    if "enabled" in (outputs.get("stdout") or {}):
+        out["stdout_enabled"] = outputs["stdout"]["enabled"]
+    if "file" in outputs:
+        out["output_file"] = outputs["file"]["path"]
+    if "webhooks" in outputs:
+        # The file's list replaces ENFORCER_WEBHOOK_URL (config > env); --webhook-url on
+        # the command line replaces the list.
+        out["webhook_url"] = None
+        out["webhooks"] = [dict(w) for w in outputs["webhooks"]]
+    program = outputs.get("program")
+    if program:
+        out["program_output"] = json.dumps(program["argv"])
+        if "keep_alive" in program:
+            out["program_keep_alive"] = program["keep_alive"]
+        if "min_priority" in program:
+            out["program_min_priority"] = Priority.parse(program["min_priority"])
+    return out
+
+
+def _tracing(tracing: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "enabled" in tracing:
+        out["otlp_exporter"] = "otlp" if tracing["enabled"] else "none"
+    for key, dest in (("protocol", "otlp_protocol"), ("endpoint", "otlp_endpoint"),
+                      ("insecure", "otlp_insecure")):
+        if key in tracing:
+            out[dest] = tracing[key]
+    if "headers" in tracing:
+        out["otlp_header"] = [f"{k}={v}" for k, v in tracing["headers"].items()]
+    if "timeout" in tracing:
+        out["otlp_timeout"] = parse_duration(tracing["timeout"])
+    batch = tracing.get("batch") or {}
+    for key, dest in (("max_queue_size", "otlp_max_queue_size"),
+                      ("max_export_batch_size", "otlp_max_export_batch_size")):
+        if key in batch:
+            out[dest] = batch[key]
+    if "schedule_delay" in batch:
+        out["otlp_schedule_delay_ms"] = parse_duration(batch["schedule_delay"]) * 1000
+    if "export_timeout" in batch:
+        out["otlp_export_timeout_ms"] = parse_duration(batch["export_timeout"]) * 1000
+    return out
