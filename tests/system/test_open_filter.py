@@ -147,3 +147,27 @@ def test_the_word_wise_path_scans_agree_with_the_reference(ebpf_ready: None,
     seen = _passed(tmp_path, opens)
     wrong = {p for _, p in opens if (p in seen) != _kernel_passes(p)}
     assert not wrong, sorted(wrong)[:10]
+
+
+def test_the_agents_own_opens_never_leave_the_kernel(ebpf_ready: None) -> None:
+    """Opens are judged by path before the kernel is asked whose they are: an open of the
+    agent's that the filter passes must still be dropped there, by its process id."""
+    cfg, _ = plan(frozenset({"openat"}), available_syscalls(),
+                  ProbeConfig(agent_tgid=os.getpid(), open_prefixes={"/etc/shadow\0": READABLE}))
+    source = EbpfSource(cfg)
+    source.open()
+    try:
+        for _ in range(3):
+            os.close(os.open("/etc/shadow", os.O_RDONLY))  # we are "the agent" here
+        child = subprocess.Popen([sys.executable, "-c", CHILD, "/", f"r {SENTINEL}"])
+        mine = theirs = 0
+        deadline = time.monotonic() + 20
+        while not theirs and time.monotonic() < deadline:
+            for rec in source.poll(50):
+                if rec.get("evt.type") == "openat" and rec.get("_s1") == SENTINEL:
+                    mine += rec.get("proc.pid") == os.getpid()
+                    theirs += rec.get("proc.pid") == child.pid
+        child.wait(10)
+    finally:
+        source.close()
+    assert theirs == 1 and mine == 0
