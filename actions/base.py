@@ -210,12 +210,28 @@ COOLDOWN = "cooldown"
 
 
 @dataclass(frozen=True)
+class FollowUp:
+    """Work an action leaves for the background once its own outcome is audited (a
+    snapshot's upload), so that the actions after it (a kill) do not wait for it.
+
+    The responder runs `run()` on its follow-up thread, retries TemporaryActionError within
+    its retry bounds, and audits the result as its own action record named
+    `<action>.<name>`; an ActionError's `detail` (what was achieved) goes into that record."""
+
+    name: str
+    run: Callable[[], Outcome]
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """What `apply` achieved: `status` is done, noop or dry-run (failures raise)."""
+    """What `apply` achieved: `status` is done, noop or dry-run (failures raise).
+
+    `follow_up`, when set, is background work whose outcome is audited separately."""
 
     status: str
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
+    follow_up: FollowUp | None = field(default=None, compare=False, repr=False)
 
 
 class Refused(ActionError):

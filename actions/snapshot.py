@@ -11,10 +11,16 @@ so a hostile container cannot point the agent at the host's files.
 With `upload`, once the archive is written and its sha256 known, the archive and its
 manifest are PUT to S3-compatible storage (see actions/snapshot_upload.py) under a key made of
 the node, container id, date, rule and pid. Credentials come from the agent's environment,
-IRSA or a mounted credentials file, never from the policy. A transient upload error is retried
-by the responder (the archive is not taken again); an upload that still fails keeps the local
-archive and is audited as `failed` with `detail.upload.status: failed` and the local path,
-distinct from a snapshot that could not be taken (no `upload` in its detail).
+IRSA or a mounted credentials file, never from the policy.
+
+The upload runs in the background (a FollowUp the responder runs on its follow-up thread):
+the snapshot action is done once the archive is on local disk (`detail.upload.status:
+pending`), so a kill after it runs at once, even when the storage endpoint is slow or dead.
+The upload's outcome is audited as its own `snapshot.upload` action record (and span), with
+the local path: a transient error is retried within the responder's bounds (the archive is
+not taken again); an upload that still fails keeps the local archive and is audited as
+`failed` with `detail.upload.status: failed`, distinct from a snapshot that could not be
+taken (a failed `snapshot` record, no upload record).
 """
 
 from __future__ import annotations
@@ -33,7 +39,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actions.base import DONE, DRY_RUN, Action, AlreadyDone, Outcome, Params, Plan, param
+from actions.base import (
+    DONE,
+    DRY_RUN,
+    Action,
+    AlreadyDone,
+    FollowUp,
+    Outcome,
+    Params,
+    Plan,
+    param,
+)
 from actions.context import ActionContext
 from actions.process import (
     ProcessHandle,
@@ -91,7 +107,7 @@ class UploadFailed(ActionError):
 
 
 class UploadRetry(UploadFailed, TemporaryActionError):
-    """A transient upload failure: the responder retries `apply`, which uploads again."""
+    """A transient upload failure: the responder retries the upload (not the snapshot)."""
 
 
 class Snapshot(Action):
@@ -153,13 +169,14 @@ class Snapshot(Action):
                              "dest": dest, "upper": upper})
 
     def apply(self, plan: Plan, dry_run: bool) -> Outcome:
-        written = plan.private.get("written")
-        if written is None:  # not a retry of the upload alone
-            outcome = self._take(plan, dry_run)
-            if dry_run or self.params.upload is None:
-                return outcome
-            written = plan.private["written"] = outcome
-        return self._upload(plan, written)
+        written = self._take(plan, dry_run)
+        if dry_run or self.params.upload is None:
+            return written
+        target = plan.render["upload"]
+        return Outcome(DONE, f"{written.message}; uploading it to "
+                             f"s3://{target['bucket']}/{target['key']} in the background",
+                       dict(written.detail, upload={"status": "pending"} | target),
+                       follow_up=FollowUp("upload", lambda: self._upload(plan, written)))
 
     def _take(self, plan: Plan, dry_run: bool) -> Outcome:
         handle: ProcessHandle = plan.private["handle"]
@@ -207,8 +224,8 @@ class Snapshot(Action):
                         "sha256": _file_sha256(dest), "size": dest.stat().st_size})
 
     def _upload(self, plan: Plan, written: Outcome) -> Outcome:
-        """PUT the written archive, then its manifest. Errors keep the local archive and say
-        so; transient ones are retried by the responder through `apply`."""
+        """PUT the written archive, then its manifest (the follow-up of `apply`). Errors keep
+        the local archive and say so; transient ones are retried by the responder."""
         from enforcer.adapters.s3 import ObjectStore  # boto3 only when a policy uploads
 
         upload = self.params.upload

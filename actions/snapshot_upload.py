@@ -100,8 +100,9 @@ class UploadParams(Params):
     checksum: str = param("sha256", parse=_checksum,
                           schema={"enum": ["sha256", "md5", "none"]},
                           doc="integrity check the server verifies on PUT")
-    timeout: float = param(5.0, doc="seconds to connect and per read, per attempt (a kill "
-                                   "after the snapshot waits for the upload)")
+    timeout: float = param(5.0, doc="seconds to connect and per read, per attempt (the "
+                                   "upload runs in the background: a kill after the "
+                                   "snapshot does not wait for it)")
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:

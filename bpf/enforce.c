@@ -8,12 +8,22 @@
 // result, and path sets the path must / must not be in. Path sets are bits of one LPM
 // trie (paths) whose values are precomputed in userspace for every stored key.
 //
+// Connects (and sendto/sendmsg with an address): the sockaddr is read at entry exactly as the event probe
+// (bpf/events.c) reads it, and classed as userspace's decoder does: AF_INET, AF_INET6,
+// AF_INET6 holding an IPv4-mapped address (userspace prints it as IPv4), AF_UNIX, other.
+// The remote port is looked up in port_bits and the address in the addrs trie (IP
+// version, then the address); conjuncts that check them only match the three IP classes.
+// A connect whose sockaddr cannot be read is never judged here.
+//
 // Where the kill happens: a conjunct that needs the open's result (fd.num >= 0, as
 // upstream's open_read does) is checked at sys_exit_*: the file is open but the process
 // has not run a single instruction since, and the SIGKILL sent with bpf_send_signal() is
 // delivered on the way back to userspace, so not one byte is ever read. Killing at entry
 // instead would also kill opens that fail (ENOENT, EACCES), which the rule does not match:
 // a false kill. Conjuncts that do not look at the result are checked at sys_enter_*.
+// The same holds for a connect's result (upstream's outbound macro wants
+// `evt.rawres >= 0 or evt.res = EINPROGRESS`): the kill then comes at sys_exit_connect,
+// before the process can send a byte on the socket.
 //
 // Never a false kill: the kill map is only trusted while everything userspace decided it
 // from is unchanged. The current thread's comm, uid, gid and cgroup must equal those the
@@ -35,6 +45,21 @@
 #define T_OPENAT 2
 #define T_OPENAT2 4
 #define T_CREAT 8
+#define T_CONNECT 16
+#define T_SENDTO 32
+#define T_SENDMSG 64
+#define T_NET (T_CONNECT | T_SENDTO | T_SENDMSG)
+// only the syscalls the in_kernel rules match are attached (enforcer.kernel_kill.render)
+#define WANT_OPEN WANT_OPEN_VALUE
+#define WANT_OPENAT WANT_OPENAT_VALUE
+#define WANT_OPENAT2 WANT_OPENAT2_VALUE
+#define WANT_CREAT WANT_CREAT_VALUE
+#define WANT_CONNECT WANT_CONNECT_VALUE
+#define WANT_SENDTO WANT_SENDTO_VALUE
+#define WANT_SENDMSG WANT_SENDMSG_VALUE
+#define ALL_RESULTS ALL_RESULTS_VALUE
+#define NET_UNKNOWN 31  // a net class no conjunct has: never judged
+#define SADDR_SIZE 128
 
 struct kill_entry_t {
     u64 conj;       // bitmap over conjs
@@ -56,6 +81,17 @@ struct conj_t {
     u32 results;    // 1: the open returned an fd, 2: it failed
     u32 uses_path;
     u32 rule;
+    u64 ports_all;  // port-set bits that must all match (connects)
+    u64 ports_none;
+    u64 addrs_all;  // address-set bits that must all match (connects)
+    u64 addrs_none;
+    u32 uses_net;
+    u32 pad;
+};
+
+struct addr_key_t {
+    u32 prefixlen;
+    u8 data[20];    // IP version, then the address
 };
 
 struct path_key_t {
@@ -95,11 +131,14 @@ struct tkey_t {
 
 struct pending_t {
     u32 type;
-    u32 cls;
+    u32 cls;        // open class, or net class for a connect
     s32 len;        // bytes read, NUL included; <= 0: not readable at entry
     u32 unread_at_enter;
     u64 ptr;
-    struct path_key_t key;
+    struct path_key_t key;  // the path; for a connect, the raw sockaddr
+    u32 port;       // a connect's remote port
+    u32 pad;
+    struct addr_key_t addr;
 };
 
 struct kill_rec_t {
@@ -111,7 +150,9 @@ struct kill_rec_t {
     u32 type;
     s32 ret;
     u32 at_exit;
-    u32 pad;
+    u32 port;       // connects: the remote port, address family (4 or 6) and address
+    u32 family;
+    u8 addr[16];
     char comm[16];
     char path[PATH_LEN];
 };
@@ -119,6 +160,8 @@ struct kill_rec_t {
 BPF_HASH(kill_map, u32, struct kill_entry_t, KILL_ENTRIES);
 BPF_ARRAY(conjs, struct conj_t, MAX_CONJ);
 BPF_LPM_TRIE(paths, struct path_key_t, struct path_val_t, PATH_ENTRIES);
+BPF_LPM_TRIE(addrs, struct addr_key_t, u64, PATH_ENTRIES);
+BPF_ARRAY(port_bits, u64, 65536);
 BPF_TABLE("lru_hash", u32, struct stamp_t, stamps, STAMP_ENTRIES);
 BPF_ARRAY(seq, u64, 1);
 BPF_HASH(pending, u32, struct pending_t, 16384);
@@ -181,6 +224,19 @@ static __always_inline u32 open_class(u64 flags) {
     if ((flags & 020200000) == 020200000)
         cls |= 32;
     return cls;
+}
+
+// The result class (enforcer.rules.kernel_residue.result_bit): 0, positive, one bit per
+// named errno, any other errno.
+static __always_inline u32 result_bit(long ret) {
+    if (ret == 0)
+        return 1;
+    if (ret > 0)
+        return 2;
+    switch (-ret) {
+    RESULT_CASES
+    }
+    return 4;
 }
 
 static __always_inline int fresh(struct kill_entry_t *k) {
@@ -272,7 +328,16 @@ static __always_inline void record(struct pending_t *p, struct conj_t *c, u32 i,
     r->ret = ret;
     r->at_exit = at_exit;
     bpf_get_current_comm(r->comm, sizeof(r->comm));
-    bpf_probe_read_kernel(r->path, PATH_LEN, p->key.data);
+    if (p->type & T_NET) {
+        r->path[0] = 0;
+        r->port = p->port;
+        r->family = p->addr.data[0];
+        bpf_probe_read_kernel(r->addr, 16, &p->addr.data[1]);
+    } else {
+        r->port = 0;
+        r->family = 0;
+        bpf_probe_read_kernel(r->path, PATH_LEN, p->key.data);
+    }
     if (kills.ringbuf_output(r, sizeof(*r), 0) != 0)
         count(2);
 }
@@ -287,10 +352,19 @@ static __always_inline int judge(struct kill_entry_t *k, struct pending_t *p, u3
         count(1);
         return 0;
     }
-    int readable = p->len > 0;
+    int net = (p->type & T_NET) != 0;
+    int readable = !net && p->len > 0;
     int normal = readable ? normal_path(p) : 0;
     u64 pbits = normal ? path_bits(p) : 0;
-    u32 rbit = ret >= 0 ? 1 : 2;
+    u64 portbits = 0, addrbits = 0;
+    if (net && p->cls <= 2) {  // an IPv4 or IPv6 address: port and address are known
+        u32 port = p->port & 0xffff;
+        u64 *pb = port_bits.lookup(&port);
+        portbits = pb ? *pb : 0;
+        u64 *ab = addrs.lookup(&p->addr);
+        addrbits = ab ? *ab : 0;
+    }
+    u32 rbit = result_bit(ret);
     for (u32 i = 0; i < MAX_CONJ; i++) {
         if (!((k->conj >> i) & 1))
             continue;
@@ -301,9 +375,9 @@ static __always_inline int judge(struct kill_entry_t *k, struct pending_t *p, u3
         if (!(c->types & p->type) || !((c->classes >> p->cls) & 1))
             continue;
         if (!at_exit) {
-            if (c->results != 3)
+            if (c->results != ALL_RESULTS)
                 continue;
-        } else if (c->results == 3) {
+        } else if (c->results == ALL_RESULTS) {
             if (!(c->uses_path && p->unread_at_enter))
                 continue;
         } else if (!(c->results & rbit)) {
@@ -313,6 +387,14 @@ static __always_inline int judge(struct kill_entry_t *k, struct pending_t *p, u3
             if (!normal)
                 continue;
             if ((pbits & c->paths_all) != c->paths_all || (pbits & c->paths_none))
+                continue;
+        }
+        if (c->uses_net) {
+            if (!net || p->cls > 2)
+                continue;
+            if ((portbits & c->ports_all) != c->ports_all || (portbits & c->ports_none))
+                continue;
+            if ((addrbits & c->addrs_all) != c->addrs_all || (addrbits & c->addrs_none))
                 continue;
         }
         bpf_send_signal(9);
@@ -356,7 +438,7 @@ static __always_inline int on_exit(long ret) {
     u32 tgid = id >> 32;
     struct kill_entry_t *k = kill_map.lookup(&tgid);
     if (k) {
-        if (p->len <= 0)  // the page was not there at entry; the kernel has touched it now
+        if (!(p->type & T_NET) && p->len <= 0)  // the page was not there at entry; the kernel has touched it now
             p->len = bpf_probe_read_user_str(p->key.data, PATH_LEN, (const char *)p->ptr);
         judge(k, p, 1, ret);
     }
@@ -364,27 +446,140 @@ static __always_inline int on_exit(long ret) {
     return 0;
 }
 
+#if WANT_OPEN
 TRACEPOINT_PROBE(syscalls, sys_enter_open) {
     return on_enter(T_OPEN, (const char *)args->filename, (u64)(u32)args->flags);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_open) { return on_exit(args->ret); }
+#endif
 
+#if WANT_OPENAT
 TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
     return on_enter(T_OPENAT, (const char *)args->filename, (u64)(u32)args->flags);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return on_exit(args->ret); }
+#endif
 
+#if WANT_OPENAT2
 TRACEPOINT_PROBE(syscalls, sys_enter_openat2) {
     u64 flags = 0;
     bpf_probe_read_user(&flags, sizeof(flags), args->how);
     return on_enter(T_OPENAT2, (const char *)args->filename, flags);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return on_exit(args->ret); }
+#endif
 
+// The net class of a sockaddr, as enforcer.sources.decode.parse_sockaddr reads it: the
+// family (little endian), then the port (big endian) and address.
+static __always_inline void net_class(struct pending_t *p, u32 n) {
+    u8 *raw = (u8 *)p->key.data;
+    p->cls = NET_UNKNOWN;
+    if (n < 2)
+        return;
+    u32 family = raw[0] | (raw[1] << 8);
+    p->port = (raw[2] << 8) | raw[3];
+    __builtin_memset(&p->addr, 0, sizeof(p->addr));
+    if (family == 2 && n >= 8) {
+        p->cls = 0;
+        p->addr.prefixlen = 8 + 32;
+        p->addr.data[0] = 4;
+        __builtin_memcpy(&p->addr.data[1], &raw[4], 4);
+    } else if (family == 10 && n >= 24) {
+        int mapped = raw[18] == 0xff && raw[19] == 0xff;
+#pragma unroll
+        for (int i = 8; i < 18; i++)
+            if (raw[i])
+                mapped = 0;
+        if (mapped) {  // ::ffff:a.b.c.d: userspace sees the IPv4 address a.b.c.d
+            p->cls = 2;
+            p->addr.prefixlen = 8 + 32;
+            p->addr.data[0] = 4;
+            __builtin_memcpy(&p->addr.data[1], &raw[20], 4);
+        } else {
+            p->cls = 1;
+            p->addr.prefixlen = 8 + 128;
+            p->addr.data[0] = 6;
+            __builtin_memcpy(&p->addr.data[1], &raw[8], 16);
+        }
+    } else if (family == 1) {
+        p->cls = 3;
+    } else {
+        p->cls = 4;
+    }
+}
+
+static __always_inline int on_net(u32 type, const void *uaddr, long len) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (tgid <= 1 || tgid == AGENT_TGID)
+        return 0;
+    struct kill_entry_t *k = kill_map.lookup(&tgid);
+    if (!k)
+        return 0;
+    int zero = 0;
+    struct pending_t *p = scratch.lookup(&zero);
+    if (!p)
+        return 0;
+    p->type = type;
+    p->cls = NET_UNKNOWN;
+    p->len = 0;
+    p->unread_at_enter = 0;
+    p->ptr = 0;
+    p->port = 0;
+    if (uaddr && len > 0) {  // as bpf/events.c's read_saddr: min(len, 127) bytes or none
+        u32 n = len;
+        if (n > SADDR_SIZE - 1)
+            n = SADDR_SIZE - 1;
+        asm volatile("" : "+r"(n));
+        n &= SADDR_SIZE - 1;
+        if (bpf_probe_read_user(p->key.data, n, uaddr) == 0)
+            net_class(p, n);
+    }
+    if (judge(k, p, 0, 0))
+        return 0;
+    u32 tid = (u32)id;
+    pending.update(&tid, p);
+    return 0;
+}
+
+#if WANT_CONNECT
+TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
+    return on_net(T_CONNECT, (const void *)args->uservaddr, (long)args->addrlen);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return on_exit(args->ret); }
+#endif
+
+// sendto and sendmsg with an address (without one, the sockaddr is unreadable: never
+// judged). Killed at entry, the datagram still leaves: the syscall runs to its end
+// before the signal is delivered.
+#if WANT_SENDTO
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
+    return on_net(T_SENDTO, (const void *)args->addr, (long)args->addr_len);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return on_exit(args->ret); }
+#endif
+
+#if WANT_SENDMSG
+struct msghdr_head_t {
+    void *name;
+    int namelen;
+};
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
+    struct msghdr_head_t h = {};  // as bpf/events.c's read_msghdr_name
+    if (!args->msg || bpf_probe_read_user(&h, sizeof(h), args->msg) != 0)
+        h.name = 0;
+    return on_net(T_SENDMSG, (const void *)h.name, (long)h.namelen);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return on_exit(args->ret); }
+#endif
+
+#if WANT_CREAT
 TRACEPOINT_PROBE(syscalls, sys_enter_creat) {
     return on_enter(T_CREAT, (const char *)args->pathname, 01101);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return on_exit(args->ret); }
+#endif
 
 // Arm a process that has just exec'd (or been forked) from its parent's template, before
 // it runs a single instruction of its own: userspace only hears of it a little later, and

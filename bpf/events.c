@@ -278,6 +278,26 @@ static __always_inline int needs_normalising(const char *p, u32 n) {
     return 0;
 }
 
+// Whether the first n chars of p hold `..`: the word-wise scan above, one pattern only.
+#define DOTS 0x2e2e2e2e2e2e2e2eULL
+static __always_inline int has_dotdot(const char *p, u32 n) {
+    u64 acc = 0;
+#pragma unroll
+    for (int k = 0; k < LPM_DATA / 8; k++) {
+        u32 i = k * 8;
+        if (i >= n)
+            break;
+        u64 x = *(const u64 *)&p[i];
+        u64 next = *(const u64 *)&p[i + 8];
+        u64 y = (x >> 8) | (next << 56);  // the byte after each position
+        u64 hit = zero_bytes((x ^ DOTS) | (y ^ DOTS));
+        if (n - i < 8)
+            hit &= (1ULL << ((n - i) * 8)) - 1;
+        acc |= hit;
+    }
+    return acc != 0;
+}
+
 // The bytes that follow the leading `/` in some open prefix (a bitmap in four words, all
 // ones when a prefix is shorter): most paths (/usr, /proc, /tmp...) skip the trie lookup.
 static __always_inline int second_byte_may_match(u8 c) {
@@ -298,6 +318,15 @@ static __always_inline int open_wanted(struct event_t *e, long flags) {
     if (e->p1ptr)
         return 1;  // not read yet: decided at exit
     u32 cls = open_class(flags);
+    // The common case first (most opens: /usr/..., /proc/..., /tmp/...): an absolute path
+    // whose first component starts with a byte no prefix has there, for a class that no
+    // suffix wants. Normalising only drops `.` and empty components and a trailing `/`, so
+    // without a `..` the first component (a plain name: it does not start with `.` or
+    // `/`) stays first: no prefix can match the resolved name, whatever else the path has.
+    u8 c1 = e->path1[1];
+    if (e->path1[0] == '/' && !((SUFFIX_CLASSES >> cls) & 1) && c1 != '.' && c1 != '/'
+            && c1 != 0 && e->len1 <= LPM_DATA && !second_byte_may_match(c1))
+        return has_dotdot(e->path1, e->len1 - 1);
     int relative = e->path1[0] != '/';
     if (relative && (((PREFIX_CLASSES >> cls) & 1) || e->len1 <= 1))
         return 1;

@@ -41,8 +41,12 @@ class KillMaps(Protocol):
     """What the arming needs from the kernel side (enforcer.adapters.bcc_enforce)."""
 
     def set_conj(self, index: int, classes: int, paths_all: int, paths_none: int,
-                 types: int, results: int, uses_path: int, rule: int) -> None: ...
+                 types: int, results: int, uses_path: int, rule: int, ports_all: int = 0,
+                 ports_none: int = 0, addrs_all: int = 0, addrs_none: int = 0,
+                 uses_net: int = 0) -> None: ...
     def set_path(self, key: bytes, always: int, noslash: int) -> None: ...
+    def set_ports(self, bits: dict[int, int]) -> None: ...
+    def set_addr(self, prefixlen: int, key: bytes, bits: int) -> None: ...
     def put(self, tgid: int, conj: int, uid: int, gid: int, cgroup: int, comm: bytes,
             deps: list[tuple[int, int]]) -> None: ...
     def delete(self, tgid: int) -> None: ...
@@ -88,6 +92,8 @@ class Arming:
     parents: set[int] = field(default_factory=set)
     template_cache: dict[tuple[Any, ...], int] = field(default_factory=dict)
     reduced_cache: dict[tuple[str, ...], int] = field(default_factory=dict)
+    ports_pushed: dict[int, int] = field(default_factory=dict)
+    addrs_pushed: dict[tuple[int, bytes], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tables = KillTables([r.name for r in self.rules])
@@ -399,12 +405,23 @@ class Arming:
             self.dependents.setdefault(dep, set()).add(pid)
 
     def _publish(self, slot: int) -> None:
-        """A new conjunct: its path entries first, then the row (never a half-built one)."""
+        """A new conjunct: its path, port and address entries first, then the row (never a
+        half-built one)."""
         for key, (always, noslash) in self.tables.lpm_entries().items():
             self.maps.set_path(key, always, noslash)
+        ports = {port: bits for port, bits in self.tables.port_bits().items()
+                 if self.ports_pushed.get(port) != bits}
+        if ports:
+            self.maps.set_ports(ports)
+            self.ports_pushed.update(ports)
+        for (plen, key), bits in self.tables.addr_entries().items():
+            if self.addrs_pushed.get((plen, key)) != bits:
+                self.maps.set_addr(plen, key, bits)
+                self.addrs_pushed[(plen, key)] = bits
         row = self.tables.rows[slot]
         self.maps.set_conj(slot, row.classes, row.paths_all, row.paths_none, row.types,
-                           row.results, row.uses_path, row.rule)
+                           row.results, row.uses_path, row.rule, row.ports_all,
+                           row.ports_none, row.addrs_all, row.addrs_none, row.uses_net)
 
 
 _CHAINS = {"proc.aname": "proc.name", "proc.aexe": "proc.exe", "proc.aexepath": "proc.exepath",
@@ -506,7 +523,8 @@ class KernelKiller:
         from enforcer.adapters.bcc_enforce import BccEnforce  # noqa: PLC0415
         from enforcer.kernel_kill import render  # noqa: PLC0415
 
-        self._maps = BccEnforce(render(self.agent_tgid), self._record)
+        types = set().union(*(r.rule.event_types or () for r in self.rules))
+        self._maps = BccEnforce(render(self.agent_tgid, types=types), self._record)
         self.arming = Arming(self.rules, self._maps, self.agent_tgid)
         pids = [int(d) for d in os.listdir(ctx.proc_root) if d.isdigit()]
         self.arming.seed(ctx, pids)

@@ -4,6 +4,7 @@ kill records. The only place its maps are touched."""
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,14 +29,25 @@ class KillRecord:
     at_exit: bool
     comm: str
     path: str
+    address: str = ""  # a connect's remote end, "ip:port" or "[ip6]:port"
 
 
 class _Rec(ctypes.Structure):
     _fields_ = [("ts", ctypes.c_uint64), ("tgid", ctypes.c_uint32), ("tid", ctypes.c_uint32),
                 ("rule", ctypes.c_uint32), ("conj", ctypes.c_uint32),
                 ("type", ctypes.c_uint32), ("ret", ctypes.c_int32),
-                ("at_exit", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("at_exit", ctypes.c_uint32), ("port", ctypes.c_uint32),
+                ("family", ctypes.c_uint32), ("addr", ctypes.c_uint8 * 16),
                 ("comm", ctypes.c_char * 16), ("path", ctypes.c_char * PATH_LEN)]
+
+
+def _address(r: _Rec) -> str:
+    raw = bytes(r.addr)
+    if r.family == 4:
+        return f"{ipaddress.IPv4Address(raw[:4])}:{r.port}"
+    if r.family == 6:
+        return f"[{ipaddress.IPv6Address(raw)}]:{r.port}"
+    return ""
 
 
 class BccEnforce:
@@ -59,7 +71,7 @@ class BccEnforce:
                 r = _Rec.from_address(data)
                 on_kill(KillRecord(r.ts, r.tgid, r.tid, r.rule, r.conj, r.type, r.ret,
                                    bool(r.at_exit), r.comm.decode(errors="replace"),
-                                   r.path.decode(errors="replace")))
+                                   r.path.decode(errors="replace"), _address(r)))
             return 0
 
         self._cb = _cb
@@ -68,12 +80,39 @@ class BccEnforce:
         self._stamps = self.bpf[b"stamps"]
 
     def set_conj(self, index: int, classes: int, paths_all: int, paths_none: int, types: int,
-                 results: int, uses_path: int, rule: int) -> None:
+                 results: int, uses_path: int, rule: int, ports_all: int = 0,
+                 ports_none: int = 0, addrs_all: int = 0, addrs_none: int = 0,
+                 uses_net: int = 0) -> None:
         table = self.bpf[b"conjs"]
         v = table.Leaf()
         v.classes, v.paths_all, v.paths_none = classes, paths_all, paths_none
         v.types, v.results, v.uses_path, v.rule = types, results, uses_path, rule
+        v.ports_all, v.ports_none, v.addrs_all, v.addrs_none = (ports_all, ports_none,
+                                                                addrs_all, addrs_none)
+        v.uses_net = uses_net
         table[ctypes.c_int(index)] = v
+
+    def set_ports(self, bits: dict[int, int]) -> None:
+        """Port-set bits by port (one batch when the kernel and bcc allow it)."""
+        table = self.bpf[b"port_bits"]
+        items = sorted(bits.items())
+        if len(items) > 16 and hasattr(table, "items_update_batch"):
+            keys = (table.Key * len(items))(*(table.Key(p) for p, _ in items))
+            values = (table.Leaf * len(items))(*(table.Leaf(b) for _, b in items))
+            try:
+                table.items_update_batch(keys, values)
+                return
+            except Exception:  # noqa: BLE001 - an older kernel: one at a time below
+                pass
+        for port, b in items:
+            table[ctypes.c_int(port)] = ctypes.c_uint64(b)
+
+    def set_addr(self, prefixlen: int, key: bytes, bits: int) -> None:
+        table = self.bpf[b"addrs"]
+        k = table.Key()
+        k.prefixlen = prefixlen
+        ctypes.memmove(ctypes.addressof(k) + type(k).data.offset, key, len(key))
+        table[k] = ctypes.c_uint64(bits)
 
     def set_path(self, key: bytes, always: int, noslash: int) -> None:
         table = self.bpf[b"paths"]

@@ -17,7 +17,10 @@ carry it too; a record without one gets the trace's id before it is written):
     drop record      -> a complete one-span trace (the match was never handled)
 
 A trace ends when every policy listed in the match record has its decision and, for a
-policy that acts, every listed action has its record (or the policy was stopped).
+policy that acts, every listed action has its record (or the policy was stopped); an action
+record with `pending` (a snapshot whose upload runs in the background) is followed by the
+follow-up's own action record (`snapshot.upload`), a span of the same policy, and the trace
+waits for it.
 """
 
 from __future__ import annotations
@@ -242,7 +245,9 @@ class TracingAudit:
             end_ns=end, attributes=_action_attributes(rec))
         policy.last_end_ns = max(policy.last_end_ns, end)
         if policy.expected is not None:
-            policy.expected -= 1
+            # an action whose follow-up (a snapshot's upload) is still to come counts once
+            # more: that follow-up's own record ends the policy's span
+            policy.expected -= 0 if getattr(rec, "pending", None) else 1
         self._maybe_close_policy(policy)
 
     def _maybe_close_policy(self, policy: _Policy) -> None:

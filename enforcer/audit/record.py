@@ -47,6 +47,9 @@ class AuditRecord:
     error: str | None = None
     trace_id: str | None = None
     policy_digest: str | None = None   # the rules + policies set that decided (short sha256)
+    # a follow-up of this action still to come, audited as its own record (e.g.
+    # "snapshot.upload"): the trace of the match stays open for it
+    pending: str | None = None
     start_ns: int = field(default_factory=time.time_ns)
     duration_ns: int | None = None
     event_time_ns: int | None = None

@@ -194,15 +194,21 @@ def _kernel_killer(args: argparse.Namespace, pipeline: Any) -> Any:
 
     def on_kill(rec: Any, rule: str) -> None:
         from enforcer.audit.record import ACTION, AuditRecord, new_match_id  # noqa: PLC0415
+        from enforcer.kernel_kill import TYPE_BITS  # noqa: PLC0415
 
+        address = getattr(rec, "address", "")
+        call = next((name for name, bit in TYPE_BITS.items() if bit == rec.syscall), "syscall")
+        what = f"address={address}" if address else f"path={rec.path}"
         print(f"enforcer: killed in kernel: rule={rule!r} pid={rec.tgid} comm={rec.comm} "
-              f"path={rec.path}", file=sys.stderr, flush=True)
+              f"{what}", file=sys.stderr, flush=True)
+        detail = ({"address": address, "syscall": call} if address else {"path": rec.path})
         audit.record(AuditRecord(
             ACTION, new_match_id(), "killed-in-kernel", rule=rule, action="kill",
             target={"pid": rec.tgid, "tid": rec.tid, "comm": rec.comm}, dry_run=False,
             message=f"SIGKILL from the kernel at {'exit' if rec.at_exit else 'entry'} "
-                    f"of the open of {rec.path}",
-            detail={"path": rec.path, "ret": rec.ret, "in_kernel": True}))
+                    + (f"of the {call} to {address}" if address else
+                       f"of the open of {rec.path}"),
+            detail={**detail, "ret": rec.ret, "in_kernel": True}))
 
     killer = KernelKiller(rules, os.getpid(), on_kill)
     on_critical = pipeline.responder.on_critical

@@ -3,7 +3,8 @@
 The kernel sees no process table, so a rule is eligible only if, once the process's own
 fields (proc.*, user.*, container.*, k8s.*) are known at exec, what is left of its
 condition (the residue) is a check the BPF program can make exactly: syscalls, open flags,
-the open's result, absolute paths and prefixes. The rules engine's partial evaluation
+the syscall's result, absolute paths and prefixes, a connect's (sendto's, sendmsg's) remote
+port, address and family. The rules engine's partial evaluation
 (enforcer.rules.kernel_residue) decides it; a refused rule can still use the userspace kill."""
 
 from __future__ import annotations

@@ -5,21 +5,30 @@ thread, so that detection never waits on a response.
 the matching policies (in memory), and — when a policy kills — open a pidfd on the event's
 process and check its start time, so that the process is pinned before its pid can be
 reused. Everything else (rate limits, guards, plans, retries, audit) runs on the worker. A
-full queue drops the match, counts it and audits it.
+full queue drops the match, counts it and audits it. When a policy's first action is a kill,
+submit() gives the worker the interpreter until the signal is sent (at most 2 ms).
 
 Dry-run is decided here and only here: globally (`dry_run=True`), per policy, or because the
 destructive-action budget is exhausted; actions receive the verdict in `apply(plan, dry_run)`.
+
+An action may leave background work (a snapshot's upload: `Outcome.follow_up`): it runs on
+a follow-up thread of its own, with the same bounded retries, after the action's record is
+written, and is audited as its own action record; the next actions of the policy (a kill)
+do not wait for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,7 @@ from actions.base import (
     SKIPPED,
     SUPPRESSED,
     AlreadyDone,
+    FollowUp,
     Plan,
     Refused,
 )
@@ -56,13 +66,17 @@ from enforcer.policy.model import ActionStep, Policy, PolicySet
 from enforcer.policy.ratelimit import Cooldowns, TokenBucket
 from enforcer.priority import Priority
 from enforcer.respond.retry import RetryLog, RetryPolicy, call_with_retries
+from enforcer.respond.scheduling import WorkerPriority, shorten_switch_interval
 from enforcer.respond.services import Services
 
 BREAKER_RULE = "Enforcer response budget exhausted"
+# How long submit() lets the worker have the interpreter for a kill (see `_hand_over`).
+KILL_HANDOFF_S = 0.002
 
 
 class _Job:
-    __slots__ = ("alert", "policies", "match_id", "process", "received_ns", "digest")
+    __slots__ = ("alert", "policies", "match_id", "process", "received_ns", "digest", "held",
+                 "signalled")
 
     def __init__(self, alert: Alert, policies: list[Policy], match_id: str, process: Any,
                  digest: str | None = None):
@@ -72,6 +86,24 @@ class _Job:
         self.process = process
         self.received_ns = time.time_ns()
         self.digest = digest  # of the policy set that selected `policies`
+        # the match's records not yet written: held until a kill's signal is sent (worker)
+        self.held: list[AuditRecord] = []
+        # set by the worker once a kill that comes first is signalled (see _hand_over)
+        self.signalled: threading.Event | None = None
+
+
+class _FollowUpJob:
+    __slots__ = ("job", "policy", "index", "action", "follow_up", "target", "render")
+
+    def __init__(self, job: _Job, policy: Policy, index: int, action: str,
+                 follow_up: FollowUp, target: Any, render: Any):
+        self.job = job
+        self.policy = policy
+        self.index = index
+        self.action = action
+        self.follow_up = follow_up
+        self.target = target
+        self.render = render
 
 
 _STOP = object()
@@ -89,10 +121,12 @@ class Responder:
                  on_critical: Callable[[Alert], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  hostname: str = "", policy_digest: str | None = None,
-                 on_outcome: Callable[[Alert, AuditRecord], Any] | None = None):
+                 on_outcome: Callable[[Alert, AuditRecord], Any] | None = None,
+                 realtime: bool = True, follow_up_queue_size: int = 256):
         self.policies = policies
         # Told of every action outcome after it is audited (Kubernetes Events); must not
-        # block: it runs on the responder's thread.
+        # block: it runs on the responder's threads (the worker, and the follow-up thread
+        # for a snapshot's upload).
         self.on_outcome = on_outcome
         self.policy_digest = policy_digest
         self.clock = clock
@@ -108,6 +142,7 @@ class Responder:
         self.on_critical = on_critical or _print_critical
         self.hostname = hostname
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.follow_ups: queue.Queue[Any] = queue.Queue(maxsize=follow_up_queue_size)
         self.buckets = {p.name: TokenBucket(p.rate_limit.max, p.rate_limit.per,
                                             p.rate_limit.burst, clock)
                         for p in policies.policies if p.rate_limit}
@@ -115,6 +150,10 @@ class Responder:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.count_lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        self.follow_up_thread: threading.Thread | None = None
+        self._wake: int | None = None  # eventfd the worker sleeps on
+        # real-time for the kill path (see enforcer.respond.scheduling); set on the worker
+        self.scheduling = WorkerPriority(realtime=realtime)
         self._kills = {p.name for p in policies.policies
                        if any(s.name == "kill" for s in p.actions)}
         self._active = (policies, policy_digest)
@@ -146,7 +185,9 @@ class Responder:
     # -- detection thread ------------------------------------------------------------------
 
     def submit(self, alert: Alert, active: tuple[PolicySet, str | None] | None = None) -> bool:
-        """Hand an alert over; never blocks. Unmatched alerts cost one policy scan.
+        """Hand an alert over. Unmatched alerts cost one policy scan; a match never waits
+        for its responses, except that a kill that comes first is let through (at most
+        KILL_HANDOFF_S, see `_hand_over`).
 
         `active` is the (policies, digest) pair to decide with, when the caller judged the
         event with a rules set whose policies must answer it (hot reload); by default the
@@ -159,8 +200,13 @@ class Responder:
         if any(p.name in self._kills for p in policies):
             process = _pin_process(alert)
         job = _Job(alert, policies, new_match_id(), process, digest)
+        if process is not None and any(p.actions and p.actions[0].name == "kill"
+                                       for p in policies):
+            job.signalled = threading.Event()
         try:
             self.queue.put_nowait(job)
+            self._wake_worker()
+            self._hand_over(job)
         except queue.Full:
             _close(process)
             self._count("match", "dropped")
@@ -177,25 +223,47 @@ class Responder:
 
     def start(self) -> Responder:
         if self.thread is None:
+            shorten_switch_interval()
+            if self._wake is None:
+                # closed with the responder, never before: a late submit() must not write
+                # to a descriptor number reused by another file
+                self._wake = os.eventfd(0, os.EFD_CLOEXEC)
+                weakref.finalize(self, os.close, self._wake)
+            # started here, not from the worker: a thread inherits its creator's real-time
+            # policy, and uploads must not run at it
+            self.follow_up_thread = threading.Thread(target=self._run_follow_ups,
+                                                     name="enforcer-follow-ups", daemon=True)
+            self.follow_up_thread.start()
             self.thread = threading.Thread(target=self._run, name="enforcer-responder",
                                            daemon=True)
             self.thread.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish queued matches (up to `timeout`), then stop the worker."""
+        """Finish queued matches (up to `timeout`), then their follow-ups (up to `timeout`
+        more: their retries are bounded), then stop the threads."""
         if self.thread is None:
             return
-        try:
-            self.queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
-        self.thread.join(timeout)
-        self.thread = None
+        for work, thread in ((self.queue, self.thread),
+                             (self.follow_ups, self.follow_up_thread)):
+            try:
+                work.put(_STOP, timeout=timeout)
+            except queue.Full:
+                pass
+            if work is self.queue:
+                self._wake_worker()
+            if thread is not None:
+                thread.join(timeout)
+        if self.follow_up_thread is not None and self.follow_up_thread.is_alive():
+            print(f"enforcer: snapshot uploads still running {timeout:g}s after stop: their "
+                  "outcome is not audited (the local archives are kept)", file=sys.stderr)
+        self.thread = self.follow_up_thread = None
 
     def drain(self) -> None:
-        """Block until every submitted match has been handled (tests, replay)."""
+        """Block until every submitted match has been handled, follow-ups (uploads)
+        included (tests, replay)."""
         self.queue.join()
+        self.follow_ups.join()  # the worker queued every follow-up before its task_done
 
     def stats(self) -> dict[str, Any]:
         """Counts for the stop summary: matches, drops, decisions, and actions by outcome."""
@@ -213,7 +281,8 @@ class Responder:
         return {"matches": counts.get(("match", "queued"), 0),
                 "dropped": counts.get(("match", "dropped"), 0),
                 "decisions": decisions, "actions": actions,
-                "budget_tripped": self.budget.tripped}
+                "budget_tripped": self.budget.tripped,
+                "worker": self.scheduling.describe()}
 
     def summary(self) -> str:
         """One line for the stop summary: matches, drops, decisions, actions by outcome."""
@@ -229,10 +298,39 @@ class Responder:
 
     # -- worker ----------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        _raise_priority()
+    def _wake_worker(self) -> None:
+        """Wake the worker. Through an eventfd rather than the queue's condition variable:
+        os.eventfd_write gives the GIL up *before* the system call that wakes the worker,
+        so the worker (real-time, it runs at once, often on this very CPU) finds the GIL
+        free instead of waiting for this thread, which it has just preempted, to be
+        scheduled again and let go of it."""
+        wake = self._wake
+        if wake is not None:
+            os.eventfd_write(wake, 1)
+
+    def _hand_over(self, job: _Job) -> None:
+        """For a match whose kill comes first: wait (at most KILL_HANDOFF_S, without the
+        GIL) until the worker has sent the signal. Otherwise this thread, busy with the next
+        events, takes the GIL back each time the worker makes a system call, and the worker
+        waits for it a switch interval each time, or for as long as this thread is preempted
+        while holding it (measured: tens of ms on a loaded node). A kill costs well under a
+        millisecond; detection resumes as soon as it is sent."""
+        if job.signalled is not None and self.thread is not None:
+            job.signalled.wait(KILL_HANDOFF_S)
+
+    def _next_job(self) -> Any:
         while True:
-            job = self.queue.get()
+            try:
+                return self.queue.get_nowait()
+            except queue.Empty:
+                if self._wake is None:
+                    return self.queue.get()
+                os.eventfd_read(self._wake)  # without the GIL; a stale count: look again
+
+    def _run(self) -> None:
+        self.scheduling.raise_()
+        while True:
+            job = self._next_job()
             try:
                 if job is _STOP:
                     return
@@ -240,6 +338,7 @@ class Responder:
             except Exception as exc:  # never let one match kill the worker
                 print(f"enforcer: responder error: {exc!r}", file=sys.stderr)
             finally:
+                self.scheduling.restore()  # after a kill: real-time again, to wait
                 self.queue.task_done()
 
     def _handle(self, job: _Job) -> None:
@@ -248,7 +347,7 @@ class Responder:
         try:
             # where the time went: event -> submit (detection), submit -> here (queue)
             now = time.time_ns()
-            self._record(self._base(job, MATCH, "matched",
+            job.held.append(self._base(job, MATCH, "matched",
                                     detail={"policies": [p.name for p in job.policies],
                                             "detection_ms": (job.received_ns - alert.time_ns)
                                             / 1e6,
@@ -257,36 +356,67 @@ class Responder:
             for policy in job.policies:
                 self._answer(job, policy)
         finally:
+            if job.signalled is not None:
+                job.signalled.set()
+            self._write_held(job)
             _close(job.process)
+
+    # The match record and a policy's "act" decision are held (built, with their times, but
+    # not written) until the first action: a kill is signalled first and they are written
+    # just after, in the same order, before the kill's own record; any other action writes
+    # them before it starts. A write is a system call that gives the GIL up, and in the live
+    # agent each record also wakes the tracing and store threads, which then compete with
+    # the worker for the GIL: none of that before the signal.
+
+    def _write_held(self, job: _Job) -> None:
+        held, job.held = job.held, []
+        for rec in held:
+            self._record(rec)
+
+    def _emit(self, job: _Job, rec: AuditRecord) -> None:
+        """Write `rec` after the match's held records (order preserved)."""
+        self._write_held(job)
+        self._record(rec)
 
     def _answer(self, job: _Job, policy: Policy) -> None:
         bucket = self.buckets.get(policy.name)
         if bucket is not None and not bucket.take():
             self._count("decision", RATE_LIMITED)
             rate = policy.rate_limit
-            self._record(self._base(job, DECISION, RATE_LIMITED, policy=policy.name,
-                                    reason=f"rate limit {rate.max} per {rate.per:g}s "
-                                           f"(burst {rate.burst}) reached"))
+            self._emit(job, self._base(job, DECISION, RATE_LIMITED, policy=policy.name,
+                                       reason=f"rate limit {rate.max} per {rate.per:g}s "
+                                              f"(burst {rate.burst}) reached"))
             return
         dry_run = self.dry_run or policy.dry_run or self.budget.tripped
         why = ("global dry-run" if self.dry_run else "policy dry_run" if policy.dry_run
                else "budget exhausted" if self.budget.tripped else None)
         self._count("decision", "act")
-        self._record(self._base(job, DECISION, "act", policy=policy.name, dry_run=dry_run,
-                                reason=why,
-                                detail={"actions": [s.name for s in policy.actions]}))
+        job.held.append(self._base(job, DECISION, "act", policy=policy.name, dry_run=dry_run,
+                                   reason=why,
+                                   detail={"actions": [s.name for s in policy.actions]}))
         results: dict[str, Any] = {}
         for index, step in enumerate(policy.actions):
-            status = self._run_action(job, policy, index, step, dry_run, results)
+            with self._scheduled(step):
+                status = self._run_action(job, policy, index, step, dry_run, results)
             if status == FAILED and policy.on_failure == "stop":
-                self._record(self._base(job, DECISION, "stopped", policy=policy.name,
-                                        reason=f"{step.name} failed and on_failure is stop"))
+                self._emit(job, self._base(job, DECISION, "stopped", policy=policy.name,
+                                           reason=f"{step.name} failed and on_failure is "
+                                                  "stop"))
                 break
             dry_run = dry_run or self.budget.tripped
+
+    def _scheduled(self, step: ActionStep) -> AbstractContextManager[None]:
+        """A kill runs at the worker's real-time priority; any other action (compression,
+        network calls) with ordinary scheduling, so that it never holds a CPU for long."""
+        if step.name == "kill":
+            return contextlib.nullcontext()
+        return self.scheduling.ordinary()
 
     def _run_action(self, job: _Job, policy: Policy, index: int, step: ActionStep,
                     dry_run: bool, results: dict[str, Any]) -> str:
         action = step.action
+        if step.name != "kill":  # only a kill goes before the match's records
+            self._write_held(job)
         started = time.time_ns()
         rec = self._base(job, ACTION, "", policy=policy.name, action=step.name,
                          dry_run=dry_run)
@@ -294,6 +424,7 @@ class Responder:
         rec.start_ns = started
         event = job.alert.event or {}
         plan: Plan | None = None
+        follow_up: FollowUp | None = None
         log = RetryLog()
         try:
             missing = action.missing_fields(event)
@@ -304,7 +435,7 @@ class Responder:
                 left = self.cooldowns.active(key)
                 if left:
                     rec.outcome, rec.reason = COOLDOWN, f"same target acted on; {left:.1f}s left"
-                    return self._finish(rec, started, job.alert)
+                    return self._finish(rec, started, job.alert, job)
             context = ActionContext(alert=job.alert, policy=policy.name,
                                     node_name=self.node_name, guards=self.guards,
                                     services=self.services, process=job.process,
@@ -318,6 +449,13 @@ class Responder:
                 self._trip(job, step.name)
             rec.dry_run = dry_run
             outcome = call_with_retries(lambda: action.apply(plan, dry_run), self.retry, log)
+            if step.name == "kill":
+                # the signal is sent: the rest of the match needs no priority, and the
+                # dying process and the event loop may have this CPU
+                self.scheduling.lower()
+                if job.signalled is not None:
+                    job.signalled.set()  # detection may go on
+            follow_up = outcome.follow_up
             rec.outcome, rec.message = outcome.status, outcome.message
             rec.detail = outcome.detail or None
             rec.retries = log.retries
@@ -347,11 +485,67 @@ class Responder:
             if plan is not None:
                 action.release(plan)
         results[step.name] = rec.outcome
-        return self._finish(rec, started, job.alert)
+        if follow_up is not None:
+            rec.pending = f"{step.name}.{follow_up.name}"
+        status = self._finish(rec, started, job.alert, job)
+        if follow_up is not None:  # after its action's record: that record comes first
+            self._queue_follow_up(_FollowUpJob(job, policy, index, rec.pending or "",
+                                               follow_up, rec.target, rec.render))
+        return status
 
-    def _finish(self, rec: AuditRecord, started: int, alert: Alert) -> str:
+    # -- follow-ups (background work of an action: a snapshot's upload) ---------------------
+
+    def _queue_follow_up(self, item: _FollowUpJob) -> None:
+        try:
+            self.follow_ups.put_nowait(item)
+        except queue.Full:
+            rec = self._follow_up_record(item)
+            rec.outcome, rec.error = FAILED, (f"not run: {self.follow_ups.maxsize} follow-ups "
+                                              "already waiting")
+            self._finish(rec, rec.start_ns, item.job.alert)
+
+    def _run_follow_ups(self) -> None:
+        while True:
+            item = self.follow_ups.get()
+            try:
+                if item is _STOP:
+                    return
+                self._follow_up(item)
+            except Exception as exc:  # never let one upload stop the others
+                print(f"enforcer: responder follow-up error: {exc!r}", file=sys.stderr)
+            finally:
+                self.follow_ups.task_done()
+
+    def _follow_up(self, item: _FollowUpJob) -> None:
+        rec = self._follow_up_record(item)
+        started = rec.start_ns
+        log = RetryLog()
+        try:
+            outcome = call_with_retries(item.follow_up.run, self.retry, log)
+            rec.outcome, rec.message = outcome.status, outcome.message
+            rec.detail = outcome.detail or None
+        except ActionError as exc:
+            rec.outcome, rec.error = FAILED, str(exc)
+            rec.detail = getattr(exc, "detail", None)
+        except Exception as exc:  # a bug in the follow-up must not stop the thread
+            rec.outcome, rec.error = FAILED, f"{type(exc).__name__}: {exc}"
+        if log.retries:
+            rec.retries = log.retries
+            rec.detail = dict(rec.detail or {}, retry_waits=log.waits, retry_errors=log.errors)
+        self._finish(rec, started, item.job.alert)
+
+    def _follow_up_record(self, item: _FollowUpJob) -> AuditRecord:
+        rec = self._base(item.job, ACTION, "", policy=item.policy.name, action=item.action,
+                         dry_run=False, target=item.target, render=item.render)
+        rec.index = item.index
+        return rec
+
+    def _finish(self, rec: AuditRecord, started: int, alert: Alert,
+                job: _Job | None = None) -> str:
         rec.duration_ns = time.time_ns() - started
         self._count(rec.action or "?", rec.outcome)
+        if job is not None:
+            self._write_held(job)
         self._record(rec)
         if self.on_outcome is not None:
             try:
@@ -369,9 +563,9 @@ class Responder:
         message = (f"destructive-action budget exhausted ({self.budget.tripped_reason}); "
                    f"the agent is now in dry-run until restarted (last: {action} for rule "
                    f"{job.alert.rule!r})")
-        self._record(self._base(job, BREAKER, "tripped", reason=message, dry_run=True,
-                                detail={"limit": self.budget.limit,
-                                        "window_s": self.budget.window}))
+        self._emit(job, self._base(job, BREAKER, "tripped", reason=message, dry_run=True,
+                                   detail={"limit": self.budget.limit,
+                                           "window_s": self.budget.window}))
         alert = Alert(rule=BREAKER_RULE, priority=Priority.CRITICAL, output=message,
                       output_fields={"budget.limit": self.budget.limit,
                                      "budget.window": self.budget.window},
@@ -397,15 +591,6 @@ class Responder:
     def _count(self, kind: str, outcome: str) -> None:
         with self.count_lock:
             self.counts[(kind, outcome)] += 1
-
-
-def _raise_priority(nice: int = -10) -> None:
-    """A response should not queue behind the node's workloads: raise the worker thread's
-    scheduling priority when allowed (root); otherwise carry on as is."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (OSError, AttributeError):
-        pass
 
 
 def _pin_process(alert: Alert) -> Any:

@@ -3,9 +3,11 @@
 The in-kernel kill (`kill: {in_kernel: true}`) runs without the process table, so a rule is
 split in two: the checks on the process's own fields (proc.*, user.*, group.*,
 container.*, k8s.*) are decided in userspace when the process execs, and what is left —
-the residue — only reads the open event's own fields. The residue is then translated into
-the kernel's vocabulary (`Conjunct`s: syscall set, open-flag classes, result, path sets)
-or refused with the reason (`Ineligible`). Never a false kill: every translation is
+the residue — only reads the event's own fields (an open's path and flags; a connect's,
+sendto's or sendmsg's remote port, address and family, from its sockaddr; the result).
+The residue is then translated into the kernel's vocabulary (`Conjunct`s: syscall set,
+open-flag or address-family classes, result classes, path, port and address sets) or
+refused with the reason (`Ineligible`). Never a false kill: every translation is
 exact, and anything the kernel cannot see exactly (relative paths, regexes, substrings,
 fd.nameraw...) makes the rule ineligible for the kernel; the userspace kill still applies.
 
@@ -23,15 +25,20 @@ stamp (cwd, session, process group, loginuid, durations, environment) are not fi
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
-from enforcer.rules import codegen, nodes
+from enforcer.rules import checks, codegen, nodes
+from enforcer.sources.decode import errno_text
 
 OPEN_TYPES = frozenset({"open", "openat", "openat2", "creat"})
 FLAG_TYPES = frozenset({"open", "openat", "openat2"})  # creat has no flags argument
+NET_TYPES = frozenset({"connect", "sendto", "sendmsg"})
+KERNEL_TYPES = OPEN_TYPES | NET_TYPES
 
 FIXED = frozenset({
     "proc.name", "proc.exe", "proc.exepath", "proc.cmdline", "proc.args", "proc.pid",
@@ -79,8 +86,55 @@ _FLAG_TEXT: dict[str, Callable[[int], bool]] = {
     "O_DIRECTORY": lambda c: bool(c & DIRBIT) and not c & TMPFILE,
     "O_TMPFILE": lambda c: bool(c & TMPFILE),
 }
-OK, FAIL = 1, 2  # result bits: the open returned an fd, or failed
-BOTH = OK | FAIL
+# Net classes (connect, and sendto/sendmsg with an address): what the syscall's sockaddr
+# is, read at entry as the event probe reads it
+# (enforcer.sources.decode.parse_sockaddr): AF_INET (at least 8 bytes), AF_INET6 (at
+# least 24 bytes), AF_INET6 holding an IPv4-mapped address (printed as IPv4, so fd.sip
+# and fd.net see an IPv4 address, while fd.typechar is 6), AF_UNIX, anything else. A
+# connect without a readable sockaddr is in no class: the kernel never judges it.
+F4, F6, F6M, FUNIX, FOTHER = range(5)
+ALL_NET = (1 << 5) - 1
+INET = (1 << F4) | (1 << F6) | (1 << F6M)
+_NET_REPR: dict[int, dict[str, str | None]] = {
+    F4: {"fd.typechar": "4", "fd.type": "ipv4", "fd.sockfamily": "ip"},
+    F6: {"fd.typechar": "6", "fd.type": "ipv6", "fd.sockfamily": "ip"},
+    F6M: {"fd.typechar": "6", "fd.type": "ipv6", "fd.sockfamily": "ip"},
+    FUNIX: {"fd.typechar": "u", "fd.type": "unix", "fd.sockfamily": "unix"},
+    FOTHER: {"fd.typechar": None, "fd.type": None, "fd.sockfamily": None},
+}
+# the remote end, from the syscall's sockaddr (enforcer.state.live_event: for connect,
+# sendto and sendmsg this process is the client, so the server is the remote end; fd.ip
+# and fd.port are the server's)
+PORT_FIELDS = frozenset({"fd.sport", "fd.rport", "fd.port"})
+ADDR_FIELDS = frozenset({"fd.sip", "fd.rip", "fd.ip"})
+NET_FIELDS = frozenset({"fd.net", "fd.snet", "fd.rnet"})
+
+# Result classes, a 32-bit mask: the syscall returned 0, a positive value, an errno of
+# NAMED_ERRNOS (one bit each), or another errno. bpf/enforce.c's result_bit() is rendered
+# from the same list (enforcer.kernel_kill.render).
+NAMED_ERRNOS = tuple(getattr(errno, n) for n in (
+    "EINPROGRESS", "EAGAIN", "EALREADY", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT",
+    "ENETUNREACH", "EHOSTUNREACH", "EADDRNOTAVAIL", "EADDRINUSE", "EISCONN", "EINTR",
+    "EACCES", "EPERM", "ENOENT", "EEXIST", "ENOTDIR", "EISDIR", "ELOOP", "EROFS",
+    "ENAMETOOLONG", "EAFNOSUPPORT", "EBADF", "ENOTSOCK", "EINVAL", "ENOMEM", "ENETDOWN",
+    "EPROTOTYPE", "ENXIO"))
+R_ZERO, R_POS, R_OTHER = 1, 2, 4
+ALL_RESULTS = (1 << (3 + len(NAMED_ERRNOS))) - 1
+OK = R_ZERO | R_POS  # the open returned an fd
+FAIL = ALL_RESULTS & ~OK
+BOTH = ALL_RESULTS
+
+
+def errno_bit(err: int) -> int:
+    """The result bit of a failure with errno `err`."""
+    return 1 << (3 + NAMED_ERRNOS.index(err)) if err in NAMED_ERRNOS else R_OTHER
+
+
+def result_bit(ret: int) -> int:
+    """The result class of a syscall's return value (bpf/enforce.c's result_bit)."""
+    if ret == 0:
+        return R_ZERO
+    return R_POS if ret > 0 else errno_bit(-ret)
 
 
 class Ineligible(Exception):
@@ -183,14 +237,17 @@ def process_decider(event: Any) -> Decider:
 # --- the kernel's vocabulary ------------------------------------------------------------
 PathAtom = tuple[str, str]  # ("exact" | "prefix" | "dir", text)
 PathSet = frozenset[PathAtom]
+PortSet = tuple[tuple[int, int], ...]  # sorted, disjoint inclusive ranges
+AddrSet = frozenset[str]  # networks as text: "10.0.0.0/8", "::1/128"
 
 
 @dataclass(frozen=True)
 class Lit:
     """One literal of the kernel's residue. `kind` is "types" (a set of syscall names),
-    "classes" (a mask of open classes), "result" (OK/FAIL bits) or "path" (a path set:
-    the path matches one of its atoms). `negated` only for "path"; the others are
-    complemented when negated."""
+    "classes" (a mask of open classes, or of net classes for a connect), "result" (result
+    class bits), "path" (a path set: the path matches one of its atoms), "port" (a port
+    set) or "addr" (a set of networks). `negated` only for path, port and addr; the
+    others are complemented when negated."""
 
     kind: str
     value: Any
@@ -199,19 +256,30 @@ class Lit:
 
 @dataclass(frozen=True)
 class Conjunct:
-    """The kernel kills when the open's syscall, class and result are in these sets, the
-    path (absolute and already normal) matches every set of `paths_all` and none of
-    `paths_none`. A conjunct with no path sets does not look at the path."""
+    """The kernel kills when the syscall, class and result are in these sets, the path
+    (absolute and already normal) matches every set of `paths_all` and none of
+    `paths_none`, and the connect's remote port and address are in every set of
+    `ports_all`/`addrs_all` and none of `ports_none`/`addrs_none`. A conjunct with no
+    path sets does not look at the path; one with port or address sets only matches
+    connects to an IPv4 or IPv6 address (their classes say so)."""
 
     types: frozenset[str]
     classes: int
     results: int
     paths_all: frozenset[PathSet] = frozenset()
     paths_none: frozenset[PathSet] = frozenset()
+    ports_all: frozenset[PortSet] = frozenset()
+    ports_none: frozenset[PortSet] = frozenset()
+    addrs_all: frozenset[AddrSet] = frozenset()
+    addrs_none: frozenset[AddrSet] = frozenset()
 
     @property
     def uses_path(self) -> bool:
         return bool(self.paths_all or self.paths_none)
+
+    @property
+    def uses_net(self) -> bool:
+        return bool(self.ports_all or self.ports_none or self.addrs_all or self.addrs_none)
 
     @property
     def needs_result(self) -> bool:
@@ -219,9 +287,16 @@ class Conjunct:
 
 
 MAX_CONJUNCTS = 64
-_SUPPORTED = ("on the event the kernel checks evt.type, evt.is_open_read/write, "
-              "evt.arg.flags contains O_*, fd.typechar, fd.num against 0, "
-              "fd.name =/in/startswith/pmatch with absolute paths, fd.directory =/in")
+_SUPPORTED = ("on the event the kernel checks evt.type, evt.dir, evt.rawres, evt.res; "
+              "for opens evt.is_open_read/write, evt.arg.flags contains O_*, fd.typechar, "
+              "fd.num against 0, fd.name =/in/startswith/pmatch with absolute paths, "
+              "fd.directory =/in; for connect, sendto and sendmsg fd.typechar, fd.type, "
+              "fd.sockfamily, fd.sport/rport/port, fd.sip/rip/ip and fd.net/snet/rnet")
+
+
+_SUPPORTED_NET = ("on those the kernel checks evt.type, evt.dir, evt.rawres, evt.res, "
+                  "fd.typechar, fd.type, fd.sockfamily, fd.sport/rport/port, "
+                  "fd.sip/rip/ip and fd.net/snet/rnet")
 
 
 def _values(check: nodes.Check) -> list[str]:
@@ -250,21 +325,122 @@ def _bool(text: str, check: nodes.Check) -> bool:
     raise Ineligible(f"`{check}`: not a boolean")
 
 
-def literal(check: nodes.Check) -> nodes.Expr | Lit | bool:
-    """The kernel literal for one event check (an And of literals for flag texts), or
-    Ineligible with the reason."""
+def _engine(check: nodes.Check, field: str, value: Any) -> bool:
+    """The engine's own answer for the check on an event whose `field` is `value`."""
+    return _run(check, _Known({field: value}))
+
+
+# keyed by identity, as _compiled: a port set is 65536 runs of the engine's check
+_port_sets: dict[int, tuple[nodes.Check, PortSet]] = {}
+
+
+def _port_set(check: nodes.Check) -> PortSet:
+    """The ports for which the engine's check is true (a port is always there for a
+    connect to an IPv4 or IPv6 address)."""
+    found = _port_sets.get(id(check))
+    if found is None or found[0] is not check:
+        if len(_port_sets) > 1000:
+            _port_sets.clear()
+        name = check.field.name
+        ranges: list[tuple[int, int]] = []
+        for port in range(65536):
+            if _engine(check, name, port):
+                if ranges and ranges[-1][1] == port - 1:
+                    ranges[-1] = (ranges[-1][0], port)
+                else:
+                    ranges.append((port, port))
+        found = _port_sets[id(check)] = (check, tuple(ranges))
+    return found[1]
+
+
+def _addr_lit(check: nodes.Check) -> Lit:
+    """fd.sip/rip/ip (addresses, by value) and fd.net/snet/rnet (networks) as a set of
+    networks; `!=` is the negation (an address is always there for these connects)."""
+    name, op = check.field.name, check.op
+    if op not in ("=", "==", "!=", "in", "intersects"):
+        raise Ineligible(f"`{check}`: only =, !=, in on addresses are exact in the kernel")
+    nets: set[str] = set()
+    for text in _values(check):
+        if "%" in text:
+            raise Ineligible(f"`{check}`: scoped IPv6 addresses are not checked in the kernel")
+        try:
+            if name in NET_FIELDS:
+                net = checks.convert(text, "ipnet", op)
+            else:
+                net = ipaddress.ip_network(checks.convert(text, "ipaddr", op))
+        except ValueError as exc:
+            raise Ineligible(f"`{check}`: {exc}") from None
+        nets.add(str(net))
+    return Lit("addr", frozenset(nets), op == "!=")
+
+
+def _net_classes(check: nodes.Check) -> int:
+    """The net classes for which the engine's check on fd.typechar/type/sockfamily is
+    true, from the value userspace derives for each class."""
+    name = check.field.name
+    return sum(1 << cls for cls, values in _NET_REPR.items()
+               if _engine(check, name, values[name]))
+
+
+def _result_lit(check: nodes.Check) -> Lit:
+    """evt.rawres and evt.res as result classes: exact only when the check gives the same
+    answer for every value of a class (every positive value, every other errno)."""
+    name, op = check.field.name, check.op
+    numeric = name == "evt.rawres"
+    allowed = ("=", "==", "!=", "<", "<=", ">", ">=", "in") if numeric else (
+        "=", "==", "!=", "in", "intersects")
+    if op not in allowed:
+        raise Ineligible(f"`{check}`: the kernel only compares {name} with {', '.join(allowed)}")
+    literals: set[int] = set()
+    for text in _values(check):  # the values near a literal are where the answer changes
+        n = checks.parse_number(text)
+        if n is not None and float(n).is_integer():
+            literals.add(int(n))
+
+    def answer(ret: int) -> bool:
+        return _engine(check, name, ret if numeric else errno_text(ret))
+
+    bits = R_ZERO if answer(0) else 0
+    for err in NAMED_ERRNOS:
+        bits |= errno_bit(err) if answer(-err) else 0
+    positives = {1, 2**31 - 1, 2**40} | {n + d for n in literals for d in (-1, 0, 1) if n + d > 0}
+    others = {-e for e in range(1, 4096) if e not in NAMED_ERRNOS} | {
+        n + d for n in literals for d in (-1, 0, 1) if n + d < 0 and -(n + d) not in NAMED_ERRNOS}
+    for cls, sample in ((R_POS, positives), (R_OTHER, others)):
+        seen = {answer(v) for v in sample}
+        if len(seen) > 1:
+            what = "positive value" if cls == R_POS else (
+                "errno (it tells apart " + ", ".join(errno.errorcode[e] for e in NAMED_ERRNOS)
+                + " and the others)")
+            raise Ineligible(f"`{check}` depends on which {what} the syscall returns; the "
+                             "kernel only tells 0, a positive value and its errnos apart")
+        bits |= cls if seen == {True} else 0
+    return Lit("result", bits)
+
+
+def literal(check: nodes.Check, family: str = "open") -> nodes.Expr | Lit | bool:
+    """The kernel literal for one event check of an open (family "open") or a connect
+    ("net"): an And of literals for flag texts, a constant, or Ineligible with the
+    reason."""
     if not isinstance(check.left, nodes.Field):
         raise Ineligible(f"`{check}` transforms an event field; {_SUPPORTED}")
     f = check.left
     name, op = f.name, check.op
     if f.arg is not None:
         raise Ineligible(f"`{check}`: {f.key} is not visible to the kernel; {_SUPPORTED}")
+    family_types = OPEN_TYPES if family == "open" else NET_TYPES
     if name == "evt.type":
         vals = set(_values(check))
         if op in ("=", "==", "in", "intersects"):
-            return Lit("types", frozenset(vals & OPEN_TYPES))
+            return Lit("types", frozenset(vals & family_types))
         if op == "!=":
-            return Lit("types", OPEN_TYPES - vals)
+            return Lit("types", family_types - vals)
+    elif name == "evt.dir" and op in ("=", "==", "!=", "in"):
+        return _engine(check, name, "<")  # opens and connects are judged at their exit
+    elif name in ("evt.rawres", "evt.res"):
+        return _result_lit(check)
+    elif family == "net":
+        return _net_literal(check)
     elif name in ("evt.is_open_read", "evt.is_open_write") and op in ("=", "==", "!="):
         want = _bool(_values(check)[0], check) != (op == "!=")
         test = _readable if name.endswith("read") else _writable
@@ -307,18 +483,69 @@ def literal(check: nodes.Check) -> nodes.Expr | Lit | bool:
                      f"{_SUPPORTED}")
 
 
+# keyed by identity, as _compiled: the checks of loaded rules live as long as the rules
+_literals: dict[tuple[int, str], tuple[nodes.Check, Any]] = {}
+
+
+def _cached_literal(check: nodes.Check, family: str) -> Any:
+    found = _literals.get((id(check), family))
+    if found is None or found[0] is not check:
+        if len(_literals) > 10_000:
+            _literals.clear()
+        try:
+            value: Any = literal(check, family)
+        except Ineligible as exc:
+            value = exc
+        found = _literals[(id(check), family)] = (check, value)
+    if isinstance(found[1], Ineligible):
+        raise found[1]
+    return found[1]
+
+
+def _net_literal(check: nodes.Check) -> Lit:
+    name, op = check.field.name, check.op
+    if name in ("fd.typechar", "fd.type", "fd.sockfamily") and op in (
+            "=", "==", "!=", "in", "intersects"):
+        return Lit("classes", _net_classes(check))
+    if name in PORT_FIELDS and op in ("=", "==", "!=", "<", "<=", ">", ">=", "in",
+                                      "intersects"):
+        return Lit("port", _port_set(check))
+    if name in ADDR_FIELDS or name in NET_FIELDS:
+        return _addr_lit(check)
+    reason = _NET_REASONS.get(name, _REASONS.get(name, ""))
+    raise Ineligible(f"`{check}` cannot be checked exactly in the kernel on connect, "
+                     f"sendto or sendmsg{reason}; {_SUPPORTED_NET}")
+
+
 _REASONS = {
     "fd.nameraw": " (the raw path is what the process passed; rules on it need userspace)",
     "fd.filename": " (a file name without its directory is not a path prefix)",
     "fd.name": " (only equality, prefixes and pmatch are path-prefix checks: regex, glob, "
                "contains and endswith are not)",
     "fd.directory": " (only equality with a directory is exact)",
+    "evt.failed": " (use evt.rawres < 0)",
+}
+_LOCAL_END = (" (the local end of the socket is not in the syscall's arguments: userspace "
+              "reads it from /proc)")
+_NET_REASONS = {
+    "fd.l4proto": (" (the protocol is the socket's, not in the syscall's arguments: "
+                   "userspace reads it from /proc)"),
+    "fd.connected": " (userspace reads the socket's state from /proc)",
+    "fd.name": " (a connection's name includes its local end, which userspace reads from "
+               "/proc)",
+    "fd.num": " (the socket's descriptor number varies from call to call)",
+    "fd.sip.name": " (a domain name needs a DNS lookup)",
+    "fd.rip.name": " (a domain name needs a DNS lookup)",
+    "fd.cip.name": " (a domain name needs a DNS lookup)",
+    "fd.lip.name": " (a domain name needs a DNS lookup)",
+    **{f: _LOCAL_END for f in ("fd.cip", "fd.cport", "fd.lip", "fd.lport", "fd.cnet",
+                               "fd.lnet")},
 }
 
 
 def _fd_num_results(check: nodes.Check) -> int:
     """Result bits for `fd.num OP N` on an open: fd.num is -1 on failure, the fd (>= 0) on
-    success; the check must be the same for every fd."""
+    success; the check must be the same for every positive fd."""
     try:
         n = int(_values(check)[0], 0)
     except ValueError:
@@ -327,39 +554,37 @@ def _fd_num_results(check: nodes.Check) -> int:
            "<": lambda x: x < n, "<=": lambda x: x <= n, ">": lambda x: x > n,
            ">=": lambda x: x >= n}
     pred = ops[check.op]
-    every_fd = {"=": None if n >= 0 else False, "==": None if n >= 0 else False,
-                "!=": None if n >= 0 else True, "<": False if n <= 0 else None,
-                "<=": False if n < 0 else None, ">": True if n < 0 else None,
-                ">=": True if n <= 0 else None}[check.op]
-    if every_fd is None:
+    positive = {pred(x) for x in {1, 2**31 - 1} | {n + d for d in (-1, 0, 1) if n + d > 0}}
+    if len(positive) > 1:
         raise Ineligible(f"`{check}` depends on which fd the open returns; the kernel "
                          "only tells success (fd.num >= 0) from failure")
-    return (OK if every_fd else 0) | (FAIL if pred(-1) else 0)
+    return ((R_ZERO if pred(0) else 0) | (R_POS if positive == {True} else 0)
+            | (FAIL if pred(-1) else 0))
 
 
-def _nnf(expr: Residue, negate: bool = False) -> Any:
+def _nnf(expr: Residue, family: str = "open", negate: bool = False) -> Any:
     """Negation pushed down to literals; Checks become Lits (raising Ineligible)."""
     if isinstance(expr, bool):
         return expr != negate
     if isinstance(expr, Lit):
         if not negate:
             return expr
-        if expr.kind == "path":
-            return Lit("path", expr.value, not expr.negated)
+        if expr.kind in ("path", "port", "addr"):
+            return Lit(expr.kind, expr.value, not expr.negated)
         if expr.kind == "types":
-            return Lit("types", OPEN_TYPES - expr.value)
+            return Lit("types", (OPEN_TYPES if family == "open" else NET_TYPES) - expr.value)
         if expr.kind == "classes":
-            return Lit("classes", ALL_CLASSES & ~expr.value)
+            return Lit("classes", (ALL_CLASSES if family == "open" else ALL_NET) & ~expr.value)
         return Lit("result", BOTH & ~expr.value)
     if isinstance(expr, nodes.Macro):
-        return _nnf(expr.expr, negate)
+        return _nnf(expr.expr, family, negate)
     if isinstance(expr, nodes.Not):
-        return _nnf(expr.child, not negate)
+        return _nnf(expr.child, family, not negate)
     if isinstance(expr, nodes.Check):
-        return _nnf(literal(expr), negate)
+        return _nnf(_cached_literal(expr, family), family, negate)
     if isinstance(expr, nodes.And | nodes.Or):
         is_and = isinstance(expr, nodes.And) != negate
-        kids = tuple(_nnf(c, negate) for c in expr.children)
+        kids = tuple(_nnf(c, family, negate) for c in expr.children)
         return ("and" if is_and else "or", kids)
     raise Ineligible(f"`{expr}` cannot be checked in the kernel")
 
@@ -391,25 +616,88 @@ def _dnf(node: Any) -> list[list[Lit]] | bool:
     return [[lit for c in combo for lit in c] for combo in product(*parts)]  # type: ignore[arg-type]
 
 
+_TYPES_TEXT = "open, openat, openat2, creat, connect, sendto and sendmsg"
+
+
 def conjuncts(residue: Residue, event_types: Iterable[str] | None) -> tuple[Conjunct, ...]:
     """The residue (after partial evaluation) as kernel conjuncts: () when it is False.
 
     Raises Ineligible when the kernel cannot check it exactly, including when the rule can
-    match events other than opens."""
-    types = OPEN_TYPES if event_types is None else frozenset(event_types)
-    if event_types is None or not types <= OPEN_TYPES:
-        raise Ineligible("the kernel kills only on open, openat, openat2 and creat; this "
-                         "rule can match other events")
-    dnf = _dnf(_nnf(residue))
+    match events other than opens and connects."""
+    types = KERNEL_TYPES if event_types is None else frozenset(event_types)
+    if event_types is None or not types <= KERNEL_TYPES:
+        raise Ineligible(f"the kernel kills only on {_TYPES_TEXT}; this rule can match "
+                         "other events")
+    out: list[Conjunct] = []
+    for t in sorted(types):
+        _family_conjuncts(_for_type(residue, t), _family(t), frozenset({t}), out)
+    out = _merged(out)
+    if len(out) > MAX_CONJUNCTS:
+        raise Ineligible("the residue has too many alternatives for the kernel")
+    return tuple(out)
+
+
+def _family(etype: str) -> str:
+    return "open" if etype in OPEN_TYPES else "net"
+
+
+def _for_type(residue: Residue, etype: str) -> Residue:
+    """The residue for one syscall: its evt.type checks decided (with the engine's code),
+    so that `(evt.type = openat and fd.name = /x) or (evt.type = connect and fd.sport =
+    1)` leaves only what that syscall reads."""
+    if isinstance(residue, bool):
+        return residue
+
+    def decide(check: nodes.Check) -> bool | None:
+        f = check.left
+        if (isinstance(f, nodes.Field) and f.name == "evt.type" and f.arg is None
+                and not isinstance(check.right, nodes.FieldValue)):
+            return _engine(check, "evt.type", etype)
+        return None
+    return partial(residue, decide)
+
+
+def _merged(conj: list[Conjunct]) -> list[Conjunct]:
+    """Conjuncts that differ only in their classes, or only in their results, or only in
+    their syscalls, as one (their union is exactly that): `(fd.typechar = 4 or
+    fd.typechar = 6) and (evt.rawres >= 0 or evt.res = EINPROGRESS)` takes one slot."""
+    out = list(conj)
+    changed = True
+    while changed:
+        changed = False
+        for i, j in product(range(len(out)), repeat=2):
+            if i >= j:
+                continue
+            a, b = out[i], out[j]
+            rest_a = (a.paths_all, a.paths_none, a.ports_all, a.ports_none, a.addrs_all,
+                      a.addrs_none)
+            rest_b = (b.paths_all, b.paths_none, b.ports_all, b.ports_none, b.addrs_all,
+                      b.addrs_none)
+            if rest_a != rest_b or bool(a.types & NET_TYPES) != bool(b.types & NET_TYPES):
+                continue  # one family per conjunct: classes mean different things
+            same = [a.types == b.types, a.classes == b.classes, a.results == b.results]
+            if sum(same) < 2:
+                continue
+            out[i] = Conjunct(a.types | b.types, a.classes | b.classes, a.results | b.results,
+                              *rest_a)
+            del out[j]
+            changed = True
+            break
+    return out
+
+
+def _family_conjuncts(residue: Residue, family: str, types: frozenset[str],
+                      out: list[Conjunct]) -> None:
+    dnf = _dnf(_nnf(residue, family))
     if dnf is False:
-        return ()
+        return
     if dnf is True:
         dnf = [[]]
-    out: list[Conjunct] = []
     for lits in dnf:  # type: ignore[union-attr]
-        t, cls, res = set(types), ALL_CLASSES, BOTH
-        pos: set[PathSet] = set()
-        neg: set[PathSet] = set()
+        t, res = set(types), BOTH
+        cls = ALL_CLASSES if family == "open" else ALL_NET
+        pos: dict[str, set[Any]] = {"path": set(), "port": set(), "addr": set()}
+        neg: dict[str, set[Any]] = {"path": set(), "port": set(), "addr": set()}
         for lit in lits:
             if lit.kind == "types":
                 t &= lit.value
@@ -419,50 +707,52 @@ def conjuncts(residue: Residue, event_types: Iterable[str] | None) -> tuple[Conj
                 res &= lit.value
             elif lit.negated:
                 if lit.value:
-                    neg.add(lit.value)
+                    neg[lit.kind].add(lit.value)
             else:
-                pos.add(lit.value)
-        if not t or not cls or not res or frozenset() in pos:
+                pos[lit.kind].add(lit.value)
+        if pos["port"] or pos["addr"] or neg["port"] or neg["addr"]:
+            cls &= INET  # only these connects name a remote port and address
+        if not t or not cls or not res or any(not v for s in pos.values() for v in s):
             continue
-        c = Conjunct(frozenset(t), cls, res, frozenset(pos), frozenset(neg))
+        c = Conjunct(frozenset(t), cls, res,
+                     frozenset(pos["path"]), frozenset(neg["path"]),
+                     frozenset(pos["port"]), frozenset(neg["port"]),
+                     frozenset(pos["addr"]), frozenset(neg["addr"]))
         if c not in out:
             out.append(c)
-    if len(out) > MAX_CONJUNCTS:
-        raise Ineligible("the residue has too many alternatives for the kernel")
-    return tuple(out)
 
 
 def rule_eligibility(rule: Any) -> str | None:
     """None when the rule can be enforced in the kernel, else the reason it cannot.
 
     Statically: every check of the condition must be a fixed process field (decided at
-    exec) or an event check the kernel makes exactly, and the rule must only match
-    opens."""
+    exec) or an event check the kernel makes exactly (for every kind of syscall the rule
+    matches), and the rule must only match opens and connects."""
     types = rule.event_types
-    if types is None or not frozenset(types) <= OPEN_TYPES:
-        return ("the kernel kills only on open, openat, openat2 and creat; this rule "
-                "matches " + ("any event" if types is None else
-                              ", ".join(sorted(set(types) - OPEN_TYPES))))
+    if types is None or not frozenset(types) <= KERNEL_TYPES:
+        return (f"the kernel kills only on {_TYPES_TEXT}; this rule matches "
+                + ("any event" if types is None else
+                   ", ".join(sorted(set(types) - KERNEL_TYPES))))
     residue = partial(rule.expr, static_decider)
     if residue is False:
         return "the condition can never be true"
     if isinstance(residue, bool):
         return None
-    for node in nodes.walk(residue):
-        if not isinstance(node, nodes.Check) or is_process_check(node):
-            continue
-        fields = _operand_fields(node)
-        if any(is_fixed(f) for f in fields):
-            return f"`{node}` compares a process field with an event field"
-        if all(f.name.startswith(("proc.", "user.", "group.", "thread.")) for f in fields):
-            return (f"`{node}`: {node.field.key} can change after exec (or is not the "
-                    "process's own), so it cannot be decided once at exec")
-        try:
-            literal(node)
-        except Ineligible as exc:
-            return str(exc)
+    for etype in sorted(types):
+        for node in nodes.walk(_for_type(residue, etype)):
+            if not isinstance(node, nodes.Check) or is_process_check(node):
+                continue
+            fields = _operand_fields(node)
+            if any(is_fixed(f) for f in fields):
+                return f"`{node}` compares a process field with an event field"
+            if all(f.name.startswith(("proc.", "user.", "group.", "thread.")) for f in fields):
+                return (f"`{node}`: {node.field.key} can change after exec (or is not the "
+                        "process's own), so it cannot be decided once at exec")
+            try:
+                _cached_literal(node, _family(etype))
+            except Ineligible as exc:
+                return str(exc)
     return None
-
 
 def ancestor_depth(expr: nodes.Expr) -> int:
     """How many ancestors the condition reads (parent = 1); -1 for the whole chain."""

@@ -58,13 +58,10 @@ class ProbeConfig:
 
 
 def _enter(s: sc.Syscall, code: int) -> list[str]:
-    out = [
-        f"TRACEPOINT_PROBE(syscalls, sys_enter_{s.name}) {{",
-        "    if (is_agent(bpf_get_current_pid_tgid()))",
-        "        return 0;",
-    ]
+    out = [f"TRACEPOINT_PROBE(syscalls, sys_enter_{s.name}) {{"]
     if s.family == "open":
-        # path and flags first: most opens are dropped here, before the rest is filled
+        # path and flags first: most opens are dropped here, before anything else is
+        # asked of the kernel (even whose they are: the agent's are dropped after)
         flags_idx = _open_flags_index(s)
         out += ["    struct event_t *e = scratch_get();", "    if (!e)", "        return 0;",
                 f"    read_path1(e, (const char *)args->{s.s1[0]});"]  # type: ignore[index]
@@ -76,13 +73,16 @@ def _enter(s: sc.Syscall, code: int) -> list[str]:
         else:
             out.append("    long flags = 0x241;  // creat(2) is open(O_WRONLY|O_CREAT|O_TRUNC)")
         out += ["    if (!open_wanted(e, flags))", "        return 0;",
-                f"    fill_header(e, {code});"]
+                f"    fill_header(e, {code});",
+                "    if (e->tgid == AGENT_TGID)", "        return 0;"]
         for i, arg in enumerate(s.ints):
             value = "flags" if arg.tp == "how" else f"(s64)args->{arg.tp}"
             out.append(f"    e->a[{i}] = {value};")
         out += ["    return stash_it(e, e->tid);", "}", ""]
         return out
     out += [
+        "    if (is_agent(bpf_get_current_pid_tgid()))",
+        "        return 0;",
         f"    struct event_t *e = start_syscall({code});",
         "    if (!e)",
         "        return 0;",

@@ -160,9 +160,11 @@ class ProcessTable:
             elif line.startswith(b"NSpid:"):
                 proc.vpid = int(line.split()[-1])
 
-    def refresh_live(self, proc: Proc) -> None:
+    def refresh_live(self, proc: Proc, cgroup: CgroupIdentity | None = None) -> None:
         """Re-read what exec may have changed and events do not carry (tty, session,
-        process group, cgroup, vpid), if the process is still alive."""
+        process group, cgroup, vpid), if the process is still alive. A `cgroup` the
+        caller already knows (from the record's cgroup id) spares reading and parsing
+        /proc/PID/cgroup, a third of the cost per exec."""
         base = f"{self.proc_root}/{proc.pid}"
         stat = _read(f"{base}/stat")
         if stat is None:
@@ -173,9 +175,12 @@ class ProcessTable:
             self._apply_stat(proc, parsed[1])
             if proc.ppid == 0:
                 proc.ppid = ppid
-        cgroup = _read(f"{base}/cgroup")
         if cgroup is not None:
-            proc.cgroup = identify(cgroup.decode(errors="replace"))
+            proc.cgroup = cgroup
+        else:
+            text = _read(f"{base}/cgroup")
+            if text is not None:
+                proc.cgroup = identify(text.decode(errors="replace"))
         status = _read(f"{base}/status")
         if status:
             for line in status.splitlines():
@@ -252,8 +257,10 @@ class ProcessTable:
         return proc
 
     def on_exec(self, pid: int, comm: str, filename: str, argv: list[str], uid: int,
-                gid: int, now_ns: int | None = None) -> Proc:
-        """A successful exec: new image, same process."""
+                gid: int, now_ns: int | None = None,
+                cgroup: CgroupIdentity | None = None) -> Proc:
+        """A successful exec: new image, same process (`cgroup`: its container, when the
+        record's cgroup id already says)."""
         proc = self._procs.get(pid)
         if proc is None:
             proc = self.get(pid)
@@ -266,7 +273,7 @@ class ProcessTable:
         proc.exepath = resolve(proc.cwd, filename) if filename else proc.exepath
         proc.uid, proc.gid = uid, gid
         proc.exited = False
-        self.refresh_live(proc)
+        self.refresh_live(proc, cgroup)
         try:
             # the kernel's own view (symlinks resolved, memfd and fd execs named as the
             # kernel names them), while the process is still there to ask

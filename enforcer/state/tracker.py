@@ -33,8 +33,10 @@ class Tracker:
             self.table.note_thread(tid, pid)
         etype = f.get("evt.type")
         if etype in ("execve", "execveat"):
+            ids = self.ctx.cgroup_ids
+            known = ids.identity(f.get("_cgroup_id", 0)) if ids is not None else None
             proc = self.table.on_exec(pid, f["_comm"], f.get("_s1", ""), f.get("_argv", []),
-                                      f["user.uid"], f["group.gid"], wall)
+                                      f["user.uid"], f["group.gid"], wall, known)
         else:
             proc = self.table.get(pid)
             comm = f["_comm"]

@@ -6,16 +6,19 @@ Run as root:  /work/main/.venv/bin/python tests/bench/bench_in_kernel_kill.py [T
 
 Prints, for `kill: {in_kernel: true}`: the fraction of `cat /etc/shadow` trials that read
 zero bytes and were killed by SIGKILL; for the userspace kill (`in_kernel: false`): the
-same fraction (cat is faster than any userspace answer), and the latency from the event's
-kernel timestamp to pidfd_send_signal, p50/p99, on victims that read /etc/shadow and then
-sleep.
+same fraction (cat is faster than any userspace answer), and, on victims that read
+/etc/shadow and then sleep, the latency from the event's kernel timestamp to the signal and
+to the victim's exit, p50/p90/p99/max with a per-stage breakdown (defined in
+tests/bench/kill_timing.py, shared with bench_kill_latency.py).
+
+`--userspace-only` skips the in-kernel trials.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.bench.kill_timing import ExitClock, kills_from_audit, report  # noqa: E402
 from tests.system.test_in_kernel_kill import Launcher, stop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,31 +55,31 @@ def start(work: Path, launcher: Launcher, in_kernel: bool) -> tuple[subprocess.P
         agent = subprocess.Popen([sys.executable, "-m", "enforcer", "--rules", str(rules),
                                   "--policies", str(policy), "--audit-log", str(audit),
                                   # every trial is a destructive action: no circuit breaker
-                                  "--action-budget", "100000"],
+                                  "--action-budget", "100000",
+                                  # any free port: other agents on the machine use 9376
+                                  "--http-addr", "127.0.0.1:0"],
                                  stdout=subprocess.DEVNULL, stderr=fh, env=env)
-    while "ready" not in err.read_text():
+    while "enforcer: ready" not in err.read_text():  # not "already in use"
         if agent.poll() is not None:
             raise SystemExit(err.read_text())
         time.sleep(0.1)
     return agent, audit
 
 
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
-
-
-def main(trials: int = 200) -> int:
+def main(trials: int = 200, userspace_only: bool = False) -> int:
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
         return 3
     work = Path(tempfile.mkdtemp(prefix="enforcer-bench-ik-"))
-    for in_kernel in (True, False):
+    for in_kernel in (False,) if userspace_only else (True, False):
         launcher = Launcher(work)
         agent, audit = start(work, launcher, in_kernel)
+        clock = None
         try:
             results = [launcher.run("cat", "/etc/shadow") for _ in range(trials)]
             slow = []
             if not in_kernel:
+                clock = ExitClock()
                 for _ in range(trials):
                     slow.append(launcher.run(*SLOW_READER))
         finally:
@@ -85,22 +89,21 @@ def main(trials: int = 200) -> int:
         mode = "in-kernel" if in_kernel else "userspace"
         print(f"{mode} kill: cat /etc/shadow read zero bytes and died of SIGKILL in "
               f"{zero}/{trials} trials ({100 * zero / trials:.1f} %)", flush=True)
-        if not in_kernel:
-            lat = []
-            for rec in map(json.loads, audit.read_text().splitlines()):
-                sent = (rec.get("detail") or {}).get("signalled_ns")
-                slow_reader = (rec.get("target") or {}).get("comm") != "cat"
-                if (rec.get("kind") == "action" and rec.get("outcome") == "done" and sent
-                        and slow_reader):
-                    lat.append((sent - rec["event_time_ns"]) / 1e6)
+        if clock is not None:
+            records = map(json.loads, audit.read_text().splitlines())
+            kills = kills_from_audit(
+                records, clock.exits(),
+                wanted=lambda rec: (rec.get("target") or {}).get("comm") != "cat")
+            clock.close()
             killed = sum(1 for code, _ in slow if code == -9)
-            if lat:
-                print(f"userspace kill latency (event kernel timestamp -> signal) over "
-                      f"{len(lat)} kills of {trials} slow readers ({killed} died of SIGKILL): "
-                      f"p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, "
-                      f"max {max(lat):.2f} ms", flush=True)
+            print(report(f"live agent, userspace kill of {trials} slow readers "
+                         f"({killed} died of SIGKILL)", kills), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trials", type=int, nargs="?", default=200)
+    parser.add_argument("--userspace-only", action="store_true")
+    options = parser.parse_args()
+    raise SystemExit(main(options.trials, options.userspace_only))

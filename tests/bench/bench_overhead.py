@@ -22,9 +22,10 @@ BPF run-time statistics (kernel.bpf_stats_enabled) and prints, per attached prog
 invocations and nanoseconds per invocation while the two workloads run: what each
 tracepoint costs the workload per syscall.
 
-kernel: the kernel side alone: nothing loaded / an empty openat enter+exit pair (the floor
-of any per-syscall tracepoint design) / the agent's probes with the bundled rules' filter
-and no reader, alternating; workload CPU time, median and best.
+kernel: the kernel side alone, workloads pinned to the last CPU: nothing loaded / the
+floor (empty programs on the same tracepoints as the agent: what any design on syscall
+tracepoints costs, the programs aside) / the agent's probes with the bundled rules' filter
+and no reader, alternating; workload CPU time, median and best, against none and floor.
 
 events: the agent's userspace cost per record kind (decode, process table, rules).
 """
@@ -290,27 +291,43 @@ def probes(n_open: int) -> None:
         agent.close()
 
 
-EMPTY_PAIR = """
-TRACEPOINT_PROBE(syscalls, sys_enter_openat) { return 0; }
-TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return 0; }
-"""
+def empty_programs(syscalls: tuple[str, ...]) -> str:
+    """Programs that return at once, on the tracepoints the agent attaches for these
+    syscalls (enter and exit of each, and the two sched ones): the floor."""
+    lines = [f"TRACEPOINT_PROBE(syscalls, sys_{side}_{name}) {{ return 0; }}"
+             for name in syscalls for side in ("enter", "exit")]
+    lines += [f"TRACEPOINT_PROBE(sched, sched_process_{x}) {{ return 0; }}"
+              for x in ("fork", "exit")]
+    return "\n".join(lines) + "\n"
+
+
+FLOOR = "floor"
 
 
 def kernel(rounds: int, runs: int, n_open: int) -> None:
-    """Kernel side alone, three states alternating: nothing loaded; an empty program on
-    openat's enter and exit (the floor: what any per-syscall tracepoint pair costs); the
-    agent's probes with the bundled rules' filter, nobody reading. Workload CPU time."""
+    """Kernel side alone, three states alternating: nothing loaded; the floor (empty
+    programs on the very tracepoints the agent attaches: what any design on syscall
+    tracepoints pays, since attaching one puts every syscall of every task on the slow
+    path); the agent's probes with the bundled rules' filter, nobody reading. Workload CPU
+    time."""
     from bcc import BPF  # noqa: PLC0415 - bench only
 
     from enforcer.agent import Agent  # noqa: PLC0415
     from enforcer.resources import default_rules_dir  # noqa: PLC0415
     from enforcer.rules.engine import Engine  # noqa: PLC0415
     from enforcer.rules.loader import load_rules  # noqa: PLC0415
+    from enforcer.sources.ebpf import available_syscalls, plan  # noqa: PLC0415
+    from enforcer.sources.probe import ProbeConfig  # noqa: PLC0415
 
     wl = prepare(n_open)
     engine = Engine(load_rules([str(default_rules_dir())]))
-    print(f"load average before: {load()}")
-    states = ("none", "empty pair", "agent probes")
+    attached = plan(engine.event_types(), available_syscalls(), ProbeConfig())[0].syscalls
+    floor_text = empty_programs(attached)
+    os.sched_setaffinity(0, {(os.cpu_count() or 1) - 1})  # the workloads inherit it
+    print(f"load average before: {load()}; workloads pinned to CPU {(os.cpu_count() or 1) - 1}")
+    print(f"tracepoints: {len(attached)} syscalls x enter+exit + sched fork/exit "
+          f"({', '.join(attached)})")
+    states = ("none", FLOOR, "agent probes")
     got = {(name, st): Samples() for name, _ in wl.items() for st in states}
     for r in range(rounds):
         for st in states if r % 2 == 0 else tuple(reversed(states)):
@@ -318,8 +335,8 @@ def kernel(rounds: int, runs: int, n_open: int) -> None:
             if st == "agent probes":
                 agent = Agent(engine, rules=engine.rules, stderr=open(os.devnull, "w"))  # noqa: SIM115
                 agent.open()
-            elif st == "empty pair":
-                empty = BPF(text=EMPTY_PAIR)
+            elif st == FLOOR:
+                empty = BPF(text=floor_text)
             for _ in range(runs):
                 for name, cmd in wl.items():
                     wall, cpu = timed(cmd)
@@ -332,15 +349,21 @@ def kernel(rounds: int, runs: int, n_open: int) -> None:
         print(f"round {r + 1}/{rounds} done, load {load()}", flush=True)
     print(f"load average after: {load()}")
     print(f"\n{rounds} rounds x {runs} runs per state, order alternating; workload CPU s "
-          "(user+sys), median [min-max]; ratios to 'none': median/median, best = min/min")
-    print(f"{'workload':<10} {'state':<13} {'CPU s':>22} {'median':>7} {'best':>7}")
+          "(user+sys), median [min-max]; ratios: median/median, best = min/min")
+    print("floor = empty programs on the same tracepoints: no design on syscall tracepoints "
+          "can cost less; 'agent probes' over 'floor' is what our programs add")
+    print(f"{'workload':<10} {'state':<13} {'CPU s':>22} {'vs none':>7} {'best':>7} "
+          f"{'vs floor':>8} {'best':>7}")
     for name, _ in wl.items():
         base = got[(name, "none")].cpu
+        floor = got[(name, FLOOR)].cpu
         for st in states:
             xs = got[(name, st)].cpu
             print(f"{name:<10} {st:<13} {_cell(xs):>22} "
                   f"{statistics.median(xs) / statistics.median(base):>6.3f}x "
-                  f"{min(xs) / min(base):>6.3f}x")
+                  f"{min(xs) / min(base):>6.3f}x "
+                  f"{statistics.median(xs) / statistics.median(floor):>7.3f}x "
+                  f"{min(xs) / min(floor):>6.3f}x")
 
 
 def events(n: int) -> None:
@@ -360,7 +383,7 @@ def events(n: int) -> None:
         "fork": pack(code=sc.EV_FORK, tgid=me, ints=(live.pid, me)),
         "exec (sleep, /proc read)": pack(code=sc.CODES["execve"], tgid=live.pid,
                                          path1="/usr/bin/sleep", argv=("sleep", "600"),
-                                         comm="sleep"),
+                                         comm="sleep", cgroup_id=_cgroup_id(live.pid)),
         "procexit": pack(code=sc.EV_EXIT, tgid=live.pid, comm="sleep"),
         "openat, watched path": pack(code=sc.CODES["openat"], tgid=me, ret=-2,
                                      ints=(0xFFFFFF9C, 0, 0, 0), comm="gen",
@@ -385,6 +408,17 @@ def events(n: int) -> None:
     finally:
         live.kill()
         live.wait()
+
+
+def _cgroup_id(pid: int) -> int:
+    """The cgroup v2 id the kernel stamps on this process's records (0 if unknown)."""
+    from enforcer.state.cgroup_ids import cgroup2_mount  # noqa: PLC0415
+
+    mount = cgroup2_mount()
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        if line.startswith("0::") and mount:
+            return os.stat(mount + line[3:].rstrip("/")).st_ino
+    return 0
 
 
 def _prog_stats(bpf: object) -> dict[str, tuple[int, int]]:

@@ -85,11 +85,13 @@ def start_agent(tmp: Path, launcher: Launcher, cmd: list[str], env: dict[str, st
     err_path = tmp / "agent.err"
     err = err_path.open("w")
     agent = subprocess.Popen(cmd + ["--rules", str(rules), "--policies", str(policy),
-                                    "--audit-log", str(audit), *extra],
+                                    "--audit-log", str(audit),
+                                    # any free port: other agents on the machine use 9376
+                                    "--http-addr", "127.0.0.1:0", *extra],
                              stdout=subprocess.DEVNULL, stderr=err, env=env)
     err.close()
     deadline = time.monotonic() + 120
-    while "ready" not in err_path.read_text():
+    while "enforcer: ready" not in err_path.read_text():  # not "already in use"
         assert agent.poll() is None, err_path.read_text()
         assert time.monotonic() < deadline, "the agent never became ready"
         time.sleep(0.1)

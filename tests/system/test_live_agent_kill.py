@@ -33,11 +33,11 @@ def test_the_live_agent_kills_a_shadow_reader(need_root: None, tmp_path: Path,
     audit = tmp_path / "audit.jsonl"
     err = (tmp_path / "agent.err").open("w")
     agent = subprocess.Popen(enforcer_cmd + ["--policies", str(policy), "--audit-log",
-                                             str(audit)],
+                                             str(audit), "--http-addr", "127.0.0.1:0"],
                              stdout=subprocess.DEVNULL, stderr=err, env=cli_env)
     try:
         deadline = time.monotonic() + 120
-        while "ready" not in (tmp_path / "agent.err").read_text():
+        while "enforcer: ready" not in (tmp_path / "agent.err").read_text():
             assert agent.poll() is None, (tmp_path / "agent.err").read_text()
             assert time.monotonic() < deadline, "the agent never became ready"
             time.sleep(0.1)

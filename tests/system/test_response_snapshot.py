@@ -156,12 +156,18 @@ def test_the_uploaded_snapshot_holds_the_dropper_and_precedes_the_kill(
         tmp_path: Path, container: dict[str, Any], s3_bucket: tuple[Any, str]) -> None:
     client, endpoint = s3_bucket
     attacker = container["attacker"]
-    snap, kill = respond(tmp_path, alert_for(attacker, container["id"]),
-                         f"[{{snapshot: {{paths: [/tmp/dropper], upload: {{url: s3://evidence/"
-                         f"cases, endpoint: '{endpoint}'}}}}}}, {{kill: {{}}}}]")
+    snap, kill, uploaded = respond(
+        tmp_path, alert_for(attacker, container["id"]),
+        f"[{{snapshot: {{paths: [/tmp/dropper], upload: {{url: s3://evidence/"
+        f"cases, endpoint: '{endpoint}'}}}}}}, {{kill: {{}}}}]")
     assert snap["outcome"] == "done", snap
     assert kill["outcome"] == "done", kill
-    upload = snap["detail"]["upload"]
+    # the kill runs once the archive is written; the upload follows, audited on its own
+    assert snap["detail"]["upload"]["status"] == "pending"
+    assert uploaded["action"] == "snapshot.upload" and uploaded["outcome"] == "done", uploaded
+    assert uploaded["detail"]["path"] == snap["detail"]["path"]
+    upload = uploaded["detail"]["upload"]
+    assert upload["key"] == snap["detail"]["upload"]["key"]
     assert upload["key"].split("/")[2] == container["id"][:12]
     body = client.get_object(Bucket="evidence", Key=upload["key"])["Body"].read()
     assert hashlib.sha256(body).hexdigest() == snap["detail"]["sha256"]

@@ -113,8 +113,21 @@ def respond(tmp_path: Path, alert: Alert, upload: str, *, dry_run: bool = False,
     responder.submit(alert)
     responder.drain()
     responder.stop()
-    (record,) = [r for r in read_audit(audit) if r["kind"] == "action"]
-    return record
+    records = [r for r in read_audit(audit) if r["kind"] == "action"]
+    if len(records) == 1:  # dry-run, or no snapshot taken: nothing to upload
+        assert "pending" not in records[0]
+        return records[0]
+    # the snapshot is done once written; its upload is audited as its own record after it
+    snapshot, upload = records
+    assert snapshot["action"] == "snapshot" and snapshot["outcome"] == "done", snapshot
+    assert snapshot["pending"] == "snapshot.upload"
+    assert snapshot["detail"]["upload"]["status"] == "pending"
+    assert upload["action"] == "snapshot.upload" and upload["index"] == snapshot["index"]
+    assert upload["match_id"] == snapshot["match_id"]
+    assert upload["target"] == snapshot["target"] and upload["render"] == snapshot["render"]
+    assert upload["detail"]["path"] == snapshot["detail"]["path"]
+    assert upload["detail"]["upload"]["key"] == snapshot["detail"]["upload"]["key"]
+    return upload
 
 
 def test_upload_lands_under_a_structured_key_with_the_manifests_content(
@@ -307,3 +320,103 @@ def test_hostile_event_values_never_reach_the_key_or_the_file_name(
     assert ".." not in segments and segments[:2] == ["cases", "node-1"]
     assert re.fullmatch(r"x-[0-9a-f]{16}", segments[2])
     assert Path(rec["detail"]["path"]).parent == tmp_path / "snapshots"
+
+
+class _Hanging(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint that takes the first PUT and answers nothing until the test says so
+    (`release`), as a dead storage host behind a live load balancer does; then 503s."""
+
+    protocol_version = "HTTP/1.1"
+    puts = 0
+    holding: threading.Event
+    release: threading.Event
+
+    def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).puts += 1
+        if type(self).puts == 1:
+            self.holding.set()
+            self.release.wait(300)
+        body = b"<Error><Code>SlowDown</Code><Message>try later</Message></Error>"
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hanging() -> Iterator[tuple[str, type[_Hanging]]]:
+    handler = type("Hanging", (_Hanging,), {"puts": 0, "holding": threading.Event(),
+                                            "release": threading.Event()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    handler.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def _actions(audit: Path) -> list[dict[str, Any]]:
+    if not audit.exists():
+        return []
+    return [r for r in read_audit(audit) if r["kind"] == "action"]
+
+
+def test_a_kill_after_a_snapshot_does_not_wait_for_a_hanging_upload(
+        tmp_path: Path, aws_env: None, hanging: tuple[str, type[_Hanging]]) -> None:
+    from tests.system.victims import spawn  # a victim outside our tree: the kill may hit it
+
+    url, handler = hanging
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    (evidence / "dropper").write_bytes(b"#!/bin/sh\n" + uuid.uuid4().hex.encode() + b"\n")
+    victim = spawn(["/bin/sleep", "120"], tmp_path, name="victim")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""
+- policy: evidence-then-kill
+  match: {{rules: ["{RULE}"]}}
+  actions:
+    - snapshot: {{paths: [{evidence}], changed: false,
+                 upload: {{url: 's3://evidence/x', endpoint: '{url}', timeout: 120}}}}
+    - kill: {{}}
+  dry_run: false
+""")
+    audit = tmp_path / "audit.jsonl"
+    responder = Responder(load_policies([policy]), JsonlAudit(audit), node_name="node-1",
+                          snapshot_dir=tmp_path / "snapshots", retry=FAST).start()
+    try:
+        responder.submit(alert_for(victim.pid))
+        # the kill is done and the victim dead while the endpoint still holds the upload
+        assert victim.exit_code(timeout=60) == -9
+        assert handler.holding.wait(60)
+        deadline = time.monotonic() + 60
+        while [r["action"] for r in _actions(audit)] != ["snapshot", "kill"]:
+            assert time.monotonic() < deadline, _actions(audit)
+            time.sleep(0.02)
+        assert not handler.release.is_set() and handler.puts == 1
+        snapshot, kill = _actions(audit)
+        assert snapshot["outcome"] == "done" and snapshot["pending"] == "snapshot.upload"
+        assert snapshot["detail"]["upload"]["status"] == "pending"
+        assert kill["outcome"] == "done", kill
+        assert kill["target"]["pid"] == victim.pid
+    finally:
+        handler.release.set()
+        responder.drain()
+        responder.stop()
+        victim.cleanup()
+    snapshot, kill, upload = _actions(audit)
+    # the upload's failure is audited on its own, after the kill, with the snapshot's path
+    assert upload["action"] == "snapshot.upload" and upload["outcome"] == "failed", upload
+    assert upload["match_id"] == kill["match_id"] == snapshot["match_id"]
+    assert "snapshot written to" in upload["error"] and "503 SlowDown" in upload["error"]
+    assert upload["detail"]["path"] == snapshot["detail"]["path"]
+    assert upload["detail"]["upload"]["status"] == "failed"
+    assert upload["retries"] == FAST.attempts - 1 and handler.puts == FAST.attempts
+    kept = Path(snapshot["detail"]["path"])
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == snapshot["detail"]["sha256"]
+    assert list((tmp_path / "snapshots").iterdir()) == [kept]

@@ -27,12 +27,20 @@ class FakeMaps:
         self.stamps: dict[int, tuple[int, int]] = {}
         self.conjs: dict[int, tuple] = {}
         self.paths: dict[bytes, tuple[int, int]] = {}
+        self.ports: dict[int, int] = {}
+        self.addrs: dict[tuple[int, bytes], int] = {}
 
     def set_conj(self, index, *row):
         self.conjs[index] = row
 
     def set_path(self, key, always, noslash):
         self.paths[key] = (always, noslash)
+
+    def set_ports(self, bits):
+        self.ports.update(bits)
+
+    def set_addr(self, prefixlen, key, bits):
+        self.addrs[(prefixlen, key)] = bits
 
     def put(self, tgid, conj, uid, gid, cgroup, comm, deps):
         self.entries[tgid] = (conj, comm, deps)

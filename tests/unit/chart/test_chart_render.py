@@ -233,7 +233,8 @@ def test_capabilities_by_default_and_privileged_switch(kube_tools, tmp_path):
     assert ctx["privileged"] is False
     assert ctx["capabilities"]["drop"] == ["ALL"]
     assert set(ctx["capabilities"]["add"]) == {
-        "BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE", "KILL", "NET_ADMIN", "SYS_PTRACE"}
+        "BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE", "KILL", "NET_ADMIN", "SYS_PTRACE",
+        "SYS_NICE"}
     ctx = container(render(kube_tools, tmp_path, {"privileged": True}))["securityContext"]
     assert ctx["privileged"] is True
     assert "capabilities" not in ctx

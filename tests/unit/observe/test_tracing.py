@@ -319,3 +319,47 @@ def test_sdk_export_errors_are_logged_once_a_minute():
     finally:
         logger.removeFilter(quiet)
         logger.removeHandler(keep)
+
+
+def test_a_background_upload_is_its_own_span_and_the_trace_waits_for_it(
+        otlp_receiver, alert_factory, tmp_path):
+    """A snapshot whose upload runs in the background (`pending`), then a kill: the trace
+    stays open after the kill and ends with the upload's own span, under the policy."""
+    tracer = setup_tracing(TracingConfig(endpoint=otlp_receiver.endpoint,
+                                         schedule_delay_ms=50), environ={})
+    audit = TracingAudit(JsonlSink(tmp_path / "audit.jsonl"), tracer)
+    alert = tracer.stamp(alert_factory())
+    base = dict(match_id="m1", rule=alert.rule, priority=alert.priority.display,
+                trace_id=alert.trace_id, event_time_ns=alert.time_ns, policy="evidence")
+    audit.record(Rec(kind="match", outcome="matched", detail={"policies": ["evidence"]},
+                     **{k: v for k, v in base.items() if k != "policy"}))
+    audit.record(Rec(kind="decision", outcome="act", dry_run=False,
+                     detail={"actions": ["snapshot", "kill"]}, **base))
+    start = time.time_ns()
+    path = "/var/lib/enforcer/snapshots/s.tar.gz"
+    audit.record(Rec(kind="action", outcome="done", action="snapshot", index=0,
+                     dry_run=False, pending="snapshot.upload", start_ns=start,
+                     duration_ns=2_000_000, detail={"path": path}, **base))
+    audit.record(Rec(kind="action", outcome="done", action="kill", index=1, dry_run=False,
+                     start_ns=start + 2_000_000, duration_ns=300_000, **base))
+    assert audit.flush() and tracer.flush()
+    # both actions are exported; the policy's and the match's spans are still open
+    spans = otlp_receiver.wait_for(lambda got: len(got) >= 2)
+    assert sorted(s.attributes["enforcer.action"] for s in spans) == ["kill", "snapshot"]
+    audit.record(Rec(kind="action", outcome="failed", action="snapshot.upload", index=0,
+                     dry_run=False, start_ns=start + 2_100_000, duration_ns=30_000_000,
+                     error=f"snapshot written to {path} but its upload failed: 503",
+                     detail={"path": path}, retries=2, **base))
+    spans = otlp_receiver.wait_for(lambda got: len(got) >= 5)
+    tracer.shutdown()
+    by_name: dict[str, list] = {}
+    for s in spans:
+        by_name.setdefault(s.name, []).append(s)
+    (root,), (decision,) = by_name["enforcer.match"], by_name["enforcer.decision"]
+    upload = next(s for s in by_name["enforcer.action"]
+                  if s.attributes["enforcer.action"] == "snapshot.upload")
+    assert {s.trace_id for s in spans} == {alert.trace_id}
+    assert upload.parent_span_id == decision.span_id
+    assert upload.attributes["enforcer.outcome"] == "failed"
+    assert upload.status_code == 2
+    assert root.end_ns >= upload.end_ns == start + 32_100_000

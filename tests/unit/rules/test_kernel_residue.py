@@ -100,7 +100,7 @@ def test_upstream_untrusted_reader_residue(upstream):
     ("evt.type = openat and fd.name = /x and fd.num = 3", "which fd"),
     ("evt.type = openat and evt.arg.flags contains O_CLOEXEC", "flags"),
     ("evt.type = openat and fd.name pmatch (/etc/*)", "wildcards"),
-    ("evt.type = connect and fd.sport = 22", "this rule matches connect"),
+    ("evt.type = accept and fd.sport = 22", "this rule matches accept"),
     ("evt.type = openat and toupper(fd.name) = /X", "transforms"),
 ])
 def test_ineligible_rules_say_why(condition, reason):
@@ -161,7 +161,7 @@ def kernel_kills(tables: KillTables, bitmap: int, etype: str, flags: int, raw: s
             continue
         if not row.types & TYPE_BITS[etype] or not row.classes >> cls & 1:
             continue
-        if not row.results & (1 if ret >= 0 else 2):
+        if not row.results & pe.result_bit(ret):
             continue
         if row.uses_path and (not normal or bits & row.paths_all != row.paths_all
                               or bits & row.paths_none):
@@ -201,6 +201,8 @@ CONDITIONS = [
     "evt.type = openat and fd.num < 0 and not fd.directory in (/etc, /tmp)",
     "evt.type = openat and (evt.arg.flags contains O_RDWR or evt.arg.flags contains "
     "O_TMPFILE or evt.arg.flags contains O_DIRECTORY)",
+    "(evt.type = openat and fd.name startswith /etc/ and fd.num >= 0) or "
+    "(evt.type = connect and fd.sport = 4444 and evt.rawres >= 0)",
 ]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from enforcer.sources import syscalls as sc
 from enforcer.sources.decode import decode, pack
 from enforcer.state.containers import ContainerRegistry
@@ -123,3 +125,32 @@ def test_exec_of_a_process_whose_exe_reads_back_as_root_keeps_the_exec_path(
     ev = tr.apply(decode(pack(code=sc.CODES["execve"], tgid=101, comm="dropped",
                               path1="/tmp/dropped", argv=("/tmp/dropped", "true"))))
     assert ev.get("proc.exepath") == "/tmp/dropped"
+
+
+def test_exec_takes_the_container_from_the_cgroup_id_without_reading_proc(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record's cgroup id names the container: /proc/PID/cgroup is neither read nor
+    parsed at exec (a third of the per-exec /proc cost), and the id's answer is the one
+    the process keeps for its children."""
+    import enforcer.state.process_table as pt  # noqa: PLC0415
+    from enforcer.state.cgroup_ids import CgroupIds  # noqa: PLC0415
+
+    root = _fake_proc(tmp_path)
+    _proc(root, 300, "sh", 1, ["sh"], cgroup="0::/")
+    mount = tmp_path / "cgroup2"
+    scope = mount / "machine.slice" / f"libpod-{CID}.scope"
+    scope.mkdir(parents=True)
+    tr = _tracker(root)
+    tr.ctx.cgroup_ids = CgroupIds(str(mount))
+    parsed: list[str] = []
+    monkeypatch.setattr(pt, "identify", lambda text: parsed.append(text) or pt.HOST_IDENTITY)
+    ev = tr.apply(decode(pack(code=sc.CODES["execve"], tgid=300, comm="cat",
+                              path1="/usr/bin/cat", argv=("cat",),
+                              cgroup_id=scope.stat().st_ino)))
+    assert parsed == []
+    assert ev.get("container.id") == CID[:12]
+    assert tr.table.get(300).cgroup.container_id == CID[:12]
+    # an id nobody knows: back to /proc
+    tr.apply(decode(pack(code=sc.CODES["execve"], tgid=300, comm="cat",
+                         path1="/usr/bin/cat", argv=("cat",), cgroup_id=1)))
+    assert parsed == ["0::/\n"]
