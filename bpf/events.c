@@ -129,9 +129,12 @@ static __always_inline struct event_t *start(u16 type) {
 // Waking the reader costs the emitting task an interrupt and the reader a context switch
 // per record. With WAKEUP_EVERY > 1 records wake it only every WAKEUP_EVERY per CPU and
 // userspace also drains on a short timer (EbpfSource.max_wait_ms), which bounds the
-// latency; 1 (the default) is the kernel's adaptive wake-up.
+// latency. With 1 (the default) the reader says in reader_polling whether it is awake and
+// draining on a 1 ms timer (a run of activity: no record needs to wake it) or asleep
+// (idle: the kernel's adaptive wake-up, so the first record wakes it at once).
 #define WAKEUP_EVERY WAKEUP_EVERY_VALUE
 BPF_PERCPU_ARRAY(unwoken, u32, 1);
+BPF_ARRAY(reader_polling, u32, 1);
 
 static __always_inline u64 wakeup_flags(void) {
 #if WAKEUP_EVERY > 1
@@ -145,7 +148,9 @@ static __always_inline u64 wakeup_flags(void) {
     *n = 0;
     return BPF_RB_FORCE_WAKEUP;
 #else
-    return 0;
+    int zero = 0;
+    u32 *polling = reader_polling.lookup(&zero);
+    return polling && *polling ? BPF_RB_NO_WAKEUP : 0;
 #endif
 }
 

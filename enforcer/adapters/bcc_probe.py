@@ -100,6 +100,11 @@ class BccProbe:
         """Deliver pending records to the callback, waiting at most timeout_ms."""
         self.bpf.ring_buffer_poll(timeout_ms)
 
+    def set_reader_polling(self, polling: bool) -> None:
+        """Tell the probes whether the reader drains on a timer (records need not wake it)
+        or sleeps until a record wakes it."""
+        self.bpf[b"reader_polling"][ctypes.c_int(0)] = ctypes.c_uint32(1 if polling else 0)
+
     def consume(self) -> None:
         """Deliver whatever is pending without waiting."""
         self.bpf.ring_buffer_consume()

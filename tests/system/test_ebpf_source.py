@@ -151,3 +151,32 @@ def test_container_identity_and_pod_labels(watch: Watch, podman_ready: None) -> 
 
 def test_drop_counter_is_readable(watch: Watch) -> None:
     assert watch.source.drops() >= 0
+
+
+def test_reader_sleeps_when_idle_and_loses_nothing_while_awake(watch: Watch) -> None:
+    """The adaptive reader: idle, it sleeps and the first record wakes it; during a run of
+    activity it drains on its timer and records, which then do not wake it, all arrive."""
+    deadline = time.monotonic() + 15
+    while watch.source.reader_polling and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not watch.source.reader_polling, "the reader never went to sleep on an idle host"
+    woken = watch.source.wakeups
+    subprocess.run(["cat", "/etc/shadow"], stdout=subprocess.DEVNULL, check=True)
+    watch.wait_for(lambda e: e.get("fd.name") == "/etc/shadow" and e.get("proc.name") == "cat")
+    assert watch.source.wakeups > woken
+    # a run of 300 opens, 1 ms apart: the reader stays awake and must see every one
+    n = 300
+    script = ("import time\n"
+              f"for _ in range({n}):\n"
+              "    open('/etc/shadow').close(); time.sleep(0.001)\n")
+    proc = subprocess.Popen(["python3", "-c", script])
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with watch._lock:
+            got = sum(1 for e in watch.events if e.get("proc.pid") == proc.pid
+                      and e.get("fd.name") == "/etc/shadow")
+        if got >= n:
+            break
+        time.sleep(0.05)
+    assert got == n
