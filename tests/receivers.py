@@ -95,7 +95,8 @@ def grpc_collector() -> Iterator[OtlpReceiver]:
 
 @contextlib.contextmanager
 def webhook_recorder() -> Iterator[Recorder]:
-    """An HTTP server keeping every POSTed body and its headers (answers 200)."""
+    """An HTTP server keeping every POSTed body and its headers, answering the Recorder's
+    scripted codes (then 200), and holding requests open while its `hang` is set."""
     rec = Recorder()
 
     class Handler(BaseHTTPRequestHandler):
@@ -106,9 +107,14 @@ def webhook_recorder() -> Iterator[Recorder]:
             with rec.cond:
                 rec.bodies.append(body)
                 rec.headers.append(dict(self.headers.items()))
+                code = rec.codes.pop(0) if rec.codes else 200
+                if rec.hang.is_set():
+                    rec.hanging += 1
                 rec.cond.notify_all()
-            reply = json.dumps({"code": 200}).encode()
-            self.send_response(200)
+            if rec.hang.is_set():
+                rec.release.wait(60)
+            reply = json.dumps({"code": code}).encode()
+            self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
@@ -119,4 +125,7 @@ def webhook_recorder() -> Iterator[Recorder]:
 
     with _serve(Handler) as port:
         rec.port = port
-        yield rec
+        try:
+            yield rec
+        finally:
+            rec.release.set()  # a hung request must not hold the server's shutdown

@@ -3,14 +3,12 @@ answer, fail or hang on demand, and helpers to build alerts."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -164,41 +162,10 @@ class Recorder:
 
 @pytest.fixture
 def http_recorder() -> Iterator[Recorder]:
-    rec = Recorder()
+    from tests.receivers import webhook_recorder  # noqa: PLC0415
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with rec.cond:
-                rec.bodies.append(body)
-                rec.headers.append({k: v for k, v in self.headers.items()})
-                code = rec.codes.pop(0) if rec.codes else 200
-                if rec.hang.is_set():
-                    rec.hanging += 1
-                rec.cond.notify_all()
-            if rec.hang.is_set():
-                rec.release.wait(60)
-            reply = json.dumps({"code": code}).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    rec.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield rec
-    rec.release.set()
-    server.shutdown()
-    server.server_close()
+    with webhook_recorder() as rec:
+        yield rec
 
 
 def make_alert(rule: str = "Terminal shell in container",
