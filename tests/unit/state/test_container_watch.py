@@ -4,11 +4,11 @@ registry, a broken stream is reopened (replaying from the last event), stop() en
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from enforcer.state.container_watch import ContainerWatcher
 from enforcer.state.containers import ContainerRegistry
+from tests.unit.state.eventually import eventually
 
 CID = "ea059ccb4bf6d73ddcd52a085630d88559c496a3f845676e82a3ceaaec9c21c7"
 OTHER = "127a8590207428f1c575b1d4646d8239c264dc1afc2272c463f3f5f5cf152076"
@@ -38,15 +38,6 @@ class Scripted:
         self.closed.set()
 
 
-def _eventually(pred, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_events_fill_the_registry_and_a_broken_stream_is_reopened_from_its_last_event() -> None:
     inspected: list[str] = []
 
@@ -73,9 +64,9 @@ def test_events_fill_the_registry_and_a_broken_stream_is_reopened_from_its_last_
     watcher = ContainerWatcher(registry, subscribe, backoff=(0.01,))
     watcher.start()
     try:
-        assert _eventually(lambda: registry.get(OTHER).name is not None
+        assert eventually(lambda: registry.get(OTHER).name is not None
                            and not registry.pending(OTHER))
-        assert _eventually(watcher.connected.is_set)
+        assert eventually(watcher.connected.is_set)
         info = registry.get(CID)
         assert info.name == "from-inspect" and info.image_tag == "1"
         # OTHER was gone when asked: its event's own attributes stand in

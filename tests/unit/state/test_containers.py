@@ -9,6 +9,7 @@ import time
 import pytest
 
 from enforcer.state.containers import ContainerRegistry, info_from_inspect, split_image
+from tests.unit.state.eventually import eventually
 
 CID = "ea059ccb4bf6d73ddcd52a085630d88559c496a3f845676e82a3ceaaec9c21c7"
 DOC = {
@@ -46,15 +47,6 @@ def test_info_from_inspect() -> None:
     assert info.mounts[0]["dest"] == "/data"
 
 
-def _eventually(pred, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_registry_never_looks_up_on_the_callers_thread_and_retries_after_failures() -> None:
     callers: list[str] = []
     gate = threading.Event()
@@ -69,12 +61,12 @@ def test_registry_never_looks_up_on_the_callers_thread_and_retries_after_failure
     first = reg.get(CID)
     assert first.name is None and first.id == CID[:12] and first.pending
     assert reg.pending(CID)
-    assert _eventually(lambda: len(callers) >= 2)
+    assert eventually(lambda: len(callers) >= 2)
     assert threading.current_thread().name not in callers
     n = len(callers)
     assert reg.get(CID).name is None
     gate.set()
-    assert _eventually(lambda: reg.get(CID).name == "web-1-app")
+    assert eventually(lambda: reg.get(CID).name == "web-1-app")
     assert not reg.pending(CID) and not reg.get(CID).pending
     assert len(callers) <= n + 2  # one background loop per id, not one per event
 
@@ -82,7 +74,7 @@ def test_registry_never_looks_up_on_the_callers_thread_and_retries_after_failure
 def test_registry_first_sight_is_filled_in_the_background() -> None:
     reg = ContainerRegistry(lambda cid: DOC)
     reg.get(CID)
-    assert _eventually(lambda: reg.get(CID, "podman").name == "web-1-app")
+    assert eventually(lambda: reg.get(CID, "podman").name == "web-1-app")
     assert reg.get(CID).runtime == "podman"
     assert reg.get("").id == "host" and not reg.get("").pending
 
@@ -95,7 +87,7 @@ def test_unknown_container_and_no_runtime_stop_being_pending() -> None:
 
     reg = ContainerRegistry(inspect)
     reg.get(CID)
-    assert _eventually(lambda: not reg.pending(CID))
+    assert eventually(lambda: not reg.pending(CID))
     assert reg.get(CID).name is None and not reg.get(CID).pending
     for _ in range(50):  # its later events do not each ask the runtime again
         reg.get(CID)

@@ -14,6 +14,7 @@ import pytest
 
 from enforcer.state.containers import ContainerInfo, ContainerRegistry
 from enforcer.state.runtime_metadata import RuntimeAbsent, RuntimeMetadata
+from tests.unit.state.eventually import eventually
 
 CAPTURED = json.loads((Path(__file__).resolve().parents[2] / "data" / "cri" /
                        "containerd-1.6.20.json").read_text())
@@ -57,9 +58,7 @@ def absent() -> Any:
 def described(reg: ContainerRegistry, cid: str = CID, runtime: str = "containerd"
               ) -> ContainerInfo:
     """The registry's answer once its background lookup is in (or the hold is over)."""
-    deadline = time.monotonic() + 5
-    while reg.pending(cid) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(lambda: not reg.pending(cid))
     return reg.get(cid, runtime)
 
 
