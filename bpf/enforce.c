@@ -239,11 +239,48 @@ static __always_inline u32 result_bit(long ret) {
     return 4;
 }
 
-static __always_inline int fresh(struct kill_entry_t *k) {
+// Whether the current thread still has the user, group and container a residue was
+// computed for (cgroup 0: not checked).
+static __always_inline int same_identity(u32 uid, u32 gid, u64 cgroup) {
     u64 ug = bpf_get_current_uid_gid();
-    if ((u32)ug != k->uid || (u32)(ug >> 32) != k->gid)
+    if ((u32)ug != uid || (u32)(ug >> 32) != gid)
         return 0;
-    if (k->cgroup && bpf_get_current_cgroup_id() != k->cgroup)
+    return !cgroup || bpf_get_current_cgroup_id() == cgroup;
+}
+
+// Whether every process a residue was computed from (the first n of at most max) still
+// carries the stamp it had then.
+static __always_inline int deps_current(const u32 *pid, const u64 *stamp, u32 n, int max) {
+    for (int i = 0; i < max; i++) {
+        if (i >= n)
+            break;
+        u32 p = pid[i];
+        struct stamp_t *s = stamps.lookup(&p);
+        if ((s ? s->stamp : 0) != stamp[i])
+            return 0;
+    }
+    return 1;
+}
+
+// A child's dependencies: the child itself, then at most `room` of its parent's. Returns
+// how many.
+static __always_inline u32 inherit_deps(u32 *pid, u64 *stamp, u32 child, u64 own_stamp,
+                                        const struct parent_t *t, int room) {
+    pid[0] = child;
+    stamp[0] = own_stamp;
+    u32 n = 1;
+    for (int i = 0; i < room; i++) {
+        if (i >= t->ndeps)
+            break;
+        pid[i + 1] = t->dep_pid[i];
+        stamp[i + 1] = t->dep_stamp[i];
+        n++;
+    }
+    return n;
+}
+
+static __always_inline int fresh(struct kill_entry_t *k) {
+    if (!same_identity(k->uid, k->gid, k->cgroup))
         return 0;
     char comm[16] = {};
     bpf_get_current_comm(comm, sizeof(comm));
@@ -254,16 +291,7 @@ static __always_inline int fresh(struct kill_entry_t *k) {
         if (comm[i] == 0)
             break;
     }
-    for (int i = 0; i < MAX_DEPS; i++) {
-        if (i >= k->ndeps)
-            break;
-        u32 pid = k->dep_pid[i];
-        struct stamp_t *s = stamps.lookup(&pid);
-        u64 cur = s ? s->stamp : 0;
-        if (cur != k->dep_stamp[i])
-            return 0;
-    }
-    return 1;
+    return deps_current(k->dep_pid, k->dep_stamp, k->ndeps, MAX_DEPS);
 }
 
 // An absolute path with no empty, `.` or `..` component and no trailing slash: exactly
@@ -591,19 +619,9 @@ static __always_inline void arm_child(u32 parent, u32 child) {
     struct parent_t *t = parents.lookup(&parent);
     if (!t)
         return;
-    u64 ug = bpf_get_current_uid_gid();
-    if ((u32)ug != t->uid || (u32)(ug >> 32) != t->gid)
+    if (!same_identity(t->uid, t->gid, t->cgroup)
+            || !deps_current(t->dep_pid, t->dep_stamp, t->ndeps, MAX_DEPS - 1))
         return;
-    if (t->cgroup && bpf_get_current_cgroup_id() != t->cgroup)
-        return;
-    for (int i = 0; i < MAX_DEPS - 1; i++) {
-        if (i >= t->ndeps)
-            break;
-        u32 pid = t->dep_pid[i];
-        struct stamp_t *s = stamps.lookup(&pid);
-        if ((s ? s->stamp : 0) != t->dep_stamp[i])
-            return;
-    }
     struct tkey_t key = {};
     key.tmpl = t->tmpl;
     bpf_get_current_comm(key.comm, sizeof(key.comm));
@@ -645,17 +663,7 @@ static __always_inline void arm_child(u32 parent, u32 child) {
         e->uid = t->uid;
         e->gid = t->gid;
         __builtin_memcpy(e->comm, key.comm, 16);
-        e->dep_pid[0] = child;
-        e->dep_stamp[0] = own_stamp;
-        u32 n = 1;
-        for (int i = 0; i < MAX_DEPS - 1; i++) {
-            if (i >= t->ndeps)
-                break;
-            e->dep_pid[i + 1] = t->dep_pid[i];
-            e->dep_stamp[i + 1] = t->dep_stamp[i];
-            n++;
-        }
-        e->ndeps = n;
+        e->ndeps = inherit_deps(e->dep_pid, e->dep_stamp, child, own_stamp, t, MAX_DEPS - 1);
         kill_map.update(&child, e);
     }
     // the child's own template, until userspace computes it from the child's exec record
@@ -667,17 +675,7 @@ static __always_inline void arm_child(u32 parent, u32 child) {
         c->tmpl = grand - 1;
         c->uid = t->uid;
         c->gid = t->gid;
-        c->dep_pid[0] = child;
-        c->dep_stamp[0] = own_stamp;
-        u32 n = 1;
-        for (int i = 0; i < MAX_DEPS - 2; i++) {
-            if (i >= t->ndeps)
-                break;
-            c->dep_pid[i + 1] = t->dep_pid[i];
-            c->dep_stamp[i + 1] = t->dep_stamp[i];
-            n++;
-        }
-        c->ndeps = n;
+        c->ndeps = inherit_deps(c->dep_pid, c->dep_stamp, child, own_stamp, t, MAX_DEPS - 2);
         parents.update(&child, c);
     }
 }
