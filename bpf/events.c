@@ -3,11 +3,17 @@
 // from the table in enforcer/sources/syscalls.py.
 //
 // Only tracepoint arguments and helpers are read, never kernel structs: tracepoint formats
-// come from tracefs at load time, so they always match the running kernel.
+// come from tracefs at load time, so they always match the running kernel. The one
+// exception is the task's saved user registers, which a helper (bpf_task_pt_regs) hands
+// over and whose layout is the architecture's syscall ABI, not a kernel-internal struct.
 //
 // Enter handlers stash the arguments in a per-thread record; exit handlers add the return
 // value and copy the record to the one ring buffer. Records are fixed-size; a failed
-// output increments a per-CPU drop counter that userspace reports.
+// output increments a per-CPU drop counter that userspace reports. The open family, by
+// far the most frequent, has an exit handler only (OPEN_ARGS_AT_EXIT): it reads the
+// arguments from the saved registers, so an open pays for one tracepoint hit, not two.
+
+#include <linux/ptrace.h>
 
 #define ARGV_HALF ARGV_HALF_SIZE
 #define PATH_SIZE PATH_MAX_SIZE
@@ -70,6 +76,38 @@ BPF_ARRAY(open_suffixes, struct suffix_t, OPEN_SUFFIX_ENTRIES);
 
 #define OPEN_FILTER OPEN_FILTER_ENABLED
 #define AGENT_TGID AGENT_TGID_VALUE
+
+// Where the syscall ABI keeps the arguments in the saved user registers. At exit they are
+// still the caller's: the kernel writes only the return value (arm64 keeps the first
+// argument in orig_x0, since x0 becomes the return value).
+#if OPEN_AT_EXIT_WANTED && (defined(bpf_target_x86) || defined(bpf_target_arm64))
+#define OPEN_ARGS_AT_EXIT 1
+static __always_inline struct pt_regs *syscall_regs(void) {
+    return (struct pt_regs *)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
+}
+
+static __always_inline unsigned long syscall_arg(struct pt_regs *regs, int i) {
+    unsigned long v = 0;
+#if defined(bpf_target_x86)
+    switch (i) {
+    case 0: bpf_probe_read_kernel(&v, sizeof(v), &regs->di); break;
+    case 1: bpf_probe_read_kernel(&v, sizeof(v), &regs->si); break;
+    case 2: bpf_probe_read_kernel(&v, sizeof(v), &regs->dx); break;
+    case 3: bpf_probe_read_kernel(&v, sizeof(v), &regs->r10); break;
+    case 4: bpf_probe_read_kernel(&v, sizeof(v), &regs->r8); break;
+    default: bpf_probe_read_kernel(&v, sizeof(v), &regs->r9); break;
+    }
+#else
+    if (i == 0)
+        bpf_probe_read_kernel(&v, sizeof(v), &regs->orig_x0);
+    else
+        bpf_probe_read_kernel(&v, sizeof(v), &regs->regs[i & 7]);
+#endif
+    return v;
+}
+#else
+#define OPEN_ARGS_AT_EXIT 0
+#endif
 
 static __always_inline int is_agent(u64 pid_tgid) {
     return (u32)(pid_tgid >> 32) == AGENT_TGID;

@@ -82,11 +82,14 @@ def check_headers() -> Check:
 
 
 def check_btf() -> Check:
-    if Path("/sys/kernel/btf/vmlinux").exists():
-        return Check("BTF", True, "/sys/kernel/btf/vmlinux present", required=False)
-    return Check("BTF", False, "no /sys/kernel/btf/vmlinux", "not needed by the tracepoint "
-                 "probes; a kernel with CONFIG_DEBUG_INFO_BTF helps future probes",
-                 required=False)
+    from enforcer.sources.ebpf import registers_at_exit_supported  # noqa: PLC0415
+
+    if registers_at_exit_supported():
+        return Check("BTF", True, "/sys/kernel/btf/vmlinux present: opens are watched at exit "
+                     "only (one tracepoint hit per open)", required=False)
+    return Check("BTF", False, "no /sys/kernel/btf/vmlinux, or Linux older than 5.15: opens "
+                 "are watched at enter and exit (two tracepoint hits per open, about 50 ns "
+                 "more each)", "a kernel >= 5.15 with CONFIG_DEBUG_INFO_BTF", required=False)
 
 
 def check_bcc() -> Check:

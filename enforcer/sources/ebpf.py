@@ -31,6 +31,18 @@ def available_syscalls(exists: Callable[[str, str], bool] | None = None) -> froz
                      and exists("syscalls", f"sys_exit_{s.name}"))
 
 
+def registers_at_exit_supported(release: str | None = None,
+                                btf: str = "/sys/kernel/btf/vmlinux") -> bool:
+    """Whether an exit handler can read a syscall's arguments from the task's saved
+    registers: bpf_task_pt_regs needs Linux 5.15 and the kernel's BTF."""
+    release = release or os.uname().release
+    try:
+        major, minor = (int(x) for x in release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 15) and os.path.exists(btf)
+
+
 @dataclass
 class Attachment:
     """What was attached and what could not be."""
@@ -78,10 +90,21 @@ class EbpfSource:
 
     def open(self) -> None:
         """Compile, load and attach; raises ProbeError with an explanation on failure."""
-        from enforcer.adapters.bcc_probe import BccProbe  # noqa: PLC0415
+        from enforcer.adapters.bcc_probe import EXIT_COMPILE, BccProbe  # noqa: PLC0415
 
-        text = render(self.config)
-        self._probe = BccProbe(text, self._take_one)
+        if self.config.open_args_at_exit and not registers_at_exit_supported():
+            self.config = replace(self.config, open_args_at_exit=False)
+        try:
+            self._probe = BccProbe(render(self.config), self._take_one)
+        except ProbeError as exc:
+            if not self.config.open_args_at_exit or exc.exit_code != EXIT_COMPILE:
+                raise
+            # an exit-only open handler this kernel refuses: the enter+exit pair instead
+            self.config = replace(self.config, open_args_at_exit=False)
+            self._probe = BccProbe(render(self.config), self._take_one)
+            self.warnings.append(
+                "opens are watched at enter and exit (two tracepoint hits each): this "
+                f"kernel refused reading their arguments at exit ({str(exc).splitlines()[0]})")
         self.warnings += self._probe.warnings
         if self.config.open_prefixes:
             self._probe.set_open_prefixes(

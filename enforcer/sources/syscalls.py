@@ -44,6 +44,9 @@ class Syscall:
     ret: str = "res"  # Falco's name for the return value (fd or res)
     ret_is_fd: bool = False
     fd_arg: str | None = None  # tracepoint arg naming the fd the event is about
+    # the syscall's arguments in call order (tracepoint names): for handlers that read
+    # them from the task's saved registers at exit instead of from the enter tracepoint
+    order: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -62,14 +65,17 @@ SYSCALLS: tuple[Syscall, ...] = (
             s1=("filename", "filename"), dirfd1="fd", argv="argv"),
     # open family
     Syscall("open", "open", ints=(_i("flags", "flags", "oflags"), _i("mode", "mode", "octal")),
-            s1=("filename", "name"), ret="fd", ret_is_fd=True),
+            s1=("filename", "name"), ret="fd", ret_is_fd=True,
+            order=("filename", "flags", "mode")),
     Syscall("openat", "open", ints=(_i("dfd", "dirfd", "fd"), _i("flags", "flags", "oflags"),
                                     _i("mode", "mode", "octal")),
-            s1=("filename", "name"), dirfd1="dfd", ret="fd", ret_is_fd=True),
+            s1=("filename", "name"), dirfd1="dfd", ret="fd", ret_is_fd=True,
+            order=("dfd", "filename", "flags", "mode")),
     Syscall("openat2", "open", ints=(_i("dfd", "dirfd", "fd"), _ptr("how")),
-            s1=("filename", "name"), dirfd1="dfd", open_how=True, ret="fd", ret_is_fd=True),
+            s1=("filename", "name"), dirfd1="dfd", open_how=True, ret="fd", ret_is_fd=True,
+            order=("dfd", "filename", "how", "usize")),
     Syscall("creat", "open", ints=(_i("mode", "mode", "octal"),),
-            s1=("pathname", "name"), ret="fd", ret_is_fd=True),
+            s1=("pathname", "name"), ret="fd", ret_is_fd=True, order=("pathname", "mode")),
     # network
     Syscall("socket", "net", ints=(_i("family", "domain", "af"), _i("type", "type", "socktype"),
                                    _i("protocol", "proto")), ret="fd", ret_is_fd=True),

@@ -5,6 +5,7 @@
     sudo .venv/bin/python tests/bench/bench_overhead.py probes
     sudo .venv/bin/python tests/bench/bench_overhead.py kernel [--rounds 8]
     sudo .venv/bin/python tests/bench/bench_overhead.py events
+    sudo .venv/bin/python tests/bench/bench_overhead.py hooks [--rounds 20] [--opens 200000]
 
 overhead: two workloads, (a) a tight open/close loop in C and (b) a build-like job (tar
 extract + find + gcc of a small C file), each run without and with `enforcer --dry-run`
@@ -28,6 +29,10 @@ tracepoints costs, the programs aside) / the agent's probes with the bundled rul
 and no reader, alternating; workload CPU time, median and best, against none and floor.
 
 events: the agent's userspace cost per record kind (decode, process table, rules).
+
+hooks: what each way of hooking syscalls costs the open/close loop with an empty program
+(none / slow path only / openat enter / openat exit / both / raw sys_enter / raw both):
+the floor under any design on this kernel.
 """
 
 from __future__ import annotations
@@ -293,15 +298,20 @@ def probes(n_open: int) -> None:
 
 def empty_programs(syscalls: tuple[str, ...]) -> str:
     """Programs that return at once, on the tracepoints the agent attaches for these
-    syscalls (enter and exit of each, and the two sched ones): the floor."""
+    syscalls (enter and exit of each, the exit only for the open family, and the two
+    sched ones): the floor."""
+    from enforcer.sources.syscalls import OPEN_FAMILY  # noqa: PLC0415
+
     lines = [f"TRACEPOINT_PROBE(syscalls, sys_{side}_{name}) {{ return 0; }}"
-             for name in syscalls for side in ("enter", "exit")]
+             for name in syscalls for side in ("enter", "exit")
+             if side == "exit" or name not in OPEN_FAMILY]
     lines += [f"TRACEPOINT_PROBE(sched, sched_process_{x}) {{ return 0; }}"
               for x in ("fork", "exit")]
     return "\n".join(lines) + "\n"
 
 
 FLOOR = "floor"
+PAIR = "probes, pair"
 
 
 def kernel(rounds: int, runs: int, n_open: int) -> None:
@@ -327,13 +337,15 @@ def kernel(rounds: int, runs: int, n_open: int) -> None:
     print(f"load average before: {load()}; workloads pinned to CPU {(os.cpu_count() or 1) - 1}")
     print(f"tracepoints: {len(attached)} syscalls x enter+exit + sched fork/exit "
           f"({', '.join(attached)})")
-    states = ("none", FLOOR, "agent probes")
+    states = ("none", FLOOR, "agent probes", PAIR)
     got = {(name, st): Samples() for name, _ in wl.items() for st in states}
     for r in range(rounds):
         for st in states if r % 2 == 0 else tuple(reversed(states)):
             agent = empty = None
-            if st == "agent probes":
-                agent = Agent(engine, rules=engine.rules, stderr=open(os.devnull, "w"))  # noqa: SIM115
+            if st in ("agent probes", PAIR):
+                config = ProbeConfig(agent_tgid=os.getpid(), open_args_at_exit=st != PAIR)
+                agent = Agent(engine, rules=engine.rules, probe_config=config,
+                              stderr=open(os.devnull, "w"))  # noqa: SIM115
                 agent.open()
             elif st == FLOOR:
                 empty = BPF(text=floor_text)
@@ -351,7 +363,9 @@ def kernel(rounds: int, runs: int, n_open: int) -> None:
     print(f"\n{rounds} rounds x {runs} runs per state, order alternating; workload CPU s "
           "(user+sys), median [min-max]; ratios: median/median, best = min/min")
     print("floor = empty programs on the same tracepoints: no design on syscall tracepoints "
-          "can cost less; 'agent probes' over 'floor' is what our programs add")
+          "can cost less; 'agent probes' over 'floor' is what our programs add; "
+          f"'{PAIR}' = the probes with opens watched at enter and exit (the fallback for "
+          "kernels without bpf_task_pt_regs)")
     print(f"{'workload':<10} {'state':<13} {'CPU s':>22} {'vs none':>7} {'best':>7} "
           f"{'vs floor':>8} {'best':>7}")
     for name, _ in wl.items():
@@ -364,6 +378,66 @@ def kernel(rounds: int, runs: int, n_open: int) -> None:
                   f"{min(xs) / min(base):>6.3f}x "
                   f"{statistics.median(xs) / statistics.median(floor):>7.3f}x "
                   f"{min(xs) / min(floor):>6.3f}x")
+
+
+HOOKS_C = """
+int tp1(void *ctx) { return 0; }
+int tp2(void *ctx) { return 0; }
+int raw1(void *ctx) { return 0; }
+int raw2(void *ctx) { return 0; }
+"""
+
+# state -> [(kind, attach point)]: kind "tp" is a syscall tracepoint (perf), "raw" a raw one
+HOOK_STATES: dict[str, list[tuple[str, str]]] = {
+    "none": [],
+    "slow path only": [("tp", "syscalls:sys_enter_mkdir")],
+    "openat enter": [("tp", "syscalls:sys_enter_openat")],
+    "openat exit": [("tp", "syscalls:sys_exit_openat")],
+    "openat enter+exit": [("tp", "syscalls:sys_enter_openat"),
+                          ("tp", "syscalls:sys_exit_openat")],
+    "raw sys_enter": [("raw", "sys_enter")],
+    "raw sys_enter+exit": [("raw", "sys_enter"), ("raw", "sys_exit")],
+}
+
+
+def hooks(reps: int, n_open: int) -> None:
+    """What each way of hooking syscalls costs the open/close loop before a program does
+    anything: one empty program, attached and detached around every run (no recompile),
+    states interleaved, workload pinned to the last CPU. 'slow path only' has a program on
+    a syscall the loop never makes: attaching any syscall tracepoint puts every syscall of
+    every task on the kernel's slow path. 'openat exit' is the least any design that sees
+    each open's path and result can cost with tracepoints."""
+    from bcc import BPF  # noqa: PLC0415 - bench only
+
+    wl = prepare(n_open)
+    os.sched_setaffinity(0, {(os.cpu_count() or 1) - 1})
+    bpf = BPF(text=HOOKS_C)
+    def toggle(points: list[tuple[str, str]], on: bool) -> None:
+        for i, (kind, point) in enumerate(points):
+            fn = f"{kind}{i + 1}"  # a program is loaded as one type: tracepoint or raw
+            if kind == "tp":
+                (bpf.attach_tracepoint(tp=point, fn_name=fn) if on
+                 else bpf.detach_tracepoint(point))
+            else:
+                (bpf.attach_raw_tracepoint(tp=point, fn_name=fn) if on
+                 else bpf.detach_raw_tracepoint(point))
+
+    got: dict[str, list[float]] = {st: [] for st in HOOK_STATES}
+    print(f"load average before: {load()}; {reps} runs per state of {n_open:,} open+close",
+          flush=True)
+    for r in range(reps):
+        for st in list(HOOK_STATES) if r % 2 == 0 else list(reversed(HOOK_STATES)):
+            toggle(HOOK_STATES[st], True)
+            got[st].append(timed(wl.open_cmd)[1])
+            toggle(HOOK_STATES[st], False)
+    print(f"load average after: {load()}")
+    base = got["none"]
+    print(f"{'state':<20} {'CPU s':>22} {'vs none':>8} {'best':>7} {'paired':>7} {'ns/iter':>8}")
+    for st, xs in got.items():
+        paired = statistics.median(x / y for x, y in zip(xs, base, strict=True))
+        extra = (statistics.median(xs) - statistics.median(base)) / n_open * 1e9
+        print(f"{st:<20} {_cell(xs):>22} {statistics.median(xs) / statistics.median(base):>7.3f}x "
+              f"{min(xs) / min(base):>6.3f}x {paired:>6.3f}x {extra:>8.0f}")
 
 
 def events(n: int) -> None:
@@ -436,7 +510,7 @@ def _prog_stats(bpf: object) -> dict[str, tuple[int, int]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["overhead", "probes", "kernel", "events"])
+    p.add_argument("what", choices=["overhead", "probes", "kernel", "events", "hooks"])
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--open-runs", type=int, default=3, help="open loops per phase")
     p.add_argument("--build-runs", type=int, default=8, help="builds per phase")
@@ -449,6 +523,8 @@ def main() -> None:
         events(2000)
     elif a.what == "kernel":
         kernel(a.rounds, a.open_runs, a.opens)
+    elif a.what == "hooks":
+        hooks(a.rounds, a.opens)
     else:
         probes(a.opens)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from enforcer.sources import ebpf
 from enforcer.sources import syscalls as sc
-from enforcer.sources.ebpf import plan
+from enforcer.sources.ebpf import EbpfSource, plan, registers_at_exit_supported
 from enforcer.sources.probe import ProbeConfig, lpm_key, render, wakeup_every
 
 
@@ -84,3 +85,80 @@ def test_wakeups_are_batched_only_when_the_ring_buffer_has_room_for_it() -> None
     assert "#define WAKEUP_EVERY 2" in render(small)
     tiny = ProbeConfig(ringbuf_pages=8, wakeup_every=64)
     assert wakeup_every(tiny) == 1 and EbpfSource(tiny).max_wait_ms is None
+
+
+def test_opens_read_their_arguments_at_exit_by_default() -> None:
+    text = render(ProbeConfig(syscalls=("openat", "openat2", "creat", "connect")))
+    # the exit-only form: the register each argument sits in (x86_64/arm64 syscall ABI)
+    assert "#define OPEN_AT_EXIT_WANTED" not in text and "#if 1 && (defined" in text
+    openat = text[text.index("#if OPEN_ARGS_AT_EXIT"):]
+    openat = openat[:openat.index("#endif")]
+    at_exit, pair = openat.split("#else")
+    assert "sys_enter_openat" not in at_exit and "sys_enter_openat)" in pair
+    assert "read_path1(e, (const char *)syscall_arg(regs, 1));" in at_exit
+    assert "long flags = (long)syscall_arg(regs, 2);" in at_exit
+    assert "e->a[0] = (s64)syscall_arg(regs, 0);" in at_exit  # dfd
+    assert "e->a[2] = (s64)syscall_arg(regs, 3);" in at_exit  # mode
+    assert "e->ret = args->ret;" in at_exit
+    how = text[text.index("sys_exit_openat2"):]
+    assert "(const void *)syscall_arg(regs, 2));" in how[:how.index("}")]
+    creat = text[text.index("sys_exit_creat"):]
+    assert "read_path1(e, (const char *)syscall_arg(regs, 0));" in creat[:creat.index("}")]
+    # other syscalls keep their enter+exit pair, outside any #if
+    assert text.count("#if OPEN_ARGS_AT_EXIT") == 3 and "sys_enter_connect)" in text
+
+
+def test_the_pair_for_opens_when_asked() -> None:
+    text = render(ProbeConfig(syscalls=("openat",), open_args_at_exit=False))
+    assert "#if 0 && (defined" in text
+
+
+def test_registers_at_exit_need_linux_5_15_and_btf(tmp_path) -> None:
+    btf = tmp_path / "vmlinux"
+    btf.write_bytes(b"")
+    assert registers_at_exit_supported("6.18.44-fc", str(btf))
+    assert registers_at_exit_supported("5.15.0-91-generic", str(btf))
+    assert not registers_at_exit_supported("5.14.21", str(btf))
+    assert not registers_at_exit_supported("6.1.0", str(tmp_path / "absent"))
+    assert not registers_at_exit_supported("garbage", str(btf))
+
+
+def test_a_kernel_refusing_the_exit_only_handlers_gets_the_pair(monkeypatch) -> None:
+    from enforcer.adapters import bcc_probe  # noqa: PLC0415
+    from enforcer.errors import ProbeError  # noqa: PLC0415
+
+    loaded: list[str] = []
+
+    class Refusing:
+        warnings: list[str] = []
+
+        def __init__(self, text: str, _on_record: object):
+            loaded.append(text)
+            if "#if 1 && (defined" in text:
+                raise ProbeError("could not load the eBPF probes: invalid func unknown#166",
+                                 bcc_probe.EXIT_COMPILE)
+
+    monkeypatch.setattr(bcc_probe, "BccProbe", Refusing)
+    monkeypatch.setattr(ebpf, "registers_at_exit_supported", lambda: True)
+    source = EbpfSource(ProbeConfig(syscalls=("openat",)))
+    source.open()
+    assert len(loaded) == 2 and "#if 0 && (defined" in loaded[1]
+    assert source.config.open_args_at_exit is False
+    assert any("refused reading their arguments at exit" in w for w in source.warnings)
+
+
+def test_other_load_failures_are_not_retried(monkeypatch) -> None:
+    from enforcer.adapters import bcc_probe  # noqa: PLC0415
+    from enforcer.errors import ProbeError  # noqa: PLC0415
+
+    calls = []
+
+    def refuse(text: str, _on_record: object) -> None:
+        calls.append(text)
+        raise ProbeError("tracefs is not mounted", bcc_probe.EXIT_NO_TRACEFS)
+
+    monkeypatch.setattr(bcc_probe, "BccProbe", refuse)
+    monkeypatch.setattr(ebpf, "registers_at_exit_supported", lambda: True)
+    with pytest.raises(ProbeError, match="tracefs"):
+        EbpfSource(ProbeConfig(syscalls=("openat",))).open()
+    assert len(calls) == 1
