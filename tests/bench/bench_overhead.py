@@ -216,7 +216,8 @@ def overhead(rounds: int, runs: dict[str, int], n_open: int, pin: bool) -> None:
           f"per phase: {', '.join(f'{n} x {k}' for k, n in runs.items())}")
     print("cells: median [min-max] in seconds. Ratios with/without: 'median' of all runs, "
           "'best' = min/min (the noise of a shared box only adds time), 'paired' = median "
-          "over rounds of the round's median ratio")
+          "over rounds of the round's median ratio; last column: 95% bootstrap interval of "
+          "the median ratio")
     head = (f"{'workload':<28} {'metric':<6} {'agent off':>22} {'agent on':>22} "
             f"{'median':>7} {'best':>7} {'paired':>7} {'target':>7}")
     print(head)
@@ -232,15 +233,28 @@ def overhead(rounds: int, runs: dict[str, int], n_open: int, pin: bool) -> None:
                 statistics.median(getattr(y, metric)) / statistics.median(getattr(x, metric))
                 for x, y in zip(off, on, strict=True))
             target = f"<={targets[name]:.2f}x" if metric == "wall" else ""
+            lo, hi = _ratio_interval(a, b)
             print(f"{labels[name]:<28} {metric:<6} {_cell(a):>22} {_cell(b):>22} "
                   f"{statistics.median(b) / statistics.median(a):>6.3f}x "
-                  f"{min(b) / min(a):>6.3f}x {paired:>6.3f}x {target:>7}")
+                  f"{min(b) / min(a):>6.3f}x {paired:>6.3f}x {target:>7} "
+                  f"[{lo:.3f}-{hi:.3f}]")
     print()
     print(f"agent CPU while measured: {agent_cpu_s:.2f}s over {agent_span:.1f}s "
           f"({100 * agent_cpu_s / agent_span:.1f}% of one core; it also sees the rest of "
           "the host)")
     print("agent kernel drops per run: " + "; ".join(
         x.replace("- event drop detected: ", "") for x in drop_lines))
+
+
+def _ratio_interval(off: list[float], on: list[float], n: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of median(on)/median(off): how far the noise of this box
+    lets the ratio be trusted."""
+    import random  # noqa: PLC0415
+
+    rng = random.Random(0)
+    ratios = sorted(statistics.median(rng.choices(on, k=len(on)))
+                    / statistics.median(rng.choices(off, k=len(off))) for _ in range(n))
+    return ratios[int(0.025 * n)], ratios[int(0.975 * n) - 1]
 
 
 def _interleave(counts: dict[str, int]) -> list[str]:
