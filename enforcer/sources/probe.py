@@ -69,22 +69,7 @@ def _enter(s: sc.Syscall, code: int) -> list[str]:
     if s.family == "open":
         # path and flags first: most opens are dropped here, before anything else is
         # asked of the kernel (even whose they are: the agent's are dropped after)
-        flags_idx = _open_flags_index(s)
-        out += ["    struct event_t *e = scratch_get();", "    if (!e)", "        return 0;",
-                f"    read_path1(e, (const char *)args->{s.s1[0]});"]  # type: ignore[index]
-        if s.open_how:
-            out += ["    long flags = 0;",
-                    "    bpf_probe_read_user(&flags, sizeof(flags), args->how);"]
-        elif flags_idx is not None:
-            out.append(f"    long flags = (long)args->{s.ints[flags_idx].tp};")
-        else:
-            out.append("    long flags = 0x241;  // creat(2) is open(O_WRONLY|O_CREAT|O_TRUNC)")
-        out += ["    if (!open_wanted(e, flags))", "        return 0;",
-                f"    fill_header(e, {code});",
-                "    if (e->tgid == AGENT_TGID)", "        return 0;"]
-        for i, arg in enumerate(s.ints):
-            value = "flags" if arg.tp == "how" else f"(s64)args->{arg.tp}"
-            out.append(f"    e->a[{i}] = {value};")
+        out += _open_body(s, code, lambda name: f"args->{name}")
         out += ["    return stash_it(e, e->tid);", "}", ""]
         return out
     out += [
@@ -111,6 +96,28 @@ def _enter(s: sc.Syscall, code: int) -> list[str]:
         out += ["    if (SENDS_NEED_ADDRESS && e->saddr_len == 0)", "        return 0;"]
     key = "EXEC_KEY(e->tgid)" if s.family == "exec" else "e->tid"
     out += [f"    return stash_it(e, {key});", "}", ""]
+    return out
+
+
+def _open_body(s: sc.Syscall, code: int, arg: Callable[[str], str]) -> list[str]:
+    """An open-family handler up to its arguments in the record: the path and flags, the
+    in-kernel filter, then the header; `arg(name)` is the C expression of an argument."""
+    out = ["    struct event_t *e = scratch_get();", "    if (!e)", "        return 0;",
+           f"    read_path1(e, (const char *){arg(s.s1[0])});"]  # type: ignore[index]
+    names = [a.tp for a in s.ints]
+    if s.open_how:
+        out += ["    long flags = 0;",
+                f"    bpf_probe_read_user(&flags, sizeof(flags), (const void *){arg('how')});"]
+    elif "flags" in names:
+        out.append(f"    long flags = (long){arg('flags')};")
+    else:
+        out.append("    long flags = 0x241;  // creat(2) is open(O_WRONLY|O_CREAT|O_TRUNC)")
+    out += ["    if (!open_wanted(e, flags))", "        return 0;",
+            f"    fill_header(e, {code});",
+            "    if (e->tgid == AGENT_TGID)", "        return 0;"]
+    for i, a in enumerate(s.ints):
+        value = "flags" if a.tp == "how" else f"(s64){arg(a.tp)}"
+        out.append(f"    e->a[{i}] = {value};")
     return out
 
 
@@ -173,27 +180,9 @@ def _open_at_exit(s: sc.Syscall, code: int) -> list[str]:
     (still the caller's at exit: the kernel only writes the return value), the same
     filter as at enter, then the record with the result."""
     pos = {name: i for i, name in enumerate(s.order)}
-    path = s.s1[0]  # type: ignore[index]
     out = [f"TRACEPOINT_PROBE(syscalls, sys_exit_{s.name}) {{",
-           "    struct pt_regs *regs = syscall_regs();",
-           "    struct event_t *e = scratch_get();",
-           "    if (!e)",
-           "        return 0;",
-           f"    read_path1(e, (const char *)syscall_arg(regs, {pos[path]}));"]
-    if s.open_how:
-        out += ["    long flags = 0;",
-                f"    bpf_probe_read_user(&flags, sizeof(flags), "
-                f"(const void *)syscall_arg(regs, {pos['how']}));"]
-    elif "flags" in pos:
-        out.append(f"    long flags = (long)syscall_arg(regs, {pos['flags']});")
-    else:
-        out.append("    long flags = 0x241;  // creat(2) is open(O_WRONLY|O_CREAT|O_TRUNC)")
-    out += ["    if (!open_wanted(e, flags))", "        return 0;",
-            f"    fill_header(e, {code});",
-            "    if (e->tgid == AGENT_TGID)", "        return 0;"]
-    for i, arg in enumerate(s.ints):
-        value = "flags" if arg.tp == "how" else f"(s64)syscall_arg(regs, {pos[arg.tp]})"
-        out.append(f"    e->a[{i}] = {value};")
+           "    struct pt_regs *regs = syscall_regs();"]
+    out += _open_body(s, code, lambda name: f"syscall_arg(regs, {pos[name]})")
     out += ["    bpf_get_current_comm(e->comm, sizeof(e->comm));",
             "    e->ret = args->ret;",
             "    e->ts = bpf_ktime_get_ns();",
