@@ -9,9 +9,11 @@
 //
 // Enter handlers stash the arguments in a per-thread record; exit handlers add the return
 // value and copy the record to the one ring buffer. Records are fixed-size; a failed
-// output increments a per-CPU drop counter that userspace reports. The open family, by
-// far the most frequent, has an exit handler only (OPEN_ARGS_AT_EXIT): it reads the
-// arguments from the saved registers, so an open pays for one tracepoint hit, not two.
+// output increments a per-CPU drop counter that userspace reports. Where the kernel allows
+// it (ARGS_AT_EXIT), every syscall but exec has an exit handler only instead: it reads
+// the arguments from the saved registers and emits the record at once, so a syscall pays
+// for one tracepoint hit, not two. Exec keeps the pair: its arguments live in memory
+// the new image replaces.
 
 #include <linux/ptrace.h>
 
@@ -80,8 +82,8 @@ BPF_ARRAY(open_suffixes, struct suffix_t, OPEN_SUFFIX_ENTRIES);
 // Where the syscall ABI keeps the arguments in the saved user registers. At exit they are
 // still the caller's: the kernel writes only the return value (arm64 keeps the first
 // argument in orig_x0, since x0 becomes the return value).
-#if OPEN_AT_EXIT_WANTED && (defined(bpf_target_x86) || defined(bpf_target_arm64))
-#define OPEN_ARGS_AT_EXIT 1
+#if AT_EXIT_WANTED && (defined(bpf_target_x86) || defined(bpf_target_arm64))
+#define ARGS_AT_EXIT 1
 static __always_inline struct pt_regs *syscall_regs(void) {
     return (struct pt_regs *)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
 }
@@ -106,7 +108,7 @@ static __always_inline unsigned long syscall_arg(struct pt_regs *regs, int i) {
     return v;
 }
 #else
-#define OPEN_ARGS_AT_EXIT 0
+#define ARGS_AT_EXIT 0
 #endif
 
 static __always_inline int is_agent(u64 pid_tgid) {
@@ -462,12 +464,17 @@ static __always_inline void drop_stash(u32 key) {
         gate_add(key, -1);
 }
 
-static __always_inline void finish(struct event_t *e, long ret, u32 key) {
+// A record, complete with its result: emitted.
+static __always_inline void emit_result(struct event_t *e, long ret) {
     e->ret = ret;
     e->ts = bpf_ktime_get_ns();
     e->tid = (u32)bpf_get_current_pid_tgid();
     e->cgroup_id = bpf_get_current_cgroup_id();
     emit(e);
+}
+
+static __always_inline void finish(struct event_t *e, long ret, u32 key) {
+    emit_result(e, ret);
     drop_stash(key);
 }
 

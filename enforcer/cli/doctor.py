@@ -85,11 +85,12 @@ def check_btf() -> Check:
     from enforcer.sources.ebpf import registers_at_exit_supported  # noqa: PLC0415
 
     if registers_at_exit_supported():
-        return Check("BTF", True, "/sys/kernel/btf/vmlinux present: opens are watched at exit "
-                     "only (one tracepoint hit per open)", required=False)
-    return Check("BTF", False, "no /sys/kernel/btf/vmlinux, or Linux older than 5.15: opens "
-                 "are watched at enter and exit (two tracepoint hits per open, about 50 ns "
-                 "more each)", "a kernel >= 5.15 with CONFIG_DEBUG_INFO_BTF", required=False)
+        return Check("BTF", True, "/sys/kernel/btf/vmlinux present: syscalls (but exec) are "
+                     "watched at exit only (one tracepoint hit each)", required=False)
+    return Check("BTF", False, "no /sys/kernel/btf/vmlinux, or Linux older than 5.15: "
+                 "syscalls are watched at enter and exit (two tracepoint hits each, about "
+                 "50 ns more per syscall)", "a kernel >= 5.15 with CONFIG_DEBUG_INFO_BTF",
+                 required=False)
 
 
 def check_bcc() -> Check:

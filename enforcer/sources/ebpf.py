@@ -92,18 +92,18 @@ class EbpfSource:
         """Compile, load and attach; raises ProbeError with an explanation on failure."""
         from enforcer.adapters.bcc_probe import EXIT_COMPILE, BccProbe  # noqa: PLC0415
 
-        if self.config.open_args_at_exit and not registers_at_exit_supported():
-            self.config = replace(self.config, open_args_at_exit=False)
+        if self.config.args_at_exit and not registers_at_exit_supported():
+            self.config = replace(self.config, args_at_exit=False)
         try:
             self._probe = BccProbe(render(self.config), self._take_one)
         except ProbeError as exc:
-            if not self.config.open_args_at_exit or exc.exit_code != EXIT_COMPILE:
+            if not self.config.args_at_exit or exc.exit_code != EXIT_COMPILE:
                 raise
-            # an exit-only open handler this kernel refuses: the enter+exit pair instead
-            self.config = replace(self.config, open_args_at_exit=False)
+            # exit-only handlers this kernel refuses: the enter+exit pairs instead
+            self.config = replace(self.config, args_at_exit=False)
             self._probe = BccProbe(render(self.config), self._take_one)
             self.warnings.append(
-                "opens are watched at enter and exit (two tracepoint hits each): this "
+                "syscalls are watched at enter and exit (two tracepoint hits each): this "
                 f"kernel refused reading their arguments at exit ({str(exc).splitlines()[0]})")
         self.warnings += self._probe.warnings
         if self.config.open_prefixes:

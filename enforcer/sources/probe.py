@@ -54,13 +54,13 @@ class ProbeConfig:
     # isolated event waits up to 10 ms, which a userspace kill (p99 <= 5 ms) cannot afford
     wakeup_every: int = 1
     stash_entries: int = 16384
-    # Open-family syscalls: one handler at exit that reads the arguments from the task's
+    # Every syscall but exec: one handler at exit that reads the arguments from the task's
     # saved user registers (bpf_task_pt_regs, Linux 5.15+ with BTF; x86_64 and arm64)
     # instead of an enter handler that stashes them for the exit one. Each syscall
-    # tracepoint hit costs the opening task ~50 ns before any program runs, so this
-    # halves what the probes add to an open. False: the enter+exit pair (older kernels;
-    # EbpfSource.open falls back to it when the kernel refuses the exit-only handler).
-    open_args_at_exit: bool = True
+    # tracepoint hit costs the task ~50 ns before any program runs, so this halves what
+    # the probes add to an open, a connect, a send... False: the enter+exit pair (older
+    # kernels; EbpfSource.open falls back to it when the kernel refuses the exit handler).
+    args_at_exit: bool = True
     extra_defines: dict[str, str] = field(default_factory=dict)
 
 
@@ -72,30 +72,39 @@ def _enter(s: sc.Syscall, code: int) -> list[str]:
         out += _open_body(s, code, lambda name: f"args->{name}")
         out += ["    return stash_it(e, e->tid);", "}", ""]
         return out
-    out += [
+    out += _body(s, code, lambda name: f"args->{name}")
+    key = "EXEC_KEY(e->tgid)" if s.family == "exec" else "e->tid"
+    out += [f"    return stash_it(e, {key});", "}", ""]
+    return out
+
+
+def _body(s: sc.Syscall, code: int, arg: Callable[[str], str], regs: bool = False) -> list[str]:
+    """A (non-open) handler's record up to what the exit adds: header, arguments, paths,
+    argv, addresses; `arg(name)` is the C expression of an argument (`regs`: it reads
+    the saved registers, which the handler fetches first)."""
+    out = [
         "    if (is_agent(bpf_get_current_pid_tgid()))",
         "        return 0;",
+        *(["    struct pt_regs *regs = syscall_regs();"] if regs else []),
         f"    struct event_t *e = start_syscall({code});",
         "    if (!e)",
         "        return 0;",
     ]
-    for i, arg in enumerate(s.ints):
-        out.append(f"    e->a[{i}] = (s64)args->{arg.tp};")
+    for i, a in enumerate(s.ints):
+        out.append(f"    e->a[{i}] = (s64){arg(a.tp)};")
     if s.s1:
-        out.append(f"    read_path1(e, (const char *)args->{s.s1[0]});")
+        out.append(f"    read_path1(e, (const char *){arg(s.s1[0])});")
     if s.s2:
-        out.append(f"    read_path2(e, (const char *)args->{s.s2[0]});")
+        out.append(f"    read_path2(e, (const char *){arg(s.s2[0])});")
     if s.argv:
-        out.append(f"    read_argv(e, (const char *const *)args->{s.argv});")
+        out.append(f"    read_argv(e, (const char *const *){arg(s.argv)});")
     if s.saddr:
         ptr, length = s.saddr
-        out.append(f"    read_saddr(e, (const void *)args->{ptr}, (long)args->{length});")
+        out.append(f"    read_saddr(e, (const void *){arg(ptr)}, (long){arg(length)});")
     if s.msghdr:
-        out.append(f"    read_msghdr_name(e, (const void *)args->{s.msghdr});")
+        out.append(f"    read_msghdr_name(e, (const void *){arg(s.msghdr)});")
     if s.name in ("sendto", "sendmsg"):
         out += ["    if (SENDS_NEED_ADDRESS && e->saddr_len == 0)", "        return 0;"]
-    key = "EXEC_KEY(e->tgid)" if s.family == "exec" else "e->tid"
-    out += [f"    return stash_it(e, {key});", "}", ""]
     return out
 
 
@@ -175,19 +184,29 @@ def _exit(s: sc.Syscall) -> list[str]:
     return out
 
 
-def _open_at_exit(s: sc.Syscall, code: int) -> list[str]:
-    """One exit handler for an open-family syscall: arguments from the saved registers
-    (still the caller's at exit: the kernel only writes the return value), the same
-    filter as at enter, then the record with the result."""
-    pos = {name: i for i, name in enumerate(s.order)}
-    out = [f"TRACEPOINT_PROBE(syscalls, sys_exit_{s.name}) {{",
-           "    struct pt_regs *regs = syscall_regs();"]
-    out += _open_body(s, code, lambda name: f"syscall_arg(regs, {pos[name]})")
+def _at_exit(s: sc.Syscall, code: int) -> list[str]:
+    """One exit handler instead of the enter+exit pair: the arguments come from the saved
+    registers (still the caller's at exit: the kernel only writes the return value), the
+    record is built and emitted at once, with the result. Not for exec: its arguments
+    live in the memory the new image replaced."""
+    pos = {name: i for i, name in enumerate(sc.ARG_ORDER[s.name])}
+
+    def arg(name: str) -> str:
+        return f"syscall_arg(regs, {pos[name]})"
+
+    out = [f"TRACEPOINT_PROBE(syscalls, sys_exit_{s.name}) {{"]
+    if s.family == "open":
+        out += ["    struct pt_regs *regs = syscall_regs();", *_open_body(s, code, arg)]
+    else:
+        out += _body(s, code, arg, regs=True)
+    names = [a.tp for a in s.ints]
+    if s.saddr_exit:
+        p, lp = (names.index(n) for n in s.saddr_exit)
+        out.append(f"    read_saddr_lenptr(e, (const void *)e->a[{p}], (const int *)e->a[{lp}]);")
+    if s.msghdr_exit:
+        out.append(f"    read_msghdr_name(e, (const void *)e->a[{names.index(s.msghdr_exit)}]);")
     out += ["    bpf_get_current_comm(e->comm, sizeof(e->comm));",
-            "    e->ret = args->ret;",
-            "    e->ts = bpf_ktime_get_ns();",
-            "    e->cgroup_id = bpf_get_current_cgroup_id();",
-            "    emit(e);",
+            "    emit_result(e, args->ret);",
             "    return 0;",
             "}",
             ""]
@@ -195,16 +214,17 @@ def _open_at_exit(s: sc.Syscall, code: int) -> list[str]:
 
 
 def handlers(names: tuple[str, ...]) -> str:
-    """C source of the handlers for these syscalls (table order). Open-family syscalls get
-    both forms, chosen by the preprocessor (OPEN_ARGS_AT_EXIT in events.c)."""
+    """C source of the handlers for these syscalls (table order). All but exec get both
+    forms, the exit-only handler and the enter+exit pair, chosen by the preprocessor
+    (ARGS_AT_EXIT in events.c)."""
     lines: list[str] = []
     wanted = set(names)
     for s in sc.SYSCALLS:
         if s.name not in wanted:
             continue
         pair = _enter(s, sc.CODES[s.name]) + _exit(s)
-        if s.family == "open" and s.order:
-            lines += ["#if OPEN_ARGS_AT_EXIT", *_open_at_exit(s, sc.CODES[s.name]), "#else",
+        if s.family != "exec":
+            lines += ["#if ARGS_AT_EXIT", *_at_exit(s, sc.CODES[s.name]), "#else",
                       *pair, "#endif", ""]
         else:
             lines += pair
@@ -238,7 +258,7 @@ def render(config: ProbeConfig) -> str:
         "MAX_ARGV": str(MAX_ARGV),
         "WAKEUP_EVERY_VALUE": str(wakeup_every(config)),
         "SENDS_NEED_ADDRESS": "1" if config.sends_need_address else "0",
-        "OPEN_AT_EXIT_WANTED": "1" if config.open_args_at_exit else "0",
+        "AT_EXIT_WANTED": "1" if config.args_at_exit else "0",
         "EV_FORK": str(sc.EV_FORK),
         "EV_EXIT": str(sc.EV_EXIT),
         **config.extra_defines,

@@ -44,9 +44,6 @@ class Syscall:
     ret: str = "res"  # Falco's name for the return value (fd or res)
     ret_is_fd: bool = False
     fd_arg: str | None = None  # tracepoint arg naming the fd the event is about
-    # the syscall's arguments in call order (tracepoint names): for handlers that read
-    # them from the task's saved registers at exit instead of from the enter tracepoint
-    order: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -65,17 +62,14 @@ SYSCALLS: tuple[Syscall, ...] = (
             s1=("filename", "filename"), dirfd1="fd", argv="argv"),
     # open family
     Syscall("open", "open", ints=(_i("flags", "flags", "oflags"), _i("mode", "mode", "octal")),
-            s1=("filename", "name"), ret="fd", ret_is_fd=True,
-            order=("filename", "flags", "mode")),
+            s1=("filename", "name"), ret="fd", ret_is_fd=True),
     Syscall("openat", "open", ints=(_i("dfd", "dirfd", "fd"), _i("flags", "flags", "oflags"),
                                     _i("mode", "mode", "octal")),
-            s1=("filename", "name"), dirfd1="dfd", ret="fd", ret_is_fd=True,
-            order=("dfd", "filename", "flags", "mode")),
+            s1=("filename", "name"), dirfd1="dfd", ret="fd", ret_is_fd=True),
     Syscall("openat2", "open", ints=(_i("dfd", "dirfd", "fd"), _ptr("how")),
-            s1=("filename", "name"), dirfd1="dfd", open_how=True, ret="fd", ret_is_fd=True,
-            order=("dfd", "filename", "how", "usize")),
+            s1=("filename", "name"), dirfd1="dfd", open_how=True, ret="fd", ret_is_fd=True),
     Syscall("creat", "open", ints=(_i("mode", "mode", "octal"),),
-            s1=("pathname", "name"), ret="fd", ret_is_fd=True, order=("pathname", "mode")),
+            s1=("pathname", "name"), ret="fd", ret_is_fd=True),
     # network
     Syscall("socket", "net", ints=(_i("family", "domain", "af"), _i("type", "type", "socktype"),
                                    _i("protocol", "proto")), ret="fd", ret_is_fd=True),
@@ -162,6 +156,65 @@ SYSCALLS: tuple[Syscall, ...] = (
     Syscall("userfaultfd", "other", ints=(_i("flags"),)),
     Syscall("kill", "proc", ints=(_i("pid"), _i("sig"))),
 )
+
+# Each syscall's arguments in call order, by their tracepoint names (the kernel's
+# SYSCALL_DEFINE signature): where an exit handler finds them in the saved registers.
+# A system test compares this with the tracepoint formats of the running kernel.
+ARG_ORDER: dict[str, tuple[str, ...]] = {
+    "execve": ("filename", "argv", "envp"),
+    "execveat": ("fd", "filename", "argv", "envp", "flags"),
+    "open": ("filename", "flags", "mode"),
+    "openat": ("dfd", "filename", "flags", "mode"),
+    "openat2": ("dfd", "filename", "how", "usize"),
+    "creat": ("pathname", "mode"),
+    "socket": ("family", "type", "protocol"),
+    "connect": ("fd", "uservaddr", "addrlen"),
+    "bind": ("fd", "umyaddr", "addrlen"),
+    "listen": ("fd", "backlog"),
+    "accept": ("fd", "upeer_sockaddr", "upeer_addrlen"),
+    "accept4": ("fd", "upeer_sockaddr", "upeer_addrlen", "flags"),
+    "sendto": ("fd", "buff", "len", "flags", "addr", "addr_len"),
+    "sendmsg": ("fd", "msg", "flags"),
+    "recvfrom": ("fd", "ubuf", "size", "flags", "addr", "addr_len"),
+    "recvmsg": ("fd", "msg", "flags"),
+    "setuid": ("uid",),
+    "setgid": ("gid",),
+    "setreuid": ("ruid", "euid"),
+    "setregid": ("rgid", "egid"),
+    "setresuid": ("ruid", "euid", "suid"),
+    "setresgid": ("rgid", "egid", "sgid"),
+    "unlink": ("pathname",),
+    "unlinkat": ("dfd", "pathname", "flag"),
+    "rmdir": ("pathname",),
+    "rename": ("oldname", "newname"),
+    "renameat": ("olddfd", "oldname", "newdfd", "newname"),
+    "renameat2": ("olddfd", "oldname", "newdfd", "newname", "flags"),
+    "chmod": ("filename", "mode"),
+    "fchmod": ("fd", "mode"),
+    "fchmodat": ("dfd", "filename", "mode"),
+    "mkdir": ("pathname", "mode"),
+    "mkdirat": ("dfd", "pathname", "mode"),
+    "symlink": ("oldname", "newname"),
+    "symlinkat": ("oldname", "newdfd", "newname"),
+    "link": ("oldname", "newname"),
+    "linkat": ("olddfd", "oldname", "newdfd", "newname", "flags"),
+    "chdir": ("filename",),
+    "fchdir": ("fd",),
+    "dup": ("fildes",),
+    "dup2": ("oldfd", "newfd"),
+    "dup3": ("oldfd", "newfd", "flags"),
+    "memfd_create": ("uname", "flags"),
+    "ptrace": ("request", "pid", "addr", "data"),
+    "init_module": ("umod", "len", "uargs"),
+    "finit_module": ("fd", "uargs", "flags"),
+    "mount": ("dev_name", "dir_name", "type", "flags", "data"),
+    "umount2": ("name", "flags"),
+    "setns": ("fd", "flags"),
+    "unshare": ("unshare_flags",),
+    "bpf": ("cmd", "uattr", "size"),
+    "userfaultfd": ("flags",),
+    "kill": ("pid", "sig"),
+}
 
 BY_NAME: dict[str, Syscall] = {s.name: s for s in SYSCALLS}
 CODES: dict[str, int] = {s.name: FIRST_SYSCALL_CODE + i for i, s in enumerate(SYSCALLS)}

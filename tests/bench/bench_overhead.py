@@ -312,13 +312,11 @@ def probes(n_open: int) -> None:
 
 def empty_programs(syscalls: tuple[str, ...]) -> str:
     """Programs that return at once, on the tracepoints the agent attaches for these
-    syscalls (enter and exit of each, the exit only for the open family, and the two
-    sched ones): the floor."""
-    from enforcer.sources.syscalls import OPEN_FAMILY  # noqa: PLC0415
-
+    syscalls (the exit of each, the enter too for exec, and the two sched ones): the
+    floor."""
     lines = [f"TRACEPOINT_PROBE(syscalls, sys_{side}_{name}) {{ return 0; }}"
              for name in syscalls for side in ("enter", "exit")
-             if side == "exit" or name not in OPEN_FAMILY]
+             if side == "exit" or name.startswith("exec")]
     lines += [f"TRACEPOINT_PROBE(sched, sched_process_{x}) {{ return 0; }}"
               for x in ("fork", "exit")]
     return "\n".join(lines) + "\n"
@@ -357,7 +355,7 @@ def kernel(rounds: int, runs: int, n_open: int) -> None:
         for st in states if r % 2 == 0 else tuple(reversed(states)):
             agent = empty = None
             if st in ("agent probes", PAIR):
-                config = ProbeConfig(agent_tgid=os.getpid(), open_args_at_exit=st != PAIR)
+                config = ProbeConfig(agent_tgid=os.getpid(), args_at_exit=st != PAIR)
                 agent = Agent(engine, rules=engine.rules, probe_config=config,
                               stderr=open(os.devnull, "w"))  # noqa: SIM115
                 agent.open()
@@ -378,8 +376,8 @@ def kernel(rounds: int, runs: int, n_open: int) -> None:
           "(user+sys), median [min-max]; ratios: median/median, best = min/min")
     print("floor = empty programs on the same tracepoints: no design on syscall tracepoints "
           "can cost less; 'agent probes' over 'floor' is what our programs add; "
-          f"'{PAIR}' = the probes with opens watched at enter and exit (the fallback for "
-          "kernels without bpf_task_pt_regs)")
+          f"'{PAIR}' = the probes with syscalls watched at enter and exit (the fallback "
+          "for kernels without bpf_task_pt_regs)")
     print(f"{'workload':<10} {'state':<13} {'CPU s':>22} {'vs none':>7} {'best':>7} "
           f"{'vs floor':>8} {'best':>7}")
     for name, _ in wl.items():

@@ -104,15 +104,28 @@ def follow(driver, element) -> None:
 
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+    wait = WebDriverWait(driver, 20)
+    wait.until(expected_conditions.staleness_of(old))
+    # the old page going stale is not the new one being complete: wait for that too
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def choose(driver, select_id: str, text: str) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    Select(driver.find_element(By.ID, select_id)).select_by_visible_text(text)
-    follow(driver, driver.find_element(By.ID, "apply"))
+    for attempt in range(3):
+        try:
+            Select(driver.find_element(By.ID, select_id)).select_by_visible_text(text)
+            apply = driver.find_element(By.ID, "apply")
+            break
+        except (StaleElementReferenceException, WebDriverException) as exc:
+            # Chromium swapped the document under us (a late navigation): look again
+            if attempt == 2 or "document" not in str(exc) and not isinstance(
+                    exc, StaleElementReferenceException):
+                raise
+    follow(driver, apply)
 
 
 def test_filter_by_rule_and_by_outcome(browser, console_url):

@@ -87,11 +87,11 @@ def test_wakeups_are_batched_only_when_the_ring_buffer_has_room_for_it() -> None
     assert wakeup_every(tiny) == 1 and EbpfSource(tiny).max_wait_ms is None
 
 
-def test_opens_read_their_arguments_at_exit_by_default() -> None:
+def test_syscalls_read_their_arguments_at_exit_by_default() -> None:
     text = render(ProbeConfig(syscalls=("openat", "openat2", "creat", "connect")))
     # the exit-only form: the register each argument sits in (x86_64/arm64 syscall ABI)
-    assert "#define OPEN_AT_EXIT_WANTED" not in text and "#if 1 && (defined" in text
-    openat = text[text.index("#if OPEN_ARGS_AT_EXIT"):]
+    assert "#define AT_EXIT_WANTED" not in text and "#if 1 && (defined" in text
+    openat = text[text.index("#if ARGS_AT_EXIT"):]
     openat = openat[:openat.index("#endif")]
     at_exit, pair = openat.split("#else")
     assert "sys_enter_openat" not in at_exit and "sys_enter_openat)" in pair
@@ -99,17 +99,31 @@ def test_opens_read_their_arguments_at_exit_by_default() -> None:
     assert "long flags = (long)syscall_arg(regs, 2);" in at_exit
     assert "e->a[0] = (s64)syscall_arg(regs, 0);" in at_exit  # dfd
     assert "e->a[2] = (s64)syscall_arg(regs, 3);" in at_exit  # mode
-    assert "e->ret = args->ret;" in at_exit
+    assert "emit_result(e, args->ret);" in at_exit
     how = text[text.index("sys_exit_openat2"):]
     assert "(const void *)syscall_arg(regs, 2));" in how[:how.index("}")]
     creat = text[text.index("sys_exit_creat"):]
     assert "read_path1(e, (const char *)syscall_arg(regs, 0));" in creat[:creat.index("}")]
-    # other syscalls keep their enter+exit pair, outside any #if
-    assert text.count("#if OPEN_ARGS_AT_EXIT") == 3 and "sys_enter_connect)" in text
+    # connect too, with its address read from the registers' pointer and length
+    connect = text[text.index("sys_exit_connect"):]
+    connect = connect[:connect.index("}")]
+    assert ("read_saddr(e, (const void *)syscall_arg(regs, 1), (long)syscall_arg(regs, 2));"
+            in connect)
+    assert text.count("#if ARGS_AT_EXIT") == 4 and "sys_enter_connect)" in text
 
 
-def test_the_pair_for_opens_when_asked() -> None:
-    text = render(ProbeConfig(syscalls=("openat",), open_args_at_exit=False))
+def test_exec_keeps_its_pair_whatever_the_setting() -> None:
+    text = render(ProbeConfig(syscalls=("execve", "sendto"), sends_need_address=True))
+    assert text.count("#if ARGS_AT_EXIT") == 1  # sendto's
+    assert "TRACEPOINT_PROBE(syscalls, sys_enter_execve)" in text
+    execve = text[text.index("sys_enter_execve"):]
+    assert "#else" not in execve[:execve.index("sys_exit_execve")]
+    sendto = text[text.index("sys_exit_sendto"):]
+    assert "if (1 && e->saddr_len == 0)" in sendto[:sendto.index("}")]
+
+
+def test_the_pairs_when_asked() -> None:
+    text = render(ProbeConfig(syscalls=("openat",), args_at_exit=False))
     assert "#if 0 && (defined" in text
 
 
@@ -143,7 +157,7 @@ def test_a_kernel_refusing_the_exit_only_handlers_gets_the_pair(monkeypatch) -> 
     source = EbpfSource(ProbeConfig(syscalls=("openat",)))
     source.open()
     assert len(loaded) == 2 and "#if 0 && (defined" in loaded[1]
-    assert source.config.open_args_at_exit is False
+    assert source.config.args_at_exit is False
     assert any("refused reading their arguments at exit" in w for w in source.warnings)
 
 
