@@ -347,8 +347,8 @@ def kernel(rounds: int, runs: int, n_open: int) -> None:
     floor_text = empty_programs(attached)
     os.sched_setaffinity(0, {(os.cpu_count() or 1) - 1})  # the workloads inherit it
     print(f"load average before: {load()}; workloads pinned to CPU {(os.cpu_count() or 1) - 1}")
-    print(f"tracepoints: {len(attached)} syscalls x enter+exit + sched fork/exit "
-          f"({', '.join(attached)})")
+    print(f"tracepoints: {len(attached)} syscalls at exit (exec at enter too) + sched "
+          f"fork/exit ({', '.join(attached)})")
     states = ("none", FLOOR, "agent probes", PAIR)
     got = {(name, st): Samples() for name, _ in wl.items() for st in states}
     for r in range(rounds):
