@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,9 @@ def require_podman() -> None:
     require(ok, f"the test image {IMAGE}", "run scripts/test-image.sh (builds it offline)")
 
 
+PODMAN_FAILED = 125  # podman's exit code for an error of its own
+
+
 def podman_run(*args: str, name: str, labels: dict[str, str] | None = None,
                extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """`podman run --rm` of the busybox image with this machine's required flags."""
@@ -48,7 +52,15 @@ def podman_run(*args: str, name: str, labels: dict[str, str] | None = None,
     for k, v in (labels or {}).items():
         cmd += ["--label", f"{k}={v}"]
     cmd += [IMAGE, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode == PODMAN_FAILED:
+        # podman itself failed (not the command in the container): once more, so that a
+        # hiccup of the test's container runtime does not pass for a missed detection
+        sys.stderr.write(f"podman run failed, retrying once: {done.stderr.strip()[-500:]}\n")
+        time.sleep(1)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != PODMAN_FAILED, f"podman run failed twice: {done.stderr[-2000:]}"
+    return done
 
 
 @pytest.fixture(scope="session")
