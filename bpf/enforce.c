@@ -433,9 +433,10 @@ static __always_inline int judge(struct kill_entry_t *k, struct pending_t *p, u3
     return 0;
 }
 
-static __always_inline int on_enter(u32 type, const char *path, u64 flags) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32;
+// An entry check's start: the calling process's kill entry (none: nothing to check) and
+// the per-CPU record to fill, typed.
+static __always_inline struct pending_t *begin(u32 type, struct kill_entry_t **kp) {
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (tgid <= 1 || tgid == AGENT_TGID)  // guards: userspace never arms them either
         return 0;
     struct kill_entry_t *k = kill_map.lookup(&tgid);
@@ -446,15 +447,29 @@ static __always_inline int on_enter(u32 type, const char *path, u64 flags) {
     if (!p)
         return 0;
     p->type = type;
+    *kp = k;
+    return p;
+}
+
+// An entry check's end: judged now, or kept for the exit when the rule reads the result.
+static __always_inline int judge_or_keep(struct kill_entry_t *k, struct pending_t *p) {
+    if (judge(k, p, 0, 0))
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    pending.update(&tid, p);
+    return 0;
+}
+
+static __always_inline int on_enter(u32 type, const char *path, u64 flags) {
+    struct kill_entry_t *k = 0;
+    struct pending_t *p = begin(type, &k);
+    if (!p || !k)
+        return 0;
     p->cls = open_class(flags);
     p->ptr = (u64)path;
     p->len = bpf_probe_read_user_str(p->key.data, PATH_LEN, path);
     p->unread_at_enter = p->len <= 0;
-    if (judge(k, p, 0, 0))
-        return 0;
-    u32 tid = (u32)id;
-    pending.update(&tid, p);
-    return 0;
+    return judge_or_keep(k, p);
 }
 
 static __always_inline int on_exit(long ret) {
@@ -537,18 +552,10 @@ static __always_inline void net_class(struct pending_t *p, u32 n) {
 }
 
 static __always_inline int on_net(u32 type, const void *uaddr, long len) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32;
-    if (tgid <= 1 || tgid == AGENT_TGID)
+    struct kill_entry_t *k = 0;
+    struct pending_t *p = begin(type, &k);
+    if (!p || !k)
         return 0;
-    struct kill_entry_t *k = kill_map.lookup(&tgid);
-    if (!k)
-        return 0;
-    int zero = 0;
-    struct pending_t *p = scratch.lookup(&zero);
-    if (!p)
-        return 0;
-    p->type = type;
     p->cls = NET_UNKNOWN;
     p->len = 0;
     p->unread_at_enter = 0;
@@ -563,11 +570,7 @@ static __always_inline int on_net(u32 type, const void *uaddr, long len) {
         if (bpf_probe_read_user(p->key.data, n, uaddr) == 0)
             net_class(p, n);
     }
-    if (judge(k, p, 0, 0))
-        return 0;
-    u32 tid = (u32)id;
-    pending.update(&tid, p);
-    return 0;
+    return judge_or_keep(k, p);
 }
 
 #if WANT_CONNECT
