@@ -76,9 +76,16 @@ def start_agent(tmp: Path, launcher: Launcher, cmd: list[str], env: dict[str, st
         "- rule: Read sensitive file untrusted\n"
         f"  condition: and (proc.pname = {launcher.name} or proc.aname[2] = {launcher.name})\n"
         "  override: {condition: append}\n")
+    return run_kill_agent(tmp, cmd, env, rules, "Read sensitive file untrusted", *extra)
+
+
+def run_kill_agent(tmp: Path, cmd: list[str], env: dict[str, str], rules: Path, rule: str,
+                   *extra: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """The agent with these rules and a policy killing `rule`'s matches in the kernel,
+    once ready: (process, audit log, stderr file)."""
     policy = tmp / "kill.yaml"
-    policy.write_text("- policy: kill-shadow-readers-in-kernel\n"
-                      "  match: {rules: [Read sensitive file untrusted]}\n"
+    policy.write_text("- policy: kill-in-kernel\n"
+                      f"  match: {{rules: [{rule}]}}\n"
                       "  actions: [{kill: {signal: KILL, in_kernel: true}}]\n"
                       "  dry_run: false\n")
     audit = tmp / "audit.jsonl"

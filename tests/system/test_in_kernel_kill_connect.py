@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.test_in_kernel_kill import Launcher, audit_records, stop
+from tests.system.test_in_kernel_kill import Launcher, audit_records, run_kill_agent, stop
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
 
@@ -146,24 +146,7 @@ def start_agent(tmp: Path, launcher: Launcher, cmd: list[str], env: dict[str, st
         f"    and proc.name = python3 and proc.pname = {launcher.name}\n"
         "  output: forbidden connect (connection=%fd.name proc=%proc.name)\n"
         "  priority: WARNING\n"))
-    policy = tmp / "kill.yaml"
-    policy.write_text("- policy: kill-forbidden-connects-in-kernel\n"
-                      f"  match: {{rules: [{rule_name}]}}\n"
-                      "  actions: [{kill: {signal: KILL, in_kernel: true}}]\n"
-                      "  dry_run: false\n")
-    audit = tmp / "audit.jsonl"
-    err_path = tmp / "agent.err"
-    err = err_path.open("w")
-    agent = subprocess.Popen(cmd + ["--rules", str(rules), "--policies", str(policy),
-                                    "--audit-log", str(audit), "--action-budget", "1000"],
-                             stdout=subprocess.DEVNULL, stderr=err, env=env)
-    err.close()
-    deadline = time.monotonic() + 120
-    while "ready" not in err_path.read_text():
-        assert agent.poll() is None, err_path.read_text()
-        assert time.monotonic() < deadline, "the agent never became ready"
-        time.sleep(0.1)
-    return agent, audit, err_path
+    return run_kill_agent(tmp, cmd, env, rules, rule_name, "--action-budget", "1000")
 
 
 def test_connect_to_the_forbidden_port_is_killed_in_the_kernel(
