@@ -5,6 +5,7 @@ No root needed: the victim is our own child, so /proc/PID/root is readable."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -189,21 +190,20 @@ def test_dry_run_renders_the_key_and_endpoint_and_uploads_nothing(
     assert not (tmp_path / "snapshots").exists()
 
 
-class _Overloaded(http.server.BaseHTTPRequestHandler):
-    """An S3 endpoint that answers every request 503 SlowDown, counting them. On the first
-    PUT it ends `victim` (as a kill after the snapshot would): a retry that took the
-    snapshot again would find no process."""
+class _SlowDown(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint that answers every PUT 503 SlowDown, counting them; `on_put` runs
+    before the answer."""
 
     protocol_version = "HTTP/1.1"  # answers botocore's Expect: 100-continue at once
     puts = 0
-    victim: Any = None
+
+    def on_put(self) -> None:
+        pass
 
     def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         type(self).puts += 1
-        if self.victim is not None:
-            self.victim.kill()
-            self.victim.wait()
+        self.on_put()
         body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
                 b"<Message>Please reduce your request rate.</Message></Error>")
         self.send_response(503)
@@ -216,15 +216,36 @@ class _Overloaded(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def overloaded() -> Iterator[tuple[str, type[_Overloaded]]]:
-    handler = type("Overloaded", (_Overloaded,), {"puts": 0})
+@contextlib.contextmanager
+def _serving(handler: type[_SlowDown]) -> Iterator[str]:
+    """The handler on a free loopback port: its URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Overloaded(_SlowDown):
+    """On the first PUT it ends `victim` (as a kill after the snapshot would): a retry
+    that took the snapshot again would find no process."""
+
+    victim: Any = None
+
+    def on_put(self) -> None:
+        if self.victim is not None:
+            self.victim.kill()
+            self.victim.wait()
+
+
+@pytest.fixture
+def overloaded() -> Iterator[tuple[str, type[_Overloaded]]]:
+    handler = type("Overloaded", (_Overloaded,), {"puts": 0})
+    with _serving(handler) as url:
+        yield url, handler
 
 
 def _closed_port() -> int:
@@ -322,43 +343,28 @@ def test_hostile_event_values_never_reach_the_key_or_the_file_name(
     assert Path(rec["detail"]["path"]).parent == tmp_path / "snapshots"
 
 
-class _Hanging(http.server.BaseHTTPRequestHandler):
-    """An S3 endpoint that takes the first PUT and answers nothing until the test says so
-    (`release`), as a dead storage host behind a live load balancer does; then 503s."""
+class _Hanging(_SlowDown):
+    """Takes the first PUT and answers nothing until the test says so (`release`), as a
+    dead storage host behind a live load balancer does; then 503s."""
 
-    protocol_version = "HTTP/1.1"
-    puts = 0
     holding: threading.Event
     release: threading.Event
 
-    def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        type(self).puts += 1
+    def on_put(self) -> None:
         if type(self).puts == 1:
             self.holding.set()
             self.release.wait(300)
-        body = b"<Error><Code>SlowDown</Code><Message>try later</Message></Error>"
-        self.send_response(503)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
 def hanging() -> Iterator[tuple[str, type[_Hanging]]]:
     handler = type("Hanging", (_Hanging,), {"puts": 0, "holding": threading.Event(),
                                             "release": threading.Event()})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    handler.release.set()
-    server.shutdown()
-    server.server_close()
+    with _serving(handler) as url:
+        try:
+            yield url, handler
+        finally:
+            handler.release.set()
 
 
 def _actions(audit: Path) -> list[dict[str, Any]]:
