@@ -29,6 +29,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,18 +93,17 @@ class _Job:
         self.signalled: threading.Event | None = None
 
 
+@dataclass(slots=True)
 class _FollowUpJob:
-    __slots__ = ("job", "policy", "index", "action", "follow_up", "target", "render")
+    """Work an action left to run after the match (a snapshot's upload)."""
 
-    def __init__(self, job: _Job, policy: Policy, index: int, action: str,
-                 follow_up: FollowUp, target: Any, render: Any):
-        self.job = job
-        self.policy = policy
-        self.index = index
-        self.action = action
-        self.follow_up = follow_up
-        self.target = target
-        self.render = render
+    job: _Job
+    policy: Policy
+    index: int
+    action: str
+    follow_up: FollowUp
+    target: Any
+    render: Any
 
 
 _STOP = object()
