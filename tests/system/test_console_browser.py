@@ -122,8 +122,8 @@ def choose(driver, select_id: str, text: str) -> None:
             break
         except (StaleElementReferenceException, WebDriverException) as exc:
             # Chromium swapped the document under us (a late navigation): look again
-            if attempt == 2 or "document" not in str(exc) and not isinstance(
-                    exc, StaleElementReferenceException):
+            swapped = isinstance(exc, StaleElementReferenceException) or "document" in str(exc)
+            if not swapped or attempt == 2:
                 raise
     follow(driver, apply)
 
