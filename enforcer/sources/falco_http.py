@@ -22,7 +22,6 @@ import hmac
 import json
 import logging
 import re
-import socket
 import ssl
 import threading
 import time
@@ -30,12 +29,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from enforcer.alert import Alert
 from enforcer.http_server import parse_addr
 from enforcer.priority import Priority
+from enforcer.web.limits import Limits
+from enforcer.web.router import respond_json
+from enforcer.web.server import WsgiServer
 
 log = logging.getLogger(__name__)
 
@@ -200,154 +201,51 @@ class IntakeMetrics(Protocol):
     def intake_request(self, code: int | str) -> None: ...
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _IntakeServer
-    protocol_version = "HTTP/1.1"
+class IntakeApp:
+    """The intake as a WSGI application: checks path, method, authentication and body, then
+    hands the alert to `source.on_alert`. Every answer is counted by code."""
 
-    def setup(self) -> None:
-        self.request.settimeout(self.server.intake.config.read_timeout)
-        context = self.server.ssl_context
-        if context is not None:
-            # The handshake runs here, on this request's thread, never on the accept loop.
-            try:
-                self.request = context.wrap_socket(self.request, server_side=True)
-            except (ssl.SSLError, OSError) as exc:
-                self.server.intake.count("tls_refused")
-                log.info("falco-http: TLS handshake with %s refused: %s",
-                         self.client_address[0], exc)
-                raise
-        super().setup()
+    def __init__(self, source: FalcoHttpSource):
+        self.source = source
 
-    def handle_expect_100(self) -> bool:
-        # Refuse an oversized body before the client sends it.
-        length = self._content_length()
-        if length is not None and length > self.server.intake.config.max_body:
-            self._reply(413, self._too_large(length), close=True)
-            return False
-        return super().handle_expect_100()
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        code, message, headers = self._handle(environ)
+        # Counted before answering, so a client that saw the answer sees the count.
+        self.source.count(code)
+        return respond_json(start_response, code, {"code": code, "message": message},
+                            headers)
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        intake = self.server.intake
-        config = intake.config
-        if self.path.split("?", 1)[0] != config.path:
-            self._drain_or_close()
-            self._reply(404, f"no alert intake at {self.path}; POST to {config.path}")
-            return
-        if config.token and not self._authorized(config.token):
-            self._drain_or_close()
-            self._reply(401, "missing or wrong bearer token", close=False,
-                        extra={"WWW-Authenticate": 'Bearer realm="enforcer"'})
-            return
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._reply(411, "send the alert with a Content-Length", close=True)
-            return
-        length = self._content_length()
-        if length is None:
-            self._reply(411, "send the alert with a valid Content-Length", close=True)
-            return
-        if length > config.max_body:
-            self._reply(413, self._too_large(length), close=True)
-            return
+    def _handle(self, environ: dict[str, Any]) -> tuple[int, str, dict[str, str]]:
+        config = self.source.config
+        path = environ.get("PATH_INFO", "")
+        if path != config.path:
+            return 404, f"no alert intake at {path}; POST to {config.path}", {}
+        if environ["REQUEST_METHOD"] != "POST":
+            return (405, f"{environ['REQUEST_METHOD']} not allowed; POST one Falco alert "
+                    "as JSON", {"Allow": "POST"})
+        if config.token and not _authorized(environ, config.token):
+            return 401, "missing or wrong bearer token", {
+                "WWW-Authenticate": 'Bearer realm="enforcer"'}
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() \
+                or not environ.get("CONTENT_LENGTH"):
+            return 411, "send the alert with a valid Content-Length", {"Connection": "close"}
         try:
-            body = self.rfile.read(length)
-        except (TimeoutError, ConnectionError):
-            self.close_connection = True
-            intake.count(408)
-            return
-        if len(body) < length:
-            self._reply(400, "body shorter than its Content-Length", close=True)
-            return
-        try:
-            alert = parse_falco_alert(body)
+            alert = parse_falco_alert(environ["wsgi.input"].read())
         except AlertPayloadError as exc:
-            self._reply(400, f"not a Falco alert: {exc}")
-            return
+            return 400, f"not a Falco alert: {exc}", {}
         try:
-            intake.on_alert(alert)
+            self.source.on_alert(alert)
         except Exception as exc:  # noqa: BLE001 - the sender gets a 503, the agent goes on
             log.warning("falco-http: the responder did not take the alert for rule %r: %s",
                         alert.rule, exc)
-            self._reply(503, "alert not taken; retry later")
-            return
-        self._reply(200, "accepted")
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._not_allowed()
-
-    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
-
-    def _not_allowed(self) -> None:
-        self._drain_or_close()
-        self._reply(405, f"{self.command} not allowed; POST one Falco alert as JSON",
-                    extra={"Allow": "POST"})
-
-    def _authorized(self, token: str) -> bool:
-        scheme, _, given = self.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), token.encode())
-
-    def _content_length(self) -> int | None:
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            return None
-        try:
-            value = int(raw)
-        except ValueError:
-            return None
-        return value if value >= 0 else None
-
-    def _too_large(self, length: int) -> str:
-        limit = self.server.intake.config.max_body
-        return f"body of {length} bytes exceeds the limit of {limit} bytes"
-
-    def _drain_or_close(self) -> None:
-        # Keep-alive is only safe when the unread body is consumed; small ones are.
-        length = self._content_length() or 0
-        if 0 < length <= self.server.intake.config.max_body:
-            try:
-                self.rfile.read(length)
-                return
-            except OSError:
-                pass
-        if length:
-            self.close_connection = True
-
-    def _reply(self, code: int, message: str, close: bool = False,
-               extra: dict[str, str] | None = None) -> None:
-        # Counted before answering, so a client that saw the answer sees the count.
-        self.server.intake.count(code)
-        body = (json.dumps({"code": code, "message": message}) + "\n").encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        log.debug("falco-http %s: " + format, self.client_address[0], *args)
+            return 503, "alert not taken; retry later", {}
+        return 200, "accepted", {}
 
 
-class _IntakeServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, intake: FalcoHttpSource):
-        self.intake = intake
-        self.ssl_context = intake.config.ssl_context()
-        host, port = parse_addr(intake.config.addr)
-        if ":" in host:
-            self.address_family = socket.AF_INET6
-        super().__init__((host, port), _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A refused handshake or a client that went away is counted, not a traceback.
-        log.debug("falco-http: request from %s ended early", client_address)
+def _authorized(environ: dict[str, Any], token: str) -> bool:
+    scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode())
 
 
 class FalcoHttpSource:
@@ -361,13 +259,15 @@ class FalcoHttpSource:
         self._metrics = metrics
         self._lock = threading.Lock()
         self.responses: Counter[int | str] = Counter()  # by status code (or tls_refused)
-        self._server = _IntakeServer(self)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="falco-http", daemon=True)
+        host, port = parse_addr(config.addr)
+        limits = Limits(request_timeout=config.read_timeout, max_body=config.max_body)
+        self._server = WsgiServer(IntakeApp(self), host, port, limits,
+                                  ssl_context=config.ssl_context(), name="falco-http",
+                                  on_reject=self.count)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._server.port)
 
     @property
     def auth_description(self) -> str:
@@ -385,15 +285,13 @@ class FalcoHttpSource:
             self._metrics.intake_request(code)
 
     def start(self) -> FalcoHttpSource:
-        self._thread.start()
+        self._server.start()
         log.info("falco-http: listening on %s (auth: %s)", self.config.addr,
                  self.auth_description)
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.stop()
 
 
 def start_falco_http(config: FalcoHttpConfig, on_alert: Callable[[Alert], object], *,
