@@ -11,9 +11,10 @@ input refuses to start without authentication: a shared token (`Authorization: B
 TOKEN`, which Falcosidekick's webhook output sends with its custom headers) or mutual TLS
 (client certificates signed by a CA we are given, which Falco's http_output sends with
 `mtls: true`). Answers:
-200 accepted, 400 not a Falco alert, 401 bad or missing token, 404 wrong path, 405 wrong
-method, 411 no Content-Length, 413 body too large, 503 the responder refused it. Every
-answer is counted by status code.
+200 accepted, 400 not a Falco alert, 401 bad or missing token, 403 a client certificate
+not in the allow-list or an alert for another node (its `hostname`), 404 wrong path, 405
+wrong method, 411 no Content-Length, 413 body too large, 429 too many requests from one
+address, 503 the responder refused it. Every answer is counted by status code.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import hmac
 import json
 import logging
 import re
+import socket
 import ssl
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,12 +38,17 @@ from enforcer.http_server import parse_addr
 from enforcer.priority import Priority
 from enforcer.web.limits import Limits
 from enforcer.web.router import respond_json
-from enforcer.web.server import WsgiServer
+from enforcer.web.server import PEERCERT, WsgiServer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ADDR = "0.0.0.0:2803"  # Falco Talon's port: users repoint an existing http_output
 DEFAULT_MAX_BODY = 1 << 20     # Falco alerts are a few KiB; 1 MiB leaves room for big fields
+# Falco posts one alert per request, with no rate limit of its own: a noisy rule on a busy
+# node stays well under this, a flood from one address does not.
+DEFAULT_CLIENT_RATE = 200.0
+RATE_BURST_SECONDS = 5.0
+MAX_TRACKED_CLIENTS = 1024  # rate buckets kept (least recently seen forgotten first)
 SOURCE_NAME = "falco-http"
 
 # Falco prefixes `output` with the time (`HH:MM:SS.nnnnnnnnn` or, with time_format_iso_8601,
@@ -155,6 +162,14 @@ class FalcoHttpConfig:
     tls_cert: str | None = None   # serve HTTPS with this certificate chain (PEM)
     tls_key: str | None = None    # and this key (PEM; default: in tls_cert)
     client_ca: str | None = None  # require client certificates signed by this CA (mTLS)
+    # With mTLS, only certificates naming one of these (subject CN or a SAN) may post;
+    # empty: any certificate the CA signed.
+    client_names: tuple[str, ...] = ()
+    # Alerts must name this node in `hostname` (Falco's FALCO_HOSTNAME, which its chart sets
+    # to the node name); "" means this machine's hostname.
+    node_name: str = ""
+    # Requests per second per client address (burst: 5 s worth); 0 turns the limit off.
+    client_rate: float = DEFAULT_CLIENT_RATE
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server's TLS context, or None for plain HTTP. Raises IntakeConfigError."""
@@ -186,6 +201,9 @@ def check_intake_auth(config: FalcoHttpConfig, acting: bool) -> None:
     if config.client_ca and not config.tls_cert:
         raise IntakeConfigError("client certificates (mTLS) need TLS: give the server "
                                 "certificate too (--falco-http-tls-cert)")
+    if config.client_names and not config.client_ca:
+        raise IntakeConfigError("--falco-http-client-name checks client certificates: give "
+                                "the CA that signs them too (--falco-http-client-ca)")
     if acting and not (config.token or config.client_ca):
         raise IntakeConfigError(
             "refusing to start --source falco-http without authentication: policies are "
@@ -217,6 +235,11 @@ class IntakeApp:
 
     def _handle(self, environ: dict[str, Any]) -> tuple[int, str, dict[str, str]]:
         config = self.source.config
+        client = environ.get("REMOTE_ADDR", "")
+        if not self.source.rate.allow(client):
+            # Before anything else, so that a flood (or token guessing) costs the least.
+            return 429, f"more than {config.client_rate:g} requests per second from " \
+                f"{client}; slow down", {"Retry-After": "1"}
         path = environ.get("PATH_INFO", "")
         if path != config.path:
             return 404, f"no alert intake at {path}; POST to {config.path}", {}
@@ -226,6 +249,11 @@ class IntakeApp:
         if config.token and not _authorized(environ, config.token):
             return 401, "missing or wrong bearer token", {
                 "WWW-Authenticate": 'Bearer realm="enforcer"'}
+        if config.client_names:
+            names = certificate_names(environ.get(PEERCERT) or {})
+            if not names & set(config.client_names):
+                return 403, (f"client certificate {sorted(names) or '(none)'} is not among "
+                             "the allowed --falco-http-client-name"), {}
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() \
                 or not environ.get("CONTENT_LENGTH"):
             return 411, "send the alert with a valid Content-Length", {"Connection": "close"}
@@ -233,6 +261,12 @@ class IntakeApp:
             alert = parse_falco_alert(environ["wsgi.input"].read())
         except AlertPayloadError as exc:
             return 400, f"not a Falco alert: {exc}", {}
+        node = self.source.node_name
+        if alert.hostname != node:
+            # Only this node's Falco speaks for this node: an alert about another node (a
+            # shared Falcosidekick, or a forged one) must not make this agent act.
+            return 403, (f"alert is for host {alert.hostname!r}, this agent answers for "
+                         f"node {node!r}"), {}
         try:
             self.source.on_alert(alert)
         except Exception as exc:  # noqa: BLE001 - the sender gets a 503, the agent goes on
@@ -240,6 +274,41 @@ class IntakeApp:
                         alert.rule, exc)
             return 503, "alert not taken; retry later", {}
         return 200, "accepted", {}
+
+
+def certificate_names(cert: dict[str, Any]) -> set[str]:
+    """The names a client certificate (getpeercert() form) carries: subject CNs and SANs."""
+    names = {value for rdn in cert.get("subject", ()) for key, value in rdn
+             if key == "commonName"}
+    names |= {value for kind, value in cert.get("subjectAltName", ())
+              if kind in ("DNS", "IP Address", "URI", "email")}
+    return names
+
+
+class ClientRate:
+    """Token buckets per client address, `rate` per second with `RATE_BURST_SECONDS` of
+    burst; at most MAX_TRACKED_CLIENTS buckets (the least recently seen go first)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.burst = max(1.0, rate * RATE_BURST_SECONDS)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, client: str) -> bool:
+        """Take one token from `client`'s bucket; False when it is empty."""
+        if self.rate <= 0:
+            return True
+        now = self._clock()
+        with self._lock:
+            tokens, then = self._buckets.pop(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            allowed = tokens >= 1.0
+            self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
+            while len(self._buckets) > MAX_TRACKED_CLIENTS:
+                self._buckets.popitem(last=False)
+            return allowed
 
 
 def _authorized(environ: dict[str, Any], token: str) -> bool:
@@ -259,6 +328,8 @@ class FalcoHttpSource:
         self._metrics = metrics
         self._lock = threading.Lock()
         self.responses: Counter[int | str] = Counter()  # by status code (or tls_refused)
+        self.rate = ClientRate(config.client_rate)
+        self.node_name = config.node_name or socket.gethostname()
         host, port = parse_addr(config.addr)
         limits = Limits(request_timeout=config.read_timeout, max_body=config.max_body)
         self._server = WsgiServer(IntakeApp(self), host, port, limits,

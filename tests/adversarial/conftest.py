@@ -40,22 +40,25 @@ def raise_nofile(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-def start_agent(work: Path, *extra: str) -> AgentProcess:
-    """A dry-run falco-http agent with its own policies, audit log and store in `work`."""
+def start_agent(work: Path, *extra: str, policy: str = POLICY,
+                audit: Path | None = None) -> AgentProcess:
+    """A falco-http agent (dry-run unless `policy` says otherwise and a token is given) with
+    its own policies and audit log in `work` (no store: its queue of 10 000 records would
+    hide what the tests measure)."""
     (work / "policies").mkdir(exist_ok=True)
-    (work / "policies" / "answer.yaml").write_text(POLICY)
-    audit = work / "audit.jsonl"
+    (work / "policies" / "answer.yaml").write_text(policy)
+    audit = audit or work / "audit.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["PYTHONPATH"] = str(REPO)
-    argv = [sys.executable, "-m", "enforcer", "--source", "falco-http", "--dry-run",
+    dry = ["--dry-run"] if "dry_run: true" in policy else []
+    argv = [sys.executable, "-m", "enforcer", "--source", "falco-http", *dry,
             "--falco-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-            "--policies", str(work / "policies"), "--audit-log", str(audit),
-            "--store", str(work / "audit.db"), *extra]
+            "--policies", str(work / "policies"), "--audit-log", str(audit), *extra]
     return AgentProcess(argv, env, work, audit, timeout=60)
 
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[AgentProcess]:
-    proc = start_agent(tmp_path)
+    proc = start_agent(tmp_path, "--node-name", "node-a")
     yield proc
     assert proc.stop() == 0, proc.stderr

@@ -72,7 +72,7 @@ def test_idle_connections_do_not_starve_the_falco_intake(agent: AgentProcess) ->
     held = _open_idle(agent.falco_port, IDLE)
     try:
         alert = (b'{"rule": "Terminal shell in container", "priority": "Notice", '
-                 b'"output": "x", "output_fields": {}}')
+                 b'"output": "x", "output_fields": {}, "hostname": "node-a"}')
         conn = http.client.HTTPConnection("127.0.0.1", agent.falco_port, timeout=5)
         conn.request("POST", "/", body=alert, headers={"Content-Type": "application/json"})
         assert conn.getresponse().status == 200
