@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from enforcer.console.access import check_exposure
@@ -73,13 +75,16 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"enforcer ui: cannot listen on {args.addr}: {exc}", file=sys.stderr)
         return 3
-    bound_host, bound_port = server.server_address[:2]
+    bound_host, bound_port = server.host, server.port
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    if not args.quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"enforcer console on http://{shown}:{bound_port}/ (store {store})", flush=True)
+    server.start()
     try:
-        server.serve_forever()
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.stop()
     return 0
