@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from enforcer.units import DURATION_PATTERN, SIZE_PATTERN
+
 DURATION = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                      {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"}],
+                      {"type": "string", "pattern": DURATION_PATTERN}],
             "description": "a duration: seconds, or a string such as 500ms, 10s, 1m"}
 SIZE = {"anyOf": [{"type": "integer", "minimum": 1},
-                  {"type": "string", "pattern": r"(?i)^\s*\d+(\.\d+)?\s*([kmgt]i?)?b?\s*$"}],
-        "description": "a size: bytes, or a string such as 512Ki, 100Mi, 1G"}
+                  {"type": "string", "pattern": SIZE_PATTERN}],
+        "description": "a size: bytes, or a string such as 512Ki, 100Mi (powers of 1024), "
+                       "1G (powers of 1000)"}
 PRIORITY = {"type": "string",
             "pattern": r"(?i)^\s*(emergency|alert|critical|error|warning|notice|"
                        r"informational|info|debug)\s*$",
