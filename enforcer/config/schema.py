@@ -1,13 +1,15 @@
 """The JSON Schema of the agent's configuration file (`enforcer schema config`).
 
-The file is YAML, shaped like falco.yaml: one mapping of settings, each optional. Every
-mapping is closed (`additionalProperties: false`), so a misspelt key is an error at start,
-never a setting silently ignored."""
+The file is YAML, shaped like falco.yaml: one mapping of settings, each optional; Falco's
+own keys are accepted too (enforcer.config.falco_schema), so a falco.yaml loads as it is.
+Every mapping is closed (`additionalProperties: false`), so a misspelt key is an error at
+start, never a setting silently ignored."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from enforcer.config.falco_schema import falco_properties
 from enforcer.units import DURATION_PATTERN, SIZE_PATTERN
 
 DURATION = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
@@ -75,6 +77,7 @@ def config_schema() -> dict[str, Any]:
         "$id": "https://enforcer.dev/schemas/config.json",
         "title": "enforcer agent configuration",
         **_object({
+            **falco_properties(PRIORITY),
             "node_name": {"type": "string", "minLength": 1},
             "dry_run": {"type": "boolean"},
             "format": {"enum": ["json", "text"]},
