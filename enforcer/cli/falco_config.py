@@ -63,11 +63,17 @@ def falco_defaults(config: dict[str, Any], warn: Any) -> dict[str, Any]:
         out["extra_field"] = [f"{k}={_text(v)}" for k, v in config["static_fields"].items()]
     out.update(_outputs(config, warn))
     out.update(_webserver(config.get("webserver")))
+    webserver_notes(config, warn)
     if config.get("watch_config_files") is False:
         out["reload_interval"] = 0.0
     drops = config.get("syscall_event_drops")
     if drops is not None:
-        out["drop_actions"] = tuple(drops.get("actions", ("log", "alert")))
+        actions = tuple(drops.get("actions", ("log", "alert")))
+        if "exit" in actions:
+            warn("syscall_event_drops.actions: exit is not offered (an enforcing agent that "
+                 "exits stops protecting the node); drops are logged instead")
+            actions = tuple(dict.fromkeys(a if a != "exit" else "log" for a in actions))
+        out["drop_actions"] = actions
         out["drop_rate"] = float(drops.get("rate", 0.03333))
         out["drop_max_burst"] = int(drops.get("max_burst", 1))
     return out
@@ -126,6 +132,18 @@ def _webserver(web: dict[str, Any] | None) -> dict[str, Any]:
     if web.get("k8s_healthz_endpoint"):
         out["health_path"] = web["k8s_healthz_endpoint"]
     return out
+
+
+def webserver_notes(config: dict[str, Any], warn: Any) -> None:
+    """Warn about webserver settings the agent's HTTP server does not follow."""
+    web = config.get("webserver") or {}
+    path = web.get("k8s_healthz_endpoint")
+    if path and path != "/healthz":
+        warn(f"webserver.k8s_healthz_endpoint {path}: the health endpoint stays /healthz "
+             "(and /readyz); point the probe there")
+    if web.get("ssl_enabled"):
+        warn("webserver.ssl_enabled: TLS on the metrics/health server is not offered; "
+             "serve it on a private address or behind a proxy")
 
 
 def _append_output(entries: list[Any], warn: Any) -> list[Any]:

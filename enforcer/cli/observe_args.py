@@ -36,6 +36,7 @@ from enforcer.metrics import Metrics
 from enforcer.outputs.dispatcher import DEFAULT_QUEUE_SIZE, Dispatcher, OutputSpec
 from enforcer.outputs.extra_fields import parse_extra_fields
 from enforcer.outputs.program import ProgramConfig, ProgramOutput, parse_argv
+from enforcer.outputs.syslog import DEFAULT_SOCKET as SYSLOG_SOCKET
 from enforcer.outputs.webhook import WebhookConfig, WebhookOutput, header_dict
 from enforcer.priority import Priority
 from enforcer.sources.falco_http import DEFAULT_ADDR as FALCO_HTTP_ADDR
@@ -104,6 +105,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--program-keep-alive", action="store_true",
                      default=_env("ENFORCER_PROGRAM_KEEP_ALIVE", "") in ("1", "true"),
                      help="keep one program running and write one alert per line")
+    out.add_argument("--syslog-output", action="store_true",
+                     default=_env("ENFORCER_SYSLOG_OUTPUT", "") in ("1", "true"),
+                     help="also send each alert to the local syslog socket, as Falco's "
+                          "syslog_output (env ENFORCER_SYSLOG_OUTPUT)")
+    out.add_argument("--syslog-socket", metavar="PATH",
+                     default=_env("ENFORCER_SYSLOG_SOCKET", SYSLOG_SOCKET),
+                     help=f"the syslog socket (env ENFORCER_SYSLOG_SOCKET; default "
+                          f"{SYSLOG_SOCKET})")
     out.add_argument("--program-min-priority", type=_priority, metavar="PRIORITY",
                      default=_priority(_env("ENFORCER_PROGRAM_MIN_PRIORITY", "debug") or ""))
 
