@@ -45,7 +45,8 @@ class AlertPipeline:
         if self.tracer is not None:
             alert = self.tracer.stamp(alert)
         if self.metrics is not None:
-            self.metrics.rule_matched(alert.rule, alert.priority.display)
+            self.metrics.rule_matched(alert.rule, alert.priority.display, alert.source,
+                                     alert.tags)
         with self._stats_lock:
             self.stats.record(alert)
         self.dispatcher.dispatch(alert)

@@ -1,7 +1,8 @@
 """Falco 0.44.1's shipped falco.yaml, unchanged, starts the live agent (real eBPF): its
 settings shape what the agent does (text lines on stdout as `json_output: false`, alerts on
 the syslog socket as `syslog_output`, the webserver's /metrics and /healthz), `-o` overrides
-a key of the file as Falco's does, `-r A -r B` loads both rule files, and `-M` stops it."""
+a key of the file as Falco's does, `-r A -r B` loads both rule files, and `-M` stops it.
+/metrics carries Falco's metric names for the same matches."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO
 
@@ -102,6 +104,13 @@ def test_falcos_falco_yaml_starts_the_agent(ebpf_ready: None, enforcer_cmd: list
         assert urllib.request.urlopen(f"{base}/healthz", timeout=10).status == 200
         metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
         assert "enforcer_rule_matches_total" in metrics
+        # Falco's name and labels for the same match, as Falco's dashboards query it
+        falco = [s for f in text_string_to_metric_families(metrics) for s in f.samples
+                 if s.name == "falcosecurity_falco_rules_matches_total"
+                 and s.labels.get("rule_name") == "I18 marker opened"]
+        assert len(falco) == 1 and falco[0].value >= 1
+        assert (falco[0].labels["priority"], falco[0].labels["source"],
+                falco[0].labels["tag_i18"]) == ("3", "syscall", "true")
     finally:
         proc.terminate()
         rc = proc.wait(60)
