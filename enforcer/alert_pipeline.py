@@ -50,7 +50,9 @@ class AlertPipeline:
             alert = self.tracer.stamp(alert)
         label = alert.rule if self.rule_label is None else self.rule_label(alert.rule)
         if self.metrics is not None:
-            self.metrics.rule_matched(label, alert.priority.display)
+            # an unknown rule's tags are the sender's to choose: as unbounded as its name
+            tags = alert.tags if label == alert.rule else ()
+            self.metrics.rule_matched(label, alert.priority.display, alert.source, tags)
         with self._stats_lock:
             self.stats.record(alert, rule=label)
         self.dispatcher.dispatch(alert)

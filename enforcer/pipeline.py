@@ -158,7 +158,7 @@ class Pipeline:
         self.stderr.write(f"enforcer: {alert.text_line}\n")
         self.stderr.flush()
         self.obs.dispatcher.dispatch(alert)
-        self.metrics.rule_matched(alert.rule, alert.priority.display)
+        self.metrics.rule_matched(alert.rule, alert.priority.display, alert.source, alert.tags)
 
     # -- hot reload ----------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from enforcer.units import duration_or_zero_argument
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name, "").strip()
@@ -46,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="record each response outcome on a pod (done, dry-run, failed, "
                         "suppressed) as a Kubernetes Event on that pod; needs RBAC events "
                         "create (env ENFORCER_KUBERNETES_EVENTS; default false)")
-    g.add_argument("--reload-interval", type=float, metavar="SECONDS",
-                   default=float(_env("ENFORCER_RELOAD_INTERVAL", "1") or 1),
+    g.add_argument("--reload-interval", type=duration_or_zero_argument, metavar="DURATION",
+                   default=duration_or_zero_argument(_env("ENFORCER_RELOAD_INTERVAL", "1") or "1"),
                    help="how often the rules and policies paths are checked for changes; "
                         "0 disables hot reload (env ENFORCER_RELOAD_INTERVAL; default 1)")

@@ -109,6 +109,20 @@ def build_store(args: argparse.Namespace) -> Any:
                           "another with --store (or ENFORCER_STORE)", 3) from None
 
 
+def _syslog(args: argparse.Namespace, stderr: TextIO) -> list[Any]:
+    """The syslog output, or none (with a warning) when the socket is not there: Falco's
+    shipped falco.yaml enables it, and a node or container without a syslog daemon must
+    still start."""
+    from enforcer.outputs.syslog import SyslogOutput  # noqa: PLC0415
+
+    try:
+        return [SyslogOutput(args.syslog_socket, args.format)]
+    except OSError as exc:
+        stderr.write(f"enforcer: warning: syslog output is off: cannot connect to "
+                     f"{args.syslog_socket}: {exc.strerror or exc} (--syslog-socket)\n")
+        return []
+
+
 def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
                    stderr: TextIO | None = None) -> Any:
     """Everything after detection, from the options. Nothing listens or runs yet except
@@ -130,6 +144,8 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
             raise WiringError(f"enforcer: cannot open --output-file {args.output_file}: "
                               f"{exc.strerror}", 2) from None
         base.append(LineOutput("file", handle, args.format, owned=True))
+    if getattr(args, "syslog_output", False):
+        base.extend(_syslog(args, stderr))
     try:
         obs = from_args(args, hostname=host, base_outputs=base)
     except ObserveConfigError as exc:

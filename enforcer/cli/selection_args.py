@@ -85,9 +85,12 @@ def engine_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Engine keyword options from the parsed flags; RuleError when --append-output is
     invalid."""
     options: dict[str, Any] = {"rule_matching": getattr(args, "rule_matching", "all")}
+    entries = list(getattr(args, "append_output_entries", None) or [])  # falco.yaml's
     path = getattr(args, "append_output", None)
     if path:
-        options["append_output"] = load_append_output(path)
+        entries += load_append_output(path)
+    if entries:
+        options["append_output"] = entries
     return options
 
 
