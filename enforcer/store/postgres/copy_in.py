@@ -42,9 +42,12 @@ class Partitions:
         self.known: set[date] = set()
 
     def ensure(self, conn: Any, days: set[date]) -> None:
+        """Make the partitions of `days`, in a transaction of their own: making one locks
+        the parent tables, which must not wait behind (or hold up) a batch's inserts."""
         missing = sorted(days - self.known)
         if missing:
-            conn.execute("SELECT enforcer_day_partitions(%s::date[])", (missing,))
+            with conn.transaction():
+                conn.execute("SELECT enforcer_day_partitions(%s::date[])", (missing,))
             self.known.update(missing)
 
 
@@ -52,9 +55,9 @@ def write(conn: Any, rows: Rows, partitions: Partitions) -> tuple[int, int]:
     """Store `rows` in one transaction; returns (detections, responses) newly stored."""
     if not rows:
         return 0, 0
+    partitions.ensure(conn, rows.days())
     with conn.transaction():
         conn.execute(_TEMP)
-        partitions.ensure(conn, rows.days())
         with conn.cursor() as cur:
             if rows.detections:
                 with cur.copy(f"COPY det_in ({_DET_COLS}) FROM STDIN") as copy:

@@ -56,8 +56,11 @@ CREATE INDEX det_rule ON detections (rule, time_ns);
 CREATE INDEX det_priority ON detections (priority, time_ns);
 CREATE INDEX det_namespace ON detections (namespace, time_ns);
 CREATE INDEX det_pod ON detections (pod, time_ns);
-CREATE INDEX det_text ON detections USING gin (
-    to_tsvector('simple', coalesce(rule, '') || ' ' || coalesce(output, '')));
+-- Free text: every word of rule, output and output fields; punctuation splits words (so
+-- "shadow" finds /etc/shadow), as in the SQLite store's FTS5 index.
+CREATE INDEX det_text ON detections USING gin (to_tsvector('simple', regexp_replace(
+    coalesce(rule, '') || ' ' || coalesce(output, '') || ' ' || coalesce(output_fields::text, ''),
+    '[^[:alnum:]_]+', ' ', 'g')));
 
 CREATE TABLE responses (
     id bigint NOT NULL,            -- stable: a hash of (node, the record as written)

@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ class PgStoreWriter:
         self._partitions = copy_in.Partitions()
         self._next_try = 0.0
         self._last_prune = 0.0
+        self._partitions_day = datetime.now(UTC).date()
         self._first_connect()
         self._thread = threading.Thread(target=self._run, name="pg-store-writer", daemon=True)
         self._thread.start()
@@ -159,8 +161,18 @@ class PgStoreWriter:
         except BaseException:
             conn.close()
             raise
+        # Today's and tomorrow's partitions now, so that the batches of a normal day never
+        # make one (making one briefly locks out the console's readers).
+        partitions = copy_in.Partitions()
+        today = datetime.now(UTC).date()
+        try:
+            partitions.ensure(conn, {today, today + timedelta(days=1)})
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
-        self._partitions = copy_in.Partitions()
+        self._partitions = partitions
+        self._partitions_day = today
         self.connected = True
         self.last_error = None
 
@@ -290,6 +302,15 @@ class PgStoreWriter:
                 raise _Down from None
 
     def _prune_now_and_then(self) -> None:
+        if self._conn is not None and datetime.now(UTC).date() != self._partitions_day:
+            self._partitions_day = datetime.now(UTC).date()
+            import psycopg  # noqa: PLC0415
+
+            try:  # tomorrow's partitions, a day ahead
+                self._partitions.ensure(self._conn, {self._partitions_day + timedelta(days=1)})
+            except psycopg.Error as exc:
+                self._down(exc)
+                return
         now = time.monotonic()
         if self._conn is None or now - self._last_prune < self.prune_interval_s:
             return

@@ -67,7 +67,7 @@ def test_agent_writes_its_node_records_to_postgresql(pg_server, pg_db, tmp_path)
         assert written
 
         def stored() -> int | None:
-            with psycopg.connect(pg_db) as conn:
+            with psycopg.connect(pg_db, autocommit=True) as conn:
                 n = conn.execute("SELECT count(*) FROM responses WHERE node = 'node-7'"
                                  ).fetchone()[0]
                 d = conn.execute("SELECT count(*) FROM detections WHERE node = 'node-7' "
