@@ -23,8 +23,6 @@ from tests.system.conftest import podman_run
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
 
-SCRATCH = Path("/var/tmp/enforcer-tests")  # same filesystem as /etc, for hard links
-
 
 @pytest.fixture(scope="module")
 def agent(ebpf_ready: None) -> Iterator[LiveAgent]:
@@ -34,12 +32,11 @@ def agent(ebpf_ready: None) -> Iterator[LiveAgent]:
 
 
 @pytest.fixture
-def scratch() -> Iterator[Path]:
-    SCRATCH.mkdir(parents=True, exist_ok=True)
-    d = SCRATCH / uuid.uuid4().hex[:10]
+def scratch(tmp_path: Path) -> Path:
+    """A directory of the test's own, named uniquely (its name is the test's marker)."""
+    d = tmp_path / uuid.uuid4().hex[:10]
     d.mkdir()
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    return d
 
 
 def _cmd_has(marker: str):
@@ -92,8 +89,11 @@ def test_read_sensitive_file_in_a_pod_container(agent: LiveAgent, podman_ready: 
 
 
 # --- links over sensitive files ------------------------------------------------------------
+# Each link is removed by the command that made it: no run, however it ends, leaves a second
+# name of /etc/shadow on the host.
 def test_symlink_over_sensitive_file(agent: LiveAgent, scratch: Path) -> None:
-    sh(f"ln -s /etc/shadow {scratch}/s1; ln -s /etc/hosts {scratch}/s2")
+    sh(f"ln -s /etc/shadow {scratch}/s1; rm -f {scratch}/s1; "
+       f"ln -s /etc/hosts {scratch}/s2; rm -f {scratch}/s2")
     agent.wait("Create Symlink Over Sensitive Files",
                lambda a: a.event.get("evt.arg.linkpath") == f"{scratch}/s1")
     agent.barrier()
@@ -102,7 +102,10 @@ def test_symlink_over_sensitive_file(agent: LiveAgent, scratch: Path) -> None:
 
 
 def test_hardlink_over_sensitive_file(agent: LiveAgent, scratch: Path) -> None:
-    res = sh(f"ln /etc/shadow {scratch}/h1 && ln /etc/hosts {scratch}/h2")
+    # the test's temp dir is on /etc's filesystem (checked), as a hard link needs
+    assert scratch.stat().st_dev == Path("/etc/shadow").stat().st_dev
+    res = sh(f"ln /etc/shadow {scratch}/h1; rm -f {scratch}/h1; "
+             f"ln /etc/hosts {scratch}/h2 && rm -f {scratch}/h2")
     assert res.returncode == 0, res.stderr
     a = agent.wait("Create Hardlink Over Sensitive Files",
                    lambda a: a.event.get("evt.arg.newpath") == f"{scratch}/h1")
@@ -140,7 +143,7 @@ def test_remove_bulk_data(agent: LiveAgent, scratch: Path) -> None:
 
 def test_execution_from_dev_shm(agent: LiveAgent, scratch: Path) -> None:
     m = scratch.name
-    shm = Path(f"/dev/shm/{m}")
+    shm = Path(f"/dev/shm/enforcer-test-{m}")
     shutil.copy("/bin/true", shm)
     try:
         shutil.copy("/bin/true", scratch / "t")
@@ -216,19 +219,14 @@ def test_ptrace_anti_debug(agent: LiveAgent, scratch: Path) -> None:
     assert not agent.find("PTRACE anti-debug attempt", _cmd_has(n))
 
 
-def test_clear_log_activities(agent: LiveAgent) -> None:
-    m = uuid.uuid4().hex[:10]
-    log = Path(f"/var/log/enforcer-test-{m}.log")
-    keep = Path(f"/var/log/enforcer-test-{m}-append.log")
-    try:
-        sh(f"echo x > {log}; echo y >> {keep}")
-        a = agent.wait("Clear Log Activities", lambda a: a.event.get("fd.name") == str(log))
-        assert "O_TRUNC" in a.event.get("evt.arg.flags")
-        agent.barrier()
-        assert not agent.find("Clear Log Activities", lambda a: a.event.get("fd.name") == str(keep))
-    finally:
-        log.unlink(missing_ok=True)
-        keep.unlink(missing_ok=True)
+def test_clear_log_activities(agent: LiveAgent, scratch: Path) -> None:
+    # a log by its name (the rule's log_files), in the test's own directory, not /var/log
+    log, keep = scratch / "syslog", scratch / "auth.log"
+    sh(f"echo x > {log}; echo y >> {keep}")
+    a = agent.wait("Clear Log Activities", lambda a: a.event.get("fd.name") == str(log))
+    assert "O_TRUNC" in a.event.get("evt.arg.flags")
+    agent.barrier()
+    assert not agent.find("Clear Log Activities", lambda a: a.event.get("fd.name") == str(keep))
 
 
 def test_directory_traversal_read(agent: LiveAgent) -> None:
