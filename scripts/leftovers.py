@@ -14,7 +14,7 @@ command line; a podman container labelled with the mark (tests/system/conftest.p
 every container it runs); a network namespace or mount point whose name carries the mark
 (tests/system/netns_pod.py) or lies under RUNDIR; and a new file or directory under /tmp,
 /var/tmp, /dev/shm, /var/log, /var/lib or /run (and the agent's default directories there)
-named as the tests name what they make outside their temp dirs. Stdlib only."""
+named as the tests name what they make outside their temp dirs (OUR_PATHS). Stdlib only."""
 
 from __future__ import annotations
 
@@ -25,9 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-# Names the tests give what they make outside their temp dirs (test_agent_rules.py's
-# /dev/shm copies, a scratch dir under /var/tmp, an agent's default directories).
-NAME_MARKS = ("enforcer", "enf-")
+# What the tests (or an agent they start) could make outside their temp dirs: copies in
+# /dev/shm (test_agent_rules.py), scratch dirs and logs, an agent's default directories.
+# Anything else of the run's under these roots carries the mark in its name. Plain
+# "enforcer-*" names in /tmp are not claimed: another run on the machine (one that does not
+# go through scripts/test.sh) makes them with its own tempfiles.
+OUR_PATHS = ("/dev/shm/enforcer", "/var/tmp/enforcer", "/var/log/enforcer",
+             "/var/lib/enforcer", "/run/enforcer")
 FILE_ROOTS = ("/tmp", "/var/tmp", "/dev/shm", "/var/log", "/var/lib", "/run")
 GRACE_S = 15.0  # processes and veths being torn down as the suite ends
 
@@ -86,8 +90,8 @@ def _files() -> list[str]:
     return names
 
 
-def _ours(name: str) -> bool:
-    return any(m in name for m in NAME_MARKS)
+def _ours(name: str, mark: str) -> bool:
+    return name.startswith(OUR_PATHS) or mark in name
 
 
 def snapshot(state: Path, mark: str, rundir: str) -> None:
@@ -114,7 +118,7 @@ def leftovers(state: dict) -> list[str]:
     found += [f"podman container {c}" for c in _containers(mark)]
     before = set(state["files"])
     found += [f"file {f}" for f in _files()
-              if f not in before and _ours(f) and not f.startswith(rundir)]
+              if f not in before and _ours(f, mark) and not f.startswith(rundir)]
     return found
 
 
