@@ -66,22 +66,21 @@ def test_read_sensitive_file_near_miss_is_silent(agent: LiveAgent, scratch: Path
                           lambda a: a.event.get("fd.name") == "/etc/hostname")
 
 
-def test_read_sensitive_file_in_a_pod_container(agent: LiveAgent, podman_ready: None) -> None:
+def test_read_sensitive_file_in_a_pod_container(agent: LiveAgent, podman_ready: None,
+                                                 tmp_path: Path) -> None:
     name = f"web-1-{uuid.uuid4().hex[:6]}"
+    cidfile = tmp_path / "cid"  # podman writes the full id there before the container starts
     res = podman_run("sh", "-c", "cat /etc/shadow; sleep 1", name=name,
                      labels={"io.kubernetes.pod.name": "web-1",
                              "io.kubernetes.pod.namespace": "shop",
-                             "io.kubernetes.container.name": "app"})
+                             "io.kubernetes.container.name": "app"},
+                     extra=("--cidfile", str(cidfile)))
     assert res.returncode == 0, res.stderr
     a = agent.wait("Read sensitive file untrusted",
                    lambda a: a.event.get("container.name") == name)
     ev = a.event
-    full = subprocess.run(["podman", "ps", "-a", "--no-trunc", "--filter", f"name={name}",
-                           "--format", "{{.ID}}"], capture_output=True, text=True,
-                          check=False).stdout.strip()
-    assert len(ev.get("container.id")) == 12
-    if full:  # podman run --rm may already have removed it
-        assert full.startswith(ev.get("container.id"))
+    full = cidfile.read_text().strip()
+    assert len(full) == 64 and ev.get("container.id") == full[:12]
     assert ev.get("container.image.repository") == "localhost/enforcer-busybox"
     assert ev.get("k8s.pod.name") == "web-1" and ev.get("k8s.ns.name") == "shop"
     assert ev.get("proc.name") == "cat" and ev.get("fd.name") == "/etc/shadow"
@@ -366,11 +365,6 @@ def test_release_agent_write_in_container_with_cap_sys_admin(
     assert res.returncode == 0, res.stderr
     agent.barrier()
     assert not agent.find(rule, lambda a: a.event.get("container.name") == near)
-
-
-def test_at_least_twelve_distinct_rules_fired(agent: LiveAgent) -> None:
-    fired = {a.rule for a in agent.alerts}
-    assert len(fired) >= 12, sorted(fired)
 
 
 def test_agent_own_events_never_reach_userspace(agent: LiveAgent) -> None:
