@@ -33,6 +33,7 @@ from tests.k8s.apiserver import ApiServer
 DATA = Path(__file__).resolve().parents[2] / "data" / "falco-alerts"
 TERMINAL_SHELL = (DATA / "terminal_shell_k8s.json").read_bytes()
 POD = ("prod", "web-55696bc998-9j9zk")
+POD_PATH = f"/api/v1/namespaces/{POD[0]}/pods/{POD[1]}"
 
 POLICY = """
 - policy: contain-shell
@@ -118,6 +119,10 @@ def test_one_detection_one_trace_joined_with_alert_and_audit(
     assert [r["kind"] for r in records] == ["match", "decision", "action", "action"]
     assert {r["trace_id"] for r in records} == {trace_id}
     # dry-run reached the API server as dryRun=All, and nothing was deleted
+    mutations = api.cluster.mutations()
+    assert [(m["method"], m["path"]) for m in mutations] == [
+        ("PATCH", POD_PATH), ("DELETE", POD_PATH)]
+    assert all(m["query"].get("dryRun") == ["All"] and m["code"] == 200 for m in mutations)
     assert api.cluster.pods.get(POD) is not None
     assert metrics.registry.get_sample_value(
         "enforcer_actions_total",
@@ -212,7 +217,12 @@ def test_falco_http_triggers_policy_in_dry_run_with_audit_and_metrics(
     assert len(webhook_ids) == 2
     assert all(json.loads(b)["output_fields"]["environment"] == "production"
                for b in http_recorder.bodies)
-    # dry-run: nothing deleted; each planned action is an Event on the pod
+    # dry-run: every mutation went as dryRun=All (the Events, which record it, are real),
+    # nothing deleted; each planned action is an Event on the pod
+    mutations = [m for m in api.cluster.mutations() if not m["path"].endswith("/events")]
+    assert [(m["method"], m["path"]) for m in mutations] == [
+        ("PATCH", POD_PATH), ("DELETE", POD_PATH)] * 2
+    assert all(m["query"].get("dryRun") == ["All"] and m["code"] == 200 for m in mutations)
     assert api.cluster.pods.get(POD) is not None
     assert [(e["reason"], e["type"], e["involvedObject"]["name"], e["action"])
             for e in api.cluster.events] == [
