@@ -35,6 +35,7 @@ TERMINAL_SHELL = (DATA / "terminal_shell_k8s.json").read_bytes()
 # The same alert from the Falco of node-a, the node the agent answers for.
 ON_NODE_A = json.dumps({**json.loads(TERMINAL_SHELL), "hostname": "node-a"}).encode()
 POD = ("prod", "web-55696bc998-9j9zk")
+POD_PATH = f"/api/v1/namespaces/{POD[0]}/pods/{POD[1]}"
 
 POLICY = """
 - policy: contain-shell
@@ -120,6 +121,10 @@ def test_one_detection_one_trace_joined_with_alert_and_audit(
     assert [r["kind"] for r in records] == ["match", "decision", "action", "action"]
     assert {r["trace_id"] for r in records} == {trace_id}
     # dry-run reached the API server as dryRun=All, and nothing was deleted
+    mutations = api.cluster.mutations()
+    assert [(m["method"], m["path"]) for m in mutations] == [
+        ("PATCH", POD_PATH), ("DELETE", POD_PATH)]
+    assert all(m["query"].get("dryRun") == ["All"] and m["code"] == 200 for m in mutations)
     assert api.cluster.pods.get(POD) is not None
     assert metrics.registry.get_sample_value(
         "enforcer_actions_total",
@@ -213,7 +218,12 @@ def test_falco_http_triggers_policy_in_dry_run_with_audit_and_metrics(
     assert len(webhook_ids) == 2
     assert all(json.loads(b)["output_fields"]["environment"] == "production"
                for b in http_recorder.bodies)
-    # dry-run of received alerts: nothing deleted, and no Event written on their word
+    # dry-run of received alerts: every mutation went as dryRun=All, nothing deleted, and
+    # no Event written on their word
+    mutations = [m for m in api.cluster.mutations() if not m["path"].endswith("/events")]
+    assert [(m["method"], m["path"]) for m in mutations] == [
+        ("PATCH", POD_PATH), ("DELETE", POD_PATH)] * 2
+    assert all(m["query"].get("dryRun") == ["All"] and m["code"] == 200 for m in mutations)
     assert api.cluster.pods.get(POD) is not None
     assert api.cluster.events == []
 
