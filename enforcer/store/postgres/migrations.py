@@ -84,9 +84,10 @@ CREATE TABLE responses (
 ) PARTITION BY RANGE (det_time_ns);
 CREATE INDEX resp_det ON responses (det_id, det_time_ns);
 CREATE INDEX resp_node ON responses (node, det_time_ns);
-CREATE INDEX resp_policy ON responses (policy, det_time_ns);
-CREATE INDEX resp_action ON responses (action, det_time_ns);
-CREATE INDEX resp_outcome ON responses (outcome_class, det_time_ns);
+-- A page filtered on a rare policy, action or outcome walks these newest first.
+CREATE INDEX resp_policy ON responses (policy, det_time_ns, det_id);
+CREATE INDEX resp_action ON responses (action, det_time_ns, det_id);
+CREATE INDEX resp_outcome ON responses (outcome_class, det_time_ns, det_id);
 
 CREATE FUNCTION enforcer_day_partitions(days date[]) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
