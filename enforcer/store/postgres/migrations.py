@@ -48,6 +48,12 @@ CREATE TABLE detections (
     pod text,
     trace_id text,
     complete boolean NOT NULL DEFAULT true,   -- false: made from a response, alert not seen
+    -- Free text: every word of rule, output and output fields; punctuation splits words (so
+    -- "shadow" finds /etc/shadow), as in the SQLite store's FTS5 index. Stored, so that a
+    -- page that walks time order checks a row without recomputing it.
+    search tsvector GENERATED ALWAYS AS (to_tsvector('simple', regexp_replace(
+        coalesce(rule, '') || ' ' || coalesce(output, '') || ' ' ||
+        coalesce(output_fields::text, ''), '[^[:alnum:]_]+', ' ', 'g'))) STORED,
     PRIMARY KEY (time_ns, id)
 ) PARTITION BY RANGE (time_ns);
 CREATE INDEX det_id ON detections (id);
@@ -56,11 +62,7 @@ CREATE INDEX det_rule ON detections (rule, time_ns);
 CREATE INDEX det_priority ON detections (priority, time_ns);
 CREATE INDEX det_namespace ON detections (namespace, time_ns);
 CREATE INDEX det_pod ON detections (pod, time_ns);
--- Free text: every word of rule, output and output fields; punctuation splits words (so
--- "shadow" finds /etc/shadow), as in the SQLite store's FTS5 index.
-CREATE INDEX det_text ON detections USING gin (to_tsvector('simple', regexp_replace(
-    coalesce(rule, '') || ' ' || coalesce(output, '') || ' ' || coalesce(output_fields::text, ''),
-    '[^[:alnum:]_]+', ' ', 'g')));
+CREATE INDEX det_text ON detections USING gin (search);
 
 CREATE TABLE responses (
     id bigint NOT NULL,            -- stable: a hash of (node, the record as written)

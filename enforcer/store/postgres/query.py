@@ -17,10 +17,7 @@ from enforcer.store.query import PAGE_SIZE, Filters, Page
 
 _DETECTION_COLUMNS = ("rule", "priority", "namespace", "pod", "node")
 _RESPONSE_COLUMNS = {"policy": "policy", "action": "action", "outcome": "outcome_class"}
-# The expression of the det_text index (migrations.py), so that the index answers.
-_TEXT = ("to_tsvector('simple', regexp_replace(coalesce(d.rule, '') || ' ' || "
-         "coalesce(d.output, '') || ' ' || coalesce(d.output_fields::text, ''), "
-         "'[^[:alnum:]_]+', ' ', 'g'))")
+_TEXT = "d.search"  # the stored tsvector the det_text index covers (migrations.py)
 
 
 def _conditions(filters: Filters) -> tuple[list[str], list[Any]]:
@@ -117,6 +114,9 @@ def _fetch_by_response(conn: Any, filters: Filters, name: str,
         if filters.until_ns is not None:
             clauses.append("r.det_time_ns < %s")
             args.append(filters.until_ns)
+        if filters.node:  # a response carries its node: only this node's keys
+            clauses.append("r.node = %s")
+            args.append(filters.node)
         if cursor is not None:
             clauses.append(f"(r.det_time_ns, r.det_id) {cmp} (%s, %s)")
             args += [cursor[0], cursor[1]]
