@@ -222,10 +222,15 @@ class PgStoreWriter:
             if any(item is _STOP for item in items):
                 stopping = True
                 items = [item for item in items if item is not _STOP]
-            if items:
-                self._store(items)
-            if self.spool.count and self._ready():
-                self._replay(time.monotonic() + 1.0)
+            try:
+                if items:
+                    self._store(items)
+                if self.spool.count and self._ready():
+                    self._replay(time.monotonic() + 1.0)
+            except Exception:  # never let the thread die: the JSONL log has every record
+                self.failures += 1
+                log.exception("audit store: unexpected failure; %d records not stored",
+                              len(items))
             with self._lock:
                 self._done += len(items)
                 self._lock.notify_all()
@@ -270,7 +275,8 @@ class PgStoreWriter:
                 log.warning("audit store: record not stored: %s", exc)
         try:
             copy_in.write(self._conn, rows, self._partitions)
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError, TypeError,
+                ValueError) as exc:
             # A row the database refuses must not hold up every later one: find it.
             log.warning("audit store: batch refused (%s); writing one by one",
                         _first_line(exc))
@@ -292,7 +298,8 @@ class PgStoreWriter:
             add(rows, self.node, record)
             try:
                 copy_in.write(self._conn, rows, self._partitions)
-            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError, TypeError,
+                    ValueError) as exc:
                 self.rejected += 1
                 log.warning("audit store: record refused by the database: %s",
                             _first_line(exc))
