@@ -61,6 +61,7 @@ from enforcer.audit.record import (
     new_match_id,
 )
 from enforcer.errors import ActionError
+from enforcer.outputs.escape import escape_control
 from enforcer.policy.budget import Budget
 from enforcer.policy.guards import Guards
 from enforcer.policy.model import ActionStep, Policy, PolicySet
@@ -657,4 +658,4 @@ def _close(process: Any) -> None:
 
 
 def _print_critical(alert: Alert) -> None:
-    print(alert.text_line, file=sys.stderr, flush=True)
+    print(escape_control(alert.text_line), file=sys.stderr, flush=True)
