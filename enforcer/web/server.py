@@ -360,7 +360,8 @@ class WsgiServer:
         if isinstance(exc, (ssl.SSLError, ConnectionError, TimeoutError)):
             # A refused client certificate, a plain-HTTP client on a TLS port, a handshake
             # that never finished: counted, not a traceback.
-            self.rejected("tls_refused")
+            if self.url_scheme == "https":
+                self.rejected("tls_refused")
             log.debug("http %s: %s: %s", self.name, context.get("message"), exc)
             return
         loop.default_exception_handler(context)
