@@ -207,12 +207,13 @@ def _kernel_killer(args: argparse.Namespace, pipeline: Any) -> Any:
     def on_kill(rec: Any, rule: str) -> None:
         from enforcer.audit.record import ACTION, AuditRecord, new_match_id  # noqa: PLC0415
         from enforcer.kernel_kill import TYPE_BITS  # noqa: PLC0415
+        from enforcer.outputs.escape import escape_control  # noqa: PLC0415
 
         address = getattr(rec, "address", "")
         call = next((name for name, bit in TYPE_BITS.items() if bit == rec.syscall), "syscall")
         what = f"address={address}" if address else f"path={rec.path}"
-        print(f"enforcer: killed in kernel: rule={rule!r} pid={rec.tgid} comm={rec.comm} "
-              f"{what}", file=sys.stderr, flush=True)
+        print(escape_control(f"enforcer: killed in kernel: rule={rule!r} pid={rec.tgid} "
+                             f"comm={rec.comm} {what}"), file=sys.stderr, flush=True)
         detail = ({"address": address, "syscall": call} if address else {"path": rec.path})
         audit.record(AuditRecord(
             ACTION, new_match_id(), "killed-in-kernel", rule=rule, action="kill",

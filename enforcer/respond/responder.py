@@ -61,6 +61,7 @@ from enforcer.audit.record import (
     new_match_id,
 )
 from enforcer.errors import ActionError
+from enforcer.outputs.escape import escape_control
 from enforcer.policy.budget import Budget
 from enforcer.policy.guards import Guards
 from enforcer.policy.model import ActionStep, Policy, PolicySet
@@ -132,6 +133,7 @@ class Responder:
         # reach out because of it (notify, Kubernetes Events), since a received alert may be
         # unauthenticated text; it acts and notifies only when authenticated and live.
         self.received_alerts = False
+        self._stopping = False
         self.policy_digest = policy_digest
         self.clock = clock
         self.audit = audit
@@ -227,6 +229,7 @@ class Responder:
 
     def start(self) -> Responder:
         if self.thread is None:
+            self._stopping = False
             shorten_switch_interval()
             if self._wake is None:
                 # closed with the responder, never before: a late submit() must not write
@@ -261,7 +264,35 @@ class Responder:
         if self.follow_up_thread is not None and self.follow_up_thread.is_alive():
             print(f"enforcer: snapshot uploads still running {timeout:g}s after stop: their "
                   "outcome is not audited (the local archives are kept)", file=sys.stderr)
+        # Matches still queued (the worker ran out of time, or they came after the stop)
+        # are recorded as dropped, so that the audit log accounts for every match.
+        self._stopping = True
+        self._drop_queued(f"the agent stopped before answering it (within {timeout:g}s)")
         self.thread = self.follow_up_thread = None
+
+    def _drop_queued(self, reason: str) -> None:
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if job is not _STOP:
+                    self._drop(job, reason)
+            finally:
+                self.queue.task_done()
+
+    def _drop(self, job: _Job, reason: str) -> None:
+        _close(job.process)
+        if job.signalled is not None:
+            job.signalled.set()
+        self._count("match", "dropped")
+        alert = job.alert
+        self._record(AuditRecord(
+            kind=DROP, match_id=job.match_id, outcome="dropped", rule=alert.rule,
+            priority=alert.priority.display, trace_id=alert.trace_id, reason=reason,
+            event_time_ns=alert.time_ns, policy_digest=job.digest,
+            detail={"policies": [p.name for p in job.policies]}))
 
     def drain(self) -> None:
         """Block until every submitted match has been handled, follow-ups (uploads)
@@ -338,6 +369,9 @@ class Responder:
             try:
                 if job is _STOP:
                     return
+                if self._stopping:  # stop() gave up waiting: account for it, do not act
+                    self._drop(job, "the agent stopped before answering it")
+                    continue
                 self._handle(job)
             except Exception as exc:  # never let one match kill the worker
                 print(f"enforcer: responder error: {exc!r}", file=sys.stderr)
@@ -624,4 +658,4 @@ def _close(process: Any) -> None:
 
 
 def _print_critical(alert: Alert) -> None:
-    print(alert.text_line, file=sys.stderr, flush=True)
+    print(escape_control(alert.text_line), file=sys.stderr, flush=True)
