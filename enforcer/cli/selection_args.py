@@ -6,7 +6,8 @@ the live agent; each mirrors a key of Falco's configuration:
                             `rules: [{enable: {rule: ...}}, {disable: {tag: ...}}]`,
                             applied in the order given; names may use `*` wildcards
   --rule-matching first|all `rule_matching`
-  --append-output FILE      `append_output` (a YAML file with that list)
+  --append-output FILE      `append_output` (a YAML file with that list); without it,
+                            Falco's shipped default `[{suggested_output: true}]`
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from enforcer.errors import RuleError
 from enforcer.priority import Priority
-from enforcer.rules.append_output import load_append_output
+from enforcer.rules.append_output import DEFAULT_APPEND_OUTPUT, load_append_output
 from enforcer.rules.engine import RULE_MATCHING, Engine
 from enforcer.rules.ruleset import RuleSet
 from enforcer.rules.selection import at_least, set_enabled
@@ -64,7 +65,9 @@ def add_selection_arguments(parser: argparse.ArgumentParser | Any) -> None:
     parser.add_argument(
         "--append-output", metavar="FILE", default=None,
         help="YAML file with Falco's `append_output:` list: extra output text and fields "
-             "for the rules each entry matches")
+             "for the rules each entry matches; it replaces the default, Falco's "
+             "`[{suggested_output: true}]` (container and pod fields on every alert; "
+             "`append_output: []` turns that off)")
 
 
 def select_rules(ruleset: RuleSet, args: argparse.Namespace) -> RuleSet:
@@ -89,8 +92,9 @@ def engine_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     path = getattr(args, "append_output", None)
     if path:
         entries += load_append_output(path)
-    if entries:
-        options["append_output"] = entries
+    # falco.yaml's or the file's entries replace the default, as falco.yaml's key does in
+    # Falco (whose shipped file lists suggested_output itself)
+    options["append_output"] = entries if (entries or path) else list(DEFAULT_APPEND_OUTPUT)
     return options
 
 

@@ -43,8 +43,8 @@ _SECURITY_HEADERS = [
 
 _RELATIVE = re.compile(r"^(\d+)([mhd])$")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400}
-_FILTER_NAMES = ("since", "until", "last", "rule", "priority", "namespace", "pod", "node",
-                 "policy", "action", "outcome", "q")
+_FILTER_NAMES = ("since", "until", "last", "rule", "priority", "namespace", "pod", "container",
+                 "node", "policy", "action", "outcome", "q")
 
 
 CHOICES_TTL_S = 30.0  # how long a PostgreSQL store's filter choices are reused
@@ -244,11 +244,12 @@ class ConsoleApp:
             except ValueError as exc:
                 raise BadRequest(f"priority: {exc}") from None
         text = {k: (params.get(k) or "").strip() or None
-                for k in ("rule", "namespace", "pod", "node", "policy", "action", "outcome",
-                          "q")}
+                for k in ("rule", "namespace", "pod", "container", "node", "policy", "action",
+                          "outcome", "q")}
         return query.Filters(since_ns=since, until_ns=until, priority=priority,
                              rule=text["rule"], namespace=text["namespace"], pod=text["pod"],
-                             node=text["node"], policy=text["policy"], action=text["action"],
+                             container=text["container"], node=text["node"],
+                             policy=text["policy"], action=text["action"],
                              outcome=text["outcome"], text=text["q"])
 
     def _choices(self, conn: Any) -> dict[str, list[str]]:

@@ -6,6 +6,16 @@ with one space) and/or `extra_fields` (`{key: format}` entries rendered as text,
 field name whose typed value is added under its own name) to the alert's output_fields.
 Several matching entries apply in configuration order.
 
+`suggested_output: true` appends the fields Falco's container plugin suggests, each as
+` foo_bar=%foo.bar`, after the entry's extra_output, to the rules of the syscall source
+(the only source with those fields here): container.id, container.name,
+container.image.repository, container.image.tag, k8s.pod.name, k8s.ns.name. As in Falco,
+they are appended even when the rule's output already shows one of them, and, being
+%fields of the output, they land in output_fields too. Falco's shipped falco.yaml has
+`append_output: [{suggested_output: true}]`, so that is DEFAULT_APPEND_OUTPUT, what the
+agent and `enforcer replay` use when no append_output file is given; a file replaces it
+(`append_output: []` turns it off).
+
 A file in Falco's shape is read by `load_append_output(path)`:
 
     append_output:
@@ -59,6 +69,7 @@ class AppendOutput:
     tags: frozenset[str] = frozenset()
     extra_output: str = ""
     extra_fields: tuple[ExtraField, ...] = ()
+    suggested_output: bool = False
 
     def applies_to(self, rule: Rule) -> bool:
         """True when the entry's match (rule name, source, every tag) selects `rule`."""
@@ -67,13 +78,31 @@ class AppendOutput:
                 and self.tags <= set(rule.tags))
 
 
+# The fields the container plugin marks as suggested output, in the order Falco appends
+# them (the plugin's field table), and the sources that have them.
+SUGGESTED_FIELDS = ("container.id", "container.name", "container.image.repository",
+                    "container.image.tag", "k8s.pod.name", "k8s.ns.name")
+SUGGESTED_SOURCES = frozenset({"syscall"})
+DEFAULT_APPEND_OUTPUT = (AppendOutput(suggested_output=True),)
+
+
+def suggested_format(field: str) -> str:
+    """Falco's form of a suggested field in the output text: `foo_bar=%foo.bar`."""
+    return f"{field.replace('.', '_')}=%{field}"
+
+
 def extended_output(rule: Rule, entries: tuple[AppendOutput, ...] | list[AppendOutput]) -> str:
-    """The rule's output with every matching entry's extra_output appended, one space
-    before each, in order."""
+    """The rule's output with every matching entry's extra_output, then its suggested
+    fields, appended, one space before each, in order."""
     text = rule.output_format.text if rule.output_format is not None else rule.output
     for e in entries:
-        if e.extra_output and e.applies_to(rule):
+        if not e.applies_to(rule):
+            continue
+        if e.extra_output:
             text = f"{text} {e.extra_output}"
+        if e.suggested_output and rule.source in SUGGESTED_SOURCES:
+            for field in SUGGESTED_FIELDS:
+                text = f"{text} {suggested_format(field)}"
     return text
 
 
@@ -136,12 +165,13 @@ class _Reader:
     def entry(self, node: Node) -> AppendOutput | None:
         if not is_map(node):
             self.error(node, "an append_output entry must be a mapping "
-                             "(match, extra_output, extra_fields)")
+                             "(match, extra_output, extra_fields, suggested_output)")
             return None
         before = len(self.diags)
         match: dict[str, object] = {}
         extra_output = ""
         extra_fields: tuple[ExtraField, ...] = ()
+        suggested = False
         for key, knode, value in mapping_items(node):
             if key not in _KEYS:
                 self.error(knode, f"unknown key '{key}' in an append_output entry "
@@ -153,12 +183,19 @@ class _Reader:
                 extra_output = fmt.text if fmt is not None else ""
             elif key == "extra_fields":
                 extra_fields = self.fields(value)
-            else:  # suggested_output: Falco's plugin-suggested fields; we have no plugins
-                self.error(knode, "suggested_output is not supported: list the fields in "
-                                  "extra_output or extra_fields instead")
+            else:  # suggested_output
+                flag = self.boolean(value, "suggested_output")
+                suggested = bool(flag)
         if len(self.diags) > before:
             return None
-        return AppendOutput(extra_output=extra_output, extra_fields=extra_fields, **match)
+        return AppendOutput(extra_output=extra_output, extra_fields=extra_fields,
+                            suggested_output=suggested, **match)
+
+    def boolean(self, node: Node, what: str) -> bool | None:
+        if not is_scalar(node) or node.tag != "tag:yaml.org,2002:bool":
+            self.error(node, f"{what} must be true or false")
+            return None
+        return str(node.value).lower() in ("true", "yes", "on")
 
     def match(self, node: Node) -> dict[str, object]:
         if is_null(node):

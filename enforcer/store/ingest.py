@@ -20,13 +20,13 @@ from enforcer.store.mapping import DetectionRow, Mapped, ResponseRow
 
 _UPSERT_DETECTION = """
 INSERT INTO detections (key, time_ns, rule, priority, output, output_fields, tags, source,
-                        hostname, namespace, pod, node, trace_id, complete)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                        hostname, namespace, pod, node, container, trace_id, complete)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
 ON CONFLICT (key) DO UPDATE SET
     time_ns = excluded.time_ns, rule = excluded.rule, priority = excluded.priority,
     output = excluded.output, output_fields = excluded.output_fields, tags = excluded.tags,
     source = excluded.source, hostname = excluded.hostname, namespace = excluded.namespace,
-    pod = excluded.pod, node = excluded.node,
+    pod = excluded.pod, node = excluded.node, container = excluded.container,
     trace_id = coalesce(excluded.trace_id, detections.trace_id), complete = 1
 WHERE detections.complete = 0
 """
@@ -86,7 +86,8 @@ def _response_hash(r: ResponseRow) -> int:
 
 def _detection_values(d: DetectionRow) -> tuple[Any, ...]:
     return (d.key, d.time_ns, d.rule, d.priority, d.output, _json(d.output_fields),
-            _json(d.tags), d.source, d.hostname, d.namespace, d.pod, d.node, d.trace_id)
+            _json(d.tags), d.source, d.hostname, d.namespace, d.pod, d.node, d.container,
+            d.trace_id)
 
 
 @dataclass

@@ -69,6 +69,7 @@ _OUTCOME_WORDS = {
 _NAMESPACE_KEYS = ("k8s.ns.name", "k8s.namespace.name", "ka.target.namespace")
 _POD_KEYS = ("k8s.pod.name",)
 _NODE_KEYS = ("k8s.node.name", "node", "evt.hostname")
+_CONTAINER_KEYS = ("container.name", "container.id")
 
 
 class RecordError(ValueError):
@@ -91,6 +92,7 @@ class DetectionRow:
     namespace: str | None = None
     pod: str | None = None
     node: str | None = None
+    container: str | None = None
     trace_id: str | None = None
     complete: bool = True  # False: a placeholder made from a response record
 
@@ -355,6 +357,7 @@ def map_record(record: Any, raw: str | None = None) -> Mapped:
         pod=_field(fields, _POD_KEYS) or _text(record.get("pod")) or _text(where.get("pod")),
         node=(_field(fields, _NODE_KEYS) or _text(record.get("node")) or hostname
               or _text(where.get("node"))),
+        container=_field(fields, _CONTAINER_KEYS),
         trace_id=_text(record.get("trace_id") or alert.get("trace_id")),
         complete=kind == ALERT,
     )

@@ -14,7 +14,7 @@ from enforcer.store.mapping import response_view
 PAGE_SIZE = 50
 
 # Filters answered by a detections column, each with a (column, time) index.
-_DETECTION_COLUMNS = ("rule", "priority", "namespace", "pod", "node")
+_DETECTION_COLUMNS = ("rule", "priority", "namespace", "pod", "node", "container")
 # Filters answered by the responses of a detection (a detection has many).
 _RESPONSE_COLUMNS = {"policy": "policy", "action": "action", "outcome": "outcome_class"}
 
@@ -30,6 +30,7 @@ class Filters:
     namespace: str | None = None
     pod: str | None = None
     node: str | None = None
+    container: str | None = None
     policy: str | None = None
     action: str | None = None
     outcome: str | None = None
@@ -157,6 +158,7 @@ def _conditions(filters: Filters, driver: _Driver) -> tuple[list[str], list[Any]
 
 
 _LIST_COLUMNS = ("d.id, d.time_ns, d.rule, d.priority, d.output, d.namespace, d.pod, d.node, "
+                 "d.container, "
                  "d.hostname, d.trace_id, d.outcomes, d.policies, d.actions, d.complete")
 
 

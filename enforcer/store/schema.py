@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS detections (
     namespace TEXT,
     pod TEXT,
     node TEXT,
+    container TEXT,
     trace_id TEXT,
     complete INTEGER NOT NULL DEFAULT 1,
     outcomes TEXT,
@@ -155,6 +156,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.executescript(_DDL)
+        _add_container_column(conn)
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                      (str(SCHEMA_VERSION),))
         _check_version(conn, path)
@@ -165,6 +167,15 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         raise StoreError(f"{path}: not a usable audit store ({exc}); if it is damaged, "
                          "rebuild it from the JSONL logs with `enforcer audit import`") from exc
     return conn
+
+
+def _add_container_column(conn: sqlite3.Connection) -> None:
+    """The container column (the alert's container.name) came after schema 3's first
+    stores: added in place, with its index, since every other column is unchanged."""
+    names = {row[1] for row in conn.execute("PRAGMA table_info(detections)")}
+    if "container" not in names:
+        conn.execute("ALTER TABLE detections ADD COLUMN container TEXT")
+    conn.execute("CREATE INDEX IF NOT EXISTS det_container ON detections (container, time_ns)")
 
 
 def _check_version(conn: sqlite3.Connection, path: Path) -> None:

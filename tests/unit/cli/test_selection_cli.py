@@ -128,3 +128,20 @@ def test_the_agent_parser_gets_the_same_options(tmp_path):
     engine = build_engine(load(RULES), defaults, "")
     assert [a.rule for a in engine.evaluate(EVENT)] == ["cat opens", "any open"]
     assert json.dumps(vars(defaults), default=str)  # plain values only
+
+
+def test_suggested_output_is_on_by_default_as_in_falcos_shipped_config(files, tmp_path):
+    res, _ = replay(files)
+    assert res.code == 0, res.stderr
+    alert = {a["rule"]: a for a in res.alerts()}["cat opens"]
+    assert alert["output"].endswith(
+        "cat opened /etc/shadow container_id=<NA> container_name=<NA> "
+        "container_image_repository=<NA> container_image_tag=<NA> k8s_pod_name=<NA> "
+        "k8s_ns_name=<NA>")
+    assert "container.name" in alert["output_fields"]
+    off = tmp_path / "off.yaml"
+    off.write_text("append_output: []\n")
+    res, _ = replay(files, "--append-output", off)
+    alert = {a["rule"]: a for a in res.alerts()}["cat opens"]
+    assert alert["output"].endswith("cat opened /etc/shadow")
+    assert "container.name" not in alert["output_fields"]

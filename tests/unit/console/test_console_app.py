@@ -30,12 +30,21 @@ def test_list_shows_newest_first(app, wsgi_call):
     ("outcome=dry-run", ["5", "2"]),
     ("priority=critical", ["5"]),
     ("namespace=dev&node=node-b", ["7", "3"]),
+    ("container=c0ffee333333", ["3"]),  # container.name, else container.id
     ("policy=contain-shell&outcome=guard", ["4"]),
     ("q=shadow", ["3", "2"]),
     ("since=2026-11-23T10:03&until=2026-11-23T10:05", ["4", "3"]),
 ])
 def test_filters(app, query, expected, wsgi_call):
     assert rows(wsgi_call(app, "/?" + query).text) == expected
+
+
+def test_where_names_the_container_beside_pod_and_node(app, wsgi_call):
+    page = wsgi_call(app, "/?container=c0ffee333333").text
+    assert re.search(r'<td class="where">dev/api-3<br><span class="container">c0ffee333333'
+                     r'</span><br><span class="node">node-b</span></td>', page)
+    assert 'name="container"' in page
+    assert "c0ffee333333" in wsgi_call(app, "/detection/3").text
 
 
 def test_script_in_alert_fields_is_text(app, wsgi_call):

@@ -76,7 +76,10 @@ def test_enable_sandbox_rule_with_override(tmp_path: Path) -> None:
     assert alerts[0]["output"] == (
         "16:40:00.123456789: Notice Hidden file or directory created | file=<NA> newpath=<NA> "
         "evt_type=mkdirat user=root user_uid=0 user_loginuid=1000 process=mkdir "
-        "proc_exepath=/usr/bin/mkdir parent=bash command=mkdir /tmp/.cache-x terminal=34816"
+        "proc_exepath=/usr/bin/mkdir parent=bash command=mkdir /tmp/.cache-x terminal=34816 "
+        # Falco's shipped append_output: [{suggested_output: true}]
+        "container_id=host container_name=host container_image_repository=<NA> "
+        "container_image_tag=<NA> k8s_pod_name=<NA> k8s_ns_name=<NA>"
     )
 
 

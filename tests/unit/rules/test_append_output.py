@@ -154,3 +154,51 @@ def test_unknown_fields_in_extra_fields_are_located():
 def test_malformed_files(config, where, why):
     found = errors(config)
     assert any(e.startswith(f"extra.yaml:{where}: ") and why in e for e in found), found
+
+
+SUGGESTED = ("container_id=%container.id container_name=%container.name "
+             "container_image_repository=%container.image.repository "
+             "container_image_tag=%container.image.tag k8s_pod_name=%k8s.pod.name "
+             "k8s_ns_name=%k8s.ns.name")
+POD_EVENT = {**EVENT, "container.id": "0123456789ab", "container.name": "web",
+             "container.image.repository": "docker.io/library/nginx",
+             "container.image.tag": "1.27", "k8s.pod.name": "web-1", "k8s.ns.name": "shop"}
+
+
+def test_suggested_output_appends_the_container_plugins_fields_in_falcos_form():
+    got = outputs("""
+        append_output:
+          - suggested_output: true
+        """, event=POD_EVENT)["legit_rule"]
+    assert got.output == ("out 1 container_id=0123456789ab container_name=web "
+                          "container_image_repository=docker.io/library/nginx "
+                          "container_image_tag=1.27 k8s_pod_name=web-1 k8s_ns_name=shop")
+    assert {k: got.output_fields[k] for k in ("container.id", "container.name",
+                                              "k8s.pod.name", "k8s.ns.name")} == {
+        "container.id": "0123456789ab", "container.name": "web", "k8s.pod.name": "web-1",
+        "k8s.ns.name": "shop"}
+
+
+def test_suggested_fields_follow_the_entrys_extra_output_and_repeat_the_rules_own():
+    rules = rule_yaml("evt.type = open", name="r", output="in %container.name")
+    got = outputs("""
+        append_output:
+          - extra_output: "x"
+            suggested_output: true
+        """, rules=rules, event={**EVENT, "container.id": "host", "container.name": "host"})
+    # as Falco: appended even though the rule's output already has container.name
+    assert got["r"].output.startswith("in host x container_id=host container_name=host ")
+    assert got["r"].output.endswith(" k8s_pod_name=<NA> k8s_ns_name=<NA>")
+
+
+def test_suggested_output_false_appends_nothing():
+    assert texts("""
+        append_output:
+          - suggested_output: false
+        """) == {"legit_rule": "out 1", "another_rule": "out 2"}
+
+
+def test_suggested_output_must_be_a_boolean():
+    with pytest.raises(RuleError) as exc:
+        parse_append_output("append_output:\n  - suggested_output: yes please\n", "x.yaml")
+    assert str(exc.value.diagnostics[0]).startswith("x.yaml:2:23: suggested_output must be")
