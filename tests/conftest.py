@@ -16,9 +16,11 @@ UPSTREAM_RULES = REPO / "tests" / "data" / "falco-rules"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # The settings that say where an agent writes. Unset, an agent writes /var/log/enforcer,
-# /var/lib/enforcer and /run/enforcer, which belong to a real agent on the machine.
-AGENT_PATHS = {"ENFORCER_AUDIT_LOG": "audit.jsonl", "ENFORCER_STORE": "audit.db",
-               "ENFORCER_STATE_DIR": "state", "ENFORCER_SNAPSHOT_DIR": "snapshots"}
+# /var/lib/enforcer and /run/enforcer, which belong to a real agent on the machine. (Not
+# ENFORCER_STORE: setting it switches the store on; off is the default, and a test that
+# wants one names its file.)
+AGENT_PATHS = {"ENFORCER_AUDIT_LOG": "audit.jsonl", "ENFORCER_STATE_DIR": "state",
+               "ENFORCER_SNAPSHOT_DIR": "snapshots"}
 # Where they point for the whole session (a temp dir removed at the end); an agent that a
 # test starts gets its own instead (agent_paths, tests/agent_process.py).
 SESSION_AGENT_PATHS: dict[str, str] = {}
