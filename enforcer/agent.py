@@ -19,6 +19,7 @@ from typing import Any, Protocol, TextIO
 
 from enforcer.alert import Alert
 from enforcer.kernel_filter import open_filter_for, sends_need_address
+from enforcer.kernel_results import failures_dropped
 from enforcer.sources.ebpf import Attachment, EbpfSource, available_syscalls, plan
 from enforcer.sources.probe import ProbeConfig
 from enforcer.state.cgroup_ids import CgroupIds, cgroup2_mount
@@ -181,6 +182,7 @@ class Agent:
             if filt is not None:
                 base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
             base = replace(base, sends_need_address=sends_need_address(rules))
+            base = replace(base, failures_dropped=failures_dropped(rules))
         self._base_config = base
         self.probe_config = base
         self.attachment = Attachment((), ())
@@ -278,6 +280,7 @@ class Agent:
             if filt is not None:
                 base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
             base = replace(base, sends_need_address=sends_need_address(rules))
+            base = replace(base, failures_dropped=failures_dropped(rules))
         config, attachment = plan(event_types, available_syscalls(), base)
         with self._switch_lock:
             if config == self.probe_config:
