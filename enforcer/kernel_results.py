@@ -24,12 +24,14 @@ in, glob with a literal `..`) are decided false.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from enforcer.rules import checks, nodes
 from enforcer.rules.kernel_residue import _run, constant, partial
 from enforcer.sources import syscalls as sc
 from enforcer.sources.decode import decode, pack
+from enforcer.sources.probe import ProbeConfig
 from enforcer.state.live_event import LiveEvent
 
 MAX_ERRNO = 150  # the kernel's errnos end at 133 (EHWPOISON); larger results always cross
@@ -110,3 +112,17 @@ def failures_dropped(rules: Iterable[Any]) -> tuple[str, ...]:
         if not any(failures_matter(r, s, decide) for r in rules):
             out.append(s.name)
     return tuple(out)
+
+
+def with_rule_filters(base: ProbeConfig, rules: Iterable[Any]) -> ProbeConfig:
+    """`base` with every in-kernel filter the rules allow: the open filter and the sends
+    without an address (enforcer.kernel_filter), the failures no rule can match. One place,
+    so that the agent and `enforcer probes render` load the same C."""
+    from enforcer.kernel_filter import open_filter_for, sends_need_address  # noqa: PLC0415
+
+    rules = list(rules)
+    filt = open_filter_for(rules)
+    if filt is not None:
+        base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
+    return replace(base, sends_need_address=sends_need_address(rules),
+                   failures_dropped=failures_dropped(rules))
