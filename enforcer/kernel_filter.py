@@ -8,9 +8,12 @@ if its path starts with one of the prefixes and its kind (read/write) is among t
 Open kinds are 16 classes (readable, writable, O_TRUNC, O_CREAT; see open_class() in
 bpf/events.c), so `open_write and evt.arg.flags contains O_TRUNC` keeps only truncating
 writes. The union over all such rules is loaded into the probe's LPM trie; the kernel drops every
-other open with an absolute, already-normal path. Relative paths and paths containing
-`/.`, `//` or `..` always reach userspace (only it can resolve them), so conditions that
-need such a raw path (`fd.nameraw contains "../"`) need no entry in the trie.
+other open with an absolute, already-normal path. The trie answers with the longest
+matching entry only, so each entry carries the classes of the shorter entries that are its
+prefixes (closed_under_prefixes); kernel_passes() models the kernel's check. Relative
+paths and paths containing `/.`, `//` or `..` always reach userspace (only it can resolve
+them), so conditions that need such a raw path (`fd.nameraw contains "../"`) need no
+entry in the trie.
 
 Soundness over precision: anything not understood (negations, `contains`, `endswith`,
 regexes, transformers, fields other than fd.name/fd.directory/fd.filename/evt.is_open_*/
@@ -28,11 +31,14 @@ from typing import Any
 from enforcer.sources.probe import (
     ALL_CLASSES,
     CREATING,
+    LPM_DATA,
     MAX_SUFFIXES,
     READABLE,
     SUFFIX_LEN,
     TRUNCATING,
     WRITABLE,
+    lpm_key,
+    second_bytes,
 )
 
 OPEN_TYPES = frozenset({"open", "openat", "openat2", "creat"})
@@ -90,9 +96,26 @@ def open_filter_for(rules: Iterable[Any]) -> OpenFilter | None:
         for mask in suffixes.values():  # too many to check: every path of the class
             prefixes[""] = prefixes.get("", 0) | mask
         suffixes = {}
+    prefixes = closed_under_prefixes(prefixes)
     if prefixes.get("", 0) == ALL:
         return None
     return OpenFilter(prefixes, suffixes)
+
+
+def closed_under_prefixes(prefixes: dict[str, int]) -> dict[str, int]:
+    """Each entry's classes joined with those of every shorter entry that is a prefix of it.
+
+    The kernel's LPM trie answers with the longest matching entry only, so an entry must
+    carry the classes of every entry it shadows: with `/etc/` for writes and "" (any path)
+    for reads, a read of /etc/passwd finds `/etc/` and would be dropped otherwise. (Suffixes
+    need no such step: the kernel tries every one of them.)"""
+    out = {}
+    for key, mask in prefixes.items():
+        for shorter, more in prefixes.items():
+            if len(shorter) < len(key) and key.startswith(shorter):
+                mask |= more
+        out[key] = mask
+    return out
 
 
 def _approx(expr: Any, nodes: Any) -> Constraint:
@@ -286,3 +309,66 @@ def _admitted(check: Any, nodes: Any, universe: frozenset[str]) -> frozenset[str
     if check.op in ("in", "intersects") and isinstance(check.right, nodes.ValueList):
         return frozenset(v.text for v in check.right.items) & universe
     return None
+
+
+def kernel_passes(filt: OpenFilter | None, raw: str, flags: int) -> bool:
+    """Whether the kernel's open filter (open_wanted() in bpf/events.c) lets an open of the
+    raw path `raw` with these open flags cross to userspace: a model of the C, step for
+    step, kept here so that tests can compare it with what the rules engine matches."""
+    if filt is None:
+        return True
+
+    path = raw.encode()
+    size = len(path) + 1  # e->len1 counts the NUL
+    cls = open_class(flags)
+    suffix_classes = _joined(filt.suffixes.values())
+    prefix_classes = _joined(filt.prefixes.values())
+    byte1 = second_bytes(filt.prefixes)
+    c1 = path[1] if len(path) > 1 else 0
+    if (path[:1] == b"/" and not (suffix_classes >> cls) & 1 and c1 not in b"./\0"
+            and size <= LPM_DATA and not (byte1 >> c1) & 1):
+        return b".." in path
+    relative = path[:1] != b"/"
+    if relative and ((prefix_classes >> cls) & 1 or size <= 1):
+        return True
+    if size > LPM_DATA:
+        return True
+    if path[:1] == b"." and path[1:2] in (b"/", b""):
+        return True
+    if (b".." in path or b"//" in path or b"/./" in path or path.endswith((b"/", b"/."))):
+        return True
+    if not relative and (byte1 >> c1) & 1:
+        key = path + b"\0"
+        best = -1
+        mask = 0
+        for prefix, classes in filt.prefixes.items():
+            bits, data = lpm_key(prefix)
+            n = bits // 8
+            if n > best and key[:n] == data[:n]:
+                best, mask = n, classes
+        if best >= 0 and (mask >> cls) & 1:
+            return True
+    if not (suffix_classes >> cls) & 1:
+        return False
+    for suffix, classes in filt.suffixes.items():
+        s = suffix.encode()
+        if not s or not (classes >> cls) & 1:
+            continue
+        if path.endswith(s) or (relative and b"/" + path == s):
+            return True
+    return False
+
+
+def open_class(flags: int) -> int:
+    """The open's class (open_class() in bpf/events.c): bit 0 readable, bit 1 writable,
+    bit 2 O_TRUNC, bit 3 O_CREAT."""
+    acc = flags & 3
+    return ((acc != 1) | (acc != 0) << 1 | bool(flags & 0o1000) << 2
+            | bool(flags & 0o100) << 3)
+
+
+def _joined(masks: Iterable[int]) -> int:
+    out = 0
+    for mask in masks:
+        out |= mask
+    return out

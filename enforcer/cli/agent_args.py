@@ -30,9 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "token is required unless it is bound to loopback (env ENFORCER_UI)")
     g.add_argument("--ui-token-file", metavar="FILE", default=_env("ENFORCER_UI_TOKEN_FILE"),
                    help="file holding the console token (or env ENFORCER_UI_TOKEN)")
-    g.add_argument("--store", metavar="PATH", default=_env("ENFORCER_STORE"),
-                   help="SQLite audit store the agent writes for the console (env "
+    g.add_argument("--store", metavar="PATH|URL", default=_env("ENFORCER_STORE"),
+                   help="audit store the agent writes for the console: an SQLite file, or "
+                        "postgresql://USER@HOST/DB for one store of every node (env "
                         "ENFORCER_STORE; default: none, or the default store with --ui)")
+    g.add_argument("--store-password-file", metavar="FILE",
+                   default=_env("ENFORCER_STORE_PASSWORD_FILE"),
+                   help="file holding the PostgreSQL store's password, e.g. a mounted "
+                        "Secret (env ENFORCER_STORE_PASSWORD_FILE)")
+    g.add_argument("--store-spool", metavar="PATH",
+                   default=_env("ENFORCER_STORE_SPOOL", "/var/lib/enforcer/store-spool.db"),
+                   help="where records wait while the PostgreSQL store is down, replayed in "
+                        "order when it is back (env ENFORCER_STORE_SPOOL; default "
+                        "/var/lib/enforcer/store-spool.db)")
     g.add_argument("--node-name", metavar="NAME",
                    default=_env("ENFORCER_NODE_NAME") or _env("NODE_NAME"),
                    help="this node's Kubernetes name: actions only touch pods scheduled "

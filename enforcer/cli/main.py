@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "enforcer.cli.probes",
     "enforcer.cli.doctor",
     "enforcer.cli.audit_cmd",
+    "enforcer.cli.store_cmd",
     "enforcer.cli.ui",
 ]
 

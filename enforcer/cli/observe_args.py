@@ -40,7 +40,7 @@ from enforcer.outputs.syslog import DEFAULT_SOCKET as SYSLOG_SOCKET
 from enforcer.outputs.webhook import WebhookConfig, WebhookOutput, header_dict
 from enforcer.priority import Priority
 from enforcer.sources.falco_http import DEFAULT_ADDR as FALCO_HTTP_ADDR
-from enforcer.sources.falco_http import DEFAULT_MAX_BODY, FalcoHttpConfig
+from enforcer.sources.falco_http import DEFAULT_CLIENT_RATE, DEFAULT_MAX_BODY, FalcoHttpConfig
 from enforcer.units import duration_argument, size_argument
 
 SOURCES = ("ebpf", "falco-http")
@@ -165,6 +165,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "Falco's http_output mtls)")
     src.add_argument("--falco-http-max-body", type=size_argument, metavar="SIZE",
                      default=DEFAULT_MAX_BODY, help="larger bodies get 413 (default 1Mi)")
+    src.add_argument("--falco-http-client-name", action="append", metavar="NAME",
+                     default=_env_list("ENFORCER_FALCO_HTTP_CLIENT_NAMES"),
+                     help="with --falco-http-client-ca: accept only client certificates "
+                          "whose subject CN or a SAN is NAME (repeatable; env "
+                          "ENFORCER_FALCO_HTTP_CLIENT_NAMES, comma-separated)")
+    src.add_argument("--falco-http-client-rate", type=float, metavar="N",
+                     default=float(_env("ENFORCER_FALCO_HTTP_CLIENT_RATE")
+                                   or DEFAULT_CLIENT_RATE),
+                     help="requests per second one client address may send, with 5 s of "
+                          f"burst; more get 429 (default {DEFAULT_CLIENT_RATE:g}, 0: no "
+                          "limit)")
 
 
 def tracing_config(args: argparse.Namespace) -> TracingConfig:
@@ -206,7 +217,12 @@ def falco_http_config(args: argparse.Namespace) -> FalcoHttpConfig:
                            max_body=args.falco_http_max_body,
                            tls_cert=getattr(args, "falco_http_tls_cert", None),
                            tls_key=getattr(args, "falco_http_tls_key", None),
-                           client_ca=getattr(args, "falco_http_client_ca", None))
+                           client_ca=getattr(args, "falco_http_client_ca", None),
+                           client_names=tuple(getattr(args, "falco_http_client_name", None)
+                                              or ()),
+                           client_rate=getattr(args, "falco_http_client_rate",
+                                               DEFAULT_CLIENT_RATE),
+                           node_name=getattr(args, "node_name", None) or "")
 
 
 def _outputs(args: argparse.Namespace, base_outputs: list[Any]) -> list[OutputSpec]:

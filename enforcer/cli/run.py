@@ -295,6 +295,8 @@ def _run_falco_http(args: argparse.Namespace, pipeline: Any) -> int:
         return exc.exit_code
     acting = not args.dry_run and any(not p.dry_run for p in pipeline.active.policies.policies)
     authenticated = bool(config.token or getattr(config, "client_ca", None))  # token or mTLS
+    pipeline.responder.received_alerts = True  # no notify or Event from a dry-run
+    pipeline.obs.pipeline.rule_label = pipeline.rule_label  # bounded metric labels
     if not authenticated:
         # Unauthenticated intake: never acting, even if a reload later brings an acting
         # policy (anyone who can reach the port could otherwise trigger it).

@@ -251,7 +251,7 @@ def render(config: ProbeConfig) -> str:
         "OPEN_SUFFIX_COUNT": str(len(config.open_suffixes)),
         "OPEN_SUFFIX_CLASSES": hex(_union(config.open_suffixes.values())),
         # relative paths may resolve below any prefix: their classes always pass
-        **_second_bytes(config.open_prefixes or {}),
+        **_second_byte_words(config.open_prefixes or {}),
         "OPEN_PREFIX_CLASSES": hex(_union((config.open_prefixes or {}).values())),
         "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
         "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
@@ -270,15 +270,20 @@ def render(config: ProbeConfig) -> str:
     return text
 
 
-def _second_bytes(prefixes: dict[str, int]) -> dict[str, str]:
-    """PREFIX_BYTE1_0..3: the bitmap of the bytes right after the `/` of the prefixes."""
+def second_bytes(prefixes: Iterable[str]) -> int:
+    """The bitmap (256 bits) of the bytes right after the `/` of the prefixes."""
     bits = 0
     for prefix in prefixes:
         data = prefix.encode()
         if len(data) < 2:
-            bits = (1 << 256) - 1  # "" or "/": every path may match
-            break
+            return (1 << 256) - 1  # "" or "/": every path may match
         bits |= 1 << data[1]
+    return bits
+
+
+def _second_byte_words(prefixes: dict[str, int]) -> dict[str, str]:
+    """PREFIX_BYTE1_0..3: second_bytes() in four 64-bit words."""
+    bits = second_bytes(prefixes)
     return {f"PREFIX_BYTE1_{i}": hex((bits >> (64 * i)) & (2**64 - 1)) + "ULL" for i in range(4)}
 
 
