@@ -1,5 +1,7 @@
 """`enforcer policies validate|list FILE|DIR...`: check response policy files
-(FILE:LINE:COL: message per problem, exit 1) or list what they do."""
+(FILE:LINE:COL: message per problem, exit 1) or list what they do;
+`enforcer policies import-talon FILE...`: Falco Talon rule files as our policies
+(enforcer.policy.talon_import), refusals at FILE:LINE:COL."""
 
 from __future__ import annotations
 
@@ -19,6 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = inner.add_parser("list", help="name, match, actions and dry-run of each policy")
     show.add_argument("paths", nargs="*", metavar="FILE|DIR")
     show.set_defaults(func=list_policies)
+    talon = inner.add_parser(
+        "import-talon", help="convert Falco Talon rule files into response policies",
+        description="Read Falco Talon rule files (later files override earlier ones, as "
+                    "Talon's -r does) and print the equivalent response policies (YAML, "
+                    "all dry_run: true) for review. What cannot be carried over is said at "
+                    "FILE:LINE:COL on stderr; exit 1 when anything was refused.")
+    talon.add_argument("paths", nargs="+", metavar="FILE")
+    talon.add_argument("--write", "-w", metavar="FILE", default=None,
+                       help="write the policies here instead of stdout")
+    talon.set_defaults(func=import_talon_cmd)
     parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), 2)[1])
 
 
@@ -50,3 +62,41 @@ def list_policies(args: argparse.Namespace) -> int:
         mode = "dry-run" if policy.dry_run else "ACTS"
         print(f"{policy.name}\t{mode}\t{actions}\t{policy.file}:{policy.line}")
     return 0
+
+
+def import_talon_cmd(args: argparse.Namespace) -> int:
+    """Convert Talon rule files; the result is loaded by our own loader before it is
+    written, so what is printed always loads."""
+    import tempfile
+    from pathlib import Path
+
+    from enforcer.errors import PolicyError
+    from enforcer.policy.loader import load_policies
+    from enforcer.policy.talon_import import import_talon
+
+    missing = [p for p in args.paths if not Path(p).is_file()]
+    if missing:
+        print(f"enforcer policies import-talon: no such file: {missing[0]}", file=sys.stderr)
+        return 2
+    result = import_talon(args.paths)
+    for d in result.diagnostics:
+        kind = "warning: " if d.severity == "warning" else ""
+        print(f"{d.file}:{d.line}:{d.column}: {kind}{d.message}", file=sys.stderr)
+    text = result.to_yaml()
+    if result.policies:
+        with tempfile.TemporaryDirectory() as tmp:
+            check = Path(tmp) / "imported.yaml"
+            check.write_text(text, encoding="utf-8")
+            try:
+                load_policies([check])
+            except PolicyError as exc:
+                print(f"enforcer policies import-talon: the converted policies do not load "
+                      f"(a bug; please report it): {exc}", file=sys.stderr)
+                return 1
+    if args.write:
+        Path(args.write).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    print(f"{len(result.policies)} policies imported; {len(result.refused)} refusals (above)",
+          file=sys.stderr)
+    return 1 if result.refused else 0

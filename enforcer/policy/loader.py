@@ -25,6 +25,7 @@ import yaml
 from actions import registry
 from actions.base import ParamError
 from enforcer.errors import Diagnostic, PolicyError
+from enforcer.policy.field_match import parse_fields
 from enforcer.policy.located import Located, load_located, yaml_problem
 from enforcer.policy.model import ActionStep, Match, Policy, PolicySet, PriorityFilter, RateLimit
 from enforcer.units import parse_duration
@@ -211,25 +212,13 @@ class _FileReader:
             except ValueError as exc:
                 self.error(path + ("priority",), f"priority: {exc} (optionally after >=, >, "
                                                  "<=, < or ==)")
-        fields: list[tuple[str, tuple[str, ...]]] = []
-        if "fields" in raw:
-            if not isinstance(raw["fields"], dict):
-                self.error(path + ("fields",), "fields must map a field name to a value or a "
-                                               "list of values")
-            else:
-                for fname, wanted in raw["fields"].items():
-                    values = wanted if isinstance(wanted, list) else [wanted]
-                    if not all(isinstance(v, str | int | bool) for v in values) or not values:
-                        self.error(path + ("fields", fname),
-                                   f"fields.{fname} must be a value or a list of values")
-                        continue
-                    fields.append((str(fname), tuple(
-                        str(v).lower() if isinstance(v, bool) else str(v) for v in values)))
+        fields = (parse_fields(path + ("fields",), raw["fields"], self.error)
+                  if "fields" in raw else ())
         source = raw.get("source")
         if source is not None and not isinstance(source, str):
             self.error(path + ("source",), "source must be a string such as syscall")
             source = None
-        return Match(rules=rules, tags=tags, priority=priority, fields=tuple(fields),
+        return Match(rules=rules, tags=tags, priority=priority, fields=fields,
                      source=source)
 
     def actions(self, path: tuple[Any, ...], raw: Any) -> list[ActionStep] | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from actions.base import Action
 from enforcer.errors import Diagnostic
+from enforcer.policy.field_match import FieldCondition
 from enforcer.priority import Priority
 
 _COMPARE = {
@@ -45,12 +46,13 @@ class PriorityFilter:
 @dataclass(frozen=True)
 class Match:
     """All given criteria must hold: any of `rules` (names or globs), all of `tags`,
-    the priority filter, every field condition (any of its values), and the source."""
+    the priority filter, every field condition (a value among several, none of
+    several, any-of and all-of groups: enforcer.policy.field_match), and the source."""
 
     rules: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     priority: PriorityFilter | None = None
-    fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    fields: tuple[FieldCondition, ...] = ()  # all of them (enforcer.policy.field_match)
     source: str | None = None
 
     def names_rule(self, rule: str) -> bool:
@@ -66,31 +68,13 @@ class Match:
             return False
         if self.source is not None and alert.source != self.source:
             return False
-        for name, wanted in self.fields:
-            value = _field(alert, name)
-            if value is None or not any(_value_matches(w, value) for w in wanted):
-                return False
-        return True
+        return all(condition.matches(alert) for condition in self.fields)
 
 
 def _name_matches(pattern: str, name: str) -> bool:
     if any(c in pattern for c in "*?["):
         return fnmatch.fnmatchcase(name, pattern)
     return pattern == name
-
-
-def _value_matches(wanted: str, value: Any) -> bool:
-    text = str(value).lower() if isinstance(value, bool) else str(value)
-    if any(c in wanted for c in "*?["):
-        return fnmatch.fnmatchcase(text, wanted)
-    return text == wanted
-
-
-def _field(alert: Any, name: str) -> Any:
-    value = (alert.output_fields or {}).get(name)
-    if value is None and alert.event is not None:
-        value = alert.event.get(name)
-    return value
 
 
 @dataclass(frozen=True)
