@@ -1,15 +1,18 @@
 """The responder: answers alerts with the actions of matching policies, on its own worker
 thread, so that detection never waits on a response.
 
-`submit(alert)` runs on the detection thread and only does what must happen at once: select
-the matching policies (in memory), and — when a policy kills — open a pidfd on the event's
+`submit(alert)` runs on the detection thread and only does what must happen at once, all in
+memory: select the matching policies, decide admission (each policy's rate limit, and its
+blast-radius breaker: enforcer.policy.blast_radius, keyed on the distinct workloads it acts
+on), count repeats for escalation, and — when a policy kills — open a pidfd on the event's
 process and check its start time, so that the process is pinned before its pid can be
-reused. Everything else (rate limits, guards, plans, retries, audit) runs on the worker. A
-full queue drops the match, counts it and audits it. When a policy's first action is a kill,
-submit() gives the worker the interpreter until the signal is sent (at most 2 ms).
+reused. Everything else (guards, plans, retries, audit) runs on the worker. A full queue
+drops the match, counts it and audits it. When a policy's first action is a kill, submit()
+gives the worker the interpreter until the signal is sent (at most 2 ms).
 
-Dry-run is decided here and only here: globally (`dry_run=True`), per policy, or because the
-destructive-action budget is exhausted; actions receive the verdict in `apply(plan, dry_run)`.
+Dry-run is decided here and only here: globally (`dry_run=True`) or per policy; actions
+receive the verdict in `apply(plan, dry_run)`. Nothing a workload does turns the agent to
+dry-run: a policy over its blast radius is suspended alone, for new workloads only.
 
 An action may leave background work (a snapshot's upload: `Outcome.follow_up`): it runs on
 a follow-up thread of its own, with the same bounded retries, after the action's record is
@@ -61,23 +64,26 @@ from enforcer.audit.record import (
     new_match_id,
 )
 from enforcer.errors import ActionError
-from enforcer.policy.budget import Budget
+from enforcer.policy.blast_radius import Admission, BlastRadius
+from enforcer.policy.escalation import Repeats
 from enforcer.policy.guards import Guards
 from enforcer.policy.model import ActionStep, Policy, PolicySet
 from enforcer.policy.ratelimit import Cooldowns, TokenBucket
+from enforcer.policy.workload import Workload, alert_workload, describe, workload_of
 from enforcer.priority import Priority
 from enforcer.respond.retry import RetryLog, RetryPolicy, call_with_retries
 from enforcer.respond.scheduling import WorkerPriority, shorten_switch_interval
 from enforcer.respond.services import Services
 
-BREAKER_RULE = "Enforcer response budget exhausted"
+BREAKER_RULE = "Enforcer policy suspended"
+SUSPENDED_OUTCOME = "suspended"
 # How long submit() lets the worker have the interpreter for a kill (see `_hand_over`).
 KILL_HANDOFF_S = 0.002
 
 
 class _Job:
     __slots__ = ("alert", "policies", "match_id", "process", "received_ns", "digest", "held",
-                 "signalled")
+                 "signalled", "refused", "escalate", "workload")
 
     def __init__(self, alert: Alert, policies: list[Policy], match_id: str, process: Any,
                  digest: str | None = None):
@@ -91,6 +97,11 @@ class _Job:
         self.held: list[AuditRecord] = []
         # set by the worker once a kill that comes first is signalled (see _hand_over)
         self.signalled: threading.Event | None = None
+        # decided at submit: policies refused ({name: (outcome, reason, admission)}), and
+        # those whose escalation this match reaches
+        self.refused: dict[str, tuple[str, str, Admission | None]] = {}
+        self.escalate: set[str] = set()
+        self.workload: Workload = ()
 
 
 @dataclass(slots=True)
@@ -114,7 +125,7 @@ class Responder:
 
     def __init__(self, policies: PolicySet, audit: AuditSink, *, dry_run: bool = False,
                  node_name: str | None = None, guards: Guards | None = None,
-                 budget: Budget | None = None, queue_size: int = 4096,
+                 blast_radius: BlastRadius | None = None, queue_size: int = 4096,
                  services: Services | None = None, retry: RetryPolicy | None = None,
                  state_dir: str | Path = "/run/enforcer",
                  snapshot_dir: str | Path = "/var/lib/enforcer/snapshots",
@@ -122,7 +133,8 @@ class Responder:
                  clock: Callable[[], float] = time.monotonic,
                  hostname: str = "", policy_digest: str | None = None,
                  on_outcome: Callable[[Alert, AuditRecord], Any] | None = None,
-                 realtime: bool = True, follow_up_queue_size: int = 256):
+                 realtime: bool = True, follow_up_queue_size: int = 256,
+                 control_socket: str | Path | None = None):
         self.policies = policies
         # Told of every action outcome after it is audited (Kubernetes Events); must not
         # block: it runs on the responder's threads (the worker, and the follow-up thread
@@ -134,7 +146,11 @@ class Responder:
         self.dry_run = dry_run
         self.node_name = node_name
         self.guards = guards or Guards(node_name=node_name)
-        self.budget = budget or Budget()
+        self.blast_radius = blast_radius or BlastRadius(clock=clock)
+        # `enforcer policies resume|status` (enforcer.respond.control); None: not served
+        self.control_socket = control_socket
+        self.control: Any = None
+        self.repeats = Repeats(clock)
         self.services = services or Services()
         self.retry = retry or RetryPolicy()
         self.state_dir = Path(state_dir)
@@ -196,12 +212,15 @@ class Responder:
         policies = policy_set.select(alert)
         if not policies:
             return False
+        job = _Job(alert, policies, new_match_id(), None, digest)
+        self._admit(job)
+        acting = [p for p in policies if p.name not in job.refused]
         process: Any = None
-        if any(p.name in self._kills for p in policies):
+        if any(p.name in self._kills for p in acting):
             process = _pin_process(alert)
-        job = _Job(alert, policies, new_match_id(), process, digest)
+        job.process = process
         if process is not None and any(p.actions and p.actions[0].name == "kill"
-                                       for p in policies):
+                                       for p in acting):
             job.signalled = threading.Event()
         try:
             self.queue.put_nowait(job)
@@ -218,6 +237,80 @@ class Responder:
                 detail={"policies": [p.name for p in policies],
                         "queue_size": self.queue.maxsize}))
         return True
+
+    def _admit(self, job: _Job) -> None:
+        """Admission, in memory: rate limit, then the blast-radius breaker (a policy that
+        acts for real and can mutate), then the repeat count for escalation."""
+        job.workload = alert_workload(job.alert)
+        for policy in job.policies:
+            acting = policy.destructive and not (self.dry_run or policy.dry_run)
+            limits = self.breaker_limits(policy)
+            if acting and not self.blast_radius.would_admit(policy.name, job.workload,
+                                                            limits):
+                verdict = self.blast_radius.admit(policy.name, job.workload, limits)
+                job.refused[policy.name] = (SUSPENDED_OUTCOME, verdict.reason, verdict)
+                continue
+            bucket = self.buckets.get(policy.name)
+            if bucket is not None and not bucket.take():
+                rate = policy.rate_limit
+                job.refused[policy.name] = (RATE_LIMITED, f"rate limit {rate.max} per "
+                                            f"{rate.per:g}s (burst {rate.burst}) reached",
+                                            None)
+                continue
+            if acting:
+                verdict = self.blast_radius.admit(policy.name, job.workload, limits)
+                if not verdict.admitted:
+                    job.refused[policy.name] = (SUSPENDED_OUTCOME, verdict.reason, verdict)
+                    continue
+            if policy.escalate is not None and self.repeats.count(
+                    policy.name, job.workload, policy.escalate):
+                job.escalate.add(policy.name)
+
+    def breaker_limits(self, policy: Policy) -> Any:
+        """The policy's blast-radius limits: its own `breaker`, else the agent's."""
+        defaults = self.blast_radius.defaults
+        return policy.breaker.resolve(defaults) if policy.breaker else defaults
+
+    def admits_in_kernel(self, rule: str, get: Callable[[str], Any]) -> bool:
+        """Whether the kernel may kill for `rule` a process with these fields: some acting
+        policy with an in_kernel kill for the rule would answer its workload now (its
+        breaker admits it), and it is not in a protected namespace. Called by the in-kernel
+        kill's arming (enforcer.kernel_arm), on the agent's loop; nothing is recorded."""
+        namespace = get("k8s.ns.name")
+        if namespace and namespace in self.guards.protected:
+            return False
+        container = get("container.id")
+        if container not in (None, "", "host") and get("container.name") is None:
+            # its metadata (namespace) is not known yet: the guard cannot be checked, so
+            # the kernel waits (the process is armed again when the metadata arrives)
+            return False
+        workload = workload_of(get)
+        for policy in self._active[0].policies:
+            if not policy.enabled or policy.dry_run or self.dry_run or \
+                    rule not in policy.match.rules:
+                continue
+            if not any(s.name == "kill" and getattr(s.action.params, "in_kernel", False)
+                       for s in policy.actions):
+                continue
+            if self.blast_radius.would_admit(policy.name, workload,
+                                             self.breaker_limits(policy)):
+                return True
+        return False
+
+    def kernel_generation(self) -> int:
+        """Changes when `admits_in_kernel` may answer otherwise (breakers tripped, resumed,
+        half-open after their cool-off, or a new workload counted)."""
+        return self.blast_radius.tick()
+
+    def resume(self, policy: str) -> str | None:
+        """Lift a policy's suspension now (`enforcer policies resume`): the state it was in,
+        or None when no such policy has a breaker. Audited."""
+        before = self.blast_radius.resume(policy)
+        if before is not None:
+            self._record(AuditRecord(kind=BREAKER, match_id=new_match_id(), outcome="resumed",
+                                     policy=policy, reason=f"resumed by command (was "
+                                                           f"{before})"))
+        return before
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -237,11 +330,23 @@ class Responder:
             self.thread = threading.Thread(target=self._run, name="enforcer-responder",
                                            daemon=True)
             self.thread.start()
+            if self.control_socket is not None and self.control is None:
+                from enforcer.respond.control import ControlServer  # noqa: PLC0415
+
+                try:
+                    self.control = ControlServer(self.control_socket, self).start()
+                except OSError as exc:
+                    print(f"enforcer: warning: cannot serve the control socket "
+                          f"{self.control_socket}: {exc}; `enforcer policies resume` will "
+                          "not reach this agent (choose --control-socket)", file=sys.stderr)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish queued matches (up to `timeout`), then their follow-ups (up to `timeout`
         more: their retries are bounded), then stop the threads."""
+        if self.control is not None:
+            self.control.stop()
+            self.control = None
         if self.thread is None:
             return
         for work, thread in ((self.queue, self.thread),
@@ -281,7 +386,8 @@ class Responder:
         return {"matches": counts.get(("match", "queued"), 0),
                 "dropped": counts.get(("match", "dropped"), 0),
                 "decisions": decisions, "actions": actions,
-                "budget_tripped": self.budget.tripped,
+                "suspended": [b["policy"] for b in self.blast_radius.describe()
+                              if b["state"] != "closed"],
                 "worker": self.scheduling.describe()}
 
     def summary(self) -> str:
@@ -292,8 +398,9 @@ class Responder:
         for action, outcomes in sorted(stats["actions"].items()):
             detail = ", ".join(f"{o} {n}" for o, n in sorted(outcomes.items()))
             parts.append(f"{action}: {detail}")
-        if stats["budget_tripped"]:
-            parts.append("BUDGET EXHAUSTED: dry-run since")
+        if stats["suspended"]:
+            parts.append("policies suspended or half-open (blast radius): "
+                         + ", ".join(stats["suspended"]))
         return "responses: " + "; ".join(parts)
 
     # -- worker ----------------------------------------------------------------------------
@@ -379,23 +486,33 @@ class Responder:
         self._record(rec)
 
     def _answer(self, job: _Job, policy: Policy) -> None:
-        bucket = self.buckets.get(policy.name)
-        if bucket is not None and not bucket.take():
-            self._count("decision", RATE_LIMITED)
-            rate = policy.rate_limit
-            self._emit(job, self._base(job, DECISION, RATE_LIMITED, policy=policy.name,
-                                       reason=f"rate limit {rate.max} per {rate.per:g}s "
-                                              f"(burst {rate.burst}) reached"))
+        refused = job.refused.get(policy.name)
+        if refused is not None:
+            outcome, reason, verdict = refused
+            self._count("decision", outcome)
+            self._emit(job, self._base(job, DECISION, outcome, policy=policy.name,
+                                       reason=reason, detail={"workload": list(job.workload)}
+                                       if outcome == SUSPENDED_OUTCOME else None))
+            if verdict is not None and verdict.tripped:
+                self._suspended(job, policy, verdict)
             return
-        dry_run = self.dry_run or policy.dry_run or self.budget.tripped
-        why = ("global dry-run" if self.dry_run else "policy dry_run" if policy.dry_run
-               else "budget exhausted" if self.budget.tripped else None)
+        dry_run = self.dry_run or policy.dry_run
+        why = "global dry-run" if self.dry_run else "policy dry_run" if policy.dry_run else None
         self._count("decision", "act")
+        steps = list(policy.actions)
+        escalated = policy.name in job.escalate and policy.escalate is not None
+        if escalated:
+            steps += list(policy.escalate.actions)  # type: ignore[union-attr]
+        detail: dict[str, Any] = {"actions": [s.name for s in steps],
+                                  "workload": list(job.workload)}
+        if escalated:
+            detail["escalated"] = {"after": policy.escalate.after,  # type: ignore[union-attr]
+                                   "within_s": policy.escalate.within,  # type: ignore[union-attr]
+                                   "actions": [s.name for s in policy.escalate.actions]}  # type: ignore[union-attr]
         job.held.append(self._base(job, DECISION, "act", policy=policy.name, dry_run=dry_run,
-                                   reason=why,
-                                   detail={"actions": [s.name for s in policy.actions]}))
+                                   reason=why, detail=detail))
         results: dict[str, Any] = {}
-        for index, step in enumerate(policy.actions):
+        for index, step in enumerate(steps):
             with self._scheduled(step):
                 status = self._run_action(job, policy, index, step, dry_run, results)
             if status == FAILED and policy.on_failure == "stop":
@@ -403,7 +520,6 @@ class Responder:
                                            reason=f"{step.name} failed and on_failure is "
                                                   "stop"))
                 break
-            dry_run = dry_run or self.budget.tripped
 
     def _scheduled(self, step: ActionStep) -> AbstractContextManager[None]:
         """A kill runs at the worker's real-time priority; any other action (compression,
@@ -443,10 +559,6 @@ class Responder:
                                     results=results)
             plan = call_with_retries(lambda: action.plan(context), self.retry, log)
             rec.target, rec.render = plan.target, plan.render
-            if action.destructive and not dry_run and not self.budget.consume():
-                dry_run = True
-                rec.reason = "destructive-action budget exhausted: switched to dry-run"
-                self._trip(job, step.name)
             rec.dry_run = dry_run
             outcome = call_with_retries(lambda: action.apply(plan, dry_run), self.retry, log)
             if step.name == "kill":
@@ -554,27 +666,36 @@ class Responder:
                 print(f"enforcer: outcome hook failed: {exc!r}", file=sys.stderr)
         return rec.outcome
 
-    def _trip(self, job: _Job, action: str) -> None:
-        with self.count_lock:
-            first = not getattr(self, "_tripped_reported", False)
-            self._tripped_reported = True
-        if not first:
-            return
-        message = (f"destructive-action budget exhausted ({self.budget.tripped_reason}); "
-                   f"the agent is now in dry-run until restarted (last: {action} for rule "
+    def _suspended(self, job: _Job, policy: Policy, verdict: Admission) -> None:
+        """The breaker tripped on this match: audit, critical alert, Kubernetes Event (on
+        the pod whose match tripped it, when it is one)."""
+        limits = self.breaker_limits(policy)
+        message = (f"{verdict.reason} (tripped by workload {describe(job.workload)}, rule "
                    f"{job.alert.rule!r})")
-        self._emit(job, self._base(job, BREAKER, "tripped", reason=message, dry_run=True,
-                                   detail={"limit": self.budget.limit,
-                                           "window_s": self.budget.window}))
+        rec = self._base(job, BREAKER, "tripped", policy=policy.name, reason=message,
+                         action="policy-suspended",
+                         detail={"workloads": limits.workloads, "window_s": limits.window,
+                                 "cooloff_s": limits.cooloff,
+                                 "workload": list(job.workload)})
+        self._emit(job, rec)
         alert = Alert(rule=BREAKER_RULE, priority=Priority.CRITICAL, output=message,
-                      output_fields={"budget.limit": self.budget.limit,
-                                     "budget.window": self.budget.window},
+                      output_fields={"policy.name": policy.name,
+                                     "breaker.workloads": limits.workloads,
+                                     "breaker.window": limits.window,
+                                     "breaker.cooloff": limits.cooloff},
                       time_ns=time.time_ns(), source="enforcer", tags=("enforcer",),
                       hostname=self.hostname)
         try:
             self.on_critical(alert)
         except Exception as exc:
             print(f"enforcer: critical alert output failed: {exc!r}", file=sys.stderr)
+        if self.on_outcome is not None:
+            event_rec = self._base(job, ACTION, SUPPRESSED, policy=policy.name,
+                                   action="policy-suspended", reason=message)
+            try:
+                self.on_outcome(job.alert, event_rec)
+            except Exception as exc:
+                print(f"enforcer: outcome hook failed: {exc!r}", file=sys.stderr)
 
     def _base(self, job: _Job, kind: str, outcome: str, **extra: Any) -> AuditRecord:
         alert = job.alert

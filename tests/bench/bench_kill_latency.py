@@ -32,9 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from enforcer.policy.budget import Budget  # noqa: E402
+
 from enforcer.alert import Alert  # noqa: E402
 from enforcer.audit.jsonl import JsonlAudit, read_audit  # noqa: E402
-from enforcer.policy.budget import Budget  # noqa: E402
 from enforcer.policy.loader import load_policies  # noqa: E402
 from enforcer.priority import Priority  # noqa: E402
 from enforcer.respond.responder import Responder  # noqa: E402

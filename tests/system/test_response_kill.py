@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from enforcer.policy.budget import Budget
 
 from actions.process import TICK_NS, boot_epoch_ns, read_stat
 from enforcer.alert import Alert
 from enforcer.audit.jsonl import JsonlAudit, read_audit
-from enforcer.policy.budget import Budget
 from enforcer.policy.loader import load_policies
 from enforcer.priority import Priority
 from enforcer.respond.responder import Responder
