@@ -141,6 +141,12 @@ class Arming:
         if code == sc.EV_FORK:
             child = rec["_child"]
             self.applied_fork[child] = ts
+            if pid in self.waiting_container:
+                # a parent that waited for its container's metadata: armed again (its
+                # template first) before its child is, which inherits the wait otherwise
+                parent = ctx.table.get(pid)
+                if parent is not None and parent.pid == pid:
+                    self.arm(ctx, parent, parent.uid, parent.gid, self.cgroups.get(pid, 0))
             proc = ctx.table.get(child)
             if proc is not None and proc.pid == child:
                 self.arm(ctx, proc, rec["user.uid"], rec["group.gid"],
