@@ -84,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--state-dir", default=os.environ.get("ENFORCER_STATE_DIR",
                                                              "/run/enforcer"),
                        help="quarantine state (env ENFORCER_STATE_DIR)")
+    group.add_argument("--pre-kill-timeout", metavar="DURATION",
+                       default=os.environ.get("ENFORCER_PRE_KILL_TIMEOUT", "2s"),
+                       help="how long a kill waits for the actions its policy lists before it "
+                            "(a snapshot); then it goes ahead, audited (env "
+                            "ENFORCER_PRE_KILL_TIMEOUT; default 2s)")
     group.add_argument("--control-socket", metavar="PATH",
                        default=os.environ.get("ENFORCER_CONTROL_SOCKET", ""),
                        help="unix socket (mode 0600) for `enforcer policies resume|status`; "
@@ -162,7 +167,17 @@ def responder_from_args(args: argparse.Namespace, *, policies: PolicySet | None 
                      blast_radius=BlastRadius(breaker_defaults(args)),
                      state_dir=args.state_dir, snapshot_dir=args.snapshot_dir,
                      on_critical=on_critical, hostname=hostname,
-                     control_socket=control_socket_path(args) if serve_control else None)
+                     control_socket=control_socket_path(args) if serve_control else None,
+                     pre_kill_timeout=_duration(args, "pre_kill_timeout", 2.0))
+
+
+def _duration(args: argparse.Namespace, name: str, default: float) -> float:
+    from enforcer.units import parse_duration  # noqa: PLC0415
+
+    try:
+        return parse_duration(getattr(args, name, default))
+    except ValueError as exc:
+        raise BreakerOptionError(f"--{name.replace('_', '-')}: {exc}") from None
 
 
 def control_socket_path(args: argparse.Namespace) -> str | None:

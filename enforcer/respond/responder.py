@@ -71,6 +71,7 @@ from enforcer.policy.model import ActionStep, Policy, PolicySet
 from enforcer.policy.ratelimit import Cooldowns, TokenBucket
 from enforcer.policy.workload import Workload, alert_workload, describe, workload_of
 from enforcer.priority import Priority
+from enforcer.respond.fair_pool import FairPool, importance
 from enforcer.respond.retry import RetryLog, RetryPolicy, call_with_retries
 from enforcer.respond.scheduling import WorkerPriority, shorten_switch_interval
 from enforcer.respond.services import Services
@@ -83,7 +84,7 @@ KILL_HANDOFF_S = 0.002
 
 class _Job:
     __slots__ = ("alert", "policies", "match_id", "process", "received_ns", "digest", "held",
-                 "signalled", "refused", "escalate", "workload")
+                 "signalled", "refused", "escalate", "workload", "deferred")
 
     def __init__(self, alert: Alert, policies: list[Policy], match_id: str, process: Any,
                  digest: str | None = None):
@@ -102,6 +103,36 @@ class _Job:
         self.refused: dict[str, tuple[str, str, Admission | None]] = {}
         self.escalate: set[str] = set()
         self.workload: Workload = ()
+        # kills waiting for what must precede them (the pidfd stays open until they ran)
+        self.deferred = 0
+
+
+@dataclass(slots=True)
+class _SlowJob:
+    """A policy's actions that run on the slow lane (enforcer.respond.fair_pool)."""
+
+    job: _Job
+    policy: Policy
+    steps: list[tuple[int, ActionStep]]
+    dry_run: bool
+    results: dict[str, Any]
+    then: Any = None  # a _Resume to queue on the kill lane when these are done
+
+
+@dataclass(slots=True)
+class _Resume:
+    """A policy's kill and what follows it, queued back on the kill lane once the actions
+    that must precede it (a snapshot) are done, or their time bound is over."""
+
+    job: _Job
+    policy: Policy
+    steps: list[ActionStep]
+    start: int
+    dry_run: bool
+    results: dict[str, Any]
+    lock: threading.Lock
+    timer: threading.Timer | None = None
+    queued: bool = False
 
 
 @dataclass(slots=True)
@@ -134,7 +165,8 @@ class Responder:
                  hostname: str = "", policy_digest: str | None = None,
                  on_outcome: Callable[[Alert, AuditRecord], Any] | None = None,
                  realtime: bool = True, follow_up_queue_size: int = 256,
-                 control_socket: str | Path | None = None):
+                 control_socket: str | Path | None = None, slow_lane_size: int = 256,
+                 slow_lane_threads: int = 2, pre_kill_timeout: float = 2.0):
         self.policies = policies
         # Told of every action outcome after it is audited (Kubernetes Events); must not
         # block: it runs on the responder's threads (the worker, and the follow-up thread
@@ -159,6 +191,11 @@ class Responder:
         self.hostname = hostname
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self.follow_ups: queue.Queue[Any] = queue.Queue(maxsize=follow_up_queue_size)
+        # how long a kill waits for the actions its policy puts before it (a snapshot)
+        self.pre_kill_timeout = pre_kill_timeout
+        # snapshot, notify, Kubernetes actions: never on the kill lane (the worker)
+        self.slow = FairPool(self._run_slow, self._slow_dropped, capacity=slow_lane_size,
+                             threads=slow_lane_threads)
         self.buckets = {p.name: TokenBucket(p.rate_limit.max, p.rate_limit.per,
                                             p.rate_limit.burst, clock)
                         for p in policies.policies if p.rate_limit}
@@ -219,6 +256,12 @@ class Responder:
         if any(p.name in self._kills for p in acting):
             process = _pin_process(alert)
         job.process = process
+        if acting and not any(p.name in self._kills for p in acting):
+            # nothing to kill: the whole match is the slow lane's, never the kill lane's
+            # (a match that every policy refused is only audit records: the kill lane's)
+            self.slow.put((tuple(p.name for p in policies), job.workload[-1:]), job,
+                          importance([s.name for p in acting for s in p.actions]))
+            return True
         if process is not None and any(p.actions and p.actions[0].name == "kill"
                                        for p in acting):
             job.signalled = threading.Event()
@@ -327,6 +370,7 @@ class Responder:
             self.follow_up_thread = threading.Thread(target=self._run_follow_ups,
                                                      name="enforcer-follow-ups", daemon=True)
             self.follow_up_thread.start()
+            self.slow.start()
             self.thread = threading.Thread(target=self._run, name="enforcer-responder",
                                            daemon=True)
             self.thread.start()
@@ -351,6 +395,8 @@ class Responder:
             return
         for work, thread in ((self.queue, self.thread),
                              (self.follow_ups, self.follow_up_thread)):
+            if work is self.follow_ups:
+                self.slow.stop(timeout)  # after the worker: it queued the slow lane's work
             try:
                 work.put(_STOP, timeout=timeout)
             except queue.Full:
@@ -367,8 +413,12 @@ class Responder:
     def drain(self) -> None:
         """Block until every submitted match has been handled, follow-ups (uploads)
         included (tests, replay)."""
-        self.queue.join()
-        self.follow_ups.join()  # the worker queued every follow-up before its task_done
+        while True:  # the slow lane may hand a deferred kill back to the kill lane
+            self.queue.join()
+            self.slow.join()
+            if not self.queue.unfinished_tasks:
+                break
+        self.follow_ups.join()  # every follow-up was queued before its action finished
 
     def stats(self) -> dict[str, Any]:
         """Counts for the stop summary: matches, drops, decisions, and actions by outcome."""
@@ -441,14 +491,17 @@ class Responder:
             try:
                 if job is _STOP:
                     return
-                self._handle(job)
+                if isinstance(job, _Resume):
+                    self._resume(job)
+                else:
+                    self._handle(job)
             except Exception as exc:  # never let one match kill the worker
                 print(f"enforcer: responder error: {exc!r}", file=sys.stderr)
             finally:
                 self.scheduling.restore()  # after a kill: real-time again, to wait
                 self.queue.task_done()
 
-    def _handle(self, job: _Job) -> None:
+    def _handle(self, job: _Job, inline: bool = False) -> None:
         alert = job.alert
         self._count("match", "queued")
         try:
@@ -461,12 +514,23 @@ class Responder:
                                             "queue_ms": (now - job.received_ns) / 1e6},
                                     duration_ns=now - alert.time_ns))
             for policy in job.policies:
-                self._answer(job, policy)
+                self._answer(job, policy, inline)
         finally:
             if job.signalled is not None:
                 job.signalled.set()
             self._write_held(job)
-            _close(job.process)
+            if not job.deferred:
+                _close(job.process)
+
+    def _resume(self, item: _Resume) -> None:
+        """On the kill lane: a deferred kill and what follows it."""
+        job = item.job
+        try:
+            self._steps(job, item.policy, item.steps, item.start, item.dry_run, item.results)
+        finally:
+            job.deferred -= 1
+            if not job.deferred:
+                _close(job.process)
 
     # The match record and a policy's "act" decision are held (built, with their times, but
     # not written) until the first action: a kill is signalled first and they are written
@@ -485,7 +549,7 @@ class Responder:
         self._write_held(job)
         self._record(rec)
 
-    def _answer(self, job: _Job, policy: Policy) -> None:
+    def _answer(self, job: _Job, policy: Policy, inline: bool = False) -> None:
         refused = job.refused.get(policy.name)
         if refused is not None:
             outcome, reason, verdict = refused
@@ -511,15 +575,113 @@ class Responder:
                                    "actions": [s.name for s in policy.escalate.actions]}  # type: ignore[union-attr]
         job.held.append(self._base(job, DECISION, "act", policy=policy.name, dry_run=dry_run,
                                    reason=why, detail=detail))
-        results: dict[str, Any] = {}
-        for index, step in enumerate(steps):
+        if inline:  # on the slow lane already (a match without kills)
+            self._run_slow(_SlowJob(job, policy, list(enumerate(steps)), dry_run, {}))
+        else:
+            self._steps(job, policy, steps, 0, dry_run, {})
+
+    def _steps(self, job: _Job, policy: Policy, steps: list[ActionStep], start: int,
+               dry_run: bool, results: dict[str, Any]) -> None:
+        """Run steps[start:] from the kill lane: kills here, at once; anything else on the
+        slow lane, so that no snapshot, notify or Kubernetes call delays a kill. What a
+        policy puts before a kill runs first, on the slow lane, and the kill follows when it
+        is done — or after `pre_kill_timeout`, whichever comes first (audited)."""
+        key = (policy.name, job.workload[-1:] or ("unknown",))
+        index = start
+        while index < len(steps):
+            step = steps[index]
+            if step.name != "kill":
+                nxt = next((i for i in range(index, len(steps)) if steps[i].name == "kill"),
+                           None)
+                batch = [(i, steps[i]) for i in range(index, nxt if nxt is not None
+                                                      else len(steps))]
+                self._write_held(job)
+                then = None
+                if nxt is not None:
+                    then = _Resume(job, policy, steps, nxt, dry_run, results,
+                                   threading.Lock())
+                    job.deferred += 1
+                    then.timer = threading.Timer(self.pre_kill_timeout, self._pre_kill_late,
+                                                 (then, batch))
+                    then.timer.daemon = True
+                    then.timer.start()
+                if not self.slow.put(key, _SlowJob(job, policy, batch, dry_run, results,
+                                                   then),
+                                     importance([s.name for _, s in batch])) \
+                        and then is not None:
+                    self._queue_resume(then)  # dropped: the kill goes ahead now
+                return
             with self._scheduled(step):
                 status = self._run_action(job, policy, index, step, dry_run, results)
             if status == FAILED and policy.on_failure == "stop":
                 self._emit(job, self._base(job, DECISION, "stopped", policy=policy.name,
                                            reason=f"{step.name} failed and on_failure is "
                                                   "stop"))
-                break
+                return
+            index += 1
+
+    def _queue_resume(self, item: _Resume) -> bool:
+        """Put a deferred kill on the kill lane, once (done, late or dropped)."""
+        with item.lock:
+            if item.queued:
+                return False
+            item.queued = True
+        if item.timer is not None:
+            item.timer.cancel()
+        self.queue.put(item)
+        self._wake_worker()
+        return True
+
+    def _pre_kill_late(self, item: _Resume, batch: list[tuple[int, ActionStep]]) -> None:
+        """The actions before the kill are not done within the bound: the kill goes ahead."""
+        if self._queue_resume(item):
+            self._record(self._base(item.job, DECISION, "kill-not-waiting",
+                                    policy=item.policy.name,
+                                    reason=f"{', '.join(s.name for _, s in batch)} not done "
+                                           f"within {self.pre_kill_timeout:g}s: the kill goes "
+                                           "ahead (they go on)"))
+
+    def _run_slow(self, item: _SlowJob | _Job) -> None:
+        """On a slow-lane thread: a whole match without kills, or a policy's remaining
+        actions, in order. A process handle pinned at submit belongs to the kill lane:
+        actions here open their own."""
+        if isinstance(item, _Job):
+            self._handle(item, inline=True)
+            return
+        try:
+            for index, step in item.steps:
+                status = self._run_action(item.job, item.policy, index, step, item.dry_run,
+                                          item.results, process=None)
+                if status == FAILED and item.policy.on_failure == "stop":
+                    self._emit(item.job, self._base(item.job, DECISION, "stopped",
+                                                    policy=item.policy.name,
+                                                    reason=f"{step.name} failed and "
+                                                           "on_failure is stop"))
+                    if item.then is not None and item.then.timer is not None:
+                        item.then.timer.cancel()
+                    item.then = None  # the kill is not run, as on the kill lane
+                    item.job.deferred -= 1
+                    if not item.job.deferred:
+                        _close(item.job.process)
+                    break
+        finally:
+            if item.then is not None:
+                self._queue_resume(item.then)
+
+    def _slow_dropped(self, item: _SlowJob | _Job, reason: str) -> None:
+        """The slow lane had no room: each action not run is audited as dropped."""
+        if isinstance(item, _Job):
+            self._count("match", "dropped")
+            self._record(self._base(item, DROP, "dropped", reason=reason,
+                                    detail={"policies": [p.name for p in item.policies]}))
+            return
+        for index, step in item.steps:
+            rec = self._base(item.job, ACTION, "dropped", policy=item.policy.name,
+                             action=step.name, dry_run=item.dry_run, reason=reason)
+            rec.index = index
+            self._finish(rec, rec.start_ns, item.job.alert)
+        if item.then is not None:
+            self._queue_resume(item.then)  # what waited for them goes ahead now
 
     def _scheduled(self, step: ActionStep) -> AbstractContextManager[None]:
         """A kill runs at the worker's real-time priority; any other action (compression,
@@ -529,7 +691,7 @@ class Responder:
         return self.scheduling.ordinary()
 
     def _run_action(self, job: _Job, policy: Policy, index: int, step: ActionStep,
-                    dry_run: bool, results: dict[str, Any]) -> str:
+                    dry_run: bool, results: dict[str, Any], process: Any = _STOP) -> str:
         action = step.action
         if step.name != "kill":  # only a kill goes before the match's records
             self._write_held(job)
@@ -542,19 +704,22 @@ class Responder:
         plan: Plan | None = None
         follow_up: FollowUp | None = None
         log = RetryLog()
+        claimed: Any = None  # a cooldown claimed for this action, released unless it acts
         try:
             missing = action.missing_fields(event)
             if missing:
                 raise MissingFields(missing)
             key = (policy.name, index) + tuple(str(event.get(f)) for f in action.target_fields)
             if policy.cooldown:
-                left = self.cooldowns.active(key)
+                left = self.cooldowns.claim(key, policy.cooldown)
                 if left:
                     rec.outcome, rec.reason = COOLDOWN, f"same target acted on; {left:.1f}s left"
                     return self._finish(rec, started, job.alert, job)
+                claimed = key
             context = ActionContext(alert=job.alert, policy=policy.name,
                                     node_name=self.node_name, guards=self.guards,
-                                    services=self.services, process=job.process,
+                                    services=self.services,
+                                    process=job.process if process is _STOP else process,
                                     state_dir=self.state_dir, snapshot_dir=self.snapshot_dir,
                                     results=results)
             plan = call_with_retries(lambda: action.plan(context), self.retry, log)
@@ -574,8 +739,8 @@ class Responder:
             if log.retries:
                 rec.detail = dict(rec.detail or {}, retry_waits=log.waits,
                                   retry_errors=log.errors)
-            if policy.cooldown and outcome.status in (DONE, DRY_RUN):
-                self.cooldowns.start(key, policy.cooldown)
+            if claimed is not None and outcome.status in (DONE, DRY_RUN):
+                claimed = None  # acted: the cooldown stands
         except MissingFields as exc:
             rec.outcome, rec.reason = SKIPPED, str(exc)
             rec.detail = {"missing_fields": exc.fields}
@@ -596,6 +761,8 @@ class Responder:
         finally:
             if plan is not None:
                 action.release(plan)
+            if claimed is not None:
+                self.cooldowns.release(claimed)
         results[step.name] = rec.outcome
         if follow_up is not None:
             rec.pending = f"{step.name}.{follow_up.name}"

@@ -158,3 +158,49 @@ def test_the_fifth_repeat_escalates(tmp_path: Path) -> None:
     assert Quarantine.done == ["c1"] and len(Recorder.done) == 6
     act = [x for x in records(tmp_path) if x["kind"] == "decision"][-1]
     assert act["detail"]["escalated"]["actions"] == ["quarantine"]
+
+
+class SlowSnapshot(Recorder):
+    """Stands for a snapshot: not destructive, takes `delay` seconds."""
+
+    name = "snapshot"
+    destructive = False
+    done: list[str] = []
+    delay = 0.0
+
+    def apply(self, plan: Plan, dry_run: bool) -> Outcome:
+        time.sleep(type(self).delay)
+        return super().apply(plan, dry_run)
+
+
+def snapshot_then_kill(name: str, rule: str) -> Policy:
+    return Policy(name=name, match=Match(rules=(rule,)), dry_run=False,
+                  actions=(ActionStep("snapshot", SlowSnapshot(NoParams())),
+                           ActionStep("kill", Recorder(NoParams()))))
+
+
+def test_a_kill_waits_for_its_snapshot_then_goes_ahead_within_the_bound(
+        tmp_path: Path) -> None:
+    Recorder.done, SlowSnapshot.done = [], []
+    SlowSnapshot.delay = 0.05
+    r, _ = responder(tmp_path, [snapshot_then_kill("p", "R"), policy("other", "S")],
+                     pre_kill_timeout=5.0)
+    r.start()
+    r.submit(alert("R", "c1"))
+    r.drain()
+    order = [x["action"] for x in records(tmp_path) if x["kind"] == "action"]
+    assert order == ["snapshot", "kill"] and Recorder.done == ["c1"]
+    # a snapshot that hangs: the kill goes ahead after the bound, audited; another
+    # workload's kill is not held up meanwhile
+    SlowSnapshot.delay = 8.0
+    r.pre_kill_timeout = 0.3
+    r.submit(alert("R", "c2"))
+    r.submit(alert("S", "c9"))
+    deadline = time.monotonic() + 6
+    while Recorder.done.count("c2") == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "c9" in Recorder.done and "c2" in Recorder.done and SlowSnapshot.done == ["c1"]
+    r.drain()
+    r.stop()
+    late = [x for x in records(tmp_path) if x["outcome"] == "kill-not-waiting"]
+    assert len(late) == 1 and "snapshot not done within 0.3s" in late[0]["reason"]
