@@ -89,6 +89,9 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     # A live agent serves /metrics on 0.0.0.0:9376 by default: tests must not fight over it.
     env.setdefault("ENFORCER_HTTP_ADDR", "127.0.0.1:0")
+    # ... nor over the control socket (STATE_DIR/control.sock): a test that needs it names
+    # its own with --control-socket
+    env.setdefault("ENFORCER_CONTROL_SOCKET", "off")
     return env
 
 

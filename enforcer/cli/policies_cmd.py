@@ -1,11 +1,16 @@
 """`enforcer policies validate|list FILE|DIR...`: check response policy files
 (FILE:LINE:COL: message per problem, exit 1) or list what they do;
 `enforcer policies import-talon FILE...`: Falco Talon rule files as our policies
-(enforcer.policy.talon_import), refusals at FILE:LINE:COL."""
+(enforcer.policy.talon_import), refusals at FILE:LINE:COL. `enforcer policies
+status|resume NAME`: ask the running agent (its control socket) for each policy's
+blast-radius breaker, or lift a policy's suspension now."""
+
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 from enforcer.resources import default_responses_dir
@@ -31,7 +36,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     talon.add_argument("--write", "-w", metavar="FILE", default=None,
                        help="write the policies here instead of stdout")
     talon.set_defaults(func=import_talon_cmd)
+    for name, help_text in (("status", "the running agent's blast-radius breaker per policy"),
+                            ("resume", "lift a suspended policy's suspension now")):
+        cmd = inner.add_parser(name, help=help_text)
+        if name == "resume":
+            cmd.add_argument("policy", metavar="NAME")
+        cmd.add_argument("--control-socket", metavar="PATH",
+                         default=os.environ.get("ENFORCER_CONTROL_SOCKET") or os.path.join(
+                             os.environ.get("ENFORCER_STATE_DIR", "/run/enforcer"),
+                             "control.sock"),
+                         help="the agent's control socket (env ENFORCER_CONTROL_SOCKET; "
+                              "default STATE_DIR/control.sock)")
+        cmd.set_defaults(func=control)
     parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), 2)[1])
+
+
+def control(args: argparse.Namespace) -> int:
+    """status / resume against the running agent."""
+    from enforcer.respond.control import request
+
+    payload = {"command": args.policies_command}
+    if args.policies_command == "resume":
+        payload["policy"] = args.policy
+    try:
+        answer = request(args.control_socket, payload)
+    except OSError as exc:
+        print(f"enforcer: cannot reach the agent at {args.control_socket}: {exc}; is it "
+              "running, and is this its --control-socket (run as root)?", file=sys.stderr)
+        return 2
+    if not answer.get("ok"):
+        print(f"enforcer: {answer.get('error')}", file=sys.stderr)
+        return 1
+    if args.policies_command == "resume":
+        print(f"policy {args.policy} resumed (was {answer.get('was')})")
+        return 0
+    for state in answer.get("policies", []):
+        print(json.dumps(state, sort_keys=True))
+    return 0
 
 
 def validate(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 from actions.base import Action
 from enforcer.errors import Diagnostic
+from enforcer.policy.blast_radius import BreakerLimits
 from enforcer.policy.field_match import FieldCondition
 from enforcer.priority import Priority
 
@@ -87,6 +88,22 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class BreakerOverride:
+    """A policy's own blast-radius limits; a missing one is the agent's default
+    (`--breaker-workloads`, `--breaker-window`, `--breaker-cooloff`)."""
+
+    workloads: int | None = None
+    window: float | None = None
+    cooloff: float | None = None
+
+    def resolve(self, defaults: BreakerLimits) -> BreakerLimits:
+        return BreakerLimits(
+            self.workloads if self.workloads is not None else defaults.workloads,
+            self.window if self.window is not None else defaults.window,
+            self.cooloff if self.cooloff is not None else defaults.cooloff)
+
+
+@dataclass(frozen=True)
 class ActionStep:
     """One entry of a policy's ordered `actions`, with its validated parameters."""
 
@@ -94,6 +111,16 @@ class ActionStep:
     action: Action
     line: int = 0
     column: int = 0
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """When one workload triggers the policy `after` times within `within` seconds, the
+    `actions` run too (after the policy's own), and the count starts again."""
+
+    after: int
+    within: float
+    actions: tuple[ActionStep, ...]
 
 
 @dataclass(frozen=True)
@@ -109,6 +136,14 @@ class Policy:
     desc: str = ""
     file: str = ""
     line: int = 0
+    breaker: BreakerOverride | None = None
+    escalate: Escalation | None = None
+
+    @property
+    def destructive(self) -> bool:
+        """Whether any action (escalation included) mutates: the breaker covers it."""
+        steps = self.actions + (self.escalate.actions if self.escalate else ())
+        return any(getattr(s.action, "destructive", False) for s in steps)
 
 
 @dataclass

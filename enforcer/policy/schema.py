@@ -62,6 +62,21 @@ def policy_schema() -> dict[str, Any]:
                                           "burst": {"type": "integer", "minimum": 1}}},
             "cooldown": DURATION,
             "on_failure": {"enum": ["continue", "stop"], "default": "continue"},
+            "breaker": {"type": "object", "additionalProperties": False,
+                        "description": "blast radius: at most `workloads` distinct workloads "
+                                       "(pods, containers, host users) acted on per "
+                                       "`window`; over it the policy is suspended for new "
+                                       "workloads for `cooloff` (defaults: --breaker-*)",
+                        "properties": {"workloads": {"type": "integer", "minimum": 1},
+                                       "window": DURATION, "cooloff": DURATION}},
+            "escalate": {"type": "object", "additionalProperties": False,
+                         "required": ["after", "actions"],
+                         "description": "when one workload triggers the policy `after` "
+                                        "times within `within`, run `actions` too",
+                         "properties": {"after": {"type": "integer", "minimum": 2},
+                                        "within": DURATION,
+                                        "actions": {"type": "array", "minItems": 1,
+                                                    "items": {"anyOf": actions}}}},
         },
     }
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -125,9 +125,8 @@ def test_cat_of_shadow_reads_nothing_in_100_trials(need_root: None, ebpf_ready: 
                                                    tmp_path: Path, launcher: Launcher,
                                                    enforcer_cmd: list[str],
                                                    cli_env: dict[str, str]) -> None:
-    # each kill counts against the budget (through its userspace backstop): room for all
-    agent, audit, err = start_agent(tmp_path, launcher, enforcer_cmd, cli_env,
-                                    "--action-budget", "1000")
+    # default settings: repeats from one workload never trip the blast-radius breaker
+    agent, audit, err = start_agent(tmp_path, launcher, enforcer_cmd, cli_env)
     try:
         assert "in-kernel kill armed for 1 rules" in err.read_text()
         results = [launcher.run("cat", "/etc/shadow") for _ in range(TRIALS)]
@@ -173,26 +172,3 @@ def test_dry_run_never_kills_in_the_kernel(need_root: None, ebpf_ready: None, tm
     would = audit_records(audit, "dry-run")
     assert len(would) == 5  # and no more once the agent has drained
     assert all("in the kernel" in (r.get("message") or "") for r in would)
-
-
-def test_budget_breaker_switches_the_kernel_off(need_root: None, ebpf_ready: None,
-                                                tmp_path: Path, launcher: Launcher,
-                                                enforcer_cmd: list[str],
-                                                cli_env: dict[str, str]) -> None:
-    agent, audit, err = start_agent(tmp_path, launcher, enforcer_cmd, cli_env,
-                                    "--action-budget", "3")
-    shadow_size = Path("/etc/shadow").stat().st_size
-    try:
-        results = []
-        for _ in range(60):  # the breaker trips when the responder handles the 4th kill
-            results.append(launcher.run("cat", "/etc/shadow"))
-            if results[-1] == (0, shadow_size):
-                break
-            time.sleep(0.1)
-        assert results[0] == (-signal.SIGKILL, 0)
-        assert results[-1] == (0, shadow_size), "the kernel kept killing after the breaker"
-        after = [launcher.run("cat", "/etc/shadow") for _ in range(10)]
-        assert after == [(0, shadow_size)] * 10
-    finally:
-        stop(agent)
-    assert audit_records(audit, "tripped")
