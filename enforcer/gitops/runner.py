@@ -73,7 +73,9 @@ def run_case(bundle: Bundle, case: Case, *,
             for alert in bundle.engine.evaluate(event):
                 rules.append(alert.rule)
                 responder.submit(alert)
-        responder.drain()
+                # one match at a time: the responder's lanes (kill, slow) would otherwise
+                # interleave the records of successive matches
+                responder.drain()
     finally:
         responder.stop()
     steps = [_step(r) for r in audit.records

@@ -204,3 +204,27 @@ def test_a_kill_waits_for_its_snapshot_then_goes_ahead_within_the_bound(
     r.stop()
     late = [x for x in records(tmp_path) if x["outcome"] == "kill-not-waiting"]
     assert len(late) == 1 and "snapshot not done within 0.3s" in late[0]["reason"]
+
+
+def in_kernel_policy(name: str, rule: str) -> Policy:
+    from actions.kill import Kill, KillParams
+
+    return Policy(name=name, match=Match(rules=(rule,)), dry_run=False,
+                  actions=(ActionStep("kill", Kill(KillParams(in_kernel=True))),))
+
+
+def test_the_kernel_arms_only_what_admission_would_answer(tmp_path: Path) -> None:
+    r, _ = responder(tmp_path, [in_kernel_policy("p", "R")], limit=1)
+    host = {"container.id": "host", "user.uid": 1000}.get
+    other = {"container.id": "host", "user.uid": 1001}.get
+    assert r.admits_in_kernel("R", host) and not r.admits_in_kernel("S", host)
+    # guards: a protected namespace, or a container whose namespace is not known yet
+    assert not r.admits_in_kernel("R", {"container.id": "abc", "container.name": "x",
+                                        "k8s.ns.name": "kube-system"}.get)
+    assert not r.admits_in_kernel("R", {"container.id": "abc"}.get)
+    assert r.admits_in_kernel("R", {"container.id": "abc", "container.name": "x"}.get)
+    # one workload answered: the policy is at its limit; the next new one trips it
+    generation = r.kernel_generation()
+    r.blast_radius.admit("p", ("user:1000",), r.breaker_limits(r.policies.policies[0]))
+    assert r.kernel_generation() != generation
+    assert r.admits_in_kernel("R", host) and not r.admits_in_kernel("R", other)
