@@ -261,6 +261,9 @@ class Action:
     destructive: ClassVar[bool] = False
     #: changes the target (so protected-namespace guards apply)
     mutating: ClassVar[bool] = True
+    #: reaches outside the node even in dry-run (notify); skipped in dry-run for alerts the
+    #: agent received rather than detected (see Responder.received_alerts)
+    acts_in_dry_run: ClassVar[bool] = False
     #: Kubernetes RBAC rules the agent's ClusterRole needs for this action
     rbac: ClassVar[tuple[dict[str, Any], ...]] = ()
     #: a policy snippet using this action

@@ -5,6 +5,10 @@ ingress and egress, except DNS (optional) and an allow-list of CIDRs/ports (fore
 RBAC: pods: get, patch; networking.k8s.io networkpolicies: create, patch.
 
 Only the pod that matched is isolated — not its whole workload — in both directions.
+DNS egress goes only to the cluster's DNS pods: those labelled `dns_pod_selector` (default
+k8s-app=kube-dns) in the namespaces labelled `dns_namespace_selector` (default
+kubernetes.io/metadata.name=kube-system, the label the API server puts on every namespace),
+never to a pod of that label in any namespace, which any tenant can create.
 Idempotent: an existing NetworkPolicy (409) is patched to the same spec. Dry-run sends both
 calls with dryRun=All. Undo: remove the label from the pod.
 """
@@ -37,6 +41,24 @@ def _ports(value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _selector(value: Any) -> str:
+    selector_labels(value)
+    return str(value)
+
+
+def selector_labels(value: Any) -> dict[str, str]:
+    """`key=value[,key=value]` (kubectl's -l form, equality only) as matchLabels."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected key=value[,key=value], got {value!r}")
+    pairs = {}
+    for item in value.split(","):
+        key, sep, val = item.strip().partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item.strip()!r} is not key=value (in {value!r})")
+        pairs[key.strip()] = val.strip()
+    return _labels(pairs)
+
+
 def _label_key(value: Any) -> str:
     _labels({value: "true"})
     return value
@@ -44,7 +66,15 @@ def _label_key(value: Any) -> str:
 
 @dataclass(frozen=True)
 class NetworkPolicyParams(Params):
-    allow_dns: bool = param(True, doc="allow DNS (UDP/TCP 53) to kube-dns pods")
+    allow_dns: bool = param(True, doc="allow DNS (UDP/TCP 53) to the DNS pods in kube-system "
+                                      "(see dns_pod_selector, dns_namespace_selector)")
+    dns_pod_selector: str = param("k8s-app=kube-dns", parse=_selector,
+                                  schema={"type": "string"},
+                                  doc="labels of the DNS pods (key=value[,key=value])")
+    dns_namespace_selector: str = param("kubernetes.io/metadata.name=kube-system",
+                                        parse=_selector, schema={"type": "string"},
+                                        doc="labels of the namespaces the DNS pods run in "
+                                            "(key=value[,key=value])")
     allowed_cidrs: tuple[str, ...] = param((), parse=_cidrs,
                                            schema={"type": "array", "items": {"type": "string"}},
                                            doc="CIDRs still reachable both ways (forensics)")
@@ -75,8 +105,12 @@ class NetworkPolicy(Action):
         egress: list[dict[str, Any]] = []
         ingress: list[dict[str, Any]] = []
         if params.allow_dns:
-            egress.append({"to": [{"namespaceSelector": {},
-                                   "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            egress.append({"to": [{"namespaceSelector": {
+                                       "matchLabels": selector_labels(
+                                           params.dns_namespace_selector)},
+                                   "podSelector": {
+                                       "matchLabels": selector_labels(
+                                           params.dns_pod_selector)}}],
                            "ports": [{"protocol": "UDP", "port": 53},
                                      {"protocol": "TCP", "port": 53}]})
         if params.allowed_cidrs:

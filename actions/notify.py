@@ -1,6 +1,7 @@
 """notify — POST the alert (Falco's JSON shape) and the outcomes of the policy's earlier
 actions to a webhook. It runs in dry-run too (marked `dry_run: true`): telling people what
-would have been done is the point of a dry-run.
+would have been done is the point of a dry-run. Not for an alert received over falco-http
+in dry-run, though: that may be anyone's text (the responder skips it).
 
 RBAC: none.
 """
@@ -38,6 +39,7 @@ class Notify(Action):
     name = "notify"
     params_type = NotifyParams
     mutating = False
+    acts_in_dry_run = True
     example = "- notify: {url: https://hooks.example.com/enforcer}"
     params: NotifyParams
 

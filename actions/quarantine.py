@@ -3,6 +3,13 @@ container: on its host-side veth, a tc classifier drops all traffic in both dire
 except ARP, DNS (optional) and an allow-list of CIDRs (forensics). Reversible with
 `enforcer release TARGET` (interface, container id, or namespace/pod).
 
+DNS passes only to and from port 53 of the cluster's DNS servers: `dns_servers` when the
+policy names them, else the IPv4 `nameserver` lines of `resolv_conf` (the agent's
+/etc/resolv.conf: with hostNetwork and dnsPolicy ClusterFirstWithHostNet, the cluster DNS
+service), loopback addresses left out (a node-local resolver on 127.x means nothing inside a
+pod). Never port 53 of any address: that would leave a command channel to any host open.
+When no server is found, the pod is isolated without DNS, and the outcome says so.
+
 RBAC: none (node-local; the agent needs hostNetwork and CAP_NET_ADMIN).
 
 The target is found from the process's network namespace (pid verified by start time); a
@@ -11,6 +18,7 @@ process in the host's network namespace is refused, since isolating it would cut
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
@@ -36,9 +44,50 @@ from actions.networkpolicy import _cidrs
 from actions.target_process import pinned_process
 
 
+def _ipv4s(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of IPv4 addresses, got {value!r}")
+    try:
+        found = tuple(str(ipaddress.IPv4Address(str(v))) for v in value)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (an IPv4 address such as 10.96.0.10)") from None
+    return found
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {value!r}")
+    return value
+
+
+def nameservers(text: str) -> list[str]:
+    """The IPv4 `nameserver` addresses of a resolv.conf text, loopback ones left out, in
+    order and without repeats."""
+    found: list[str] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or fields[0] != "nameserver":
+            continue
+        try:
+            address = ipaddress.IPv4Address(fields[1])
+        except ValueError:
+            continue  # IPv6 (the classifier passes no IPv6) or garbage
+        if not address.is_loopback and str(address) not in found:
+            found.append(str(address))
+    return found
+
+
 @dataclass(frozen=True)
 class QuarantineParams(Params):
-    allow_dns: bool = param(True, doc="let DNS (UDP/TCP port 53) through")
+    allow_dns: bool = param(True, doc="let DNS (UDP/TCP port 53) through, to and from the "
+                                      "cluster's DNS servers only")
+    dns_servers: tuple[str, ...] = param((), parse=_ipv4s,
+                                         schema={"type": "array",
+                                                 "items": {"type": "string"}},
+                                         doc="the DNS servers a quarantined pod may still "
+                                             "ask (default: the nameservers of resolv_conf)")
+    resolv_conf: str = param("/etc/resolv.conf", parse=_path, schema={"type": "string"},
+                             doc="where the DNS servers are read when dns_servers is empty")
     allowed_cidrs: tuple[str, ...] = param((), parse=_cidrs,
                                            schema={"type": "array", "items": {"type": "string"}},
                                            doc="IPv4 CIDRs still reachable (forensics)")
@@ -50,7 +99,8 @@ class Quarantine(Action):
     required_fields = ("proc.pid",)
     target_fields = ("container.id", "k8s.ns.name", "k8s.pod.name")
     destructive = True
-    example = "- quarantine: {allow_dns: true, allowed_cidrs: [10.99.0.0/24]}"
+    example = ("- quarantine: {allow_dns: true, dns_servers: [10.96.0.10], "
+               "allowed_cidrs: [10.99.0.0/24]}")
     params: QuarantineParams
 
     def plan(self, context: ActionContext) -> Plan:
@@ -70,29 +120,45 @@ class Quarantine(Action):
         target = {"interface": link["ifname"], "ifindex": link["ifindex"], "pid": pid,
                   "container.id": context.field("container.id"),
                   "pod": _pod(context)}
+        dns = self._dns_servers()
         return Plan(action=self.name, target=target,
                     render={"interface": link["ifname"], "qdisc": "clsact",
                             "filters": ["ingress: bpf drop (far end = destination)",
                                         "egress: bpf drop (far end = source)"],
-                            "allow": {"arp": True, "dns": self.params.allow_dns,
+                            "allow": {"arp": True, "dns": dns,
                                       "cidrs": list(self.params.allowed_cidrs)}},
                     summary=f"quarantine interface {link['ifname']} (pid {pid})",
                     private={"netlink": context.services.netlink,
                              "state_dir": context.state_dir, "rule": context.alert.rule})
 
+    def _dns_servers(self) -> list[str]:
+        if not self.params.allow_dns:
+            return []
+        if self.params.dns_servers:
+            return list(self.params.dns_servers)
+        try:
+            with open(self.params.resolv_conf, encoding="utf-8", errors="replace") as fh:
+                return nameservers(fh.read(65536))
+        except OSError:
+            return []
+
     def apply(self, plan: Plan, dry_run: bool) -> Outcome:
         netlink = plan.private["netlink"]
+        dns = plan.render["allow"]["dns"]
+        note = ""
+        if self.params.allow_dns and not dns:
+            note = (f" (no DNS: no IPv4 nameserver in {self.params.resolv_conf} and no "
+                    "dns_servers in the policy)")
         if dry_run:
-            netlink.check_classifier(list(self.params.allowed_cidrs), self.params.allow_dns)
-            return Outcome(DRY_RUN, "would " + plan.summary + " (classifier verified)")
-        result = netlink.isolate(plan.target["ifindex"], list(self.params.allowed_cidrs),
-                                 self.params.allow_dns)
+            netlink.check_classifier(list(self.params.allowed_cidrs), dns)
+            return Outcome(DRY_RUN, "would " + plan.summary + note + " (classifier verified)")
+        result = netlink.isolate(plan.target["ifindex"], list(self.params.allowed_cidrs), dns)
         save_state(plan.private["state_dir"], plan.target | {
             "rule": plan.private["rule"], "time": time.time()})
         if result == "noop":
             return Outcome(NOOP, f"interface {plan.target['interface']} was already "
                                  "quarantined")
-        return Outcome(DONE, plan.summary + "; undo with `enforcer release "
+        return Outcome(DONE, plan.summary + note + "; undo with `enforcer release "
                              f"{plan.target['interface']}`")
 
 

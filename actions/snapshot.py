@@ -25,6 +25,7 @@ taken (a failed `snapshot` record, no upload record).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -33,7 +34,9 @@ import os
 import socket
 import stat
 import tarfile
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +68,7 @@ from actions.snapshot_upload import (
 )
 from actions.target_process import pinned_process
 from enforcer.errors import ActionError, PermanentActionError, TemporaryActionError
+from enforcer.state.overlay import trusted_upper_dir
 from enforcer.units import parse_size
 
 
@@ -89,6 +93,11 @@ class SnapshotParams(Params):
     max_files: int = param(10_000, doc="files kept at most")
     directory: str | None = param(None, doc="where tarballs are written "
                                             "(default /var/lib/enforcer/snapshots)")
+    directory_max_bytes: int = param(1024**3, parse=parse_size,
+                                     schema={"type": ["string", "integer"]},
+                                     doc="total size the snapshot directory may hold (e.g. "
+                                         "1Gi): the oldest archives are removed to make room "
+                                         "before a new one is written")
     upload: UploadParams | None = param(None, parse=parse_upload,
                                         schema={"anyOf": [UploadParams.json_schema(),
                                                           {"type": "null"}]},
@@ -139,7 +148,9 @@ class Snapshot(Action):
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         # the container id is event data: only a plain name may become part of a file name
         container = key_component(context.field("container.id"), "host")[:12]
-        dest = directory / f"{stamp}-{container}-{pid}-{handle.start_ticks}.tar.gz"
+        # unique per match: two matches of one process in one second keep two archives
+        dest = directory / (f"{stamp}-{container}-{pid}-{handle.start_ticks}-"
+                            f"{uuid.uuid4().hex[:12]}{ARCHIVE_SUFFIX}")
         sources = [{"kind": "changed", "path": upper}] if upper else []
         sources += [{"kind": "path", "path": p} for p in self.params.paths]
         render: dict[str, Any] = {"destination": str(dest), "sources": sources,
@@ -206,21 +217,25 @@ class Snapshot(Action):
                                     f"{plan.render['destination']}{also}", detail)
         manifest = _manifest(plan, handle, collector)
         dest: Path = plan.private["dest"]
-        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temp = dest.with_suffix(".partial")
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
-        with open(temp, "wb") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="wb") as gz, \
-                    tarfile.open(fileobj=gz, mode="w") as tar:
-                _add_bytes(tar, "manifest.json", body, 0o600)
-                for entry, data in collector.files:
-                    _add_bytes(tar, entry["archive"], data, entry["mode"] & 0o777)
-        os.replace(temp, dest)
+        bound = _archive_bound(body, collector)
+        with _DIRECTORY_LOCK:
+            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            removed = make_room(dest.parent, bound, self.params.directory_max_bytes)
+            temp = dest.with_suffix(".partial")
+            with open(temp, "wb") as raw:
+                with gzip.GzipFile(fileobj=raw, mode="wb") as gz, \
+                        tarfile.open(fileobj=gz, mode="w") as tar:
+                    _add_bytes(tar, "manifest.json", body, 0o600)
+                    for entry, data in collector.files:
+                        _add_bytes(tar, entry["archive"], data, entry["mode"] & 0o777)
+            os.replace(temp, dest)
         plan.private["manifest"] = body
         return Outcome(DONE, f"wrote {len(collector.files)} files ({collector.total} bytes) "
                              f"to {dest}",
                        {"path": str(dest), "files": len(collector.files),
                         "bytes": collector.total, "truncated": collector.truncated,
+                        "removed": removed,
                         "sha256": _file_sha256(dest), "size": dest.stat().st_size})
 
     def _upload(self, plan: Plan, written: Outcome) -> Outcome:
@@ -262,56 +277,117 @@ class Snapshot(Action):
             plan.private["handle"].close()
 
 
+ARCHIVE_SUFFIX = ".tar.gz"
+MAX_SKIPPED_LISTED = 1000  # skipped entries named in the manifest; the rest are counted
+ENTRIES_PER_FILE = 4  # the walk looks at most at this many entries per file it may keep
+_DIRECTORY_LOCK = threading.Lock()  # one retention decision and write at a time
+
+
 class _Collector:
+    """Files kept for one snapshot, within bounds: at most `max_files` files and `max_bytes`
+    bytes of content, and at most ENTRIES_PER_FILE * max_files directory entries looked at,
+    so that a directory of a million files (or of a million links or fifos, which are never
+    kept) costs a bounded walk. The walk reads directories as streams and stops as soon as a
+    bound is reached."""
+
     def __init__(self, max_bytes: int, max_files: int, keep: bool):
         self.max_bytes = max_bytes
         self.max_files = max_files
+        self.max_entries = ENTRIES_PER_FILE * max_files + 64
         self.keep = keep
         self.total = 0
+        self.entries = 0
         self.files: list[tuple[dict[str, Any], bytes]] = []
         self.skipped: list[dict[str, str]] = []
+        self.skipped_more = 0
         self.truncated = False
+
+    def _full(self) -> bool:
+        if (len(self.files) >= self.max_files or self.total >= self.max_bytes
+                or self.entries >= self.max_entries):
+            self.truncated = True
+        return self.truncated
+
+    def _skip(self, path: str, reason: str) -> None:
+        if len(self.skipped) < MAX_SKIPPED_LISTED:
+            self.skipped.append({"path": path, "reason": reason})
+        else:
+            self.skipped_more += 1
 
     def add_tree(self, path: str, root_fd: int | None, prefix: str,
                  shown_as: str | None = None) -> None:
         """Add the file or tree at `path` (below `root_fd`, or a host path when None);
         entries are named `shown_as` + their path below `path` (default: `path`)."""
         shown = shown_as if shown_as is not None else path
+        if self._full():
+            self._skip(path, "size or file-count bound reached")
+            return
         try:
             top = _open_beneath(root_fd, path)
         except OSError as exc:
-            self.skipped.append({"path": path, "reason": exc.strerror or str(exc)})
+            self._skip(path, exc.strerror or str(exc))
             return
         try:
-            info = os.fstat(top)
-            if stat.S_ISREG(info.st_mode):
+            if stat.S_ISREG(os.fstat(top).st_mode):
                 self._add_file(top, shown, prefix)
-                return
-            for dirpath, _dirs, files, dir_fd in os.fwalk(".", dir_fd=top,
-                                                         follow_symlinks=False):
-                for name in sorted(files):
-                    rel = os.path.normpath(os.path.join(shown, dirpath, name))
-                    try:
-                        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
-                                     dir_fd=dir_fd)
-                    except OSError as exc:
-                        self.skipped.append({"path": rel, "reason": exc.strerror or str(exc)})
-                        continue
-                    try:
-                        self._add_file(fd, rel, prefix)
-                    finally:
-                        os.close(fd)
+            elif stat.S_ISDIR(os.fstat(top).st_mode):
+                self._walk(top, shown, prefix)
+            else:
+                self._skip(shown, "not a regular file")
         finally:
             os.close(top)
+
+    def _walk(self, top: int, shown: str, prefix: str) -> None:
+        # depth first over directory descriptors, never following a symlink; each directory
+        # is read as a stream (os.scandir on a descriptor), never listed whole
+        stack = [(os.dup(top), shown)]
+        try:
+            while stack and not self._full():
+                dir_fd, where = stack.pop()
+                try:
+                    with os.scandir(dir_fd) as entries:
+                        for entry in entries:
+                            self.entries += 1
+                            if self._full():
+                                break
+                            rel = os.path.normpath(os.path.join(where, entry.name))
+                            if entry.is_dir(follow_symlinks=False):
+                                try:
+                                    sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY
+                                                  | os.O_NOFOLLOW, dir_fd=dir_fd)
+                                except OSError as exc:
+                                    self._skip(rel, exc.strerror or str(exc))
+                                    continue
+                                stack.append((sub, rel))
+                            elif entry.is_file(follow_symlinks=False):
+                                self._add_named(dir_fd, entry.name, rel, prefix)
+                            else:
+                                self._skip(rel, "not a regular file")
+                finally:
+                    os.close(dir_fd)
+        finally:
+            for dir_fd, _ in stack:
+                os.close(dir_fd)
+
+    def _add_named(self, dir_fd: int, name: str, rel: str, prefix: str) -> None:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except OSError as exc:
+            self._skip(rel, exc.strerror or str(exc))
+            return
+        try:
+            self._add_file(fd, rel, prefix)
+        finally:
+            os.close(fd)
 
     def _add_file(self, fd: int, path: str, prefix: str) -> None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            self.skipped.append({"path": path, "reason": "not a regular file"})
+            self._skip(path, "not a regular file")
             return
         if len(self.files) >= self.max_files or self.total + info.st_size > self.max_bytes:
             self.truncated = True
-            self.skipped.append({"path": path, "reason": "size or file-count bound reached"})
+            self._skip(path, "size or file-count bound reached")
             return
         chunks = []
         digest = hashlib.sha256()
@@ -329,6 +405,63 @@ class _Collector:
                  "sha256": digest.hexdigest(), "mode": info.st_mode, "uid": info.st_uid,
                  "gid": info.st_gid, "mtime": info.st_mtime}
         self.files.append((entry, data if self.keep else b""))
+
+
+def _archive_bound(manifest: bytes, collector: _Collector) -> int:
+    """An upper bound of the archive's size: the tar stream (a 512-byte header per member,
+    content padded to 512, two end blocks, padded to a 10 KiB record) and what gzip adds at
+    worst (stored blocks: 5 bytes per 16 KiB or more, plus its header and trailer)."""
+    def member(size: int) -> int:
+        return 512 + -(-size // 512) * 512
+    tar = member(len(manifest)) + sum(member(len(d) if collector.keep else e["size"])
+                                      for e, d in collector.files) + 1024
+    tar = -(-tar // 10240) * 10240
+    return tar + tar // 16384 * 5 + 64
+
+
+def make_room(directory: Path, need: int, cap: int) -> list[str]:
+    """Remove the oldest archives in `directory` until what it holds plus `need` bytes fits
+    in `cap`; returns the names removed. Files other than archives count but are never
+    removed, except partial archives left by a write that died. Raises PermanentActionError
+    when even removing every archive would not make room (the snapshot is then not
+    written at all)."""
+    if need > cap:
+        raise PermanentActionError(
+            f"a snapshot of up to {need} bytes does not fit in directory_max_bytes ({cap}): "
+            "raise directory_max_bytes or lower max_bytes/max_files")
+    archives: list[tuple[float, int, str]] = []
+    used = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            if entry.name.endswith(".partial"):
+                # left by a write that died with the agent (writes hold the lock)
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                continue
+            used += info.st_size
+            if entry.name.endswith(ARCHIVE_SUFFIX):
+                archives.append((info.st_mtime, info.st_size, entry.name))
+    archives.sort()
+    removed: list[str] = []
+    while used + need > cap and archives:
+        _mtime, size, name = archives.pop(0)
+        try:
+            os.unlink(directory / name)
+        except FileNotFoundError:
+            pass
+        used -= size
+        removed.append(name)
+    if used + need > cap:
+        raise PermanentActionError(
+            f"{directory} holds {used} bytes that are not snapshot archives: no room for "
+            f"{need} more within directory_max_bytes ({cap}); clean it up or raise the cap")
+    return removed
 
 
 def _open_beneath(root_fd: int | None, path: str) -> int:
@@ -353,24 +486,11 @@ def _open_beneath(root_fd: int | None, path: str) -> int:
 
 
 def _overlay_upper(pid: int) -> str | None:
-    """The upper directory of the overlay mounted at the process's root, if any."""
-    try:
-        with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                left, _, right = line.partition(" - ")
-                fields = left.split()
-                if len(fields) < 5 or fields[4] != "/":
-                    continue
-                fstype, _source, options = (right.split() + ["", "", ""])[:3]
-                if fstype != "overlay":
-                    continue
-                for option in options.split(","):
-                    if option.startswith("upperdir="):
-                        upper = option[len("upperdir="):]
-                        return upper if os.path.isdir(upper) else None
-    except OSError:
-        return None
-    return None
+    """The container's changed files: the upper layer of the host overlay mount that is the
+    process's root (never the upperdir= string of the process's own mount table, which a
+    process with a mount namespace of its own writes itself)."""
+    upper = trusted_upper_dir(pid)
+    return upper if upper is not None and os.path.isdir(upper) else None
 
 
 def _manifest(plan: Plan, handle: ProcessHandle, collector: _Collector) -> dict[str, Any]:
@@ -390,6 +510,7 @@ def _manifest(plan: Plan, handle: ProcessHandle, collector: _Collector) -> dict[
         "files": [{k: v for k, v in entry.items() if k != "archive"} | {
             "archive": entry["archive"]} for entry, _ in collector.files],
         "skipped": collector.skipped,
+        "skipped_not_listed": collector.skipped_more,
         "truncated": collector.truncated,
         "bytes": collector.total,
     }

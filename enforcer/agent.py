@@ -19,6 +19,7 @@ from typing import Any, Protocol, TextIO
 
 from enforcer.alert import Alert
 from enforcer.kernel_filter import open_filter_for, sends_need_address
+from enforcer.priority import Priority
 from enforcer.sources.ebpf import Attachment, EbpfSource, available_syscalls, plan
 from enforcer.sources.probe import ProbeConfig
 from enforcer.state.cgroup_ids import CgroupIds, cgroup2_mount
@@ -130,25 +131,55 @@ def container_watcher(registry: ContainerRegistry,
 
 @dataclass
 class DropMonitor:
-    """Falco's `syscall_event_drops`: notice new kernel drops, say so, count actions."""
+    """Falco's `syscall_event_drops`: notice new kernel drops and take the configured
+    actions (`log` a line on stderr, `alert` through the outputs, `ignore`), at most
+    `max_burst` at once and `rate` per second after that (a token bucket, as Falco's)."""
 
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     last: int = 0
     occurrences: int = 0
     actions: int = 0
     total: int = 0
+    on_drop: tuple[str, ...] = ("log",)
+    rate: float = 0.03333
+    max_burst: int = 1
+    alert: Callable[[Alert], None] | None = None  # where `alert` actions go
+    _tokens: float = -1.0
+    _refilled_ns: int = 0
 
     def check(self, drops: int, now_ns: int) -> str | None:
-        """A warning line when drops grew since the last check."""
+        """The warning line to log when drops grew since the last check (None when they
+        did not, when no token is left, or when the actions do not include `log`)."""
         if drops <= self.last:
             return None
         new = drops - self.last
         self.last = drops
         self.total = drops
         self.occurrences += 1
+        if not self._take_token(now_ns) or set(self.on_drop) <= {"ignore"}:
+            return None
         self.actions += 1
-        return (f"{time.strftime('%H:%M:%S', time.gmtime(now_ns / 1e9))}: Critical Falco "
-                f"internal: syscall event drop. {new} system calls dropped in last second.")
+        message = (f"Falco internal: syscall event drop. {new} system calls dropped in last "
+                   "second.")
+        if "alert" in self.on_drop and self.alert is not None:
+            self.alert(Alert(rule="Falco internal: syscall event drop",
+                             priority=Priority.CRITICAL, output=message,
+                             output_fields={"n_drops": new, "n_drops_total": drops},
+                             time_ns=now_ns, source="internal"))
+        if "log" not in self.on_drop:
+            return None
+        return f"{time.strftime('%H:%M:%S', time.gmtime(now_ns / 1e9))}: Critical {message}"
+
+    def _take_token(self, now_ns: int) -> bool:
+        if self._tokens < 0:
+            self._tokens, self._refilled_ns = float(self.max_burst), now_ns
+        elapsed = max(0, now_ns - self._refilled_ns) / 1e9
+        self._tokens = min(float(self.max_burst), self._tokens + elapsed * self.rate)
+        self._refilled_ns = now_ns
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
     def format(self) -> str:
         return ("Syscall event drop monitoring:\n"

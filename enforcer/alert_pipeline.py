@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from enforcer.alert import Alert
@@ -39,15 +40,21 @@ class AlertPipeline:
         self.responder = responder
         self.stats = stats if stats is not None else AlertStats()
         self._stats_lock = threading.Lock()  # falco-http calls emit from several threads
+        # Maps a rule name to the name it is counted under (metrics, summary); the falco-http
+        # input sets it so that made-up rule names cannot grow the label set.
+        self.rule_label: Callable[[str], str] | None = None
 
     def emit(self, alert: Alert) -> Alert:
         """Stamp, count, dispatch, respond; returns the alert as outputs saw it."""
         if self.tracer is not None:
             alert = self.tracer.stamp(alert)
+        label = alert.rule if self.rule_label is None else self.rule_label(alert.rule)
         if self.metrics is not None:
-            self.metrics.rule_matched(alert.rule, alert.priority.display)
+            # an unknown rule's tags are the sender's to choose: as unbounded as its name
+            tags = alert.tags if label == alert.rule else ()
+            self.metrics.rule_matched(label, alert.priority.display, alert.source, tags)
         with self._stats_lock:
-            self.stats.record(alert)
+            self.stats.record(alert, rule=label)
         self.dispatcher.dispatch(alert)
         if self.responder is not None:
             self.responder.submit(alert)

@@ -1,21 +1,21 @@
 """The agent's one HTTP server for probes and scraping: /metrics, /healthz, /readyz, and,
 when enabled, the read-only web console under /ui (a WSGI app with its own token check).
 
-It runs on its own daemon threads; a slow scraper never touches detection.
+It runs on its own event loop thread and a few workers (enforcer.web): a slow scraper or
+thousands of idle connections never touch detection, and the probes still get in.
 """
 
 from __future__ import annotations
 
-import json
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from enforcer.health import Readiness
 from enforcer.metrics import Metrics
+from enforcer.web.limits import Limits
+from enforcer.web.router import Router, respond, respond_json
+from enforcer.web.server import WsgiServer
 
 DEFAULT_HTTP_ADDR = "0.0.0.0:9376"
 UI_MOUNT = "/ui"
@@ -40,79 +40,54 @@ def parse_addr(text: str, default_port: int | None = None) -> tuple[str, int]:
     return host, port
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _ProbeServer
-    protocol_version = "HTTP/1.1"
+def agent_app(metrics: Metrics, readiness: Readiness, ui: Any = None) -> Router:
+    """The agent's WSGI application. Other endpoints are added with `route`/`mount`."""
+    router = Router(not_found="not found: try /metrics, /healthz or /readyz")
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        path = self.path.split("?", 1)[0]
-        ui = self.server.ui
-        if ui is not None and (path == UI_MOUNT or path.startswith(UI_MOUNT + "/")):
-            from enforcer.console.server import serve_mounted  # noqa: PLC0415
+    def metrics_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        return respond(start_response, 200, generate_latest(metrics.registry),
+                       CONTENT_TYPE_LATEST)
 
-            serve_mounted(self, ui, UI_MOUNT)
-            return
-        if path == "/metrics":
-            body = generate_latest(self.server.metrics.registry)
-            self._send(200, body, CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            self._send(200, b"ok\n", "text/plain; charset=utf-8")
-        elif path == "/readyz":
-            state = self.server.readiness.snapshot()
-            code = 200 if state["ready"] else 503
-            self._send(code, (json.dumps(state, sort_keys=True) + "\n").encode(),
-                       "application/json")
-        else:
-            self._send(404, b"not found: try /metrics, /healthz or /readyz\n",
-                       "text/plain; charset=utf-8")
+    def healthz(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        return respond(start_response, 200, "ok\n")
 
-    def _send(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def readyz(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        state = readiness.snapshot()
+        return respond_json(start_response, 200 if state["ready"] else 503, state)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        return  # probes every few seconds would flood the agent's log
-
-
-class _ProbeServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, addr: tuple[str, int], metrics: Metrics, readiness: Readiness,
-                 ui: Any = None):
-        self.metrics = metrics
-        self.readiness = readiness
-        self.ui = ui
-        if ":" in addr[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(addr, _Handler)
+    router.route("/metrics", metrics_app)
+    router.route("/healthz", healthz)
+    router.route("/readyz", readyz)
+    if ui is not None:
+        router.mount(UI_MOUNT, ui)
+    return router
 
 
 class HttpServer:
     """Serves metrics and probes on `addr` ("HOST:PORT") from a background thread."""
 
-    def __init__(self, addr: str, metrics: Metrics, readiness: Readiness, ui: Any = None):
+    def __init__(self, addr: str, metrics: Metrics, readiness: Readiness, ui: Any = None,
+                 limits: Limits | None = None):
         """`ui`: a WSGI app (enforcer.console.app.ConsoleApp) to serve under /ui, or None."""
-        self._server = _ProbeServer(parse_addr(addr), metrics, readiness, ui)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="enforcer-http", daemon=True)
+        host, port = parse_addr(addr)
+        self.app = agent_app(metrics, readiness, ui)
+        self._server = WsgiServer(self.app, host, port, limits, name="http")
 
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
-        return int(self._server.server_address[1])
+        return int(self._server.port)
+
+    @property
+    def server(self) -> WsgiServer:
+        return self._server
 
     def start(self) -> HttpServer:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.stop()
 
 
 def start_http_server(addr: str, metrics: Metrics, readiness: Readiness,

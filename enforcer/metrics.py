@@ -8,17 +8,22 @@ regular prometheus_client metric.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from enforcer import __version__
+from enforcer.priority import Priority
 
 PREFIX = "enforcer"
+FALCO_PREFIX = "falcosecurity"
+ENGINE_NAME = "bcc_ebpf"  # falcosecurity_scap_engine_name_info{engine_name}
 
 # `*_created` series double the exposition for no use on a DaemonSet's dashboards.
 disable_created_metrics()
@@ -49,6 +54,86 @@ class _HotPathCollector(Collector):
         yield drops
 
 
+class _FalcoCollector(Collector):
+    """Falco's names and labels for what the agent counts, beside ours, so that Falco's
+    Grafana dashboard and alerting rules work unchanged (docs/observability.md maps them).
+    Read at scrape time from the same counts as ours: the two can never disagree."""
+
+    def __init__(self, metrics: Metrics):
+        self._metrics = metrics
+        self._started = time.monotonic()
+
+    def collect(self) -> Iterable[Metric]:
+        m = self._metrics
+        version = GaugeMetricFamily(f"{FALCO_PREFIX}_falco_version_info",
+                                    "Version of the running agent (Falco's name)",
+                                    labels=["version"])
+        version.add_metric([f"enforcer-{__version__}"], 1)
+        yield version
+        engine = GaugeMetricFamily(f"{FALCO_PREFIX}_scap_engine_name_info",
+                                   "Event source engine (Falco's name)",
+                                   labels=["engine_name", "evt_source"])
+        engine.add_metric([ENGINE_NAME, "syscall"], 1)
+        yield engine
+        with m._lock:
+            matches = dict(m.falco_matches)
+        tag_names = sorted({f"tag_{_label(t)}" for (_, _, _, tags) in matches for t in tags})
+        rules = CounterMetricFamily(f"{FALCO_PREFIX}_falco_rules_matches",
+                                    "Rule matches (Falco's name and labels)",
+                                    labels=["rule_name", "priority", "source", *tag_names])
+        for (rule, priority, source, tags), count in sorted(matches.items()):
+            have = {f"tag_{_label(t)}" for t in tags}
+            rules.add_metric([rule, str(priority), source,
+                              *("true" if t in have else "" for t in tag_names)], count)
+        yield rules
+        events = sum(m.event_counts.copy().values())
+        for subsystem in ("scap", "falco"):
+            family = CounterMetricFamily(f"{FALCO_PREFIX}_{subsystem}_n_evts",
+                                         "Events received from the kernel (Falco's name)")
+            family.add_metric([], events)
+            yield family
+        drops = CounterMetricFamily(f"{FALCO_PREFIX}_scap_n_drops",
+                                    "Events the kernel could not hand to userspace (Falco's "
+                                    "name)")
+        drops.add_metric([], m.kernel_drops())
+        yield drops
+        queue = CounterMetricFamily(f"{FALCO_PREFIX}_falco_outputs_queue_num_drops",
+                                    "Alerts dropped because an output's queue was full "
+                                    "(Falco's name)")
+        queue.add_metric([], sum(sample.value for family in m.output_drops.collect()
+                                 for sample in family.samples
+                                 if sample.name.endswith("_total")))
+        yield queue
+        yield from self._resources()
+
+    def _resources(self) -> Iterable[Metric]:
+        """Falco's resource_utilization metrics, from this process's own accounting."""
+        times = os.times()
+        wall = max(time.monotonic() - self._started, 1e-9)
+        cpu = GaugeMetricFamily(f"{FALCO_PREFIX}_falco_cpu_usage_ratio",
+                                "CPU used by the agent since start, per CPU (Falco's name)",
+                                labels=["raw_name"])
+        cpu.add_metric(["cpu_usage_perc"], (times.user + times.system) / wall)
+        yield cpu
+        try:
+            with open("/proc/self/statm", encoding="ascii") as statm:
+                size, resident = (int(v) for v in statm.read().split()[:2])
+        except (OSError, ValueError):
+            return
+        page = os.sysconf("SC_PAGE_SIZE")
+        for name, pages in (("memory_rss", resident), ("memory_vsz", size)):
+            family = GaugeMetricFamily(f"{FALCO_PREFIX}_falco_{name}_bytes",
+                                       f"{name} of the agent (Falco's name)",
+                                       labels=["raw_name"])
+            family.add_metric([name], pages * page)
+            yield family
+
+
+def _label(tag: str) -> str:
+    """A tag as a Prometheus label name part (Falco's tags are already [a-zA-Z0-9_])."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in tag)
+
+
 class Metrics:
     """Every metric the agent exports, with one recording method per thing that happens.
 
@@ -63,6 +148,8 @@ class Metrics:
         self._kernel_drops_reader: Callable[[], int] | None = None
         self._lock = threading.Lock()
         r.register(_HotPathCollector(self))
+        # (rule, priority number, source, tags) -> matches, for Falco's rules_matches
+        self.falco_matches: Tally[tuple[str, int, str, tuple[str, ...]]] = Tally()
 
         self.build_info = Gauge(f"{PREFIX}_build_info", "Version of the running agent",
                                 ["version"], registry=r)
@@ -100,6 +187,7 @@ class Metrics:
         self.intake_requests = Counter(
             f"{PREFIX}_falco_http_requests", "Requests to the falco-http input by status code",
             ["code"], registry=r)
+        r.register(_FalcoCollector(self))  # last: it reads the metrics above
 
     # --- hot path, read at scrape time -----------------------------------------------------
 
@@ -123,8 +211,14 @@ class Metrics:
 
     # --- once per alert / action -----------------------------------------------------------
 
-    def rule_matched(self, rule: str, priority: str) -> None:
+    def rule_matched(self, rule: str, priority: str, source: str = "syscall",
+                     tags: Iterable[str] = ()) -> None:
+        """One alert: ours by rule and priority word, Falco's by rule_name, priority number,
+        source and one tag_* label per tag."""
         self.rule_matches.labels(rule, priority).inc()
+        key = (rule, int(Priority.parse(priority)), source, tuple(sorted(set(tags))))
+        with self._lock:
+            self.falco_matches[key] += 1
 
     def action_done(self, action: str, outcome: str, dry_run: bool,
                     seconds: float | None = None) -> None:

@@ -63,6 +63,8 @@ class LineOutput:
 
 
 RESTART_NEEDED_RULE = "Enforcer reload needs a restart"
+# What a received alert with a rule name the agent does not know is counted under.
+UNKNOWN_RULE_LABEL = "(other)"
 
 
 @dataclass
@@ -87,6 +89,7 @@ class Pipeline:
         self.readiness: Readiness = self.obs.readiness
         self.tracer: Tracer = self.obs.tracer
         self.event_counts = self.metrics.event_counts
+        self._named_rules: tuple[Any, dict[str, bool]] = (None, {})
 
     @property
     def http(self) -> Any:
@@ -129,6 +132,22 @@ class Pipeline:
         if self.store is not None:
             self.store.submit_alert(alert)
 
+    def rule_label(self, rule: str) -> str:
+        """`rule` when the active set knows it (a loaded rule, or one a policy names), else
+        UNKNOWN_RULE_LABEL: received alerts are counted under a bounded set of names."""
+        active = self.active
+        if active.ruleset is not None and rule in active.ruleset.rules:
+            return rule
+        known = self._named_rules
+        if known[0] is not active:
+            known = self._named_rules = (active, {})
+        found = known[1].get(rule)
+        if found is None:
+            found = any(p.match.names_rule(rule) for p in active.policies.policies)
+            if len(known[1]) < 4096:  # a cache, bounded like the labels it guards
+                known[1][rule] = found
+        return rule if found else UNKNOWN_RULE_LABEL
+
     def accept(self, alert: Alert) -> None:
         """An alert from outside (falco-http): decide with the active set, publish."""
         self.publish(self._decide(alert, self.active))
@@ -139,7 +158,7 @@ class Pipeline:
         self.stderr.write(f"enforcer: {alert.text_line}\n")
         self.stderr.flush()
         self.obs.dispatcher.dispatch(alert)
-        self.metrics.rule_matched(alert.rule, alert.priority.display)
+        self.metrics.rule_matched(alert.rule, alert.priority.display, alert.source, alert.tags)
 
     # -- hot reload ----------------------------------------------------------------------
 

@@ -13,14 +13,16 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 
-# Debian packages: bcc and its Python module, headers for bcc to compile against, podman
+# Debian packages: bcc and its Python module (compiles the probes, in a child process),
+# libbpf1 (the agent reads maps and ring buffers through it), headers for bcc, podman
 # and an OCI runtime for container tests, busybox-static to build an offline test image,
 # mmdebstrap to make the Debian base of the agent image without a container registry;
 # chromium and its WebDriver for the console's browser tests; containerd (with ctr and its
-# runc shim) for the CRI tests, which start a private one (tests/system/containerd.py).
-PKGS=(python3 python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64
+# runc shim) for the CRI tests, which start a private one (tests/system/containerd.py);
+# postgresql for the cluster store's tests, which initdb and start a private server each.
+PKGS=(python3 python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc libbpf1 linux-headers-amd64
       podman runc busybox-static iproute2 procps kmod ca-certificates util-linux gcc libc6-dev
-      mmdebstrap chromium chromium-driver containerd)
+      mmdebstrap chromium chromium-driver containerd postgresql)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

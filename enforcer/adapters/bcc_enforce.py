@@ -1,16 +1,15 @@
-"""bcc side of the in-kernel kill (bpf/enforce.c): load it, fill its maps, read its
+"""Kernel side of the in-kernel kill (bpf/enforce.c): load it (compiled by bcc in a
+short-lived child, see enforcer.adapters.bcc_probe.load_programs), fill its maps, read its
 kill records. The only place its maps are touched."""
 
 from __future__ import annotations
 
 import ctypes
 import ipaddress
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from enforcer.adapters.bcc_probe import EXIT_COMPILE, _quiet_compile, require_privileges
-from enforcer.errors import ProbeError
+from enforcer.adapters.bcc_probe import load_programs, require_privileges
 
 PATH_LEN = 256
 
@@ -55,16 +54,7 @@ class BccEnforce:
 
     def __init__(self, text: str, on_kill: Callable[[KillRecord], None]):
         require_privileges()
-        try:
-            from bcc import BPF  # noqa: PLC0415 - optional system package
-        except ImportError as exc:
-            raise ProbeError(f"the bcc Python module is not importable ({exc})", 4) from exc
-        stderr_fd = sys.stderr.fileno() if hasattr(sys.stderr, "fileno") else None
-        try:
-            self.bpf = _quiet_compile(BPF, text, stderr_fd)
-        except Exception as exc:  # bcc raises bare Exception
-            raise ProbeError(f"could not load the in-kernel kill program: {exc}",
-                             EXIT_COMPILE) from exc
+        self.bpf, self.warnings = load_programs(text, "the in-kernel kill program")
 
         def _cb(_ctx: object, data: int, size: int) -> int:
             if size >= ctypes.sizeof(_Rec):
@@ -75,7 +65,7 @@ class BccEnforce:
             return 0
 
         self._cb = _cb
-        self.bpf[b"kills"].open_ring_buffer(_cb)
+        self.bpf.open_ring_buffer(b"kills", _cb)
         self._kill_map = self.bpf[b"kill_map"]
         self._stamps = self.bpf[b"stamps"]
 

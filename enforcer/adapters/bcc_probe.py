@@ -1,4 +1,6 @@
-"""The only module that imports bcc: compile, attach, read the ring buffer and the maps.
+"""The probes' loader and reader: compile and attach (bcc, in a short-lived child:
+enforcer.adapters.bcc_loader), then read the ring buffer and the maps through libbpf
+(enforcer.adapters.libbpf), so the agent never keeps LLVM and clang in memory.
 
 Errors from bcc (not root, missing headers, a verifier rejection) are turned into
 ProbeError with an explanation and a distinct exit code.
@@ -8,13 +10,16 @@ from __future__ import annotations
 
 import ctypes
 import os
-import resource
+import socket
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from enforcer.errors import ProbeError
+
+if TYPE_CHECKING:
+    from enforcer.adapters.libbpf import LoadedBpf
 
 EXIT_NOT_ROOT = 3
 EXIT_NO_BCC = 4
@@ -23,6 +28,8 @@ EXIT_ATTACH = 6
 EXIT_NO_TRACEFS = 7
 
 TRACEFS = Path("/sys/kernel/tracing")
+# clang's warnings about the kernel headers are noise; errors are still reported
+CFLAGS = ["-Wno-macro-redefined", "-w"]
 
 
 def tracepoint_exists(category: str, event: str) -> bool:
@@ -42,16 +49,6 @@ def require_privileges() -> None:
             EXIT_NOT_ROOT)
 
 
-def _raise_memlock() -> str | None:
-    try:
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY,
-                                                      resource.RLIM_INFINITY))
-    except (ValueError, OSError) as exc:
-        # kernels since 5.11 account BPF memory to the cgroup; the limit no longer matters
-        return f"could not raise RLIMIT_MEMLOCK ({exc}); continuing"
-    return None
-
-
 class BccProbe:
     """A compiled and attached program with its ring buffer."""
 
@@ -61,31 +58,7 @@ class BccProbe:
             raise ProbeError(
                 f"tracefs is not mounted at {TRACEFS}; mount it with "
                 f"`mount -t tracefs nodev {TRACEFS}` (scripts/setup.sh does)", EXIT_NO_TRACEFS)
-        try:
-            from bcc import BPF  # noqa: PLC0415 - optional system package, import lazily
-        except ImportError as exc:
-            raise ProbeError(
-                f"the bcc Python module is not importable ({exc}); install the Debian "
-                "packages python3-bpfcc and libbpfcc and use a Python with system "
-                "site-packages (scripts/setup.sh does both)", EXIT_NO_BCC) from exc
-        self.warnings: list[str] = []
-        warning = _raise_memlock()
-        if warning:
-            self.warnings.append(warning)
-        stderr_fd = sys.stderr.fileno() if hasattr(sys.stderr, "fileno") else None
-        try:
-            self.bpf = _quiet_compile(BPF, text, stderr_fd)
-        except Exception as exc:  # bcc raises bare Exception for compile/verifier failures
-            message = str(exc)
-            hint = ("kernel headers are missing: install linux-headers-amd64 and link "
-                    "/lib/modules/$(uname -r)/build to them (scripts/setup.sh does)"
-                    if "headers" in message.lower() or "kernel source" in message.lower()
-                    else "the kernel rejected or could not compile the probes; "
-                    "`enforcer probes render` prints the exact C, `enforcer doctor` "
-                    "checks the prerequisites")
-            code = EXIT_ATTACH if "attach" in message.lower() else EXIT_COMPILE
-            raise ProbeError(f"could not load the eBPF probes: {message.strip()}\n{hint}",
-                             code) from exc
+        self.bpf, self.warnings = load_programs(text, "the eBPF probes")
         self._on_record = on_record
 
         def _cb(_ctx: object, data: int, size: int) -> int:
@@ -94,7 +67,7 @@ class BccProbe:
             return -1 if on_record(ctypes.string_at(data, size)) is False else 0
 
         self._cb = _cb
-        self.bpf[b"events"].open_ring_buffer(_cb)
+        self.bpf.open_ring_buffer(b"events", _cb)
 
     def poll(self, timeout_ms: int) -> None:
         """Deliver pending records to the callback, waiting at most timeout_ms."""
@@ -137,45 +110,101 @@ class BccProbe:
             table[ctypes.c_int(i)] = value
 
     def close(self) -> None:
-        """Detach every program and free the maps.
-
-        Each detach waits for an RCU grace period in the kernel; done one after the other
-        (as bcc's cleanup does) that is seconds per dozen tracepoints on a busy host. In
-        parallel the waits overlap.
-        """
-        attached = list(self.bpf.tracepoint_fds)
-        if attached:
-            with ThreadPoolExecutor(max_workers=min(64, len(attached))) as pool:
-                for tp, exc in zip(attached, pool.map(self._detach, attached), strict=True):
-                    if exc is not None:
-                        self.warnings.append(f"detaching {tp!r}: {exc}")
-        self.bpf.cleanup()
-
-    def _detach(self, tp: bytes) -> Exception | None:
-        try:
-            self.bpf.detach_tracepoint(tp)
-        except Exception as exc:  # noqa: BLE001 - reported, and cleanup() retries the rest
-            return exc
-        return None
+        """Detach every program and free the maps (the detaches overlap: each waits for
+        an RCU grace period in the kernel, seconds per dozen tracepoints on a busy host)."""
+        self.warnings += self.bpf.close()
 
 
-def _quiet_compile(bpf_cls: type, text: str, stderr_fd: int | None) -> object:
-    """Compile with clang's warnings about the kernel headers kept off the user's terminal,
-    unless the compile fails (then they are the explanation and are shown)."""
-    if stderr_fd is None:
-        return bpf_cls(text=text.encode(), cflags=["-Wno-macro-redefined", "-w"])
-    saved = os.dup(stderr_fd)
+def load_programs(text: str, what: str) -> tuple[LoadedBpf, list[str]]:
+    """Compile, load and attach `text` in a short-lived child that imports bcc
+    (enforcer.adapters.bcc_loader); this process gets the attached tracepoints, programs
+    and maps, and never maps LLVM. ProbeError (with the hint for `what`) on failure; the
+    compiler's own output is shown then, and kept off the terminal otherwise."""
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), stderr_fd)
+    import enforcer  # noqa: PLC0415
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    env = dict(os.environ)
+    # the child imports enforcer from where this process did (a checkout or an install)
+    root = str(Path(enforcer.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("PYTHONPROFILEIMPORTTIME", None)
+    with ours, tempfile.TemporaryFile() as output:
+        with theirs:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "enforcer.adapters.bcc_loader", str(theirs.fileno())],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=output,
+                pass_fds=(theirs.fileno(),), env=env)
+        assert child.stdin is not None
+        with child.stdin:
+            child.stdin.write(json.dumps({"text": text, "cflags": CFLAGS}).encode())
         try:
-            return bpf_cls(text=text.encode(), cflags=["-Wno-macro-redefined", "-w"])
-        except Exception:
-            os.dup2(saved, stderr_fd)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace")[-4000:])
-            raise
+            meta, fds = _receive(ours)
         finally:
-            os.dup2(saved, stderr_fd)
-            os.close(saved)
+            child.wait()
+        if meta is None or "error" in meta:
+            output.seek(0)
+            said = output.read().decode(errors="replace")
+            if meta is None:
+                raise ProbeError(f"could not load {what}: the compiler exited "
+                                 f"{child.returncode} without an answer\n{said[-4000:]}",
+                                 EXIT_COMPILE)
+            if meta["kind"] == "no-bcc":
+                raise ProbeError(
+                    f"the bcc Python module is not importable ({meta['error']}); install "
+                    "the Debian packages python3-bpfcc and libbpfcc and use a Python with "
+                    "system site-packages (scripts/setup.sh does both)", EXIT_NO_BCC)
+            sys.stderr.write(said[-4000:])
+            raise _compile_error(what, meta["error"])
+    try:
+        return _loaded(meta, fds), list(meta.get("warnings", []))
+    except OSError as exc:  # libbpf missing
+        for fd in fds:
+            os.close(fd)
+        raise ProbeError(f"could not load {what}: {exc}", EXIT_NO_BCC) from exc
+
+
+def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    import json  # noqa: PLC0415
+
+    data = sock.recv(1 << 22)
+    if not data:
+        return None, []
+    meta = json.loads(data)
+    if "error" in meta:
+        return meta, []
+    want = len(meta["maps"]) + len(meta["tracepoints"]) + len(meta["programs"])
+    fds: list[int] = []
+    while len(fds) < want:
+        _, got, _, _ = socket.recv_fds(sock, 16, 253)
+        if not got:
+            for fd in fds:
+                os.close(fd)
+            return None, []
+        fds += got
+    return meta, fds
+
+
+def _loaded(meta: dict[str, Any], fds: list[int]) -> LoadedBpf:
+    from enforcer.adapters.libbpf import LoadedBpf, MapSpec  # noqa: PLC0415
+
+    maps = [MapSpec.from_json(m) for m in meta["maps"]]
+    n_maps, n_tps = len(maps), len(meta["tracepoints"])
+    return LoadedBpf(zip(maps, fds[:n_maps], strict=True),
+                     {tp.encode(): fd for tp, fd in
+                      zip(meta["tracepoints"], fds[n_maps:n_maps + n_tps], strict=True)},
+                     dict(zip(meta["programs"], fds[n_maps + n_tps:], strict=True)))
+
+
+def _compile_error(what: str, message: str) -> ProbeError:
+    hint = ("kernel headers are missing: install linux-headers-amd64 and link "
+            "/lib/modules/$(uname -r)/build to them (scripts/setup.sh does)"
+            if "headers" in message.lower() or "kernel source" in message.lower()
+            else "the kernel rejected or could not compile the probes; "
+            "`enforcer probes render` prints the exact C, `enforcer doctor` "
+            "checks the prerequisites")
+    code = EXIT_ATTACH if "attach" in message.lower() else EXIT_COMPILE
+    return ProbeError(f"could not load {what}: {message.strip()}\n{hint}", code)

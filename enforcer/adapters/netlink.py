@@ -92,23 +92,25 @@ def _filter_name(msg: Any) -> str | None:
     return options.get_attr("TCA_BPF_NAME") if options else None
 
 
-def check_classifier(allowed: list[str], allow_dns: bool) -> None:
+def check_classifier(allowed: list[str], dns_servers: list[str]) -> None:
     """Load (and drop) the classifiers, so a dry-run proves the kernel accepts them."""
     try:
         for direction in ("dst", "src"):
-            os.close(tcbpf.load(tcbpf.program(direction, allowed, allow_dns), "enf_q_check"))
+            os.close(tcbpf.load(tcbpf.program(direction, allowed, dns_servers),
+                                "enf_q_check"))
     except OSError as exc:
         raise PermanentActionError(f"cannot load the quarantine classifier: {exc}") from exc
 
 
-def isolate(ifindex: int, allowed: list[str], allow_dns: bool) -> str:
-    """Install the quarantine on `ifindex`. Returns "done" or "noop" (already there)."""
+def isolate(ifindex: int, allowed: list[str], dns_servers: list[str]) -> str:
+    """Install the quarantine on `ifindex`: only ARP, `allowed` CIDRs and port 53 of
+    `dns_servers` pass. Returns "done" or "noop" (already there)."""
     if is_isolated(ifindex):
         return "noop"
     fds = []
     try:
-        fds = [tcbpf.load(tcbpf.program("dst", allowed, allow_dns), "enf_q_out"),
-               tcbpf.load(tcbpf.program("src", allowed, allow_dns), "enf_q_in")]
+        fds = [tcbpf.load(tcbpf.program("dst", allowed, dns_servers), "enf_q_out"),
+               tcbpf.load(tcbpf.program("src", allowed, dns_servers), "enf_q_in")]
     except OSError as exc:
         raise PermanentActionError(f"cannot load the quarantine classifier: {exc}") from exc
     try:

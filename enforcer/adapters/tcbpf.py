@@ -1,7 +1,9 @@
 """A tiny tc classifier, assembled here as raw BPF instructions and loaded with the bpf(2)
 syscall: drop every packet of a quarantined interface except ARP and an allow-list
-(IPv4 CIDRs, DNS). This kernel has no tc `gact` action, so the verdict comes from a
-direct-action cls_bpf program; it is small enough not to need a compiler.
+(IPv4 CIDRs, and DNS: UDP/TCP port 53 of the named DNS servers only, never port 53 of any
+address, which would leave a command channel open to any host). This kernel has no tc
+`gact` action, so the verdict comes from a direct-action cls_bpf program; it is small
+enough not to need a compiler.
 
 `direction` says which address is the far end: "dst" for packets leaving the pod (seen on
 the host-side interface's ingress hook), "src" for packets going to the pod (egress hook).
@@ -67,8 +69,10 @@ def _s32(value: int) -> int:
     return value - (1 << 32) if value & 0x80000000 else value
 
 
-def program(direction: str, allowed: list[str], allow_dns: bool) -> bytes:
-    """The classifier's instructions for one direction."""
+def program(direction: str, allowed: list[str], dns_servers: list[str]) -> bytes:
+    """The classifier's instructions for one direction: pass ARP, IPv4 packets whose far end
+    is in `allowed`, and UDP/TCP packets whose far end is port 53 of one of `dns_servers`
+    (IPv4 addresses); drop the rest."""
     addr_off = ETH_HLEN + (16 if direction == "dst" else 12)
     port_off = ETH_HLEN + (2 if direction == "dst" else 0)
     asm = _Asm()
@@ -84,7 +88,13 @@ def program(direction: str, allowed: list[str], allow_dns: bool) -> bytes:
         asm.op(_ALU_MOV_X, dst=1, src=0)                      # w1 = w0
         asm.op(_ALU_AND_K, dst=1, imm=int(net.netmask))       # w1 &= mask
         asm.op(_JMP32_JEQ_K, dst=1, off="pass", imm=int(net.network_address))
-    if allow_dns:
+    servers = [ipaddress.ip_address(a) for a in dns_servers]
+    servers = [a for a in servers if a.version == 4]
+    if servers:
+        for address in servers:                               # w0 still the far end
+            asm.op(_JMP32_JEQ_K, dst=0, off="dns", imm=int(address))
+        asm.op(_JMP_JA, off="drop")
+        asm.label("dns")
         asm.op(_LD_ABS_B, imm=ETH_HLEN + 9)                   # r0 = IP protocol
         asm.op(_JMP_JEQ_K, dst=0, off="l4", imm=17)
         asm.op(_JMP_JNE_K, dst=0, off="drop", imm=6)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from enforcer.units import duration_or_zero_argument
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name, "").strip()
@@ -28,9 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "token is required unless it is bound to loopback (env ENFORCER_UI)")
     g.add_argument("--ui-token-file", metavar="FILE", default=_env("ENFORCER_UI_TOKEN_FILE"),
                    help="file holding the console token (or env ENFORCER_UI_TOKEN)")
-    g.add_argument("--store", metavar="PATH", default=_env("ENFORCER_STORE"),
-                   help="SQLite audit store the agent writes for the console (env "
+    g.add_argument("--store", metavar="PATH|URL", default=_env("ENFORCER_STORE"),
+                   help="audit store the agent writes for the console: an SQLite file, or "
+                        "postgresql://USER@HOST/DB for one store of every node (env "
                         "ENFORCER_STORE; default: none, or the default store with --ui)")
+    g.add_argument("--store-password-file", metavar="FILE",
+                   default=_env("ENFORCER_STORE_PASSWORD_FILE"),
+                   help="file holding the PostgreSQL store's password, e.g. a mounted "
+                        "Secret (env ENFORCER_STORE_PASSWORD_FILE)")
+    g.add_argument("--store-spool", metavar="PATH",
+                   default=_env("ENFORCER_STORE_SPOOL", "/var/lib/enforcer/store-spool.db"),
+                   help="where records wait while the PostgreSQL store is down, replayed in "
+                        "order when it is back (env ENFORCER_STORE_SPOOL; default "
+                        "/var/lib/enforcer/store-spool.db)")
     g.add_argument("--node-name", metavar="NAME",
                    default=_env("ENFORCER_NODE_NAME") or _env("NODE_NAME"),
                    help="this node's Kubernetes name: actions only touch pods scheduled "
@@ -46,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="record each response outcome on a pod (done, dry-run, failed, "
                         "suppressed) as a Kubernetes Event on that pod; needs RBAC events "
                         "create (env ENFORCER_KUBERNETES_EVENTS; default false)")
-    g.add_argument("--reload-interval", type=float, metavar="SECONDS",
-                   default=float(_env("ENFORCER_RELOAD_INTERVAL", "1") or 1),
+    g.add_argument("--reload-interval", type=duration_or_zero_argument, metavar="DURATION",
+                   default=duration_or_zero_argument(_env("ENFORCER_RELOAD_INTERVAL", "1") or "1"),
                    help="how often the rules and policies paths are checked for changes; "
                         "0 disables hot reload (env ENFORCER_RELOAD_INTERVAL; default 1)")

@@ -96,7 +96,11 @@ def engine_builder(args: argparse.Namespace, hostname: str) -> Any:
 
 
 def build_store(args: argparse.Namespace) -> Any:
+    from enforcer.store.postgres.dsn import is_postgres  # noqa: PLC0415
     from enforcer.store.schema import StoreError, default_store_path  # noqa: PLC0415
+
+    if is_postgres(args.store):
+        return _postgres_store(args)
     from enforcer.store.writer import StoreWriter  # noqa: PLC0415
 
     path = args.store or (default_store_path() if args.ui else None)
@@ -107,6 +111,48 @@ def build_store(args: argparse.Namespace) -> Any:
     except (StoreError, OSError) as exc:
         raise WiringError(f"enforcer: cannot open the audit store {path}: {exc}; choose "
                           "another with --store (or ENFORCER_STORE)", 3) from None
+
+
+def _syslog(args: argparse.Namespace, stderr: TextIO) -> list[Any]:
+    """The syslog output, or none (with a warning) when the socket is not there: Falco's
+    shipped falco.yaml enables it, and a node or container without a syslog daemon must
+    still start."""
+    from enforcer.outputs.syslog import SyslogOutput  # noqa: PLC0415
+
+    try:
+        return [SyslogOutput(args.syslog_socket, args.format)]
+    except OSError as exc:
+        stderr.write(f"enforcer: warning: syslog output is off: cannot connect to "
+                     f"{args.syslog_socket}: {exc.strerror or exc} (--syslog-socket)\n")
+        return []
+
+
+def _postgres_store(args: argparse.Namespace) -> Any:
+    """The writer to the cluster's PostgreSQL store (psycopg imported only now)."""
+    from enforcer.pipeline import hostname  # noqa: PLC0415
+    from enforcer.store.postgres.dsn import DsnError, with_password  # noqa: PLC0415
+
+    try:
+        dsn = with_password(args.store, getattr(args, "store_password_file", None))
+    except DsnError as exc:
+        raise WiringError(f"enforcer: {exc}", 2) from None
+    try:
+        import psycopg  # noqa: F401, PLC0415
+
+        from enforcer.store.postgres.writer import (  # noqa: PLC0415
+            PgStoreWriter,
+            StoreUnavailable,
+        )
+    except ImportError as exc:
+        raise WiringError(f"enforcer: --store postgresql://… needs psycopg ({exc}); install "
+                          "enforcer[postgresql]", 3) from None
+    try:
+        return PgStoreWriter(dsn, args.node_name or hostname(), args.store_spool)
+    except StoreUnavailable as exc:
+        raise WiringError(f"enforcer: cannot use the audit store {exc}", 3) from None
+    except OSError as exc:
+        raise WiringError(f"enforcer: cannot open the store spool {args.store_spool}: "
+                          f"{exc}; choose another with --store-spool", 3) from None
 
 
 def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
@@ -130,6 +176,8 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
             raise WiringError(f"enforcer: cannot open --output-file {args.output_file}: "
                               f"{exc.strerror}", 2) from None
         base.append(LineOutput("file", handle, args.format, owned=True))
+    if getattr(args, "syslog_output", False):
+        base.extend(_syslog(args, stderr))
     try:
         obs = from_args(args, hostname=host, base_outputs=base)
     except ObserveConfigError as exc:
@@ -142,6 +190,10 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
             f"enforcer: cannot open the audit log {args.audit_log}: {exc.strerror}; run as "
             "root or choose another file with --audit-log (or ENFORCER_AUDIT_LOG)", 3) from None
     store = build_store(args)
+    if store is not None:
+        from enforcer.store.store_metrics import StoreCollector  # noqa: PLC0415
+
+        obs.metrics.registry.register(StoreCollector(store))
     audit = audit_chain(obs_sink, store)
     bundle = reloader.current
     try:
@@ -190,7 +242,8 @@ def start_http(args: argparse.Namespace, pipeline: Any) -> None:
             check_exposure(host, token)
         except ValueError as exc:
             raise WiringError(f"enforcer: {exc}", 2) from None
-        ui = ConsoleApp(pipeline.store.path, token=token)
+        ui = ConsoleApp(getattr(pipeline.store, "dsn", None) or pipeline.store.path,
+                        token=token)
     try:
         pipeline.obs.http = start_http_server(args.http_addr, pipeline.metrics,
                                               pipeline.readiness, ui)

@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
+from enforcer.errors import ConfigError, RuleError
 from enforcer.priority import Priority
 from enforcer.units import parse_duration, parse_size
 
@@ -28,6 +30,12 @@ from enforcer.units import parse_duration, parse_size
 CONFIG_ONLY_DEFAULTS: dict[str, Any] = {
     "webhooks": None,          # [{url, headers, timeout, retries, min_priority, ca_file}]
     "stdout_enabled": True,
+    "json_output": False,      # falco.yaml's json_output (-L and -l print JSON with it)
+    "append_output_entries": None,  # falco.yaml's append_output, parsed
+    "health_path": None,       # falco.yaml's webserver.k8s_healthz_endpoint (besides /healthz)
+    "drop_actions": ("log",),  # falco.yaml's syscall_event_drops
+    "drop_rate": 0.03333,
+    "drop_max_burst": 1,
     "otlp_exporter": None,     # "otlp" / "none" (tracing.enabled); None: OTEL_* decide
     "otlp_timeout": None,      # seconds per export
     "otlp_export_timeout_ms": None,
@@ -37,11 +45,17 @@ CONFIG_ONLY_DEFAULTS: dict[str, Any] = {
 def add_config_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """`--config FILE` on the agent's parser (or one of its groups), and the defaults of
     the settings only a config file gives."""
-    parser.add_argument("--config", metavar="FILE",
+    parser.add_argument("-c", "--config", metavar="FILE",
                         default=os.environ.get("ENFORCER_CONFIG") or None,
-                        help="YAML file of agent settings (see `enforcer schema config` and "
-                             "docs/config.example.yaml); flags win over it, it wins over "
+                        help="YAML file of agent settings, ours or Falco's falco.yaml (see "
+                             "`enforcer schema config`, docs/config.example.yaml and "
+                             "docs/falco-compat.md); flags win over it, it wins over "
                              "ENFORCER_* variables (env ENFORCER_CONFIG); read once at start")
+    parser.add_argument("-o", "--option", dest="config_options", action="append",
+                        metavar="KEY=VALUE", default=[],
+                        help="set a configuration key, as Falco's -o: key.sub=value, "
+                             "'list[]=value' appends, '{...}' is YAML (repeatable; applied "
+                             "after the --config file, in order)")
     parser.set_defaults(**CONFIG_ONLY_DEFAULTS)
 
 
@@ -50,11 +64,28 @@ def reparse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | N
     """`args` again, with the config file's settings as the defaults under the command
     line. Raises ConfigError (FILE:LINE:COL of each problem; exit 2)."""
     path = getattr(args, "config", None)
-    if not path:
+    overrides = getattr(args, "config_options", None) or []
+    if not path and not overrides:
         return args
-    from enforcer.config.loader import load_config  # noqa: PLC0415
+    from enforcer.cli.falco_config import falco_defaults  # noqa: PLC0415
+    from enforcer.cli.rules_args import print_diagnostics  # noqa: PLC0415
+    from enforcer.config.loader import read_config  # noqa: PLC0415
 
-    parser.set_defaults(**config_defaults(load_config(path)))
+    loaded = read_config(path, overrides)
+    print_diagnostics(loaded.warnings, sys.stderr)
+    where = path or "-o"
+
+    def warn(text: str) -> None:
+        print(f"enforcer: warning: {where}: {text}", file=sys.stderr)
+
+    try:
+        defaults = falco_defaults(loaded.data, warn)
+    except RuleError as exc:  # append_output entries
+        raise ConfigError(exc.diagnostics) from None
+    ours = config_defaults(loaded.data)
+    if "extra_field" in defaults and "extra_field" in ours:  # static_fields + extra_fields
+        ours["extra_field"] = defaults["extra_field"] + ours["extra_field"]
+    parser.set_defaults(**{**defaults, **ours})
     return parser.parse_args(argv)
 
 

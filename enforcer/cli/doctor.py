@@ -160,6 +160,55 @@ def check_cri(socket_path: str | None) -> Check:
                  f"{version.get('runtime_version')}", required=False)
 
 
+def check_store_spool(path: str) -> Check:
+    """Records an agent spooled while its PostgreSQL store was unreachable, not yet sent."""
+    import sqlite3  # noqa: PLC0415
+
+    if not Path(path).exists():
+        return Check("store spool", True, f"{path}: none (nothing waits for the database)",
+                     required=False)
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            waiting = conn.execute("SELECT count(*) FROM spool").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return Check("store spool", False, f"{path}: unreadable ({exc})",
+                     "stop the agent, move the file away; `enforcer audit import` of the "
+                     "JSONL audit log fills the gap", required=False)
+    if waiting:
+        return Check("store spool", False, f"{path}: {waiting} records wait for the "
+                     "PostgreSQL store (the agent replays them in order when it is back)",
+                     "check that the database is reachable from this node (enforcer_store_up "
+                     "and enforcer_store_backlog_records on /metrics)", required=False)
+    return Check("store spool", True, f"{path}: empty", required=False)
+
+
+def check_store(store: str, password_file: str | None) -> Check:
+    """The PostgreSQL store answers and holds this enforcer's schema."""
+    from enforcer.store.postgres.dsn import DsnError, redacted, with_password  # noqa: PLC0415
+
+    try:
+        dsn = with_password(store, password_file)
+        import psycopg  # noqa: PLC0415
+
+        from enforcer.store.postgres import migrations  # noqa: PLC0415
+
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            migrations.check(conn)
+    except (DsnError, ImportError) as exc:
+        return Check("PostgreSQL store", False, str(exc), "fix --store-password-file or "
+                     "install enforcer[postgresql]", required=False)
+    except Exception as exc:  # noqa: BLE001 - psycopg's or the schema's: say which
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return Check("PostgreSQL store", False, f"{redacted(store)}: {first}",
+                     "check the DSN and that `enforcer store migrate` was run",
+                     required=False)
+    return Check("PostgreSQL store", True, f"{redacted(store)}: reachable, schema current",
+                 required=False)
+
+
 CHECKS: list[Callable[[], Check]] = [check_privileges, check_tracefs, check_headers, check_bcc,
                                      check_btf, check_memlock, check_cgroup2]
 
@@ -168,12 +217,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check the live agent's prerequisites")
     p.add_argument("--container-socket", metavar="PATH", default=None)
     p.add_argument("--cri-socket", metavar="PATH", default=None)
+    p.add_argument("--store", default=os.environ.get("ENFORCER_STORE"),
+                   help="the agent's store; a postgresql:// one is checked (env ENFORCER_STORE)")
+    p.add_argument("--store-password-file", metavar="FILE",
+                   default=os.environ.get("ENFORCER_STORE_PASSWORD_FILE"))
+    p.add_argument("--store-spool", metavar="PATH",
+                   default=os.environ.get("ENFORCER_STORE_SPOOL",
+                                          "/var/lib/enforcer/store-spool.db"),
+                   help="the agent's spool, whose backlog is shown (env ENFORCER_STORE_SPOOL)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     checks = [c() for c in CHECKS] + [check_runtime(args.container_socket),
                                       check_cri(args.cri_socket)]
+    from enforcer.store.postgres.dsn import is_postgres  # noqa: PLC0415
+
+    if is_postgres(getattr(args, "store", None)):
+        checks.append(check_store(args.store, args.store_password_file))
+        checks.append(check_store_spool(args.store_spool))
     for c in checks:
         print(c.line())
     failed = [c for c in checks if c.required and not c.ok]

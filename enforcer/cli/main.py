@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from enforcer import __version__
-from enforcer.cli import config_args, run
+from enforcer.cli import config_args, falco_flags, run
 from enforcer.errors import ConfigError
 
 # Order here is the order in `enforcer --help`.
@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "enforcer.cli.probes",
     "enforcer.cli.doctor",
     "enforcer.cli.audit_cmd",
+    "enforcer.cli.store_cmd",
     "enforcer.cli.ui",
 ]
 
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("enforcer: invalid --config file; fix the problems above (`enforcer "
                       "schema config` prints what it may hold)", file=sys.stderr)
                 return exc.exit_code
+            shot = falco_flags.one_shot_argv(args)  # Falco's -V, -L, -l RULE, --list
+            if shot is not None:
+                return main(shot)
             return run.run(args)
         parser.print_help(sys.stderr)
         return 2

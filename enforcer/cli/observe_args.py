@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,26 +36,18 @@ from enforcer.metrics import Metrics
 from enforcer.outputs.dispatcher import DEFAULT_QUEUE_SIZE, Dispatcher, OutputSpec
 from enforcer.outputs.extra_fields import parse_extra_fields
 from enforcer.outputs.program import ProgramConfig, ProgramOutput, parse_argv
+from enforcer.outputs.syslog import DEFAULT_SOCKET as SYSLOG_SOCKET
 from enforcer.outputs.webhook import WebhookConfig, WebhookOutput, header_dict
 from enforcer.priority import Priority
 from enforcer.sources.falco_http import DEFAULT_ADDR as FALCO_HTTP_ADDR
-from enforcer.sources.falco_http import DEFAULT_MAX_BODY, FalcoHttpConfig
+from enforcer.sources.falco_http import DEFAULT_CLIENT_RATE, DEFAULT_MAX_BODY, FalcoHttpConfig
+from enforcer.units import duration_argument, size_argument
 
 SOURCES = ("ebpf", "falco-http")
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?)?B?\s*$", re.IGNORECASE)
 
 
 class ObserveConfigError(Exception):
     """An output, tracing or intake option is wrong; the message says which and how."""
-
-
-def parse_size(text: str) -> int:
-    """`100Mi`, `1G`, `65536` -> bytes (K/M/G and Ki/Mi/Gi are both powers of 1024)."""
-    match = _SIZE.match(str(text))
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 100Mi or 1048576")
-    number, unit = int(match.group(1)), (match.group(2) or "").upper()[:1]
-    return number * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
 
 
 def _priority(text: str) -> Priority:
@@ -99,8 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      default=_env_list("ENFORCER_WEBHOOK_HEADERS", "\n"),
                      help="extra request header, e.g. 'Authorization: Bearer TOKEN' "
                           "(repeatable; env ENFORCER_WEBHOOK_HEADERS, one per line)")
-    out.add_argument("--webhook-timeout", type=float, metavar="SECONDS",
-                     default=float(_env("ENFORCER_WEBHOOK_TIMEOUT", "5") or 5))
+    out.add_argument("--webhook-timeout", type=duration_argument, metavar="DURATION",
+                     default=duration_argument(_env("ENFORCER_WEBHOOK_TIMEOUT", "5") or "5"),
+                     help="per request: seconds, or 500ms, 10s (default 5)")
     out.add_argument("--webhook-retries", type=int, metavar="N",
                      default=int(_env("ENFORCER_WEBHOOK_RETRIES", "3") or 3),
                      help="retries after a timeout, refused connection, 429 or 5xx")
@@ -113,6 +105,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--program-keep-alive", action="store_true",
                      default=_env("ENFORCER_PROGRAM_KEEP_ALIVE", "") in ("1", "true"),
                      help="keep one program running and write one alert per line")
+    out.add_argument("--syslog-output", action="store_true",
+                     default=_env("ENFORCER_SYSLOG_OUTPUT", "") in ("1", "true"),
+                     help="also send each alert to the local syslog socket, as Falco's "
+                          "syslog_output (env ENFORCER_SYSLOG_OUTPUT)")
+    out.add_argument("--syslog-socket", metavar="PATH",
+                     default=_env("ENFORCER_SYSLOG_SOCKET", SYSLOG_SOCKET),
+                     help=f"the syslog socket (env ENFORCER_SYSLOG_SOCKET; default "
+                          f"{SYSLOG_SOCKET})")
     out.add_argument("--program-min-priority", type=_priority, metavar="PRIORITY",
                      default=_priority(_env("ENFORCER_PROGRAM_MIN_PRIORITY", "debug") or ""))
 
@@ -136,10 +136,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "keeps everything); default OTEL_BSP_MAX_QUEUE_SIZE or 2048")
     obs.add_argument("--otlp-max-export-batch-size", type=int, metavar="N", default=None)
     obs.add_argument("--otlp-schedule-delay-ms", type=float, metavar="MS", default=None)
-    obs.add_argument("--audit-max-bytes", type=parse_size, metavar="SIZE",
-                     default=parse_size(_env("ENFORCER_AUDIT_MAX_BYTES", "100Mi") or "100Mi"),
+    obs.add_argument("--audit-max-bytes", type=size_argument, metavar="SIZE",
+                     default=size_argument(_env("ENFORCER_AUDIT_MAX_BYTES", "100Mi") or "100Mi"),
                      help="rotate the audit log at this size; rotated files are kept "
-                          "(default 100Mi)")
+                          "(default 100Mi; K/M/G are powers of 1000, Ki/Mi/Gi of 1024; env "
+                          "ENFORCER_AUDIT_MAX_BYTES)")
 
     src = parser.add_argument_group("falco-http input (--source falco-http)")
     src.add_argument("--source", choices=SOURCES, default=_env("ENFORCER_SOURCE", "ebpf"),
@@ -162,8 +163,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      default=_env("ENFORCER_FALCO_HTTP_CLIENT_CA"),
                      help="require client certificates signed by this CA (mutual TLS; "
                           "Falco's http_output mtls)")
-    src.add_argument("--falco-http-max-body", type=parse_size, metavar="SIZE",
+    src.add_argument("--falco-http-max-body", type=size_argument, metavar="SIZE",
                      default=DEFAULT_MAX_BODY, help="larger bodies get 413 (default 1Mi)")
+    src.add_argument("--falco-http-client-name", action="append", metavar="NAME",
+                     default=_env_list("ENFORCER_FALCO_HTTP_CLIENT_NAMES"),
+                     help="with --falco-http-client-ca: accept only client certificates "
+                          "whose subject CN or a SAN is NAME (repeatable; env "
+                          "ENFORCER_FALCO_HTTP_CLIENT_NAMES, comma-separated)")
+    src.add_argument("--falco-http-client-rate", type=float, metavar="N",
+                     default=float(_env("ENFORCER_FALCO_HTTP_CLIENT_RATE")
+                                   or DEFAULT_CLIENT_RATE),
+                     help="requests per second one client address may send, with 5 s of "
+                          f"burst; more get 429 (default {DEFAULT_CLIENT_RATE:g}, 0: no "
+                          "limit)")
 
 
 def tracing_config(args: argparse.Namespace) -> TracingConfig:
@@ -205,7 +217,12 @@ def falco_http_config(args: argparse.Namespace) -> FalcoHttpConfig:
                            max_body=args.falco_http_max_body,
                            tls_cert=getattr(args, "falco_http_tls_cert", None),
                            tls_key=getattr(args, "falco_http_tls_key", None),
-                           client_ca=getattr(args, "falco_http_client_ca", None))
+                           client_ca=getattr(args, "falco_http_client_ca", None),
+                           client_names=tuple(getattr(args, "falco_http_client_name", None)
+                                              or ()),
+                           client_rate=getattr(args, "falco_http_client_rate",
+                                               DEFAULT_CLIENT_RATE),
+                           node_name=getattr(args, "node_name", None) or "")
 
 
 def _outputs(args: argparse.Namespace, base_outputs: list[Any]) -> list[OutputSpec]:

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from enforcer.cli.cumulative import Cumulative
 from enforcer.errors import Diagnostic, RuleError
 from enforcer.resources import default_rules_dir
 from enforcer.rules.loader import load_rules
@@ -14,10 +15,12 @@ from enforcer.rules.ruleset import RuleSet
 
 
 def add_rules_option(parser: argparse.ArgumentParser) -> None:
+    """`-r/--rules FILE|DIR...`, repeatable and cumulative (`-r A -r B` = `-r A B`)."""
     parser.add_argument(
-        "--rules", "-r", nargs="+", metavar="FILE|DIR", default=None,
-        help="rule files or directories, loaded in order (default: $ENFORCER_RULES, "
-             "else the bundled rules)")
+        "--rules", "-r", nargs="+", action=Cumulative, metavar="FILE|DIR", default=None,
+        help="rule files or directories, loaded in order; repeatable, as Falco's -r "
+             "(default: the config file's rules_files, else $ENFORCER_RULES, else the "
+             "bundled rules)")
 
 
 def rules_paths(args: argparse.Namespace) -> list[str]:

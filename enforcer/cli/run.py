@@ -60,12 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_observe_arguments(parser)  # --http-addr, --webhook, --extra-field, --source, …
     from enforcer.cli.agent_args import add_arguments as add_agent_arguments  # noqa: PLC0415
     add_agent_arguments(parser)  # --ui, --store, --node-name, --reload-interval, …
+    from enforcer.cli.falco_flags import add_falco_flags  # noqa: PLC0415
+    add_falco_flags(parser.add_argument_group("Falco's flags (-V, -L, -l, --list, -U, -M)"))
     from enforcer.cli.selection_args import add_selection_arguments  # noqa: PLC0415
     add_selection_arguments(parser.add_argument_group(
         "rule selection (Falco's priority, rules:, rule_matching, append_output)"))
 
 
-def _stop_on_signals() -> threading.Event:
+def _stop_on_signals(after: float | None = None) -> threading.Event:
+    """An event set by SIGINT/SIGTERM, or `after` seconds from now (Falco's -M)."""
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: Any) -> None:
@@ -73,6 +76,10 @@ def _stop_on_signals() -> threading.Event:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    if after is not None:
+        timer = threading.Timer(after, stop.set)
+        timer.daemon = True
+        timer.start()
     return stop
 
 
@@ -132,7 +139,12 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
                   container_socket=args.container_socket, proc_root=args.host_proc,
                   kernel_kill=kernel_kill, cri_socket=args.cri_socket)
     pipeline.metrics.read_kernel_drops_with(lambda: agent.drops.last)
-    stop = _stop_on_signals()
+    # falco.yaml's syscall_event_drops (actions, rate, max_burst); alerts go to the outputs
+    agent.drops.on_drop = tuple(getattr(args, "drop_actions", ("log",)))
+    agent.drops.rate = getattr(args, "drop_rate", agent.drops.rate)
+    agent.drops.max_burst = getattr(args, "drop_max_burst", agent.drops.max_burst)
+    agent.drops.alert = pipeline.publish
+    stop = _stop_on_signals(getattr(args, "stop_after", None))
     try:
         agent.open()
     except ProbeError as exc:
@@ -283,11 +295,13 @@ def _run_falco_http(args: argparse.Namespace, pipeline: Any) -> int:
         return exc.exit_code
     acting = not args.dry_run and any(not p.dry_run for p in pipeline.active.policies.policies)
     authenticated = bool(config.token or getattr(config, "client_ca", None))  # token or mTLS
+    pipeline.responder.received_alerts = True  # no notify or Event from a dry-run
+    pipeline.obs.pipeline.rule_label = pipeline.rule_label  # bounded metric labels
     if not authenticated:
         # Unauthenticated intake: never acting, even if a reload later brings an acting
         # policy (anyone who can reach the port could otherwise trigger it).
         pipeline.responder.dry_run = True
-    stop = _stop_on_signals()
+    stop = _stop_on_signals(getattr(args, "stop_after", None))
     try:
         source = start_falco_http(config, pipeline.accept, acting=acting,
                                   metrics=pipeline.metrics)

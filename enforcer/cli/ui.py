@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from enforcer.console.access import check_exposure
+from enforcer.store.postgres.dsn import is_postgres
 from enforcer.store.schema import StoreError, connect, default_store_path
 
 DEFAULT_ADDR = "127.0.0.1:8765"
@@ -19,8 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve the read-only web console (detections, decisions, actions, "
         "dry-run review, counts over time) over the audit store. Binds to loopback by "
         "default; any other address needs a token (--token-file or $ENFORCER_UI_TOKEN).")
-    parser.add_argument("--store", type=Path, default=None,
-                        help="store file (default $ENFORCER_STORE or /var/lib/enforcer/audit.db)")
+    parser.add_argument("--store", default=None,
+                        help="store file, or postgresql://USER@HOST/DB for every node's "
+                        "records (a role with SELECT is enough; default $ENFORCER_STORE or "
+                        "/var/lib/enforcer/audit.db)")
+    parser.add_argument("--store-password-file", metavar="FILE",
+                        default=os.environ.get("ENFORCER_STORE_PASSWORD_FILE"),
+                        help="file holding the PostgreSQL store's password (env "
+                        "ENFORCER_STORE_PASSWORD_FILE)")
     parser.add_argument("--addr", default=os.environ.get("ENFORCER_UI_ADDR", DEFAULT_ADDR),
                         help=f"HOST:PORT to listen on (default {DEFAULT_ADDR}; "
                         "$ENFORCER_UI_ADDR)")
@@ -37,6 +46,30 @@ def split_addr(addr: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not host:
         raise ValueError(f"--addr {addr!r}: expected HOST:PORT, e.g. {DEFAULT_ADDR}")
     return host.strip("[]"), int(port)
+
+
+def _check_postgres(dsn: str, password_file: str | None) -> tuple[int, str]:
+    """(exit code, DSN with its password): the store answers and has the schema."""
+    from enforcer.store.postgres.dsn import DsnError, redacted, with_password
+
+    try:
+        dsn = with_password(dsn, password_file)
+        from enforcer.store.postgres.query import ReadPool
+
+        pool = ReadPool(dsn, size=1)
+        pool.get().close()
+    except DsnError as exc:
+        print(f"enforcer ui: {exc}", file=sys.stderr)
+        return 2, dsn
+    except ImportError as exc:
+        print(f"enforcer ui: a postgresql:// store needs psycopg ({exc}); install "
+              "enforcer[postgresql]", file=sys.stderr)
+        return 3, dsn
+    except Exception as exc:  # noqa: BLE001 - psycopg's or the schema's error, said plainly
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"enforcer ui: {redacted(dsn)}: {first}", file=sys.stderr)
+        return 3, dsn
+    return 0, dsn
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,25 +94,35 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"enforcer ui: {exc}", file=sys.stderr)
         return 2
-    store = args.store or default_store_path()
-    try:
-        connect(store, readonly=True).close()
-    except StoreError as exc:
-        print(f"enforcer ui: {exc}", file=sys.stderr)
-        return 3
-    app = ConsoleApp(store, token=token)
+    store = args.store or os.environ.get("ENFORCER_STORE") or default_store_path()
+    if is_postgres(store):
+        code, store = _check_postgres(store, args.store_password_file)
+        if code:
+            return code
+        app = ConsoleApp(store, token=token)
+        store = app.store_path  # shown without its password
+    else:
+        try:
+            connect(Path(store), readonly=True).close()
+        except StoreError as exc:
+            print(f"enforcer ui: {exc}", file=sys.stderr)
+            return 3
+        app = ConsoleApp(store, token=token)
     try:
         server = make_console_server(app, host, port, quiet=args.quiet)
     except OSError as exc:
         print(f"enforcer ui: cannot listen on {args.addr}: {exc}", file=sys.stderr)
         return 3
-    bound_host, bound_port = server.server_address[:2]
+    bound_host, bound_port = server.host, server.port
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    if not args.quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"enforcer console on http://{shown}:{bound_port}/ (store {store})", flush=True)
+    server.start()
     try:
-        server.serve_forever()
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.stop()
     return 0

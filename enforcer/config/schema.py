@@ -1,19 +1,24 @@
 """The JSON Schema of the agent's configuration file (`enforcer schema config`).
 
-The file is YAML, shaped like falco.yaml: one mapping of settings, each optional. Every
-mapping is closed (`additionalProperties: false`), so a misspelt key is an error at start,
-never a setting silently ignored."""
+The file is YAML, shaped like falco.yaml: one mapping of settings, each optional; Falco's
+own keys are accepted too (enforcer.config.falco_schema), so a falco.yaml loads as it is.
+Every mapping is closed (`additionalProperties: false`), so a misspelt key is an error at
+start, never a setting silently ignored."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from enforcer.config.falco_schema import falco_properties
+from enforcer.units import DURATION_PATTERN, SIZE_PATTERN
+
 DURATION = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                      {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"}],
+                      {"type": "string", "pattern": DURATION_PATTERN}],
             "description": "a duration: seconds, or a string such as 500ms, 10s, 1m"}
 SIZE = {"anyOf": [{"type": "integer", "minimum": 1},
-                  {"type": "string", "pattern": r"(?i)^\s*\d+(\.\d+)?\s*([kmgt]i?)?b?\s*$"}],
-        "description": "a size: bytes, or a string such as 512Ki, 100Mi, 1G"}
+                  {"type": "string", "pattern": SIZE_PATTERN}],
+        "description": "a size: bytes, or a string such as 512Ki, 100Mi (powers of 1024), "
+                       "1G (powers of 1000)"}
 PRIORITY = {"type": "string",
             "pattern": r"(?i)^\s*(emergency|alert|critical|error|warning|notice|"
                        r"informational|info|debug)\s*$",
@@ -72,6 +77,7 @@ def config_schema() -> dict[str, Any]:
         "$id": "https://enforcer.dev/schemas/config.json",
         "title": "enforcer agent configuration",
         **_object({
+            **falco_properties(PRIORITY),
             "node_name": {"type": "string", "minLength": 1},
             "dry_run": {"type": "boolean"},
             "format": {"enum": ["json", "text"]},

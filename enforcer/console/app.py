@@ -28,6 +28,7 @@ from enforcer.console.proctree import process_chain
 from enforcer.priority import Priority
 from enforcer.store import query
 from enforcer.store.mapping import OUTCOME_CLASSES
+from enforcer.store.postgres.dsn import is_postgres
 from enforcer.store.rollup import MINUTE_NS
 from enforcer.store.schema import StoreError, connect
 
@@ -93,7 +94,23 @@ class ConsoleApp:
 
     def __init__(self, store_path: str | Path, *, token: str | None = None,
                  now: Callable[[], float] = time.time):
-        self.store_path = Path(store_path)
+        # The store is an SQLite file, or a postgresql:// URL for every node's records.
+        self._pool: Any = None
+        self._q: Any = query
+        self._db_errors: tuple[type[BaseException], ...] = (sqlite3.DatabaseError,)
+        if is_postgres(store_path):
+            import psycopg  # noqa: PLC0415 - only for a PostgreSQL store
+
+            from enforcer.store.postgres import query as pg_query  # noqa: PLC0415
+            from enforcer.store.postgres.dsn import redacted  # noqa: PLC0415
+            from enforcer.store.postgres.migrations import SchemaError  # noqa: PLC0415
+
+            self._pool = pg_query.ReadPool(str(store_path))
+            self._q = pg_query
+            self._db_errors = (psycopg.Error, SchemaError)
+            self.store_path: Any = redacted(str(store_path))
+        else:
+            self.store_path = Path(store_path)
         self.token = token or None
         self.now = now
         self.env = jinja2.Environment(
@@ -148,11 +165,14 @@ class ConsoleApp:
         except StoreError as exc:
             status, body = "503 Service Unavailable", self._render(
                 "error.html", root, title="No audit store", message=str(exc), params={})
-        except sqlite3.DatabaseError as exc:
+        except self._db_errors as exc:
+            advice = ("check that the database is up and `enforcer store migrate` was run"
+                      if self._pool is not None else
+                      "if it is damaged, rebuild it with `enforcer audit import`")
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             status, body = "503 Service Unavailable", self._render(
                 "error.html", root, title="Audit store unreadable", params={},
-                message=f"{self.store_path}: {exc}; if it is damaged, rebuild it with "
-                        "`enforcer audit import`")
+                message=f"{self.store_path}: {first}; {advice}")
         if method == "HEAD":
             body = b""
         return self._respond(start_response, status, body, "text/html; charset=utf-8")
@@ -189,8 +209,16 @@ class ConsoleApp:
         return "404 Not Found", self._render("error.html", root, title="Not found",
                                              message=f"no page at {path}", params={})
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Any:
+        if self._pool is not None:
+            return self._pool.get()
         return connect(self.store_path, readonly=True)
+
+    def _release(self, conn: Any) -> None:
+        if self._pool is not None:
+            self._pool.put(conn)
+        else:
+            conn.close()
 
     def _filters(self, params: dict[str, str]) -> query.Filters:
         since = until = None
@@ -220,8 +248,8 @@ class ConsoleApp:
                              policy=text["policy"], action=text["action"],
                              outcome=text["outcome"], text=text["q"])
 
-    def _choices(self, conn: sqlite3.Connection) -> dict[str, list[str]]:
-        return {name: query.distinct_values(conn, name)
+    def _choices(self, conn: Any) -> dict[str, list[str]]:
+        return {name: self._q.distinct_values(conn, name)
                 for name in ("rule", "namespace", "node", "policy", "action")}
 
     def _list(self, params: dict[str, str], root: str) -> bytes:
@@ -230,10 +258,10 @@ class ConsoleApp:
         after = _cursor(params.get("after"), "after")
         conn = self._connect()
         try:
-            page = query.list_detections(conn, filters, before=before, after=after)
+            page = self._q.list_detections(conn, filters, before=before, after=after)
             choices = self._choices(conn)
         finally:
-            conn.close()
+            self._release(conn)
         kept = {k: params[k] for k in _FILTER_NAMES if params.get(k)}
         older = newer = None
         if page.older:
@@ -247,9 +275,9 @@ class ConsoleApp:
     def _detail(self, det_id: int, root: str) -> tuple[str, bytes]:
         conn = self._connect()
         try:
-            det = query.get_detection(conn, det_id)
+            det = self._q.get_detection(conn, det_id)
         finally:
-            conn.close()
+            self._release(conn)
         if det is None:
             return "404 Not Found", self._render("error.html", root, title="Not found",
                                                  message=f"no detection {det_id}", params={})
@@ -265,17 +293,19 @@ class ConsoleApp:
         filters = self._filters(params)
         conn = self._connect()
         try:
-            summary = query.dry_run_summary(conn, filters)
+            summary = self._q.dry_run_summary(conn, filters)
             policies: dict[str, dict[str, Any]] = {}
             for row in summary:
-                entry = policies.setdefault(row["policy"], {"rows": [], "examples": []})
+                entry = policies.setdefault(row["policy"], {"rows": [], "examples": [],
+                                                            "per_node": "node" in row})
                 entry["rows"].append(row)
             for name, entry in policies.items():
-                entry["examples"] = query.dry_run_examples(conn, name, filters)
+                entry["examples"] = self._q.dry_run_examples(conn, name, filters)
             choices = self._choices(conn)
         finally:
-            conn.close()
-        kept = {k: params[k] for k in ("since", "until", "last", "policy") if params.get(k)}
+            self._release(conn)
+        kept = {k: params[k] for k in ("since", "until", "last", "policy", "node")
+                if params.get(k)}
         return self._render("dryrun.html", root, title="Would have done", policies=policies,
                             params=kept, choices=choices)
 
@@ -286,7 +316,7 @@ class ConsoleApp:
         filters = self._filters(params)
         conn = self._connect()
         try:
-            bounds = query.time_bounds(conn)
+            bounds = self._q.time_bounds(conn)
             chart = None
             since = until = None
             if bounds is not None:
@@ -297,13 +327,13 @@ class ConsoleApp:
                 if since >= until:
                     raise BadRequest("since must be before until")
                 bucket = query.bucket_size_ns(until - since)
-                counts = query.counts_over_time(conn, by, since, until, bucket)
+                counts = self._q.counts_over_time(conn, by, since, until, bucket)
                 if by == "priority":
                     counts = [(b, _priority_name(int(v)) if v else "", n)
                               for b, v, n in counts]
                 chart = stacked_bars(counts, since, until, bucket)
         finally:
-            conn.close()
+            self._release(conn)
         kept = {k: params[k] for k in ("since", "until", "last") if params.get(k)}
         return self._render("stats.html", root, title="Counts over time", chart=chart, by=by,
                             params=kept, since=since, until=until)

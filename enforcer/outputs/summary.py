@@ -31,10 +31,12 @@ class AlertStats:
     by_priority: Counter = field(default_factory=Counter)
     by_rule: dict[str, int] = field(default_factory=dict)
 
-    def record(self, alert: Alert) -> None:
+    def record(self, alert: Alert, rule: str | None = None) -> None:
+        """Count `alert`, under `rule` when given (a bounded label for its rule name)."""
+        name = alert.rule if rule is None else rule
         self.total += 1
         self.by_priority[alert.priority] += 1
-        self.by_rule[alert.rule] = self.by_rule.get(alert.rule, 0) + 1
+        self.by_rule[name] = self.by_rule.get(name, 0) + 1
 
     def format(self) -> str:
         """The summary exactly as Falco prints it (with a trailing newline)."""

@@ -53,6 +53,10 @@ class Match:
     fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
     source: str | None = None
 
+    def names_rule(self, rule: str) -> bool:
+        """True when `rules` names `rule` (exactly or by a glob)."""
+        return any(_name_matches(p, rule) for p in self.rules)
+
     def matches(self, alert: Any) -> bool:
         if self.rules and not any(_name_matches(p, alert.rule) for p in self.rules):
             return False

@@ -19,6 +19,7 @@ from typing import Any
 
 from enforcer.audit.jsonl import JsonlAudit
 from enforcer.audit.record import AuditSink
+from enforcer.cli.cumulative import Cumulative
 from enforcer.errors import EnforcerError
 from enforcer.policy.budget import Budget
 from enforcer.policy.guards import DEFAULT_PROTECTED_NAMESPACES, Guards
@@ -36,10 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the response options; an option the parser already has (the live agent's own
     `--dry-run`) is left as it is, and read under the same name."""
     group = _Tolerant(parser.add_argument_group("responses"), parser)
-    group.add_argument("--policies", nargs="+", metavar="FILE|DIR",
+    group.add_argument("--policies", nargs="+", action=Cumulative, metavar="FILE|DIR",
                        default=_env_list("ENFORCER_POLICIES") or None,
-                       help="response policy files or directories, replacing the bundled "
-                            "ones (env ENFORCER_POLICIES, comma-separated)")
+                       help="response policy files or directories, loaded in order and "
+                            "replacing the bundled ones; repeatable (`--policies A "
+                            "--policies B` loads both; env ENFORCER_POLICIES, comma-separated)")
     group.add_argument("--dry-run", action="store_true",
                        default=os.environ.get("ENFORCER_DRY_RUN", "").lower() in ("1", "true"),
                        help="decide and audit every response, mutate nothing "

@@ -128,6 +128,10 @@ class Responder:
         # block: it runs on the responder's threads (the worker, and the follow-up thread
         # for a snapshot's upload).
         self.on_outcome = on_outcome
+        # Every alert comes from outside (the falco-http input): in dry-run nothing may
+        # reach out because of it (notify, Kubernetes Events), since a received alert may be
+        # unauthenticated text; it acts and notifies only when authenticated and live.
+        self.received_alerts = False
         self.policy_digest = policy_digest
         self.clock = clock
         self.audit = audit
@@ -436,6 +440,11 @@ class Responder:
                 if left:
                     rec.outcome, rec.reason = COOLDOWN, f"same target acted on; {left:.1f}s left"
                     return self._finish(rec, started, job.alert, job)
+            if dry_run and self.received_alerts and action.acts_in_dry_run:
+                rec.outcome, rec.reason = SKIPPED, (
+                    f"dry-run of a received alert: {step.name} is not sent (received alerts "
+                    "notify only from an authenticated intake under a live policy)")
+                return self._finish(rec, started, job.alert, job)
             context = ActionContext(alert=job.alert, policy=policy.name,
                                     node_name=self.node_name, guards=self.guards,
                                     services=self.services, process=job.process,
@@ -547,7 +556,7 @@ class Responder:
         if job is not None:
             self._write_held(job)
         self._record(rec)
-        if self.on_outcome is not None:
+        if self.on_outcome is not None and not (rec.dry_run and self.received_alerts):
             try:
                 self.on_outcome(alert, rec)
             except Exception as exc:

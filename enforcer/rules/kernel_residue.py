@@ -33,7 +33,7 @@ from itertools import product
 from typing import Any
 
 from enforcer.rules import checks, codegen, nodes
-from enforcer.sources.decode import errno_text
+from enforcer.syscall_result import errno_text
 
 OPEN_TYPES = frozenset({"open", "openat", "openat2", "creat"})
 FLAG_TYPES = frozenset({"open", "openat", "openat2"})  # creat has no flags argument

@@ -8,7 +8,6 @@ lazily. Raw material for that is kept under keys starting with "_".
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import socket
 import struct
@@ -16,6 +15,7 @@ from typing import Any
 
 from enforcer.sources import syscalls as sc
 from enforcer.sources.probe import ARGV_HALF, PATH_SIZE, SADDR_SIZE
+from enforcer.syscall_result import errno_text
 
 HEADER = struct.Struct("<QIIIIq6qHHHHHHI16sI")
 TRAILER = struct.Struct("<QQQ")  # p1ptr, p2ptr (kernel-internal), cgroup_id
@@ -77,13 +77,6 @@ def open_flags_text(flags: int) -> str:
 def mode_text(mode: int) -> str:
     """A chmod mode as Falco prints it: `S_IRUSR|S_IWUSR|...`."""
     return "|".join(name for bit, name in _MODE_BITS if mode & bit) or "0"
-
-
-def errno_text(ret: int) -> str:
-    """evt.res: `SUCCESS`, the errno name (`ENOENT`), or the number for non-errors."""
-    if ret >= 0:
-        return "SUCCESS" if ret == 0 else str(ret)
-    return errno.errorcode.get(-ret, str(ret))
 
 
 def parse_sockaddr(raw: bytes) -> dict[str, Any] | None:

@@ -11,9 +11,10 @@ input refuses to start without authentication: a shared token (`Authorization: B
 TOKEN`, which Falcosidekick's webhook output sends with its custom headers) or mutual TLS
 (client certificates signed by a CA we are given, which Falco's http_output sends with
 `mtls: true`). Answers:
-200 accepted, 400 not a Falco alert, 401 bad or missing token, 404 wrong path, 405 wrong
-method, 411 no Content-Length, 413 body too large, 503 the responder refused it. Every
-answer is counted by status code.
+200 accepted, 400 not a Falco alert, 401 bad or missing token, 403 a client certificate
+not in the allow-list or an alert for another node (its `hostname`), 404 wrong path, 405
+wrong method, 411 no Content-Length, 413 body too large, 429 too many requests from one
+address, 503 the responder refused it. Every answer is counted by status code.
 """
 
 from __future__ import annotations
@@ -26,21 +27,28 @@ import socket
 import ssl
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from enforcer.alert import Alert
 from enforcer.http_server import parse_addr
 from enforcer.priority import Priority
+from enforcer.web.limits import Limits
+from enforcer.web.router import respond_json
+from enforcer.web.server import PEERCERT, WsgiServer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ADDR = "0.0.0.0:2803"  # Falco Talon's port: users repoint an existing http_output
 DEFAULT_MAX_BODY = 1 << 20     # Falco alerts are a few KiB; 1 MiB leaves room for big fields
+# Falco posts one alert per request, with no rate limit of its own: a noisy rule on a busy
+# node stays well under this, a flood from one address does not.
+DEFAULT_CLIENT_RATE = 200.0
+RATE_BURST_SECONDS = 5.0
+MAX_TRACKED_CLIENTS = 1024  # rate buckets kept (least recently seen forgotten first)
 SOURCE_NAME = "falco-http"
 
 # Falco prefixes `output` with the time (`HH:MM:SS.nnnnnnnnn` or, with time_format_iso_8601,
@@ -154,6 +162,14 @@ class FalcoHttpConfig:
     tls_cert: str | None = None   # serve HTTPS with this certificate chain (PEM)
     tls_key: str | None = None    # and this key (PEM; default: in tls_cert)
     client_ca: str | None = None  # require client certificates signed by this CA (mTLS)
+    # With mTLS, only certificates naming one of these (subject CN or a SAN) may post;
+    # empty: any certificate the CA signed.
+    client_names: tuple[str, ...] = ()
+    # Alerts must name this node in `hostname` (Falco's FALCO_HOSTNAME, which its chart sets
+    # to the node name); "" means this machine's hostname.
+    node_name: str = ""
+    # Requests per second per client address (burst: 5 s worth); 0 turns the limit off.
+    client_rate: float = DEFAULT_CLIENT_RATE
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server's TLS context, or None for plain HTTP. Raises IntakeConfigError."""
@@ -185,6 +201,9 @@ def check_intake_auth(config: FalcoHttpConfig, acting: bool) -> None:
     if config.client_ca and not config.tls_cert:
         raise IntakeConfigError("client certificates (mTLS) need TLS: give the server "
                                 "certificate too (--falco-http-tls-cert)")
+    if config.client_names and not config.client_ca:
+        raise IntakeConfigError("--falco-http-client-name checks client certificates: give "
+                                "the CA that signs them too (--falco-http-client-ca)")
     if acting and not (config.token or config.client_ca):
         raise IntakeConfigError(
             "refusing to start --source falco-http without authentication: policies are "
@@ -200,154 +219,102 @@ class IntakeMetrics(Protocol):
     def intake_request(self, code: int | str) -> None: ...
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _IntakeServer
-    protocol_version = "HTTP/1.1"
+class IntakeApp:
+    """The intake as a WSGI application: checks path, method, authentication and body, then
+    hands the alert to `source.on_alert`. Every answer is counted by code."""
 
-    def setup(self) -> None:
-        self.request.settimeout(self.server.intake.config.read_timeout)
-        context = self.server.ssl_context
-        if context is not None:
-            # The handshake runs here, on this request's thread, never on the accept loop.
-            try:
-                self.request = context.wrap_socket(self.request, server_side=True)
-            except (ssl.SSLError, OSError) as exc:
-                self.server.intake.count("tls_refused")
-                log.info("falco-http: TLS handshake with %s refused: %s",
-                         self.client_address[0], exc)
-                raise
-        super().setup()
+    def __init__(self, source: FalcoHttpSource):
+        self.source = source
 
-    def handle_expect_100(self) -> bool:
-        # Refuse an oversized body before the client sends it.
-        length = self._content_length()
-        if length is not None and length > self.server.intake.config.max_body:
-            self._reply(413, self._too_large(length), close=True)
-            return False
-        return super().handle_expect_100()
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        code, message, headers = self._handle(environ)
+        # Counted before answering, so a client that saw the answer sees the count.
+        self.source.count(code)
+        return respond_json(start_response, code, {"code": code, "message": message},
+                            headers)
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        intake = self.server.intake
-        config = intake.config
-        if self.path.split("?", 1)[0] != config.path:
-            self._drain_or_close()
-            self._reply(404, f"no alert intake at {self.path}; POST to {config.path}")
-            return
-        if config.token and not self._authorized(config.token):
-            self._drain_or_close()
-            self._reply(401, "missing or wrong bearer token", close=False,
-                        extra={"WWW-Authenticate": 'Bearer realm="enforcer"'})
-            return
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._reply(411, "send the alert with a Content-Length", close=True)
-            return
-        length = self._content_length()
-        if length is None:
-            self._reply(411, "send the alert with a valid Content-Length", close=True)
-            return
-        if length > config.max_body:
-            self._reply(413, self._too_large(length), close=True)
-            return
+    def _handle(self, environ: dict[str, Any]) -> tuple[int, str, dict[str, str]]:
+        config = self.source.config
+        client = environ.get("REMOTE_ADDR", "")
+        if not self.source.rate.allow(client):
+            # Before anything else, so that a flood (or token guessing) costs the least.
+            return 429, f"more than {config.client_rate:g} requests per second from " \
+                f"{client}; slow down", {"Retry-After": "1"}
+        path = environ.get("PATH_INFO", "")
+        if path != config.path:
+            return 404, f"no alert intake at {path}; POST to {config.path}", {}
+        if environ["REQUEST_METHOD"] != "POST":
+            return (405, f"{environ['REQUEST_METHOD']} not allowed; POST one Falco alert "
+                    "as JSON", {"Allow": "POST"})
+        if config.token and not _authorized(environ, config.token):
+            return 401, "missing or wrong bearer token", {
+                "WWW-Authenticate": 'Bearer realm="enforcer"'}
+        if config.client_names:
+            names = certificate_names(environ.get(PEERCERT) or {})
+            if not names & set(config.client_names):
+                return 403, (f"client certificate {sorted(names) or '(none)'} is not among "
+                             "the allowed --falco-http-client-name"), {}
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() \
+                or not environ.get("CONTENT_LENGTH"):
+            return 411, "send the alert with a valid Content-Length", {"Connection": "close"}
         try:
-            body = self.rfile.read(length)
-        except (TimeoutError, ConnectionError):
-            self.close_connection = True
-            intake.count(408)
-            return
-        if len(body) < length:
-            self._reply(400, "body shorter than its Content-Length", close=True)
-            return
-        try:
-            alert = parse_falco_alert(body)
+            alert = parse_falco_alert(environ["wsgi.input"].read())
         except AlertPayloadError as exc:
-            self._reply(400, f"not a Falco alert: {exc}")
-            return
+            return 400, f"not a Falco alert: {exc}", {}
+        node = self.source.node_name
+        if alert.hostname != node:
+            # Only this node's Falco speaks for this node: an alert about another node (a
+            # shared Falcosidekick, or a forged one) must not make this agent act.
+            return 403, (f"alert is for host {alert.hostname!r}, this agent answers for "
+                         f"node {node!r}"), {}
         try:
-            intake.on_alert(alert)
+            self.source.on_alert(alert)
         except Exception as exc:  # noqa: BLE001 - the sender gets a 503, the agent goes on
             log.warning("falco-http: the responder did not take the alert for rule %r: %s",
                         alert.rule, exc)
-            self._reply(503, "alert not taken; retry later")
-            return
-        self._reply(200, "accepted")
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._not_allowed()
-
-    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
-
-    def _not_allowed(self) -> None:
-        self._drain_or_close()
-        self._reply(405, f"{self.command} not allowed; POST one Falco alert as JSON",
-                    extra={"Allow": "POST"})
-
-    def _authorized(self, token: str) -> bool:
-        scheme, _, given = self.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), token.encode())
-
-    def _content_length(self) -> int | None:
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            return None
-        try:
-            value = int(raw)
-        except ValueError:
-            return None
-        return value if value >= 0 else None
-
-    def _too_large(self, length: int) -> str:
-        limit = self.server.intake.config.max_body
-        return f"body of {length} bytes exceeds the limit of {limit} bytes"
-
-    def _drain_or_close(self) -> None:
-        # Keep-alive is only safe when the unread body is consumed; small ones are.
-        length = self._content_length() or 0
-        if 0 < length <= self.server.intake.config.max_body:
-            try:
-                self.rfile.read(length)
-                return
-            except OSError:
-                pass
-        if length:
-            self.close_connection = True
-
-    def _reply(self, code: int, message: str, close: bool = False,
-               extra: dict[str, str] | None = None) -> None:
-        # Counted before answering, so a client that saw the answer sees the count.
-        self.server.intake.count(code)
-        body = (json.dumps({"code": code, "message": message}) + "\n").encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        log.debug("falco-http %s: " + format, self.client_address[0], *args)
+            return 503, "alert not taken; retry later", {}
+        return 200, "accepted", {}
 
 
-class _IntakeServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+def certificate_names(cert: dict[str, Any]) -> set[str]:
+    """The names a client certificate (getpeercert() form) carries: subject CNs and SANs."""
+    names = {value for rdn in cert.get("subject", ()) for key, value in rdn
+             if key == "commonName"}
+    names |= {value for kind, value in cert.get("subjectAltName", ())
+              if kind in ("DNS", "IP Address", "URI", "email")}
+    return names
 
-    def __init__(self, intake: FalcoHttpSource):
-        self.intake = intake
-        self.ssl_context = intake.config.ssl_context()
-        host, port = parse_addr(intake.config.addr)
-        if ":" in host:
-            self.address_family = socket.AF_INET6
-        super().__init__((host, port), _Handler)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A refused handshake or a client that went away is counted, not a traceback.
-        log.debug("falco-http: request from %s ended early", client_address)
+class ClientRate:
+    """Token buckets per client address, `rate` per second with `RATE_BURST_SECONDS` of
+    burst; at most MAX_TRACKED_CLIENTS buckets (the least recently seen go first)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.burst = max(1.0, rate * RATE_BURST_SECONDS)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, client: str) -> bool:
+        """Take one token from `client`'s bucket; False when it is empty."""
+        if self.rate <= 0:
+            return True
+        now = self._clock()
+        with self._lock:
+            tokens, then = self._buckets.pop(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            allowed = tokens >= 1.0
+            self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
+            while len(self._buckets) > MAX_TRACKED_CLIENTS:
+                self._buckets.popitem(last=False)
+            return allowed
+
+
+def _authorized(environ: dict[str, Any], token: str) -> bool:
+    scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode())
 
 
 class FalcoHttpSource:
@@ -361,13 +328,17 @@ class FalcoHttpSource:
         self._metrics = metrics
         self._lock = threading.Lock()
         self.responses: Counter[int | str] = Counter()  # by status code (or tls_refused)
-        self._server = _IntakeServer(self)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="falco-http", daemon=True)
+        self.rate = ClientRate(config.client_rate)
+        self.node_name = config.node_name or socket.gethostname()
+        host, port = parse_addr(config.addr)
+        limits = Limits(request_timeout=config.read_timeout, max_body=config.max_body)
+        self._server = WsgiServer(IntakeApp(self), host, port, limits,
+                                  ssl_context=config.ssl_context(), name="falco-http",
+                                  on_reject=self.count)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._server.port)
 
     @property
     def auth_description(self) -> str:
@@ -385,15 +356,13 @@ class FalcoHttpSource:
             self._metrics.intake_request(code)
 
     def start(self) -> FalcoHttpSource:
-        self._thread.start()
+        self._server.start()
         log.info("falco-http: listening on %s (auth: %s)", self.config.addr,
                  self.auth_description)
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.stop()
 
 
 def start_falco_http(config: FalcoHttpConfig, on_alert: Callable[[Alert], object], *,

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from enforcer.state.cgroups import HOST
-from enforcer.state.overlay import upper_dir_of
+from enforcer.state.overlay import root_mount_upper
 
 log = logging.getLogger(__name__)
 
@@ -252,15 +252,20 @@ class ContainerRegistry:
 
     def upper_dir(self, info: ContainerInfo, pids: Iterable[int], proc_root: str = "/proc"
                   ) -> str | None:
-        """The container's overlayfs upper layer: as the runtime said, else read from the
-        root mount of the first of `pids` (processes of this container, after their exec)
-        that can be read, then kept with its metadata so it is read once."""
+        """The container's overlayfs upper layer: as the runtime said, else that of the host
+        overlay mount that is the root of the first of `pids` (processes of this container,
+        after their exec) still alive, then kept with its metadata so it is found once.
+
+        A process whose root is no host mount (one it mounted itself, then chrooted into)
+        tells nothing: the next pid is tried, and nothing is remembered, so that a forged root
+        can neither name the layer nor hide the real one. A root that is a host mount but no
+        overlay is remembered as such."""
         if info.upper_dir or not info.full_id or info.full_id in self._no_upper:
             return info.upper_dir
         for pid in pids:
-            readable, found = upper_dir_of(pid, proc_root)
-            if not readable:
-                continue  # gone already: try the next
+            host_mount, found = root_mount_upper(pid, proc_root)
+            if not host_mount:
+                continue
             if found is None:
                 self._no_upper.add(info.full_id)
                 return None

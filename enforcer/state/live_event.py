@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from enforcer.state.cgroup_ids import CgroupIds
 from enforcer.state.cgroups import CgroupIdentity
 from enforcer.state.containers import HOST_INFO, ContainerInfo, ContainerRegistry
 from enforcer.state.exe_image import ExeImage
+from enforcer.state.overlay import open_in_layer
 from enforcer.state.process_table import UNSET_LOGINUID, Proc, ProcessTable, resolve
 from enforcer.state.users import Names
 
@@ -272,8 +274,13 @@ def _exe_upper_layer(e: LiveEvent) -> bool | None:
     upper = _upper_dir(e, info)
     if not upper:
         return None
-    path = upper + exe
-    return os.path.lexists(path) and not os.path.isdir(path)
+    fd = open_in_layer(upper, exe)
+    if fd is None:
+        return False
+    try:
+        return not stat.S_ISDIR(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
 
 
 def _upper_dir(e: LiveEvent, info: ContainerInfo) -> str | None:
@@ -309,8 +316,13 @@ def exe_image(e: LiveEvent) -> ExeImage | None:
         upper = _upper_dir(e, info) if info.id != "host" else None
         exe = proc.exepath
         if upper and exe.startswith("/") and exe != "/":
-            proc.exe_image = e._ctx.table.exe_inspector.image_of(upper + exe, proc.pid,
-                                                                   proc.creds)
+            fd = open_in_layer(upper, exe)
+            if fd is not None:
+                try:  # the file itself, never where a link in the layer points
+                    proc.exe_image = e._ctx.table.exe_inspector.image_of(
+                        f"/proc/self/fd/{fd}", proc.pid, proc.creds)
+                finally:
+                    os.close(fd)
     return proc.exe_image
 
 

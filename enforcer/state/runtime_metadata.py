@@ -22,7 +22,7 @@ from enforcer.state.cri_metadata import (
     sandbox_id,
     verbose_info,
 )
-from enforcer.state.overlay import host_upper_dir, upper_dir_of
+from enforcer.state.overlay import host_upper_dir, trusted_upper_dir
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +120,13 @@ class RuntimeMetadata:
 
     def _upper_dir(self, full_id: str, answer: dict[str, Any]) -> str | None:
         # the host's mount of the container's root file system (there before the container's
-        # first process starts, when the first lookup usually happens), else the root mount of
-        # its first process; failing both, the registry reads it later from a process of the
-        # container (ContainerRegistry.upper_dir)
+        # first process starts, when the first lookup usually happens), else the host mount
+        # that is its first process's root; failing both, the registry finds it later from a
+        # process of the container (ContainerRegistry.upper_dir). Never the upperdir= the
+        # process's own mount table shows: the process may have written it.
         at = rootfs_mount(full_id, verbose_info(answer))
         found = host_upper_dir(at, self.proc_root) if at is not None else None
         pid = container_pid(answer)
         if found is None and pid is not None:
-            found = upper_dir_of(pid, self.proc_root)[1]
+            found = trusted_upper_dir(pid, self.proc_root)
         return found

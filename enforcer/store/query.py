@@ -285,6 +285,9 @@ def dry_run_examples(conn: sqlite3.Connection, policy: str, filters: Filters,
     clauses = ["r.outcome_class = 'dry-run'", "r.policy = ?", _NOT_SHADOWED]
     args: list[Any] = [policy]
     _time_window(filters, "r.det_time_ns", clauses, args)
+    if filters.node:
+        clauses.append("d.node = ?")
+        args.append(filters.node)
     sql = ("SELECT r.id, r.det_id, r.det_time_ns, r.kind, r.action, r.record, "
            "r.outcome, d.rule, d.namespace, d.pod, d.node FROM responses r "
            "JOIN detections d ON d.id = r.det_id WHERE " + " AND ".join(clauses) +

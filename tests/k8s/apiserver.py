@@ -2,15 +2,24 @@
 bodies for the objects enforcer's actions touch (pods, nodes, NetworkPolicies, and the
 core/v1 Events it records, checked as the API server validates them), with
 server-side dryRun=All, merge/strategic-merge patches, and scripted faults (429 with
-Retry-After, 503) to exercise retries. Driven through the real `kubernetes` client."""
+Retry-After, 503) to exercise retries. Driven through the real `kubernetes` client.
+
+Like the real server it answers 401 to a request without the bearer token it was given
+(`ApiServer(token=...)`), and 422 with a Status naming the field to a body it would reject
+(label keys and values, taints, NetworkPolicy specs). Every request is recorded with the
+time it arrived and the code it got."""
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import re
+import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -43,7 +52,8 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 class FakeCluster:
-    def __init__(self) -> None:
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token  # the bearer token every request must carry (None: any)
         self.pods: dict[tuple[str, str], dict] = {}
         self.nodes: dict[str, dict] = {}
         self.netpols: dict[tuple[str, str], dict] = {}
@@ -62,10 +72,11 @@ class FakeCluster:
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
             "status": {"phase": "Running", "podIP": ip}}
 
-    def add_node(self, name: str) -> None:
+    def add_node(self, name: str, taints: list[dict[str, str]] | None = None) -> None:
+        """A node, with the taints it already has (kept by a cordon's patch, or not)."""
         self.nodes[name] = {"apiVersion": "v1", "kind": "Node",
                             "metadata": {"name": name, "labels": {}, "resourceVersion": "1"},
-                            "spec": {}}
+                            "spec": {"taints": copy.deepcopy(taints)} if taints else {}}
 
     def fail_next(self, method: str, path: str, code: int, headers: dict | None = None,
                   ) -> None:
@@ -108,6 +119,113 @@ def event_problems(namespace: str, body: Any) -> str:
     return "; ".join(problems)
 
 
+# The API server's syntax for label keys (optional DNS-subdomain prefix / name) and values.
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+def label_problems(labels: Any, where: str = "metadata.labels") -> list[str]:
+    """What the API server's label validation refuses in `labels` (a None value, in a
+    merge patch, removes the label and is fine)."""
+    if labels is None:
+        return []
+    if not isinstance(labels, dict):
+        return [f"{where}: Invalid value: must be a map"]
+    problems = []
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if (not _LABEL_NAME.match(name) or len(name) > 63
+                or (prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)))):
+            problems.append(f"{where}: Invalid value: {key!r}: name part must consist of "
+                            "alphanumeric characters, '-', '_' or '.' (at most 63)")
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > 63 or (
+                value and not _LABEL_NAME.match(value)):
+            problems.append(f"{where}: Invalid value: {value!r}: a valid label must be an "
+                            "empty string or consist of alphanumeric characters, '-', '_' "
+                            "or '.' (at most 63)")
+    return problems
+
+
+def taint_problems(taints: Any) -> list[str]:
+    if taints is None:
+        return []
+    if not isinstance(taints, list):
+        return ["spec.taints: Invalid value: must be a list"]
+    problems = []
+    for i, taint in enumerate(taints):
+        if not isinstance(taint, dict):
+            problems.append(f"spec.taints[{i}]: Invalid value: must be an object")
+            continue
+        problems += label_problems({taint.get("key") or "": taint.get("value") or ""},
+                                   f"spec.taints[{i}]")
+        if taint.get("effect") not in TAINT_EFFECTS:
+            problems.append(f"spec.taints[{i}].effect: Unsupported value: "
+                            f"{taint.get('effect')!r}")
+    return problems
+
+
+def _cidr_problems(block: Any, where: str) -> list[str]:
+    try:
+        net = ipaddress.ip_network(block.get("cidr"), strict=False)
+    except (AttributeError, TypeError, ValueError):
+        return [f"{where}.cidr: Invalid value: not a CIDR"]
+    problems = []
+    for j, other in enumerate(block.get("except") or []):
+        try:
+            inside = ipaddress.ip_network(other, strict=False)
+        except (TypeError, ValueError):
+            problems.append(f"{where}.except[{j}]: Invalid value: not a CIDR")
+            continue
+        if inside.version != net.version or not inside.subnet_of(net):  # type: ignore[arg-type]
+            problems.append(f"{where}.except[{j}]: Invalid value: must be within {net}")
+    return problems
+
+
+def netpol_problems(body: Any) -> list[str]:
+    """What the API server's NetworkPolicy validation refuses in a create or merge patch."""
+    if not isinstance(body, dict):
+        return ["body: Invalid value: must be an object"]
+    problems = label_problems((body.get("metadata") or {}).get("labels"))
+    spec = body.get("spec")
+    if spec is None:
+        return problems
+    if not isinstance(spec, dict) or not isinstance(spec.get("podSelector"), dict):
+        return problems + ["spec.podSelector: Required value"]
+    problems += label_problems(spec["podSelector"].get("matchLabels"),
+                               "spec.podSelector.matchLabels")
+    for kind in spec.get("policyTypes") or []:
+        if kind not in ("Ingress", "Egress"):
+            problems.append(f"spec.policyTypes: Unsupported value: {kind!r}")
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        for i, rule in enumerate(spec.get(direction) or []):
+            where = f"spec.{direction}[{i}]"
+            for j, port in enumerate(rule.get("ports") or []):
+                if port.get("protocol", "TCP") not in PROTOCOLS:
+                    problems.append(f"{where}.ports[{j}].protocol: Unsupported value: "
+                                    f"{port.get('protocol')!r}")
+                number = port.get("port")
+                if isinstance(number, int) and not 1 <= number <= 65535:
+                    problems.append(f"{where}.ports[{j}].port: Invalid value: {number}: "
+                                    "must be between 1 and 65535, inclusive")
+            for j, peer in enumerate(rule.get(peers) or []):
+                if "ipBlock" in peer:
+                    problems += _cidr_problems(peer["ipBlock"], f"{where}.{peers}[{j}].ipBlock")
+    return problems
+
+
+def invalid(kind: str, name: str, problems: list[str]) -> tuple[int, dict]:
+    """The API server's 422: a Status naming the object and what is wrong with it."""
+    body = status_body(422, "Invalid", f'{kind} "{name}" is invalid: {"; ".join(problems)}',
+                       kind, name)
+    body["details"]["causes"] = [{"reason": "FieldValueInvalid", "message": p}
+                                 for p in problems]
+    return 422, body
+
+
 class _Handler(BaseHTTPRequestHandler):
     cluster: FakeCluster
     protocol_version = "HTTP/1.1"
@@ -133,22 +251,30 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw) if raw else None
         cluster = self.cluster
         record = {"method": self.command, "path": parts.path, "query": query, "body": body,
-                  "content_type": self.headers.get("Content-Type"), "time": time.monotonic()}
+                  "content_type": self.headers.get("Content-Type"), "time": time.monotonic(),
+                  "authorization": self.headers.get("Authorization")}
         with cluster.lock:
             cluster.requests.append(record)
-            for index, (method, path, code, headers) in enumerate(cluster.faults):
-                if method == self.command and path == parts.path:
-                    del cluster.faults[index]
-                    reason = {429: "TooManyRequests", 404: "NotFound", 409: "AlreadyExists",
-                              403: "Forbidden"}.get(code, "ServiceUnavailable")
-                    self._reply(code, status_body(code, reason, f"injected {code}"), headers)
-                    return
-            dry = query.get("dryRun") == ["All"]
-            if "dryRun" in query and not dry:
-                self._reply(400, status_body(400, "BadRequest", "invalid dryRun"))
-                return
-            code, reply = self._route(parts.path, body, dry)
-        self._reply(code, reply)
+            code, reply, headers = self._answer(parts.path, query, body)
+            record["code"] = code
+        self._reply(code, reply, headers)
+
+    def _answer(self, path: str, query: dict[str, list[str]],
+                body: Any) -> tuple[int, dict, dict[str, str]]:
+        cluster = self.cluster
+        if cluster.token and self.headers.get("Authorization") != f"Bearer {cluster.token}":
+            return 401, status_body(401, "Unauthorized", "Unauthorized"), {}
+        for index, (method, fault_path, code, headers) in enumerate(cluster.faults):
+            if method == self.command and fault_path == path:
+                del cluster.faults[index]
+                reason = {429: "TooManyRequests", 404: "NotFound", 409: "AlreadyExists",
+                          403: "Forbidden"}.get(code, "ServiceUnavailable")
+                return code, status_body(code, reason, f"injected {code}"), headers
+        dry = query.get("dryRun") == ["All"]
+        if "dryRun" in query and not dry:
+            return 400, status_body(400, "BadRequest", "invalid dryRun"), {}
+        code, reply = self._route(path, body, dry)
+        return code, reply, {}
 
     def _route(self, path: str, body: Any, dry: bool) -> tuple[int, dict]:
         cluster = self.cluster
@@ -169,6 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
                     del cluster.pods[key]
                 return 200, pod
             if method == "PATCH":
+                problems = label_problems(((body or {}).get("metadata") or {}).get("labels"))
+                if problems:
+                    return invalid("Pod", key[1], problems)
                 new = merge_patch(pod, body)
                 if not dry:
                     cluster.pods[key] = new
@@ -181,6 +310,10 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 return 200, node
             if method == "PATCH":
+                problems = (label_problems(((body or {}).get("metadata") or {}).get("labels"))
+                            + taint_problems(((body or {}).get("spec") or {}).get("taints")))
+                if problems:
+                    return invalid("Node", found.group(1), problems)
                 new = merge_patch(node, body)
                 if not dry:
                     cluster.nodes[found.group(1)] = new
@@ -188,6 +321,9 @@ class _Handler(BaseHTTPRequestHandler):
         if (found := NETPOLS.match(path)) and method == "POST":
             name = body["metadata"]["name"]
             key = (found.group(1), name)
+            problems = netpol_problems(body)
+            if problems:
+                return invalid("NetworkPolicy", name, problems)
             if key in cluster.netpols:
                 return 409, status_body(409, "AlreadyExists",
                                         f'networkpolicies.networking.k8s.io "{name}" already '
@@ -215,6 +351,9 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 return 200, cluster.netpols[key]
             if method == "PATCH":
+                problems = netpol_problems(body)
+                if problems:
+                    return invalid("NetworkPolicy", key[1], problems)
                 new = merge_patch(cluster.netpols[key], body)
                 if not dry:
                     cluster.netpols[key] = new
@@ -225,10 +364,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ApiServer:
-    """Context manager: `with ApiServer() as api: api.url, api.cluster`."""
+    """Context manager: `with ApiServer() as api: api.url, api.cluster`. With a `token`,
+    every request must carry it as `Authorization: Bearer TOKEN` (else 401)."""
 
-    def __init__(self) -> None:
-        self.cluster = FakeCluster()
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
+        self.cluster = FakeCluster(token)
         handler = type("Handler", (_Handler,), {"cluster": self.cluster})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
@@ -242,3 +383,45 @@ class ApiServer:
     def __exit__(self, *exc: Any) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Hang:
+    """An address that hangs: it accepts connections and reads requests, and never answers
+    until closed (then every connection it holds is reset)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.connected = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            self.connected.set()
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in progress
+        except OSError:
+            pass
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+        self._thread.join(5)
+
+
+@contextmanager
+def hanging() -> Iterator[Hang]:
+    """A Hang for the duration of the block."""
+    hang = Hang()
+    try:
+        yield hang
+    finally:
+        hang.close()

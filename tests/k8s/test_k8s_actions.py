@@ -1,9 +1,11 @@
 """Kubernetes responses through the real `kubernetes` client against a local API server:
 paths, verbs and bodies; dryRun=All; retries on 429 (Retry-After) and 503; 404/409 as done;
-refusals for protected namespaces and for pods on other nodes."""
+refusals for protected namespaces and for pods on other nodes. The server wants the bearer
+token, and refuses (422) the bodies the real one would."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from enforcer.adapters.kube import KubeAdapter
 from enforcer.alert import Alert
 from enforcer.audit.jsonl import JsonlAudit, read_audit
+from enforcer.errors import PermanentActionError
 from enforcer.policy.guards import Guards
 from enforcer.policy.loader import load_policies
 from enforcer.priority import Priority
@@ -23,15 +26,19 @@ from enforcer.respond.services import Services
 from tests.k8s.apiserver import ApiServer
 
 POD_PATH = "/api/v1/namespaces/prod/pods/web-1"
+NETPOLS_PATH = "/apis/networking.k8s.io/v1/namespaces/prod/networkpolicies"
+TOKEN = "sa-token-for-tests"
+# a taint the node has before the agent cordons it (another controller's)
+EXISTING_TAINT = {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
 
 
 @pytest.fixture
 def api() -> Iterator[ApiServer]:
-    with ApiServer() as server:
+    with ApiServer(token=TOKEN) as server:
         server.cluster.add_pod("prod", "web-1", "node-a", {"app": "web"})
         server.cluster.add_pod("prod", "far-1", "node-b")
         server.cluster.add_pod("kube-system", "coredns-1", "node-a")
-        server.cluster.add_node("node-a")
+        server.cluster.add_node("node-a", taints=[EXISTING_TAINT])
         yield server
 
 
@@ -56,7 +63,7 @@ def respond(tmp_path: Path, api: ApiServer, actions: str, alerts: list[Alert] | 
     audit_path.unlink(missing_ok=True)
     responder = Responder(load_policies([path]), JsonlAudit(audit_path), node_name=node_name,
                           guards=Guards(node_name=node_name),
-                          services=Services(kube=KubeAdapter.for_host(api.url)),
+                          services=Services(kube=KubeAdapter.for_host(api.url, TOKEN)),
                           retry=retry or RetryPolicy(attempts=4, max_seconds=10)).start()
     for alert in alerts or [pod_alert()]:
         responder.submit(alert)
@@ -109,8 +116,11 @@ def test_cordon_patches_this_node_with_a_taint(tmp_path: Path, api: ApiServer) -
     assert rec["outcome"] == "done", rec
     (patch,) = api.cluster.mutations()
     assert patch["path"] == "/api/v1/nodes/node-a"
+    # a merge patch replaces the whole list: the node's own taint must be in it
     assert patch["body"] == {"spec": {"unschedulable": True, "taints": [
-        {"key": "enforcer.io/compromised", "effect": "NoExecute"}]}}
+        EXISTING_TAINT, {"key": "enforcer.io/compromised", "effect": "NoExecute"}]}}
+    assert api.cluster.nodes["node-a"]["spec"]["taints"] == [
+        EXISTING_TAINT, {"key": "enforcer.io/compromised", "effect": "NoExecute"}]
     (again,) = respond(tmp_path, api, "[{cordon: {taint: {key: enforcer.io/compromised, "
                                       "effect: NoExecute}}}]")
     assert again["outcome"] == "noop"
@@ -146,7 +156,9 @@ def test_429_with_retry_after_is_honoured(tmp_path: Path, api: ApiServer) -> Non
     assert rec["retries"] == 1
     assert rec["detail"]["retry_waits"] == [1.0]
     deletes = [r for r in api.cluster.requests if r["method"] == "DELETE"]
-    assert len(deletes) == 2
+    assert [d["code"] for d in deletes] == [429, 200]
+    # the server saw the retry no sooner than it asked for
+    assert deletes[1]["time"] - deletes[0]["time"] >= 1.0
 
 
 def test_503_is_retried(tmp_path: Path, api: ApiServer) -> None:
@@ -172,6 +184,64 @@ def test_404_and_409_count_as_done(tmp_path: Path, api: ApiServer) -> None:
     api.cluster.fail_next("DELETE", POD_PATH, 404)  # vanished between GET and DELETE
     (raced,) = respond(tmp_path, api, "[{delete_pod: {}}]")
     assert raced["outcome"] == "noop"
+    # another agent created the NetworkPolicy between our decision and our create: 409,
+    # then a patch to our spec, and the response is done
+    api.cluster.netpols[("prod", "enforcer-isolate")] = {
+        "metadata": {"name": "enforcer-isolate", "namespace": "prod"},
+        "spec": {"podSelector": {"matchLabels": {"enforcer.io/isolated": "true"}}}}
+    api.cluster.requests.clear()
+    (created,) = respond(tmp_path, api, "[{networkpolicy: {}}]")
+    assert created["outcome"] == "done", created
+    assert created["detail"]["networkpolicy"] == "patched"
+    posts = [r for r in api.cluster.requests if r["path"] == NETPOLS_PATH]
+    assert [(p["method"], p["code"]) for p in posts] == [("POST", 409)]
+    assert api.cluster.netpols[("prod", "enforcer-isolate")]["spec"]["policyTypes"] == [
+        "Ingress", "Egress"]
+
+
+def test_a_request_without_the_token_is_refused(tmp_path: Path, api: ApiServer) -> None:
+    kube = KubeAdapter.for_host(api.url)  # no token
+    with pytest.raises(PermanentActionError, match="401"):
+        kube.patch_pod("prod", "web-1", {"metadata": {"labels": {"x": "y"}}}, dry_run=False)
+    (refused,) = api.cluster.requests
+    assert refused["code"] == 401 and refused["authorization"] is None
+    assert api.cluster.pods[("prod", "web-1")]["metadata"]["labels"] == {"app": "web"}
+    # and the responder's calls carry it
+    respond(tmp_path, api, "[{label_pod: {labels: {x: y}}}]")
+    assert {r["authorization"] for r in api.cluster.requests[1:]} == {f"Bearer {TOKEN}"}
+
+
+@pytest.mark.parametrize(("call", "field"), [
+    (lambda kube: kube.patch_pod("prod", "web-1", {"metadata": {"labels": {"x": "a b"}}},
+                                 dry_run=False), "metadata.labels"),
+    (lambda kube: kube.patch_pod("prod", "web-1", {"metadata": {"labels": {"-x": "y"}}},
+                                 dry_run=True), "metadata.labels"),
+    (lambda kube: kube.patch_node("node-a", {"spec": {"taints": [
+        {"key": "k", "effect": "Sometimes"}]}}, dry_run=False), "spec.taints[0].effect"),
+    (lambda kube: kube.apply_network_policy("prod", {
+        "metadata": {"name": "bad"}, "spec": {"podSelector": {}, "ingress": [
+            {"ports": [{"protocol": "TCP", "port": 70000}]}]}}, dry_run=False),
+     "spec.ingress[0].ports[0].port"),
+    (lambda kube: kube.apply_network_policy("prod", {
+        "metadata": {"name": "bad"}, "spec": {"podSelector": {}, "egress": [
+            {"to": [{"ipBlock": {"cidr": "10.0.0.0/24", "except": ["10.1.0.0/24"]}}]}]}},
+        dry_run=False), "spec.egress[0].to[0].ipBlock.except[0]"),
+    (lambda kube: kube.apply_network_policy("prod", {
+        "metadata": {"name": "bad"}, "spec": {"policyTypes": ["Ingress"]}}, dry_run=False),
+     "spec.podSelector"),
+])
+def test_bodies_the_api_server_rejects_get_422(api: ApiServer, call: Any, field: str) -> None:
+    kube = KubeAdapter.for_host(api.url, TOKEN)
+    with pytest.raises(PermanentActionError, match="422") as refused:
+        call(kube)
+    (answer,) = api.cluster.requests
+    assert answer["code"] == 422
+    body = json.loads(refused.value.__cause__.body)  # type: ignore[union-attr]
+    assert body["kind"] == "Status" and body["reason"] == "Invalid"
+    assert field in body["message"]
+    assert api.cluster.pods[("prod", "web-1")]["metadata"]["labels"] == {"app": "web"}
+    assert api.cluster.nodes["node-a"]["spec"]["taints"] == [EXISTING_TAINT]
+    assert not api.cluster.netpols
 
 
 def test_protected_namespace_is_never_touched(tmp_path: Path, api: ApiServer) -> None:

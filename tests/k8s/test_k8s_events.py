@@ -5,6 +5,7 @@ response and is audited."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -23,14 +24,17 @@ from enforcer.respond.kube_events import KubeEvents
 from enforcer.respond.responder import Responder
 from enforcer.respond.retry import RetryPolicy
 from enforcer.respond.services import Services
-from tests.k8s.apiserver import ApiServer
+from tests.k8s.apiserver import ApiServer, hanging
 
 EVENTS_PATH = "/api/v1/namespaces/{ns}/events"
 
 
+TOKEN = "sa-token-for-tests"
+
+
 @pytest.fixture
 def api() -> Iterator[ApiServer]:
-    with ApiServer() as server:
+    with ApiServer(token=TOKEN) as server:
         server.cluster.add_pod("prod", "web-1", "node-a", {"app": "web"})
         server.cluster.add_pod("kube-system", "coredns-1", "node-a")
         yield server
@@ -46,7 +50,8 @@ def pod_alert(namespace: str = "prod", pod: str = "web-1") -> Alert:
 
 
 def respond(tmp_path: Path, api_url: str, actions: str, alerts: list[Alert],
-            dry_run: str = "false") -> tuple[list[dict[str, Any]], KubeEvents]:
+            dry_run: str = "false",
+            events_url: str | None = None) -> tuple[list[dict[str, Any]], KubeEvents]:
     path = tmp_path / "policy.yaml"
     path.write_text(f"""
 - policy: contain
@@ -55,8 +60,9 @@ def respond(tmp_path: Path, api_url: str, actions: str, alerts: list[Alert],
   dry_run: {dry_run}
 """)
     audit = JsonlAudit(tmp_path / "audit.jsonl")
-    kube = KubeAdapter.for_host(api_url)
-    events = KubeEvents(lambda: kube, audit=audit, node_name="node-a").start()
+    kube = KubeAdapter.for_host(api_url, TOKEN)
+    events_kube = KubeAdapter.for_host(events_url, TOKEN) if events_url else kube
+    events = KubeEvents(lambda: events_kube, audit=audit, node_name="node-a").start()
     responder = Responder(load_policies([path]), audit, node_name="node-a",
                           guards=Guards(node_name="node-a"), services=Services(kube=kube),
                           retry=RetryPolicy(attempts=2, max_seconds=5),
@@ -164,10 +170,45 @@ def test_a_failing_api_server_costs_no_response_and_is_audited(tmp_path: Path,
         "app": "web", "x": "y", "z": "w", "v": "u"}
 
 
-def test_an_unreachable_api_server_never_blocks_the_responder(tmp_path: Path) -> None:
+def test_an_unreachable_api_server_is_audited(tmp_path: Path) -> None:
     records, events = respond(tmp_path, "http://127.0.0.1:9",
                               "[{label_pod: {labels: {x: y}}}]", [pod_alert()])
     assert [r["outcome"] for r in records if r["kind"] == "action"] == ["failed"]
     assert events.counts["failed"] == 1
     (failed,) = [r for r in records if r["kind"] == "k8s_event"]
     assert "unreachable" in failed["error"]
+
+
+def test_a_hanging_api_server_never_blocks_the_responder(tmp_path: Path,
+                                                         api: ApiServer) -> None:
+    """The Events go to an address that accepts and never answers: the responder still
+    finishes every response while the first Event's POST hangs."""
+    audit = JsonlAudit(tmp_path / "audit.jsonl")
+    path = tmp_path / "policy.yaml"
+    path.write_text("- policy: contain\n"
+                    "  match: {rules: [Terminal shell in container]}\n"
+                    "  actions: [{label_pod: {labels: {x: y}}}, {label_pod: {labels: {z: w}}}]\n"
+                    "  dry_run: false\n")
+    kube = KubeAdapter.for_host(api.url, TOKEN)
+    with hanging() as hang:
+        stuck = KubeAdapter.for_host(hang.url, TOKEN)
+        events = KubeEvents(lambda: stuck, audit=audit, node_name="node-a").start()
+        responder = Responder(load_policies([path]), audit, node_name="node-a",
+                              guards=Guards(node_name="node-a"), services=Services(kube=kube),
+                              retry=RetryPolicy(attempts=2, max_seconds=5),
+                              on_outcome=events.submit).start()
+        for _ in range(3):
+            responder.submit(pod_alert())
+        drained = threading.Thread(target=responder.drain, daemon=True)
+        drained.start()
+        drained.join(60)
+        assert not drained.is_alive(), "the responder waited on the hanging API server"
+        assert hang.connected.wait(30), "no Event was sent"
+        actions = [r for r in read_audit(tmp_path / "audit.jsonl") if r["kind"] == "action"]
+        assert [r["outcome"] for r in actions] == ["done", "done"] + ["noop"] * 4
+        assert events.counts["created"] == events.counts["failed"] == 0  # still hanging
+        responder.stop()
+    events.drain()  # the hang is over: every Event fails
+    events.stop()
+    audit.close()
+    assert events.counts["created"] == 0 and events.counts["failed"] >= 1

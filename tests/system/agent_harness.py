@@ -96,6 +96,15 @@ class LiveAgent:
         self.agent.close()
 
 
+def only_tgid(tgid: int) -> dict[str, str]:
+    """ProbeConfig.extra_defines that keep the events of `tgid` alone: the kernel's
+    exclusion of the agent's own process (`tgid == AGENT_TGID`), turned around so that
+    every other process looks like the agent. A shared machine's activity then cannot
+    fill the ring or add to its drop count."""
+    me = "(u32)(bpf_get_current_pid_tgid() >> 32)"
+    return {"AGENT_TGID_VALUE": f"({me} ^ ({me} == {tgid}))"}
+
+
 def sh(script: str, **kw: object) -> subprocess.CompletedProcess[str]:
     """Run a shell script (from a child shell, never from the agent's own process)."""
     return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,

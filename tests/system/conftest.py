@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, require
+from tests.conftest import REPO, require, run_labels
 from tests.system.containerd import PAUSE_IMAGE, Containerd, ContainerdError, ensure_pause_image
 from tests.system.containerd import available as containerd_available
 
@@ -49,6 +49,7 @@ def podman_run(*args: str, name: str, labels: dict[str, str] | None = None,
     """`podman run --rm` of the busybox image with this machine's required flags."""
     cmd = ["podman", "--cgroup-manager", "cgroupfs", "run", "--rm", "--name", name,
            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", *extra]
+    cmd += run_labels()
     for k, v in (labels or {}).items():
         cmd += ["--label", f"{k}={v}"]
     cmd += [IMAGE, *args]

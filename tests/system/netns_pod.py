@@ -4,6 +4,7 @@ with a process inside it. Created and removed per test, as pyroute2's fixtures d
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 import time
@@ -28,7 +29,10 @@ class NetnsPod:
     @classmethod
     def create(cls, subnet: int = 213) -> NetnsPod:
         tag = uuid.uuid4().hex[:6]
-        pod = cls(name=f"enf-{tag}", host_if=f"enfh{tag}", pod_if=f"enfp{tag}",
+        # the suite run's mark in the name: scripts/leftovers.py finds what a run left
+        run = os.environ.get("SUITE_RUN_MARK", "")
+        name = f"enf-{run}-{tag}" if run else f"enf-{tag}"
+        pod = cls(name=name, host_if=f"enfh{tag}", pod_if=f"enfp{tag}",
                   host_ip=f"10.{subnet}.0.1", pod_ip=f"10.{subnet}.0.2")
         netns.create(pod.name)
         with IPRoute() as ipr:

@@ -23,8 +23,6 @@ from tests.system.conftest import podman_run
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
 
-SCRATCH = Path("/var/tmp/enforcer-tests")  # same filesystem as /etc, for hard links
-
 
 @pytest.fixture(scope="module")
 def agent(ebpf_ready: None) -> Iterator[LiveAgent]:
@@ -34,12 +32,11 @@ def agent(ebpf_ready: None) -> Iterator[LiveAgent]:
 
 
 @pytest.fixture
-def scratch() -> Iterator[Path]:
-    SCRATCH.mkdir(parents=True, exist_ok=True)
-    d = SCRATCH / uuid.uuid4().hex[:10]
+def scratch(tmp_path: Path) -> Path:
+    """A directory of the test's own, named uniquely (its name is the test's marker)."""
+    d = tmp_path / uuid.uuid4().hex[:10]
     d.mkdir()
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    return d
 
 
 def _cmd_has(marker: str):
@@ -69,22 +66,21 @@ def test_read_sensitive_file_near_miss_is_silent(agent: LiveAgent, scratch: Path
                           lambda a: a.event.get("fd.name") == "/etc/hostname")
 
 
-def test_read_sensitive_file_in_a_pod_container(agent: LiveAgent, podman_ready: None) -> None:
+def test_read_sensitive_file_in_a_pod_container(agent: LiveAgent, podman_ready: None,
+                                                 tmp_path: Path) -> None:
     name = f"web-1-{uuid.uuid4().hex[:6]}"
+    cidfile = tmp_path / "cid"  # podman writes the full id there before the container starts
     res = podman_run("sh", "-c", "cat /etc/shadow; sleep 1", name=name,
                      labels={"io.kubernetes.pod.name": "web-1",
                              "io.kubernetes.pod.namespace": "shop",
-                             "io.kubernetes.container.name": "app"})
+                             "io.kubernetes.container.name": "app"},
+                     extra=("--cidfile", str(cidfile)))
     assert res.returncode == 0, res.stderr
     a = agent.wait("Read sensitive file untrusted",
                    lambda a: a.event.get("container.name") == name)
     ev = a.event
-    full = subprocess.run(["podman", "ps", "-a", "--no-trunc", "--filter", f"name={name}",
-                           "--format", "{{.ID}}"], capture_output=True, text=True,
-                          check=False).stdout.strip()
-    assert len(ev.get("container.id")) == 12
-    if full:  # podman run --rm may already have removed it
-        assert full.startswith(ev.get("container.id"))
+    full = cidfile.read_text().strip()
+    assert len(full) == 64 and ev.get("container.id") == full[:12]
     assert ev.get("container.image.repository") == "localhost/enforcer-busybox"
     assert ev.get("k8s.pod.name") == "web-1" and ev.get("k8s.ns.name") == "shop"
     assert ev.get("proc.name") == "cat" and ev.get("fd.name") == "/etc/shadow"
@@ -92,8 +88,11 @@ def test_read_sensitive_file_in_a_pod_container(agent: LiveAgent, podman_ready: 
 
 
 # --- links over sensitive files ------------------------------------------------------------
+# Each link is removed by the command that made it: no run, however it ends, leaves a second
+# name of /etc/shadow on the host.
 def test_symlink_over_sensitive_file(agent: LiveAgent, scratch: Path) -> None:
-    sh(f"ln -s /etc/shadow {scratch}/s1; ln -s /etc/hosts {scratch}/s2")
+    sh(f"ln -s /etc/shadow {scratch}/s1; rm -f {scratch}/s1; "
+       f"ln -s /etc/hosts {scratch}/s2; rm -f {scratch}/s2")
     agent.wait("Create Symlink Over Sensitive Files",
                lambda a: a.event.get("evt.arg.linkpath") == f"{scratch}/s1")
     agent.barrier()
@@ -102,7 +101,10 @@ def test_symlink_over_sensitive_file(agent: LiveAgent, scratch: Path) -> None:
 
 
 def test_hardlink_over_sensitive_file(agent: LiveAgent, scratch: Path) -> None:
-    res = sh(f"ln /etc/shadow {scratch}/h1 && ln /etc/hosts {scratch}/h2")
+    # the test's temp dir is on /etc's filesystem (checked), as a hard link needs
+    assert scratch.stat().st_dev == Path("/etc/shadow").stat().st_dev
+    res = sh(f"ln /etc/shadow {scratch}/h1; rm -f {scratch}/h1; "
+             f"ln /etc/hosts {scratch}/h2 && rm -f {scratch}/h2")
     assert res.returncode == 0, res.stderr
     a = agent.wait("Create Hardlink Over Sensitive Files",
                    lambda a: a.event.get("evt.arg.newpath") == f"{scratch}/h1")
@@ -140,7 +142,7 @@ def test_remove_bulk_data(agent: LiveAgent, scratch: Path) -> None:
 
 def test_execution_from_dev_shm(agent: LiveAgent, scratch: Path) -> None:
     m = scratch.name
-    shm = Path(f"/dev/shm/{m}")
+    shm = Path(f"/dev/shm/enforcer-test-{m}")
     shutil.copy("/bin/true", shm)
     try:
         shutil.copy("/bin/true", scratch / "t")
@@ -216,19 +218,14 @@ def test_ptrace_anti_debug(agent: LiveAgent, scratch: Path) -> None:
     assert not agent.find("PTRACE anti-debug attempt", _cmd_has(n))
 
 
-def test_clear_log_activities(agent: LiveAgent) -> None:
-    m = uuid.uuid4().hex[:10]
-    log = Path(f"/var/log/enforcer-test-{m}.log")
-    keep = Path(f"/var/log/enforcer-test-{m}-append.log")
-    try:
-        sh(f"echo x > {log}; echo y >> {keep}")
-        a = agent.wait("Clear Log Activities", lambda a: a.event.get("fd.name") == str(log))
-        assert "O_TRUNC" in a.event.get("evt.arg.flags")
-        agent.barrier()
-        assert not agent.find("Clear Log Activities", lambda a: a.event.get("fd.name") == str(keep))
-    finally:
-        log.unlink(missing_ok=True)
-        keep.unlink(missing_ok=True)
+def test_clear_log_activities(agent: LiveAgent, scratch: Path) -> None:
+    # a log by its name (the rule's log_files), in the test's own directory, not /var/log
+    log, keep = scratch / "syslog", scratch / "auth.log"
+    sh(f"echo x > {log}; echo y >> {keep}")
+    a = agent.wait("Clear Log Activities", lambda a: a.event.get("fd.name") == str(log))
+    assert "O_TRUNC" in a.event.get("evt.arg.flags")
+    agent.barrier()
+    assert not agent.find("Clear Log Activities", lambda a: a.event.get("fd.name") == str(keep))
 
 
 def test_directory_traversal_read(agent: LiveAgent) -> None:
@@ -368,11 +365,6 @@ def test_release_agent_write_in_container_with_cap_sys_admin(
     assert res.returncode == 0, res.stderr
     agent.barrier()
     assert not agent.find(rule, lambda a: a.event.get("container.name") == near)
-
-
-def test_at_least_twelve_distinct_rules_fired(agent: LiveAgent) -> None:
-    fired = {a.rule for a in agent.alerts}
-    assert len(fired) >= 12, sorted(fired)
 
 
 def test_agent_own_events_never_reach_userspace(agent: LiveAgent) -> None:

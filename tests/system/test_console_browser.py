@@ -96,16 +96,32 @@ def listed(driver) -> list[str]:
             for row in driver.find_elements(By.CSS_SELECTOR, "tr.detection")]
 
 
+def gone(element) -> bool:
+    """Whether the element's document has been replaced. Chromium says so either as a stale
+    element or, when the swap lands mid-call, as a node that "does not belong to the
+    document" (which selenium's staleness_of does not recognise and raises)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
+
+
 def follow(driver, element) -> None:
     """Click something that loads a new page, and wait until the new page is there."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
     wait = WebDriverWait(driver, 20)
-    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda d: gone(old))
     # the old page going stale is not the new one being complete: wait for that too
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, require
+from tests.conftest import REPO, require, run_labels
 from tests.unit.chart.chart_render import container, one, render
 from tests.unit.chart.conftest import kube_tools  # noqa: F401  (fixture)
 
@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.root, pytest.mark.podman]
 
 TAG = "localhost/enforcer:system-test"
 PODMAN = ["podman", "--cgroup-manager", "cgroupfs"]
-LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+# with the suite run's label, by which scripts/leftovers.py finds a container left behind
+LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", *run_labels()]
 
 BPF_SMOKE = r'''
 import subprocess, sys, time

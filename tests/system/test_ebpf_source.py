@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import pytest
 from enforcer.sources.ebpf import EbpfSource, available_syscalls, plan
 from enforcer.sources.probe import ProbeConfig
 from enforcer.state.live_event import LiveEvent
+from tests.system.agent_harness import only_tgid
 from tests.system.conftest import podman_run
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
@@ -149,8 +151,43 @@ def test_container_identity_and_pod_labels(watch: Watch, podman_ready: None) -> 
     del inspect
 
 
-def test_drop_counter_is_readable(watch: Watch) -> None:
-    assert watch.source.drops() >= 0
+# Opens in a tight loop once told to go; then it waits to be told to exit, so that nothing
+# of its own (its exit) reaches the ring before the counts are read.
+FLOODER = """
+import os, sys
+sys.stdin.readline()
+for _ in range(int(sys.argv[1])):
+    os.close(os.open("/etc/hostname", os.O_RDONLY))
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_drop_counter_counts_every_record_the_ring_could_not_take(ebpf_ready: None) -> None:
+    """A ring of 64 KiB that nobody reads while one process opens a file N times: it
+    overruns for sure, and every open is either read afterwards or counted as dropped."""
+    n = 5000
+    flooder = subprocess.Popen([sys.executable, "-c", FLOODER, str(n)], text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert flooder.stdin is not None and flooder.stdout is not None
+    cfg, _ = plan(frozenset({"openat"}), available_syscalls(),
+                  ProbeConfig(ringbuf_pages=16, extra_defines=only_tgid(flooder.pid)))
+    source = EbpfSource(cfg)
+    source.open()
+    try:
+        assert source.drops() == 0
+        flooder.stdin.write("go\n")
+        flooder.stdin.flush()
+        assert flooder.stdout.readline() == "done\n"
+        dropped = source.drops()
+        read = [r for r in source.drain() if r["proc.pid"] == flooder.pid]
+        assert all(r["evt.type"] == "openat" for r in read)
+        assert 0 < len(read) < n, "the ring did not overrun (or took nothing)"
+        assert dropped == n - len(read)
+    finally:
+        flooder.kill()
+        flooder.wait()
+        source.close()
 
 
 def test_reader_sleeps_when_idle_and_loses_nothing_while_awake(watch: Watch) -> None:

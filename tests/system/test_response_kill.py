@@ -3,6 +3,7 @@ pid, never a guarded process, and the budget that turns the agent into dry-run."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from enforcer.policy.budget import Budget
 from enforcer.policy.loader import load_policies
 from enforcer.priority import Priority
 from enforcer.respond.responder import Responder
+from tests.conftest import REPO
 from tests.system.victims import SHADOW_READER, Victim, spawn
 
 pytestmark = [pytest.mark.root]
@@ -130,22 +132,62 @@ def test_dry_run_renders_the_signal_and_kills_nothing(need_root: None, tmp_path:
     assert victim.alive()
 
 
+# Run as PID 1 of a PID namespace of its own: the responder there sees this script as init,
+# and the "agent" is a process tree of the script's own (parent sh -> agent sh -> sleep),
+# so that a guard that fails signals only these mimics, never the host's init or the test
+# runner's parents.
+GUARDED_TREE = """
+import json, os, subprocess, sys, time
+from pathlib import Path
+from actions.process import read_stat
+from enforcer.policy.guards import Guards
+from tests.system.test_response_kill import respond, shadow_alert
+
+assert os.getpid() == 1, "not PID 1 of a namespace of its own"
+tmp = Path(sys.argv[1])
+# pid 2 and its children look like kthreadd's to the guards: a placeholder takes it
+placeholder = subprocess.Popen(["sleep", "60"])
+assert placeholder.pid == 2, placeholder.pid
+parent = subprocess.Popen(["sh", "-c", "sh -c 'sleep 60 & wait' & wait"])
+def children(pid):
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+deadline = time.monotonic() + 10
+while not (children(parent.pid) and children(children(parent.pid)[0])):
+    assert time.monotonic() < deadline, "the mimic tree never formed"
+    time.sleep(0.01)
+agent = children(parent.pid)[0]
+child = children(agent)[0]
+tree = {"parent": parent.pid, "agent": agent, "child": child}
+targets = [1, parent.pid, agent, child]
+alerts = [shadow_alert(pid, **{"proc.start_ticks": read_stat(pid).start_ticks})
+          for pid in targets]
+records = respond(tmp, alerts, guards=Guards(agent_pid=agent))
+alive = {name: (read_stat(pid) is not None and read_stat(pid).state != "Z")
+         for name, pid in tree.items()}
+print(json.dumps({"guards": [[r["outcome"], r.get("guard")] for r in records],
+                  "alive": alive}))
+parent.kill()
+placeholder.kill()
+"""
+
+
 def test_guards_spare_init_kernel_threads_and_the_agents_tree(need_root: None,
                                                               tmp_path: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        time.sleep(0.1)
-        targets = {1: "pid1", 2: "kernel-thread", os.getpid(): "agent", child.pid: "agent",
-                   os.getppid(): "agent"}
-        alerts = [shadow_alert(pid, **{"proc.start_ticks": read_stat(pid).start_ticks})
-                  for pid in targets]
-        records = respond(tmp_path, alerts)
-        assert [(r["outcome"], r["guard"]) for r in records] == [
-            ("suppressed", guard) for guard in targets.values()]
-        assert child.poll() is None, "the agent's own child must survive"
-    finally:
-        child.kill()
-        child.wait()
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+                           GUARDED_TREE, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=REPO,
+                          env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["guards"] == [["suppressed", "pid1"]] + [["suppressed", "agent"]] * 3
+    assert seen["alive"] == {"parent": True, "agent": True, "child": True}
+    # a kernel thread (kthreadd) is the host's own, but ignores every signal anyway
+    (rec,) = respond(tmp_path, [shadow_alert(2, **{"proc.start_ticks": read_stat(2).start_ticks})],
+                     audit_name="kthread.jsonl")
+    assert (rec["outcome"], rec["guard"]) == ("suppressed", "kernel-thread")
 
 
 def test_the_budget_flips_to_dry_run_and_raises_a_critical_alert(need_root: None, tmp_path: Path,

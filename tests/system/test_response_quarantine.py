@@ -3,8 +3,10 @@ host-side address before, cannot after, and can again after `enforcer release`."
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyroute2 import IPRoute
 
 from actions.process import read_stat
 from enforcer.alert import Alert
@@ -31,11 +34,12 @@ def pod(need_root: None) -> Iterator[NetnsPod]:
     created.remove()
 
 
-@pytest.fixture
-def server(pod: NetnsPod) -> Iterator[tuple[str, int]]:
+@contextlib.contextmanager
+def tcp_server(address: str) -> Iterator[tuple[str, int]]:
+    """A TCP server on a host-side address that accepts (and closes) every connection."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((pod.host_ip, 0))
+    listener.bind((address, 0))
     listener.listen(16)
     stop = threading.Event()
 
@@ -50,10 +54,51 @@ def server(pod: NetnsPod) -> Iterator[tuple[str, int]]:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield pod.host_ip, listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    listener.close()
+    try:
+        yield address, listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+@pytest.fixture
+def server(pod: NetnsPod) -> Iterator[tuple[str, int]]:
+    with tcp_server(pod.host_ip) as address:
+        yield address
+
+
+# A server inside the pod: the quarantine's target, and what the host must stop reaching.
+POD_SERVER = """
+import socket, sys
+listener = socket.socket()
+listener.bind((sys.argv[1], int(sys.argv[2])))
+listener.listen(16)
+while True:
+    listener.accept()[0].close()
+"""
+POD_PORT = 8022
+
+
+def host_can_connect(address: str, port: int) -> bool:
+    probe = socket.socket()
+    probe.settimeout(1)
+    try:
+        probe.connect((address, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def host_reaches(address: str, port: int, tries: int = 25) -> bool:
+    """Reachable, allowing the pod's server a moment to listen."""
+    for _ in range(tries):
+        if host_can_connect(address, port):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def shell_alert(pid: int) -> Alert:
@@ -86,19 +131,15 @@ def test_quarantine_cuts_both_ways_and_release_restores(
         tmp_path: Path, pod: NetnsPod, server: tuple[str, int], enforcer_cmd: list[str],
         cli_env: dict[str, str]) -> None:
     host, port = server
-    pid = pod.start(["sleep", "60"])
+    pid = pod.start([sys.executable, "-c", POD_SERVER, pod.pod_ip, str(POD_PORT)])
     assert pod.reaches(host, port), "the pod must reach the server before quarantine"
+    assert host_reaches(pod.pod_ip, POD_PORT), "the host must reach the pod before quarantine"
 
     rec = respond(tmp_path, shell_alert(pid))
     assert rec["outcome"] == "done", rec
     assert rec["target"]["interface"] == pod.host_if
     assert not pod.can_connect(host, port), "quarantined pod still reaches the server"
-    # and the host cannot reach into the pod either
-    probe = socket.socket()
-    probe.settimeout(1)
-    with pytest.raises(OSError):
-        probe.connect((pod.pod_ip, 22))
-    probe.close()
+    assert not host_can_connect(pod.pod_ip, POD_PORT), "the host still reaches into the pod"
 
     listed = subprocess.run(enforcer_cmd + ["release", "--list", "--state-dir",
                                             str(tmp_path / "state")],
@@ -114,6 +155,7 @@ def test_quarantine_cuts_both_ways_and_release_restores(
     assert done.returncode == 0, done.stderr
     assert f"{pod.host_if}: released" in done.stdout
     assert pod.reaches(host, port), "released pod must reach the server again"
+    assert host_reaches(pod.pod_ip, POD_PORT), "the host must reach the released pod again"
 
     nothing = subprocess.run(enforcer_cmd + ["release", "nosuchif0", "--state-dir",
                                              str(tmp_path / "state")],
@@ -159,8 +201,15 @@ def test_a_host_network_process_is_refused(tmp_path: Path, pod: NetnsPod) -> Non
 def test_allow_listed_cidrs_stay_reachable(tmp_path: Path, pod: NetnsPod,
                                            server: tuple[str, int]) -> None:
     host, port = server
-    pid = pod.start(["sleep", "60"])
-    rec = respond(tmp_path, shell_alert(pid), params=f"{{allowed_cidrs: [{host}/32]}}")
-    assert rec["outcome"] == "done", rec
-    assert pod.reaches(host, port), "the forensics allow-list must stay reachable"
-    assert not pod.can_connect("10.213.0.9", port)  # anything else is cut
+    # another host-side address on the pod's link, with a server the pod reaches before
+    other = pod.host_ip.rsplit(".", 1)[0] + ".9"
+    with IPRoute() as ipr:
+        (index,) = ipr.link_lookup(ifname=pod.host_if)
+        ipr.addr("add", index=index, address=other, prefixlen=24)
+    with tcp_server(other) as (_, other_port):
+        pid = pod.start(["sleep", "60"])
+        assert pod.reaches(other, other_port), "the pod must reach the other server before"
+        rec = respond(tmp_path, shell_alert(pid), params=f"{{allowed_cidrs: [{host}/32]}}")
+        assert rec["outcome"] == "done", rec
+        assert pod.reaches(host, port), "the forensics allow-list must stay reachable"
+        assert not pod.can_connect(other, other_port), "anything else must be cut"

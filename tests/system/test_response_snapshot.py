@@ -22,7 +22,7 @@ from enforcer.audit.jsonl import JsonlAudit, read_audit
 from enforcer.policy.loader import load_policies
 from enforcer.priority import Priority
 from enforcer.respond.responder import Responder
-from tests.conftest import require
+from tests.conftest import require, run_labels
 from tests.system.images import PODMAN, RUN_LIMITS, ensure_busybox_image, podman_available
 
 pytestmark = [pytest.mark.root, pytest.mark.podman]
@@ -43,7 +43,7 @@ def container(need_root: None) -> Iterator[dict[str, Any]]:
     # of /proc/PID/root would resolve against the host's root.
     script = (f"echo {MARK} > /tmp/dropper; ln -s /etc/shadow /tmp/shadow; "
               "ln -s /etc /tmp/etc; head -c 200000 /dev/zero > /tmp/big; exec sleep 60")
-    run = subprocess.run(PODMAN + ["run", "-d", "--name", name] + RUN_LIMITS +
+    run = subprocess.run(PODMAN + ["run", "-d", "--name", name, *run_labels()] + RUN_LIMITS +
                          [image, "sh", "-c", f"sh -c \"{script}\" & wait"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

@@ -90,3 +90,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+What is mounted to reach a runtime socket: the socket's directory when it is the runtime's own
+(/run/containerd/containerd.sock -> /run/containerd), the socket itself when its directory is
+shared by other services (/var/run/docker.sock, /run/x.sock, /x.sock).
+*/}}
+{{- define "enforcer.socketMount" -}}
+{{- $dir := dir . -}}
+{{- if has $dir (list "/" "/run" "/var/run" "/var" "/tmp") -}}
+{{- . -}}
+{{- else -}}
+{{- $dir -}}
+{{- end -}}
+{{- end }}

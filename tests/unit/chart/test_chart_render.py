@@ -34,7 +34,9 @@ AGENT_NAMES = {
     "networkpolicy": "networkpolicy", "quarantine": "quarantine", "snapshot": "snapshot",
     "notify": "notify",
 }
-ALWAYS = {("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch")}
+# Nothing is read from the API server but the targets of pod actions (no list/watch: the
+# agent takes pod identity from the container runtime's labels).
+ALWAYS: set[tuple[str, str, str]] = set()
 EVENTS = {("", "events", "create")}
 
 
@@ -73,7 +75,7 @@ def disabled(*actions: str) -> dict[str, Any]:
 def granted(objects: list[dict]) -> set[tuple[str, str, str]]:
     role = one(objects, "ClusterRole")
     return {(group, resource, verb)
-            for rule in role["rules"]
+            for rule in role["rules"] or []
             for group in rule["apiGroups"]
             for resource in rule["resources"]
             for verb in rule["verbs"]}
@@ -179,9 +181,9 @@ def test_pods_patch_goes_only_when_both_label_and_networkpolicy_are_disabled(kub
     assert verbs == needed({"labelPod", "networkpolicy"})
 
 
-def test_all_disabled_leaves_only_read_access_to_pods(kube_tools, tmp_path):
+def test_all_disabled_leaves_no_access(kube_tools, tmp_path):
     objects = render(kube_tools, tmp_path, SCENARIOS["all-actions-disabled"])
-    assert granted(objects) == ALWAYS
+    assert one(objects, "ClusterRole")["rules"] == []
     assert env_of(objects)["ENFORCER_ENABLED_ACTIONS"] == ""
 
 
@@ -251,8 +253,11 @@ def test_apparmor_field_from_1_30_annotation_before(kube_tools, tmp_path):
                            "container.apparmor.security.beta.kubernetes.io/enforcer": "unconfined"}
 
 
+DOCKER = {"containerRuntime": {"sockets": {"docker": "/var/run/docker.sock"}}}
+
+
 def test_host_mounts(kube_tools, tmp_path):
-    objects = render(kube_tools, tmp_path)
+    objects = render(kube_tools, tmp_path, DOCKER)
     pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: volumes[m["name"]] for m in container(objects)["volumeMounts"]}
@@ -263,7 +268,7 @@ def test_host_mounts(kube_tools, tmp_path):
         "/lib/modules": "/lib/modules",
         "/usr/src": "/usr/src",
         "/host/proc": "/proc",
-        "/host/var/run": "/var/run",
+        "/host/var/run/docker.sock": "/var/run/docker.sock",
         "/host/run/containerd": "/run/containerd",
         "/host/run/crio": "/run/crio",
         "/var/lib/enforcer/audit": "/var/lib/enforcer/audit",
@@ -271,7 +276,13 @@ def test_host_mounts(kube_tools, tmp_path):
         "/run/enforcer": "/run/enforcer",
     }
     read_only = {m["mountPath"] for m in container(objects)["volumeMounts"] if m.get("readOnly")}
-    assert {"/lib/modules", "/usr/src", "/host/proc", "/host/run/containerd"} <= read_only
+    assert {"/lib/modules", "/usr/src", "/host/proc", "/host/run/containerd",
+            "/host/var/run/docker.sock"} <= read_only
+    # the Docker socket sits in the host's /var/run with every other service's: only the
+    # socket itself is mounted, and the pod starts only where it is a socket
+    assert volumes["runtime-docker"]["hostPath"]["type"] == "Socket"
+    assert volumes["runtime-containerd"]["hostPath"]["type"] == "DirectoryOrCreate"
+    assert not any(path in ("/var/run", "/run", "/") for path in host.values())
     assert not {"/var/lib/enforcer/snapshots", "/run/enforcer"} & read_only
     env = env_of(objects)
     assert env["ENFORCER_CONTAINER_SOCKET"] == "/host/var/run/docker.sock"
@@ -281,6 +292,13 @@ def test_host_mounts(kube_tools, tmp_path):
     assert env["ENFORCER_STORE"] == "/var/lib/enforcer/audit/audit.db"
     assert env["ENFORCER_SNAPSHOT_DIR"] == "/var/lib/enforcer/snapshots"
     assert env["ENFORCER_STATE_DIR"] == "/run/enforcer"
+
+
+def test_no_docker_socket_by_default(kube_tools, tmp_path):
+    objects = render(kube_tools, tmp_path)
+    names = {v["name"] for v in one(objects, "DaemonSet")["spec"]["template"]["spec"]["volumes"]}
+    assert "runtime-docker" not in names and "runtime-containerd" in names
+    assert "ENFORCER_CONTAINER_SOCKET" not in env_of(objects)
 
 
 def test_runtime_sockets_follow_values(kube_tools, tmp_path):

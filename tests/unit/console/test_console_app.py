@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import http.client
 import re
-import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from enforcer.console.app import ConsoleApp
-from enforcer.console.server import serve_mounted
+from enforcer.health import Readiness
+from enforcer.http_server import HttpServer
+from enforcer.metrics import Metrics
 
 
 def rows(html):
@@ -138,28 +138,11 @@ def test_token_required_when_configured(store, wsgi_call):
     assert wsgi_call(app, "/", headers={"Cookie": jar}).status == 200
 
 
-def test_mounted_under_ui_in_another_http_server(store, wsgi_call):
+def test_mounted_under_ui_in_the_agents_http_server(store, wsgi_call):
     app = ConsoleApp(store)
-
-    class AgentHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # as the agent's server: keep-alive
-
-        def do_GET(self):
-            if self.path == "/ui" or self.path.startswith("/ui/"):
-                serve_mounted(self, app, "/ui")
-            else:
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), AgentHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = HttpServer("127.0.0.1:0", Metrics(), Readiness(), ui=app).start()
     try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
+        base = f"http://127.0.0.1:{server.port}"
         with urllib.request.urlopen(base + "/ui/?outcome=failed") as resp:
             html = resp.read().decode()
         assert rows(html) == ["5"]
@@ -168,9 +151,9 @@ def test_mounted_under_ui_in_another_http_server(store, wsgi_call):
         with urllib.request.urlopen(base + "/ui/static/console.css") as resp:
             assert resp.headers["Content-Type"] == "text/css"
         with urllib.request.urlopen(base + "/healthz") as resp:
-            assert resp.read() == b"ok"
+            assert resp.read() == b"ok\n"
         # Several requests on one kept-alive connection, console and agent pages mixed.
-        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         for path in ("/ui/", "/healthz", "/ui/detection/1", "/ui/nope"):
             conn.request("GET", path)
             resp = conn.getresponse()
@@ -179,5 +162,4 @@ def test_mounted_under_ui_in_another_http_server(store, wsgi_call):
             assert len(body) == int(resp.headers["Content-Length"])
         conn.close()
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()

@@ -200,10 +200,10 @@ def pki(tmp_path: Path) -> Path:
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
              "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca", cwd=d)
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name in ("server", "client", "stranger"):
+    for name in ("server", "client", "intruder", "stranger"):
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
                  "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-    for name in ("server", "client"):
+    for name in ("server", "client", "intruder"):  # intruder: signed by our CA, not allowed
         _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
                  "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
                  "-extfile", "san.ext", cwd=d)

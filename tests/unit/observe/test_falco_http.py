@@ -13,9 +13,12 @@ import pytest
 from enforcer.metrics import Metrics
 from enforcer.priority import Priority
 from enforcer.sources.falco_http import (
+    MAX_TRACKED_CLIENTS,
     AlertPayloadError,
+    ClientRate,
     FalcoHttpConfig,
     IntakeConfigError,
+    certificate_names,
     check_intake_auth,
     parse_falco_alert,
     start_falco_http,
@@ -23,6 +26,7 @@ from enforcer.sources.falco_http import (
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "falco-alerts"
 TERMINAL_SHELL = (DATA / "terminal_shell_k8s.json").read_bytes()
+NODE = "falco-7xk2p"  # the alert's hostname: the node its Falco runs on
 
 
 def test_real_falco_payload_becomes_an_alert():
@@ -103,7 +107,8 @@ def intake():
     received = []
     metrics = Metrics()
     source = start_falco_http(
-        FalcoHttpConfig(addr="127.0.0.1:0", token="s3cret", max_body=16 * 1024),
+        FalcoHttpConfig(addr="127.0.0.1:0", token="s3cret", max_body=16 * 1024,
+                        node_name=NODE),
         received.append, acting=True, metrics=metrics)
     yield source, received, metrics
     source.stop()
@@ -165,7 +170,8 @@ def test_responder_refusal_is_a_503():
     def refuse(alert):
         raise RuntimeError("queue full")
 
-    source = start_falco_http(FalcoHttpConfig(addr="127.0.0.1:0"), refuse, acting=False)
+    source = start_falco_http(FalcoHttpConfig(addr="127.0.0.1:0", node_name=NODE), refuse,
+                              acting=False)
     try:
         assert _request(source.port, "POST", body=TERMINAL_SHELL)[0] == 503
         assert source.responses[503] == 1
@@ -189,7 +195,8 @@ def _https_post(port: int, pki: Path, client: str | None) -> int:
 def test_mutual_tls_authenticates_falco_without_a_token(pki):
     received = []
     config = FalcoHttpConfig(addr="127.0.0.1:0", tls_cert=str(pki / "server.pem"),
-                             tls_key=str(pki / "server.key"), client_ca=str(pki / "ca.pem"))
+                             tls_key=str(pki / "server.key"), client_ca=str(pki / "ca.pem"),
+                             node_name=NODE)
     source = start_falco_http(config, received.append, acting=True)  # mTLS suffices
     try:
         assert _https_post(source.port, pki, "client") == 200
@@ -206,3 +213,53 @@ def test_mutual_tls_authenticates_falco_without_a_token(pki):
 def test_client_ca_without_server_certificate_is_refused(pki):
     with pytest.raises(IntakeConfigError, match="need TLS"):
         check_intake_auth(FalcoHttpConfig(client_ca=str(pki / "ca.pem")), acting=True)
+
+
+def test_mutual_tls_allow_list_of_client_names(pki):
+    """The CA signs more than Falco's certificate: only the names allowed may post."""
+    received = []
+    config = FalcoHttpConfig(addr="127.0.0.1:0", tls_cert=str(pki / "server.pem"),
+                             tls_key=str(pki / "server.key"), client_ca=str(pki / "ca.pem"),
+                             client_names=("client",), node_name=NODE)
+    source = start_falco_http(config, received.append, acting=True)
+    try:
+        assert _https_post(source.port, pki, "client") == 200
+        assert _https_post(source.port, pki, "intruder") == 403  # same CA, other name
+        assert len(received) == 1
+        assert source.responses[403] == 1
+    finally:
+        source.stop()
+    with pytest.raises(IntakeConfigError, match="client-ca"):
+        check_intake_auth(FalcoHttpConfig(client_names=("client",)), acting=False)
+
+
+def test_requests_per_client_are_limited():
+    received = []
+    source = start_falco_http(FalcoHttpConfig(addr="127.0.0.1:0", node_name=NODE,
+                                              client_rate=0.2),
+                              received.append, acting=False)
+    try:
+        codes = [_request(source.port, "POST", body=TERMINAL_SHELL)[0] for _ in range(3)]
+        assert codes == [200, 429, 429]  # a burst of 5 s worth: one request at 0.2/s
+        assert len(received) == 1
+        assert source.responses[429] == 2
+    finally:
+        source.stop()
+
+
+def test_client_rate_buckets_are_bounded():
+    clock = [0.0]
+    rate = ClientRate(1.0, clock=lambda: clock[0])
+    for i in range(3 * MAX_TRACKED_CLIENTS):
+        assert rate.allow(f"10.0.{i // 256}.{i % 256}")
+    assert len(rate._buckets) == MAX_TRACKED_CLIENTS
+    assert [rate.allow("192.0.2.1") for _ in range(6)] == [True] * 5 + [False]
+    clock[0] += 1.0
+    assert rate.allow("192.0.2.1")
+
+
+def test_certificate_names_are_cn_and_sans():
+    cert = {"subject": ((("commonName", "falco"),),),
+            "subjectAltName": (("DNS", "falco.falco.svc"), ("IP Address", "10.0.0.1"))}
+    assert certificate_names(cert) == {"falco", "falco.falco.svc", "10.0.0.1"}
+    assert certificate_names({}) == set()

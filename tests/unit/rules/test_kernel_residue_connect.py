@@ -18,7 +18,8 @@ from enforcer.kernel_kill import TYPE_BITS, KillTables, addr_key
 from enforcer.rules import kernel_residue as pe
 from enforcer.rules.engine import Engine
 from enforcer.rules.loader import load_rules
-from enforcer.sources.decode import errno_text, parse_sockaddr
+from enforcer.sources.decode import parse_sockaddr
+from enforcer.syscall_result import errno_text
 from tests.unit.rules.helpers import load, rule_yaml
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "falco-rules"

@@ -90,9 +90,13 @@ def test_mode_and_errno_text() -> None:
     assert errno_text(-115) == "EINPROGRESS"
 
 
-@pytest.mark.parametrize("raw", [b"", b"\x02", b"\x0a\x00" + bytes(5), b"\xff\xff"])
-def test_parse_sockaddr_never_raises(raw: bytes) -> None:
-    parse_sockaddr(raw)
+@pytest.mark.parametrize(("raw", "parsed"), [
+    (b"", None), (b"\x02", None),
+    (b"\x0a\x00" + bytes(5), {"family": "AF_INET6"}),  # too short for its address
+    (b"\xff\xff", {"family": "65535"}),
+])
+def test_parse_sockaddr_never_raises(raw: bytes, parsed: dict | None) -> None:
+    assert parse_sockaddr(raw) == parsed
 
 
 def test_parse_sockaddr_ipv6_mapped_and_unix() -> None:

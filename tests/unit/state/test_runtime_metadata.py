@@ -5,6 +5,7 @@ container or cannot be asked; a pod's sandbox is asked once for all its containe
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -173,14 +174,49 @@ def test_registry_asks_again_for_an_incomplete_answer_after_a_pause() -> None:
     assert reg.get(CID, "containerd").k8s_pod_labels == {"app": "web", "tier": "front"}
 
 
-def test_upper_dir_from_the_container_process_mountinfo(tmp_path: Path) -> None:
+FORGED = "1 0 0:1 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/forged,workdir=/w\n"
+
+
+def _process(proc: Path, pid: int, mountinfo: str = FORGED) -> Path:
+    """A fake /proc/PID: its root (a real directory) and its own mount table, which the
+    process may have written itself (an overlay it mounted, upperdir= any string)."""
+    root = proc.parent / f"rootfs-{pid}"
+    root.mkdir(exist_ok=True)
+    (proc / str(pid)).mkdir(parents=True, exist_ok=True)
+    (proc / str(pid) / "root").symlink_to(root)
+    (proc / str(pid) / "mountinfo").write_text(mountinfo)
+    return root
+
+
+def _host_mount(proc: Path, root: Path, upper: str, fstype: str = "overlay") -> None:
+    """A line of the host's mount table (PID 1's) mounting `root`, as a runtime does."""
+    dev = root.stat().st_dev
+    (proc / "1").mkdir(parents=True, exist_ok=True)
+    if not (proc / "1" / "root").exists():
+        (proc / "1" / "root").symlink_to("/")
+    options = f"rw,lowerdir=/l,upperdir={upper},workdir=/w" if fstype == "overlay" else "rw"
+    with open(proc / "1" / "mountinfo", "a") as fh:
+        fh.write(f"900 22 {os.major(dev)}:{os.minor(dev)} / {root} rw - {fstype} x "
+                 f"{options}\n")
+
+
+def test_upper_dir_from_the_host_mount_that_is_the_first_process_root(tmp_path: Path) -> None:
     pid = json.loads(STATUS["info"]["info"])["pid"]
-    (tmp_path / str(pid)).mkdir()
-    (tmp_path / str(pid) / "mountinfo").write_text(
-        "1 0 0:1 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/snap/7/fs,workdir=/w\n")
+    proc = tmp_path / "proc"
+    _host_mount(proc, _process(proc, pid), "/snap/7/fs")
     lookup = RuntimeMetadata(cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}),
-                             proc_root=str(tmp_path))
+                             proc_root=str(proc))
     assert lookup(CID, "containerd").upper_dir == "/snap/7/fs"  # type: ignore[union-attr]
+
+
+def test_a_process_own_mount_table_never_names_the_upper_layer(tmp_path: Path) -> None:
+    """Its upperdir= is whatever string the process gave its own overlay."""
+    pid = json.loads(STATUS["info"]["info"])["pid"]
+    proc = tmp_path / "proc"
+    _process(proc, pid)
+    lookup = RuntimeMetadata(cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}),
+                             proc_root=str(proc))
+    assert lookup(CID, "containerd").upper_dir is None  # type: ignore[union-attr]
 
 
 def test_registry_over_the_runtime_lookup() -> None:
@@ -191,37 +227,51 @@ def test_registry_over_the_runtime_lookup() -> None:
     assert info.name == "app" and reg.get(CID, "containerd") is info
 
 
-def test_registry_reads_the_upper_layer_once_from_a_process_of_the_container(
+def test_registry_finds_the_upper_layer_once_from_a_process_of_the_container(
         tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
     reg = ContainerRegistry(None, lookup=RuntimeMetadata(
-        cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}), proc_root=str(tmp_path)))
+        cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}), proc_root=str(proc)))
     reg.get(CID, "containerd")
     info = described(reg)
     # the container's first process was not readable
     assert info.name == "app" and info.upper_dir is None
-    (tmp_path / "20").mkdir()
-    (tmp_path / "20" / "mountinfo").write_text(
-        "1 0 0:1 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/snap/9/fs,workdir=/w\n")
-    # pid 10 is gone already: the next process of the container answers
-    assert reg.upper_dir(info, [10, 20], str(tmp_path)) == "/snap/9/fs"
+    # pid 10 is gone already; pid 15 chrooted into an overlay of its own (no host mount):
+    # neither tells, and the next process of the container answers
+    _process(proc, 15)
+    _host_mount(proc, _process(proc, 20), "/snap/9/fs")
+    assert reg.upper_dir(info, [10, 15, 20], str(proc)) == "/snap/9/fs"
     assert reg.get(CID, "containerd").upper_dir == "/snap/9/fs"
     # a later answer of the runtime (which does not give the layer) keeps it
     assert reg.prefetch(CID, refresh=True).upper_dir == "/snap/9/fs"  # type: ignore[union-attr]
-    (tmp_path / "20" / "mountinfo").unlink()
-    assert reg.upper_dir(reg.get(CID, "containerd"), [20], str(tmp_path)) == "/snap/9/fs"
+    (proc / "1" / "mountinfo").unlink()
+    assert reg.upper_dir(reg.get(CID, "containerd"), [20], str(proc)) == "/snap/9/fs"
+
+
+def test_a_forged_root_neither_names_nor_hides_the_layer(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    reg = ContainerRegistry(None, lookup=RuntimeMetadata(
+        cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}), proc_root=str(proc)))
+    reg.get(CID, "containerd")
+    info = described(reg)
+    _process(proc, 15)
+    assert reg.upper_dir(info, [15], str(proc)) is None
+    _host_mount(proc, _process(proc, 20), "/snap/9/fs")
+    assert reg.upper_dir(info, [20], str(proc)) == "/snap/9/fs"  # nothing was remembered
 
 
 def test_registry_remembers_a_root_that_is_no_overlay(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
     reg = ContainerRegistry(None, lookup=RuntimeMetadata(
-        cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}), proc_root=str(tmp_path)))
+        cri=lambda: FakeCri({CID: STATUS}, {SID: SANDBOX}), proc_root=str(proc)))
     reg.get(CID, "containerd")
     info = described(reg)
-    (tmp_path / "30").mkdir()
-    (tmp_path / "30" / "mountinfo").write_text("1 0 0:1 / / rw - btrfs /dev/vdb rw\n")
-    assert reg.upper_dir(info, [30], str(tmp_path)) is None
-    (tmp_path / "30" / "mountinfo").write_text(
-        "1 0 0:1 / / rw - overlay overlay rw,upperdir=/x/fs\n")
-    assert reg.upper_dir(info, [30], str(tmp_path)) is None  # not read again
+    root = _process(proc, 30)
+    _host_mount(proc, root, "", fstype="btrfs")
+    assert reg.upper_dir(info, [30], str(proc)) is None
+    (proc / "1" / "mountinfo").unlink()
+    _host_mount(proc, root, "/x/fs")
+    assert reg.upper_dir(info, [30], str(proc)) is None  # not looked for again
 
 
 def test_upper_dir_from_the_hosts_mount_of_the_container_rootfs(tmp_path: Path) -> None:

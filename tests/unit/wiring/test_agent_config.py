@@ -52,7 +52,7 @@ def start_agent(tmp_path: Path, config: str, env: dict[str, str]) -> AgentProces
     argv = [sys.executable, "-m", "enforcer", "--source", "falco-http",
             "--config", str(tmp_path / "enforcer.yaml"), "--falco-http-addr", "127.0.0.1:0",
             "--http-addr", "127.0.0.1:0", "--policies", str(tmp_path / "policy.yaml"),
-            "--audit-log", str(audit)]
+            "--audit-log", str(audit), "--node-name", "falco-7xk2p"]
     return AgentProcess(argv, full, tmp_path, audit, timeout=60)
 
 

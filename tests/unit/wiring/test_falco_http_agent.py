@@ -53,7 +53,8 @@ def intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     argv = [sys.executable, "-m", "enforcer", "--source", "falco-http", "--dry-run",
             "--falco-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
             "--policies", str(work / "policies"), "--audit-log", str(audit),
-            "--store", str(work / "audit.db"), "--extra-field", "cluster=test"]
+            "--store", str(work / "audit.db"), "--extra-field", "cluster=test",
+            "--node-name", "falco-7xk2p"]
     agent = AgentProcess(argv, env, work, audit, timeout=60)
     yield agent
     assert agent.stop() == 0, agent.stderr
@@ -135,6 +136,7 @@ def test_with_a_token_the_intake_acts_and_refuses_strangers(tmp_path: Path,
     env = {k: v for k, v in cli_env.items() if not k.startswith("OTEL_")}
     agent = AgentProcess([*enforcer_cmd, "--source", "falco-http", "--falco-http-addr",
                           "127.0.0.1:0", "--falco-http-token-file", str(tmp_path / "token"),
+                          "--node-name", "falco-7xk2p",
                           "--policies", str(tmp_path / "answer.yaml"), "--audit-log",
                           str(audit)], env, tmp_path, audit, timeout=60)
     try:

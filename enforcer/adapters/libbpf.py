@@ -1,0 +1,289 @@
+"""Loaded BPF programs and maps, driven through libbpf (Debian's libbpf1), without bcc.
+
+bcc is what compiles our C (enforcer.adapters.bcc_loader, in a short-lived child), but
+loading bcc maps LLVM and clang into the process: ~60 MB resident before anything is
+compiled, and the compile leaves another ~120 MB behind. The agent only needs what the
+compile produced: attached tracepoints, program fds and map fds. The child hands those
+over (SCM_RIGHTS) with each map's key and value layouts, and this module gives them the
+small part of bcc's table interface the agent uses (`Key()`, `Leaf()`, `table[key]`,
+`table[key] = value`, `del table[key]`, `keys()`, `values()`, ring buffers), on top of
+libbpf's map and ring-buffer calls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+# map types whose values are per CPU (one value per possible CPU, each 8-byte aligned)
+PERCPU_TYPES = frozenset({5, 6, 10})  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+ARRAY_TYPES = frozenset({2, 6})  # ARRAY, PERCPU_ARRAY: delete zeroes the entry
+RINGBUF = 27  # no keys or values of its own
+
+RingBufferCallback = Callable[[Any, int, int], int]
+_RB_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+_lib: ctypes.CDLL | None = None
+
+
+def libbpf() -> ctypes.CDLL:
+    """The libbpf shared library with the prototypes we call (loaded once)."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    try:
+        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    except OSError as exc:
+        raise OSError(f"libbpf is not installed ({exc}); install the Debian package "
+                      "libbpf1 (scripts/setup.sh does)") from exc
+    vp, i = ctypes.c_void_p, ctypes.c_int
+    for name, res, args in (
+            ("bpf_map_update_elem", i, [i, vp, vp, ctypes.c_uint64]),
+            ("bpf_map_lookup_elem", i, [i, vp, vp]),
+            ("bpf_map_delete_elem", i, [i, vp]),
+            ("bpf_map_get_next_key", i, [i, vp, vp]),
+            ("bpf_map_update_batch", i, [i, vp, vp, ctypes.POINTER(ctypes.c_uint32), vp]),
+            ("ring_buffer__new", vp, [i, _RB_CB, vp, vp]),
+            ("ring_buffer__poll", i, [vp, i]),
+            ("ring_buffer__consume", i, [vp]),
+            ("ring_buffer__free", None, [vp]),
+            ("libbpf_num_possible_cpus", i, [])):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    _lib = lib
+    return lib
+
+
+# -- ctypes layouts, described as JSON by the compiling child and rebuilt here ------------
+
+_SIMPLE: dict[str, type] = {t._type_: t for t in (  # type: ignore[attr-defined]
+    ctypes.c_bool, ctypes.c_char, ctypes.c_byte, ctypes.c_ubyte, ctypes.c_short,
+    ctypes.c_ushort, ctypes.c_int, ctypes.c_uint, ctypes.c_long, ctypes.c_ulong,
+    ctypes.c_longlong, ctypes.c_ulonglong, ctypes.c_float, ctypes.c_double,
+    ctypes.c_wchar)}
+
+
+def describe_type(t: Any) -> Any:
+    """A JSON-able description of a ctypes type (simple, array, struct or union)."""
+    if isinstance(t, type) and issubclass(t, ctypes.Array):
+        return {"array": describe_type(t._type_), "n": t._length_}
+    if isinstance(t, type) and issubclass(t, ctypes.Structure | ctypes.Union):
+        fields = []
+        for f in t._fields_:
+            fields.append([f[0], describe_type(f[1]), *f[2:]])
+        return {"kind": "union" if issubclass(t, ctypes.Union) else "struct",
+                "name": t.__name__, "pack": getattr(t, "_pack_", 0),
+                "anon": list(getattr(t, "_anonymous_", ())), "fields": fields}
+    code = getattr(t, "_type_", None)
+    if isinstance(code, str) and code in _SIMPLE:
+        return code
+    raise TypeError(f"cannot describe the ctypes type {t!r}")
+
+
+def build_type(desc: Any) -> Any:
+    """The ctypes type a describe_type() description stands for."""
+    if isinstance(desc, str):
+        return _SIMPLE[desc]
+    if "array" in desc:
+        return build_type(desc["array"]) * desc["n"]
+    base = ctypes.Union if desc["kind"] == "union" else ctypes.Structure
+    ns: dict[str, Any] = {"_fields_": [(f[0], build_type(f[1]), *f[2:])
+                                       for f in desc["fields"]]}
+    if desc["anon"]:
+        ns["_anonymous_"] = desc["anon"]
+    if desc["pack"]:
+        ns["_pack_"] = desc["pack"]
+    return type(desc["name"], (base,), ns)
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """What the child says of one map (its fd travels beside it)."""
+
+    name: str
+    map_type: int
+    key_size: int
+    value_size: int
+    key: Any    # describe_type() of the key
+    leaf: Any   # describe_type() of one value (one CPU's, for per-CPU maps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.map_type, "key_size": self.key_size,
+                "value_size": self.value_size, "key": self.key, "leaf": self.leaf}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> MapSpec:
+        return MapSpec(d["name"], d["type"], d["key_size"], d["value_size"], d["key"],
+                       d["leaf"])
+
+
+def _check(ret: int, what: str) -> None:
+    if ret < 0:
+        err = -ret if ret != -1 else ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+class BpfMap:
+    """One map, by fd, with its key and value layouts."""
+
+    def __init__(self, spec: MapSpec, fd: int, ncpus: int):
+        self.name = spec.name
+        self.fd = fd
+        self.map_type = spec.map_type
+        self.Key = build_type(spec.key)
+        self.Leaf = build_type(spec.leaf)
+        if spec.map_type != RINGBUF and (ctypes.sizeof(self.Key) != spec.key_size
+                                         or ctypes.sizeof(self.Leaf) != spec.value_size):
+            raise ValueError(f"map {spec.name}: layout does not match the kernel's sizes")
+        self.percpu = spec.map_type in PERCPU_TYPES
+        self._ncpus = ncpus
+        self._stride = (spec.value_size + 7) // 8 * 8
+        self._lib = libbpf()
+
+    def _key(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return self.Key(key)
+        if ctypes.sizeof(key) != ctypes.sizeof(self.Key):
+            raise TypeError(f"map {self.name}: key of {ctypes.sizeof(key)} bytes, "
+                            f"not {ctypes.sizeof(self.Key)}")
+        return key
+
+    def __getitem__(self, key: Any) -> Any:
+        k = self._key(key)
+        size = self._stride * self._ncpus if self.percpu else ctypes.sizeof(self.Leaf)
+        buf = ctypes.create_string_buffer(size)
+        if self._lib.bpf_map_lookup_elem(self.fd, ctypes.byref(k), buf) < 0:
+            raise KeyError(key)
+        if not self.percpu:
+            return self.Leaf.from_buffer_copy(buf)
+        out = [self.Leaf.from_buffer_copy(buf, i * self._stride) for i in range(self._ncpus)]
+        # per-CPU integers come back as plain ints (what bcc's per-CPU tables give)
+        return [v.value for v in out] if hasattr(self.Leaf, "value") else out
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self.percpu:
+            raise TypeError(f"map {self.name}: per-CPU values are only read")
+        k = self._key(key)
+        v = self.Leaf(value) if isinstance(value, int) else value
+        _check(self._lib.bpf_map_update_elem(self.fd, ctypes.byref(k), ctypes.byref(v), 0),
+               f"updating map {self.name}")
+
+    def __delitem__(self, key: Any) -> None:
+        k = self._key(key)
+        if self.map_type in ARRAY_TYPES:  # array entries cannot go: zero them
+            self[k] = self.Leaf()
+            return
+        if self._lib.bpf_map_delete_elem(self.fd, ctypes.byref(k)) < 0:
+            raise KeyError(key)
+
+    def keys(self) -> list[Any]:
+        out: list[Any] = []
+        prev = None
+        while True:
+            nxt = self.Key()
+            ret = self._lib.bpf_map_get_next_key(
+                self.fd, ctypes.byref(prev) if prev is not None else None, ctypes.byref(nxt))
+            if ret < 0:
+                return out
+            out.append(nxt)
+            prev = nxt
+
+    def values(self) -> list[Any]:
+        out = []
+        for k in self.keys():
+            try:
+                out.append(self[k])
+            except KeyError:  # deleted meanwhile
+                continue
+        return out
+
+    def items_update_batch(self, keys: Any, values: Any) -> None:
+        """Write many entries in one call (Linux 5.6+)."""
+        count = ctypes.c_uint32(len(keys))
+        _check(self._lib.bpf_map_update_batch(self.fd, keys, values, ctypes.byref(count),
+                                              None), f"batch update of map {self.name}")
+
+
+class LoadedBpf:
+    """What a compile left: attached tracepoints (perf event fds), programs and maps.
+
+    Closing the tracepoint fds detaches the programs; closing the last map fd frees the
+    map. Indexing by map name (`loaded[b"events"]` or `loaded["events"]`) gives a BpfMap.
+    """
+
+    def __init__(self, maps: Iterable[tuple[MapSpec, int]], tracepoints: dict[bytes, int],
+                 programs: dict[str, int]):
+        ncpus = libbpf().libbpf_num_possible_cpus()
+        _check(ncpus, "counting the possible CPUs")
+        self.maps = {spec.name: BpfMap(spec, fd, ncpus) for spec, fd in maps}
+        self.tracepoint_fds = dict(tracepoints)
+        self.funcs = {name: _Program(fd) for name, fd in programs.items()}
+        self._rings: list[tuple[int, Any]] = []  # (ring_buffer *, callback kept alive)
+
+    def __getitem__(self, name: str | bytes) -> BpfMap:
+        key = name.decode() if isinstance(name, bytes) else name
+        return self.maps[key]
+
+    def open_ring_buffer(self, name: str | bytes, callback: RingBufferCallback) -> None:
+        """Deliver the records of ring buffer `name` to callback(ctx, data, size) from
+        ring_buffer_poll/consume; a negative return ends that poll early."""
+        cb = _RB_CB(callback)
+        lib = libbpf()
+        rb = lib.ring_buffer__new(self[name].fd, cb, None, None)
+        if not rb:
+            raise OSError(ctypes.get_errno(), f"opening ring buffer {name!r}")
+        self._rings.append((rb, cb))
+
+    def ring_buffer_poll(self, timeout_ms: int = -1) -> None:
+        for rb, _ in self._rings:
+            libbpf().ring_buffer__poll(rb, timeout_ms)
+
+    def ring_buffer_consume(self) -> None:
+        for rb, _ in self._rings:
+            libbpf().ring_buffer__consume(rb)
+
+    def detach_tracepoint(self, tp: bytes) -> None:
+        """Detach one tracepoint (waits for an RCU grace period in the kernel)."""
+        fd = self.tracepoint_fds.pop(tp)
+        os.close(fd)
+
+    def close(self) -> list[str]:
+        """Detach every tracepoint (in parallel: each close waits for an RCU grace
+        period), then release the ring buffers, programs and maps. Returns warnings."""
+        warnings: list[str] = []
+        attached = list(self.tracepoint_fds)
+        if attached:
+            with ThreadPoolExecutor(max_workers=min(64, len(attached))) as pool:
+                for tp, exc in zip(attached, pool.map(self._detach, attached), strict=True):
+                    if exc is not None:
+                        warnings.append(f"detaching {tp!r}: {exc}")
+        for rb, _ in self._rings:
+            libbpf().ring_buffer__free(rb)
+        self._rings = []
+        for fd in [p.fd for p in self.funcs.values()] + [m.fd for m in self.maps.values()]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.funcs, self.maps = {}, {}
+        return warnings
+
+    def _detach(self, tp: bytes) -> Exception | None:
+        try:
+            self.detach_tracepoint(tp)
+        except (OSError, KeyError) as exc:
+            return exc
+        return None
+
+    def cleanup(self) -> None:
+        """bcc's name for close()."""
+        self.close()
+
+
+@dataclass(frozen=True)
+class _Program:
+    fd: int

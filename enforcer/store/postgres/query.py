@@ -1,0 +1,262 @@
+"""Read the PostgreSQL store for the console: the functions of enforcer.store.query over
+every node's rows, with the node as one more filter. Read-only (a role with SELECT on the
+tables is enough); every value is bound, never spliced.
+
+Unlike the SQLite store there are no per-minute counters: the charts and the dry-run summary
+group the rows of their time range (PostgreSQL's planner picks the index; the list page,
+the one read most, walks a (column, time) index newest first and stops after a page).
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+from enforcer.store.mapping import response_view
+from enforcer.store.query import PAGE_SIZE, Filters, Page
+
+_DETECTION_COLUMNS = ("rule", "priority", "namespace", "pod", "node", "container")
+_RESPONSE_COLUMNS = {"policy": "policy", "action": "action", "outcome": "outcome_class"}
+# The expression of the det_text index (migrations.py), so that the index answers.
+_TEXT = ("to_tsvector('simple', regexp_replace(coalesce(d.rule, '') || ' ' || "
+         "coalesce(d.output, '') || ' ' || coalesce(d.output_fields::text, ''), "
+         "'[^[:alnum:]_]+', ' ', 'g'))")
+
+
+def _conditions(filters: Filters) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if filters.since_ns is not None:
+        clauses.append("d.time_ns >= %s")
+        args.append(filters.since_ns)
+    if filters.until_ns is not None:
+        clauses.append("d.time_ns < %s")
+        args.append(filters.until_ns)
+    for name in _DETECTION_COLUMNS:
+        value = getattr(filters, name)
+        if value not in (None, ""):
+            clauses.append(f"d.{name} = %s")
+            args.append(value)
+    for name, column in _RESPONSE_COLUMNS.items():
+        value = getattr(filters, name)
+        if value not in (None, ""):
+            clauses.append(f"EXISTS (SELECT 1 FROM responses x WHERE x.det_id = d.id AND "
+                           f"x.det_time_ns = d.time_ns AND x.{column} = %s)")
+            args.append(value)
+    if filters.text:
+        text = "".join(ch if ch >= " " else " " for ch in filters.text).strip()
+        if text:
+            clauses.append(f"{_TEXT} @@ plainto_tsquery('simple', regexp_replace(%s, "
+                           "'[^[:alnum:]_]+', ' ', 'g'))")
+            args.append(text)
+    return clauses, args
+
+
+def _summary(column: str) -> str:
+    return (f"(SELECT string_agg(DISTINCT r.{column}, ',' ORDER BY r.{column}) FROM responses r "
+            f"WHERE r.det_id = d.id AND r.det_time_ns = d.time_ns)")
+
+
+_LIST_COLUMNS = ("d.id, d.time_ns, d.rule, d.priority, d.output, d.namespace, d.pod, d.node, "
+                 "d.container, d.hostname, d.trace_id, d.complete, "
+                 f"{_summary('outcome_class')} AS outcomes, {_summary('policy')} AS policies, "
+                 f"{_summary('action')} AS actions")
+
+
+def list_detections(conn: Any, filters: Filters, *, before: tuple[int, int] | None = None,
+                    after: tuple[int, int] | None = None, limit: int = PAGE_SIZE) -> Page:
+    """A page of detections matching `filters`, newest first (see store.query)."""
+    clauses, args = _conditions(filters)
+    older = after is None
+    cursor = after if after is not None else before
+    if cursor is not None:
+        clauses.append(f"(d.time_ns, d.id) {'<' if older else '>'} (%s, %s)")
+        args += [cursor[0], cursor[1]]
+    order = "DESC" if older else "ASC"
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    # The summaries are computed for the page's rows only, after the limit.
+    sql = (f"SELECT {_LIST_COLUMNS} FROM (SELECT * FROM detections d {where} "
+           f"ORDER BY d.time_ns {order}, d.id {order} LIMIT %s) d "
+           f"ORDER BY d.time_ns {order}, d.id {order}")
+    rows = [dict(r) for r in conn.execute(sql, [*args, limit + 1]).fetchall()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if not older:
+        rows.reverse()
+    page = Page(rows=rows)
+    if rows:
+        first, last = rows[0], rows[-1]
+        if (older and more) or not older:
+            page.older = (last["time_ns"], last["id"])
+        if before is not None or (not older and more):
+            page.newer = (first["time_ns"], first["id"])
+    return page
+
+
+def get_detection(conn: Any, det_id: int) -> dict[str, Any] | None:
+    """One detection with its output fields and every decision and action, in order."""
+    row = conn.execute(
+        f"SELECT d.*, {_summary('outcome_class')} AS outcomes, {_summary('policy')} AS "
+        f"policies, {_summary('action')} AS actions FROM detections d WHERE d.id = %s "
+        "ORDER BY d.complete DESC LIMIT 1", (det_id,)).fetchone()
+    if row is None:
+        return None
+    det = dict(row)
+    det["output_fields"] = det["output_fields"] or {}
+    det["tags"] = det["tags"] or []
+    responses = []
+    for r in conn.execute("SELECT * FROM responses WHERE det_id = %s AND det_time_ns = %s "
+                          "ORDER BY time_ns, id", (det_id, det["time_ns"])):
+        item = dict(r)
+        record = item.pop("record")
+        item.update(response_view(record if isinstance(record, dict) else {}))
+        responses.append(item)
+    det["responses"] = responses
+    return det
+
+
+_NOT_SHADOWED = ("(r.kind = 'action' OR NOT EXISTS (SELECT 1 FROM responses a WHERE "
+                 "a.det_id = r.det_id AND a.det_time_ns = r.det_time_ns AND a.kind = 'action' "
+                 "AND a.policy IS NOT DISTINCT FROM r.policy))")
+
+
+def _dry_run_where(filters: Filters) -> tuple[list[str], list[Any]]:
+    clauses = ["r.outcome_class = 'dry-run'", _NOT_SHADOWED]
+    args: list[Any] = []
+    if filters.since_ns is not None:
+        clauses.append("r.det_time_ns >= %s")
+        args.append(filters.since_ns)
+    if filters.until_ns is not None:
+        clauses.append("r.det_time_ns < %s")
+        args.append(filters.until_ns)
+    if filters.node:
+        clauses.append("r.node = %s")
+        args.append(filters.node)
+    return clauses, args
+
+
+def dry_run_summary(conn: Any, filters: Filters) -> list[dict[str, Any]]:
+    """Per policy, action and node: how many times a dry run would have acted, and when
+    last (a policy's decisions only where it has no action records)."""
+    clauses, args = _dry_run_where(filters)
+    if filters.policy:
+        clauses.append("r.policy = %s")
+        args.append(filters.policy)
+    sql = ("SELECT coalesce(r.policy, '') AS policy, coalesce(r.action, '') AS action, "
+           "r.node, count(*) AS n, max(r.det_time_ns) AS last_ns FROM responses r WHERE "
+           + " AND ".join(clauses) + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+    return [dict(r) for r in conn.execute(sql, args)]
+
+
+def dry_run_examples(conn: Any, policy: str, filters: Filters,
+                     limit: int = 20) -> list[dict[str, Any]]:
+    """The latest dry-run responses of one policy: what exactly would have been done."""
+    clauses, args = _dry_run_where(filters)
+    clauses.append("coalesce(r.policy, '') = %s")
+    args.append(policy)
+    sql = ("SELECT r.id, r.det_id, r.det_time_ns, r.kind, r.action, r.record, r.outcome, "
+           "r.node, d.rule, d.namespace, d.pod FROM responses r LEFT JOIN detections d "
+           "ON d.id = r.det_id AND d.time_ns = r.det_time_ns WHERE " + " AND ".join(clauses)
+           + " ORDER BY r.det_time_ns DESC, r.id DESC LIMIT %s")
+    out = []
+    for r in conn.execute(sql, [*args, limit]):
+        item = dict(r)
+        record = item.pop("record")
+        item.update(response_view(record if isinstance(record, dict) else {}))
+        out.append(item)
+    return out
+
+
+def time_bounds(conn: Any) -> tuple[int, int] | None:
+    """Oldest and newest detection time, or None for an empty store."""
+    row = conn.execute("SELECT min(time_ns) AS lo, max(time_ns) AS hi FROM detections"
+                       ).fetchone()
+    return None if row["lo"] is None else (row["lo"], row["hi"])
+
+
+def counts_over_time(conn: Any, by: str, since_ns: int, until_ns: int,
+                     bucket_ns: int) -> list[tuple[int, str, int]]:
+    """(bucket start, series value, detections) for `by` in rule, priority or outcome."""
+    if by == "outcome":
+        sql = ("SELECT (det_time_ns - %(s)s) / %(b)s AS k, outcome_class AS v, "
+               "count(DISTINCT det_id) AS n FROM responses WHERE det_time_ns >= %(s)s AND "
+               "det_time_ns < %(u)s AND outcome_class IS NOT NULL GROUP BY 1, 2")
+    elif by in ("rule", "priority"):
+        sql = (f"SELECT (time_ns - %(s)s) / %(b)s AS k, {by} AS v, count(*) AS n FROM "
+               "detections WHERE time_ns >= %(s)s AND time_ns < %(u)s GROUP BY 1, 2")
+    else:
+        raise ValueError(f"cannot count by {by!r}: expected rule, priority or outcome")
+    rows = conn.execute(sql, {"s": since_ns, "u": until_ns, "b": bucket_ns})
+    return [(since_ns + int(r["k"]) * bucket_ns, "" if r["v"] is None else str(r["v"]),
+             int(r["n"])) for r in rows]
+
+
+def distinct_values(conn: Any, column: str, limit: int = 200) -> list[str]:
+    """Values seen for a filter column, for the filter form's choices."""
+    if column in _DETECTION_COLUMNS:
+        table, col = "detections", column
+    elif column in _RESPONSE_COLUMNS:
+        table, col = "responses", _RESPONSE_COLUMNS[column]
+    else:
+        raise ValueError(f"unknown filter column {column!r}")
+    # A skip scan over the (column, time) index: a few probes per value, not a full scan.
+    sql = (f"WITH RECURSIVE v(x) AS (SELECT min({col}) FROM {table} UNION ALL "
+           f"SELECT (SELECT min({col}) FROM {table} WHERE {col} > v.x) FROM v "
+           f"WHERE v.x IS NOT NULL) SELECT x FROM v WHERE x IS NOT NULL LIMIT %s")
+    return [str(r["x"]) for r in conn.execute(sql, (limit,))]
+
+
+class ReadPool:
+    """A few read-only connections kept open between requests (connecting costs a password
+    exchange each time); connections that broke are dropped, not returned."""
+
+    def __init__(self, dsn: str, size: int = 4, statement_timeout_s: float = 15.0):
+        self.dsn = dsn
+        self.statement_timeout_s = statement_timeout_s
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue(maxsize=size)
+
+    def get(self) -> Any:
+        """An open connection: an idle one, or a new one (raises psycopg.Error)."""
+        import psycopg  # noqa: PLC0415
+
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            try:  # the server may have restarted since: one round trip to know
+                conn.execute("SELECT 1")
+                return conn
+            except psycopg.Error:
+                conn.close()
+        from psycopg.rows import dict_row  # noqa: PLC0415
+
+        from enforcer.store.postgres import migrations  # noqa: PLC0415
+
+        conn = psycopg.connect(
+            self.dsn, autocommit=True, row_factory=dict_row, connect_timeout=10,
+            application_name="enforcer-console",
+            options=(f"-c statement_timeout={int(self.statement_timeout_s * 1000)} "
+                     "-c default_transaction_read_only=on"))
+        try:
+            migrations.check(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def put(self, conn: Any) -> None:
+        """Give a connection back after use."""
+        if conn.closed or conn.broken:
+            return
+        try:
+            self._idle.put_nowait(conn)
+        except queue.Full:
+            conn.close()
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
