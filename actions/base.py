@@ -207,6 +207,7 @@ SUPPRESSED = "suppressed"
 SKIPPED = "skipped"
 RATE_LIMITED = "rate-limited"
 COOLDOWN = "cooldown"
+DONE_IN_KERNEL = "done-in-kernel"  # the BPF program already killed it at the syscall
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,7 @@ class Action:
     required_fields: ClassVar[tuple[str, ...]] = ()
     #: event fields that identify the target, for per-target cooldowns
     target_fields: ClassVar[tuple[str, ...]] = ()
-    #: counts against the global destructive-action budget when applied for real
+    #: mutates when applied for real: the policy's blast-radius breaker covers it
     destructive: ClassVar[bool] = False
     #: changes the target (so protected-namespace guards apply)
     mutating: ClassVar[bool] = True

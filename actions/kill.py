@@ -5,7 +5,9 @@ RBAC: none (node-local; the agent needs CAP_KILL and hostPID).
 
 The target is the event's process identified by pid *and* start time; the signal goes
 through a pidfd opened when the match was decided, so a pid reused since the event is never
-hit. PID 1 of a container is spared unless `scope: container` asks for the whole container.
+hit. PID 1 of a container is spared unless `scope: container` asks for the whole container
+(`scope: process_group` signals the group without it). A process in a protected namespace,
+or in a pod whose namespace is not known yet, is never signalled.
 With `in_kernel: true` the BPF program itself sends SIGKILL at syscall entry for the rule
 (validated by `enforcer validate`); the userspace kill still runs as a backstop.
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 from actions.base import (
     DONE,
+    DONE_IN_KERNEL,
     DRY_RUN,
     NOOP,
     Action,
@@ -86,6 +89,11 @@ class Kill(Action):
     params: KillParams
 
     def plan(self, context: ActionContext) -> Plan:
+        # protected namespaces hold for the kill too (and a pod of unknown namespace)
+        namespace = context.field("k8s.ns.name")
+        context.guards.check_target(str(namespace) if namespace is not None else None,
+                                    context.field("k8s.pod.name")
+                                    or context.field("k8s.pod.uid"))
         pid = int(context.field("proc.pid"))
         expected = expected_start(context.event)
         if expected is None and self.params.require_start_time:
@@ -143,8 +151,8 @@ class Kill(Action):
             if dry_run:
                 return Outcome(DRY_RUN, f"would have sent SIGKILL to pid {plan.target['pid']} "
                                         "in the kernel, at the matching syscall")
-            return Outcome(NOOP, "the process had already exited (the kernel kills it at the "
-                                 "matching syscall)")
+            return Outcome(DONE_IN_KERNEL, f"SIGKILL sent to pid {plan.target['pid']} by "
+                                           "the kernel, at the matching syscall")
         if not alive:
             return Outcome(NOOP, "the process had already exited")
         if dry_run:
@@ -189,7 +197,9 @@ def _members(predicate: Any) -> list[int]:
 
 
 def _open_checked(pids: list[int], leader: ProcessHandle, guards: Any,
-                  allow_init: bool) -> list[ProcessHandle]:
+                  allow_init: bool, skip_init: bool = False) -> list[ProcessHandle]:
+    """Open and guard-check each member. `skip_init`: a container's PID 1 in the group is
+    left out (spared) instead of refusing the whole kill."""
     opened: list[ProcessHandle] = []
     try:
         for pid in pids:
@@ -203,7 +213,12 @@ def _open_checked(pids: list[int], leader: ProcessHandle, guards: Any,
             except (ProcessGone, IdentityMismatch):
                 continue
             opened.append(handle)
-            guards.check_process(pid, allow_container_init=allow_init)
+            try:
+                guards.check_process(pid, allow_container_init=allow_init)
+            except Refused as exc:
+                if not (skip_init and exc.guard == "container-init"):
+                    raise
+                opened.pop().close()
     except BaseException:
         for handle in opened:
             handle.close()
@@ -215,7 +230,8 @@ def _group_members(leader: ProcessHandle, guards: Any) -> list[ProcessHandle]:
     def same_group(pid: int) -> bool:
         stat = read_stat(pid)
         return stat is not None and stat.pgrp == leader.pgrp
-    return _open_checked(_members(same_group), leader, guards, allow_init=False)
+    return _open_checked(_members(same_group), leader, guards, allow_init=False,
+                         skip_init=True)
 
 
 def _container_members(leader: ProcessHandle, guards: Any) -> list[ProcessHandle]:

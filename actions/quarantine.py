@@ -105,8 +105,9 @@ class Quarantine(Action):
 
     def plan(self, context: ActionContext) -> Plan:
         namespace = context.field("k8s.ns.name")
-        if namespace is not None:
-            context.guards.check_namespace(valid_namespace(namespace))
+        context.guards.check_target(
+            valid_namespace(namespace) if namespace is not None else None,
+            context.field("k8s.pod.name") or context.field("k8s.pod.uid"))
         pid = int(context.field("proc.pid"))
         if _same_netns(pid, os.getpid()):
             raise Refused("host-network", f"pid {pid} uses the agent's (host) network "

@@ -6,7 +6,15 @@ process's open files and sockets. Bounded in size; written to a local directory.
 RBAC: none (node-local; the agent needs hostPID and read access to container storage).
 
 Paths inside the container are opened one component at a time without following symlinks,
-so a hostile container cannot point the agent at the host's files.
+so a hostile container cannot point the agent at the host's files. The changed files are
+those of the host overlay mount that is the process's root (enforcer.state.overlay: matched
+by the device and inode of /proc/PID/root in the host's mount table, where the runtime
+mounted it); never the upperdir= of the process's own mount table, which a process with a
+mount namespace of its own writes itself.
+
+Bounded: at most max_files files, max_bytes bytes and 4 x max_files directory entries looked
+at (directories are read as streams); before an archive is written, the oldest archives of
+the directory are removed until it fits in directory_max_bytes; names are unique per match.
 
 With `upload`, once the archive is written and its sha256 known, the archive and its
 manifest are PUT to S3-compatible storage (see actions/snapshot_upload.py) under a key made of

@@ -14,11 +14,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from enforcer.alert import Alert
-from enforcer.kernel_filter import open_filter_for, sends_need_address
+from enforcer.kernel_results import with_rule_filters
 from enforcer.priority import Priority
 from enforcer.sources.ebpf import Attachment, EbpfSource, available_syscalls, plan
 from enforcer.sources.probe import ProbeConfig
@@ -207,11 +207,7 @@ class Agent:
         self._unfiltered_config = base
         self.kernel_filter = kernel_filter
         if kernel_filter:
-            rules = list(rules)
-            filt = open_filter_for(rules)
-            if filt is not None:
-                base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
-            base = replace(base, sends_need_address=sends_need_address(rules))
+            base = with_rule_filters(base, rules)
         self._base_config = base
         self.probe_config = base
         self.attachment = Attachment((), ())
@@ -304,11 +300,7 @@ class Agent:
         """
         base = self._unfiltered_config
         if self.kernel_filter:
-            rules = list(rules)
-            filt = open_filter_for(rules)
-            if filt is not None:
-                base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
-            base = replace(base, sends_need_address=sends_need_address(rules))
+            base = with_rule_filters(base, rules)
         config, attachment = plan(event_types, available_syscalls(), base)
         with self._switch_lock:
             if config == self.probe_config:

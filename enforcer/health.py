@@ -33,6 +33,7 @@ class Readiness:
             name: Condition(False, "not yet") for name in required}
         self._warnings: dict[str, str] = {}
         self._watches: dict[str, Callable[[], str | None]] = {}
+        self._checks: dict[str, Callable[[], str | None]] = {}
 
     def set(self, name: str, ok: bool = True, detail: str = "") -> None:
         """Record the state of a condition (adds it to the required set if new)."""
@@ -53,10 +54,15 @@ class Readiness:
         with self._lock:
             self._watches[key] = check
 
+    def require(self, key: str, check: Callable[[], str | None]) -> None:
+        """A condition computed when asked: `check()` returns what is wrong (the pod is
+        unready while it does), or None when all is well."""
+        with self._lock:
+            self._checks[key] = check
+
     @property
     def ready(self) -> bool:
-        with self._lock:
-            return all(c.ok for c in self._conditions.values())
+        return bool(self.snapshot()["ready"])
 
     def snapshot(self) -> dict[str, object]:
         """JSON-ready view: {"ready", "conditions": {name: {ok, detail}}, "warnings"}."""
@@ -65,6 +71,13 @@ class Readiness:
                           for name, c in self._conditions.items()}
             warnings = dict(self._warnings)
             watches = dict(self._watches)
+            checks = dict(self._checks)
+        for key, check in checks.items():
+            try:
+                problem = check()
+            except Exception as exc:  # noqa: BLE001 - a probe answer must not fail
+                problem = f"check failed: {exc!r}"
+            conditions[key] = {"ok": not problem, "detail": problem or "ok"}
         for key, check in watches.items():
             try:
                 message = check()

@@ -13,6 +13,13 @@ sys_exit_execve) reaches us, so "our last applied exec of that pid is not older 
 stamp" proves the table is current. A fork is stamped in the same tracepoint as the fork
 record, so a small tolerance is allowed there (a pid cannot be reused within it). Until
 then the process is left unarmed and retried when the record is applied.
+
+Admission (`admits(rule, get)`, from the responder): a rule is armed for a process only if a
+policy that kills for it in the kernel would answer the process's workload now — not when
+the policy's blast-radius breaker suspends it for new workloads (the workloads it already
+answered stay armed), nor in a protected namespace. When the answer may have changed
+(`generation()`), every armed or refused process is armed again from the agent's loop.
+The agent, its ancestors and its descendants are never armed.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from actions.process import ancestors as proc_ancestors
 from enforcer.kernel_kill import MAX_DEPS, MAX_TEMPLATES, KillTables, TableFull
 from enforcer.rules import kernel_residue as pe
 from enforcer.sources import syscalls as sc
@@ -57,6 +65,14 @@ class KillMaps(Protocol):
     def put_parent(self, tgid: int, tmpl: int, uid: int, gid: int, cgroup: int,
                    deps: list[tuple[int, int]]) -> None: ...
     def delete_parent(self, tgid: int) -> None: ...
+
+
+#: admits(rule name, field getter of the process) -> whether the kernel may kill for it
+Admits = Callable[[str, Callable[[str], Any]], bool]
+
+
+def _admit_all(_rule: str, _get: Callable[[str], Any]) -> bool:
+    return True
 
 
 @dataclass
@@ -94,6 +110,10 @@ class Arming:
     reduced_cache: dict[tuple[str, ...], int] = field(default_factory=dict)
     ports_pushed: dict[int, int] = field(default_factory=dict)
     addrs_pushed: dict[tuple[int, bytes], int] = field(default_factory=dict)
+    admits: Admits = _admit_all
+    denied: set[int] = field(default_factory=set)  # a rule refused by admission
+    _mask: tuple[bool, ...] = ()  # the rules admitted for the process being armed
+    agent_ancestors: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.tables = KillTables([r.name for r in self.rules])
@@ -121,6 +141,12 @@ class Arming:
         if code == sc.EV_FORK:
             child = rec["_child"]
             self.applied_fork[child] = ts
+            if pid in self.waiting_container:
+                # a parent that waited for its container's metadata: armed again (its
+                # template first) before its child is, which inherits the wait otherwise
+                parent = ctx.table.get(pid)
+                if parent is not None and parent.pid == pid:
+                    self.arm(ctx, parent, parent.uid, parent.gid, self.cgroups.get(pid, 0))
             proc = ctx.table.get(child)
             if proc is not None and proc.pid == child:
                 self.arm(ctx, proc, rec["user.uid"], rec["group.gid"],
@@ -162,6 +188,7 @@ class Arming:
                 if not users:
                     del self.dependents[dep]
         self.waiting_container.discard(pid)
+        self.denied.discard(pid)
         self.cgroups.pop(pid, None)
 
     # --- arming -------------------------------------------------------------------------
@@ -206,10 +233,17 @@ class Arming:
         rec = {"proc.pid": pid, "thread.tid": pid, "user.uid": uid, "group.gid": gid,
                "_comm": proc.comm, "_cgroup_id": cgroup, "_ts_mono": 0}
         event = LiveEvent(rec, ctx, proc)
+        allowed = [self._admitted(rule.name, event) for rule in self.rules]
+        if all(allowed):
+            self.denied.discard(pid)
+        else:
+            self.denied.add(pid)
         chain = self._chain(ctx, proc, self.depth, MAX_DEPS)
         parent_chain = self._chain(ctx, proc, self.depth - 1 if self.depth > 0 else self.depth,
                                    MAX_DEPS - 1)
         self._depend(pid, sorted(set(chain or ()) | set(parent_chain or ())))
+        # its children are of its workload: their template leaves the refused rules out
+        self._mask = tuple(allowed)
         self._template(ctx, proc, event, uid, gid, cgroup, parent_chain)
         if chain is None:
             self._disarm(pid)
@@ -222,6 +256,8 @@ class Arming:
                 self.waiting_container.add(pid)  # metadata not there yet: try again later
                 self._disarm(pid)
                 return False
+            if not allowed[index]:
+                continue
             conj = self._conjuncts(index, event)
             if conj is None:
                 continue
@@ -235,6 +271,9 @@ class Arming:
                 if new:
                     self._publish(slot)
                 bitmap |= 1 << slot
+        if in_container and event.container().name is None:
+            # the namespace guard is checked again once the metadata is there
+            self.waiting_container.add(pid)
         if not bitmap:
             self._disarm(pid)
             return False
@@ -264,7 +303,7 @@ class Arming:
         known = _child_view(event, proc)
         tmpl = None
         if chain is not None:
-            key = tuple(_hashable(known(k)) for k in self.child_keys)
+            key = tuple(_hashable(known(k)) for k in self.child_keys) + (self._mask,)
             tmpl = self.template_cache.get(key)
             if tmpl is None:
                 tmpl = self._build_template(known)
@@ -294,7 +333,7 @@ class Arming:
             # what the parent decides first, once; then each comm on what is left
             reduced = [pe.partial(r.rule.expr, pe.child_decider(known, pe.SOME_COMM, parent))
                        for r in self.rules]
-            key_text = tuple(str(r) for r in reduced)
+            key_text = tuple(str(r) for r in reduced) + tuple(str(m) for m in self._mask)
             if parent is pe.KNOWN:
                 key_text += ("children",)
             if key_text in self.reduced_cache:
@@ -343,7 +382,7 @@ class Arming:
         bits = 0
         for index, rule in enumerate(self.rules):
             expr = reduced[index]
-            if expr is False:
+            if expr is False or (self._mask and not self._mask[index]):
                 continue
             try:
                 residue = (expr if expr is True
@@ -358,10 +397,30 @@ class Arming:
                 bits |= 1 << slot
         return bits
 
+    def _admitted(self, rule: str, event: LiveEvent) -> bool:
+        try:
+            return bool(self.admits(rule, event.get))
+        except Exception:  # noqa: BLE001 - when in doubt, the kernel does not kill
+            log.exception("in-kernel kill: admission of %s failed", rule)
+            return False
+
+    def rearm_all(self, ctx: Any) -> None:
+        """Admission may have changed (a policy suspended, resumed, half-open): arm again
+        every process that is armed or was refused by it."""
+        for pid in sorted(set(self.armed) | self.denied | self.parents):
+            proc = ctx.table.get(pid)
+            if proc is None or proc.exited or proc.pid != pid:
+                self.forget(pid)
+                continue
+            self.arm(ctx, proc, proc.uid, proc.gid, self.cgroups.get(pid, 0))
+
     def _spared(self, ctx: Any, proc: Any) -> bool:
-        """The guards no policy switches off: never PID 1, a container's PID 1, the agent
-        or its descendants (neither armed nor a template for its children)."""
+        """The guards no policy switches off: never PID 1, a container's PID 1, the agent,
+        its ancestors or its descendants (neither armed nor a template for its
+        children)."""
         if proc.pid <= 1 or proc.vpid == 1 or proc.pid == self.agent_tgid:
+            return True
+        if proc.pid in self.agent_ancestors:
             return True
         return any(a.pid == self.agent_tgid for a in ctx.table.ancestors(proc))
 
@@ -508,7 +567,13 @@ class KernelKiller:
     kernel made."""
 
     def __init__(self, rules: Iterable[Any], agent_tgid: int,
-                 on_kill: OnKill | None = None):
+                 on_kill: OnKill | None = None, admits: Admits | None = None,
+                 generation: Callable[[], int] | None = None):
+        self.admits = admits or _admit_all
+        # when it changes, admission may answer otherwise: every process is armed again
+        self.generation = generation or (lambda: 0)
+        self._seen_generation = 0
+        self._ctx: Any = None
         self.rules_selected = list(rules)
         self.rules = armed_rules(self.rules_selected)
         self.agent_tgid = agent_tgid
@@ -525,7 +590,10 @@ class KernelKiller:
 
         types = set().union(*(r.rule.event_types or () for r in self.rules))
         self._maps = BccEnforce(render(self.agent_tgid, types=types), self._record)
-        self.arming = Arming(self.rules, self._maps, self.agent_tgid)
+        self.arming = Arming(self.rules, self._maps, self.agent_tgid, admits=self.admits,
+                             agent_ancestors=set(proc_ancestors(self.agent_tgid)))
+        self._ctx = ctx
+        self._seen_generation = self.generation()
         pids = [int(d) for d in os.listdir(ctx.proc_root) if d.isdigit()]
         self.arming.seed(ctx, pids)
 
@@ -539,6 +607,14 @@ class KernelKiller:
     def poll(self) -> None:
         if self._maps is not None:
             self._maps.poll(0)
+        if self.arming is not None and self._ctx is not None:
+            generation = self.generation()
+            if generation != self._seen_generation:
+                self._seen_generation = generation
+                try:
+                    self.arming.rearm_all(self._ctx)
+                except Exception:  # noqa: BLE001 - arming must never stop detection
+                    log.exception("in-kernel kill: re-arming failed")
 
     def _record(self, rec: Any) -> None:
         name = (self.rules[rec.rule].name if 0 <= rec.rule < len(self.rules)
@@ -555,7 +631,7 @@ class KernelKiller:
         return self._maps.stats() if self._maps is not None else (0, 0, 0)
 
     def switch_off(self) -> None:
-        """The agent turned dry-run (budget exhausted): the kernel stops killing now."""
+        """The kernel stops killing now (a reload changed what it kills for)."""
         if self._maps is not None:
             self._maps.switch_off()
 

@@ -52,6 +52,19 @@ class _HotPathCollector(Collector):
             "Events the kernel could not hand to userspace (ring buffer full)")
         drops.add_metric([], self._metrics.kernel_drops())
         yield drops
+        kernel = self._metrics.in_kernel_kills()
+        if kernel is not None:
+            kills, stale, lost = kernel
+            for name, value, text in (
+                    ("in_kernel_kills", kills, "Processes the in-kernel kill killed (the "
+                                               "kernel's own counter)"),
+                    ("in_kernel_kill_stale", stale, "Times the in-kernel kill did not kill "
+                                                    "because the process changed since exec"),
+                    ("in_kernel_kill_records_lost", lost, "In-kernel kill records lost "
+                                                          "before userspace read them")):
+                family = CounterMetricFamily(f"{PREFIX}_{name}", text)
+                family.add_metric([], value)
+                yield family
 
 
 class _FalcoCollector(Collector):
@@ -146,6 +159,7 @@ class Metrics:
         # Incremented by the source's loop: `metrics.event_counts[evt_type] += 1`.
         self.event_counts: Tally[str] = Tally()
         self._kernel_drops_reader: Callable[[], int] | None = None
+        self._in_kernel_reader: Callable[[], tuple[int, int, int]] | None = None
         self._lock = threading.Lock()
         r.register(_HotPathCollector(self))
         # (rule, priority number, source, tags) -> matches, for Falco's rules_matches
@@ -178,9 +192,15 @@ class Metrics:
         self.responder_drops = Counter(
             f"{PREFIX}_responder_drops", "Matches not handled because the responder queue "
             "was full", registry=r)
-        self.budget_trips = Counter(
-            f"{PREFIX}_budget_trips", "Times the destructive-action budget switched the agent "
-            "to dry-run", registry=r)
+        self.policy_suspensions = Counter(
+            f"{PREFIX}_policy_suspensions", "Times a policy's blast-radius breaker suspended "
+            "it for new workloads", ["policy"], registry=r)
+        self.policy_resumes = Counter(
+            f"{PREFIX}_policy_resumes", "Times a suspended policy was resumed by command",
+            ["policy"], registry=r)
+        self.policy_suspended_matches = Counter(
+            f"{PREFIX}_policy_suspended_matches", "Matches from new workloads not answered "
+            "because their policy was suspended", ["policy"], registry=r)
         self.kubernetes_events = Counter(
             f"{PREFIX}_kubernetes_events", "Kubernetes Events for response outcomes, by "
             "result (created, failed, dropped)", ["result"], registry=r)
@@ -194,6 +214,20 @@ class Metrics:
     def read_kernel_drops_with(self, reader: Callable[[], int]) -> None:
         """Register the function that sums the per-CPU kernel drop counters."""
         self._kernel_drops_reader = reader
+
+    def read_in_kernel_kills_with(self, reader: Callable[[], tuple[int, int, int]]) -> None:
+        """Register the reader of the in-kernel kill's counters (kills, stale, lost)."""
+        self._in_kernel_reader = reader
+
+    def in_kernel_kills(self) -> tuple[int, int, int] | None:
+        reader = self._in_kernel_reader
+        if reader is None:
+            return None
+        try:
+            kills, stale, lost = reader()
+            return int(kills), int(stale), int(lost)
+        except Exception:  # noqa: BLE001 - a scrape must not fail because a map read did
+            return None
 
     def kernel_drops(self) -> int:
         reader = self._kernel_drops_reader
@@ -244,8 +278,15 @@ class Metrics:
     def responder_dropped(self) -> None:
         self.responder_drops.inc()
 
-    def budget_tripped(self) -> None:
-        self.budget_trips.inc()
+    def policy_breaker(self, policy: str, outcome: str) -> None:
+        """A breaker record: `tripped` (suspended) or `resumed`."""
+        if outcome == "tripped":
+            self.policy_suspensions.labels(policy).inc()
+        elif outcome == "resumed":
+            self.policy_resumes.labels(policy).inc()
+
+    def policy_refused_suspended(self, policy: str) -> None:
+        self.policy_suspended_matches.labels(policy).inc()
 
     def kubernetes_event(self, result: str) -> None:
         self.kubernetes_events.labels(result).inc()

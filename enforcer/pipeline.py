@@ -29,6 +29,7 @@ from enforcer.audit.tracing import Tracer
 from enforcer.gitops.bundle import Bundle
 from enforcer.health import POLICIES_LOADED, PROBES_ATTACHED, Readiness
 from enforcer.metrics import Metrics
+from enforcer.outputs.escape import escape_control
 from enforcer.priority import Priority
 from enforcer.reload import Reloader
 from enforcer.respond.responder import Responder
@@ -155,7 +156,7 @@ class Pipeline:
     def critical(self, alert: Alert) -> None:
         """The agent's own critical alerts (budget breaker, refused reload): to every output
         and, as a log line, to stderr."""
-        self.stderr.write(f"enforcer: {alert.text_line}\n")
+        self.stderr.write(f"enforcer: {escape_control(alert.text_line)}\n")
         self.stderr.flush()
         self.obs.dispatcher.dispatch(alert)
         self.metrics.rule_matched(alert.rule, alert.priority.display, alert.source, alert.tags)

@@ -42,6 +42,7 @@ from enforcer.alert import Alert
 from enforcer.audit.record import RELOAD, AuditRecord, AuditSink, new_match_id
 from enforcer.errors import Diagnostic
 from enforcer.gitops.bundle import Bundle, BundleError, load_bundle, source_files
+from enforcer.outputs.escape import escape_control
 from enforcer.priority import Priority
 
 RELOAD_FAILED_RULE = "Enforcer policy reload failed"
@@ -236,7 +237,7 @@ def _internal(exc: Exception, seen: Fingerprint) -> BundleError:
 
 
 def _print_critical(alert: Alert) -> None:
-    print(alert.text_line, file=sys.stderr, flush=True)
+    print(escape_control(alert.text_line), file=sys.stderr, flush=True)
 
 
 class CurrentEngine:

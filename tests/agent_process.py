@@ -23,11 +23,11 @@ class AgentProcess:
     def __init__(self, argv: list[str], env: dict[str, str], workdir: Path,
                  audit: Path, timeout: float = 180.0):
         """Start `argv` with `env` and wait for its ready line. ENFORCER_AUDIT_LOG,
-        ENFORCER_STORE, ENFORCER_STATE_DIR and ENFORCER_SNAPSHOT_DIR that `env` does not set
-        to paths of its own point under `workdir/agent-paths`."""
+        ENFORCER_STATE_DIR and ENFORCER_SNAPSHOT_DIR that `env` does not set to paths of its
+        own point under `workdir/agent-paths`."""
         self.workdir = workdir
         self.audit = audit
-        # its own audit log, store, state and snapshot directories, wherever the caller's
+        # its own audit log, state and snapshot directories, wherever the caller's
         # environment left them to the session's defaults (or to the machine's)
         own = agent_paths(workdir / "agent-paths")
         env = dict(env) | {name: own[name] for name in own

@@ -16,9 +16,11 @@ UPSTREAM_RULES = REPO / "tests" / "data" / "falco-rules"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # The settings that say where an agent writes. Unset, an agent writes /var/log/enforcer,
-# /var/lib/enforcer and /run/enforcer, which belong to a real agent on the machine.
-AGENT_PATHS = {"ENFORCER_AUDIT_LOG": "audit.jsonl", "ENFORCER_STORE": "audit.db",
-               "ENFORCER_STATE_DIR": "state", "ENFORCER_SNAPSHOT_DIR": "snapshots"}
+# /var/lib/enforcer and /run/enforcer, which belong to a real agent on the machine. (Not
+# ENFORCER_STORE: setting it switches the store on; off is the default, and a test that
+# wants one names its file.)
+AGENT_PATHS = {"ENFORCER_AUDIT_LOG": "audit.jsonl", "ENFORCER_STATE_DIR": "state",
+               "ENFORCER_SNAPSHOT_DIR": "snapshots"}
 # Where they point for the whole session (a temp dir removed at the end); an agent that a
 # test starts gets its own instead (agent_paths, tests/agent_process.py).
 SESSION_AGENT_PATHS: dict[str, str] = {}
@@ -87,6 +89,9 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     # A live agent serves /metrics on 0.0.0.0:9376 by default: tests must not fight over it.
     env.setdefault("ENFORCER_HTTP_ADDR", "127.0.0.1:0")
+    # ... nor over the control socket (STATE_DIR/control.sock): a test that needs it names
+    # its own with --control-socket
+    env.setdefault("ENFORCER_CONTROL_SOCKET", "off")
     return env
 
 

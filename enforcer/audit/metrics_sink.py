@@ -2,8 +2,8 @@
 
 It reads the same records as the JSONL log, so metrics can never disagree with the audit
 trail: actions by action/outcome/dry_run with their latency, rate-limited responses (policy
-rate limits and per-target cooldowns), guard refusals, responder queue drops, budget
-trips, and hot reloads applied or refused.
+rate limits and per-target cooldowns), guard refusals, responder queue drops, policy
+suspensions by the blast-radius breaker (and matches it refused), and hot reloads.
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ class MetricsAudit:
                 m.response_rate_limited(rec.policy or "unknown")
         elif kind == DECISION and outcome in RATE_LIMITED_OUTCOMES:
             m.response_rate_limited(rec.policy or "unknown")
+        elif kind == DECISION and outcome == "suspended":
+            m.policy_refused_suspended(rec.policy or "unknown")
         elif kind == DROP:
             m.responder_dropped()
         elif kind == BREAKER:
-            m.budget_tripped()
+            m.policy_breaker(rec.policy or "unknown", outcome)
         elif kind == "reload":  # hot reload of rules and policies (enforcer.reload)
             m.policies_loaded(outcome == "applied")
 

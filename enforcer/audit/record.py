@@ -16,7 +16,7 @@ from typing import Any, Protocol
 MATCH = "match"          # an alert matched one or more policies (or the queue dropped it)
 DECISION = "decision"    # a policy's verdict for a match: act, rate-limited, disabled…
 ACTION = "action"        # one action's outcome: done, noop, dry-run, suppressed, skipped…
-BREAKER = "breaker"      # the global budget tripped: the agent is now dry-run (critical)
+BREAKER = "breaker"      # a policy's blast-radius breaker tripped (critical) or was resumed
 DROP = "drop"            # the responder's queue was full: the match was not handled
 RELOAD = "reload"        # a new rules + policies set was applied, or refused (critical)
 K8S_EVENT = "k8s_event"  # a Kubernetes Event for an outcome could not be created

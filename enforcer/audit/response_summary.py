@@ -19,7 +19,7 @@ def _breakdown(counts: Mapping[str, int]) -> str:
 
 def format_response_summary(stats: Mapping[str, Any]) -> str:
     """Format `Responder.stats()` (`{"actions": {action: {outcome: n}}, "decisions":
-    {outcome: n}, "dropped": n, "budget_tripped": bool}`) as lines ending in a newline."""
+    {outcome: n}, "dropped": n, "suspended": [policy]}`) as lines ending in a newline."""
     actions: Mapping[str, Mapping[str, int]] = stats.get("actions", {}) or {}
     decisions: Mapping[str, int] = stats.get("decisions", {}) or {}
     lines = ["Responses by action and outcome:"]
@@ -30,6 +30,7 @@ def format_response_summary(stats: Mapping[str, Any]) -> str:
         lines.append(f"Response decisions: {sum(decisions.values())} "
                      f"({_breakdown(decisions)})")
     lines.append(f"Matches not answered (responder queue full): {stats.get('dropped', 0)}")
-    if stats.get("budget_tripped"):
-        lines.append("Destructive-action budget EXHAUSTED: responses were dry-run since")
+    if stats.get("suspended"):
+        lines.append("Policies suspended for new workloads (blast radius): "
+                     + ", ".join(stats["suspended"]))
     return "\n".join(lines) + "\n"

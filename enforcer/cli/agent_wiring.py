@@ -198,7 +198,7 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
     bundle = reloader.current
     try:
         responder = responder_from_args(args, policies=bundle.policies, hostname=host,
-                                        audit=audit)
+                                        audit=audit, serve_control=True)
     except EnforcerError as exc:
         raise WiringError(f"enforcer: {exc}", getattr(exc, "exit_code", 1)) from None
     responder.use_policies(bundle.policies, bundle.short_digest)

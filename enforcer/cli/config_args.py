@@ -109,6 +109,10 @@ def config_defaults(config: dict[str, Any]) -> dict[str, Any]:
         out["audit_log"] = audit["log"]
     if "max_bytes" in audit:
         out["audit_max_bytes"] = parse_size(audit["max_bytes"])
+    if "fsync" in audit:
+        out["audit_fsync"] = audit["fsync"]
+    if "unready_on_failure" in audit:
+        out["audit_unready_on_failure"] = bool(audit["unready_on_failure"])
     out.update(_tracing(config.get("tracing") or {}))
     guards = config.get("guards") or {}
     if "protected_namespaces" in guards:

@@ -27,6 +27,11 @@ import yaml
 
 from enforcer.priority import Priority
 
+_JSON_DEFAULTS = {"json_include_output_property": True,
+                  "json_include_message_property": False,
+                  "json_include_output_fields_property": True,
+                  "json_include_tags_property": True}
+
 
 def falco_defaults(config: dict[str, Any], warn: Any) -> dict[str, Any]:
     """Parser defaults (option dests) from the Falco keys of a validated `config`; `warn`
@@ -52,6 +57,14 @@ def falco_defaults(config: dict[str, Any], warn: Any) -> dict[str, Any]:
     if "json_output" in config:
         out["format"] = "json" if config["json_output"] else "text"
         out["json_output"] = bool(config["json_output"])
+    for key, default in _JSON_DEFAULTS.items():
+        if key in config and config[key] != default:
+            warn(f"{key}: {str(config[key]).lower()} is not applied: alerts keep Falco's "
+                 "default JSON shape (output, output_fields and tags; no message), which "
+                 "Falcosidekick and Talon read")
+    if config.get("time_format_iso_8601"):
+        warn("time_format_iso_8601: true is not applied: JSON alerts carry RFC 3339 (ISO 8601) "
+             "UTC times; text lines keep HH:MM:SS")
     if "priority" in config:
         out["min_priority"] = Priority.parse(config["priority"])
     if "rule_matching" in config:
@@ -123,11 +136,11 @@ def _webserver(web: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     if web.get("enabled") is False:
         return {"http_addr": "off"}
-    out: dict[str, Any] = {}
-    if "listen_port" in web or "listen_address" in web:
-        address = web.get("listen_address", "0.0.0.0")
-        host = f"[{address}]" if ":" in address else address
-        out["http_addr"] = f"{host}:{web.get('listen_port', 8765)}"
+    # Falco's defaults (0.0.0.0:8765) for what the block leaves out: a falco.yaml that
+    # has a webserver block gets Falco's port, so its scrape configs keep working
+    address = web.get("listen_address", "0.0.0.0")
+    host = f"[{address}]" if ":" in address else address
+    out: dict[str, Any] = {"http_addr": f"{host}:{web.get('listen_port', 8765)}"}
     if web.get("k8s_healthz_endpoint"):
         out["health_path"] = web["k8s_healthz_endpoint"]
     return out

@@ -14,6 +14,7 @@ import sys
 from enforcer import __version__
 from enforcer.cli import config_args, falco_flags, run
 from enforcer.errors import ConfigError
+from enforcer.outputs.escape import install_log_escaping
 
 # Order here is the order in `enforcer --help`.
 COMMAND_MODULES = [
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         if args.command is None:
+            install_log_escaping()  # log lines quote event fields: one line each, inert
             try:  # the live agent: its --config file's settings, under the command line
                 args = config_args.reparse_with_config(parser, argv, args)
             except ConfigError as exc:

@@ -28,7 +28,7 @@ from enforcer.audit.metrics_sink import MetricsAudit
 from enforcer.audit.otel_sink import TracingAudit
 from enforcer.audit.record import FanOut
 from enforcer.audit.response_summary import format_response_summary
-from enforcer.audit.rotating_file import DEFAULT_MAX_BYTES, RotatingJsonlAudit
+from enforcer.audit.rotating_file import DEFAULT_MAX_BYTES, FsyncPolicy, RotatingJsonlAudit
 from enforcer.audit.tracing import Tracer, TracingConfig, TracingConfigError, setup_tracing
 from enforcer.health import POLICIES_LOADED, Readiness
 from enforcer.http_server import DEFAULT_HTTP_ADDR, HttpServer, parse_addr
@@ -141,6 +141,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="rotate the audit log at this size; rotated files are kept "
                           "(default 100Mi; K/M/G are powers of 1000, Ki/Mi/Gi of 1024; env "
                           "ENFORCER_AUDIT_MAX_BYTES)")
+    obs.add_argument("--audit-fsync", metavar="POLICY",
+                     default=_env("ENFORCER_AUDIT_FSYNC", "never"),
+                     help="force audit records to disk: never (the kernel writes them back; "
+                          "default), always (each record), or a duration such as 1s")
+    obs.add_argument("--audit-unready-on-failure", action="store_true",
+                     default=(_env("ENFORCER_AUDIT_UNREADY_ON_FAILURE", "") or "").lower()
+                     in ("1", "true", "yes"),
+                     help="make /readyz fail while audit records cannot be written (default: "
+                          "a warning in /readyz and enforcer_audit_* metrics)")
 
     src = parser.add_argument_group("falco-http input (--source falco-http)")
     src.add_argument("--source", choices=SOURCES, default=_env("ENFORCER_SOURCE", "ebpf"),
@@ -278,6 +287,8 @@ class Observability:
     pipeline: AlertPipeline
     http_addr: str | None
     audit_max_bytes: int = DEFAULT_MAX_BYTES
+    audit_fsync: FsyncPolicy = field(default_factory=FsyncPolicy)
+    audit_unready_on_failure: bool = False
     http: HttpServer | None = None
     audits: list[Any] = field(default_factory=list)
 
@@ -288,7 +299,13 @@ class Observability:
             from enforcer.audit.jsonl import JsonlAudit  # noqa: PLC0415
             jsonl: Any = JsonlAudit("-")
         else:
-            jsonl = RotatingJsonlAudit(path, max_bytes=self.audit_max_bytes)
+            jsonl = RotatingJsonlAudit(path, max_bytes=self.audit_max_bytes,
+                                       fsync=self.audit_fsync)
+            self.metrics.registry.register(jsonl.collector())
+            if self.audit_unready_on_failure:
+                self.readiness.require("audit", jsonl.problem)
+            else:
+                self.readiness.watch("audit", jsonl.problem)
         sink = TracingAudit(FanOut(jsonl, MetricsAudit(self.metrics)), self.tracer)
         self.audits.append(sink)
         return sink
@@ -380,5 +397,10 @@ def from_args(args: argparse.Namespace, *, hostname: str | None = None,
     metrics = Metrics()
     dispatcher = Dispatcher(_outputs(args, list(base_outputs or [])), extra, metrics)
     pipeline = AlertPipeline(dispatcher, tracer, metrics)
+    try:
+        fsync = FsyncPolicy.parse(getattr(args, "audit_fsync", None))
+    except ValueError as exc:
+        raise ObserveConfigError(f"--audit-fsync: {exc}") from None
     return Observability(metrics, readiness or Readiness(), tracer, dispatcher, pipeline,
-                         http_addr, getattr(args, "audit_max_bytes", DEFAULT_MAX_BYTES))
+                         http_addr, getattr(args, "audit_max_bytes", DEFAULT_MAX_BYTES),
+                         fsync, bool(getattr(args, "audit_unready_on_failure", False)))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
 
 from enforcer.cli.rules_args import add_rules_option, load_or_report, rules_paths
 
@@ -27,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from enforcer.kernel_filter import open_filter_for, sends_need_address  # noqa: PLC0415
+    from enforcer.kernel_results import with_rule_filters  # noqa: PLC0415
     from enforcer.rules.engine import Engine  # noqa: PLC0415
     from enforcer.sources import syscalls as sc  # noqa: PLC0415
     from enforcer.sources.ebpf import plan  # noqa: PLC0415
@@ -39,10 +38,7 @@ def run_render(args: argparse.Namespace) -> int:
     engine = Engine(loaded)
     base = ProbeConfig(agent_tgid=args.agent_pid)
     if not args.no_kernel_filter:
-        filt = open_filter_for(engine.rules)
-        if filt is not None:
-            base = replace(base, open_prefixes=filt.prefixes, open_suffixes=filt.suffixes)
-        base = replace(base, sends_need_address=sends_need_address(engine.rules))
+        base = with_rule_filters(base, engine.rules)
     known = frozenset(s.name for s in sc.SYSCALLS)
     types = None if args.all_syscalls else engine.event_types()
     # rendering does not need a kernel: tracepoint availability is checked at load time
@@ -64,4 +60,7 @@ def run_render(args: argparse.Namespace) -> int:
             print(f"//   {shown}: classes 0x{mask:04x}", file=sys.stderr)
         for suffix, mask in sorted(config.open_suffixes.items()):
             print(f"//   ...{suffix} (suffix): classes 0x{mask:04x}", file=sys.stderr)
+    dropped = [n for n in config.failures_dropped if n in config.syscalls]
+    print(f"// failed calls dropped (no rule matches them): {', '.join(dropped) or 'none'}",
+          file=sys.stderr)
     return 0

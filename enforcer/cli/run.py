@@ -144,6 +144,8 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
     agent.drops.rate = getattr(args, "drop_rate", agent.drops.rate)
     agent.drops.max_burst = getattr(args, "drop_max_burst", agent.drops.max_burst)
     agent.drops.alert = pipeline.publish
+    if kernel_kill is not None:
+        pipeline.metrics.read_in_kernel_kills_with(kernel_kill.stats)
     stop = _stop_on_signals(getattr(args, "stop_after", None))
     try:
         agent.open()
@@ -192,9 +194,11 @@ def _in_kernel_choice(args: argparse.Namespace, bundle: Any) -> tuple[list[Any],
 
 def _kernel_killer(args: argparse.Namespace, pipeline: Any) -> Any:
     """The in-kernel kill for the acting policies' in_kernel rules, or None (always None
-    with --dry-run: a dry run never kills). In-kernel kills are audited; they count against
-    the destructive-action budget through their userspace backstop, and the budget breaker
-    switches the kernel off."""
+    with --dry-run: a dry run never kills). In-kernel kills are audited; their userspace
+    backstop counts them in the policy's blast radius (as a new workload only), and the
+    arming asks the responder's admission (breakers, protected namespaces) per process, so
+    a suspended policy stops arming new workloads and keeps the entries of those it
+    answered. Nothing a workload does switches the kernel off."""
     from enforcer.kernel_arm import KernelKiller  # noqa: PLC0415
 
     rules, warnings = _in_kernel_choice(args, pipeline.active)
@@ -207,12 +211,13 @@ def _kernel_killer(args: argparse.Namespace, pipeline: Any) -> Any:
     def on_kill(rec: Any, rule: str) -> None:
         from enforcer.audit.record import ACTION, AuditRecord, new_match_id  # noqa: PLC0415
         from enforcer.kernel_kill import TYPE_BITS  # noqa: PLC0415
+        from enforcer.outputs.escape import escape_control  # noqa: PLC0415
 
         address = getattr(rec, "address", "")
         call = next((name for name, bit in TYPE_BITS.items() if bit == rec.syscall), "syscall")
         what = f"address={address}" if address else f"path={rec.path}"
-        print(f"enforcer: killed in kernel: rule={rule!r} pid={rec.tgid} comm={rec.comm} "
-              f"{what}", file=sys.stderr, flush=True)
+        print(escape_control(f"enforcer: killed in kernel: rule={rule!r} pid={rec.tgid} "
+                             f"comm={rec.comm} {what}"), file=sys.stderr, flush=True)
         detail = ({"address": address, "syscall": call} if address else {"path": rec.path})
         audit.record(AuditRecord(
             ACTION, new_match_id(), "killed-in-kernel", rule=rule, action="kill",
@@ -222,18 +227,9 @@ def _kernel_killer(args: argparse.Namespace, pipeline: Any) -> Any:
                        f"of the open of {rec.path}"),
             detail={**detail, "ret": rec.ret, "in_kernel": True}))
 
-    killer = KernelKiller(rules, os.getpid(), on_kill)
-    on_critical = pipeline.responder.on_critical
-
-    def critical(alert: Any) -> None:
-        from enforcer.respond.responder import BREAKER_RULE  # noqa: PLC0415
-
-        if alert.rule == BREAKER_RULE:
-            killer.switch_off()
-        on_critical(alert)
-
-    pipeline.responder.on_critical = critical
-    return killer
+    responder = pipeline.responder
+    return KernelKiller(rules, os.getpid(), on_kill, admits=responder.admits_in_kernel,
+                        generation=responder.kernel_generation)
 
 
 def _kernel_kill_on_reload(args: argparse.Namespace, killer: Any, then: Any) -> Any:

@@ -89,7 +89,10 @@ def config_schema() -> dict[str, Any]:
             "kubernetes_events": {"type": "boolean"},
             "outputs": outputs,
             "audit": _object({"log": {"type": "string", "minLength": 1},
-                              "max_bytes": SIZE}),
+                              "max_bytes": SIZE,
+                              "fsync": {"type": "string", "minLength": 1,
+                                        "description": "never, always or a duration (1s)"},
+                              "unready_on_failure": {"type": "boolean"}}),
             "tracing": tracing,
             "guards": _object({
                 "protected_namespaces": {"type": "array",

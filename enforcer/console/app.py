@@ -47,6 +47,9 @@ _FILTER_NAMES = ("since", "until", "last", "rule", "priority", "namespace", "pod
                  "node", "policy", "action", "outcome", "q")
 
 
+CHOICES_TTL_S = 30.0  # how long a PostgreSQL store's filter choices are reused
+
+
 class BadRequest(ValueError):
     """A query parameter the console cannot use; the message says which and why."""
 
@@ -96,6 +99,7 @@ class ConsoleApp:
                  now: Callable[[], float] = time.time):
         # The store is an SQLite file, or a postgresql:// URL for every node's records.
         self._pool: Any = None
+        self._choices_cache: tuple[float, dict[str, list[str]]] | None = None
         self._q: Any = query
         self._db_errors: tuple[type[BaseException], ...] = (sqlite3.DatabaseError,)
         if is_postgres(store_path):
@@ -249,8 +253,15 @@ class ConsoleApp:
                              outcome=text["outcome"], text=text["q"])
 
     def _choices(self, conn: Any) -> dict[str, list[str]]:
-        return {name: self._q.distinct_values(conn, name)
-                for name in ("rule", "namespace", "node", "policy", "action")}
+        if self._pool is not None and self._choices_cache is not None and \
+                time.monotonic() < self._choices_cache[0]:
+            # Over a cluster's store the choices cost more than the page they go with: a
+            # new node or rule shows in the form within CHOICES_TTL_S.
+            return self._choices_cache[1]
+        choices = {name: self._q.distinct_values(conn, name)
+                   for name in ("rule", "namespace", "node", "policy", "action")}
+        self._choices_cache = (time.monotonic() + CHOICES_TTL_S, choices)
+        return choices
 
     def _list(self, params: dict[str, str], root: str) -> bytes:
         filters = self._filters(params)

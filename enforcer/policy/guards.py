@@ -55,6 +55,18 @@ class Guards:
                           f"namespace {namespace!r} is protected "
                           f"({', '.join(sorted(self.protected))}); no action touches it")
 
+    def check_target(self, namespace: str | None, pod: str | None) -> None:
+        """For an action on a process (kill, quarantine): refuse a protected namespace, and
+        a pod whose namespace is unknown (its metadata not there yet): never act on a guess.
+        A host process or a container outside Kubernetes has no namespace: not refused."""
+        if namespace:
+            self.check_namespace(namespace)
+        elif pod:
+            raise Refused("unknown-namespace",
+                          f"the namespace of pod {pod} is unknown (no Kubernetes metadata "
+                          "yet), so the protected-namespace guard cannot be checked; not "
+                          "acting")
+
     def check_node(self, pod: str, pod_node: str | None) -> None:
         if not self.node_name:
             raise Refused("node", "NODE_NAME is not set, so the agent cannot tell whether "

@@ -11,6 +11,8 @@ A policy file is a YAML list; each item is a policy:
       rate_limit: {max: 5, per: 1m, burst: 2}
       cooldown: 5m
       on_failure: continue
+      breaker: {workloads: 5, window: 10m, cooloff: 10m}   # blast radius (defaults: global)
+      escalate: {after: 5, within: 1m, actions: [quarantine]}
 """
 
 from __future__ import annotations
@@ -25,12 +27,24 @@ import yaml
 from actions import registry
 from actions.base import ParamError
 from enforcer.errors import Diagnostic, PolicyError
+from enforcer.policy.field_match import parse_fields
 from enforcer.policy.located import Located, load_located, yaml_problem
-from enforcer.policy.model import ActionStep, Match, Policy, PolicySet, PriorityFilter, RateLimit
+from enforcer.policy.model import (
+    ActionStep,
+    BreakerOverride,
+    Escalation,
+    Match,
+    Policy,
+    PolicySet,
+    PriorityFilter,
+    RateLimit,
+)
 from enforcer.units import parse_duration
 
 POLICY_KEYS = ("policy", "desc", "enabled", "match", "actions", "dry_run", "rate_limit",
-               "cooldown", "on_failure", "override")
+               "cooldown", "on_failure", "override", "breaker", "escalate")
+BREAKER_KEYS = ("workloads", "window", "cooloff")
+ESCALATE_KEYS = ("after", "within", "actions")
 MATCH_KEYS = ("rules", "tags", "priority", "fields", "source")
 RATE_KEYS = ("max", "per", "burst")
 ON_FAILURE = ("continue", "stop")
@@ -158,6 +172,8 @@ class _FileReader:
         desc = item.get("desc", "")
         if not isinstance(desc, str):
             self.error(path + ("desc",), "desc must be a string")
+        breaker = self.breaker(path + ("breaker",), item.get("breaker"))
+        escalate = self.escalate(path + ("escalate",), item.get("escalate"))
         if match is None or steps is None:
             return None
         self.check_in_kernel(path, match, steps)
@@ -165,7 +181,66 @@ class _FileReader:
         return Policy(name=name, match=match, actions=tuple(steps), dry_run=dry_run,
                       rate_limit=rate, cooldown=cooldown, on_failure=on_failure,
                       enabled=enabled, desc=desc if isinstance(desc, str) else "",
-                      file=self.name, line=line)
+                      file=self.name, line=line, breaker=breaker, escalate=escalate)
+
+    def breaker(self, path: tuple[Any, ...], raw: Any) -> BreakerOverride | None:
+        """`breaker: {workloads: N, window: DURATION, cooloff: DURATION}`, each optional."""
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            self.error(path, "breaker must be a mapping {workloads: N, window: DURATION, "
+                             "cooloff: DURATION}")
+            return None
+        for key in raw:
+            if key not in BREAKER_KEYS:
+                self.unknown(path + (key,), key, BREAKER_KEYS, "breaker key")
+        workloads = raw.get("workloads")
+        if workloads is not None and (isinstance(workloads, bool)
+                                      or not isinstance(workloads, int) or workloads < 1):
+            self.error(path + ("workloads",), "breaker.workloads must be a positive integer "
+                                              "(distinct workloads per window)")
+            workloads = None
+        durations: dict[str, float | None] = {}
+        for key in ("window", "cooloff"):
+            durations[key] = None
+            if raw.get(key) is not None:
+                try:
+                    durations[key] = parse_duration(raw[key])
+                except ValueError as exc:
+                    self.error(path + (key,), f"breaker.{key}: {exc}")
+        return BreakerOverride(workloads, durations["window"], durations["cooloff"])
+
+    def escalate(self, path: tuple[Any, ...], raw: Any) -> Escalation | None:
+        """`escalate: {after: N, within: DURATION, actions: [...]}`."""
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            self.error(path, "escalate must be a mapping {after: N, within: DURATION, "
+                             "actions: [...]}")
+            return None
+        for key in raw:
+            if key not in ESCALATE_KEYS:
+                self.unknown(path + (key,), key, ESCALATE_KEYS, "escalate key")
+        after = raw.get("after")
+        if isinstance(after, bool) or not isinstance(after, int) or after < 2:
+            self.error(path + ("after",) if "after" in raw else path,
+                       "escalate.after must be an integer of at least 2 (the repeat that "
+                       "escalates)")
+            return None
+        try:
+            within = parse_duration(raw.get("within", "1m"))
+        except ValueError as exc:
+            self.error(path + ("within",), f"escalate.within: {exc}")
+            return None
+        steps = self.actions(path + ("actions",), raw.get("actions"))
+        if steps is None:
+            return None
+        for index, step in enumerate(steps):
+            if step.name == "kill" and getattr(step.action.params, "in_kernel", False):
+                self.error(path + ("actions", index, "kill", "in_kernel"),
+                           "escalate: an in_kernel kill cannot be an escalation (the kernel "
+                           "kills at the first match); put it in the policy's actions")
+        return Escalation(after, within, tuple(steps))
 
     def unknown(self, path: tuple[Any, ...], key: Any, allowed: tuple[str, ...],
                 what: str) -> None:
@@ -211,25 +286,13 @@ class _FileReader:
             except ValueError as exc:
                 self.error(path + ("priority",), f"priority: {exc} (optionally after >=, >, "
                                                  "<=, < or ==)")
-        fields: list[tuple[str, tuple[str, ...]]] = []
-        if "fields" in raw:
-            if not isinstance(raw["fields"], dict):
-                self.error(path + ("fields",), "fields must map a field name to a value or a "
-                                               "list of values")
-            else:
-                for fname, wanted in raw["fields"].items():
-                    values = wanted if isinstance(wanted, list) else [wanted]
-                    if not all(isinstance(v, str | int | bool) for v in values) or not values:
-                        self.error(path + ("fields", fname),
-                                   f"fields.{fname} must be a value or a list of values")
-                        continue
-                    fields.append((str(fname), tuple(
-                        str(v).lower() if isinstance(v, bool) else str(v) for v in values)))
+        fields = (parse_fields(path + ("fields",), raw["fields"], self.error)
+                  if "fields" in raw else ())
         source = raw.get("source")
         if source is not None and not isinstance(source, str):
             self.error(path + ("source",), "source must be a string such as syscall")
             source = None
-        return Match(rules=rules, tags=tags, priority=priority, fields=tuple(fields),
+        return Match(rules=rules, tags=tags, priority=priority, fields=fields,
                      source=source)
 
     def actions(self, path: tuple[Any, ...], raw: Any) -> list[ActionStep] | None:

@@ -8,6 +8,8 @@ from typing import Any
 
 from actions.base import Action
 from enforcer.errors import Diagnostic
+from enforcer.policy.blast_radius import BreakerLimits
+from enforcer.policy.field_match import FieldCondition
 from enforcer.priority import Priority
 
 _COMPARE = {
@@ -45,12 +47,13 @@ class PriorityFilter:
 @dataclass(frozen=True)
 class Match:
     """All given criteria must hold: any of `rules` (names or globs), all of `tags`,
-    the priority filter, every field condition (any of its values), and the source."""
+    the priority filter, every field condition (a value among several, none of
+    several, any-of and all-of groups: enforcer.policy.field_match), and the source."""
 
     rules: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     priority: PriorityFilter | None = None
-    fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    fields: tuple[FieldCondition, ...] = ()  # all of them (enforcer.policy.field_match)
     source: str | None = None
 
     def names_rule(self, rule: str) -> bool:
@@ -66,31 +69,13 @@ class Match:
             return False
         if self.source is not None and alert.source != self.source:
             return False
-        for name, wanted in self.fields:
-            value = _field(alert, name)
-            if value is None or not any(_value_matches(w, value) for w in wanted):
-                return False
-        return True
+        return all(condition.matches(alert) for condition in self.fields)
 
 
 def _name_matches(pattern: str, name: str) -> bool:
     if any(c in pattern for c in "*?["):
         return fnmatch.fnmatchcase(name, pattern)
     return pattern == name
-
-
-def _value_matches(wanted: str, value: Any) -> bool:
-    text = str(value).lower() if isinstance(value, bool) else str(value)
-    if any(c in wanted for c in "*?["):
-        return fnmatch.fnmatchcase(text, wanted)
-    return text == wanted
-
-
-def _field(alert: Any, name: str) -> Any:
-    value = (alert.output_fields or {}).get(name)
-    if value is None and alert.event is not None:
-        value = alert.event.get(name)
-    return value
 
 
 @dataclass(frozen=True)
@@ -103,6 +88,22 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class BreakerOverride:
+    """A policy's own blast-radius limits; a missing one is the agent's default
+    (`--breaker-workloads`, `--breaker-window`, `--breaker-cooloff`)."""
+
+    workloads: int | None = None
+    window: float | None = None
+    cooloff: float | None = None
+
+    def resolve(self, defaults: BreakerLimits) -> BreakerLimits:
+        return BreakerLimits(
+            self.workloads if self.workloads is not None else defaults.workloads,
+            self.window if self.window is not None else defaults.window,
+            self.cooloff if self.cooloff is not None else defaults.cooloff)
+
+
+@dataclass(frozen=True)
 class ActionStep:
     """One entry of a policy's ordered `actions`, with its validated parameters."""
 
@@ -110,6 +111,16 @@ class ActionStep:
     action: Action
     line: int = 0
     column: int = 0
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """When one workload triggers the policy `after` times within `within` seconds, the
+    `actions` run too (after the policy's own), and the count starts again."""
+
+    after: int
+    within: float
+    actions: tuple[ActionStep, ...]
 
 
 @dataclass(frozen=True)
@@ -125,6 +136,14 @@ class Policy:
     desc: str = ""
     file: str = ""
     line: int = 0
+    breaker: BreakerOverride | None = None
+    escalate: Escalation | None = None
+
+    @property
+    def destructive(self) -> bool:
+        """Whether any action (escalation included) mutates: the breaker covers it."""
+        steps = self.actions + (self.escalate.actions if self.escalate else ())
+        return any(getattr(s.action, "destructive", False) for s in steps)
 
 
 @dataclass

@@ -49,6 +49,24 @@ class Cooldowns:
             left = self.until.get(key, 0.0) - self.clock()
             return left if left > 0 else 0.0
 
+    def claim(self, key: Hashable, seconds: float) -> float:
+        """Atomically: the seconds left of `key`'s cooldown, or 0 after starting it (two
+        threads acting on one target: only one claims it). `release` it if not acted."""
+        with self.lock:
+            now = self.clock()
+            left = self.until.get(key, 0.0) - now
+            if left > 0:
+                return left
+            if len(self.until) >= self.max_keys:
+                self.until = {k: t for k, t in self.until.items() if t > now}
+            self.until[key] = now + seconds
+            return 0.0
+
+    def release(self, key: Hashable) -> None:
+        """Undo a claim whose action did not act (failed, refused, skipped)."""
+        with self.lock:
+            self.until.pop(key, None)
+
     def start(self, key: Hashable, seconds: float) -> None:
         with self.lock:
             now = self.clock()

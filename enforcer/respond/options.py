@@ -21,7 +21,13 @@ from enforcer.audit.jsonl import JsonlAudit
 from enforcer.audit.record import AuditSink
 from enforcer.cli.cumulative import Cumulative
 from enforcer.errors import EnforcerError
-from enforcer.policy.budget import Budget
+from enforcer.policy.blast_radius import (
+    DEFAULT_COOLOFF_S,
+    DEFAULT_WINDOW_S,
+    DEFAULT_WORKLOADS,
+    BlastRadius,
+    BreakerLimits,
+)
 from enforcer.policy.guards import DEFAULT_PROTECTED_NAMESPACES, Guards
 from enforcer.policy.loader import load_policies
 from enforcer.policy.model import PolicySet
@@ -56,11 +62,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "the agent's own (repeatable; env ENFORCER_PROTECTED_NAMESPACES)")
     group.add_argument("--action-budget", type=int, metavar="N",
                        default=int(os.environ.get("ENFORCER_ACTION_BUDGET", "20")),
-                       help="destructive actions per minute before the agent turns itself "
-                            "to dry-run (env ENFORCER_ACTION_BUDGET; default 20)")
+                       help="deprecated and ignored: the node-wide budget that turned the "
+                            "agent to dry-run is replaced by each policy's blast-radius "
+                            "breaker (--breaker-workloads) (env ENFORCER_ACTION_BUDGET)")
+    group.add_argument("--breaker-workloads", type=int, metavar="N",
+                       default=int(os.environ.get("ENFORCER_BREAKER_WORKLOADS",
+                                                  str(DEFAULT_WORKLOADS))),
+                       help="a policy that acts on more than N distinct workloads (pods, "
+                            "containers, host users) per --breaker-window is suspended for "
+                            "new workloads (env ENFORCER_BREAKER_WORKLOADS; default "
+                            f"{DEFAULT_WORKLOADS}; a policy's `breaker` overrides it)")
+    group.add_argument("--breaker-window", metavar="DURATION",
+                       default=os.environ.get("ENFORCER_BREAKER_WINDOW",
+                                              f"{DEFAULT_WINDOW_S:g}s"),
+                       help="the blast-radius window (env ENFORCER_BREAKER_WINDOW; default "
+                            "10m)")
+    group.add_argument("--breaker-cooloff", metavar="DURATION",
+                       default=os.environ.get("ENFORCER_BREAKER_COOLOFF",
+                                              f"{DEFAULT_COOLOFF_S:g}s"),
+                       help="how long a suspended policy waits before it admits one new "
+                            "workload again (half-open) (env ENFORCER_BREAKER_COOLOFF; "
+                            "default 10m)")
     group.add_argument("--state-dir", default=os.environ.get("ENFORCER_STATE_DIR",
                                                              "/run/enforcer"),
                        help="quarantine state (env ENFORCER_STATE_DIR)")
+    group.add_argument("--pre-kill-timeout", metavar="DURATION",
+                       default=os.environ.get("ENFORCER_PRE_KILL_TIMEOUT", "2s"),
+                       help="how long a kill waits for the actions its policy lists before it "
+                            "(a snapshot); then it goes ahead, audited (env "
+                            "ENFORCER_PRE_KILL_TIMEOUT; default 2s)")
+    group.add_argument("--control-socket", metavar="PATH",
+                       default=os.environ.get("ENFORCER_CONTROL_SOCKET", ""),
+                       help="unix socket (mode 0600) for `enforcer policies resume|status`; "
+                            "default STATE_DIR/control.sock, 'off' for none "
+                            "(env ENFORCER_CONTROL_SOCKET)")
     group.add_argument("--snapshot-dir",
                        default=os.environ.get("ENFORCER_SNAPSHOT_DIR",
                                               "/var/lib/enforcer/snapshots"),
@@ -89,11 +124,34 @@ def load_policies_from_args(args: argparse.Namespace) -> PolicySet:
     return load_policies(args.policies or [default_responses_dir()])
 
 
+class BreakerOptionError(EnforcerError):
+    """A --breaker-* value is wrong: a usage mistake (exit 2)."""
+
+    exit_code = 2
+
+
+def breaker_defaults(args: argparse.Namespace) -> BreakerLimits:
+    """The agent-wide blast-radius limits. Raises BreakerOptionError on a bad value."""
+    from enforcer.units import parse_duration  # noqa: PLC0415
+
+    workloads = getattr(args, "breaker_workloads", DEFAULT_WORKLOADS)
+    if workloads < 1:
+        raise BreakerOptionError(f"--breaker-workloads must be at least 1, got {workloads}")
+    try:
+        window = parse_duration(getattr(args, "breaker_window", DEFAULT_WINDOW_S))
+        cooloff = parse_duration(getattr(args, "breaker_cooloff", DEFAULT_COOLOFF_S))
+    except ValueError as exc:
+        raise BreakerOptionError(f"--breaker-window/--breaker-cooloff: {exc}") from None
+    return BreakerLimits(workloads, window, cooloff)
+
+
 def responder_from_args(args: argparse.Namespace, *, policies: PolicySet | None = None,
                         hostname: str = "", audit: AuditSink | None = None,
-                        on_critical: Callable[[Any], Any] | None = None) -> Responder:
+                        on_critical: Callable[[Any], Any] | None = None,
+                        serve_control: bool = False) -> Responder:
     """Build the responder. Raises PolicyError (exit 1) for bad policies, AuditLogError
-    (exit 3) when the audit log cannot be opened."""
+    (exit 3) when the audit log cannot be opened. `serve_control`: the live agent, which
+    serves `enforcer policies resume|status` on its control socket."""
     if policies is None:
         policies = load_policies_from_args(args)
     if audit is None:
@@ -108,6 +166,25 @@ def responder_from_args(args: argparse.Namespace, *, policies: PolicySet | None 
                     + list(args.protected_namespace or []), node_name=node_name)
     return Responder(policies, audit, dry_run=args.dry_run,
                      node_name=node_name, guards=guards,
-                     budget=Budget(limit=args.action_budget, window=60.0),
+                     blast_radius=BlastRadius(breaker_defaults(args)),
                      state_dir=args.state_dir, snapshot_dir=args.snapshot_dir,
-                     on_critical=on_critical, hostname=hostname)
+                     on_critical=on_critical, hostname=hostname,
+                     control_socket=control_socket_path(args) if serve_control else None,
+                     pre_kill_timeout=_duration(args, "pre_kill_timeout", 2.0))
+
+
+def _duration(args: argparse.Namespace, name: str, default: float) -> float:
+    from enforcer.units import parse_duration  # noqa: PLC0415
+
+    try:
+        return parse_duration(getattr(args, name, default))
+    except ValueError as exc:
+        raise BreakerOptionError(f"--{name.replace('_', '-')}: {exc}") from None
+
+
+def control_socket_path(args: argparse.Namespace) -> str | None:
+    """--control-socket, else STATE_DIR/control.sock; None for 'off'."""
+    raw = getattr(args, "control_socket", "") or ""
+    if raw.lower() in ("off", "none"):
+        return None
+    return raw or os.path.join(getattr(args, "state_dir", "/run/enforcer"), "control.sock")

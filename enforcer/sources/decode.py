@@ -8,9 +8,12 @@ lazily. Raw material for that is kept under keys starting with "_".
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from enforcer.sources import syscalls as sc
@@ -98,22 +101,10 @@ def parse_sockaddr(raw: bytes) -> dict[str, Any] | None:
 
 
 def _fmt(kind: str, value: int) -> Any:
-    if kind == "oflags":
-        return open_flags_text(value)
-    if kind == "mode":
-        return mode_text(value)
-    if kind == "octal":
-        return f"0{value & 0o7777:o}"
-    if kind == "ptrace":
-        return _PTRACE.get(value, str(value))
-    if kind == "af":
-        return _AF.get(value, str(value))
-    if kind == "socktype":
-        return _SOCKTYPE.get(value & 0xF, str(value))
-    if kind == "bpfcmd":
-        return _BPF_CMD.get(value, str(value))
-    if kind in ("fd", "uid", "gid", "int"):
-        return _signed32(value) if kind == "fd" else value
+    return _FORMATTERS.get(kind, _identity)(value)
+
+
+def _identity(value: int) -> Any:
     return value
 
 
@@ -122,56 +113,106 @@ def _signed32(v: int) -> int:
     return v - (1 << 32) if v & 0x80000000 else v
 
 
+# Texts repeat (the same flags, modes and errnos over and over): computed once each. Bounded,
+# since an argument's value is the caller's choice.
+_cached = functools.lru_cache(maxsize=4096)
+_FORMATTERS: dict[str, Callable[[int], Any]] = {
+    "oflags": _cached(open_flags_text),
+    "mode": _cached(mode_text),
+    "octal": lambda v: f"0{v & 0o7777:o}",
+    "ptrace": lambda v: _PTRACE.get(v, str(v)),
+    "af": lambda v: _AF.get(v, str(v)),
+    "socktype": lambda v: _SOCKTYPE.get(v & 0xF, str(v)),
+    "bpfcmd": lambda v: _BPF_CMD.get(v, str(v)),
+    "fd": _signed32,
+}
+_res_text = _cached(errno_text)
+_oflags_text = _FORMATTERS["oflags"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _comm_text(comm: bytes) -> str:
+    return comm.split(b"\0", 1)[0].decode(errors="replace")
+
+
 def _cstr(buf: bytes, start: int, length: int, cap: int) -> str:
     if length <= 0:
         return ""
     end = start + min(length, cap)
-    return buf[start:end].split(b"\0", 1)[0].decode(errors="surrogateescape")
+    nul = buf.find(b"\0", start, end)
+    return buf[start:end if nul < 0 else nul].decode(errors="surrogateescape")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to decode one syscall's record, worked out once from the syscall table."""
+
+    name: str
+    signed_ret: bool
+    ret_key: str
+    ints: tuple[tuple[int, str, str | None, Callable[[int], Any]], ...]  # slot, tp, key, fmt
+    open_how: bool
+    s1: str | None
+    s2: str | None
+    argv: bool
+
+
+def _plan(s: sc.Syscall) -> _Plan:
+    return _Plan(
+        s.name, s.ret_is_fd or s.name.startswith("exec"), "evt.arg." + s.ret,
+        tuple((i, a.tp, "evt.arg." + a.falco if a.falco else None,
+               _FORMATTERS.get(a.fmt, _identity)) for i, a in enumerate(s.ints)),
+        s.open_how, "evt.arg." + s.s1[1] if s.s1 else None,
+        "evt.arg." + s.s2[1] if s.s2 else None, bool(s.argv))
+
+
+_PLANS = {code: _plan(s) for code, s in sc.BY_CODE.items()}
+_unpack_header = HEADER.unpack_from
+_unpack_trailer = TRAILER.unpack_from
 
 
 def decode(raw: bytes) -> dict[str, Any]:
     """One record -> dict of the event's own fields (Falco names) and raw material (`_`)."""
     (ts, tgid, tid, uid, gid, ret, a0, a1, a2, a3, a4, a5, code, nargv, len1, len2,
-     argv_len, saddr_len, ppid, comm, _lpm) = HEADER.unpack_from(raw)
+     argv_len, saddr_len, ppid, comm, _lpm) = _unpack_header(raw)
     ev: dict[str, Any] = {
         "_ts_mono": ts, "proc.pid": tgid, "thread.tid": tid, "user.uid": uid, "group.gid": gid,
-        "_comm": comm.split(b"\0", 1)[0].decode(errors="replace"), "_code": code,
-        "_cgroup_id": TRAILER.unpack_from(raw, _TR)[2],
+        "_comm": _comm_text(comm), "_code": code,
+        "_cgroup_id": _unpack_trailer(raw, _TR)[2],
     }
-    if code == sc.EV_FORK:
-        ev["evt.type"] = "fork"
-        ev["_child"] = a0
-        ev["_parent_tid"] = a1
+    plan = _PLANS.get(code)
+    if plan is None:
+        if code == sc.EV_FORK:
+            ev["evt.type"] = "fork"
+            ev["_child"] = a0
+            ev["_parent_tid"] = a1
+        elif code == sc.EV_EXIT:
+            ev["evt.type"] = "procexit"
+        else:
+            ev["evt.type"] = f"unknown({code})"
         return ev
-    if code == sc.EV_EXIT:
-        ev["evt.type"] = "procexit"
-        return ev
-    s = sc.BY_CODE.get(code)
-    if s is None:
-        ev["evt.type"] = f"unknown({code})"
-        return ev
-    ev["evt.type"] = s.name
+    ev["evt.type"] = plan.name
     ev["evt.dir"] = "<"
-    ret = _signed32(ret) if s.ret_is_fd or s.name.startswith("exec") else ret
+    if plan.signed_ret:
+        ret = _signed32(ret)
     ev["evt.rawres"] = ret
-    ev["evt.res"] = errno_text(ret)
-    ev["evt.arg." + s.ret] = ret
+    ev["evt.res"] = _res_text(ret)
+    ev[plan.ret_key] = ret
     values = (a0, a1, a2, a3, a4, a5)
     ints: dict[str, int] = {}
-    for arg, value in zip(s.ints, values, strict=False):
-        ints[arg.tp] = value
-        if arg.falco:
-            ev["evt.arg." + arg.falco] = _fmt(arg.fmt, value)
-    if s.open_how:
-        ev["evt.arg.flags"] = open_flags_text(ints["how"])
+    for slot, tp, key, fmt in plan.ints:
+        value = values[slot]
+        ints[tp] = value
+        if key is not None:
+            ev[key] = fmt(value)
+    if plan.open_how:
+        ev["evt.arg.flags"] = _oflags_text(ints["how"])
     ev["_ints"] = ints
-    if s.s1:
-        ev["_s1"] = _cstr(raw, _P1, len1, PATH_SIZE)
-        ev["evt.arg." + s.s1[1]] = ev["_s1"]
-    if s.s2:
-        ev["_s2"] = _cstr(raw, _P2, len2, PATH_SIZE)
-        ev["evt.arg." + s.s2[1]] = ev["_s2"]
-    if s.argv:
+    if plan.s1 is not None:
+        ev["_s1"] = ev[plan.s1] = _cstr(raw, _P1, len1, PATH_SIZE)
+    if plan.s2 is not None:
+        ev["_s2"] = ev[plan.s2] = _cstr(raw, _P2, len2, PATH_SIZE)
+    if plan.argv:
         blob = raw[_AV:_AV + min(argv_len, 2 * ARGV_HALF)]
         ev["_argv"] = [p.decode(errors="surrogateescape") for p in blob.split(b"\0")[:nargv]]
     if saddr_len:

@@ -47,6 +47,10 @@ class ProbeConfig:
     # sendto/sendmsg without a destination address are dropped in the kernel (the rules
     # only look at sends that name a peer: fd.name_changed=true)
     sends_need_address: bool = False
+    # syscalls whose failed calls (-1..-MAX_ERRNO) no rule can match: dropped at exit before
+    # anything else is read; opens only when their raw path is absolute, at most LPM_DATA
+    # bytes and without `..` (enforcer.kernel_results)
+    failures_dropped: tuple[str, ...] = ()
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages
     # records per CPU between wake-ups of the reader (1: the kernel's adaptive wake-up, as
     # soon as the reader has caught up). Above 1 the reader drains on a 10 ms timer too
@@ -139,7 +143,28 @@ def _open_flags_index(s: sc.Syscall) -> int | None:
     return None
 
 
-def _exit(s: sc.Syscall) -> list[str]:
+MAX_ERRNO = 150  # enforcer.kernel_results.MAX_ERRNO
+
+
+def _failed(s: sc.Syscall, ret: str) -> str:
+    """C condition: a failed call that no rule can match (see ProbeConfig.failures_dropped)."""
+    cond = f"{ret} < 0 && {ret} >= -{MAX_ERRNO}"
+    if s.family == "open":
+        cond += (" && e->path1[0] == '/' && e->len1 <= LPM_DATA"
+                 " && !has_dotdot(e->path1, e->len1 - 1)")
+    return cond
+
+
+def _drop_failed_open(s: sc.Syscall, out: list[str], ret: str, cleanup: str = "") -> list[str]:
+    """`out` (an open handler) with the failed-call drop right after the path filter."""
+    at = next(i for i, line in enumerate(out) if "open_wanted(" in line) + 2
+    if "{" in out[at - 2]:  # the exit handler's block form: after its closing brace
+        at = next(i for i in range(at, len(out)) if out[i] == "    }") + 1
+    return out[:at] + [f"    if ({_failed(s, ret)}) {{", *([cleanup] if cleanup else []),
+                       "        return 0;", "    }"] + out[at:]
+
+
+def _exit(s: sc.Syscall, drop_failed: bool = False) -> list[str]:
     key = ("EXEC_KEY((u32)(bpf_get_current_pid_tgid() >> 32))" if s.family == "exec"
            else "(u32)bpf_get_current_pid_tgid()")
     out = [
@@ -149,6 +174,9 @@ def _exit(s: sc.Syscall) -> list[str]:
         "    if (!e)",
         "        return 0;",
     ]
+    if drop_failed and s.family != "open":
+        out += [f"    if ({_failed(s, 'args->ret')}) {{", "        drop_stash(key);",
+                "        return 0;", "    }"]
     if s.family == "exec":
         # a failed exec changes nothing: the process keeps its image, rules see nothing
         out += [
@@ -169,6 +197,8 @@ def _exit(s: sc.Syscall) -> list[str]:
             "        return 0;",
             "    }",
         ]
+        if drop_failed:
+            out = _drop_failed_open(s, out, "args->ret", "        drop_stash(key);")
     if s.saddr_exit:
         p, lp = (names.index(n) for n in s.saddr_exit)
         out.append(f"    read_saddr_lenptr(e, (const void *)e->a[{p}], (const int *)e->a[{lp}]);")
@@ -184,7 +214,7 @@ def _exit(s: sc.Syscall) -> list[str]:
     return out
 
 
-def _at_exit(s: sc.Syscall, code: int) -> list[str]:
+def _at_exit(s: sc.Syscall, code: int, drop_failed: bool = False) -> list[str]:
     """One exit handler instead of the enter+exit pair: the arguments come from the saved
     registers (still the caller's at exit: the kernel only writes the return value), the
     record is built and emitted at once, with the result. Not for exec: its arguments
@@ -196,8 +226,11 @@ def _at_exit(s: sc.Syscall, code: int) -> list[str]:
 
     out = [f"TRACEPOINT_PROBE(syscalls, sys_exit_{s.name}) {{"]
     if s.family == "open":
-        out += ["    struct pt_regs *regs = syscall_regs();", *_open_body(s, code, arg)]
+        body = ["    struct pt_regs *regs = syscall_regs();", *_open_body(s, code, arg)]
+        out += _drop_failed_open(s, body, "args->ret") if drop_failed else body
     else:
+        if drop_failed:  # before anything is read
+            out += [f"    if ({_failed(s, 'args->ret')})", "        return 0;"]
         out += _body(s, code, arg, regs=True)
     names = [a.tp for a in s.ints]
     if s.saddr_exit:
@@ -213,7 +246,7 @@ def _at_exit(s: sc.Syscall, code: int) -> list[str]:
     return out
 
 
-def handlers(names: tuple[str, ...]) -> str:
+def handlers(names: tuple[str, ...], failures_dropped: tuple[str, ...] = ()) -> str:
     """C source of the handlers for these syscalls (table order). All but exec get both
     forms, the exit-only handler and the enter+exit pair, chosen by the preprocessor
     (ARGS_AT_EXIT in events.c)."""
@@ -222,9 +255,10 @@ def handlers(names: tuple[str, ...]) -> str:
     for s in sc.SYSCALLS:
         if s.name not in wanted:
             continue
-        pair = _enter(s, sc.CODES[s.name]) + _exit(s)
+        drop = s.name in failures_dropped and s.family != "exec"
+        pair = _enter(s, sc.CODES[s.name]) + _exit(s, drop)
         if s.family != "exec":
-            lines += ["#if ARGS_AT_EXIT", *_at_exit(s, sc.CODES[s.name]), "#else",
+            lines += ["#if ARGS_AT_EXIT", *_at_exit(s, sc.CODES[s.name], drop), "#else",
                       *pair, "#endif", ""]
         else:
             lines += pair
@@ -263,7 +297,7 @@ def render(config: ProbeConfig) -> str:
         "EV_EXIT": str(sc.EV_EXIT),
         **config.extra_defines,
     }
-    text = template.replace("HANDLERS", handlers(config.syscalls))
+    text = template.replace("HANDLERS", handlers(config.syscalls, config.failures_dropped))
     # longest first, so no placeholder is a prefix of one replaced before it
     for key in sorted(values, key=len, reverse=True):
         text = text.replace(key, values[key])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enforcer.sources.decode import AT_FDCWD, O_DIRECTORY
+from enforcer.sources.syscalls import BY_NAME  # here, not per field read: that was measurable
 from enforcer.state import sockets
 from enforcer.state.capabilities import cap_names
 from enforcer.state.cgroup_ids import CgroupIds
@@ -159,8 +160,6 @@ class LiveEvent:
         return self._sock
 
     def _event_fd(self) -> int | None:
-        from enforcer.sources.syscalls import BY_NAME  # noqa: PLC0415
-
         spec = BY_NAME.get(self._f.get("evt.type", ""))
         if spec is None:
             return None
@@ -505,8 +504,6 @@ _FAMILY = {"ipv4": ("4", "ipv4"), "ipv6": ("6", "ipv6"), "unix": ("u", "unix")}
 
 
 def _spec(e: LiveEvent) -> Any:
-    from enforcer.sources.syscalls import BY_NAME  # noqa: PLC0415
-
     return BY_NAME.get(e._f.get("evt.type", ""))
 
 

@@ -53,16 +53,17 @@ OUTCOME_CLASSES = ("done", "dry-run", "rate-limited", "guard", "failed", "skippe
 _OUTCOME_WORDS = {
     "done": "done", "ok": "done", "success": "done", "succeeded": "done", "applied": "done",
     "noop": "done", "acted": "done", "act": "done",
+    "done-in-kernel": "done", "killed-in-kernel": "done",
     "dry-run": "dry-run", "dry_run": "dry-run", "dryrun": "dry-run", "would": "dry-run",
     "rate-limited": "rate-limited", "rate_limited": "rate-limited", "ratelimited": "rate-limited",
     "cooldown": "rate-limited", "budget": "rate-limited",
     "guard": "guard", "guarded": "guard", "suppressed": "guard", "refused": "guard",
-    "protected": "guard", "tripped": "guard",
+    "protected": "guard", "tripped": "guard", "suspended": "guard",
     "failed": "failed", "failure": "failed", "error": "failed",
     "skipped": "skipped", "skip": "skipped", "missing-fields": "skipped",
     "dropped": "dropped",
     # Steps of the flow rather than outcomes: the actions' records say what happened.
-    "matched": None, "stopped": None, "queued": None,
+    "matched": None, "stopped": None, "queued": None, "resumed": None,
 }
 
 # Output fields that identify where a detection happened, for the list's filters.

@@ -22,6 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
@@ -129,6 +130,12 @@ class _Connection(asyncio.Protocol):
                 self._arm(limits.request_timeout)
                 self.request = event
                 self.body = bytearray()
+                # h11 bounds a head that arrives in pieces; one that arrives whole is
+                # measured here.
+                head = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+                if head > limits.max_header_bytes:
+                    self._reject(431, "request headers too large")
+                    return
                 length = _content_length(event)
                 if length is not None and length > limits.max_body:
                     self._reject(413, f"body of {length} bytes exceeds the limit of "
@@ -169,7 +176,8 @@ class _Connection(asyncio.Protocol):
                if name.lower() not in ("content-length", "transfer-encoding")]
         out.append((b"content-length", str(len(body)).encode()))
         try:
-            data = self.h11.send(h11.Response(status_code=code, headers=out))
+            data = self.h11.send(h11.Response(status_code=code, headers=out,
+                                              reason=_reason(code)))
             if body and request.method != b"HEAD":
                 data += self.h11.send(h11.Data(data=body))
             data += self.h11.send(h11.EndOfMessage())
@@ -247,6 +255,13 @@ class _Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+def _reason(code: int) -> bytes:
+    try:
+        return HTTPStatus(code).phrase.encode()
+    except ValueError:
+        return b""
 
 
 def _content_length(request: h11.Request) -> int | None:
@@ -345,7 +360,8 @@ class WsgiServer:
         if isinstance(exc, (ssl.SSLError, ConnectionError, TimeoutError)):
             # A refused client certificate, a plain-HTTP client on a TLS port, a handshake
             # that never finished: counted, not a traceback.
-            self.rejected("tls_refused")
+            if self.url_scheme == "https":
+                self.rejected("tls_refused")
             log.debug("http %s: %s: %s", self.name, context.get("message"), exc)
             return
         loop.default_exception_handler(context)

@@ -3,11 +3,14 @@
     sudo .venv/bin/python tests/bench/bench_ebpf.py throughput   # kernel -> rule decision
     sudo .venv/bin/python tests/bench/bench_ebpf.py overhead     # wall-time ratios
 
-throughput: a generator process opens a path the stable rules watch (so the kernel
-passes every open) without matching (the open fails, so no alert is built); the in-process
-agent decodes, tracks and evaluates each event (and whatever else the host does meanwhile).
-Reported: a 200k-open burst (drops expected), then paced rates stepped up for 3 s each
-until the kernel drops; the last rate without drops is the figure.
+throughput: first the flood of issue 17, a generator failing to open a missing file below
+a watched prefix (/etc/sudoers.d/) flat out: no rule can match those failures, so the
+kernel drops them (enforcer.kernel_results); reported: opens/s made, events that crossed,
+kernel drops. Then a generator opens a path the kernel must pass (a `..` in it) without
+matching (the open fails, one `../` is not the traversal rule's two, so no alert is
+built); the in-process agent decodes, tracks and evaluates each event (and whatever else
+the host does meanwhile). Reported: a 200k-open burst (drops expected), then paced rates
+stepped up for 3 s each until the kernel drops; the last rate without drops is the figure.
 
 overhead: runs bench_overhead.py's interleaved overhead benchmark (see there: a tight
 open/close loop and a build-like workload without and with `enforcer --dry-run`).
@@ -74,13 +77,15 @@ def throughput() -> None:
     t = threading.Thread(target=agent.run, args=(stop,), daemon=True)
     t.start()
     agent.started.wait()
-    target = "/etc/sudoers.d/enforcer-bench-missing"  # watched prefix, open fails: no alert
+    # watched prefix, open fails, a `..`: the kernel passes it, no rule matches
+    target = "/etc/sudoers.d/../sudoers.d/enforcer-bench-missing"
+    flood = "/etc/sudoers.d/enforcer-bench-missing"  # failed: no rule can match, dropped
 
-    def run(n: int, rate: int) -> tuple[float, int, int, float]:
+    def run(n: int, rate: int, path: str = target) -> tuple[float, int, int, float]:
         """(events/s decided, events, drops, seconds) for n opens paced at rate/s."""
         base_events, base_drops = agent.events, agent.source.drops()
         t0 = time.monotonic()
-        subprocess.run([str(gen), target, str(n), str(rate)], check=True)
+        subprocess.run([str(gen), path, str(n), str(rate)], check=True)
         gen_done = time.monotonic()
         last, t_last = agent.events, time.monotonic()
         while time.monotonic() - t_last < 0.3:  # until the agent has caught up
@@ -91,6 +96,14 @@ def throughput() -> None:
         got = agent.events - base_events
         return got / elapsed, got, agent.source.drops() - base_drops, elapsed
 
+    base_events, base_drops = agent.events, agent.source.drops()
+    t0 = time.monotonic()
+    subprocess.run([str(gen), flood, "1000000"], check=True)
+    secs = time.monotonic() - t0
+    time.sleep(0.5)
+    print(f"flood: 1000000 failed opens below a watched prefix in {secs:.2f}s "
+          f"({1e6 / secs:,.0f}/s); {agent.events - base_events} events crossed (the whole "
+          f"host), {agent.source.drops() - base_drops} kernel drops")
     rate, got, drops, secs = run(200_000, 0)
     print(f"burst: 200000 opens in {secs:.2f}s, {got} events decided "
           f"({rate:,.0f}/s), {drops} kernel drops")

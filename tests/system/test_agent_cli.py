@@ -99,6 +99,25 @@ def test_text_format_and_sigterm(ebpf_ready: None, enforcer_cmd: list[str],
     assert "Events detected:" in "".join(agent.err)
 
 
+def test_text_output_escapes_control_characters(ebpf_ready: None, enforcer_cmd: list[str],
+                                                cli_env: dict[str, str]) -> None:
+    """Threat: a process's arguments are the attacker's text. With a newline it forges a
+    whole alert line in the text output (and in whatever reads it); with ESC it drives the
+    terminal of whoever tails the log. Each alert stays one line, its controls escaped."""
+    agent = _start(enforcer_cmd, cli_env, "--dry-run", "--format", "text")
+    marker = f"/nonexistent-{uuid.uuid4().hex[:8]}"
+    forged = "00:00:00.000000000: Critical forged alert"
+    subprocess.run(["cat", "/etc/shadow", f"{marker}\n{forged}\x1b[2J\r\x07"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    line = agent.wait_out(lambda s: marker in s)
+    assert agent.stop(signal.SIGTERM) == 0
+    assert f"{marker}\\n{forged}\\x1b[2J\\r\\x07" in line
+    out, err = "".join(agent.out), "".join(agent.err)
+    assert not any(s.startswith(forged) for s in out.splitlines())
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out
+    assert "\x1b" not in err
+
+
 def test_not_root_explains_and_exits_3(enforcer_cmd: list[str], cli_env: dict[str, str]) -> None:
     require(shutil.which("setpriv") is not None, "setpriv, to drop privileges",
             "apt-get install util-linux (scripts/setup.sh does)")

@@ -115,18 +115,18 @@ def stop(agent: subprocess.Popen[bytes]) -> None:
 
 
 def audit_records(audit: Path, outcome: str) -> list[dict]:
-    """The audit records with this outcome (read after the agent stopped: flushed)."""
-    return [r for r in map(json.loads, audit.read_text().splitlines())
-            if r["outcome"] == outcome]
+    """The audit records with this outcome, of the lines written in full so far (all of
+    them once the agent has stopped)."""
+    lines = audit.read_text().split("\n")[:-1] if audit.exists() else []
+    return [r for r in map(json.loads, lines) if r["outcome"] == outcome]
 
 
 def test_cat_of_shadow_reads_nothing_in_100_trials(need_root: None, ebpf_ready: None,
                                                    tmp_path: Path, launcher: Launcher,
                                                    enforcer_cmd: list[str],
                                                    cli_env: dict[str, str]) -> None:
-    # each kill counts against the budget (through its userspace backstop): room for all
-    agent, audit, err = start_agent(tmp_path, launcher, enforcer_cmd, cli_env,
-                                    "--action-budget", "1000")
+    # default settings: repeats from one workload never trip the blast-radius breaker
+    agent, audit, err = start_agent(tmp_path, launcher, enforcer_cmd, cli_env)
     try:
         assert "in-kernel kill armed for 1 rules" in err.read_text()
         results = [launcher.run("cat", "/etc/shadow") for _ in range(TRIALS)]
@@ -163,32 +163,12 @@ def test_dry_run_never_kills_in_the_kernel(need_root: None, ebpf_ready: None, tm
         shadow_size = Path("/etc/shadow").stat().st_size
         for _ in range(5):
             assert launcher.run("cat", "/etc/shadow") == (0, shadow_size)
-        time.sleep(1)  # the alerts reach the responder
+        deadline = time.monotonic() + 30  # the alerts reach the responder
+        while len(audit_records(audit, "dry-run")) < 5:
+            assert time.monotonic() < deadline, audit_records(audit, "dry-run")
+            time.sleep(0.05)
     finally:
         stop(agent)
     would = audit_records(audit, "dry-run")
-    assert len(would) == 5
+    assert len(would) == 5  # and no more once the agent has drained
     assert all("in the kernel" in (r.get("message") or "") for r in would)
-
-
-def test_budget_breaker_switches_the_kernel_off(need_root: None, ebpf_ready: None,
-                                                tmp_path: Path, launcher: Launcher,
-                                                enforcer_cmd: list[str],
-                                                cli_env: dict[str, str]) -> None:
-    agent, audit, err = start_agent(tmp_path, launcher, enforcer_cmd, cli_env,
-                                    "--action-budget", "3")
-    shadow_size = Path("/etc/shadow").stat().st_size
-    try:
-        results = []
-        for _ in range(60):  # the breaker trips when the responder handles the 4th kill
-            results.append(launcher.run("cat", "/etc/shadow"))
-            if results[-1] == (0, shadow_size):
-                break
-            time.sleep(0.1)
-        assert results[0] == (-signal.SIGKILL, 0)
-        assert results[-1] == (0, shadow_size), "the kernel kept killing after the breaker"
-        after = [launcher.run("cat", "/etc/shadow") for _ in range(10)]
-        assert after == [(0, shadow_size)] * 10
-    finally:
-        stop(agent)
-    assert audit_records(audit, "tripped")

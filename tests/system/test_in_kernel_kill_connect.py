@@ -146,7 +146,7 @@ def start_agent(tmp: Path, launcher: Launcher, cmd: list[str], env: dict[str, st
         f"    and proc.name = python3 and proc.pname = {launcher.name}\n"
         "  output: forbidden connect (connection=%fd.name proc=%proc.name)\n"
         "  priority: WARNING\n"))
-    return run_kill_agent(tmp, cmd, env, rules, rule_name, "--action-budget", "1000")
+    return run_kill_agent(tmp, cmd, env, rules, rule_name)
 
 
 def test_connect_to_the_forbidden_port_is_killed_in_the_kernel(

@@ -1,5 +1,6 @@
 """The kill response on real processes, as root: SIGKILL through a pidfd, never a reused
-pid, never a guarded process, and the budget that turns the agent into dry-run."""
+pid, never a guarded process (protected namespaces too), and the blast-radius breaker that
+suspends a policy for new workloads while it keeps killing in those it answered."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from actions.process import TICK_NS, boot_epoch_ns, read_stat
 from enforcer.alert import Alert
 from enforcer.audit.jsonl import JsonlAudit, read_audit
-from enforcer.policy.budget import Budget
+from enforcer.policy.blast_radius import BlastRadius, BreakerLimits
 from enforcer.policy.loader import load_policies
 from enforcer.priority import Priority
 from enforcer.respond.responder import Responder
@@ -190,23 +191,44 @@ def test_guards_spare_init_kernel_threads_and_the_agents_tree(need_root: None,
     assert (rec["outcome"], rec["guard"]) == ("suppressed", "kernel-thread")
 
 
-def test_the_budget_flips_to_dry_run_and_raises_a_critical_alert(need_root: None, tmp_path: Path,
-                                                                 victims: list) -> None:
+def test_the_breaker_suspends_new_workloads_and_keeps_killing_answered_ones(
+        need_root: None, tmp_path: Path, victims: list) -> None:
     for i in range(6):
         victims.append(spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path,
                              name=f"v{i}"))
     critical: list[Alert] = []
-    alerts = [shadow_alert(v.pid, **{"proc.start_ticks": v.start_ticks}) for v in victims]
-    records = respond(tmp_path, alerts, budget=Budget(limit=2, window=60),
+    # victims 0-3 are four host users; 4 and 5 are more processes of the first user
+    uids = [64200, 64201, 64202, 64203, 64200, 64200]
+    alerts = [shadow_alert(v.pid, **{"proc.start_ticks": v.start_ticks, "user.uid": uid,
+                                     "container.id": "host"})
+              for v, uid in zip(victims, uids, strict=True)]
+    records = respond(tmp_path, alerts, blast_radius=BlastRadius(BreakerLimits(2, 60, 600)),
                       on_critical=critical.append)
-    assert [r["outcome"] for r in records] == ["done", "done"] + ["dry-run"] * 4
-    assert [v.exit_code() for v in victims[:2]] == [-signal.SIGKILL] * 2
-    assert all(v.alive() for v in victims[2:])
-    assert "budget exhausted" in records[2]["reason"]
+    assert [r["outcome"] for r in records] == ["done"] * 4
+    assert [v.exit_code() for v in (victims[0], victims[1], victims[4], victims[5])] == [
+        -signal.SIGKILL] * 4
+    assert victims[2].alive() and victims[3].alive()
     (alert,) = critical
-    assert alert.priority == Priority.CRITICAL and "dry-run" in alert.output
-    breaker = [r for r in read_audit(tmp_path / "audit.jsonl") if r["kind"] == "breaker"]
-    assert len(breaker) == 1
+    assert alert.priority == Priority.CRITICAL and "suspended for new workloads" in alert.output
+    audit = list(read_audit(tmp_path / "audit.jsonl"))
+    assert len([r for r in audit if r["kind"] == "breaker"]) == 1
+    assert [r["detail"]["workload"] for r in audit if r["outcome"] == "suspended"] == [
+        ["user:64202"], ["user:64203"]]
+
+
+def test_a_process_in_a_protected_namespace_is_never_killed(need_root: None, tmp_path: Path,
+                                                            victims: list) -> None:
+    victim = spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path)
+    victims.append(victim)
+    start = {"proc.start_ticks": victim.start_ticks}
+    alerts = [shadow_alert(victim.pid, **start, **{"k8s.ns.name": "kube-system",
+                                                  "k8s.pod.name": "coredns-1"}),
+              # a pod whose namespace is not known yet: not acted on either
+              shadow_alert(victim.pid, **start, **{"k8s.pod.name": "coredns-1"})]
+    records = respond(tmp_path, alerts)
+    assert [(r["outcome"], r["guard"]) for r in records] == [
+        ("suppressed", "protected-namespace"), ("suppressed", "unknown-namespace")]
+    assert victim.alive()
 
 
 def test_process_group_scope_kills_the_group(need_root: None, tmp_path: Path,

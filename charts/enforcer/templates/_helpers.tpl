@@ -104,3 +104,18 @@ shared by other services (/var/run/docker.sock, /run/x.sock, /x.sock).
 {{- $dir -}}
 {{- end -}}
 {{- end }}
+
+{{/* The console's pods: a name of their own, so the DaemonSet's selector and the metrics
+Service never take them for agents. */}}
+{{- define "enforcer.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "enforcer.name" . }}-console
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: console
+{{- end -}}
+
+{{- define "enforcer.consoleLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "enforcer.consoleSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}

@@ -48,19 +48,23 @@ CREATE TABLE detections (
     pod text,
     trace_id text,
     complete boolean NOT NULL DEFAULT true,   -- false: made from a response, alert not seen
+    -- Free text: every word of rule, output and output fields; punctuation splits words (so
+    -- "shadow" finds /etc/shadow), as in the SQLite store's FTS5 index. Stored, so that a
+    -- page that walks time order checks a row without recomputing it.
+    search tsvector GENERATED ALWAYS AS (to_tsvector('simple', regexp_replace(
+        coalesce(rule, '') || ' ' || coalesce(output, '') || ' ' ||
+        coalesce(output_fields::text, ''), '[^[:alnum:]_]+', ' ', 'g'))) STORED,
     PRIMARY KEY (time_ns, id)
 ) PARTITION BY RANGE (time_ns);
 CREATE INDEX det_id ON detections (id);
-CREATE INDEX det_node ON detections (node, time_ns);
-CREATE INDEX det_rule ON detections (rule, time_ns);
-CREATE INDEX det_priority ON detections (priority, time_ns);
-CREATE INDEX det_namespace ON detections (namespace, time_ns);
-CREATE INDEX det_pod ON detections (pod, time_ns);
--- Free text: every word of rule, output and output fields; punctuation splits words (so
--- "shadow" finds /etc/shadow), as in the SQLite store's FTS5 index.
-CREATE INDEX det_text ON detections USING gin (to_tsvector('simple', regexp_replace(
-    coalesce(rule, '') || ' ' || coalesce(output, '') || ' ' || coalesce(output_fields::text, ''),
-    '[^[:alnum:]_]+', ' ', 'g')));
+-- (column, time, id): the exact order of a page, so that a filtered page reads its rows off
+-- the index newest first and stops (with time alone a common value was sorted whole).
+CREATE INDEX det_node ON detections (node, time_ns, id);
+CREATE INDEX det_rule ON detections (rule, time_ns, id);
+CREATE INDEX det_priority ON detections (priority, time_ns, id);
+CREATE INDEX det_namespace ON detections (namespace, time_ns, id);
+CREATE INDEX det_pod ON detections (pod, time_ns, id);
+CREATE INDEX det_text ON detections USING gin (search);
 
 CREATE TABLE responses (
     id bigint NOT NULL,            -- stable: a hash of (node, the record as written)
@@ -84,9 +88,10 @@ CREATE TABLE responses (
 ) PARTITION BY RANGE (det_time_ns);
 CREATE INDEX resp_det ON responses (det_id, det_time_ns);
 CREATE INDEX resp_node ON responses (node, det_time_ns);
-CREATE INDEX resp_policy ON responses (policy, det_time_ns);
-CREATE INDEX resp_action ON responses (action, det_time_ns);
-CREATE INDEX resp_outcome ON responses (outcome_class, det_time_ns);
+-- A page filtered on a rare policy, action or outcome walks these newest first.
+CREATE INDEX resp_policy ON responses (policy, det_time_ns, det_id);
+CREATE INDEX resp_action ON responses (action, det_time_ns, det_id);
+CREATE INDEX resp_outcome ON responses (outcome_class, det_time_ns, det_id);
 
 CREATE FUNCTION enforcer_day_partitions(days date[]) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$

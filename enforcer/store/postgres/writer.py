@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -41,13 +42,16 @@ class StoreUnavailable(Exception):
 
 
 class PgStoreWriter:
-    """Write alerts and audit records of node `node` to the PostgreSQL store at `dsn`."""
+    """Write alerts and audit records of node `node` to the PostgreSQL store at `dsn`.
+    It prunes days past the retention when it first reaches the database and then every
+    `prune_interval_s` (None: never; `enforcer store prune` or another writer does)."""
 
     def __init__(self, dsn: str, node: str, spool_path: str | Path, *,
                  queue_size: int = 50_000, batch_size: int = 2_000,
                  flush_interval_s: float = 0.25, spool_max_records: int = 2_000_000,
                  retry_s: float = 2.0, connect_timeout_s: int = 5,
-                 statement_timeout_s: float = 30.0, prune_interval_s: float = 3600.0):
+                 statement_timeout_s: float = 30.0,
+                 prune_interval_s: float | None = 3600.0):
         self.dsn = dsn
         self.path = redacted(dsn)  # what logs and the start-up line show
         self.node = node
@@ -71,7 +75,9 @@ class PgStoreWriter:
         self._conn: Any = None
         self._partitions = copy_in.Partitions()
         self._next_try = 0.0
-        self._last_prune = 0.0
+        # the first prune when the database is first reached, then every prune_interval_s
+        # (0.0 on the monotonic clock meant: at once only on a machine up for longer)
+        self._last_prune = -math.inf
         self._partitions_day = datetime.now(UTC).date()
         self._first_connect()
         self._thread = threading.Thread(target=self._run, name="pg-store-writer", daemon=True)
@@ -222,10 +228,15 @@ class PgStoreWriter:
             if any(item is _STOP for item in items):
                 stopping = True
                 items = [item for item in items if item is not _STOP]
-            if items:
-                self._store(items)
-            if self.spool.count and self._ready():
-                self._replay(time.monotonic() + 1.0)
+            try:
+                if items:
+                    self._store(items)
+                if self.spool.count and self._ready():
+                    self._replay(time.monotonic() + 1.0)
+            except Exception:  # never let the thread die: the JSONL log has every record
+                self.failures += 1
+                log.exception("audit store: unexpected failure; %d records not stored",
+                              len(items))
             with self._lock:
                 self._done += len(items)
                 self._lock.notify_all()
@@ -270,7 +281,8 @@ class PgStoreWriter:
                 log.warning("audit store: record not stored: %s", exc)
         try:
             copy_in.write(self._conn, rows, self._partitions)
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError, TypeError,
+                ValueError) as exc:
             # A row the database refuses must not hold up every later one: find it.
             log.warning("audit store: batch refused (%s); writing one by one",
                         _first_line(exc))
@@ -292,7 +304,8 @@ class PgStoreWriter:
             add(rows, self.node, record)
             try:
                 copy_in.write(self._conn, rows, self._partitions)
-            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError, TypeError,
+                    ValueError) as exc:
                 self.rejected += 1
                 log.warning("audit store: record refused by the database: %s",
                             _first_line(exc))
@@ -312,7 +325,8 @@ class PgStoreWriter:
                 self._down(exc)
                 return
         now = time.monotonic()
-        if self._conn is None or now - self._last_prune < self.prune_interval_s:
+        if (self._conn is None or self.prune_interval_s is None
+                or now - self._last_prune < self.prune_interval_s):
             return
         self._last_prune = now
         import psycopg  # noqa: PLC0415

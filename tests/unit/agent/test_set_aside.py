@@ -79,16 +79,17 @@ def _records() -> list[dict[str, Any]]:
 
 
 def test_events_wait_for_the_metadata_without_holding_the_loop(tmp_path: Path) -> None:
-    gate = threading.Event()
+    gate, answered = threading.Event(), threading.Event()
 
     def inspect(full_id: str) -> dict[str, Any]:
-        gate.wait(10)
+        gate.wait(10)  # a loop that waited for this would get it back only after 10 s
+        answered.set()
         return DOC
 
     agent, alerts = _agent(tmp_path, inspect, hold=30.0)
-    started = time.monotonic()
     agent._handle(_records())
-    assert time.monotonic() - started < 5  # the loop went on: nothing waited for inspect
+    # the loop went on while the runtime had not answered: nothing waited for inspect
+    assert not answered.is_set()
     assert alerts == [] and len(agent._aside) == 2
     agent._take_back()
     assert alerts == []  # still not described, hold not over
@@ -110,8 +111,10 @@ def test_after_the_hold_events_are_judged_with_what_is_known(tmp_path: Path) -> 
     agent, alerts = _agent(tmp_path, inspect, hold=0.2)
     agent._handle(_records())
     assert alerts == [] and len(agent._aside) == 2
-    time.sleep(0.3)
-    agent._take_back()
+    deadline = time.monotonic() + 10  # the hold is over after 0.2 s: wait for it
+    while agent._aside and time.monotonic() < deadline:
+        agent._take_back()
+        time.sleep(0.01)
     assert agent._aside == []
     # without the name, the first rule cannot match; the second fires without it
     assert [a.rule for a in alerts] == ["Passwd read anywhere"]

@@ -242,6 +242,11 @@ def test_capabilities_by_default_and_privileged_switch(kube_tools, tmp_path):
     assert "capabilities" not in ctx
 
 
+def test_runtime_default_seccomp(kube_tools, tmp_path):
+    ctx = container(render(kube_tools, tmp_path))["securityContext"]
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
 def test_apparmor_field_from_1_30_annotation_before(kube_tools, tmp_path):
     objects = render(kube_tools, tmp_path)
     assert container(objects)["securityContext"]["appArmorProfile"] == {"type": "Unconfined"}

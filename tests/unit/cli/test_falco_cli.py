@@ -111,6 +111,8 @@ def test_o_overrides_a_file_key_and_appends_to_lists(tmp_path: Path) -> None:
         (True, ""), (False, "on CPU %evt.cpu")]
     assert args.rule_selections == [(False, "rule", "alpha")]
     assert args.http_addr == agent_args(["-o", "webserver.listen_port=9999"]).http_addr
+    assert agent_args(["-o", "webserver.enabled=true"]).http_addr == "0.0.0.0:8765"  # Falco's
+    assert agent_args(["-o", "webserver.enabled=false"]).http_addr == "off"
     # a flag still beats the file and -o
     assert agent_args([*argv, "--http-addr", "127.0.0.1:1"]).http_addr == "127.0.0.1:1"
 
@@ -192,6 +194,15 @@ def test_validate_describe_and_list_flags(tmp_path: Path) -> None:
     res = run_cli("--list")
     assert res.code == 0 and any(line.startswith("proc.name ") for line in
                                  res.stdout.splitlines())
+
+
+def test_json_shape_keys_other_than_falcos_defaults_are_warned(tmp_path: Path) -> None:
+    res = run_cli("-o", "json_include_tags_property=false", "-o", "time_format_iso_8601=true",
+                  "--list")
+    assert res.code == 0
+    assert "json_include_tags_property: false is not applied" in res.stderr
+    assert "time_format_iso_8601: true is not applied" in res.stderr
+    assert "is not applied" not in run_cli("-c", FALCO_YAML, "--list").stderr
 
 
 def test_unbuffered_and_stop_after_parse() -> None:

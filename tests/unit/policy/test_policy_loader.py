@@ -33,6 +33,11 @@ GOOD = """\
   rate_limit: {max: 5, per: 1m, burst: 2}
   cooldown: 30s
   on_failure: stop
+  breaker: {workloads: 3, window: 5m}
+  escalate:
+    after: 5
+    within: 1m
+    actions: [quarantine, {delete_pod: {grace_period: 0}}]
 """
 
 
@@ -55,6 +60,10 @@ def test_good_policy_loads_with_every_field(tmp_path: Path) -> None:
     assert policy.on_failure == "stop"
     assert str(policy.match.priority) == ">=notice"
     assert policy.line == 1
+    assert (policy.breaker.workloads, policy.breaker.window, policy.breaker.cooloff) == (
+        3, 300, None)
+    assert (policy.escalate.after, policy.escalate.within) == (5, 60)
+    assert [s.name for s in policy.escalate.actions] == ["quarantine", "delete_pod"]
 
 
 def test_dry_run_is_the_default(tmp_path: Path) -> None:
@@ -114,6 +123,18 @@ def test_bundled_policies_load_are_dry_run_and_fit_the_schema() -> None:
     # in_kernel needs exact rule names
     ("- policy: p\n  match: {rules: ['Read*']}\n  actions:\n    - kill: {in_kernel: true}\n",
      4, 25, "must name its rules exactly"),
+    # bad breaker
+    ("- policy: p\n  match: {rules: [x]}\n  actions: [kill]\n  breaker: {workloads: 0}\n",
+     4, 24, "breaker.workloads must be a positive integer"),
+    ("- policy: p\n  match: {rules: [x]}\n  actions: [kill]\n  breaker: {pods: 3}\n",
+     4, 13, "unknown breaker key 'pods'"),
+    ("- policy: p\n  match: {rules: [x]}\n  actions: [kill]\n  breaker: {cooloff: later}\n",
+     4, 22, "breaker.cooloff"),
+    # bad escalation
+    ("- policy: p\n  match: {rules: [x]}\n  actions: [kill]\n  escalate: {after: 1, actions: "
+     "[quarantine]}\n", 4, 21, "escalate.after"),
+    ("- policy: p\n  match: {rules: [x]}\n  actions: [kill]\n  escalate: {after: 5, actions: "
+     "[quarantin]}\n", 4, 34, "unknown action 'quarantin'"),
     # in_kernel only for SIGKILL
     ("- policy: p\n  match: {rules: [x]}\n  actions:\n    - kill: {in_kernel: true, signal: TERM}\n",  # noqa: E501
      4, 25, "only signal KILL"),

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from enforcer.alert import Alert
-from enforcer.policy.budget import Budget
 from enforcer.policy.loader import load_policies
 from enforcer.policy.ratelimit import Cooldowns, TokenBucket
 from enforcer.priority import Priority
@@ -104,12 +103,3 @@ def test_cooldown_per_key() -> None:
     assert cool.active(("p", 0, "pod-b")) == 0
     clock.now += 31
     assert cool.active(("p", 0, "pod-a")) == 0
-
-
-def test_budget_trips_and_stays_tripped() -> None:
-    clock = FakeClock()
-    budget = Budget(limit=3, window=60, clock=clock)
-    assert [budget.consume() for _ in range(3)] == [True, True, True]
-    assert budget.consume() is False and budget.tripped
-    clock.now += 120
-    assert budget.consume() is False, "a tripped breaker stays tripped until restart"

@@ -32,12 +32,15 @@ def test_policies_replace_the_bundled_ones(tmp_path: Path,
     path.write_text("- policy: mine\n  match: {rules: [x]}\n  actions: [kill]\n"
                     "  dry_run: false\n")
     args = parse(["--policies", str(path), "--dry-run", "--protected-namespace", "payments",
-                  "--action-budget", "3", "--audit-log", str(tmp_path / "a.jsonl")])
+                  "--breaker-workloads", "3", "--breaker-window", "2m",
+                  "--audit-log", str(tmp_path / "a.jsonl")])
     responder = responder_from_args(args)
     assert [p.name for p in responder.policies.policies] == ["mine"]
     assert responder.dry_run is True
     assert {"kube-system", "payments"} <= responder.guards.protected
-    assert responder.budget.limit == 3 and responder.node_name == "node-a"
+    assert responder.node_name == "node-a"
+    assert (responder.blast_radius.defaults.workloads,
+            responder.blast_radius.defaults.window) == (3, 120)
 
 
 def test_bad_policies_raise_policy_error(tmp_path: Path) -> None:

@@ -4,10 +4,12 @@ the backlog is on /metrics, and a database without the schema stops it at start.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,12 @@ from enforcer.store.postgres import migrations
 from tests.agent_process import AgentProcess
 from tests.conftest import REPO
 
-ALERT = (REPO / "tests" / "data" / "falco-alerts" / "terminal_shell_k8s.json").read_bytes()
+# From the Falco of node-7, the node the agent answers for (another node's alert is refused),
+# and from today: a day older than the store's retention is pruned as soon as it is made.
+ALERT = json.dumps({**json.loads((REPO / "tests" / "data" / "falco-alerts" /
+                                  "terminal_shell_k8s.json").read_bytes()),
+                    "hostname": "node-7",
+                    "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}).encode()
 POLICY = """\
 - policy: answer-shells
   match: {rules: [Terminal shell in container], priority: ">=notice"}

@@ -171,7 +171,7 @@ def test_store_migrate_cli_and_roles(pg_server, pg_db, tmp_path):
     secret.write_text(pg_server.password + "\n")
     no_pw = f"postgresql://enforcer_admin@127.0.0.1:{pg_server.port}/{db}"
     cmd = [sys.executable, "-m", "enforcer", "store", "migrate", "--store", no_pw,
-           "--store-password-file", str(secret), "--retention-days", "7",
+           "--store-password-file", str(secret), "--retention-days", "3650",
            "--grant-writer", "w_role", "--grant-reader", "r_role"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -201,7 +201,9 @@ def test_prune_drops_whole_days_past_the_retention(pg_db, tmp_path):
     with psycopg.connect(pg_db, autocommit=True) as conn:
         migrations.migrate(conn, retention_days=3)
     now = time.time_ns()
-    writer = PgStoreWriter(pg_db, "node-a", tmp_path / "spool.db")
+    # the writer's own prune would race the records: this test calls the function itself
+    writer = PgStoreWriter(pg_db, "node-a", tmp_path / "spool.db",
+                           prune_interval_s=None)
     try:
         for days_ago in (0, 1, 10, 11):
             rec = _response(days_ago)

@@ -7,6 +7,7 @@ resident memory. What the agent imported is read from its own import trace
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -44,7 +45,9 @@ def run_agent(tmp_path: Path, env: dict[str, str]) -> set[str]:
             "--falco-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
             "--policies", str(tmp_path / "policy.yaml"), "--audit-log", str(audit),
             "--state-dir", str(tmp_path / "state"),
-            "--snapshot-dir", str(tmp_path / "snapshots")]
+            "--snapshot-dir", str(tmp_path / "snapshots"),
+            # the alert's node: an agent refuses alerts meant for another
+            "--node-name", json.loads(ALERT)["hostname"]]
     agent = AgentProcess(argv, full, tmp_path, audit, timeout=60)
     try:
         assert agent.falco_port is not None and post(agent.falco_port, ALERT) == 200
