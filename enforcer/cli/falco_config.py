@@ -25,7 +25,6 @@ from typing import Any
 
 import yaml
 
-from enforcer.errors import RuleError
 from enforcer.priority import Priority
 
 _JSON_DEFAULTS = {"json_include_output_property": True,
@@ -70,8 +69,8 @@ def falco_defaults(config: dict[str, Any], warn: Any) -> dict[str, Any]:
         out["min_priority"] = Priority.parse(config["priority"])
     if "rule_matching" in config:
         out["rule_matching"] = config["rule_matching"]
-    if config.get("append_output"):
-        out["append_output_entries"] = _append_output(config["append_output"], warn)
+    if "append_output" in config:  # even empty: it replaces the shipped default
+        out["append_output_entries"] = _append_output(config["append_output"] or [])
     if config.get("static_fields"):
         out["extra_field"] = [f"{k}={_text(v)}" for k, v in config["static_fields"].items()]
     out.update(_outputs(config, warn))
@@ -159,22 +158,10 @@ def webserver_notes(config: dict[str, Any], warn: Any) -> None:
              "serve it on a private address or behind a proxy")
 
 
-def _append_output(entries: list[Any], warn: Any) -> list[Any]:
-    """Falco's append_output list, parsed by the rules' append_output reader. An entry
-    holding only `suggested_output` is dropped with a warning while that reader refuses it
-    (plugin-suggested fields: this agent has no plugins)."""
+def _append_output(entries: list[Any]) -> list[Any]:
+    """Falco's append_output list, parsed by the rules' append_output reader
+    (suggested_output included)."""
     from enforcer.rules.append_output import parse_append_output  # noqa: PLC0415
 
-    def parse(items: list[Any]) -> list[Any]:
-        return parse_append_output(yaml.safe_dump({"append_output": items}),
-                                   "falco.yaml append_output")
-
-    try:
-        return parse(entries)
-    except RuleError:
-        kept = [e for e in entries if set(e) != {"suggested_output"}]
-        if len(kept) == len(entries):
-            raise
-        warn("append_output: suggested_output is not supported (no plugins suggest fields "
-             "here) and is ignored")
-        return parse(kept) if kept else []
+    return parse_append_output(yaml.safe_dump({"append_output": entries}),
+                               "falco.yaml append_output")

@@ -88,13 +88,14 @@ def engine_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Engine keyword options from the parsed flags; RuleError when --append-output is
     invalid."""
     options: dict[str, Any] = {"rule_matching": getattr(args, "rule_matching", "all")}
-    entries = list(getattr(args, "append_output_entries", None) or [])  # falco.yaml's
+    # falco.yaml's append_output (None: the file has none), then the --append-output file's
+    entries = list(getattr(args, "append_output_entries", None) or [])
     path = getattr(args, "append_output", None)
     if path:
         entries += load_append_output(path)
-    # falco.yaml's or the file's entries replace the default, as falco.yaml's key does in
-    # Falco (whose shipped file lists suggested_output itself)
-    options["append_output"] = entries if (entries or path) else list(DEFAULT_APPEND_OUTPUT)
+    if getattr(args, "append_output_entries", None) is None and not path:
+        entries = list(DEFAULT_APPEND_OUTPUT)  # neither falco.yaml nor a file says otherwise
+    options["append_output"] = entries
     return options
 
 

@@ -145,8 +145,15 @@ REVOKE EXECUTE ON FUNCTION enforcer_day_partitions(date[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION enforcer_prune() FROM PUBLIC;
 """
 
+# The alert's container (container.name, else container.id), a console filter.
+_V2 = r"""
+ALTER TABLE detections ADD COLUMN container text;
+CREATE INDEX det_container ON detections (container, time_ns);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "detections and responses, partitioned by day", _V1),
+    Migration(2, "detections.container", _V2),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -15,7 +15,7 @@ from typing import Any
 from enforcer.store.mapping import response_view
 from enforcer.store.query import PAGE_SIZE, Filters, Page
 
-_DETECTION_COLUMNS = ("rule", "priority", "namespace", "pod", "node")
+_DETECTION_COLUMNS = ("rule", "priority", "namespace", "pod", "node", "container")
 _RESPONSE_COLUMNS = {"policy": "policy", "action": "action", "outcome": "outcome_class"}
 _TEXT = "d.search"  # the stored tsvector the det_text index covers (migrations.py)
 
@@ -55,7 +55,7 @@ def _summary(column: str) -> str:
 
 
 _LIST_COLUMNS = ("d.id, d.time_ns, d.rule, d.priority, d.output, d.namespace, d.pod, d.node, "
-                 "d.hostname, d.trace_id, d.complete, "
+                 "d.container, d.hostname, d.trace_id, d.complete, "
                  f"{_summary('outcome_class')} AS outcomes, {_summary('policy')} AS policies, "
                  f"{_summary('action')} AS actions")
 

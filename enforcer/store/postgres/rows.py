@@ -19,7 +19,7 @@ from enforcer.store.mapping import Mapped, map_record
 
 DETECTION_COLUMNS = ("id", "node", "key", "time_ns", "rule", "priority", "output",
                      "output_fields", "tags", "source", "hostname", "namespace", "pod",
-                     "trace_id", "complete")
+                     "trace_id", "complete", "container")
 RESPONSE_COLUMNS = ("id", "node", "det_id", "det_time_ns", "kind", "time_ns", "policy",
                     "action", "dry_run", "outcome", "outcome_class", "error", "retries",
                     "latency_ms", "trace_id", "span_id", "record")
@@ -75,7 +75,7 @@ def add(rows: Rows, node: str, record: dict[str, Any], mapped: Mapped | None = N
             det_id, node, det.key, det.time_ns, _text(det.rule), det.priority,
             _text(det.output), _jsonb(canonical(det.output_fields)), _jsonb(canonical(det.tags)),
             _text(det.source), _text(det.hostname), _text(det.namespace), _text(det.pod),
-            det.trace_id, det.complete)
+            det.trace_id, det.complete, _text(det.container))
     r = mapped.response
     if r is None:
         return

@@ -106,7 +106,9 @@ def test_o_overrides_a_file_key_and_appends_to_lists(tmp_path: Path) -> None:
     assert args.http_addr == "0.0.0.0:9999"
     assert args.format == "json" and args.min_priority == Priority.ERROR
     assert args.rules == [str(a), str(b)]  # the shipped paths are missing here, so skipped
-    assert [e.extra_output for e in args.append_output_entries] == ["on CPU %evt.cpu"]
+    # the shipped file's [{suggested_output: true}], then the appended entry
+    assert [(e.suggested_output, e.extra_output) for e in args.append_output_entries] == [
+        (True, ""), (False, "on CPU %evt.cpu")]
     assert args.rule_selections == [(False, "rule", "alpha")]
     assert args.http_addr == agent_args(["-o", "webserver.listen_port=9999"]).http_addr
     assert agent_args(["-o", "webserver.enabled=true"]).http_addr == "0.0.0.0:8765"  # Falco's

@@ -145,3 +145,15 @@ def test_suggested_output_is_on_by_default_as_in_falcos_shipped_config(files, tm
     alert = {a["rule"]: a for a in res.alerts()}["cat opens"]
     assert alert["output"].endswith("cat opened /etc/shadow")
     assert "container.name" not in alert["output_fields"]
+
+
+def test_a_falco_yaml_append_output_even_empty_replaces_the_default():
+    import argparse  # noqa: PLC0415
+
+    from enforcer.cli.selection_args import engine_options_from_args  # noqa: PLC0415
+    from enforcer.rules.append_output import DEFAULT_APPEND_OUTPUT  # noqa: PLC0415
+
+    assert engine_options_from_args(argparse.Namespace())["append_output"] == list(
+        DEFAULT_APPEND_OUTPUT)
+    off = argparse.Namespace(append_output_entries=[])
+    assert engine_options_from_args(off)["append_output"] == []

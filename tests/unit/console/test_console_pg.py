@@ -72,6 +72,7 @@ def test_one_list_for_every_node(app, wsgi_call):
     ("outcome=dry-run", 2),
     ("priority=critical", 1),
     ("namespace=dev", 2),
+    ("container=c0ffee333333", 1),  # container.name, else container.id
     ("policy=contain-shell&outcome=guard", 1),
     ("q=shadow", 2),
     ("since=2026-11-23T10:03&until=2026-11-23T10:05", 2),
