@@ -71,7 +71,9 @@ class PgStoreWriter:
         self._conn: Any = None
         self._partitions = copy_in.Partitions()
         self._next_try = 0.0
-        self._last_prune = 0.0
+        # The first prune an interval after start: every agent of a cluster starting at once
+        # (a rollout) must not all drop partitions together.
+        self._last_prune = time.monotonic()
         self._partitions_day = datetime.now(UTC).date()
         self._first_connect()
         self._thread = threading.Thread(target=self._run, name="pg-store-writer", daemon=True)
