@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import queue
 import threading
 import time
@@ -75,9 +74,9 @@ class PgStoreWriter:
         self._conn: Any = None
         self._partitions = copy_in.Partitions()
         self._next_try = 0.0
-        # the first prune when the database is first reached, then every prune_interval_s
-        # (0.0 on the monotonic clock meant: at once only on a machine up for longer)
-        self._last_prune = -math.inf
+        # The first prune an interval after start: every agent of a cluster starting at once
+        # (a rollout) must not all drop partitions together.
+        self._last_prune = time.monotonic()
         self._partitions_day = datetime.now(UTC).date()
         self._first_connect()
         self._thread = threading.Thread(target=self._run, name="pg-store-writer", daemon=True)

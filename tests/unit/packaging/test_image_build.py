@@ -152,11 +152,14 @@ def test_debian_packages_exist_in_bookworm(recipe):
 
 def test_wheel_is_built_then_installed_into_a_system_site_packages_venv(recipe):
     _, (build, runtime) = recipe
-    assert any(re.search(r"pip wheel --wheel-dir /wheels \.$", run) for run in build.args("RUN"))
+    # with the postgresql extra: psycopg for --store postgresql://… (imported only then)
+    assert any(re.search(r"pip wheel --wheel-dir /wheels '\.\[postgresql\]'$", run)
+               for run in build.args("RUN"))
     assert "--from=build /wheels /tmp/wheels" in runtime.args("COPY")
     install = venv_install(runtime)
     assert "python3 -m venv --system-site-packages /opt/enforcer" in install
-    assert "pip install --no-cache-dir --no-index --find-links /tmp/wheels enforcer" in install
+    assert ("pip install --no-cache-dir --no-index --find-links /tmp/wheels "
+            "'enforcer[postgresql]'") in install
     assert 'python -c "import bcc"' in install
 
 
