@@ -106,6 +106,21 @@ class FairPool:
             thread.join(timeout)
         self.threads = []
 
+    def take_all(self) -> list[tuple[Any, str | None]]:
+        """Everything still waiting, removed (after stop(): what its threads did not reach
+        in time), each with the reason it was already dropped for, or None; the caller
+        accounts for them."""
+        with self.cond:
+            left: list[tuple[Any, str | None]] = list(self.drops)
+            left += [(entry.item, None) for entries in self.queues.values()
+                     for entry in entries]
+            self.unfinished -= len(left)
+            self.drops.clear()
+            self.queues.clear()
+            self.size = 0
+            self.cond.notify_all()
+        return left
+
     # -- inside -------------------------------------------------------------------------
     def _evict(self, weight: int) -> _Entry | None:
         """Remove the least important queued entry that matters less than `weight`, or as

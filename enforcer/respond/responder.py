@@ -404,6 +404,9 @@ class Responder:
                              (self.follow_ups, self.follow_up_thread)):
             if work is self.follow_ups:
                 self.slow.stop(timeout)  # after the worker: it queued the slow lane's work
+                for item, why in self.slow.take_all():  # what it had no time for
+                    self._slow_dropped(item, why or "the agent stopped before answering it "
+                                                    f"(within {timeout:g}s)")
             try:
                 work.put(_STOP, timeout=timeout)
             except queue.Full:
