@@ -11,6 +11,10 @@ bash scripts/setup.sh
 # containers and namespaces) and its own temp dir (pytest's temp dirs, every tempfile).
 SUITE_RUN_MARK="$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 RUNDIR="$(mktemp -d "/tmp/enforcer-suite-$SUITE_RUN_MARK-XXXXXX")"
+# Others may pass through, not list: tests run some processes as other users (PostgreSQL's
+# server as postgres, the blast-radius tests' readers as their own uids) in dirs of their own
+# inside it, whose names are random.
+chmod 0711 "$RUNDIR"
 export SUITE_RUN_MARK
 trap 'rm -rf --one-file-system "$RUNDIR"' EXIT
 python3 scripts/leftovers.py snapshot "$RUNDIR/state.json" "$SUITE_RUN_MARK" "$RUNDIR"
