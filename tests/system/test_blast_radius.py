@@ -30,41 +30,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.system.test_in_kernel_kill import Launcher
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
 
 REPEATS = 1000
-LAUNCHER = """
-import json, subprocess, sys
-for line in sys.stdin:
-    argv = json.loads(line)
-    done = subprocess.run(argv, capture_output=True)
-    print(json.dumps([done.returncode, len(done.stdout)]), flush=True)
-"""
 KILLED = (-signal.SIGKILL, 0)
-
-
-class Launcher:
-    """A long-lived parent with a unique name (in a world-readable directory) that runs
-    one command per request, as `uid`."""
-
-    def __init__(self, exe: Path, uid: int | None = None):
-        self.uid = uid
-        self.proc = subprocess.Popen([str(exe), "-c", LAUNCHER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, user=uid,
-                                     cwd=exe.parent)
-
-    def run(self, *argv: str) -> tuple[int, int]:
-        """(return code, bytes on stdout) of a fresh process running argv."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(list(argv)) + "\n")
-        self.proc.stdin.flush()
-        code, size = json.loads(self.proc.stdout.readline())
-        return code, size
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture
@@ -146,7 +117,7 @@ def test_1000_repeats_from_one_host_workload_are_each_killed_in_the_kernel(
     """Default settings: no budget, no breaker trips on repeats; the kernel kills every
     one of 1000 `cat /etc/shadow` before it reads a byte, and /metrics counts 1000 kills."""
     exe = launcher_exe(shared_dir)
-    launcher = Launcher(exe)
+    launcher = Launcher(exe.parent, exe=exe)
     rules = tmp_path / "rules"
     rules.mkdir()
     shutil.copy(REPO / "tests/data/falco-rules/falco_rules.yaml", rules / "falco_rules.yaml")
@@ -231,7 +202,7 @@ def test_blast_radius_suspends_a_policy_for_new_workloads_only(
         MARKER_RULES.format(tag=tag, path=path, launcher=exe.name)
         for tag, path in markers.items()))
     cooloff = 8
-    users = {n: Launcher(exe, FIRST_UID + n) for n in range(1, 9)}
+    users = {n: Launcher(exe.parent, FIRST_UID + n, exe=exe) for n in range(1, 9)}
     socket = str(tmp_path / "control.sock")
 
     def read(n: int, tag: str = "a", cat: str = "cat") -> tuple[int, int]:

@@ -38,14 +38,18 @@ for line in sys.stdin:
 
 
 class Launcher:
-    """A long-lived parent with a unique name that runs one command per request."""
+    """A long-lived parent with a unique name that runs one command per request: a copy
+    of python made in `tmp`, or the given `exe` (one copy shared by several launchers), run
+    as `uid` (in the copy's directory, which that user can enter)."""
 
-    def __init__(self, tmp: Path):
-        self.name = "ik" + uuid.uuid4().hex[:8]
-        exe = tmp / self.name
-        shutil.copy(Path(sys.executable).resolve(), exe)
+    def __init__(self, tmp: Path, uid: int | None = None, exe: Path | None = None):
+        if exe is None:
+            exe = tmp / ("ik" + uuid.uuid4().hex[:8])
+            shutil.copy(Path(sys.executable).resolve(), exe)
+        self.name = exe.name
         self.proc = subprocess.Popen([str(exe), "-c", LAUNCHER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, user=uid,
+                                     cwd=exe.parent if uid is not None else None)
 
     def run(self, *argv: str) -> tuple[int, int]:
         """(return code, bytes on stdout) of a fresh process running argv."""
