@@ -4,23 +4,14 @@ that a change to how records are read cannot change what a rule means."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
+from tests.unit.test_respond_layers import imports
+
 REPO = Path(__file__).resolve().parents[3]
 NOT_FROM_RULES = ("enforcer.sources", "enforcer.state", "enforcer.agent", "enforcer.adapters")
-
-
-def imports(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module)
-    return found
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "enforcer" / "rules").rglob("*.py")),
