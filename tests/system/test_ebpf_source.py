@@ -193,11 +193,17 @@ def test_drop_counter_counts_every_record_the_ring_could_not_take(ebpf_ready: No
 def test_reader_sleeps_when_idle_and_loses_nothing_while_awake(watch: Watch) -> None:
     """The adaptive reader: idle, it sleeps and the first record wakes it; during a run of
     activity it drains on its timer and records, which then do not wake it, all arrive."""
+    # The count is read before the reader is seen asleep: a host record that wakes it
+    # between the two would otherwise be counted in `woken`, and the cat's record would then
+    # arrive on the timer (this failed CI once on a busy host).
     deadline = time.monotonic() + 15
-    while watch.source.reader_polling and time.monotonic() < deadline:
+    while True:
+        woken = watch.source.wakeups
+        asleep = not watch.source.reader_polling
+        if asleep or time.monotonic() > deadline:
+            break
         time.sleep(0.02)
-    assert not watch.source.reader_polling, "the reader never went to sleep on an idle host"
-    woken = watch.source.wakeups
+    assert asleep, "the reader never went to sleep on an idle host"
     subprocess.run(["cat", "/etc/shadow"], stdout=subprocess.DEVNULL, check=True)
     watch.wait_for(lambda e: e.get("fd.name") == "/etc/shadow" and e.get("proc.name") == "cat")
     assert watch.source.wakeups > woken
