@@ -42,16 +42,20 @@ class LineOutput:
     """stdout or a file as a dispatcher output: one line per alert, flushed per alert (a
     reader of a pipe sees each alert when it happens)."""
 
-    def __init__(self, name: str, stream: TextIO, fmt: str, owned: bool = False):
+    def __init__(self, name: str, stream: TextIO, fmt: str, owned: bool = False,
+                 shape: Any = None):
+        """`shape`: an enforcer.outputs.formats.AlertShape (None: Falco's default)."""
         self.name = name
         self.stream = stream
         self.fmt = fmt
         self.owned = owned
+        self.shape = shape
 
     def emit(self, alert: Alert) -> None:
-        from enforcer.outputs.formats import format_alert  # noqa: PLC0415
+        from enforcer.outputs.formats import FALCO_DEFAULT_SHAPE, format_alert  # noqa: PLC0415
 
-        self.stream.write(format_alert(alert, self.fmt) + "\n")
+        line = format_alert(alert, self.fmt, self.shape or FALCO_DEFAULT_SHAPE)
+        self.stream.write(line + "\n")
         self.stream.flush()
 
     def close(self) -> None:

@@ -120,7 +120,10 @@ def _syslog(args: argparse.Namespace, stderr: TextIO) -> list[Any]:
     from enforcer.outputs.syslog import SyslogOutput  # noqa: PLC0415
 
     try:
-        return [SyslogOutput(args.syslog_socket, args.format)]
+        from enforcer.outputs.formats import FALCO_DEFAULT_SHAPE  # noqa: PLC0415
+
+        return [SyslogOutput(args.syslog_socket, args.format,
+                             shape=getattr(args, "alert_shape", None) or FALCO_DEFAULT_SHAPE)]
     except OSError as exc:
         stderr.write(f"enforcer: warning: syslog output is off: cannot connect to "
                      f"{args.syslog_socket}: {exc.strerror or exc} (--syslog-socket)\n")
@@ -167,7 +170,8 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
     stderr = stderr or sys.stderr
     host = hostname()
     reloader = load_reloader(args, host)
-    base = ([LineOutput("stdout", stdout, args.format)]
+    shape = getattr(args, "alert_shape", None)
+    base = ([LineOutput("stdout", stdout, args.format, shape=shape)]
             if getattr(args, "stdout_enabled", True) else [])
     if args.output_file:
         try:
@@ -175,7 +179,7 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
         except OSError as exc:
             raise WiringError(f"enforcer: cannot open --output-file {args.output_file}: "
                               f"{exc.strerror}", 2) from None
-        base.append(LineOutput("file", handle, args.format, owned=True))
+        base.append(LineOutput("file", handle, args.format, owned=True, shape=shape))
     if getattr(args, "syslog_output", False):
         base.extend(_syslog(args, stderr))
     try:
@@ -244,9 +248,19 @@ def start_http(args: argparse.Namespace, pipeline: Any) -> None:
             raise WiringError(f"enforcer: {exc}", 2) from None
         ui = ConsoleApp(getattr(pipeline.store, "dsn", None) or pipeline.store.path,
                         token=token)
+    context = None
+    if getattr(args, "http_tls_pem", None):
+        from enforcer.http_server import tls_context  # noqa: PLC0415
+
+        try:
+            context = tls_context(args.http_tls_pem)
+        except ValueError as exc:
+            raise WiringError(f"enforcer: webserver.ssl_certificate: {exc}", 2) from None
     try:
         pipeline.obs.http = start_http_server(args.http_addr, pipeline.metrics,
-                                              pipeline.readiness, ui)
+                                              pipeline.readiness, ui,
+                                              health_path=getattr(args, "health_path", None),
+                                              ssl_context=context)
     except OSError as exc:
         raise WiringError(f"enforcer: cannot listen on --http-addr {args.http_addr}: "
                           f"{exc.strerror or exc}; choose another (or ENFORCER_HTTP_ADDR)",

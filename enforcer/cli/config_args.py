@@ -31,7 +31,9 @@ CONFIG_ONLY_DEFAULTS: dict[str, Any] = {
     "webhooks": None,          # [{url, headers, timeout, retries, min_priority, ca_file}]
     "stdout_enabled": True,
     "json_output": False,      # falco.yaml's json_output (-L and -l print JSON with it)
+    "alert_shape": None,       # falco.yaml's json_include_* and time_format_iso_8601
     "append_output_entries": None,  # falco.yaml's append_output, parsed
+    "http_tls_pem": None,      # falco.yaml's webserver.ssl_certificate when ssl_enabled
     "health_path": None,       # falco.yaml's webserver.k8s_healthz_endpoint (besides /healthz)
     "drop_actions": ("log",),  # falco.yaml's syscall_event_drops
     "drop_rate": 0.03333,

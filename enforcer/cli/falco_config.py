@@ -25,12 +25,15 @@ from typing import Any
 
 import yaml
 
+from enforcer.outputs.formats import AlertShape
 from enforcer.priority import Priority
 
-_JSON_DEFAULTS = {"json_include_output_property": True,
-                  "json_include_message_property": False,
-                  "json_include_output_fields_property": True,
-                  "json_include_tags_property": True}
+# falco.yaml key -> AlertShape field (enforcer.outputs.formats)
+_SHAPE_KEYS = {"json_include_output_property": "output",
+               "json_include_message_property": "message",
+               "json_include_output_fields_property": "output_fields",
+               "json_include_tags_property": "tags",
+               "time_format_iso_8601": "iso8601"}
 
 
 def falco_defaults(config: dict[str, Any], warn: Any) -> dict[str, Any]:
@@ -57,14 +60,9 @@ def falco_defaults(config: dict[str, Any], warn: Any) -> dict[str, Any]:
     if "json_output" in config:
         out["format"] = "json" if config["json_output"] else "text"
         out["json_output"] = bool(config["json_output"])
-    for key, default in _JSON_DEFAULTS.items():
-        if key in config and config[key] != default:
-            warn(f"{key}: {str(config[key]).lower()} is not applied: alerts keep Falco's "
-                 "default JSON shape (output, output_fields and tags; no message), which "
-                 "Falcosidekick and Talon read")
-    if config.get("time_format_iso_8601"):
-        warn("time_format_iso_8601: true is not applied: JSON alerts carry RFC 3339 (ISO 8601) "
-             "UTC times; text lines keep HH:MM:SS")
+    shape = {field: bool(config[key]) for key, field in _SHAPE_KEYS.items() if key in config}
+    if shape:
+        out["alert_shape"] = AlertShape(**shape)
     if "priority" in config:
         out["min_priority"] = Priority.parse(config["priority"])
     if "rule_matching" in config:
@@ -75,7 +73,6 @@ def falco_defaults(config: dict[str, Any], warn: Any) -> dict[str, Any]:
         out["extra_field"] = [f"{k}={_text(v)}" for k, v in config["static_fields"].items()]
     out.update(_outputs(config, warn))
     out.update(_webserver(config.get("webserver")))
-    webserver_notes(config, warn)
     if config.get("watch_config_files") is False:
         out["reload_interval"] = 0.0
     drops = config.get("syscall_event_drops")
@@ -143,19 +140,9 @@ def _webserver(web: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {"http_addr": f"{host}:{web.get('listen_port', 8765)}"}
     if web.get("k8s_healthz_endpoint"):
         out["health_path"] = web["k8s_healthz_endpoint"]
-    return out
-
-
-def webserver_notes(config: dict[str, Any], warn: Any) -> None:
-    """Warn about webserver settings the agent's HTTP server does not follow."""
-    web = config.get("webserver") or {}
-    path = web.get("k8s_healthz_endpoint")
-    if path and path != "/healthz":
-        warn(f"webserver.k8s_healthz_endpoint {path}: the health endpoint stays /healthz "
-             "(and /readyz); point the probe there")
     if web.get("ssl_enabled"):
-        warn("webserver.ssl_enabled: TLS on the metrics/health server is not offered; "
-             "serve it on a private address or behind a proxy")
+        out["http_tls_pem"] = web.get("ssl_certificate") or "/etc/falco/falco.pem"
+    return out
 
 
 def _append_output(entries: list[Any]) -> list[Any]:

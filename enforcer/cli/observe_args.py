@@ -35,6 +35,7 @@ from enforcer.http_server import DEFAULT_HTTP_ADDR, HttpServer, parse_addr
 from enforcer.metrics import Metrics
 from enforcer.outputs.dispatcher import DEFAULT_QUEUE_SIZE, Dispatcher, OutputSpec
 from enforcer.outputs.extra_fields import parse_extra_fields
+from enforcer.outputs.formats import FALCO_DEFAULT_SHAPE
 from enforcer.outputs.program import ProgramConfig, ProgramOutput, parse_argv
 from enforcer.outputs.syslog import DEFAULT_SOCKET as SYSLOG_SOCKET
 from enforcer.outputs.webhook import WebhookConfig, WebhookOutput, header_dict
@@ -239,18 +240,20 @@ def _outputs(args: argparse.Namespace, base_outputs: list[Any]) -> list[OutputSp
     if size < 1:
         raise ObserveConfigError("--output-queue-size must be at least 1")
     specs: list[OutputSpec] = []
+    shape = getattr(args, "alert_shape", None) or FALCO_DEFAULT_SHAPE
     for i, output in enumerate(base_outputs):
         name = getattr(output, "name", None) or ("stdout" if i == 0 else f"file{i}")
         specs.append(OutputSpec(output, args.output_min_priority, size, name=name))
     try:
         for i, (config, minimum) in enumerate(_webhooks(args)):
             name = "webhook" if i == 0 else f"webhook{i + 1}"
-            specs.append(OutputSpec(WebhookOutput(config, name=name), minimum, size,
+            specs.append(OutputSpec(WebhookOutput(config, name=name, shape=shape), minimum, size,
                                     name=name))
         if args.program_output:
             program = ProgramConfig(parse_argv(args.program_output),
                                     keep_alive=args.program_keep_alive)
-            specs.append(OutputSpec(ProgramOutput(program), args.program_min_priority, size))
+            specs.append(OutputSpec(ProgramOutput(program, shape=shape),
+                                    args.program_min_priority, size))
     except ValueError as exc:
         raise ObserveConfigError(str(exc)) from None
     return specs

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 
 from enforcer.alert import Alert
+from enforcer.outputs.formats import FALCO_DEFAULT_SHAPE, AlertShape, json_bytes
 
 
 class ProgramError(Exception):
@@ -63,15 +64,16 @@ class ProgramConfig:
 class ProgramOutput:
     """Runs `config.argv` and writes each alert's Falco JSON as one line to its stdin."""
 
-    def __init__(self, config: ProgramConfig, name: str = "program"):
+    def __init__(self, config: ProgramConfig, name: str = "program",
+                 shape: AlertShape = FALCO_DEFAULT_SHAPE):
         self.config = config
+        self.shape = shape
         self.name = name
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
-    @staticmethod
-    def line(alert: Alert) -> bytes:
-        return json.dumps(alert.falco_json(), separators=(",", ":")).encode() + b"\n"
+    def line(self, alert: Alert) -> bytes:
+        return json_bytes(alert, self.shape) + b"\n"
 
     def emit(self, alert: Alert) -> None:
         data = self.line(alert)

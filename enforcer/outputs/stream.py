@@ -7,18 +7,20 @@ from pathlib import Path
 from typing import TextIO
 
 from enforcer.alert import Alert
-from enforcer.outputs.formats import format_alert
+from enforcer.outputs.formats import FALCO_DEFAULT_SHAPE, AlertShape, format_alert
 
 
 class StreamOutput:
     """Writes each alert as one line to a text stream (default: stdout)."""
 
-    def __init__(self, fmt: str = "json", stream: TextIO | None = None):
+    def __init__(self, fmt: str = "json", stream: TextIO | None = None,
+                 shape: AlertShape = FALCO_DEFAULT_SHAPE):
         self.fmt = fmt
+        self.shape = shape
         self.stream = stream if stream is not None else sys.stdout
 
     def emit(self, alert: Alert) -> None:
-        self.stream.write(format_alert(alert, self.fmt) + "\n")
+        self.stream.write(format_alert(alert, self.fmt, self.shape) + "\n")
 
     def flush(self) -> None:
         self.stream.flush()
@@ -30,9 +32,11 @@ class StreamOutput:
 class FileOutput(StreamOutput):
     """Appends each alert as one line to a file (created if missing), flushed per alert."""
 
-    def __init__(self, path: str | Path, fmt: str = "json"):
+    def __init__(self, path: str | Path, fmt: str = "json",
+                 shape: AlertShape = FALCO_DEFAULT_SHAPE):
         self.path = Path(path)
-        super().__init__(fmt, open(self.path, "a", encoding="utf-8"))  # closed by close()
+        super().__init__(fmt, open(self.path, "a", encoding="utf-8"),  # closed by close()
+                         shape)
 
     def emit(self, alert: Alert) -> None:
         super().emit(alert)

@@ -13,7 +13,7 @@ import socket
 import time
 
 from enforcer.alert import Alert
-from enforcer.outputs.formats import format_alert
+from enforcer.outputs.formats import FALCO_DEFAULT_SHAPE, AlertShape, format_alert
 
 DEFAULT_SOCKET = "/dev/log"
 _FACILITY_USER = 1
@@ -25,9 +25,11 @@ class SyslogOutput:
 
     name = "syslog"
 
-    def __init__(self, path: str = DEFAULT_SOCKET, fmt: str = "json", tag: str = "enforcer"):
+    def __init__(self, path: str = DEFAULT_SOCKET, fmt: str = "json", tag: str = "enforcer",
+                 shape: AlertShape = FALCO_DEFAULT_SHAPE):
         self.path = path
         self.fmt = fmt
+        self.shape = shape
         self.tag = tag
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
@@ -39,7 +41,7 @@ class SyslogOutput:
     def emit(self, alert: Alert) -> None:
         severity = int(alert.priority)  # Falco priority order = syslog severity order
         stamp = time.strftime("%b %e %H:%M:%S", time.localtime(alert.time_ns / 1e9))
-        line = format_alert(alert, self.fmt)
+        line = format_alert(alert, self.fmt, self.shape)
         message = f"<{_FACILITY_USER * 8 + severity}>{stamp} {self.tag}[{os.getpid()}]: {line}"
         self._sock.send(message.encode("utf-8", "replace"))
 

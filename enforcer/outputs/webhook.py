@@ -1,6 +1,7 @@
 """HTTP webhook output: POSTs each alert as Falco's JSON, as Falco's http_output does.
 
-The body is exactly `Alert.falco_json()` (plus `trace_id` when there is one), with
+The body is `Alert.falco_json()` (plus `trace_id` when there is one), shaped by Falco's
+`json_include_*` settings (enforcer.outputs.formats), with
 `Content-Type: application/json`, so Falcosidekick's `POST /`, Falco Talon and anything else
 that reads Falco's http_output accept it. Transient failures (connection refused or reset,
 timeouts, 429 and 5xx) are retried with capped exponential backoff, honouring Retry-After;
@@ -10,7 +11,6 @@ thread for this output, so however long it takes, detection does not wait.
 
 from __future__ import annotations
 
-import json
 import ssl
 import time
 import urllib.error
@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from enforcer import __version__
 from enforcer.alert import Alert
+from enforcer.outputs.formats import FALCO_DEFAULT_SHAPE, AlertShape, json_bytes
 
 
 class WebhookError(Exception):
@@ -69,8 +70,10 @@ class WebhookOutput:
     """Delivers alerts to one URL. `emit` blocks until delivered or given up (raises)."""
 
     def __init__(self, config: WebhookConfig, name: str = "webhook",
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 shape: AlertShape = FALCO_DEFAULT_SHAPE):
         self.config = config
+        self.shape = shape
         self.name = name
         self._sleep = sleep
         self._context = None
@@ -79,7 +82,7 @@ class WebhookOutput:
         self.attempts = 0  # total HTTP attempts, for the curious (and tests)
 
     def body(self, alert: Alert) -> bytes:
-        return json.dumps(alert.falco_json(), separators=(",", ":")).encode()
+        return json_bytes(alert, self.shape)
 
     def emit(self, alert: Alert) -> None:
         self.post(self.body(alert))

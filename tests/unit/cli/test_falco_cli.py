@@ -13,6 +13,7 @@ import pytest
 from enforcer.cli.config_args import reparse_with_config
 from enforcer.cli.main import build_parser
 from enforcer.config.falco_schema import NOT_APPLICABLE
+from enforcer.outputs.formats import AlertShape
 from enforcer.priority import Priority
 from tests.conftest import REPO
 from tests.unit.clirun import run_cli
@@ -196,13 +197,18 @@ def test_validate_describe_and_list_flags(tmp_path: Path) -> None:
                                  res.stdout.splitlines())
 
 
-def test_json_shape_keys_other_than_falcos_defaults_are_warned(tmp_path: Path) -> None:
+def test_json_shape_keys_are_applied_not_warned() -> None:
+    args = agent_args(["-c", str(FALCO_YAML), "-o", "json_include_tags_property=false",
+                       "-o", "json_include_message_property=true",
+                       "-o", "json_include_output_property=false",
+                       "-o", "json_include_output_fields_property=false",
+                       "-o", "time_format_iso_8601=true"])
+    assert args.alert_shape == AlertShape(output=False, output_fields=False, tags=False,
+                                          message=True, iso8601=True)
+    assert agent_args(["-c", str(FALCO_YAML)]).alert_shape == AlertShape()
     res = run_cli("-o", "json_include_tags_property=false", "-o", "time_format_iso_8601=true",
                   "--list")
-    assert res.code == 0
-    assert "json_include_tags_property: false is not applied" in res.stderr
-    assert "time_format_iso_8601: true is not applied" in res.stderr
-    assert "is not applied" not in run_cli("-c", FALCO_YAML, "--list").stderr
+    assert res.code == 0 and "not applied" not in res.stderr
 
 
 def test_unbuffered_and_stop_after_parse() -> None:
