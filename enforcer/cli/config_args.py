@@ -38,6 +38,7 @@ CONFIG_ONLY_DEFAULTS: dict[str, Any] = {
     "drop_actions": ("log",),  # falco.yaml's syscall_event_drops
     "drop_rate": 0.03333,
     "drop_max_burst": 1,
+    "drop_threshold": 0.0,     # every drop; a falco.yaml's syscall_event_drops gives 0.1
     "otlp_exporter": None,     # "otlp" / "none" (tracing.enabled); None: OTEL_* decide
     "otlp_timeout": None,      # seconds per export
     "otlp_export_timeout_ms": None,

@@ -85,6 +85,7 @@ def falco_defaults(config: dict[str, Any], warn: Any) -> dict[str, Any]:
         out["drop_actions"] = actions
         out["drop_rate"] = float(drops.get("rate", 0.03333))
         out["drop_max_burst"] = int(drops.get("max_burst", 1))
+        out["drop_threshold"] = float(drops.get("threshold", 0.1))
     return out
 
 

@@ -143,6 +143,7 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
     agent.drops.on_drop = tuple(getattr(args, "drop_actions", ("log",)))
     agent.drops.rate = getattr(args, "drop_rate", agent.drops.rate)
     agent.drops.max_burst = getattr(args, "drop_max_burst", agent.drops.max_burst)
+    agent.drops.threshold = getattr(args, "drop_threshold", agent.drops.threshold)
     agent.drops.alert = pipeline.publish
     if kernel_kill is not None:
         pipeline.metrics.read_in_kernel_kills_with(kernel_kill.stats)

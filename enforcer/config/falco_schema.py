@@ -92,7 +92,7 @@ def falco_properties(priority: dict[str, Any]) -> dict[str, Any]:
                                      "description": "a path starting with /"},
             "prometheus_metrics_enabled": _B, "ssl_enabled": _B, "ssl_certificate": _S}),
         "syscall_event_drops": _object({
-            "threshold": _N,
+            "threshold": {"type": "number", "minimum": 0, "maximum": 1},
             "actions": {"type": "array",
                         "items": {"enum": ["ignore", "log", "alert", "exit"]}},
             "rate": {"type": "number", "exclusiveMinimum": 0},

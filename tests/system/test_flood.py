@@ -45,7 +45,10 @@ class Gate:
         return self._poll(timeout_ms)
 
 
-def test_flood_survives_and_drops_are_counted(ebpf_ready: None) -> None:
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_flood_survives_and_drops_are_counted(ebpf_ready: None, threshold: float) -> None:
+    """Threshold 0 (ours): every drop is said. Threshold 1 (Falco's maximum): no share of
+    dropped events can exceed it, so the drops are counted and nothing is said."""
     flooder = subprocess.Popen([sys.executable, "-c", FLOOD, str(N)], text=True,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert flooder.stdin is not None and flooder.stdout is not None
@@ -53,6 +56,7 @@ def test_flood_survives_and_drops_are_counted(ebpf_ready: None) -> None:
     # in a ring of 64 KiB
     live = LiveAgent([str(default_rules_dir())],
                      ProbeConfig(ringbuf_pages=16, extra_defines=only_tgid(flooder.pid)))
+    live.agent.drops.threshold = threshold
     try:
         assert live.agent.source is not None
         gate = Gate(live.agent.source.poll)
@@ -75,8 +79,16 @@ def test_flood_survives_and_drops_are_counted(ebpf_ready: None) -> None:
         dropped = live.agent.source.drops()
         assert 0 < dropped < N, "the ring did not overrun (or took nothing)"
         assert seen() == N - dropped
-        # and the agent says so, on its own (it checks its counters every second)
+        # the agent notices, on its own (it checks its counters every second) ...
         deadline = time.monotonic() + 30
+        while live.agent.drops.intervals_with_drops < 1:
+            assert time.monotonic() < deadline, live.stderr.getvalue()
+            time.sleep(0.05)
+        if threshold == 1.0:  # ... and the threshold keeps it quiet
+            assert live.agent.drops.occurrences == 0
+            assert "syscall event drop" not in live.stderr.getvalue()
+            return
+        # ... and says so
         while "syscall event drop" not in live.stderr.getvalue():
             assert time.monotonic() < deadline, live.stderr.getvalue()
             time.sleep(0.05)

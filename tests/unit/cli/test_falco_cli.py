@@ -94,6 +94,10 @@ def test_falcos_shipped_falco_yaml_configures_the_agent() -> None:
     assert args.webhook_url is None and not args.webhooks  # http_output.enabled: false
     assert args.program_output is None                 # program_output.enabled: false
     assert args.drop_actions == ("log", "alert") and args.drop_max_burst == 1
+    assert args.drop_threshold == 0.1 and agent_args([]).drop_threshold == 0.0
+    assert args.http_tls_pem is None                   # webserver.ssl_enabled: false
+    assert agent_args(["-c", str(FALCO_YAML), "-o", "webserver.ssl_enabled=true"]
+                      ).http_tls_pem == "/etc/falco/falco.pem"
     assert args.rules is None                          # /etc/falco/... absent: bundled rules
 
 

@@ -56,3 +56,19 @@ def test_each_drop_action_alone(actions: tuple[str, ...], logged: bool, alerted:
     monitor = DropMonitor(on_drop=actions, alert=alerts.append)
     assert (monitor.check(3, 0) is not None) == logged
     assert bool(alerts) == alerted
+
+
+@pytest.mark.parametrize(("threshold", "acted"), [(0.0, True), (0.1, True), (0.2, False),
+                                                  (1.0, False)])
+def test_threshold_is_falcos_share_of_dropped_events_in_the_interval(
+        threshold: float, acted: bool) -> None:
+    """Falco acts when drops / (delivered + dropped) over the last check exceeds the
+    threshold: here 20 dropped of 100 events (80 delivered) is 0.2, not above 0.2."""
+    alerts: list[Alert] = []
+    monitor = DropMonitor(on_drop=("log", "alert"), threshold=threshold, max_burst=5,
+                          alert=alerts.append)
+    monitor.check(0, 0, events=1000)  # the baseline: 1000 events delivered, no drop
+    line = monitor.check(20, S, events=1080)
+    assert (line is not None) == acted and bool(alerts) == acted
+    assert monitor.intervals_with_drops == 1 and monitor.occurrences == int(acted)
+    assert monitor.total == 20  # counted either way (and on /metrics)
