@@ -56,6 +56,17 @@ def check_in_kernel(policies: PolicySet, ruleset: Any = None,
     return problems
 
 
+def _final_before(policies: PolicySet, policy: Any, rule: str) -> Any:
+    """The first enabled final policy before `policy` that may match alerts of `rule`."""
+    for earlier in policies.policies:
+        if earlier is policy:
+            return None
+        if earlier.final and earlier.enabled and (not earlier.match.rules
+                                                  or earlier.match.names_rule(rule)):
+            return earlier
+    return None
+
+
 def in_kernel_rules(policies: PolicySet, ruleset: Any, dry_run: bool
                     ) -> tuple[list[Any], list[str]]:
     """(rules the kernel kills for, warnings). Nothing in dry-run, nothing for a dry-run
@@ -68,6 +79,14 @@ def in_kernel_rules(policies: PolicySet, ruleset: Any, dry_run: bool
         if policy.dry_run or not policy.enabled:
             continue
         for name in policy.match.rules:
+            stopper = _final_before(policies, policy, name)
+            if stopper is not None:
+                # the kernel kills before any policy is chosen: it cannot honour the stop
+                warnings.append(f"policy {policy.name!r}: an earlier final policy "
+                                f"{stopper.name!r} may answer rule {name!r} first; no "
+                                "in-kernel kill for it (the userspace kill still applies "
+                                "when that policy does not match)")
+                continue
             rule = ruleset.rules.get(name)
             if rule is None or not getattr(rule, "enabled", True):
                 warnings.append(f"policy {policy.name!r}: rule {name!r} is not loaded or not "

@@ -42,7 +42,7 @@ from enforcer.policy.model import (
 from enforcer.units import parse_duration
 
 POLICY_KEYS = ("policy", "desc", "enabled", "match", "actions", "dry_run", "rate_limit",
-               "cooldown", "on_failure", "override", "breaker", "escalate")
+               "cooldown", "on_failure", "override", "breaker", "escalate", "final")
 BREAKER_KEYS = ("workloads", "window", "cooloff")
 ESCALATE_KEYS = ("after", "within", "actions")
 MATCH_KEYS = ("rules", "tags", "priority", "fields", "source")
@@ -157,6 +157,7 @@ class _FileReader:
         steps = self.actions(path + ("actions",), item.get("actions"))
         dry_run = self.boolean(path, item, "dry_run", True)
         enabled = self.boolean(path, item, "enabled", True)
+        final = self.boolean(path, item, "final", False)
         self.boolean(path, item, "override", False)
         rate = self.rate_limit(path + ("rate_limit",), item.get("rate_limit"))
         cooldown = None
@@ -181,7 +182,8 @@ class _FileReader:
         return Policy(name=name, match=match, actions=tuple(steps), dry_run=dry_run,
                       rate_limit=rate, cooldown=cooldown, on_failure=on_failure,
                       enabled=enabled, desc=desc if isinstance(desc, str) else "",
-                      file=self.name, line=line, breaker=breaker, escalate=escalate)
+                      file=self.name, line=line, breaker=breaker, escalate=escalate,
+                      final=final)
 
     def breaker(self, path: tuple[Any, ...], raw: Any) -> BreakerOverride | None:
         """`breaker: {workloads: N, window: DURATION, cooloff: DURATION}`, each optional."""

@@ -138,6 +138,7 @@ class Policy:
     line: int = 0
     breaker: BreakerOverride | None = None
     escalate: Escalation | None = None
+    final: bool = False  # the matching policies after this one do not answer its alerts
 
     @property
     def destructive(self) -> bool:
@@ -158,8 +159,15 @@ class PolicySet:
         return [p for p in self.policies if p.enabled]
 
     def select(self, alert: Any) -> list[Policy]:
-        """The enabled policies whose match accepts `alert`, in order."""
-        return [p for p in self.policies if p.enabled and p.match.matches(alert)]
+        """The enabled policies whose match accepts `alert`, in order, up to and including
+        the first `final` one."""
+        chosen = []
+        for policy in self.policies:
+            if policy.enabled and policy.match.matches(alert):
+                chosen.append(policy)
+                if policy.final:
+                    break
+        return chosen
 
     def counts(self) -> dict[str, int]:
         return {"policies": len(self.policies),

@@ -55,6 +55,10 @@ def policy_schema() -> dict[str, Any]:
             },
             "actions": {"type": "array", "minItems": 1, "items": {"anyOf": actions}},
             "dry_run": {"type": "boolean", "default": True},
+            "final": {"type": "boolean", "default": False,
+                      "description": "the last policy to answer a matching alert: the "
+                                     "matching policies after it do not (Talon's rule "
+                                     "`continue: false`)"},
             "rate_limit": {"type": "object", "additionalProperties": False,
                            "required": ["max"],
                            "properties": {"max": {"type": "integer", "minimum": 1},

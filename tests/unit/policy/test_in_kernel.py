@@ -122,3 +122,16 @@ def test_a_reload_that_changes_the_kernel_kill_switches_it_off(tmp_path: Path, u
     assert hook(bundle(policy(UNTRUSTED))) == [] and not killer.off
     gaps = hook(bundle(policy(UNTRUSTED, dry_run="true")))
     assert killer.off and "in-kernel kill is switched off" in gaps[0]
+
+
+def test_an_earlier_final_policy_keeps_the_kernel_from_killing_for_its_rule(
+        tmp_path: Path, upstream) -> None:
+    """The kernel kills before any policy is chosen: when an earlier final policy may
+    answer the rule's alerts (and so stop the killing policy), the kernel is not armed."""
+    path = tmp_path / "p.yaml"
+    path.write_text(f"- policy: first\n  final: true\n  match: {{rules: ['{UNTRUSTED}']}}\n"
+                    "  actions: [{label_pod: {labels: {seen: 'yes'}}}]\n  dry_run: false\n"
+                    + policy(UNTRUSTED))
+    rules, warnings = in_kernel_rules(load_policies([path]), upstream, dry_run=False)
+    assert rules == []
+    assert "earlier final policy 'first'" in warnings[0]

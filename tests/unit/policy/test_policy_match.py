@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from enforcer.alert import Alert
+from enforcer.errors import PolicyError
 from enforcer.policy.loader import load_policies
 from enforcer.policy.ratelimit import Cooldowns, TokenBucket
 from enforcer.priority import Priority
@@ -103,3 +104,27 @@ def test_cooldown_per_key() -> None:
     assert cool.active(("p", 0, "pod-b")) == 0
     clock.now += 31
     assert cool.active(("p", 0, "pod-a")) == 0
+
+
+def test_a_final_policy_is_the_last_to_answer_an_alert(tmp_path: Path) -> None:
+    """`final: true` (Talon's rule `continue: false`): the matching policies after it in
+    order do not answer the alert; when it does not match, they do."""
+    path = tmp_path / "p.yaml"
+    path.write_text("""
+- policy: label-any
+  match: {priority: ">=notice"}
+  actions: [label_pod: {labels: {seen: "yes"}}]
+- policy: stop-here
+  final: true
+  match: {rules: ["Read sensitive file untrusted"]}
+  actions: [kill]
+- policy: after
+  match: {priority: ">=notice"}
+  actions: [kill]
+""")
+    policies = load_policies([path])
+    assert [p.name for p in policies.select(alert())] == ["label-any", "stop-here"]
+    assert [p.name for p in policies.select(alert(rule="Other"))] == ["label-any", "after"]
+    path.write_text(path.read_text().replace("final: true", "final: yes please"))
+    with pytest.raises(PolicyError, match="final must be true or false"):
+        load_policies([path])
