@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "all dry_run: true) for review. What cannot be carried over is said at "
                     "FILE:LINE:COL on stderr; exit 1 when anything was refused.")
     talon.add_argument("paths", nargs="+", metavar="FILE")
+    talon.add_argument("--talon-config", metavar="FILE", default=None,
+                       help="Talon's config.yaml: its notifiers (webhook URL and headers) "
+                            "and default_notifiers")
     talon.add_argument("--write", "-w", metavar="FILE", default=None,
                        help="write the policies here instead of stdout")
     talon.set_defaults(func=import_talon_cmd)
@@ -119,7 +122,7 @@ def import_talon_cmd(args: argparse.Namespace) -> int:
     if missing:
         print(f"enforcer policies import-talon: no such file: {missing[0]}", file=sys.stderr)
         return 2
-    result = import_talon(args.paths)
+    result = import_talon(args.paths, args.talon_config)
     for d in result.diagnostics:
         kind = "warning: " if d.severity == "warning" else ""
         print(f"{d.file}:{d.line}:{d.column}: {kind}{d.message}", file=sys.stderr)

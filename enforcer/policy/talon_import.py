@@ -19,8 +19,13 @@ What carries over:
   default) ends the rule's actions, as in Talon; `ignore_errors` on every action is our
   `on_failure: continue`, otherwise `stop`;
 - `dry_run`: imported policies are always `dry_run: true` until a person flips them;
-- `notifiers` and a rule's `continue: false` are explained (the agent reports outcomes in its
-  audit log and optional Kubernetes Events, and runs every matching policy).
+- a rule's `continue: false` is our `final: true` (the matching policies after it do not
+  answer its alerts); when that rule is not imported, the loss is said, since the policies
+  after it then answer alerts that Talon's would not;
+- `notifiers` (and Talon's `default_notifiers`, from its configuration given with
+  `--talon-config`): `webhook` is a `notify` action after the policy's actions (its URL,
+  `custom_headers` and `user_agent` come from Talon's configuration); `k8sevents` is the
+  agent's own `--kubernetes-events true` (a note); the others are refused with the reason.
 """
 
 from __future__ import annotations
@@ -102,9 +107,47 @@ class _Item:
         return self.file, line, col
 
 
-def import_talon(paths: list[str | Path]) -> Imported:
-    """Convert Talon rule files (in order, later ones overriding) into our policies."""
+@dataclass
+class _Config:
+    """The notifier part of Talon's configuration file (config.yaml), located."""
+
+    file: str = ""
+    doc: Located | None = None
+    notifiers: dict[str, Any] = field(default_factory=dict)
+    defaults: list[str] = field(default_factory=list)
+
+    def where(self, *path: Any) -> tuple[str, int, int]:
+        line, col = self.doc.where(path) if self.doc is not None else (1, 1)
+        return self.file, line, col
+
+
+def _read_config(path: str | Path | None, out: Imported) -> _Config:
+    if path is None:
+        return _Config()
+    name = str(path)
+    try:
+        doc = load_located(Path(name).read_text(encoding="utf-8"))
+    except OSError as exc:
+        out.diagnostics.append(Diagnostic(name, 1, 1, f"cannot read: {exc.strerror}"))
+        return _Config()
+    except yaml.YAMLError as exc:
+        line, col, problem = yaml_problem(exc)
+        out.diagnostics.append(Diagnostic(name, line, col, f"invalid YAML: {problem}"))
+        return _Config()
+    data = doc.data if isinstance(doc.data, dict) else {}
+    notifiers = data.get("notifiers") if isinstance(data.get("notifiers"), dict) else {}
+    defaults = data.get("default_notifiers") or []
+    if not isinstance(defaults, list):
+        defaults = []
+    return _Config(name, doc, notifiers, [str(d) for d in defaults])
+
+
+def import_talon(paths: list[str | Path], talon_config: str | Path | None = None
+                 ) -> Imported:
+    """Convert Talon rule files (in order, later ones overriding) into our policies;
+    `talon_config` is Talon's config.yaml, where its notifiers are configured."""
     out = Imported()
+    config = _read_config(talon_config, out)
     actions: dict[str, list[_Item]] = {}
     rules: dict[str, list[_Item]] = {}
     order: list[str] = []
@@ -123,7 +166,13 @@ def import_talon(paths: list[str | Path]) -> Imported:
                 out.diagnostics.append(Diagnostic(*item.where(), "each item is `- action:` or "
                                                                  "`- rule:`"))
     for name in order:
-        _rule(name, rules[name], actions, out)
+        items = rules[name]
+        imported = _rule(name, items, actions, config, out)
+        if not imported and _flag(_merged(items).get("continue")) is False:
+            out.diagnostics.append(Diagnostic(
+                *items[0].where("continue"), f"rule {name!r}: not imported, so its "
+                "continue: false is lost: the policies after it also answer its alerts; "
+                "import the rules after it with care"))
     return out
 
 
@@ -179,8 +228,9 @@ def _flag(value: Any) -> bool | None:
     return str(value).lower() == "true"
 
 
-def _rule(name: str, items: list[_Item], actions: dict[str, list[_Item]],
-          out: Imported) -> None:
+def _rule(name: str, items: list[_Item], actions: dict[str, list[_Item]], config: _Config,
+          out: Imported) -> bool:
+    """Add the rule's policies to `out`; False when it is not imported."""
     rule = _merged(items)
     first = items[0]
     origin = f"{first.file}:{first.where()[1]} (Talon rule {name!r})"
@@ -188,7 +238,7 @@ def _rule(name: str, items: list[_Item], actions: dict[str, list[_Item]],
     if not isinstance(match, dict) or not match:
         out.diagnostics.append(Diagnostic(*first.where("rule"), f"rule {name!r}: refused: "
                                           "no match (Talon would answer every alert)"))
-        return
+        return False
     for key in match:
         if key not in _MATCH_KEYS:
             out.diagnostics.append(Diagnostic(*first.where("match", key, key=True),
@@ -206,7 +256,7 @@ def _rule(name: str, items: list[_Item], actions: dict[str, list[_Item]],
                                               f"rule {name!r}: refused: priority "
                                               f"{match['priority']!r} is not >=/>/<=/< and a "
                                               "Falco priority"))
-            return
+            return False
         ours["priority"] = priority
     if match.get("output_fields"):
         fields = _output_fields(match["output_fields"])
@@ -214,25 +264,15 @@ def _rule(name: str, items: list[_Item], actions: dict[str, list[_Item]],
             out.diagnostics.append(Diagnostic(*first.where("match", "output_fields"),
                                               f"rule {name!r}: refused: output_fields are "
                                               "'key=value' or 'key!=value', comma-separated"))
-            return
+            return False
         ours["fields"] = fields
     steps, on_failure = _actions(name, first, rule.get("actions") or [], actions, out)
     if not steps:
         out.diagnostics.append(Diagnostic(*first.where("rule"), f"rule {name!r}: not "
                                           "imported: none of its actions is offered (see "
                                           "above)"))
-        return
-    if _flag(rule.get("continue")) is False:
-        out.diagnostics.append(Diagnostic(*first.where("continue"), f"rule {name!r}: "
-                                          "continue: false is not carried over: every "
-                                          "matching policy answers an alert here",
-                                          severity="warning"))
-    for notifier in rule.get("notifiers") or []:
-        out.diagnostics.append(Diagnostic(*first.where("notifiers"), f"rule {name!r}: "
-                                          f"notifier {notifier!r} is not carried over: "
-                                          "outcomes are in the audit log and, with "
-                                          "--kubernetes-events true, Kubernetes Events",
-                                          severity="warning"))
+        return False
+    steps = steps + _notifiers(name, first, rule, config, out)
     groups = [[t.strip() for t in str(g).split(",") if t.strip()]
               for g in match.get("tags") or []] or [[]]
     for index, tags in enumerate(groups):
@@ -242,14 +282,75 @@ def _rule(name: str, items: list[_Item], actions: dict[str, list[_Item]],
         if not policy_match:
             out.diagnostics.append(Diagnostic(*first.where("match"), f"rule {name!r}: "
                                               "refused: its match selects nothing we read"))
-            return
+            return False
         policy: dict[str, Any] = {
             "policy": name if len(groups) == 1 else f"{name} (tags {index + 1})",
             "desc": " ".join(str(rule.get("description") or f"Talon rule {name}").split()),
             "match": policy_match, "actions": steps, "dry_run": True,
             "on_failure": on_failure}
+        if _flag(rule.get("continue")) is False:
+            policy["final"] = True
         out.policies.append(policy)
         out.origins.append(origin)
+    return True
+
+
+_NOTIFIERS_REFUSED = {
+    "slack": "Slack is not offered; the notify action POSTs the alert and the outcomes to a "
+             "webhook (Falcosidekick's, say, which speaks Slack)",
+    "smtp": "e-mail is not offered; notify POSTs to a webhook (Falcosidekick's, say)",
+    "loki": "Loki is not offered; the audit log (JSONL) and the OpenTelemetry traces carry "
+            "every outcome",
+    "elasticsearch": "Elasticsearch is not offered; the audit log (JSONL) and the "
+                     "OpenTelemetry traces carry every outcome",
+}
+
+
+def _notifiers(name: str, first: _Item, rule: dict[str, Any], config: _Config,
+               out: Imported) -> list[dict[str, Any]]:
+    """`notify` steps for the rule's notifiers and Talon's default_notifiers (each once)."""
+    listed = rule.get("notifiers") or []
+    wanted: dict[str, tuple[str, int, int]] = {}
+    for index, notifier in enumerate(config.defaults):
+        wanted.setdefault(notifier, config.where("default_notifiers", index))
+    for index, notifier in enumerate(listed if isinstance(listed, list) else [listed]):
+        wanted.setdefault(str(notifier), first.where("notifiers", index))
+    steps = []
+    for notifier, where in wanted.items():
+        label = f"rule {name!r}: notifier {notifier!r}"
+        if notifier == "k8sevents":
+            out.diagnostics.append(Diagnostic(*where, f"{label} is the agent's "
+                                              "--kubernetes-events true (an Event per "
+                                              "outcome), not a policy action",
+                                              severity="warning"))
+        elif notifier == "webhook":
+            mapped = _webhook(config)
+            if isinstance(mapped, str):
+                out.diagnostics.append(Diagnostic(*where, f"{label} refused: {mapped}"))
+            else:
+                steps.append(mapped)
+        else:
+            reason = _NOTIFIERS_REFUSED.get(notifier, "not a Talon notifier we know")
+            out.diagnostics.append(Diagnostic(*where, f"{label} refused: {reason}"))
+    return steps
+
+
+def _webhook(config: _Config) -> dict[str, Any] | str:
+    """Our notify step for Talon's webhook notifier, or why not."""
+    settings = config.notifiers.get("webhook")
+    if not isinstance(settings, dict) or not settings.get("url"):
+        return ("its URL is in Talon's configuration; give it with --talon-config "
+                "config.yaml (notifiers.webhook.url)")
+    method = str(settings.get("http_method") or "POST").upper()
+    if method != "POST":
+        return f"http_method {method}: notify only POSTs"
+    headers = {str(k): str(v) for k, v in (settings.get("custom_headers") or {}).items()}
+    if settings.get("user_agent"):
+        headers["User-Agent"] = str(settings["user_agent"])
+    params: dict[str, Any] = {"url": str(settings["url"])}
+    if headers:
+        params["headers"] = headers
+    return {"notify": params}
 
 
 def _priority(text: str) -> str | None:

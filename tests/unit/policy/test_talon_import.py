@@ -117,9 +117,9 @@ def test_a_mappable_talon_file_becomes_policies_that_answer_the_same_alerts(
     assert res.code == 1, res.stderr  # the drain is refused
     assert f"{source}:51:7: rule 'Isolate and label', action 'Drain it' (kubernetes:drain): " \
            "refused" in res.stderr
-    assert f"{source}:29:5: warning: rule 'Shell outside system namespaces': notifier " \
-           "'slack' is not carried over" in res.stderr
-    assert "continue: false is not carried over" in res.stderr
+    assert f"{source}:29:7: rule 'Shell outside system namespaces': notifier 'slack' " \
+           "refused: Slack is not offered" in res.stderr
+    assert "continue: false is lost" not in res.stderr  # carried over: final
     assert "the actions after 'Terminate Pod' never run in Talon" in res.stderr
     policies = {p.name: p for p in load_policies([out]).policies}
     assert set(policies) == {"Shell outside system namespaces", "Isolate and label (tags 1)",
@@ -148,6 +148,65 @@ def test_a_mappable_talon_file_becomes_policies_that_answer_the_same_alerts(
                                            k8s_ns_name="prod"))
     assert policies["Isolate and label (tags 2)"].match.matches(
         alert(priority=crit, tags=("container",), k8s_ns_name="prod"))
+    # continue: false -> final: the policies after it do not answer what it matched
+    assert isolate.final and policies["Isolate and label (tags 2)"].final
+    assert not shell.final
+
+
+TALON_CONFIG = """\
+default_notifiers:
+  - k8sevents
+notifiers:
+  webhook:
+    url: "http://127.0.0.1:9/talon"
+    user_agent: "my-talon"
+    custom_headers:
+      Authorization: "Bearer xxxxx"
+  slack:
+    webhook_url: "https://hooks.slack.com/services/XXXX"
+"""
+
+
+def test_talons_webhook_notifier_becomes_a_notify_action(tmp_path: Path) -> None:
+    source = tmp_path / "talon.yaml"
+    source.write_text(MINE.replace("    - slack\n", "    - webhook\n"))
+    config = tmp_path / "config.yaml"
+    config.write_text(TALON_CONFIG)
+    out = tmp_path / "policies.yaml"
+    res = run_cli("policies", "import-talon", source, "--talon-config", config, "--write", out)
+    policies = {p.name: p for p in load_policies([out]).policies}
+    shell = policies["Shell outside system namespaces"]
+    assert [s.name for s in shell.actions] == ["delete_pod", "notify"]
+    notify = shell.actions[-1].action.params
+    assert notify.url == "http://127.0.0.1:9/talon"
+    assert notify.headers == {"Authorization": "Bearer xxxxx", "User-Agent": "my-talon"}
+    # Talon's default_notifiers apply to every rule: k8sevents is the agent's own switch
+    assert f"{config}:2:5: warning: rule 'Shell outside system namespaces': notifier " \
+           "'k8sevents' is the agent's --kubernetes-events true" in res.stderr
+    assert [s.name for s in policies["Isolate and label (tags 1)"].actions] == [
+        "networkpolicy", "label_pod"]
+    # without Talon's configuration the webhook's URL is unknown: refused, with the way out
+    res = run_cli("policies", "import-talon", source, "--write", out)
+    assert f"{source}:29:7: rule 'Shell outside system namespaces': notifier 'webhook' " \
+           "refused: its URL is in Talon's configuration; give it with --talon-config" \
+           in res.stderr
+    assert [s.name for s in load_policies([out]).policies[0].actions] == ["delete_pod"]
+    # a POST is all notify sends
+    config.write_text(TALON_CONFIG.replace('  webhook:\n', '  webhook:\n    http_method: PUT\n'))
+    res = run_cli("policies", "import-talon", source, "--talon-config", config)
+    assert "notifier 'webhook' refused: http_method PUT: notify only POSTs" in res.stderr
+
+
+def test_a_refused_rule_with_continue_false_says_what_widens(tmp_path: Path) -> None:
+    source = tmp_path / "talon.yaml"
+    source.write_text("- rule: stopper\n  continue: false\n  match: {rules: [a]}\n"
+                      "  actions:\n    - action: x\n      actionner: kubernetes:exec\n"
+                      "- rule: later\n  match: {rules: [a]}\n  actions:\n"
+                      "    - action: y\n      actionner: kubernetes:cordon\n")
+    res = run_cli("policies", "import-talon", source)
+    assert res.code == 1
+    assert f"{source}:2:13: rule 'stopper': not imported, so its continue: false is lost: " \
+           "the policies after it also answer its alerts" in res.stderr
 
 
 def test_a_broken_talon_file_is_located(tmp_path: Path) -> None:
