@@ -9,7 +9,7 @@
 //
 // Enter handlers stash the arguments in a per-thread record; exit handlers add the return
 // value and copy the record to the one ring buffer. Records are fixed-size; a failed
-// output increments a per-CPU drop counter that userspace reports. Where the kernel allows
+// output increments a per-CPU drop counter of the record's event type that userspace reports. Where the kernel allows
 // it (ARGS_AT_EXIT), every syscall but exec has an exit handler only instead: it reads
 // the arguments from the saved registers and emits the record at once, so a syscall pays
 // for one tracepoint hit, not two. Exec keeps the pair: its arguments live in memory
@@ -56,7 +56,8 @@ struct lpm_key_t {
 };
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-BPF_PERCPU_ARRAY(drops, u64, 1);
+// drops by event type (the record's code; 0 for a code out of range), per CPU
+BPF_PERCPU_ARRAY(drops, u64, DROP_SLOTS);
 BPF_PERCPU_ARRAY(scratch, struct event_t, 1);
 BPF_HASH(stash, u32, struct event_t, STASH_ENTRIES);
 // Path prefixes that some loaded rule could match on an open. The value is a bitmap over
@@ -196,8 +197,8 @@ static __always_inline u64 wakeup_flags(void) {
 
 static __always_inline void emit(struct event_t *e) {
     if (events.ringbuf_output(e, sizeof(*e), wakeup_flags()) != 0) {
-        int zero = 0;
-        u64 *d = drops.lookup(&zero);
+        int slot = e->type < DROP_SLOTS ? e->type : 0;
+        u64 *d = drops.lookup(&slot);
         if (d)
             *d += 1;
     }

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
@@ -250,6 +251,9 @@ class Agent:
         self._switched = threading.Event()
         self._switch_lock = threading.Lock()
         self._drops_base = 0  # drops of sources already closed
+        # ... by event type and by CPU; and the totals the last check saw (for /metrics)
+        self._drop_counts_base: tuple[Counter[str], Counter[int]] = (Counter(), Counter())
+        self.drop_counts: tuple[dict[str, int], dict[int, int]] = ({}, {})
         self._skip_until = 0  # records of the new source up to this time were seen by the old
         self._skip_deadline = 0.0
 
@@ -338,6 +342,9 @@ class Agent:
         # What the old probes still hold up to the cut; after it, the new ones have it too.
         self._handle([r for r in old.drain() if r.get("_ts_mono", 0) <= cut])
         self._drops_base += old.drops()
+        by_event, by_cpu = old.drop_counts()
+        self._drop_counts_base[0].update(by_event)
+        self._drop_counts_base[1].update(by_cpu)
         # Detaching waits for an RCU grace period per tracepoint: not on the event loop.
         threading.Thread(target=old.close, name="enforcer-detach", daemon=True).start()
         self.source, self.probe_config, self.attachment = new, config, attachment
@@ -416,7 +423,12 @@ class Agent:
     def _check_drops(self) -> None:
         if self.source is None:
             return
-        line = self.drops.check(self.drops_total(), time.time_ns(), self.records)
+        total = self.drops_total()
+        if total != self.drops.last:  # read the breakdown only when something changed
+            by_event, by_cpu = self.source.drop_counts()
+            self.drop_counts = (dict(self._drop_counts_base[0] + Counter(by_event)),
+                                dict(self._drop_counts_base[1] + Counter(by_cpu)))
+        line = self.drops.check(total, time.time_ns(), self.records)
         if line:
             self.stderr.write(line + "\n")
             self.stderr.flush()

@@ -25,6 +25,30 @@ PREFIX = "enforcer"
 FALCO_PREFIX = "falcosecurity"
 ENGINE_NAME = "bcc_ebpf"  # falcosecurity_scap_engine_name_info{engine_name}
 
+# Falco's drop kinds (falcosecurity_scap_n_drops_buffer_total{drop}): the event types its
+# drivers count under each (libs' compute_event_types_stats), as our event types. Event
+# types of no kind (socket, bind, setuid...) count in the totals only, as in Falco.
+FALCO_DROP_KINDS: dict[str, str] = {
+    **dict.fromkeys(("open", "openat", "openat2", "creat"), "open"),
+    **dict.fromkeys(("execve", "execveat"), "execve"),
+    "connect": "connect",
+    "fork": "clone_fork",
+    "procexit": "proc",
+    **dict.fromkeys(("dup", "dup2", "dup3", "chmod", "fchmod", "fchmodat", "link", "linkat",
+                     "mkdir", "mkdirat", "mount", "umount2", "rename", "renameat",
+                     "renameat2", "rmdir", "symlink", "symlinkat", "unlink", "unlinkat"),
+                    "dir_file"),
+    **dict.fromkeys(("bpf", "ptrace", "setns", "setresgid", "setresuid", "unshare"),
+                    "other_interest"),
+}
+FALCO_EXIT_DROP_KINDS = ("clone_fork", "execve", "connect", "open", "dir_file",
+                         "other_interest", "close", "proc")
+# Falco 0.44 exports these with dir="enter" at 0 (deprecated), for its dashboards.
+FALCO_ENTER_DROP_KINDS = ("clone_fork", "execve", "connect", "open", "dir_file",
+                          "other_interest")
+#: () -> (drops by event type, drops by CPU number)
+DropCounts = tuple[Mapping[str, int], Mapping[int, int]]
+
 # `*_created` series double the exposition for no use on a DaemonSet's dashboards.
 disable_created_metrics()
 
@@ -52,6 +76,12 @@ class _HotPathCollector(Collector):
             "Events the kernel could not hand to userspace (ring buffer full)")
         drops.add_metric([], self._metrics.kernel_drops())
         yield drops
+        by_event = CounterMetricFamily(
+            f"{PREFIX}_kernel_drops_by_event",
+            "Events the kernel could not hand to userspace, by event type", labels=["event"])
+        for event, count in sorted(self._metrics.kernel_drop_counts()[0].items()):
+            by_event.add_metric([event], count)
+        yield by_event
         kernel = self._metrics.in_kernel_kills()
         if kernel is not None:
             kills, stale, lost = kernel
@@ -110,6 +140,7 @@ class _FalcoCollector(Collector):
                                     "name)")
         drops.add_metric([], m.kernel_drops())
         yield drops
+        yield from self._drop_breakdowns()
         queue = CounterMetricFamily(f"{FALCO_PREFIX}_falco_outputs_queue_num_drops",
                                     "Alerts dropped because an output's queue was full "
                                     "(Falco's name)")
@@ -118,6 +149,30 @@ class _FalcoCollector(Collector):
                                  if sample.name.endswith("_total")))
         yield queue
         yield from self._resources()
+
+    def _drop_breakdowns(self) -> Iterable[Metric]:
+        """Falco's drops by kind (exit direction; enter at 0, as Falco 0.44) and by CPU."""
+        by_event, by_cpu = self._metrics.kernel_drop_counts()
+        kinds = dict.fromkeys(FALCO_EXIT_DROP_KINDS, 0)
+        for event, count in by_event.items():
+            kind = FALCO_DROP_KINDS.get(event)
+            if kind is not None:
+                kinds[kind] += count
+        family = CounterMetricFamily(f"{FALCO_PREFIX}_scap_n_drops_buffer",
+                                     "Events the kernel could not hand to userspace, by "
+                                     "Falco's kind of syscall (Falco's name)",
+                                     labels=["dir", "drop"])
+        for kind, count in kinds.items():
+            family.add_metric(["exit", kind], count)
+        for kind in FALCO_ENTER_DROP_KINDS:
+            family.add_metric(["enter", kind], 0)
+        yield family
+        cpus = CounterMetricFamily(f"{FALCO_PREFIX}_scap_n_drops_cpu",
+                                   "Events the kernel could not hand to userspace, by CPU "
+                                   "(Falco's name)", labels=["cpu"])
+        for cpu, count in sorted(by_cpu.items()):
+            cpus.add_metric([str(cpu)], count)
+        yield cpus
 
     def _resources(self) -> Iterable[Metric]:
         """Falco's resource_utilization metrics, from this process's own accounting."""
@@ -159,6 +214,7 @@ class Metrics:
         # Incremented by the source's loop: `metrics.event_counts[evt_type] += 1`.
         self.event_counts: Tally[str] = Tally()
         self._kernel_drops_reader: Callable[[], int] | None = None
+        self._drop_counts_reader: Callable[[], DropCounts] | None = None
         self._in_kernel_reader: Callable[[], tuple[int, int, int]] | None = None
         self._lock = threading.Lock()
         r.register(_HotPathCollector(self))
@@ -214,6 +270,20 @@ class Metrics:
     def read_kernel_drops_with(self, reader: Callable[[], int]) -> None:
         """Register the function that sums the per-CPU kernel drop counters."""
         self._kernel_drops_reader = reader
+
+    def read_kernel_drop_counts_with(self, reader: Callable[[], DropCounts]) -> None:
+        """Register the function that gives the kernel drops by event type and by CPU."""
+        self._drop_counts_reader = reader
+
+    def kernel_drop_counts(self) -> DropCounts:
+        reader = self._drop_counts_reader
+        if reader is None:
+            return {}, {}
+        try:
+            by_event, by_cpu = reader()
+            return dict(by_event), dict(by_cpu)
+        except Exception:  # noqa: BLE001 - a scrape must not fail because a map read did
+            return {}, {}
 
     def read_in_kernel_kills_with(self, reader: Callable[[], tuple[int, int, int]]) -> None:
         """Register the reader of the in-kernel kill's counters (kills, stale, lost)."""

@@ -90,6 +90,20 @@ class BccProbe:
             total += sum(int(v) for v in value)
         return total
 
+    def drop_counts(self) -> tuple[dict[int, int], dict[int, int]]:
+        """(drops by record code, drops by CPU), since start; zero entries left out."""
+        by_code: dict[int, int] = {}
+        by_cpu: dict[int, int] = {}
+        table = self.bpf[b"drops"]
+        for code in range(len(table.keys())):  # an array: one slot per record code
+            per_cpu = [int(v) for v in table[code]]
+            if any(per_cpu):
+                by_code[code] = sum(per_cpu)
+                for cpu, count in enumerate(per_cpu):
+                    if count:
+                        by_cpu[cpu] = by_cpu.get(cpu, 0) + count
+        return by_code, by_cpu
+
     def set_open_prefixes(self, entries: dict[tuple[int, bytes], int]) -> None:
         """Fill the open-path filter: {(prefix bits, data): set of open classes}."""
         table = self.bpf[b"open_prefixes"]

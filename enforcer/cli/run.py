@@ -139,6 +139,7 @@ def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
                   container_socket=args.container_socket, proc_root=args.host_proc,
                   kernel_kill=kernel_kill, cri_socket=args.cri_socket)
     pipeline.metrics.read_kernel_drops_with(lambda: agent.drops.last)
+    pipeline.metrics.read_kernel_drop_counts_with(lambda: agent.drop_counts)
     # falco.yaml's syscall_event_drops (actions, rate, max_burst); alerts go to the outputs
     agent.drops.on_drop = tuple(getattr(args, "drop_actions", ("log",)))
     agent.drops.rate = getattr(args, "drop_rate", agent.drops.rate)

@@ -176,6 +176,17 @@ class EbpfSource:
         """Records lost in the kernel because the ring buffer was full."""
         return self._probe.drops() if self._probe is not None else 0
 
+    def drop_counts(self) -> tuple[dict[str, int], dict[int, int]]:
+        """(drops by event type, drops by CPU) since the probes were loaded."""
+        if self._probe is None:
+            return {}, {}
+        by_code, by_cpu = self._probe.drop_counts()
+        by_event: dict[str, int] = {}
+        for code, count in by_code.items():
+            name = sc.event_name(code)
+            by_event[name] = by_event.get(name, 0) + count
+        return by_event, by_cpu
+
     def close(self) -> None:
         """Detach the programs (idempotent)."""
         if self._probe is not None:

@@ -293,6 +293,7 @@ def render(config: ProbeConfig) -> str:
         "WAKEUP_EVERY_VALUE": str(wakeup_every(config)),
         "SENDS_NEED_ADDRESS": "1" if config.sends_need_address else "0",
         "AT_EXIT_WANTED": "1" if config.args_at_exit else "0",
+        "DROP_SLOTS": str(sc.DROP_SLOTS),
         "EV_FORK": str(sc.EV_FORK),
         "EV_EXIT": str(sc.EV_EXIT),
         **config.extra_defines,

@@ -219,6 +219,18 @@ ARG_ORDER: dict[str, tuple[str, ...]] = {
 BY_NAME: dict[str, Syscall] = {s.name: s for s in SYSCALLS}
 CODES: dict[str, int] = {s.name: FIRST_SYSCALL_CODE + i for i, s in enumerate(SYSCALLS)}
 BY_CODE: dict[int, Syscall] = {CODES[s.name]: s for s in SYSCALLS}
+# slots of the kernel's per-event-type drop counter: one per code (0: out of range)
+DROP_SLOTS = FIRST_SYSCALL_CODE + len(SYSCALLS)
+
+
+def event_name(code: int) -> str:
+    """The event type (evt.type) a record code stands for."""
+    if code == EV_FORK:
+        return "fork"
+    if code == EV_EXIT:
+        return "procexit"
+    syscall = BY_CODE.get(code)
+    return syscall.name if syscall is not None else "unknown"
 
 # Always attached, whatever the rules: the process table needs them (exec updates a
 # process's image; chdir keeps the cwd that relative paths resolve against).

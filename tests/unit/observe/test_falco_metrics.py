@@ -18,10 +18,8 @@ from enforcer.metrics import Metrics
 from tests.conftest import REPO
 
 DASHBOARD = REPO / "tests" / "data" / "falco-config" / "falco-dashboard.json"
-# Falco's per-syscall-kind and per-CPU drop breakdowns and its libs' internal tables: the
-# agent's ring buffer counts one total (falcosecurity_scap_n_drops_total).
-NOT_EXPORTED = {"falcosecurity_scap_n_drops_buffer_total", "falcosecurity_scap_n_drops_cpu_total",
-                "falcosecurity_scap_n_drops_full_threadtable_total",
+# Falco's libs' internal tables: the agent has no thread table or scratch map to overflow.
+NOT_EXPORTED = {"falcosecurity_scap_n_drops_full_threadtable_total",
                 "falcosecurity_scap_n_drops_scratch_map_total"}
 SELECTOR = re.compile(r"(falcosecurity_[a-z0-9_]+)(?:\{([^}]*)\})?")
 MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*,?')
@@ -85,6 +83,7 @@ def test_falcos_dashboard_queries_return_data(scraped) -> None:
     metrics, scrape = scraped
     metrics.count_events({"openat": 40, "execve": 2})
     metrics.read_kernel_drops_with(lambda: 3)
+    metrics.read_kernel_drop_counts_with(lambda: ({"openat": 3}, {0: 3}))
     metrics.output_dropped("stdout")
     metrics.rule_matched("Read sensitive file untrusted", "Warning", "syscall",
                          ("filesystem", "mitre_credential_access", "T1555"))
@@ -131,3 +130,34 @@ def test_event_and_drop_counts_are_ours_under_falcos_names(scraped) -> None:
     [engine] = select(samples, "falcosecurity_scap_engine_name_info")
     assert engine.labels == {"engine_name": "bcc_ebpf", "evt_source": "syscall"}
     assert select(samples, "falcosecurity_falco_memory_rss_bytes")[0].value > 0
+
+
+def test_drops_by_kind_and_cpu_under_falcos_names(scraped) -> None:
+    """The kernel counts drops per event type and CPU; Falco's drop kinds are the same
+    groups of syscalls as Falco's drivers use (libs' compute_event_types_stats)."""
+    metrics, scrape = scraped
+    by_event = {"openat": 4, "creat": 1, "execve": 1, "fork": 2, "procexit": 1,
+                "connect": 1, "unlinkat": 2, "dup2": 1, "ptrace": 1, "setns": 1,
+                "socket": 3}
+    metrics.read_kernel_drops_with(lambda: sum(by_event.values()))
+    metrics.read_kernel_drop_counts_with(lambda: (by_event, {0: 10, 3: 8}))
+    samples = scrape()
+
+    def drops(direction: str, kind: str) -> float:
+        [sample] = select(samples, "falcosecurity_scap_n_drops_buffer_total{"
+                                   f'dir="{direction}", drop="{kind}"}}')
+        return sample.value
+
+    assert {kind: drops("exit", kind) for kind in (
+        "clone_fork", "execve", "connect", "open", "dir_file", "other_interest", "close",
+        "proc")} == {"clone_fork": 2, "execve": 1, "connect": 1, "open": 5, "dir_file": 3,
+                     "other_interest": 2, "close": 0, "proc": 1}
+    # Falco 0.44 keeps the enter directions at 0 (deprecated), and so do we
+    assert all(drops("enter", kind) == 0 for kind in (
+        "clone_fork", "execve", "connect", "open", "dir_file", "other_interest"))
+    assert {s.labels["cpu"]: s.value for s in select(
+        samples, "falcosecurity_scap_n_drops_cpu_total")} == {"0": 10, "3": 8}
+    # ours: every event type, those of no Falco kind (socket) included
+    assert {s.labels["event"]: s.value for s in select(
+        samples, "enforcer_kernel_drops_by_event_total")} == by_event
+    assert select(samples, "falcosecurity_scap_n_drops_total")[0].value == 18
