@@ -2,9 +2,9 @@
 every node's rows, with the node as one more filter. Read-only (a role with SELECT on the
 tables is enough); every value is bound, never spliced.
 
-Unlike the SQLite store there are no per-minute counters: the charts and the dry-run summary
-group the rows of their time range (PostgreSQL's planner picks the index; the list page,
-the one read most, walks a (column, time) index newest first and stops after a page).
+The charts and the dry-run summary read the per-minute counters (counts.py), as the SQLite
+store's read its rollup; the list page, the one read most, walks a (column, time) index
+newest first and stops after a page.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import queue
 from typing import Any
 
 from enforcer.store.mapping import response_view
+from enforcer.store.postgres import counts
 from enforcer.store.query import PAGE_SIZE, Filters, Page, distinct_values_sql, time_window
 
 _DETECTION_COLUMNS = ("rule", "priority", "namespace", "pod", "node", "container")
@@ -200,15 +201,12 @@ def _dry_run_where(filters: Filters) -> tuple[list[str], list[Any]]:
 
 def dry_run_summary(conn: Any, filters: Filters) -> list[dict[str, Any]]:
     """Per policy, action and node: how many times a dry run would have acted, and when
-    last (a policy's decisions only where it has no action records)."""
-    clauses, args = _dry_run_where(filters)
-    if filters.policy:
-        clauses.append("r.policy = %s")
-        args.append(filters.policy)
-    sql = ("SELECT coalesce(r.policy, '') AS policy, coalesce(r.action, '') AS action, "
-           "r.node, count(*) AS n, max(r.det_time_ns) AS last_ns FROM responses r WHERE "
-           + " AND ".join(clauses) + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
-    return [dict(r) for r in conn.execute(sql, args)]
+    last, from the per-minute counters (minute precision; see store.query). A policy's
+    decisions are listed only where it has no action records on that node."""
+    rows = counts.dry_runs(conn, filters.since_ns, filters.until_ns, filters.node,
+                           filters.policy)
+    with_actions = {(r["policy"], r["node"]) for r in rows if r["action"]}
+    return [r for r in rows if r["action"] or (r["policy"], r["node"]) not in with_actions]
 
 
 def dry_run_examples(conn: Any, policy: str, filters: Filters,
@@ -239,19 +237,11 @@ def time_bounds(conn: Any) -> tuple[int, int] | None:
 
 def counts_over_time(conn: Any, by: str, since_ns: int, until_ns: int,
                      bucket_ns: int) -> list[tuple[int, str, int]]:
-    """(bucket start, series value, detections) for `by` in rule, priority or outcome."""
-    if by == "outcome":
-        sql = ("SELECT (det_time_ns - %(s)s) / %(b)s AS k, outcome_class AS v, "
-               "count(DISTINCT det_id) AS n FROM responses WHERE det_time_ns >= %(s)s AND "
-               "det_time_ns < %(u)s AND outcome_class IS NOT NULL GROUP BY 1, 2")
-    elif by in ("rule", "priority"):
-        sql = (f"SELECT (time_ns - %(s)s) / %(b)s AS k, {by} AS v, count(*) AS n FROM "
-               "detections WHERE time_ns >= %(s)s AND time_ns < %(u)s GROUP BY 1, 2")
-    else:
+    """(bucket start, series value, detections) for `by` in rule, priority or outcome, over
+    every node, from the per-minute counters (`bucket_ns`: a whole number of minutes)."""
+    if by not in ("rule", "priority", "outcome"):
         raise ValueError(f"cannot count by {by!r}: expected rule, priority or outcome")
-    rows = conn.execute(sql, {"s": since_ns, "u": until_ns, "b": bucket_ns})
-    return [(since_ns + int(r["k"]) * bucket_ns, "" if r["v"] is None else str(r["v"]),
-             int(r["n"])) for r in rows]
+    return counts.series(conn, by, since_ns, until_ns, bucket_ns)
 
 
 def distinct_values(conn: Any, column: str, limit: int = 200) -> list[str]:
