@@ -1,6 +1,7 @@
 """Benchmark the cluster-wide PostgreSQL store (a private server, as the tests start it).
 
     .venv/bin/python tests/bench/bench_cluster_store.py pages [--records 10000000] [--plans F]
+        [--keep | --dsn DSN]
     .venv/bin/python tests/bench/bench_cluster_store.py insert [--records 200000]
     .venv/bin/python tests/bench/bench_cluster_store.py outage [--seconds 60 --down 20]
 
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from enforcer.store.postgres import migrations  # noqa: E402
-from tests.pg_server import bin_dir, running_server  # noqa: E402
+from tests.pg_server import PgServer, bin_dir, running_server  # noqa: E402
 
 DAY_NS = 86_400 * 10**9
 # rule, priority, weight (percent): a realistic skew, one rare rule.
@@ -150,7 +151,13 @@ def time_pages(dsn: str) -> float:
 def cmd_pages(args) -> None:
     import psycopg
 
-    with running_server(bin_dir()) as server:
+    if args.dsn:  # a store filled by an earlier --keep run: time its pages again
+        _time_and_explain(args, args.dsn, None)
+        return
+    server = PgServer(bin_dir())
+    db = "postgres"
+    try:
+        server.start()
         _tune(server)
         db = server.new_database()
         server.sql("CREATE ROLE bench_reader LOGIN PASSWORD 'r'")
@@ -161,17 +168,35 @@ def cmd_pages(args) -> None:
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         print(f"filled in {took:.0f} s; database {size / 2**20:.0f} MiB = "
               f"{size / args.records * 1e6 / 2**20:.0f} MiB per million records")
-        if args.plans:
-            # Every console statement over 50 ms, with its plan, into the server's log.
-            server.sql("ALTER ROLE bench_reader SET auto_explain.log_min_duration = 50")
-            server.sql("ALTER ROLE bench_reader SET auto_explain.log_analyze = on")
-            server.sql("ALTER ROLE bench_reader SET auto_explain.log_buffers = on")
-        worst = time_pages(server.dsn(db, "bench_reader", "r"))
-        print(f"worst filtered page over {args.records:,} records: {worst:.1f} ms "
-              f"(target < 200 ms)")
-        if args.plans:
-            Path(args.plans).write_text(server.log.read_text())
-            print(f"plans of the statements over 50 ms: {args.plans}")
+        _time_and_explain(args, server.dsn(db), server.log)
+    finally:
+        if args.keep:
+            print(f"kept: --dsn {server.dsn(db)}  (stop: pg_ctl -D {server.data} stop, "
+                  f"then remove {server.dir})")
+        else:
+            server.destroy()
+
+
+def _time_and_explain(args, dsn: str, log: Path | None) -> None:
+    """Time the pages as the read-only role; with --plans, log the slow statements' plans."""
+    import psycopg
+
+    reader = dsn.replace(dsn.split("://", 1)[1].split("@", 1)[0], "bench_reader:r", 1)
+    if args.plans:
+        # Every console statement over 50 ms, with its plan, into the server's log.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for setting in ("log_min_duration = 50", "log_analyze = on", "log_buffers = on"):
+                conn.execute(f"ALTER ROLE bench_reader SET auto_explain.{setting}")
+            log_dir = conn.execute("SELECT current_setting('data_directory')").fetchone()[0]
+        log = log or Path(log_dir).parent / "server.log"
+        start = log.stat().st_size
+    worst = time_pages(reader)
+    print(f"worst page over {args.records:,} records: {worst:.1f} ms (target < 200 ms)")
+    if args.plans:
+        with open(log) as f:
+            f.seek(start)
+            Path(args.plans).write_text(f.read())
+        print(f"plans of the statements over 50 ms: {args.plans}")
 
 
 def _tune(server) -> None:
@@ -229,6 +254,10 @@ def main() -> None:
     p.add_argument("--records", type=int, default=10_000_000)
     p.add_argument("--plans", metavar="FILE",
                    help="write the plans (EXPLAIN ANALYZE) of console statements over 50 ms")
+    p.add_argument("--keep", action="store_true",
+                   help="leave the filled server running and print its DSN")
+    p.add_argument("--dsn", help="time the pages of a store a --keep run filled (the superuser "
+                                 "DSN it printed); --records only labels the figures")
     p.set_defaults(func=cmd_pages)
     i = sub.add_parser("insert")
     i.add_argument("--records", type=int, default=200_000)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ from tests.system.test_console_browser import (  # noqa: F401 - the browser is a
     follow,
     screenshot,
 )
-from tests.system.victims import SHADOW_READER, spawn
+from tests.system.victims import SHADOW_READER, shadow_rules_only_for, spawn
 
 NODES = ("node-a", "node-b", "node-c")
 RATE = 1000
@@ -189,15 +188,10 @@ def test_ebpf_agents_write_to_one_store_and_the_console_shows_each_node(
     try:
         for node in nodes:
             work = tmp_path / node
-            rules = work / "rules"
-            rules.mkdir(parents=True)
             markers[node] = f"enforcer-cluster-{node}"
-            shutil.copy(REPO / "policies/rules/falco_rules.yaml", rules / "falco_rules.yaml")
             # This agent's rule sees only its own node's readers, never another's or the host's.
-            (rules / "zz_only_this_node.yaml").write_text(
-                "- rule: Read sensitive file untrusted\n"
-                f"  condition: and proc.cmdline contains {markers[node]}\n"
-                "  override: {condition: append}\n")
+            rules = shadow_rules_only_for(work / "rules",
+                                          f"proc.cmdline contains {markers[node]}")
             policy = work / "policy.yaml"
             policy.write_text("- policy: kill-shadow-readers\n"
                               "  match: {rules: [Read sensitive file untrusted]}\n"
