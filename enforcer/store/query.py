@@ -50,6 +50,24 @@ class Page:
     older: tuple[int, int] | None = None  # (time_ns, id) of the last row when more follow
     newer: tuple[int, int] | None = None  # (time_ns, id) of the first row when newer exist
 
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]], limit: int, *, older: bool,
+                  before: tuple[int, int] | None) -> Page:
+        """The page of up to `limit + 1` rows fetched away from the cursor (newest first when
+        `older`, oldest first otherwise), with its cursors; the extra row says more follow."""
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if not older:
+            rows.reverse()
+        page = cls(rows=rows)
+        if rows:
+            first, last = rows[0], rows[-1]
+            if (older and more) or not older:
+                page.older = (last["time_ns"], last["id"])
+            if before is not None or (not older and more):
+                page.newer = (first["time_ns"], first["id"])
+        return page
+
 
 def fts_query(text: str) -> str | None:
     """Free text as an FTS5 query: every word must appear; no FTS syntax is interpreted."""
@@ -112,20 +130,22 @@ def _choose_driver(conn: sqlite3.Connection, filters: Filters) -> _Driver:
     return driver
 
 
-def _time_window(filters: Filters, column: str, clauses: list[str], args: list[Any]) -> None:
-    """Add the filters' [since, until) window on `column` to the WHERE clauses."""
+def time_window(filters: Filters, column: str, clauses: list[str], args: list[Any],
+                mark: str = "?") -> None:
+    """Add the filters' [since, until) window on `column` to the WHERE clauses (`mark`: the
+    driver's parameter placeholder)."""
     if filters.since_ns is not None:
-        clauses.append(f"{column} >= ?")
+        clauses.append(f"{column} >= {mark}")
         args.append(filters.since_ns)
     if filters.until_ns is not None:
-        clauses.append(f"{column} < ?")
+        clauses.append(f"{column} < {mark}")
         args.append(filters.until_ns)
 
 
 def _conditions(filters: Filters, driver: _Driver) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
-    _time_window(filters, "d.time_ns", clauses, args)
+    time_window(filters, "d.time_ns", clauses, args)
     for name in _DETECTION_COLUMNS:
         value = getattr(filters, name)
         if value not in (None, ""):
@@ -214,18 +234,7 @@ def list_detections(conn: sqlite3.Connection, filters: Filters, *,
     older = after is None
     rows = _fetch(conn, filters, driver, after if after is not None else before, older,
                   limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if not older:
-        rows.reverse()
-    page = Page(rows=rows)
-    if rows:
-        first, last = rows[0], rows[-1]
-        if (older and more) or not older:
-            page.older = (last["time_ns"], last["id"])
-        if before is not None or (not older and more):
-            page.newer = (first["time_ns"], first["id"])
-    return page
+    return Page.from_rows(rows, limit, older=older, before=before)
 
 
 def _loads(text: str | None, default: Any) -> Any:
@@ -284,7 +293,7 @@ def dry_run_examples(conn: sqlite3.Connection, policy: str, filters: Filters,
     """The latest dry-run responses of one policy: what exactly would have been done."""
     clauses = ["r.outcome_class = 'dry-run'", "r.policy = ?", _NOT_SHADOWED]
     args: list[Any] = [policy]
-    _time_window(filters, "r.det_time_ns", clauses, args)
+    time_window(filters, "r.det_time_ns", clauses, args)
     if filters.node:
         clauses.append("d.node = ?")
         args.append(filters.node)
@@ -332,14 +341,19 @@ def counts_over_time(conn: sqlite3.Connection, by: str, since_ns: int, until_ns:
 
 def distinct_values(conn: sqlite3.Connection, column: str, limit: int = 200) -> list[str]:
     """Values seen for a filter column, for the filter form's choices."""
+    return [str(r[0]) for r in conn.execute(distinct_values_sql(column), (limit,))]
+
+
+def distinct_values_sql(column: str, mark: str = "?") -> str:
+    """The query for `distinct_values` (its one parameter, the limit, is `mark`)."""
     if column in _DETECTION_COLUMNS:
         table, col = "detections", column
     elif column in _RESPONSE_COLUMNS:
         table, col = "responses", _RESPONSE_COLUMNS[column]
     else:
         raise ValueError(f"unknown filter column {column!r}")
-    # Index skip-scan via a recursive walk: cheap even over a million rows.
-    sql = (f"WITH RECURSIVE v(x) AS (SELECT min({col}) FROM {table} UNION ALL "
-           f"SELECT (SELECT min({col}) FROM {table} WHERE {col} > v.x) FROM v "
-           f"WHERE v.x IS NOT NULL) SELECT x FROM v WHERE x IS NOT NULL LIMIT ?")
-    return [str(r[0]) for r in conn.execute(sql, (limit,))]
+    # Index skip-scan via a recursive walk over the (column, time) index: a few probes per
+    # value, cheap even over millions of rows.
+    return (f"WITH RECURSIVE v(x) AS (SELECT min({col}) FROM {table} UNION ALL "
+            f"SELECT (SELECT min({col}) FROM {table} WHERE {col} > v.x) FROM v "
+            f"WHERE v.x IS NOT NULL) SELECT x FROM v WHERE x IS NOT NULL LIMIT {mark}")

@@ -8,6 +8,11 @@ The agents are tests/store_load_agent.py: the live agent's audit path (JSONL log
 the store) and its real PostgreSQL writer, fed by a synthetic detection source instead of
 eBPF. ENFORCER_CLUSTER_TEST_SECONDS sets how long they write (default 24; the stop starts a
 third of the way in). tests/bench/bench_cluster_store.py runs the full 60 s with 20 s down.
+
+A second test runs three real agents (`enforcer` with the eBPF source, each with its own
+node name, audit log, state dir and spool, and its own rule narrowed to a marker only its
+own readers of /etc/shadow carry) against one database: each agent's detections and
+responses arrive under its node, and the console shows each node.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from enforcer.store.postgres import migrations
 from enforcer.store.postgres.rows import canonical
+from tests.agent_process import AgentProcess
 from tests.conftest import REPO
 from tests.pg_server import running_server
 from tests.system.test_console_browser import (  # noqa: F401 - the browser is a fixture
@@ -31,6 +40,7 @@ from tests.system.test_console_browser import (  # noqa: F401 - the browser is a
     follow,
     screenshot,
 )
+from tests.system.victims import SHADOW_READER, shadow_rules_only_for, spawn
 
 NODES = ("node-a", "node-b", "node-c")
 RATE = 1000
@@ -116,7 +126,7 @@ def test_three_agents_one_store_database_down_in_the_middle(pg_bindir, browser, 
         console_in_browser(browser, server.dsn(db, "console_reader", "reader"))
 
 
-def console_in_browser(driver, reader_dsn: str) -> None:
+def console_in_browser(driver, reader_dsn: str, nodes: tuple[str, ...] = NODES) -> None:
     from selenium.webdriver.common.by import By
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -136,12 +146,12 @@ def console_in_browser(driver, reader_dsn: str) -> None:
 
         # Newest first over every node: the page holds whichever wrote last.
         assert driver.find_elements(By.CSS_SELECTOR, "tr.detection")
-        assert shown_nodes() <= set(NODES)
+        assert shown_nodes() <= set(nodes)
         options = [o.get_attribute("value") for o in
                    driver.find_elements(By.CSS_SELECTOR, "#f-node option") if o.text != "any"]
-        assert options == list(NODES)
+        assert options == list(nodes)
         screenshot(driver, "cluster-list")
-        for node in NODES:
+        for node in nodes:
             choose(driver, "f-node", node)
             assert driver.find_elements(By.CSS_SELECTOR, "tr.detection")
             assert shown_nodes() == {node}
@@ -149,9 +159,83 @@ def console_in_browser(driver, reader_dsn: str) -> None:
         follow(driver, driver.find_element(By.ID, "nav-dry-run"))
         summary = {r.get_attribute("data-node") for r in
                    driver.find_elements(By.CSS_SELECTOR, "tr.would-row")}
-        assert summary == set(NODES)
+        assert summary == set(nodes)
         screenshot(driver, "cluster-dry-run")
     finally:
         proc.terminate()
         proc.wait(10)
 
+
+
+@pytest.mark.root
+@pytest.mark.ebpf
+def test_ebpf_agents_write_to_one_store_and_the_console_shows_each_node(
+        need_root, ebpf_ready, pg_server, browser, tmp_path,  # noqa: F811
+        enforcer_cmd, cli_env):
+    import psycopg
+
+    db = pg_server.new_database()
+    writer, reader = f"w_{db}", f"r_{db}"  # roles are the server's: unique per test
+    pg_server.sql(f"CREATE ROLE {writer} LOGIN PASSWORD 'writer'")
+    pg_server.sql(f"CREATE ROLE {reader} LOGIN PASSWORD 'reader'")
+    with psycopg.connect(pg_server.dsn(db), autocommit=True) as conn:
+        migrations.migrate(conn, retention_days=0, writer_role=writer, reader_role=reader)
+    tag = uuid.uuid4().hex[:8]
+    nodes = tuple(f"ebpf-{tag}-{n}" for n in "abc")
+    agents: dict[str, AgentProcess] = {}
+    markers: dict[str, str] = {}
+    victims = []
+    try:
+        for node in nodes:
+            work = tmp_path / node
+            markers[node] = f"enforcer-cluster-{node}"
+            # This agent's rule sees only its own node's readers, never another's or the host's.
+            rules = shadow_rules_only_for(work / "rules",
+                                          f"proc.cmdline contains {markers[node]}")
+            policy = work / "policy.yaml"
+            policy.write_text("- policy: kill-shadow-readers\n"
+                              "  match: {rules: [Read sensitive file untrusted]}\n"
+                              "  actions: [{kill: {signal: KILL}}]\n"
+                              "  dry_run: true\n")
+            audit = work / "audit.jsonl"
+            agents[node] = AgentProcess(
+                enforcer_cmd + ["--rules", str(rules), "--policies", str(policy),
+                                "--audit-log", str(audit), "--http-addr", "127.0.0.1:0",
+                                "--store", pg_server.dsn(db, writer, "writer"),
+                                "--store-spool", str(work / "spool.db"), "--node-name", node],
+                cli_env, work, audit)
+        for node in nodes:
+            victims.append(spawn(SHADOW_READER + [markers[node]], tmp_path / node))
+
+        def stored(node: str):
+            """The node's records once all of its JSONL log is in the database."""
+            logged = Counter(canonical(r) for r in agents[node].records()
+                             if r.get("kind") != "alert")
+            if not logged:
+                return None
+            with psycopg.connect(pg_server.dsn(db), autocommit=True) as conn:
+                got = Counter(canonical(r[0]) for r in conn.execute(
+                    "SELECT record FROM responses WHERE node = %s", (node,)))
+                dets = conn.execute("SELECT rule, output FROM detections WHERE node = %s "
+                                    "AND complete", (node,)).fetchall()
+            return (got, dets) if got == logged and dets else None
+
+        for node in nodes:
+            agent = agents[node]
+            agent.wait("its dry-run kill", timeout=120, find=lambda a=agent: [
+                r for r in a.records() if r.get("kind") == "action"
+                and r.get("outcome") == "dry-run"])
+            _, dets = agent.wait("its records in PostgreSQL", lambda n=node: stored(n),
+                                 timeout=120)
+            # The node's narrowed rule saw its own marker's reader, never another node's (the
+            # other rules of the set may fire on whatever else the host runs).
+            mine = [output for rule, output in dets if rule == "Read sensitive file untrusted"]
+            assert mine and all(markers[node] in output for output in mine), dets
+            others = [m for n, m in markers.items() if n != node]
+            assert not any(m in output for output in mine for m in others)
+        console_in_browser(browser, pg_server.dsn(db, reader, "reader"), nodes)
+    finally:
+        for victim in victims:
+            victim.cleanup()
+        for agent in agents.values():
+            agent.stop()

@@ -6,7 +6,6 @@ line carries this test's marker, so that the agent never kills anyone else's rea
 
 from __future__ import annotations
 
-import shutil
 import signal
 import uuid
 from pathlib import Path
@@ -14,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.agent_process import AgentProcess
-from tests.conftest import REPO
-from tests.system.victims import SHADOW_READER, spawn
+from tests.system.victims import SHADOW_READER, shadow_rules_only_for, spawn
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
 
@@ -24,13 +22,7 @@ def test_the_live_agent_kills_a_shadow_reader(need_root: None, ebpf_ready: None,
                                               tmp_path: Path, enforcer_cmd: list[str],
                                               cli_env: dict[str, str]) -> None:
     marker = f"enforcer-live-kill-{uuid.uuid4().hex[:10]}"
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    shutil.copy(REPO / "policies/rules/falco_rules.yaml", rules / "falco_rules.yaml")
-    (rules / "zz_only_this_test.yaml").write_text(
-        "- rule: Read sensitive file untrusted\n"
-        f"  condition: and proc.cmdline contains {marker}\n"
-        "  override: {condition: append}\n")
+    rules = shadow_rules_only_for(tmp_path / "rules", f"proc.cmdline contains {marker}")
     policy = tmp_path / "kill.yaml"
     policy.write_text("- policy: kill-shadow-readers\n"
                       "  match: {rules: [Read sensitive file untrusted]}\n"

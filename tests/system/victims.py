@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actions.process import read_stat
+
+REPO = Path(__file__).resolve().parents[2]
 
 _LAUNCHER = """
 import json, os, subprocess, sys
@@ -28,6 +31,19 @@ os.rename(out + ".tmp", out)
 
 SHADOW_READER = [sys.executable, "-c",
                  'open("/etc/shadow").read(); import time; time.sleep(30)']
+
+
+def shadow_rules_only_for(rules: Path, condition: str) -> Path:
+    """A rules dir `rules` with the shipped Falco rules and "Read sensitive file untrusted"
+    narrowed (a Falco `append`) to `condition`, so an agent on this shared machine answers
+    only this test's readers."""
+    rules.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "policies/rules/falco_rules.yaml", rules / "falco_rules.yaml")
+    (rules / "zz_only_this_test.yaml").write_text(
+        "- rule: Read sensitive file untrusted\n"
+        f"  condition: and {condition}\n"
+        "  override: {condition: append}\n")
+    return rules
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Write a batch of rows to PostgreSQL: COPY into temporary tables, then one INSERT … ON
-CONFLICT per table, all in one transaction.
+CONFLICT DO NOTHING per table, all in one transaction, each adding what it stored to the
+per-minute counters (counts.py).
 
 COPY is the fast way in (one round trip for the whole batch); the temporary tables let the
 final INSERT skip rows already stored, which COPY alone cannot. A detection stored as a
@@ -11,6 +12,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from enforcer.store.postgres.counts import COUNT_DETECTIONS, COUNT_RESPONSES
 from enforcer.store.postgres.rows import DETECTION_COLUMNS, RESPONSE_COLUMNS, Rows
 
 _TEMP = """
@@ -23,15 +25,30 @@ _RESP_COLS = ", ".join(RESPONSE_COLUMNS)
 _COMPLETE = ", ".join(f"{c} = excluded.{c}" for c in DETECTION_COLUMNS
                       if c not in ("id", "node", "key", "time_ns"))
 
+# Only what is new is counted (RETURNING gives the rows really inserted).
 _INSERT_DETECTIONS = f"""
-INSERT INTO detections ({_DET_COLS}) SELECT {_DET_COLS} FROM det_in
+WITH new AS (
+    INSERT INTO detections ({_DET_COLS}) SELECT {_DET_COLS} FROM det_in
+    ON CONFLICT (time_ns, id) DO NOTHING RETURNING node, time_ns, rule, priority, complete),
+counted AS ({COUNT_DETECTIONS})
+SELECT count(*) AS n, count(*) FILTER (WHERE complete) AS complete FROM new
+"""
+
+# The alerts whose detection was stored before as a placeholder (or is a retry): run only
+# when some complete row was not new. A complete row stays as it is.
+_COMPLETE_DETECTIONS = f"""
+INSERT INTO detections ({_DET_COLS}) SELECT {_DET_COLS} FROM det_in WHERE complete
 ON CONFLICT (time_ns, id) DO UPDATE SET {_COMPLETE}
-WHERE NOT detections.complete AND excluded.complete
+WHERE NOT detections.complete
 """
 
 _INSERT_RESPONSES = f"""
-INSERT INTO responses ({_RESP_COLS}) SELECT {_RESP_COLS} FROM resp_in
-ON CONFLICT (det_time_ns, id) DO NOTHING
+WITH new AS (
+    INSERT INTO responses ({_RESP_COLS}) SELECT {_RESP_COLS} FROM resp_in
+    ON CONFLICT (det_time_ns, id) DO NOTHING
+    RETURNING node, det_id, det_time_ns, outcome_class, policy, action),
+counted AS ({COUNT_RESPONSES})
+SELECT count(*) AS n FROM new
 """
 
 
@@ -67,8 +84,12 @@ def write(conn: Any, rows: Rows, partitions: Partitions) -> tuple[int, int]:
                 with cur.copy(f"COPY resp_in ({_RESP_COLS}) FROM STDIN") as copy:
                     for row in rows.responses.values():
                         copy.write_row(row)
-            cur.execute(_INSERT_DETECTIONS)
-            dets = max(cur.rowcount, 0)
-            cur.execute(_INSERT_RESPONSES)
-            resps = max(cur.rowcount, 0)
+            dets = complete = 0
+            if rows.detections:
+                dets, complete = cur.execute(_INSERT_DETECTIONS).fetchone()
+            if complete < rows.complete():
+                cur.execute(_COMPLETE_DETECTIONS)
+            resps = 0
+            if rows.responses:
+                resps = cur.execute(_INSERT_RESPONSES).fetchone()[0]
     return dets, resps

@@ -151,9 +151,82 @@ ALTER TABLE detections ADD COLUMN container text;
 CREATE INDEX det_container ON detections (container, time_ns);
 """
 
+# Per-minute counters (counts.py): what the charts and the dry-run summary read instead of
+# grouping millions of rows. Writers add to them in the transaction that stores the rows;
+# enforcer_recount() counts everything again (here: the rows stored before version 3);
+# enforcer_prune() drops the counters of the days it drops.
+_V3 = r"""
+CREATE TABLE counts (
+    dim text NOT NULL,        -- rule, priority, outcome, dry-run
+    minute bigint NOT NULL,   -- minutes since the epoch (UTC) of the detection's time
+    node text NOT NULL,
+    value text NOT NULL,      -- dry-run: policy || chr(31) || action
+    n bigint NOT NULL,
+    last_ns bigint NOT NULL,  -- the newest detection time counted
+    PRIMARY KEY (dim, minute, node, value)
+);
+
+CREATE FUNCTION enforcer_recount() RETURNS bigint
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    made bigint;
+BEGIN
+    DELETE FROM counts;
+    INSERT INTO counts (dim, minute, node, value, n, last_ns)
+    SELECT 'rule', time_ns / 60000000000, node, coalesce(rule, ''), count(*), max(time_ns)
+      FROM detections GROUP BY 2, 3, 4
+    UNION ALL
+    SELECT 'priority', time_ns / 60000000000, node, coalesce(priority::text, ''), count(*),
+           max(time_ns)
+      FROM detections GROUP BY 2, 3, 4
+    UNION ALL
+    SELECT 'outcome', det_time_ns / 60000000000, node, outcome_class, count(DISTINCT det_id),
+           max(det_time_ns)
+      FROM responses WHERE outcome_class IS NOT NULL GROUP BY 2, 3, 4
+    UNION ALL
+    SELECT 'dry-run', det_time_ns / 60000000000, node,
+           coalesce(policy, '') || chr(31) || coalesce(action, ''), count(*), max(det_time_ns)
+      FROM responses WHERE outcome_class = 'dry-run' GROUP BY 2, 3, 4;
+    GET DIAGNOSTICS made = ROW_COUNT;
+    RETURN made;
+END $$;
+REVOKE EXECUTE ON FUNCTION enforcer_recount() FROM PUBLIC;
+SELECT enforcer_recount();
+
+CREATE OR REPLACE FUNCTION enforcer_prune() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    keep integer;
+    part record;
+    dropped integer := 0;
+    oldest date;
+BEGIN
+    SELECT value::integer INTO keep FROM enforcer_settings WHERE key = 'retention_days';
+    IF keep IS NULL OR keep <= 0 THEN
+        RETURN 0;
+    END IF;
+    oldest := (now() AT TIME ZONE 'UTC')::date - keep;
+    PERFORM pg_advisory_xact_lock(hashtext('enforcer_day_partitions'));
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent IN ('detections'::regclass, 'responses'::regclass)
+          AND c.relname ~ '_[0-9]{8}$'
+          AND to_date(right(c.relname, 8), 'YYYYMMDD') < oldest
+    LOOP
+        EXECUTE format('DROP TABLE %I', part.relname);
+        dropped := dropped + 1;
+    END LOOP;
+    -- Whole days go, so no minute is cut through: its counters go with it.
+    DELETE FROM counts WHERE minute < extract(epoch FROM oldest::timestamp)::bigint / 60;
+    RETURN dropped;
+END $$;
+REVOKE EXECUTE ON FUNCTION enforcer_prune() FROM PUBLIC;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "detections and responses, partitioned by day", _V1),
     Migration(2, "detections.container", _V2),
+    Migration(3, "per-minute counters", _V3),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -206,15 +279,16 @@ def migrate(conn: Any, *, retention_days: int | None = None,
                          "'retention_days'", (str(int(retention_days)),))
         if writer_role:
             role = sql.Identifier(writer_role)
-            conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON detections, responses TO {}")
-                         .format(role))
+            conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON detections, responses, counts "
+                                 "TO {}").format(role))
             conn.execute(sql.SQL("GRANT SELECT ON enforcer_schema, enforcer_settings TO {}")
                          .format(role))
             conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION enforcer_day_partitions(date[]), "
                                  "enforcer_prune() TO {}").format(role))
         if reader_role:
-            conn.execute(sql.SQL("GRANT SELECT ON detections, responses, enforcer_schema, "
-                                 "enforcer_settings TO {}").format(sql.Identifier(reader_role)))
+            conn.execute(sql.SQL("GRANT SELECT ON detections, responses, counts, "
+                                 "enforcer_schema, enforcer_settings TO {}")
+                         .format(sql.Identifier(reader_role)))
     return applied
 
 

@@ -2,9 +2,9 @@
 every node's rows, with the node as one more filter. Read-only (a role with SELECT on the
 tables is enough); every value is bound, never spliced.
 
-Unlike the SQLite store there are no per-minute counters: the charts and the dry-run summary
-group the rows of their time range (PostgreSQL's planner picks the index; the list page,
-the one read most, walks a (column, time) index newest first and stops after a page).
+The charts and the dry-run summary read the per-minute counters (counts.py), as the SQLite
+store's read its rollup; the list page, the one read most, walks a (column, time) index
+newest first and stops after a page.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import queue
 from typing import Any
 
 from enforcer.store.mapping import response_view
-from enforcer.store.query import PAGE_SIZE, Filters, Page
+from enforcer.store.postgres import counts
+from enforcer.store.query import PAGE_SIZE, Filters, Page, distinct_values_sql, time_window
 
 _DETECTION_COLUMNS = ("rule", "priority", "namespace", "pod", "node", "container")
 _RESPONSE_COLUMNS = {"policy": "policy", "action": "action", "outcome": "outcome_class"}
@@ -23,12 +24,7 @@ _TEXT = "d.search"  # the stored tsvector the det_text index covers (migrations.
 def _conditions(filters: Filters) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
-    if filters.since_ns is not None:
-        clauses.append("d.time_ns >= %s")
-        args.append(filters.since_ns)
-    if filters.until_ns is not None:
-        clauses.append("d.time_ns < %s")
-        args.append(filters.until_ns)
+    time_window(filters, "d.time_ns", clauses, args, "%s")
     for name in _DETECTION_COLUMNS:
         value = getattr(filters, name)
         if value not in (None, ""):
@@ -47,6 +43,15 @@ def _conditions(filters: Filters) -> tuple[list[str], list[Any]]:
                            "'[^[:alnum:]_]+', ' ', 'g'))")
             args.append(text)
     return clauses, args
+
+
+def _response_scope(filters: Filters, clauses: list[str], args: list[Any]) -> None:
+    """Narrow responses (as r) to the filters' time window and node: a response carries its
+    detection's time and its node, so these need no join."""
+    time_window(filters, "r.det_time_ns", clauses, args, "%s")
+    if filters.node:
+        clauses.append("r.node = %s")
+        args.append(filters.node)
 
 
 def _summary(column: str) -> str:
@@ -108,15 +113,7 @@ def _fetch_by_response(conn: Any, filters: Filters, name: str,
     want = limit * 2
     while len(out) < limit:
         clauses, args = [f"r.{column} = %s"], [value]
-        if filters.since_ns is not None:
-            clauses.append("r.det_time_ns >= %s")
-            args.append(filters.since_ns)
-        if filters.until_ns is not None:
-            clauses.append("r.det_time_ns < %s")
-            args.append(filters.until_ns)
-        if filters.node:  # a response carries its node: only this node's keys
-            clauses.append("r.node = %s")
-            args.append(filters.node)
+        _response_scope(filters, clauses, args)
         if cursor is not None:
             clauses.append(f"(r.det_time_ns, r.det_id) {cmp} (%s, %s)")
             args += [cursor[0], cursor[1]]
@@ -165,18 +162,7 @@ def list_detections(conn: Any, filters: Filters, *, before: tuple[int, int] | No
                f"ORDER BY d.time_ns {order}, d.id {order} LIMIT %s) d "
                f"ORDER BY d.time_ns {order}, d.id {order}")
         rows = [dict(r) for r in conn.execute(sql, [*args, limit + 1]).fetchall()]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if not older:
-        rows.reverse()
-    page = Page(rows=rows)
-    if rows:
-        first, last = rows[0], rows[-1]
-        if (older and more) or not older:
-            page.older = (last["time_ns"], last["id"])
-        if before is not None or (not older and more):
-            page.newer = (first["time_ns"], first["id"])
-    return page
+    return Page.from_rows(rows, limit, older=older, before=before)
 
 
 def get_detection(conn: Any, det_id: int) -> dict[str, Any] | None:
@@ -209,29 +195,18 @@ _NOT_SHADOWED = ("(r.kind = 'action' OR NOT EXISTS (SELECT 1 FROM responses a WH
 def _dry_run_where(filters: Filters) -> tuple[list[str], list[Any]]:
     clauses = ["r.outcome_class = 'dry-run'", _NOT_SHADOWED]
     args: list[Any] = []
-    if filters.since_ns is not None:
-        clauses.append("r.det_time_ns >= %s")
-        args.append(filters.since_ns)
-    if filters.until_ns is not None:
-        clauses.append("r.det_time_ns < %s")
-        args.append(filters.until_ns)
-    if filters.node:
-        clauses.append("r.node = %s")
-        args.append(filters.node)
+    _response_scope(filters, clauses, args)
     return clauses, args
 
 
 def dry_run_summary(conn: Any, filters: Filters) -> list[dict[str, Any]]:
     """Per policy, action and node: how many times a dry run would have acted, and when
-    last (a policy's decisions only where it has no action records)."""
-    clauses, args = _dry_run_where(filters)
-    if filters.policy:
-        clauses.append("r.policy = %s")
-        args.append(filters.policy)
-    sql = ("SELECT coalesce(r.policy, '') AS policy, coalesce(r.action, '') AS action, "
-           "r.node, count(*) AS n, max(r.det_time_ns) AS last_ns FROM responses r WHERE "
-           + " AND ".join(clauses) + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
-    return [dict(r) for r in conn.execute(sql, args)]
+    last, from the per-minute counters (minute precision; see store.query). A policy's
+    decisions are listed only where it has no action records on that node."""
+    rows = counts.dry_runs(conn, filters.since_ns, filters.until_ns, filters.node,
+                           filters.policy)
+    with_actions = {(r["policy"], r["node"]) for r in rows if r["action"]}
+    return [r for r in rows if r["action"] or (r["policy"], r["node"]) not in with_actions]
 
 
 def dry_run_examples(conn: Any, policy: str, filters: Filters,
@@ -262,34 +237,16 @@ def time_bounds(conn: Any) -> tuple[int, int] | None:
 
 def counts_over_time(conn: Any, by: str, since_ns: int, until_ns: int,
                      bucket_ns: int) -> list[tuple[int, str, int]]:
-    """(bucket start, series value, detections) for `by` in rule, priority or outcome."""
-    if by == "outcome":
-        sql = ("SELECT (det_time_ns - %(s)s) / %(b)s AS k, outcome_class AS v, "
-               "count(DISTINCT det_id) AS n FROM responses WHERE det_time_ns >= %(s)s AND "
-               "det_time_ns < %(u)s AND outcome_class IS NOT NULL GROUP BY 1, 2")
-    elif by in ("rule", "priority"):
-        sql = (f"SELECT (time_ns - %(s)s) / %(b)s AS k, {by} AS v, count(*) AS n FROM "
-               "detections WHERE time_ns >= %(s)s AND time_ns < %(u)s GROUP BY 1, 2")
-    else:
+    """(bucket start, series value, detections) for `by` in rule, priority or outcome, over
+    every node, from the per-minute counters (`bucket_ns`: a whole number of minutes)."""
+    if by not in ("rule", "priority", "outcome"):
         raise ValueError(f"cannot count by {by!r}: expected rule, priority or outcome")
-    rows = conn.execute(sql, {"s": since_ns, "u": until_ns, "b": bucket_ns})
-    return [(since_ns + int(r["k"]) * bucket_ns, "" if r["v"] is None else str(r["v"]),
-             int(r["n"])) for r in rows]
+    return counts.series(conn, by, since_ns, until_ns, bucket_ns)
 
 
 def distinct_values(conn: Any, column: str, limit: int = 200) -> list[str]:
     """Values seen for a filter column, for the filter form's choices."""
-    if column in _DETECTION_COLUMNS:
-        table, col = "detections", column
-    elif column in _RESPONSE_COLUMNS:
-        table, col = "responses", _RESPONSE_COLUMNS[column]
-    else:
-        raise ValueError(f"unknown filter column {column!r}")
-    # A skip scan over the (column, time) index: a few probes per value, not a full scan.
-    sql = (f"WITH RECURSIVE v(x) AS (SELECT min({col}) FROM {table} UNION ALL "
-           f"SELECT (SELECT min({col}) FROM {table} WHERE {col} > v.x) FROM v "
-           f"WHERE v.x IS NOT NULL) SELECT x FROM v WHERE x IS NOT NULL LIMIT %s")
-    return [str(r["x"]) for r in conn.execute(sql, (limit,))]
+    return [str(r["x"]) for r in conn.execute(distinct_values_sql(column, "%s"), (limit,))]
 
 
 class ReadPool:

@@ -24,6 +24,8 @@ RESPONSE_COLUMNS = ("id", "node", "det_id", "det_time_ns", "kind", "time_ns", "p
                     "action", "dry_run", "outcome", "outcome_class", "error", "retries",
                     "latency_ms", "trace_id", "span_id", "record")
 
+_COMPLETE = DETECTION_COLUMNS.index("complete")
+
 _DUMP = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False,
                          separators=(",", ":")).encode
 
@@ -59,6 +61,10 @@ class Rows:
         """The UTC days (partitions) the rows fall in."""
         times = {k[0] for k in self.detections} | {k[0] for k in self.responses}
         return {datetime.fromtimestamp(t // 1_000_000_000, UTC).date() for t in times}
+
+    def complete(self) -> int:
+        """How many detections are complete (from their alert), not placeholders."""
+        return sum(1 for row in self.detections.values() if row[_COMPLETE])
 
     def __len__(self) -> int:
         return len(self.detections) + len(self.responses)

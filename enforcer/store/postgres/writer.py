@@ -1,10 +1,10 @@
 """The agent's writer to the PostgreSQL store: a background thread, a bounded queue, batches
 by COPY, and a local spool for when the database is down or too slow.
 
-The same interface as the SQLite StoreWriter (`submit`, `submit_alert`, `record`, `flush`,
-`close`), so the pipeline does not know which store it feeds. Detection and the responder
-never wait: `submit` puts into a bounded queue and returns (a full queue drops the record and
-counts it; the JSONL audit log still has it).
+The same front end as the SQLite StoreWriter (QueuedRecordWriter: `submit`, `submit_alert`,
+`record`, `flush`, `close`), so the pipeline does not know which store it feeds. Detection
+and the responder never wait: `submit` puts into a bounded queue and returns (a full queue
+drops the record and counts it; the JSONL audit log still has it).
 
 While the database cannot be reached, or a write fails or exceeds the statement timeout,
 batches go to the spool (an SQLite file beside the agent's state), and every later batch goes
@@ -17,30 +17,26 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from enforcer.alert import Alert
-from enforcer.store.mapping import RecordError, alert_record
+from enforcer.store.mapping import RecordError
 from enforcer.store.postgres import copy_in, migrations
 from enforcer.store.postgres.dsn import redacted
 from enforcer.store.postgres.rows import Rows, add, canonical
 from enforcer.store.postgres.spool import Spool
+from enforcer.store.queued_writer import QueuedRecordWriter
 
 log = logging.getLogger(__name__)
-
-_STOP = object()
 
 
 class StoreUnavailable(Exception):
     """The database refused this enforcer at start (schema, credentials); says what to do."""
 
 
-class PgStoreWriter:
+class PgStoreWriter(QueuedRecordWriter):
     """Write alerts and audit records of node `node` to the PostgreSQL store at `dsn`.
     It prunes days past the retention when it first reaches the database and then every
     `prune_interval_s` (None: never; `enforcer store prune` or another writer does)."""
@@ -51,26 +47,21 @@ class PgStoreWriter:
                  retry_s: float = 2.0, connect_timeout_s: int = 5,
                  statement_timeout_s: float = 30.0,
                  prune_interval_s: float | None = 3600.0):
+        super().__init__(queue_size=queue_size, batch_size=batch_size,
+                         flush_interval_s=flush_interval_s)
         self.dsn = dsn
         self.path = redacted(dsn)  # what logs and the start-up line show
         self.node = node
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
         self.retry_s = retry_s
         self.connect_timeout_s = connect_timeout_s
         self.statement_timeout_s = statement_timeout_s
         self.prune_interval_s = prune_interval_s
-        self.dropped = 0     # queue full: not stored (the JSONL log still has it)
         self.rejected = 0    # not an audit record, or a row the database refused
         self.written = 0     # records committed to the database
         self.failures = 0    # writes that failed and were spooled
         self.connected = False
         self.last_error: str | None = None
         self.spool = Spool(spool_path, spool_max_records)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._lock = threading.Condition()
-        self._submitted = 0
-        self._done = 0
         self._conn: Any = None
         self._partitions = copy_in.Partitions()
         self._next_try = 0.0
@@ -79,55 +70,21 @@ class PgStoreWriter:
         self._last_prune = time.monotonic()
         self._partitions_day = datetime.now(UTC).date()
         self._first_connect()
-        self._thread = threading.Thread(target=self._run, name="pg-store-writer", daemon=True)
-        self._thread.start()
+        self._start("pg-store-writer", self._run)
 
     # -- the agent's side -----------------------------------------------------------------
-
-    def submit(self, record: dict[str, Any]) -> bool:
-        """Queue one audit record (a JSONL dict); False when dropped because the queue is full."""
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self.dropped += 1
-            return False
-        with self._lock:
-            self._submitted += 1
-        return True
-
-    def submit_alert(self, alert: Alert) -> bool:
-        """Queue an Alert as its audit record."""
-        return self.submit(alert_record(alert))
-
-    def record(self, rec: Any) -> None:
-        """The responder's AuditSink interface: queue an AuditRecord (or a dict)."""
-        self.submit(rec.as_dict() if hasattr(rec, "as_dict") else dict(rec))
 
     @property
     def backlog(self) -> int:
         """Records not yet in the database: queued in memory plus spooled on disk."""
         return self._queue.qsize() + self.spool.count
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything submitted so far is in the database or the spool."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            target = self._submitted
-            while self._done < target:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._thread.is_alive():
-                    return False
-                self._lock.wait(left)
-        return True
-
     def close(self, timeout: float = 10.0) -> None:
         """Write or spool what is queued, then stop the thread (also the AuditSink's close).
 
         What is still spooled stays in the spool file for the next start to replay.
         """
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join(timeout)
+        self._stop(timeout)
         if not self._thread.is_alive():
             self._disconnect()
             self.spool.close()
@@ -210,23 +167,10 @@ class PgStoreWriter:
                  self.path, self.spool.count)
         return True
 
-    def _take(self) -> list[Any]:
-        items: list[Any] = []
-        try:
-            items.append(self._queue.get(timeout=self.flush_interval_s))
-            while len(items) < self.batch_size:
-                items.append(self._queue.get_nowait())
-        except queue.Empty:
-            pass
-        return items
-
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            items = self._take()
-            if any(item is _STOP for item in items):
-                stopping = True
-                items = [item for item in items if item is not _STOP]
+            items, stopping = self._take()
             try:
                 if items:
                     self._store(items)
@@ -236,9 +180,7 @@ class PgStoreWriter:
                 self.failures += 1
                 log.exception("audit store: unexpected failure; %d records not stored",
                               len(items))
-            with self._lock:
-                self._done += len(items)
-                self._lock.notify_all()
+            self._done_with(len(items))
             self._prune_now_and_then()
         if self.spool.count and self._ready():
             self._replay(time.monotonic() + 5.0)
