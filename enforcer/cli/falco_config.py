@@ -15,6 +15,10 @@ Choices where Falco and the agent differ, said here once:
   itself is read once at start either way.
 - `buffered_outputs` is read and has no effect: every alert is flushed as it is written.
 - `outputs_queue.capacity: 0` (Falco: unbounded) keeps the agent's bounded default queue.
+- `webserver.k8s_healthz_endpoint` is served besides /healthz (Falco: instead of it), so the
+  chart's probes keep working.
+- `syscall_event_drops.threshold` defaults to Falco's 0.1 only with a falco.yaml's block;
+  the agent's own default is 0 (every drop is said).
 """
 
 from __future__ import annotations
