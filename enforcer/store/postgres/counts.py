@@ -113,3 +113,26 @@ def dry_runs(conn: Any, since_ns: int | None, until_ns: int | None, node: str | 
         "action, node, sum(n) AS n, max(last_ns) AS last_ns FROM counts WHERE "
         f"{' AND '.join(clauses)} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", args)
     return [{**r, "n": int(r["n"])} for r in rows if r["n"]]
+
+
+def may_match(conn: Any, values: dict[str, str], node: str | None, since_ns: int | None,
+              until_ns: int | None) -> bool:
+    """False when the counters prove that no detection has every value of `values` (by dim:
+    rule, outcome) on `node` in [since, until): a page filtered on a combination that never
+    happened then answers at once instead of walking an index to its end. (Priority is not
+    asked: a placeholder is counted with the priority it had before its alert came.)"""
+    if not values:
+        return True
+    lo = 0 if since_ns is None else since_ns // MINUTE_NS
+    hi = 1 << 40 if until_ns is None else (until_ns - 1) // MINUTE_NS + 1
+    args: list[Any] = []
+    asked = " OR ".join(["(dim = %s AND value = %s)"] * len(values))
+    for dim, value in values.items():
+        args += [dim, value]
+    clauses = [f"({asked})", _where(cover(lo, hi), args)]
+    if node:
+        clauses.append("node = %s")
+        args.append(node)
+    found = conn.execute(f"SELECT DISTINCT dim FROM counts WHERE {' AND '.join(clauses)} "
+                         "AND n > 0", args).fetchall()
+    return len(found) == len(values)

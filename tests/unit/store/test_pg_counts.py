@@ -178,3 +178,30 @@ def test_retention_drops_the_counters_of_the_days_it_drops(pg_db, tmp_path):
         got = _counters(conn)
         assert {v for d, _, _, _, v, _, _ in got if d == "rule"} == {"R0", "R1"}
         assert got == _recounted(conn)
+
+
+def test_counters_rule_out_combinations_that_never_happened(pg_db, tmp_path):
+    import psycopg
+    from psycopg.rows import dict_row
+
+    _migrated(pg_db, retention_days=0)
+    _write(pg_db, "node-a", _records(SEED), tmp_path / "s.db")
+    _write(pg_db, "node-b", [r for r in _records(SEED) if r.get("outcome") != "failed"],
+           tmp_path / "t.db")
+    rule = "Read sensitive file untrusted"
+    with psycopg.connect(pg_db, row_factory=dict_row) as conn:
+        lo, hi = pg_query.time_bounds(conn)
+
+        def page(**kw) -> int:
+            return len(pg_query.list_detections(conn, Filters(**kw)).rows)
+
+        assert counts.may_match(conn, {"rule": rule, "outcome": "failed"}, "node-a", lo, hi + 1)
+        assert page(outcome="failed", node="node-a") == 1
+        # node-b never failed: the counters say so, and the page is empty.
+        assert not counts.may_match(conn, {"outcome": "failed"}, "node-b", None, None)
+        assert page(outcome="failed", node="node-b") == 0
+        assert page(outcome="failed") == 1
+        # Nothing before the first detection, nor of a rule never seen.
+        assert not counts.may_match(conn, {"rule": rule}, None, None, lo - 60 * 10**9)
+        assert page(rule=rule, until_ns=lo - 60 * 10**9) == 0
+        assert page(rule=rule) == 4 and page(rule="Never seen") == 0
