@@ -230,8 +230,11 @@ def dry_run_examples(conn: Any, policy: str, filters: Filters,
                      limit: int = 20) -> list[dict[str, Any]]:
     """The latest dry-run responses of one policy: what exactly would have been done."""
     clauses, args = _dry_run_where(filters)
-    clauses.append("coalesce(r.policy, '') = %s")
-    args.append(policy)
+    if policy:  # as a plain comparison, so that the (policy, time) index walks newest first
+        clauses.append("r.policy = %s")
+        args.append(policy)
+    else:
+        clauses.append("coalesce(r.policy, '') = ''")
     sql = ("SELECT r.id, r.det_id, r.det_time_ns, r.kind, r.action, r.record, r.outcome, "
            "r.node, d.rule, d.namespace, d.pod FROM responses r LEFT JOIN detections d "
            "ON d.id = r.det_id AND d.time_ns = r.det_time_ns WHERE " + " AND ".join(clauses)
