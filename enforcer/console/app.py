@@ -338,6 +338,9 @@ class ConsoleApp:
                 if since >= until:
                     raise BadRequest("since must be before until")
                 bucket = query.bucket_size_ns(until - since)
+                # Bars of whole clock buckets (an hourly bar starts on the hour): the cluster
+                # store then reads its hourly or daily counters, not every minute's.
+                since -= since % min(bucket, 86400 * 1_000_000_000)
                 counts = self._q.counts_over_time(conn, by, since, until, bucket)
                 if by == "priority":
                     counts = [(b, _priority_name(int(v)) if v else "", n)

@@ -151,19 +151,20 @@ ALTER TABLE detections ADD COLUMN container text;
 CREATE INDEX det_container ON detections (container, time_ns);
 """
 
-# Per-minute counters (counts.py): what the charts and the dry-run summary read instead of
-# grouping millions of rows. Writers add to them in the transaction that stores the rows;
-# enforcer_recount() counts everything again (here: the rows stored before version 3);
-# enforcer_prune() drops the counters of the days it drops.
+# Counters per node and time block (counts.py): what the charts and the dry-run summary read
+# instead of grouping millions of rows. Writers add to them in the transaction that stores
+# the rows; enforcer_recount() counts everything again (here: the rows stored before version
+# 3); enforcer_prune() drops the counters of the days it drops.
 _V3 = r"""
 CREATE TABLE counts (
     dim text NOT NULL,        -- rule, priority, outcome, dry-run
-    minute bigint NOT NULL,   -- minutes since the epoch (UTC) of the detection's time
+    span integer NOT NULL,    -- the block's length in minutes: 1, 15, 60 or 1440
+    start bigint NOT NULL,    -- its first minute since the epoch (UTC), a multiple of span
     node text NOT NULL,
     value text NOT NULL,      -- dry-run: policy || chr(31) || action
     n bigint NOT NULL,
     last_ns bigint NOT NULL,  -- the newest detection time counted
-    PRIMARY KEY (dim, minute, node, value)
+    PRIMARY KEY (dim, span, start, node, value)
 );
 
 CREATE FUNCTION enforcer_recount() RETURNS bigint
@@ -172,21 +173,27 @@ DECLARE
     made bigint;
 BEGIN
     DELETE FROM counts;
-    INSERT INTO counts (dim, minute, node, value, n, last_ns)
-    SELECT 'rule', time_ns / 60000000000, node, coalesce(rule, ''), count(*), max(time_ns)
-      FROM detections GROUP BY 2, 3, 4
-    UNION ALL
-    SELECT 'priority', time_ns / 60000000000, node, coalesce(priority::text, ''), count(*),
-           max(time_ns)
-      FROM detections GROUP BY 2, 3, 4
-    UNION ALL
-    SELECT 'outcome', det_time_ns / 60000000000, node, outcome_class, count(DISTINCT det_id),
-           max(det_time_ns)
-      FROM responses WHERE outcome_class IS NOT NULL GROUP BY 2, 3, 4
-    UNION ALL
-    SELECT 'dry-run', det_time_ns / 60000000000, node,
-           coalesce(policy, '') || chr(31) || coalesce(action, ''), count(*), max(det_time_ns)
-      FROM responses WHERE outcome_class = 'dry-run' GROUP BY 2, 3, 4;
+    INSERT INTO counts (dim, span, start, node, value, n, last_ns)
+    SELECT c.dim, s.span, c.minute / s.span * s.span, c.node, c.value, sum(c.n), max(c.last_ns)
+    FROM (
+        SELECT 'rule' AS dim, time_ns / 60000000000 AS minute, node, coalesce(rule, '') AS
+               value, count(*) AS n, max(time_ns) AS last_ns
+          FROM detections GROUP BY 2, 3, 4
+        UNION ALL
+        SELECT 'priority', time_ns / 60000000000, node, coalesce(priority::text, ''),
+               count(*), max(time_ns)
+          FROM detections GROUP BY 2, 3, 4
+        UNION ALL
+        SELECT 'outcome', det_time_ns / 60000000000, node, outcome_class,
+               count(DISTINCT det_id), max(det_time_ns)
+          FROM responses WHERE outcome_class IS NOT NULL GROUP BY 2, 3, 4
+        UNION ALL
+        SELECT 'dry-run', det_time_ns / 60000000000, node,
+               coalesce(policy, '') || chr(31) || coalesce(action, ''), count(*),
+               max(det_time_ns)
+          FROM responses WHERE outcome_class = 'dry-run' GROUP BY 2, 3, 4
+    ) c CROSS JOIN unnest(ARRAY[1, 15, 60, 1440]) AS s(span)
+    GROUP BY 1, 2, 3, 4, 5;
     GET DIAGNOSTICS made = ROW_COUNT;
     RETURN made;
 END $$;
@@ -217,7 +224,7 @@ BEGIN
         dropped := dropped + 1;
     END LOOP;
     -- Whole days go, so no minute is cut through: its counters go with it.
-    DELETE FROM counts WHERE minute < extract(epoch FROM oldest::timestamp)::bigint / 60;
+    DELETE FROM counts WHERE start < extract(epoch FROM oldest::timestamp)::bigint / 60;
     RETURN dropped;
 END $$;
 REVOKE EXECUTE ON FUNCTION enforcer_prune() FROM PUBLIC;
@@ -226,7 +233,7 @@ REVOKE EXECUTE ON FUNCTION enforcer_prune() FROM PUBLIC;
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "detections and responses, partitioned by day", _V1),
     Migration(2, "detections.container", _V2),
-    Migration(3, "per-minute counters", _V3),
+    Migration(3, "counters per node and time block", _V3),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from enforcer.store import query as sqlite_query
 from enforcer.store import rollup
 from enforcer.store.importer import import_files
-from enforcer.store.postgres import migrations
+from enforcer.store.postgres import counts, migrations
 from enforcer.store.postgres import query as pg_query
 from enforcer.store.postgres.writer import PgStoreWriter
 from enforcer.store.query import Filters
@@ -20,7 +20,8 @@ from enforcer.store.schema import connect as sqlite_connect
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "audit"
 SEED = [DATA / "audit.jsonl", DATA / "alerts.jsonl"]  # responses first: placeholders
-COUNTERS = "SELECT dim, minute, node, value, n, last_ns FROM counts ORDER BY 1, 2, 3, 4"
+COUNTERS = ("SELECT dim, span, start, node, value, n, last_ns FROM counts "
+            "ORDER BY 1, 2, 3, 4, 5")
 
 
 def _records(paths: list[Path]) -> list[dict]:
@@ -76,7 +77,9 @@ def test_counters_match_the_rows_in_either_order_and_after_retries(pg_server, tm
         assert got, "no counters written"
         assert got == _counters(b) == _recounted(a) == _recounted(b)
     per_node = {}
-    for dim, _, node, value, n, _ in got:
+    for dim, span, _, node, value, n, _ in got:
+        if span != 1:
+            continue
         per_node.setdefault((dim, node), {}).setdefault(value, 0)
         per_node[(dim, node)][value] += n
     for node in ("node-a", "node-b"):
@@ -103,12 +106,17 @@ def test_charts_and_dry_run_summary_agree_with_the_single_node_store(pg_db, tmp_
     bucket = sqlite_query.bucket_size_ns(until - since)
     with psycopg.connect(pg_db, row_factory=dict_row) as conn:
         assert pg_query.time_bounds(conn) == (lo, hi)
+        # Minute bars from any minute; longer bars from a whole bucket, as the console asks
+        # for them (then hourly and daily counters are read).
+        ranges = [(since, bucket)] + [(lo - lo % (m * rollup.MINUTE_NS), m * rollup.MINUTE_NS)
+                                      for m in (15, 60, 1440)]
         for by in ("rule", "priority", "outcome"):
-            one = sorted(sqlite_query.counts_over_time(lite, by, since, until, bucket))
-            assert one, by
-            both = sorted((b, v, n // 2) for b, v, n in
-                          pg_query.counts_over_time(conn, by, since, until, bucket))
-            assert both == one, by  # every node stored the same records: twice the counts
+            for start, width in ranges:
+                one = sorted(sqlite_query.counts_over_time(lite, by, start, until, width))
+                assert one, by
+                both = sorted((b, v, n // 2) for b, v, n in
+                              pg_query.counts_over_time(conn, by, start, until, width))
+                assert both == one, (by, width)  # every node stored them: twice the counts
         for filters in (Filters(), Filters(policy="kill-readers"),
                         Filters(since_ns=since, until_ns=since + 3 * rollup.MINUTE_NS)):
             one = [(r["policy"], r["action"], r["n"])
@@ -120,6 +128,17 @@ def test_charts_and_dry_run_summary_agree_with_the_single_node_store(pg_db, tmp_
                 assert sorted((r["policy"], r["action"], r["n"]) for r in mine) == \
                     sorted(one), filters
     lite.close()
+
+
+def test_cover_splits_a_range_into_the_fewest_aligned_blocks():
+    for lo, hi in [(0, 1), (7, 7), (7, 8), (14, 3 * 1440 + 61), (1439, 2881), (60, 120)]:
+        pieces = counts.cover(lo, hi)
+        minutes = [m for span, a, b in pieces for m in range(a, b)]
+        assert sorted(minutes) == list(range(lo, hi)), (lo, hi)  # each minute once
+        assert all(a % span == 0 and b % span == 0 for span, a, b in pieces)
+    assert counts.cover(14, 3 * 1440 + 61) == [(1, 14, 15), (15, 15, 60), (60, 60, 1440),
+                                                (1440, 1440, 4320), (60, 4320, 4380),
+                                                (1, 4380, 4381)]
 
 
 def test_upgrade_counts_the_rows_stored_before(pg_db, tmp_path):
@@ -153,9 +172,36 @@ def test_retention_drops_the_counters_of_the_days_it_drops(pg_db, tmp_path):
     # The writer's own prune would race the records: the test prunes itself.
     _write(pg_db, "node-a", records, tmp_path / "s.db", prune_interval_s=None)
     with psycopg.connect(pg_db, autocommit=True) as conn:
-        rules = {v for d, _, _, v, _, _ in _counters(conn) if d == "rule"}
+        rules = {v for d, _, _, _, v, _, _ in _counters(conn) if d == "rule"}
         assert rules == {"R0", "R1", "R10", "R11"}
         assert conn.execute("SELECT enforcer_prune()").fetchone()[0] == 4
         got = _counters(conn)
-        assert {v for d, _, _, v, _, _ in got if d == "rule"} == {"R0", "R1"}
+        assert {v for d, _, _, _, v, _, _ in got if d == "rule"} == {"R0", "R1"}
         assert got == _recounted(conn)
+
+
+def test_counters_rule_out_combinations_that_never_happened(pg_db, tmp_path):
+    import psycopg
+    from psycopg.rows import dict_row
+
+    _migrated(pg_db, retention_days=0)
+    _write(pg_db, "node-a", _records(SEED), tmp_path / "s.db")
+    _write(pg_db, "node-b", [r for r in _records(SEED) if r.get("outcome") != "failed"],
+           tmp_path / "t.db")
+    rule = "Read sensitive file untrusted"
+    with psycopg.connect(pg_db, row_factory=dict_row) as conn:
+        lo, hi = pg_query.time_bounds(conn)
+
+        def page(**kw) -> int:
+            return len(pg_query.list_detections(conn, Filters(**kw)).rows)
+
+        assert counts.may_match(conn, {"rule": rule, "outcome": "failed"}, "node-a", lo, hi + 1)
+        assert page(outcome="failed", node="node-a") == 1
+        # node-b never failed: the counters say so, and the page is empty.
+        assert not counts.may_match(conn, {"outcome": "failed"}, "node-b", None, None)
+        assert page(outcome="failed", node="node-b") == 0
+        assert page(outcome="failed") == 1
+        # Nothing before the first detection, nor of a rule never seen.
+        assert not counts.may_match(conn, {"rule": rule}, None, None, lo - 60 * 10**9)
+        assert page(rule=rule, until_ns=lo - 60 * 10**9) == 0
+        assert page(rule=rule) == 4 and page(rule="Never seen") == 0
