@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.conftest import podman_run
 from tests.system.test_blast_radius import records, start_agent, stop
-from tests.system.test_blast_radius_containers import SETTLE, rules_for
+from tests.system.test_blast_radius_containers import attack_when_known, rules_for
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
 
@@ -64,17 +63,17 @@ def test_the_fifth_kernel_kill_quarantines_the_container(
                                           rules_for(tmp_path, name), POLICY)
     reach = f'[ "$(nc -w 2 $gw {host_server} </dev/null)" = hi ]'
     attack = (
-        "gw=$(ip route | awk \"/default/ {print \\$3}\"); " + SETTLE
-        + f"{reach} && echo reach-before || echo noreach-before; "
+        "gw=$(ip route | awk \"/default/ {print \\$3}\"); "
+        f"{reach} && echo reach-before || echo noreach-before; "
         "i=0; while [ $i -lt 5 ]; do i=$((i+1)); "
         "cat /etc/shadow > /tmp/out; echo $? $(wc -c < /tmp/out); done; "
         # the quarantine comes from the agent's slow lane: wait for it (up to 60 s)
         f"n=0; while [ $n -lt 60 ]; do if {reach}; then "
         "sleep 0.5; n=$((n+1)); else echo cut; break; fi; done; echo end")
     try:
-        done = podman_run("sh", "-c", f"sh -c '{attack}'", name=name,
-                          labels={"io.kubernetes.pod.name": name,
-                                  "io.kubernetes.pod.namespace": f"ns-{name}"})
+        done = attack_when_known(tmp_path, name, attack,
+                                 labels={"io.kubernetes.pod.name": name,
+                                         "io.kubernetes.pod.namespace": f"ns-{name}"})
     finally:
         stop(agent)
     assert done.stdout.splitlines() == ["reach-before"] + ["137 0"] * 5 + ["cut", "end"], \
