@@ -14,6 +14,8 @@ RBAC: none (node-local; the agent needs hostNetwork and CAP_NET_ADMIN).
 
 The target is found from the process's network namespace (pid verified by start time); a
 process in the host's network namespace is refused, since isolating it would cut the node off.
+When the process is gone (the in-kernel kill killed it before an escalation ran), the
+namespace is that of another live process of its container (actions/container_member.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from actions.base import (
     Refused,
     param,
 )
+from actions.container_member import live_member
 from actions.context import ActionContext
 from actions.names import valid_namespace
 from actions.networkpolicy import _cidrs
@@ -109,18 +112,38 @@ class Quarantine(Action):
             valid_namespace(namespace) if namespace is not None else None,
             context.field("k8s.pod.name") or context.field("k8s.pod.uid"))
         pid = int(context.field("proc.pid"))
-        if _same_netns(pid, os.getpid()):
-            raise Refused("host-network", f"pid {pid} uses the agent's (host) network "
-                                          "namespace; quarantining it would cut the node off")
-        handle, owned = pinned_process(context, pid)
+        via = ""
         try:
-            link = context.services.netlink.host_side_of(pid)
+            handle, owned = pinned_process(context, pid)
+            if not _has_netns(pid):  # dead, or a zombie: its namespaces are gone
+                if owned:
+                    handle.close()
+                raise AlreadyDone(f"process {pid} has already exited")
+        except AlreadyDone:
+            # gone (killed in the kernel before an escalation): the container's network
+            # namespace is still there, reached through another of its live processes
+            member = live_member(context.event)
+            if member is None:
+                raise
+            handle, owned = member, True
+            via = f" is gone; found through pid {member.pid} of its container"
+        try:
+            if _same_netns(handle.pid, os.getpid()):
+                raise Refused("host-network", f"pid {handle.pid} uses the agent's (host) "
+                                              "network namespace; quarantining it would cut "
+                                              "the node off")
+            link = context.services.netlink.host_side_of(handle.pid)
+            if not handle.alive():  # its pid may have been reused while we looked
+                raise AlreadyDone(f"process {handle.pid} exited while its network namespace "
+                                  "was looked up")
         finally:
             if owned:
                 handle.close()
         target = {"interface": link["ifname"], "ifindex": link["ifindex"], "pid": pid,
                   "container.id": context.field("container.id"),
                   "pod": _pod(context)}
+        if via:
+            target["via_pid"] = handle.pid
         dns = self._dns_servers()
         return Plan(action=self.name, target=target,
                     render={"interface": link["ifname"], "qdisc": "clsact",
@@ -128,7 +151,7 @@ class Quarantine(Action):
                                         "egress: bpf drop (far end = source)"],
                             "allow": {"arp": True, "dns": dns,
                                       "cidrs": list(self.params.allowed_cidrs)}},
-                    summary=f"quarantine interface {link['ifname']} (pid {pid})",
+                    summary=f"quarantine interface {link['ifname']} (pid {pid}{via})",
                     private={"netlink": context.services.netlink,
                              "state_dir": context.state_dir, "rule": context.alert.rule})
 
@@ -161,6 +184,14 @@ class Quarantine(Action):
                                  "quarantined")
         return Outcome(DONE, plan.summary + note + "; undo with `enforcer release "
                              f"{plan.target['interface']}`")
+
+
+def _has_netns(pid: int) -> bool:
+    try:
+        os.stat(f"/proc/{pid}/ns/net")
+        return True
+    except OSError:
+        return False
 
 
 def _same_netns(pid: int, other: int) -> bool:

@@ -38,6 +38,7 @@
 #define MAX_CONJ 64
 #define MAX_DEPS MAX_DEPS_VALUE
 #define AGENT_TGID AGENT_TGID_VALUE
+#define STAMP_RENAMED (1ULL << 61)
 #define STAMP_FORK (1ULL << 62)
 #define STAMP_POISON (1ULL << 63)
 
@@ -708,11 +709,47 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     return 0;
 }
 
+// PR_SET_NAME: userspace only learns the new name at a later event of the process. A
+// rename by another thread than the main one is never trusted again (until an exec). The
+// main thread renaming the process (busybox run as an applet through /proc/self/exe
+// renames itself from "exe" to the applet's name) is treated as an exec with the new
+// comm: stamped when the rename is done, armed again from its parent's template by the
+// new comm (the template only knows the comm of a child, and proc.cmdline follows it),
+// and trusted by userspace once it has applied a later record of the main thread.
+BPF_HASH(renaming, u32, u32, 4096);
+
 TRACEPOINT_PROBE(syscalls, sys_enter_prctl) {
-    if (args->option == 15) {  // PR_SET_NAME: userspace only learns it at a later event
-        u32 tgid = bpf_get_current_pid_tgid() >> 32;
-        stamp(tgid, STAMP_POISON);
+    if (args->option == 15) {
+        u64 id = bpf_get_current_pid_tgid();
+        u32 tgid = id >> 32;
+        u32 tid = (u32)id;
+        if (tid != tgid) {
+            stamp(tgid, STAMP_POISON);
+        } else {
+            u32 one = 1;
+            // no room to follow it: poisoned, as any rename used to be
+            if (renaming.update(&tid, &one) != 0)
+                stamp(tgid, STAMP_POISON);
+        }
     }
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_prctl) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    if (!renaming.lookup(&tid))
+        return 0;
+    renaming.delete(&tid);
+    u32 tgid = id >> 32;
+    if (tgid == AGENT_TGID || args->ret != 0)
+        return 0;
+    stamp(tgid, STAMP_RENAMED);
+    u32 *parent = kparent.lookup(&tgid);
+    if (parent)
+        arm_child(*parent, tgid);
+    else
+        kill_map.delete(&tgid);
     return 0;
 }
 
@@ -720,6 +757,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
     pending.delete(&tid);
+    renaming.delete(&tid);
     kill_map.delete(&tid);  // a thread's entry from its fork, or the process's
     if ((u32)(id >> 32) == tid)
         parents.delete(&tid);

@@ -38,6 +38,7 @@ from enforcer.state.live_event import LiveEvent
 
 log = logging.getLogger(__name__)
 
+STAMP_RENAMED = 1 << 61
 STAMP_FORK = 1 << 62
 STAMP_POISON = 1 << 63
 FORK_TOLERANCE_NS = 1_000_000
@@ -99,6 +100,10 @@ class Arming:
     deps_of: dict[int, list[int]] = field(default_factory=dict)
     applied_exec: dict[int, int] = field(default_factory=dict)
     applied_fork: dict[int, int] = field(default_factory=dict)
+    # tgid -> time of the last applied record of its main thread (it carries the comm)
+    applied_main: dict[int, int] = field(default_factory=dict)
+    threaded: set[int] = field(default_factory=set)  # processes seen with other threads
+    renamed_wait: set[int] = field(default_factory=set)  # renamed, not applied yet
     waiting_container: set[int] = field(default_factory=set)
     cgroups: dict[int, int] = field(default_factory=dict)  # tgid -> cgroup id at exec
     cache: dict[tuple[int, tuple[Any, ...]], tuple[pe.Conjunct, ...]] = field(
@@ -138,6 +143,8 @@ class Arming:
         code = rec.get("_code")
         pid = rec["proc.pid"]
         ts = rec.get("_ts_mono", 0)
+        if code != sc.EV_EXIT:
+            self._comm_seen(ctx, pid, rec.get("thread.tid", pid), ts)
         if code == sc.EV_FORK:
             child = rec["_child"]
             self.applied_fork[child] = ts
@@ -174,6 +181,27 @@ class Arming:
                 self.arm(ctx, proc, rec["user.uid"], rec["group.gid"],
                          rec.get("_cgroup_id", 0))
 
+    def _comm_seen(self, ctx: Any, pid: int, tid: int, ts: int) -> None:
+        """The tracker took the process's comm from this record (every record but an
+        exit's carries the comm of the thread that made it)."""
+        if tid != pid:
+            if pid not in self.threaded:
+                # a comm the table took from another thread: a rename by the main thread
+                # no longer proves what the table holds (see _applied)
+                self.threaded.add(pid)
+                self._rearm_dependents(ctx, pid)
+            return
+        if ts > self.applied_main.get(pid, -1):
+            self.applied_main[pid] = ts
+        if pid in self.renamed_wait:
+            # the table has the name the process gave itself: arm it, and those that
+            # read it, again
+            self.renamed_wait.discard(pid)
+            proc = ctx.table.get(pid)
+            if proc is not None and proc.pid == pid and not proc.exited:
+                self.arm(ctx, proc, proc.uid, proc.gid, self.cgroups.get(pid, 0))
+            self._rearm_dependents(ctx, pid)
+
     def forget(self, pid: int) -> None:
         """The process is gone: its entry and its dependencies."""
         if self.armed.pop(pid, None) is not None:
@@ -190,6 +218,9 @@ class Arming:
         self.waiting_container.discard(pid)
         self.denied.discard(pid)
         self.cgroups.pop(pid, None)
+        self.applied_main.pop(pid, None)
+        self.threaded.discard(pid)
+        self.renamed_wait.discard(pid)
 
     # --- arming -------------------------------------------------------------------------
     def _rearm_dependents(self, ctx: Any, dep: int) -> None:
@@ -248,9 +279,17 @@ class Arming:
         if chain is None:
             self._disarm(pid)
             return False
-        bitmap = 0
         in_container = bool(event.container().full_id)
         self.waiting_container.discard(pid)
+        if proc.vpid == 1:
+            # a container's PID 1 is never killed, but its children are ordinary processes
+            # of the workload: only the template above arms them (from the kernel, at their
+            # fork and exec, before userspace hears of them)
+            self._disarm(pid)
+            if in_container and event.container().name is None:
+                self.waiting_container.add(pid)
+            return False
+        bitmap = 0
         for index, rule in enumerate(self.rules):
             if rule.needs_container_detail and in_container and event.container().name is None:
                 self.waiting_container.add(pid)  # metadata not there yet: try again later
@@ -279,7 +318,10 @@ class Arming:
             return False
         deps = self._stamps(chain)
         if deps is None:
-            self._disarm(pid)
+            # the kernel has seen a change the table has not applied yet: what the kernel
+            # holds for the process is either its own arming at that change (current) or
+            # an older entry it no longer trusts (stale stamps), so it is left in place
+            self.armed.pop(pid, None)
             return False
         self.maps.put(pid, bitmap, uid, gid, cgroup, proc.comm.encode()[:15], deps)
         self.armed[pid] = bitmap
@@ -292,6 +334,8 @@ class Arming:
             stamp, ktime = self.maps.stamp(dep)
             if stamp and not self._applied(dep, stamp, ktime):
                 self.refusals += 1
+                if stamp & STAMP_RENAMED and dep not in self.threaded:
+                    self.renamed_wait.add(dep)
                 return None
             deps.append((dep, stamp))
         return deps
@@ -313,6 +357,9 @@ class Arming:
                     self.template_cache.clear()
                 self.template_cache[key] = tmpl
         deps = self._stamps(chain) if chain is not None else None
+        if chain is not None and tmpl is not None and tmpl >= 0 and deps is None:
+            self.parents.discard(pid)  # the kernel's own template is newer (see arm())
+            return None
         if tmpl is None or tmpl < 0 or deps is None:
             return self._drop_parent(pid)
         self.maps.put_parent(pid, tmpl, uid, gid, cgroup, deps)
@@ -404,6 +451,16 @@ class Arming:
             log.exception("in-kernel kill: admission of %s failed", rule)
             return False
 
+    def rearm_waiting(self, ctx: Any) -> None:
+        """Container metadata arrived: arm again the processes that waited for theirs
+        (a container's PID 1 may make no record of its own for a long time)."""
+        for pid in sorted(self.waiting_container):
+            proc = ctx.table.get(pid)
+            if proc is None or proc.exited or proc.pid != pid:
+                self.forget(pid)
+                continue
+            self.arm(ctx, proc, proc.uid, proc.gid, self.cgroups.get(pid, 0))
+
     def rearm_all(self, ctx: Any) -> None:
         """Admission may have changed (a policy suspended, resumed, half-open): arm again
         every process that is armed or was refused by it."""
@@ -415,10 +472,10 @@ class Arming:
             self.arm(ctx, proc, proc.uid, proc.gid, self.cgroups.get(pid, 0))
 
     def _spared(self, ctx: Any, proc: Any) -> bool:
-        """The guards no policy switches off: never PID 1, a container's PID 1, the agent,
-        its ancestors or its descendants (neither armed nor a template for its
-        children)."""
-        if proc.pid <= 1 or proc.vpid == 1 or proc.pid == self.agent_tgid:
+        """The guards no policy switches off: never PID 1, the agent, its ancestors or its
+        descendants (neither armed nor a template for its children). A container's PID 1
+        is not armed either, but its children are (see arm())."""
+        if proc.pid <= 1 or proc.pid == self.agent_tgid:
             return True
         if proc.pid in self.agent_ancestors:
             return True
@@ -431,6 +488,10 @@ class Arming:
     def _applied(self, dep: int, stamp: int, ktime: int) -> bool:
         if stamp & STAMP_POISON:
             return False
+        if stamp & STAMP_RENAMED:
+            # the table holds the new name once it applied a later record of the main
+            # thread, unless another thread's records may have replaced it since
+            return dep not in self.threaded and self.applied_main.get(dep, -1) >= ktime
         if stamp & STAMP_FORK:
             return self.applied_fork.get(dep, -1) >= ktime - FORK_TOLERANCE_NS
         return self.applied_exec.get(dep, -1) >= ktime
@@ -573,6 +634,7 @@ class KernelKiller:
         # when it changes, admission may answer otherwise: every process is armed again
         self.generation = generation or (lambda: 0)
         self._seen_generation = 0
+        self._seen_described = 0  # container descriptions stored (ContainerRegistry)
         self._ctx: Any = None
         self.rules_selected = list(rules)
         self.rules = armed_rules(self.rules_selected)
@@ -608,6 +670,13 @@ class KernelKiller:
         if self._maps is not None:
             self._maps.poll(0)
         if self.arming is not None and self._ctx is not None:
+            described = getattr(getattr(self._ctx, "containers", None), "described", 0)
+            if described != self._seen_described and self.arming.waiting_container:
+                self._seen_described = described
+                try:
+                    self.arming.rearm_waiting(self._ctx)
+                except Exception:  # noqa: BLE001 - arming must never stop detection
+                    log.exception("in-kernel kill: re-arming failed")
             generation = self.generation()
             if generation != self._seen_generation:
                 self._seen_generation = generation

@@ -164,7 +164,7 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
     the store's writer thread: call `start_http` and `Pipeline.start()`."""
     from enforcer.cli.observe_args import ObserveConfigError, from_args  # noqa: PLC0415
     from enforcer.pipeline import LineOutput, Pipeline, audit_chain, hostname  # noqa: PLC0415
-    from enforcer.respond.options import responder_from_args  # noqa: PLC0415
+    from enforcer.respond.options import deprecation_warnings, responder_from_args  # noqa: PLC0415
 
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -200,6 +200,8 @@ def build_pipeline(args: argparse.Namespace, *, stdout: TextIO | None = None,
         obs.metrics.registry.register(StoreCollector(store))
     audit = audit_chain(obs_sink, store)
     bundle = reloader.current
+    for warning in deprecation_warnings(args):
+        print(f"enforcer: warning: {warning}", file=sys.stderr)
     try:
         responder = responder_from_args(args, policies=bundle.policies, hostname=host,
                                         audit=audit, serve_control=True)

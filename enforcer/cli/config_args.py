@@ -122,6 +122,10 @@ def config_defaults(config: dict[str, Any]) -> dict[str, Any]:
         out["protected_namespace"] = list(guards["protected_namespaces"])
     if "action_budget" in guards:
         out["action_budget"] = guards["action_budget"]
+    breaker = guards.get("breaker") or {}
+    for key in ("workloads", "window", "cooloff"):
+        if key in breaker:
+            out[f"breaker_{key}"] = breaker[key]
     return out
 
 

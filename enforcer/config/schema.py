@@ -97,7 +97,11 @@ def config_schema() -> dict[str, Any]:
             "guards": _object({
                 "protected_namespaces": {"type": "array",
                                          "items": {"type": "string", "minLength": 1}},
-                "action_budget": COUNT,
+                # deprecated and ignored (the node-wide budget is gone): see breaker
+                "action_budget": {"type": "integer", "minimum": 0, "deprecated": True,
+                                  "description": "deprecated and ignored; use breaker"},
+                "breaker": _object({"workloads": COUNT, "window": DURATION,
+                                    "cooloff": DURATION}),
             }),
         }),
     }

@@ -36,19 +36,26 @@ _DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _STOP = object()
 
 
+SUSPENSION = "policy-suspended"  # the responder's action name for a breaker trip
+
+
 def event_reason(action: str, outcome: str) -> str:
     """`EnforcerKill`, `EnforcerDeletePod` for what was done; `EnforcerDryRun`,
-    `EnforcerFailed`, `EnforcerSuppressed` otherwise (the action is in the message)."""
+    `EnforcerFailed`, `EnforcerSuppressed` otherwise (the action is in the message);
+    `EnforcerPolicySuspended` when a policy's blast-radius breaker tripped on the pod."""
+    if action == SUSPENSION:
+        return "EnforcerPolicySuspended"
     if outcome == DONE:
         return "Enforcer" + "".join(w.capitalize() for w in re.split(r"[_\-\s]+", action) if w)
     return {DRY_RUN: "EnforcerDryRun", FAILED: "EnforcerFailed",
             SUPPRESSED: "EnforcerSuppressed"}.get(outcome, "EnforcerResponse")
 
 
-def event_type(outcome: str) -> str:
-    """Warning when something was done to the pod or failed; Normal for what was only
-    planned (dry-run) or refused by a guard."""
-    return "Warning" if outcome in (DONE, FAILED) else "Normal"
+def event_type(outcome: str, action: str = "") -> str:
+    """Warning when something was done to the pod or failed, or a policy was suspended
+    (enforcement stopped spreading: someone must look); Normal for what was only planned
+    (dry-run) or refused by a guard."""
+    return "Warning" if outcome in (DONE, FAILED) or action == SUSPENSION else "Normal"
 
 
 def pod_of(alert: Alert, rec: AuditRecord) -> tuple[str, str, str | None] | None:
@@ -109,7 +116,7 @@ def event_body(alert: Alert, rec: AuditRecord, pod: tuple[str, str, str | None],
         "involvedObject": involved,
         "reason": event_reason(rec.action or "", rec.outcome),
         "message": event_message(alert, rec),
-        "type": event_type(rec.outcome),
+        "type": event_type(rec.outcome, rec.action or ""),
         "action": (rec.action or "respond")[:128],
         "source": source,
         "reportingComponent": COMPONENT,

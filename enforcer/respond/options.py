@@ -61,10 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="never act in this namespace, in addition to kube-system and "
                             "the agent's own (repeatable; env ENFORCER_PROTECTED_NAMESPACES)")
     group.add_argument("--action-budget", type=int, metavar="N",
-                       default=int(os.environ.get("ENFORCER_ACTION_BUDGET", "20")),
-                       help="deprecated and ignored: the node-wide budget that turned the "
-                            "agent to dry-run is replaced by each policy's blast-radius "
-                            "breaker (--breaker-workloads) (env ENFORCER_ACTION_BUDGET)")
+                       default=_env_int("ENFORCER_ACTION_BUDGET"),
+                       help="deprecated and ignored (a warning says so): the node-wide "
+                            "budget that turned the agent to dry-run is replaced by each "
+                            "policy's blast-radius breaker (--breaker-workloads) (env "
+                            "ENFORCER_ACTION_BUDGET)")
     group.add_argument("--breaker-workloads", type=int, metavar="N",
                        default=int(os.environ.get("ENFORCER_BREAKER_WORKLOADS",
                                                   str(DEFAULT_WORKLOADS))),
@@ -100,6 +101,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        default=os.environ.get("ENFORCER_SNAPSHOT_DIR",
                                               "/var/lib/enforcer/snapshots"),
                        help="where snapshots are written (env ENFORCER_SNAPSHOT_DIR)")
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name, "").strip()
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None  # only read to warn that it is ignored
+
+
+def deprecation_warnings(args: argparse.Namespace) -> list[str]:
+    """What the agent says at start about settings it accepts and ignores."""
+    if getattr(args, "action_budget", None) is None:
+        return []
+    return ["--action-budget (ENFORCER_ACTION_BUDGET, guards.action_budget, the chart's "
+            "actionBudget) is deprecated and ignored: each policy has a blast-radius breaker "
+            "instead; set --breaker-workloads/--breaker-window/--breaker-cooloff (guards."
+            "breaker in the config file, breaker in the chart) or a policy's `breaker` "
+            "(docs/blast-radius.md)"]
 
 
 class _Tolerant:

@@ -175,6 +175,9 @@ class ContainerRegistry:
         self.lookups = 0
         self.failures = 0
         self._no_upper: set[str] = set()  # ids whose root is not an overlay mount
+        # how many descriptions were stored: the in-kernel kill arms again the processes
+        # that waited for their container's metadata when it changes
+        self.described = 0
 
     def get(self, full_id: str, runtime: str | None = None) -> ContainerInfo:
         """Metadata for this container: cached, or the bare id (a lookup runs meanwhile)."""
@@ -300,6 +303,7 @@ class ContainerRegistry:
         if old is not None and old.upper_dir and not info.upper_dir:
             info = replace(info, upper_dir=old.upper_dir)  # read since from a process's mount
         self._cache[full_id] = info
+        self.described += 1
         with self._lock:
             self._first_seen.pop(full_id, None)
             self._unknown.discard(full_id)

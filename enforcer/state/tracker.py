@@ -24,6 +24,10 @@ class Tracker:
         tid = f["thread.tid"]
         wall = f["_ts_mono"] + self.ctx.mono_to_wall_ns
         if code == sc.EV_FORK:
+            parent = self.table.get(pid)
+            comm = f.get("_comm")
+            if parent is not None and comm and parent.comm != comm:
+                parent.comm = comm  # renamed itself (prctl): the child has this name too
             self.table.on_fork(pid, f["_child"], wall)
             return None
         if code == sc.EV_EXIT:

@@ -50,15 +50,15 @@ def pod_alert(namespace: str = "prod", pod: str = "web-1") -> Alert:
 
 
 def respond(tmp_path: Path, api_url: str, actions: str, alerts: list[Alert],
-            dry_run: str = "false",
-            events_url: str | None = None) -> tuple[list[dict[str, Any]], KubeEvents]:
+            dry_run: str = "false", events_url: str | None = None,
+            extra: str = "") -> tuple[list[dict[str, Any]], KubeEvents]:
     path = tmp_path / "policy.yaml"
     path.write_text(f"""
 - policy: contain
   match: {{rules: [Terminal shell in container]}}
   actions: {actions}
   dry_run: {dry_run}
-""")
+{extra}""")
     audit = JsonlAudit(tmp_path / "audit.jsonl")
     kube = KubeAdapter.for_host(api_url, TOKEN)
     events_kube = KubeAdapter.for_host(events_url, TOKEN) if events_url else kube
@@ -212,3 +212,57 @@ def test_a_hanging_api_server_never_blocks_the_responder(tmp_path: Path,
     events.stop()
     audit.close()
     assert events.counts["created"] == 0 and events.counts["failed"] >= 1
+
+
+BREAKER = "  breaker: {workloads: 1, window: 10m, cooloff: 10m}\n"
+
+
+def cart_alert() -> Alert:
+    """A match in another pod (its own container): a second workload."""
+    alert = pod_alert("shop", "cart-1")
+    alert.event["container.id"] = "fedcba987654"
+    return alert
+
+
+def test_a_breaker_suspension_is_a_warning_event_on_the_pod_that_tripped_it(
+        tmp_path: Path, api: ApiServer) -> None:
+    """A policy that acted on its one allowed pod is suspended by a second pod: the second
+    pod is left alone and carries an EnforcerPolicySuspended Warning that says why."""
+    api.cluster.add_pod("shop", "cart-1", "node-a")
+    records, events = respond(tmp_path, api.url, "[{delete_pod: {grace_period: 0}}]",
+                              [pod_alert(), cart_alert()], extra=BREAKER)
+    assert [r["outcome"] for r in records if r["kind"] == "breaker"] == ["tripped"]
+    assert ("prod", "web-1") not in api.cluster.pods
+    assert ("shop", "cart-1") in api.cluster.pods  # suspended for it: not deleted
+    (body,) = [p["body"] for p in event_posts(api, "shop")]
+    assert (body["reason"], body["type"]) == ("EnforcerPolicySuspended", "Warning")
+    assert body["involvedObject"] == {"apiVersion": "v1", "kind": "Pod", "name": "cart-1",
+                                      "namespace": "shop", "uid": "uid-shop-cart-1"}
+    assert body["action"] == "policy-suspended"
+    assert "policy 'contain'" in body["message"] and "suspended" in body["message"]
+    assert "pod:uid-shop-cart-1" in body["message"]  # the workload that tripped it
+    assert body["metadata"]["annotations"]["enforcer.io/policy"] == "contain"
+    assert len(api.cluster.events) == 2 and events.counts["created"] == 2
+
+
+@pytest.mark.parametrize("code", [409, 500, 503])
+def test_a_refused_suspension_event_is_audited_and_never_retried(
+        tmp_path: Path, api: ApiServer, code: int) -> None:
+    """The API server answers the suspension's Event with a conflict or a server error:
+    one request, no retry (the audit log is the durable record), a `k8s_event` record
+    says so, and the suspension itself stands."""
+    api.cluster.add_pod("shop", "cart-1", "node-a")
+    api.cluster.fail_next("POST", EVENTS_PATH.format(ns="shop"), code)
+    records, events = respond(tmp_path, api.url, "[{delete_pod: {grace_period: 0}}]",
+                              [pod_alert(), cart_alert()], extra=BREAKER)
+    assert [r["outcome"] for r in records if r["kind"] == "breaker"] == ["tripped"]
+    assert len(event_posts(api, "shop")) == 1  # answered once: not retried
+    assert api.cluster.events == [e for e in api.cluster.events
+                                  if e["metadata"]["namespace"] == "prod"]
+    assert events.counts == {"created": 1, "failed": 1, "dropped": 0}
+    (failed,) = [r for r in records if r["kind"] == "k8s_event"]
+    assert failed["outcome"] == "failed" and str(code) in failed["error"]
+    assert failed["reason"] == "EnforcerPolicySuspended"
+    assert failed["target"] == {"namespace": "shop", "pod": "cart-1"}
+    assert failed["policy"] == "contain"
+    assert ("shop", "cart-1") in api.cluster.pods

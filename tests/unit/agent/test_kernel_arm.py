@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.kernel_arm import STAMP_FORK, STAMP_POISON, Arming, armed_rules
+from enforcer.kernel_arm import STAMP_FORK, STAMP_POISON, STAMP_RENAMED, Arming, armed_rules
 from enforcer.kernel_kill import KillTables
 from enforcer.rules.loader import load_rules
 from enforcer.sources import syscalls as sc
@@ -111,9 +111,13 @@ def test_exec_arms_and_stale_stamps_refuse(tmp_path, rule):
     tables: KillTables = arming.tables
     assert {frozenset(a for s in (row.paths_all,) for a in [s]) for row in tables.rows}
     maps.stamps[100] = (9 | STAMP_POISON, 70)  # bash renamed itself: never trusted again
+    before = maps.entries[101]
     apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
                                 path1="/usr/bin/cat", argv=("cat", "x"), ts=80))
-    assert 101 not in maps.entries
+    # not armed again; what the kernel holds is left alone: it carries bash's old stamp,
+    # which the kernel no longer trusts (and its exec replaced it in the real kernel)
+    assert 101 not in arming.armed and maps.entries[101] == before
+    assert (100, 9 | STAMP_POISON) not in maps.entries[101][2]
     apply(tracker, arming, pack(code=sc.EV_EXIT, tgid=101, ts=90))
     assert 101 not in arming.deps_of
 
@@ -147,3 +151,46 @@ def test_lpm_entries_answer_directories_and_prefixes():
     assert entries[b"/etc/pam.d/"] == (0, d)  # only when no '/' follows the key
     assert entries[b"/etc/shadow\0"] == (n, 0)
     assert entries[b"/etc/pam.d/x"] == (n, d)
+
+
+def _cat_of_bash(tracker, arming, maps) -> None:
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=100, comm="bash", ints=(101, 100),
+                                ts=10))
+    maps.stamps[101] = (7, 20)
+    apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
+                                path1="/usr/bin/cat", argv=("cat", "/etc/shadow"), ts=30))
+    assert 101 in arming.armed
+
+
+def test_a_rename_by_the_main_thread_is_trusted_once_the_table_has_the_name(tmp_path, rule):
+    """busybox run as an applet renames itself (PR_SET_NAME, stamped RENAMED by the
+    kernel): its children and itself are armed again once a later record of its main
+    thread (a fork's included) gave the table the new name."""
+    tracker, maps, arming = setup(tmp_path, rule)
+    _cat_of_bash(tracker, arming, maps)
+    maps.stamps[100] = (9 | STAMP_RENAMED, 70)
+    apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
+                                path1="/usr/bin/cat", argv=("cat", "x"), ts=80))
+    assert 101 not in arming.armed and 100 in arming.renamed_wait
+    # a record of bash's main thread made before the rename proves nothing
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=100, comm="bash", ints=(102, 100),
+                                ts=60))
+    assert 101 not in arming.armed
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=100, comm="bash2", ints=(103, 100),
+                                ts=90))
+    assert tracker.ctx.table.get(100).comm == "bash2"
+    assert 101 in arming.armed and (100, 9 | STAMP_RENAMED) in maps.entries[101][2]
+
+
+def test_a_rename_is_not_trusted_in_a_process_with_other_threads(tmp_path, rule):
+    tracker, maps, arming = setup(tmp_path, rule)
+    _cat_of_bash(tracker, arming, maps)
+    # another thread of bash made a record: the table's comm may be that thread's
+    apply(tracker, arming, pack(code=sc.CODES["openat"], tgid=100, tid=150, comm="bash",
+                                ret=3, path1="/etc/hosts", ts=40))
+    maps.stamps[100] = (9 | STAMP_RENAMED, 70)
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=100, comm="bash2", ints=(103, 100),
+                                ts=90))
+    apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
+                                path1="/usr/bin/cat", argv=("cat", "x"), ts=100))
+    assert 101 not in arming.armed

@@ -21,7 +21,7 @@ CONFIG = {
                               "min_priority": "warning"}]},
     "tracing": {"protocol": "grpc", "endpoint": "http://otel-collector:4317",
                 "batch": {"max_queue_size": 4096}},
-    "guards": {"action_budget": 5},
+    "guards": {"breaker": {"workloads": 3, "cooloff": "1m"}},
     "http_addr": "127.0.0.1:1",  # the chart's --http-addr flag must win over this
 }
 
@@ -50,7 +50,8 @@ def test_the_config_value_is_the_agents_config_file(kube_tools: Any, tmp_path: P
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "config")
     assert volume["configMap"]["name"] == "rel-enforcer-config"
     checksum = pod["metadata"]["annotations"]["checksum/config"]
-    other = render(kube_tools, tmp_path, {"config": {**CONFIG, "guards": {"action_budget": 6}}})
+    other = render(kube_tools, tmp_path, {"config": {**CONFIG, "guards": {
+        "breaker": {"workloads": 4}}}})
     assert one(other, "DaemonSet")["spec"]["template"]["metadata"]["annotations"][
         "checksum/config"] != checksum
 
@@ -61,7 +62,8 @@ def test_the_config_value_is_the_agents_config_file(kube_tools: Any, tmp_path: P
     with _environ(env):
         parser = build_parser()
         args = reparse_with_config(parser, argv, parser.parse_args(argv))
-    assert env["ENFORCER_ACTION_BUDGET"] == "20" and args.action_budget == 5
+    assert env["ENFORCER_BREAKER_WORKLOADS"] == "5" and args.breaker_workloads == 3
+    assert args.breaker_cooloff == "1m" and args.breaker_window == "10m"  # from the chart
     assert args.http_addr == "0.0.0.0:9376"
     assert args.webhooks == CONFIG["outputs"]["webhooks"]
     assert args.otlp_protocol == "grpc" and args.otlp_max_queue_size == 4096

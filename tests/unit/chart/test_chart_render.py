@@ -340,12 +340,29 @@ def test_host_network_follows_quarantine_unless_set(kube_tools, tmp_path, settin
 
 def test_guard_settings_reach_the_agent(kube_tools, tmp_path):
     env = env_of(render(kube_tools, tmp_path))
-    assert env["ENFORCER_ACTION_BUDGET"] == "20"
+    assert (env["ENFORCER_BREAKER_WORKLOADS"], env["ENFORCER_BREAKER_WINDOW"],
+            env["ENFORCER_BREAKER_COOLOFF"]) == ("5", "10m", "10m")
+    assert "ENFORCER_ACTION_BUDGET" not in env  # deprecated: only passed on when set
     assert "ENFORCER_PROTECTED_NAMESPACES" not in env
-    values = {"protectedNamespaces": ["payments", "vault"], "actionBudget": 5}
+    values = {"protectedNamespaces": ["payments", "vault"], "actionBudget": 5,
+              "breaker": {"workloads": 2, "window": "1h", "cooloff": "30m"}}
     env = env_of(render(kube_tools, tmp_path, values))
     assert env["ENFORCER_PROTECTED_NAMESPACES"] == "payments,vault"
-    assert env["ENFORCER_ACTION_BUDGET"] == "5"
+    assert env["ENFORCER_ACTION_BUDGET"] == "5"  # the agent warns that it ignores it
+    assert (env["ENFORCER_BREAKER_WORKLOADS"], env["ENFORCER_BREAKER_WINDOW"],
+            env["ENFORCER_BREAKER_COOLOFF"]) == ("2", "1h", "30m")
+
+
+def test_the_chart_breaker_reaches_the_agents_limits(kube_tools, tmp_path):
+    from enforcer.respond.options import breaker_defaults, deprecation_warnings
+    from tests.unit.chart.test_chart_agent_args import parse_like_the_pod
+
+    values = {"breaker": {"workloads": 2, "window": "1h", "cooloff": "30m"},
+              "actionBudget": 5}
+    args = parse_like_the_pod(container(render(kube_tools, tmp_path, values)))
+    limits = breaker_defaults(args)
+    assert (limits.workloads, limits.window, limits.cooloff) == (2, 3600.0, 1800.0)
+    assert deprecation_warnings(args) and "actionBudget" in deprecation_warnings(args)[0]
 
 
 def test_probes_and_resources(kube_tools, tmp_path):

@@ -72,7 +72,7 @@ def test_a_bad_config_file_is_located_and_exits_2(tmp_path: Path, text: str, whe
 
 
 def test_every_problem_is_reported_in_file_order(tmp_path: Path) -> None:
-    path = write(tmp_path, "formt: json\nguards:\n  action_budget: 0\n  budget: 3\n")
+    path = write(tmp_path, "formt: json\nguards:\n  action_budget: -1\n  budget: 3\n")
     lines = [line for line in run_cli("--config", path).stderr.splitlines()
              if line.startswith(str(path))]
     assert [line.split(": ", 1)[0] for line in lines] == [f"{path}:1:1", f"{path}:3:18",
@@ -103,6 +103,8 @@ def test_the_shipped_example_is_valid_and_sets_every_setting() -> None:
     def keys(schema: dict, data: dict, prefix: str = "") -> set[str]:
         out = set()
         for key, sub in schema.get("properties", {}).items():
+            if sub.get("deprecated"):
+                continue  # accepted and ignored: the example does not show it
             out.add(prefix + key)
             if sub.get("type") == "object" and isinstance(data.get(key), dict):
                 out |= keys(sub, data[key], f"{prefix}{key}.")
@@ -127,7 +129,13 @@ def _flatten(data: dict, prefix: str = "") -> set[str]:
 CASES = [
     # (setting in the file, ENFORCER_* variable, flag, dest, default, env, file, flag values)
     ("guards: {action_budget: 9}", "ENFORCER_ACTION_BUDGET", "--action-budget", "action_budget",
-     20, ("7", 7), 9, ("11", 11)),
+     None, ("7", 7), 9, ("11", 11)),
+    ("guards: {breaker: {workloads: 9}}", "ENFORCER_BREAKER_WORKLOADS", "--breaker-workloads",
+     "breaker_workloads", 5, ("7", 7), 9, ("11", 11)),
+    ("guards: {breaker: {window: 9m}}", "ENFORCER_BREAKER_WINDOW", "--breaker-window",
+     "breaker_window", "600s", ("7m", "7m"), "9m", ("11m", "11m")),
+    ("guards: {breaker: {cooloff: 90}}", "ENFORCER_BREAKER_COOLOFF", "--breaker-cooloff",
+     "breaker_cooloff", "600s", ("70s", "70s"), 90, ("110s", "110s")),
     ("format: json", "ENFORCER_FORMAT", "--format", "format", "json", ("text", "text"),
      "json", ("text", "text")),
     ("http_addr: 127.0.0.1:7001", "ENFORCER_HTTP_ADDR", "--http-addr", "http_addr",
@@ -251,5 +259,8 @@ tracing:
 def test_the_example_parses_into_agent_settings() -> None:
     args = agent_args(["--config", str(EXAMPLE)])
     data = yaml.safe_load(EXAMPLE.read_text())
-    assert args.action_budget == data["guards"]["action_budget"]
+    breaker = data["guards"]["breaker"]
+    assert (args.breaker_workloads, args.breaker_window, args.breaker_cooloff) == (
+        breaker["workloads"], breaker["window"], breaker["cooloff"])
+    assert args.action_budget is None  # deprecated: not in the example
     assert args.kubernetes_events == ("true" if data["kubernetes_events"] else "false")

@@ -66,3 +66,17 @@ def test_an_unwritable_audit_log_is_an_environment_error(tmp_path: Path) -> None
     with pytest.raises(AuditLogError, match="cannot open the audit log") as caught:
         responder_from_args(args)
     assert caught.value.exit_code == 3
+
+
+def test_the_deprecated_action_budget_is_ignored_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from enforcer.respond.options import breaker_defaults, deprecation_warnings
+
+    monkeypatch.delenv("ENFORCER_ACTION_BUDGET", raising=False)
+    assert deprecation_warnings(parse([])) == []
+    args = parse(["--action-budget", "3"])
+    (warning,) = deprecation_warnings(args)
+    assert "deprecated and ignored" in warning and "--breaker-workloads" in warning
+    assert breaker_defaults(args) == breaker_defaults(parse([]))  # no effect on limits
+    monkeypatch.setenv("ENFORCER_ACTION_BUDGET", "20")
+    assert deprecation_warnings(parse([]))
