@@ -126,6 +126,7 @@ _FORMATTERS: dict[str, Callable[[int], Any]] = {
     "bpfcmd": lambda v: _BPF_CMD.get(v, str(v)),
     "fd": _signed32,
 }
+_ID_FMTS = ("uid", "gid")
 _res_text = _cached(errno_text)
 _oflags_text = _FORMATTERS["oflags"]
 
@@ -160,7 +161,9 @@ class _Plan:
 def _plan(s: sc.Syscall) -> _Plan:
     return _Plan(
         s.name, s.ret_is_fd or s.name.startswith("exec"), "evt.arg." + s.ret,
-        tuple((i, a.tp, "evt.arg." + a.falco if a.falco else None,
+        # uid and gid arguments are named by the state (the event's container's user
+        # table, enforcer.state.live_event), as Falco's evt.arg.uid is a user name
+        tuple((i, a.tp, "evt.arg." + a.falco if a.falco and a.fmt not in _ID_FMTS else None,
                _FORMATTERS.get(a.fmt, _identity)) for i, a in enumerate(s.ints)),
         s.open_how, "evt.arg." + s.s1[1] if s.s1 else None,
         "evt.arg." + s.s2[1] if s.s2 else None, bool(s.argv))

@@ -10,6 +10,7 @@ import socket
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 from enforcer.sources.decode import AT_FDCWD, O_DIRECTORY
@@ -234,8 +235,41 @@ def _open_flags(e: LiveEvent) -> int | None:
     return ints.get("how", ints.get("flags", 0))
 
 
+def _id_arg(tp: str, kind: str) -> Resolver:
+    """A uid or gid argument as Falco's evt.arg renders it: the name in the event's
+    container's table (setuid(0) is `root`), `<NA>` when no table knows the id, `<NONE>`
+    for -1; evt.rawarg has the number."""
+    def fn(e: LiveEvent) -> str | None:
+        value = e._f.get("_ints", {}).get(tp)
+        if value is None:
+            return None
+        value &= 0xFFFFFFFF
+        if value == 0xFFFFFFFF:
+            return "<NONE>"
+        names = e._ctx.names
+        lookup = names.user if kind == "uid" else names.group
+        return lookup(value, e.container().id, e._f["proc.pid"]) or "<NA>"
+    return fn
+
+
+def _raw_arg(tp: str) -> Resolver:
+    return lambda e: (v & 0xFFFFFFFF) if (v := e._f.get("_ints", {}).get(tp)) is not None \
+        else None
+
+
+_ID_ARGS = {s.name: tuple(f"evt.arg.{a.falco}" for a in s.ints if a.fmt in ("uid", "gid"))
+            for s in BY_NAME.values()}
+for _s in BY_NAME.values():
+    for _a in _s.ints:
+        if _a.fmt in ("uid", "gid") and _a.falco:
+            _RESOLVERS[f"evt.arg.{_a.falco}"] = _id_arg(_a.tp, _a.fmt)
+            _RESOLVERS[f"evt.rawarg.{_a.falco}"] = _raw_arg(_a.tp)
+
+
 @_field("evt.args")
 def _args(e: LiveEvent) -> str:
+    for name in _ID_ARGS.get(e._f.get("evt.type", ""), ()):
+        e.get(name)  # named on demand: computed into the event's fields for the list below
     return " ".join(f"{k[8:]}={v}" for k, v in e._f.items()
                     if k.startswith("evt.arg.") and v is not None)
 
@@ -489,14 +523,20 @@ _RESOLVERS["k8s.pod.labels"] = lambda e: ", ".join(
     f"{k}:{v}" for k, v in sorted(e.container().k8s_pod_labels.items())) or None
 
 
-def _mount_dest(e: LiveEvent, arg: str) -> Any:
-    for m in e.container().mounts:
-        if m["dest"] == arg:
-            return m["source"]
-    return None
+def _mount_by(key: str, value: str) -> Callable[[LiveEvent, str], Any]:
+    """Falco's container.mount.<value>[ARG]: ARG is a mount's index, or a glob matched
+    against the other end of the mount (`*` crosses `/`, as libsinsp's fnmatch without
+    FNM_PATHNAME): container.mount.dest[/proc*] is where a mount of /proc... lands."""
+    def resolve_mount(e: LiveEvent, arg: str) -> Any:
+        mounts = e.container().mounts
+        if arg.isdigit():
+            return mounts[int(arg)][value] if int(arg) < len(mounts) else None
+        return next((m[value] for m in mounts if fnmatchcase(m[key], arg)), None)
+    return resolve_mount
 
 
-_INDEXED["container.mount.dest"] = _mount_dest
+_INDEXED["container.mount.dest"] = _mount_by("source", "dest")
+_INDEXED["container.mount.source"] = _mount_by("dest", "source")
 _INDEXED["k8s.pod.label"] = lambda e, arg: e.container().k8s_pod_labels.get(arg)
 
 # --- fd.* -------------------------------------------------------------------------------

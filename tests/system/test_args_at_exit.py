@@ -97,6 +97,9 @@ close(os.open("/etc/shadow", os.O_RDONLY))  # sentinel
 """
 
 
+ID_ARGS = {a.tp for s in sc.BY_NAME.values() for a in s.ints if a.fmt in ("uid", "gid")}
+
+
 def _free_port(kind: socket.SocketKind) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
@@ -108,6 +111,8 @@ def _normalised(rec: dict[str, Any], work: str, ports: set[int]) -> tuple[Any, .
     user pointers, the work directory, ephemeral ports)."""
     keep = {k: v for k, v in rec.items()
             if k.startswith("evt.") or k in ("_s1", "_s2", "_comm", "user.uid", "group.gid")}
+    # uid and gid arguments are named later, by the state: their numbers, as read
+    keep |= {f"_ints.{k}": v for k, v in rec.get("_ints", {}).items() if k in ID_ARGS}
     sa = dict(rec.get("_sockaddr") or {})
     if sa.get("port") is not None and sa["port"] not in ports:
         sa["port"] = "ephemeral"

@@ -48,7 +48,11 @@ def test_read_sensitive_file_in_a_cri_pod(agent: LiveAgent, containerd_cri: Cont
     assert ev.get("k8s.pod.label[tier]") == "front"
     assert ev.get("container.privileged") is False
     assert ev.get("container.mounts") == f"{tmp_path}:/data::false:private"
-    assert ev.get("container.mount.dest[/data]") == str(tmp_path)
+    # by the other end, as Falco: the destination of a source, the source of a destination
+    assert ev.get(f"container.mount.dest[{tmp_path}]") == "/data"
+    assert ev.get("container.mount.dest[/data]") is None
+    assert ev.get("container.mount.source[/da*]") == str(tmp_path)
+    assert ev.get("container.mount.dest[0]") == "/data"
 
 
 def test_privileged_cri_container(agent: LiveAgent, containerd_cri: Containerd) -> None:
