@@ -58,8 +58,12 @@ def plan(event_types: frozenset[str] | None, available: frozenset[str],
     attach = tuple(n for n in wanted if n in available)
     missing = tuple(n for n in wanted if n not in available
                     and (event_types is None or n in event_types or n in sc.LIFECYCLE))
-    state_only = () if event_types is None else tuple(
-        n for n in attach if n in sc.FD_STATE and n not in event_types)
+    # Rules that may match any event type (None) get every syscall in full, but the
+    # frequent descriptor housekeeping (every close of the host) only for the fd table:
+    # these syscalls were not watched at all before the table, and a rule without an
+    # evt.type is what Falco warns about. A rule that names them gets them in full.
+    state_only = tuple(n for n in attach if n in sc.FD_STATE and (
+        n in sc.HOUSEKEEPING if event_types is None else n not in event_types))
     return (replace(config, syscalls=attach, state_only=state_only),
             Attachment(attach, missing))
 

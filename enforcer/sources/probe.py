@@ -368,6 +368,14 @@ def _at_exit(s: sc.Syscall, code: int, drop_failed: bool = False,
     return out
 
 
+def _ret_once(lines: list[str]) -> list[str]:
+    """A handler that reads args->ret once, into a local: clang keeps the address of a
+    context field it reads twice in a register, and the verifier refuses a dereference of
+    a modified context pointer."""
+    return [lines[0], "    long rv = args->ret;",
+            *(line.replace("args->ret", "rv") for line in lines[1:])]
+
+
 def handlers(names: tuple[str, ...], failures_dropped: tuple[str, ...] = (),
              state_only: tuple[str, ...] = ()) -> str:
     """C source of the handlers for these syscalls (table order). All but exec get both
@@ -381,9 +389,12 @@ def handlers(names: tuple[str, ...], failures_dropped: tuple[str, ...] = (),
         only = s.name in state_only
         # a state-only syscall's own step keeps what the table needs of its failures
         drop = s.name in failures_dropped and s.family != "exec" and not only
-        pair = _enter(s, sc.CODES[s.name]) + _exit(s, drop, only)
+        exit_, at_exit = _exit(s, drop, only), _at_exit(s, sc.CODES[s.name], drop, only)
+        if s.name in sc.FD_STATE:
+            exit_, at_exit = _ret_once(exit_), _ret_once(at_exit)
+        pair = _enter(s, sc.CODES[s.name]) + exit_
         if s.family != "exec":
-            lines += ["#if ARGS_AT_EXIT", *_at_exit(s, sc.CODES[s.name], drop, only), "#else",
+            lines += ["#if ARGS_AT_EXIT", *at_exit, "#else",
                       *pair, "#endif", ""]
         else:
             lines += pair

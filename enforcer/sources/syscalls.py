@@ -245,6 +245,9 @@ LIFECYCLE = frozenset({"execve", "execveat", "chdir", "fchdir"})
 FD_STATE = frozenset({"socket", "socketpair", "bind", "connect", "accept", "accept4", "dup",
                       "dup2", "dup3", "fcntl", "close", "close_range"})
 
+# Of those, the ones that are frequent and that no rule reads unless it names them.
+HOUSEKEEPING = frozenset({"close", "close_range", "fcntl", "socketpair"})
+
 OPEN_FAMILY = frozenset(s.name for s in SYSCALLS if s.family == "open")
 
 
