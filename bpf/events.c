@@ -465,6 +465,140 @@ static __always_inline void drop_stash(u32 key) {
         gate_add(key, -1);
 }
 
+// The descriptor table (enforcer.state.fd_table). The kernel keeps the keys
+// (tgid << 32 | fd) of the descriptors userspace holds an entry for (sockets, and their
+// dups), so that a close, dup or fcntl of any other descriptor is dropped here when no
+// rule asks for that syscall: the open/close loop of a build never crosses.
+BPF_HASH(fd_tracked, u64, u8, FD_TRACKED_ENTRIES);
+
+static __always_inline u64 fd_key(u32 tgid, long fd) {
+    return ((u64)tgid << 32) | (u32)fd;
+}
+
+static __always_inline int fd_is_tracked(u32 tgid, long fd) {
+    u64 k = fd_key(tgid, fd);
+    return (int)fd >= 0 && fd_tracked.lookup(&k) != 0;
+}
+
+// 1 when the map is full: the record says so and userspace keeps no entry (its close
+// would not be seen), the /proc lookup answers for that descriptor instead
+static __always_inline int fd_track(u32 tgid, long fd) {
+    u64 k = fd_key(tgid, fd);
+    u8 one = 1;
+    return (int)fd < 0 || fd_tracked.update(&k, &one) != 0;
+}
+
+static __always_inline void fd_untrack(u32 tgid, long fd) {
+    u64 k = fd_key(tgid, fd);
+    fd_tracked.delete(&k);
+}
+
+// The local end of a TCP connect, which the syscall's arguments do not hold (the kernel
+// picks the port): sock:inet_sock_set_state names the socket (an opaque address, never
+// dereferenced) when the connecting thread moves it to SYN_SENT, and its whole tuple
+// when it is ESTABLISHED; the connect's exit handler joins the two. A blocking connect is
+// established when it returns; a non-blocking one (EINPROGRESS) is left to /proc.
+struct tuple_t {
+    u64 head;  // family | local port << 16 | 1 << 32 (present)
+    u64 lo;    // IPv4 address, or the first 8 bytes of the IPv6 one
+    u64 hi;    // the last 8 bytes of the IPv6 address
+};
+BPF_TABLE("lru_hash", u32, u64, connecting, 16384);
+BPF_TABLE("lru_hash", u64, struct tuple_t, established, 16384);
+
+// The local end of an accepted connection (a listener bound to port 0 or to a wildcard
+// address does not say it), keyed by the remote end, which accept's address names: set
+// when the passive socket becomes ESTABLISHED, taken by the accept's exit handler. Two
+// pending connections from one remote address and port to two local ports would share a
+// key: the later one wins.
+struct peer_t {
+    u64 head;  // family | remote port << 16
+    u64 lo;
+    u64 hi;
+};
+BPF_TABLE("lru_hash", struct peer_t, struct tuple_t, passive, 16384);
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state) {
+    if (args->protocol != 6)  // IPPROTO_TCP
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    if (args->newstate == 2) {  // TCP_SYN_SENT, in the connecting thread
+        u64 id = bpf_get_current_pid_tgid();
+        if (is_agent(id))
+            return 0;
+        u32 tid = (u32)id;
+        connecting.update(&tid, &sk);
+    } else if (args->oldstate == 2 && args->newstate == 1) {  // -> TCP_ESTABLISHED
+        struct tuple_t t = {};
+        t.head = (u64)args->family | ((u64)args->sport << 16) | (1ULL << 32);
+        if (args->family == 2) {
+            bpf_probe_read_kernel(&t.lo, 4, args->saddr);
+        } else {
+            bpf_probe_read_kernel(&t.lo, 8, args->saddr_v6);
+            bpf_probe_read_kernel(&t.hi, 8, &args->saddr_v6[8]);
+        }
+        established.update(&sk, &t);
+    } else if (args->oldstate == 3 && args->newstate == 1) {  // SYN_RECV -> ESTABLISHED
+        struct tuple_t t = {};
+        struct peer_t p = {};
+        t.head = (u64)args->family | ((u64)args->sport << 16) | (1ULL << 32);
+        p.head = (u64)args->family | ((u64)args->dport << 16);
+        if (args->family == 2) {
+            bpf_probe_read_kernel(&t.lo, 4, args->saddr);
+            bpf_probe_read_kernel(&p.lo, 4, args->daddr);
+        } else {
+            bpf_probe_read_kernel(&t.lo, 8, args->saddr_v6);
+            bpf_probe_read_kernel(&t.hi, 8, &args->saddr_v6[8]);
+            bpf_probe_read_kernel(&p.lo, 8, args->daddr_v6);
+            bpf_probe_read_kernel(&p.hi, 8, &args->daddr_v6[8]);
+        }
+        passive.update(&p, &t);
+    }
+    return 0;
+}
+
+// accept's record, once its address is read: the local end in path2 (unused by accept)
+static __always_inline void accept_tuple(struct event_t *e) {
+    __builtin_memset(e->path2, 0, sizeof(struct tuple_t));  // the scratch record's old bytes
+    if (e->saddr_len < 8)
+        return;
+    struct peer_t p = {};
+    u16 family = *(u16 *)&e->saddr[0];
+    u16 port_be = *(u16 *)&e->saddr[2];
+    p.head = (u64)family | ((u64)((port_be >> 8) | ((port_be & 0xff) << 8)) << 16);
+    if (family == 2) {
+        u32 ip4 = *(u32 *)&e->saddr[4];
+        p.lo = ip4;
+    } else if (family == 10 && e->saddr_len >= 24) {
+        p.lo = *(u64 *)&e->saddr[8];
+        p.hi = *(u64 *)&e->saddr[16];
+    } else {
+        return;
+    }
+    struct tuple_t *t = passive.lookup(&p);
+    if (!t)
+        return;
+    __builtin_memcpy(e->path2, t, sizeof(*t));
+    passive.delete(&p);
+}
+
+// connect's record: slots 3-5 get the local end when it is known
+static __always_inline void connect_tuple(struct event_t *e) {
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 *sk = connecting.lookup(&tid);
+    if (!sk)
+        return;
+    u64 key = *sk;
+    connecting.delete(&tid);
+    struct tuple_t *t = established.lookup(&key);
+    if (!t)
+        return;
+    e->a[3] = t->head;
+    e->a[4] = t->lo;
+    e->a[5] = t->hi;
+    established.delete(&key);
+}
+
 // A record, complete with its result: emitted.
 static __always_inline void emit_result(struct event_t *e, long ret) {
     e->ret = ret;

@@ -26,6 +26,7 @@ from enforcer.sources.probe import ProbeConfig
 from enforcer.state.cgroup_ids import CgroupIds, cgroup2_mount
 from enforcer.state.container_watch import ACTIONS, ContainerWatcher
 from enforcer.state.containers import ContainerRegistry
+from enforcer.state.fd_table import FdTable
 from enforcer.state.live_event import StateContext
 from enforcer.state.process_table import ProcessTable
 from enforcer.state.runtime_metadata import CriSource, RuntimeAbsent, RuntimeMetadata
@@ -84,7 +85,7 @@ def build_state(proc_root: str = "/proc", container_socket: str | None = None,
     ctx = StateContext(table=table,
                        containers=ContainerRegistry(None, hold=lookup_timeout, lookup=lookup),
                        mono_to_wall_ns=StateContext.wall_offset(), proc_root=proc_root,
-                       cgroup_ids=CgroupIds(cgroup2_mount()))
+                       cgroup_ids=CgroupIds(cgroup2_mount()), fds=FdTable(proc_root))
     return Tracker(ctx)
 
 
@@ -276,6 +277,7 @@ class Agent:
         self.watcher = container_watcher(self.tracker.ctx.containers, self.container_socket)
         self.watcher.start()
         self.source.open()
+        self.tracker.fds.keys = self.source.fd_keys()
         if self.kernel_kill is not None:
             self.kernel_kill.open(self.tracker.ctx)
         for w in self.source.warnings:
@@ -348,6 +350,10 @@ class Agent:
         # Detaching waits for an RCU grace period per tracepoint: not on the event loop.
         threading.Thread(target=old.close, name="enforcer-detach", daemon=True).start()
         self.source, self.probe_config, self.attachment = new, config, attachment
+        # the new probes' set of tracked descriptors starts empty: what the table holds
+        fds = self.tracker.fds  # type: ignore[union-attr]
+        fds.keys = new.fd_keys()
+        fds.keys.add(fds.all_keys())
         self._skip_until = cut
         self._skip_deadline = time.monotonic() + 2.0
         self._next = None

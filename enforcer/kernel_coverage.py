@@ -28,6 +28,12 @@ def coverage_gaps(engine: Any, config: ProbeConfig,
     missing = sorted(wanted - set(config.syscalls) - set(unavailable))
     if missing:
         gaps.append("syscalls not attached: " + ", ".join(missing))
+    types = engine.event_types()
+    reduced = sorted(n for n in config.state_only
+                     if (n not in sc.HOUSEKEEPING if types is None else n in types))
+    if reduced:
+        gaps.append("syscalls the kernel reduces to the fd table's records: "
+                    + ", ".join(reduced))
     if config.open_prefixes is not None:
         new = open_filter_for(engine.rules)
         if new is None:

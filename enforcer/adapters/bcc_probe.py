@@ -123,10 +123,37 @@ class BccProbe:
             ctypes.memmove(ctypes.addressof(value) + type(value).s.offset, suffix, len(suffix))
             table[ctypes.c_int(i)] = value
 
+    def fd_keys(self) -> TrackedFds:
+        """The descriptors the kernel reports closes and dups of (fd_tracked)."""
+        return TrackedFds(self.bpf[b"fd_tracked"])
+
     def close(self) -> None:
         """Detach every program and free the maps (the detaches overlap: each waits for
         an RCU grace period in the kernel, seconds per dozen tracepoints on a busy host)."""
         self.warnings += self.bpf.close()
+
+
+class TrackedFds:
+    """fd_tracked in bpf/events.c, written from userspace: enforcer.state.fd_table.FdKeys."""
+
+    def __init__(self, table: Any):
+        self._table = table
+
+    def add(self, keys: list[int]) -> None:
+        """Track these descriptors (tgid << 32 | fd)."""
+        for k in keys:
+            try:
+                self._table[ctypes.c_uint64(k)] = ctypes.c_uint8(1)
+            except OSError:
+                return  # full: the kernel says so for its own inserts; /proc answers
+
+    def remove(self, keys: list[int]) -> None:
+        """Stop tracking these descriptors."""
+        for k in keys:
+            try:
+                del self._table[ctypes.c_uint64(k)]
+            except KeyError:
+                pass  # the kernel saw the close first
 
 
 def load_programs(text: str, what: str) -> tuple[LoadedBpf, list[str]]:

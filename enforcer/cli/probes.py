@@ -60,7 +60,10 @@ def run_render(args: argparse.Namespace) -> int:
             print(f"//   {shown}: classes 0x{mask:04x}", file=sys.stderr)
         for suffix, mask in sorted(config.open_suffixes.items()):
             print(f"//   ...{suffix} (suffix): classes 0x{mask:04x}", file=sys.stderr)
-    dropped = [n for n in config.failures_dropped if n in config.syscalls]
+    print("// for the fd table only (no rule asks; only records that change it cross): "
+          f"{', '.join(config.state_only) or 'none'}", file=sys.stderr)
+    dropped = [n for n in config.failures_dropped
+               if n in config.syscalls and n not in config.state_only]
     print(f"// failed calls dropped (no rule matches them): {', '.join(dropped) or 'none'}",
           file=sys.stderr)
     return 0

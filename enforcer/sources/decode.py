@@ -62,6 +62,8 @@ _PTRACE = {
 _AF = {0: "AF_UNSPEC", 1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK",
        17: "AF_PACKET"}
 _SOCKTYPE = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 5: "SOCK_SEQPACKET"}
+_FCNTL = {0: "F_DUPFD", 1: "F_GETFD", 2: "F_SETFD", 3: "F_GETFL", 4: "F_SETFL",
+          1030: "F_DUPFD_CLOEXEC"}
 _BPF_CMD = {0: "BPF_MAP_CREATE", 1: "BPF_MAP_LOOKUP_ELEM", 2: "BPF_MAP_UPDATE_ELEM",
             5: "BPF_PROG_LOAD", 8: "BPF_PROG_ATTACH", 28: "BPF_LINK_CREATE"}
 
@@ -125,6 +127,7 @@ _FORMATTERS: dict[str, Callable[[int], Any]] = {
     "socktype": lambda v: _SOCKTYPE.get(v & 0xF, str(v)),
     "bpfcmd": lambda v: _BPF_CMD.get(v, str(v)),
     "fd": _signed32,
+    "fcntl": lambda v: _FCNTL.get(v, str(v)),
 }
 _ID_FMTS = ("uid", "gid")
 _res_text = _cached(errno_text)
@@ -169,6 +172,9 @@ def _plan(s: sc.Syscall) -> _Plan:
         "evt.arg." + s.s2[1] if s.s2 else None, bool(s.argv))
 
 
+_FD_STATE_CODES = frozenset(sc.CODES[n] for n in sc.FD_STATE)
+_ACCEPT_CODES = frozenset({sc.CODES["accept"], sc.CODES["accept4"]})
+_LOCAL = struct.Struct("<QQQ")
 _PLANS = {code: _plan(s) for code, s in sc.BY_CODE.items()}
 _unpack_header = HEADER.unpack_from
 _unpack_trailer = TRAILER.unpack_from
@@ -211,6 +217,10 @@ def decode(raw: bytes) -> dict[str, Any]:
     if plan.open_how:
         ev["evt.arg.flags"] = _oflags_text(ints["how"])
     ev["_ints"] = ints
+    if code in _FD_STATE_CODES:  # what the kernel adds for the descriptor table
+        ev["_slots"] = values
+        if code in _ACCEPT_CODES:  # the local end, where accept has no path
+            ev["_local"] = _LOCAL.unpack_from(raw, _P2)
     if plan.s1 is not None:
         ev["_s1"] = ev[plan.s1] = _cstr(raw, _P1, len1, PATH_SIZE)
     if plan.s2 is not None:

@@ -56,8 +56,16 @@ def plan(event_types: frozenset[str] | None, available: frozenset[str],
     """The probe config for rules matching these event types on this kernel."""
     wanted = [s.name for s in sc.select(event_types)]
     attach = tuple(n for n in wanted if n in available)
-    missing = tuple(n for n in wanted if n not in available)
-    return replace(config, syscalls=attach), Attachment(attach, missing)
+    missing = tuple(n for n in wanted if n not in available
+                    and (event_types is None or n in event_types or n in sc.LIFECYCLE))
+    # Rules that may match any event type (None) get every syscall in full, but the
+    # frequent descriptor housekeeping (every close of the host) only for the fd table:
+    # these syscalls were not watched at all before the table, and a rule without an
+    # evt.type is what Falco warns about. A rule that names them gets them in full.
+    state_only = tuple(n for n in attach if n in sc.FD_STATE and (
+        n in sc.HOUSEKEEPING if event_types is None else n not in event_types))
+    return (replace(config, syscalls=attach, state_only=state_only),
+            Attachment(attach, missing))
 
 
 POLL_MS = 1  # while records flow: how often the reader drains (bounds their delay)
@@ -171,6 +179,12 @@ class EbpfSource:
         raw, self._pending[:] = list(self._pending), []
         self.records += len(raw)
         return [decode(r) for r in raw if len(r) >= RECORD_SIZE]
+
+    def fd_keys(self) -> Any:
+        """The probes' set of tracked descriptors (enforcer.state.fd_table.FdKeys)."""
+        if self._probe is None:
+            raise ProbeError("the eBPF source is not open")
+        return self._probe.fd_keys()
 
     def drops(self) -> int:
         """Records lost in the kernel because the ring buffer was full."""

@@ -65,6 +65,10 @@ class ProbeConfig:
     # the probes add to an open, a connect, a send... False: the enter+exit pair (older
     # kernels; EbpfSource.open falls back to it when the kernel refuses the exit handler).
     args_at_exit: bool = True
+    # syscalls of sc.FD_STATE that no loaded rule asks for: attached for the descriptor
+    # table only, their records reduced in the kernel to what it needs (fd_state())
+    state_only: tuple[str, ...] = ()
+    fd_tracked_entries: int = 65536
     extra_defines: dict[str, str] = field(default_factory=dict)
 
 
@@ -82,10 +86,12 @@ def _enter(s: sc.Syscall, code: int) -> list[str]:
     return out
 
 
-def _body(s: sc.Syscall, code: int, arg: Callable[[str], str], regs: bool = False) -> list[str]:
+def _body(s: sc.Syscall, code: int, arg: Callable[[str], str], regs: bool = False,
+          state: list[str] | None = None) -> list[str]:
     """A (non-open) handler's record up to what the exit adds: header, arguments, paths,
     argv, addresses; `arg(name)` is the C expression of an argument (`regs`: it reads
-    the saved registers, which the handler fetches first)."""
+    the saved registers, which the handler fetches first); `state`: the descriptor
+    table's step (fd_state()), right after the arguments, before anything costly."""
     out = [
         "    if (is_agent(bpf_get_current_pid_tgid()))",
         "        return 0;",
@@ -96,6 +102,7 @@ def _body(s: sc.Syscall, code: int, arg: Callable[[str], str], regs: bool = Fals
     ]
     for i, a in enumerate(s.ints):
         out.append(f"    e->a[{i}] = (s64){arg(a.tp)};")
+    out += state or []
     if s.s1:
         out.append(f"    read_path1(e, (const char *){arg(s.s1[0])});")
     if s.s2:
@@ -164,7 +171,111 @@ def _drop_failed_open(s: sc.Syscall, out: list[str], ret: str, cleanup: str = ""
                        "        return 0;", "    }"] + out[at:]
 
 
-def _exit(s: sc.Syscall, drop_failed: bool = False) -> list[str]:
+F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
+EINPROGRESS = 115
+
+
+def fd_state(s: sc.Syscall, ret: str, only: bool, leave: list[str]) -> list[str]:
+    """C lines that keep the kernel's set of tracked descriptors (fd_tracked in events.c)
+    for one of sc.FD_STATE, with the record's arguments in e->a[] and the result in `ret`.
+    `only` (no rule asks for this syscall): `leave` (lines that return without emitting)
+    unless the record changes the descriptor table: a socket made, bound or connected,
+    a tracked descriptor duplicated, closed, or its close-on-exec flag set. Slot 5 says
+    when the tracked set was full (fd_track)."""
+    if s.name not in sc.FD_STATE:
+        return []
+    tg = "e->tgid"
+    out: list[str] = []
+
+    def unless(cond: str) -> None:
+        if only:
+            out.extend([f"    if (!({cond})) {{", *leave, "    }"])
+
+    name = s.name
+    if name in ("socket", "accept", "accept4"):
+        unless(f"{ret} >= 0")
+        out += [f"    if ({ret} >= 0)", f"        e->a[5] = fd_track({tg}, {ret});"]
+    elif name == "socketpair":
+        unless(f"{ret} == 0")
+        out += [f"    if ({ret} == 0) {{",
+                "        int sv[2] = {-1, -1};",
+                "        bpf_probe_read_user(sv, sizeof(sv), (const void *)e->a[3]);",
+                "        e->a[4] = (u32)sv[0] | ((u64)(u32)sv[1] << 32);",
+                f"        e->a[5] = fd_track({tg}, sv[0]) | fd_track({tg}, sv[1]);",
+                "    }"]
+    elif name == "bind":
+        unless(f"{ret} == 0")
+    elif name == "connect":
+        unless(f"{ret} == 0 || {ret} == -{EINPROGRESS}")
+        out.append(f"    if ({ret} == 0)")
+        out.append("        connect_tuple(e);")
+    elif name in ("dup", "dup2", "dup3", "fcntl"):
+        out.append(f"    int old_tracked = fd_is_tracked({tg}, e->a[0]);")
+        if name == "fcntl":
+            out.append(f"    int makes_fd = e->a[1] == {F_DUPFD} || e->a[1] == {F_DUPFD_CLOEXEC};")
+            unless(f"{ret} >= 0 && old_tracked && (makes_fd || e->a[1] == {F_SETFD})")
+            out += [f"    if ({ret} >= 0 && makes_fd && old_tracked)",
+                    f"        e->a[5] = fd_track({tg}, {ret});"]
+        else:
+            # dup2/dup3 close the new descriptor first: its entry goes too
+            replaced = f"fd_is_tracked({tg}, e->a[1])" if name != "dup" else "0"
+            out.append(f"    int new_tracked = {replaced};")
+            unless(f"{ret} >= 0 && (old_tracked || new_tracked)")
+            out += [f"    if ({ret} >= 0 && old_tracked)",
+                    f"        e->a[5] = fd_track({tg}, {ret});",
+                    f"    else if ({ret} >= 0 && new_tracked)",
+                    f"        fd_untrack({tg}, {ret});"]
+    elif name == "close":
+        # the descriptor is gone whatever close returns (but EBADF: it was not there)
+        out.append(f"    int was_tracked = fd_is_tracked({tg}, e->a[0]);")
+        unless("was_tracked")
+        out += ["    if (was_tracked)", f"        fd_untrack({tg}, e->a[0]);"]
+    elif name == "close_range":
+        unless(f"{ret} == 0")  # userspace drops the range (and the kernel keys it holds)
+    return out
+
+
+def fd_state_model(name: str, ints: tuple[int, ...], ret: int, tracked: set[int]) -> bool:
+    """A model of fd_state() for a state-only syscall, step for step: whether its record
+    crosses, with `tracked` (the calling process's tracked descriptors, fd_tracked)
+    updated as the kernel updates it. The property test in
+    tests/unit/agent/test_kernel_filter_soundness.py holds it to the fd table: fed only
+    the records that cross, the table ends as it would have with every record."""
+    def s32(v: int) -> int:
+        v &= 0xFFFFFFFF
+        return v - (1 << 32) if v & 0x80000000 else v
+
+    if name in ("socket", "accept", "accept4"):
+        if ret >= 0:
+            tracked.add(ret)
+        return ret >= 0
+    if name == "socketpair":
+        return ret == 0  # the pair's numbers come from user memory: the caller adds them
+    if name == "bind":
+        return ret == 0
+    if name == "connect":
+        return ret in (0, -EINPROGRESS)
+    if name == "close_range":
+        return ret == 0
+    fd = s32(ints[0])
+    old = fd >= 0 and fd in tracked
+    if name == "close":
+        tracked.discard(fd)
+        return old
+    if name == "fcntl":
+        makes_fd = ints[1] in (F_DUPFD, F_DUPFD_CLOEXEC)
+        if ret >= 0 and makes_fd and old:
+            tracked.add(ret)
+        return ret >= 0 and old and (makes_fd or ints[1] == F_SETFD)
+    new = name != "dup" and s32(ints[1]) >= 0 and s32(ints[1]) in tracked
+    if ret >= 0 and old:
+        tracked.add(ret)
+    elif ret >= 0 and new:
+        tracked.discard(ret)
+    return ret >= 0 and (old or new)
+
+
+def _exit(s: sc.Syscall, drop_failed: bool = False, only: bool = False) -> list[str]:
     key = ("EXEC_KEY((u32)(bpf_get_current_pid_tgid() >> 32))" if s.family == "exec"
            else "(u32)bpf_get_current_pid_tgid()")
     out = [
@@ -177,6 +288,7 @@ def _exit(s: sc.Syscall, drop_failed: bool = False) -> list[str]:
     if drop_failed and s.family != "open":
         out += [f"    if ({_failed(s, 'args->ret')}) {{", "        drop_stash(key);",
                 "        return 0;", "    }"]
+    out += fd_state(s, "args->ret", only, ["        drop_stash(key);", "        return 0;"])
     if s.family == "exec":
         # a failed exec changes nothing: the process keeps its image, rules see nothing
         out += [
@@ -202,6 +314,8 @@ def _exit(s: sc.Syscall, drop_failed: bool = False) -> list[str]:
     if s.saddr_exit:
         p, lp = (names.index(n) for n in s.saddr_exit)
         out.append(f"    read_saddr_lenptr(e, (const void *)e->a[{p}], (const int *)e->a[{lp}]);")
+        if s.name in ("accept", "accept4"):
+            out.append("    accept_tuple(e);")
     if s.msghdr_exit:
         out.append(f"    read_msghdr_name(e, (const void *)e->a[{names.index(s.msghdr_exit)}]);")
     out += [
@@ -214,7 +328,8 @@ def _exit(s: sc.Syscall, drop_failed: bool = False) -> list[str]:
     return out
 
 
-def _at_exit(s: sc.Syscall, code: int, drop_failed: bool = False) -> list[str]:
+def _at_exit(s: sc.Syscall, code: int, drop_failed: bool = False,
+             only: bool = False) -> list[str]:
     """One exit handler instead of the enter+exit pair: the arguments come from the saved
     registers (still the caller's at exit: the kernel only writes the return value), the
     record is built and emitted at once, with the result. Not for exec: its arguments
@@ -231,11 +346,18 @@ def _at_exit(s: sc.Syscall, code: int, drop_failed: bool = False) -> list[str]:
     else:
         if drop_failed:  # before anything is read
             out += [f"    if ({_failed(s, 'args->ret')})", "        return 0;"]
-        out += _body(s, code, arg, regs=True)
+        if only and s.name == "close":  # most closes: one lookup, nothing else
+            out += ["    if (!fd_is_tracked(bpf_get_current_pid_tgid() >> 32,",
+                    "                       (long)(int)syscall_arg(syscall_regs(), 0)))",
+                    "        return 0;"]
+        out += _body(s, code, arg, regs=True,
+                     state=fd_state(s, "args->ret", only, ["        return 0;"]))
     names = [a.tp for a in s.ints]
     if s.saddr_exit:
         p, lp = (names.index(n) for n in s.saddr_exit)
         out.append(f"    read_saddr_lenptr(e, (const void *)e->a[{p}], (const int *)e->a[{lp}]);")
+        if s.name in ("accept", "accept4"):
+            out.append("    accept_tuple(e);")
     if s.msghdr_exit:
         out.append(f"    read_msghdr_name(e, (const void *)e->a[{names.index(s.msghdr_exit)}]);")
     out += ["    bpf_get_current_comm(e->comm, sizeof(e->comm));",
@@ -246,7 +368,16 @@ def _at_exit(s: sc.Syscall, code: int, drop_failed: bool = False) -> list[str]:
     return out
 
 
-def handlers(names: tuple[str, ...], failures_dropped: tuple[str, ...] = ()) -> str:
+def _ret_once(lines: list[str]) -> list[str]:
+    """A handler that reads args->ret once, into a local: clang keeps the address of a
+    context field it reads twice in a register, and the verifier refuses a dereference of
+    a modified context pointer."""
+    return [lines[0], "    long rv = args->ret;",
+            *(line.replace("args->ret", "rv") for line in lines[1:])]
+
+
+def handlers(names: tuple[str, ...], failures_dropped: tuple[str, ...] = (),
+             state_only: tuple[str, ...] = ()) -> str:
     """C source of the handlers for these syscalls (table order). All but exec get both
     forms, the exit-only handler and the enter+exit pair, chosen by the preprocessor
     (ARGS_AT_EXIT in events.c)."""
@@ -255,10 +386,15 @@ def handlers(names: tuple[str, ...], failures_dropped: tuple[str, ...] = ()) -> 
     for s in sc.SYSCALLS:
         if s.name not in wanted:
             continue
-        drop = s.name in failures_dropped and s.family != "exec"
-        pair = _enter(s, sc.CODES[s.name]) + _exit(s, drop)
+        only = s.name in state_only
+        # a state-only syscall's own step keeps what the table needs of its failures
+        drop = s.name in failures_dropped and s.family != "exec" and not only
+        exit_, at_exit = _exit(s, drop, only), _at_exit(s, sc.CODES[s.name], drop, only)
+        if s.name in sc.FD_STATE:
+            exit_, at_exit = _ret_once(exit_), _ret_once(at_exit)
+        pair = _enter(s, sc.CODES[s.name]) + exit_
         if s.family != "exec":
-            lines += ["#if ARGS_AT_EXIT", *_at_exit(s, sc.CODES[s.name], drop), "#else",
+            lines += ["#if ARGS_AT_EXIT", *at_exit, "#else",
                       *pair, "#endif", ""]
         else:
             lines += pair
@@ -289,6 +425,7 @@ def render(config: ProbeConfig) -> str:
         "OPEN_PREFIX_CLASSES": hex(_union((config.open_prefixes or {}).values())),
         "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
         "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
+        "FD_TRACKED_ENTRIES": str(config.fd_tracked_entries),
         "MAX_ARGV": str(MAX_ARGV),
         "WAKEUP_EVERY_VALUE": str(wakeup_every(config)),
         "SENDS_NEED_ADDRESS": "1" if config.sends_need_address else "0",
@@ -298,7 +435,8 @@ def render(config: ProbeConfig) -> str:
         "EV_EXIT": str(sc.EV_EXIT),
         **config.extra_defines,
     }
-    text = template.replace("HANDLERS", handlers(config.syscalls, config.failures_dropped))
+    text = template.replace("HANDLERS", handlers(config.syscalls, config.failures_dropped,
+                                                 config.state_only))
     # longest first, so no placeholder is a prefix of one replaced before it
     for key in sorted(values, key=len, reverse=True):
         text = text.replace(key, values[key])

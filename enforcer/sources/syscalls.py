@@ -94,6 +94,10 @@ SYSCALLS: tuple[Syscall, ...] = (
             saddr_exit=("addr", "addr_len"), fd_arg="fd"),
     Syscall("recvmsg", "net", ints=(_i("fd", "fd", "fd"), _ptr("msg")), msghdr_exit="msg",
             fd_arg="fd"),
+    # the kernel writes the two new fds to usockvec: the exit handler reads them (slot 4)
+    Syscall("socketpair", "net", ints=(_i("family", "domain", "af"),
+                                       _i("type", "type", "socktype"), _i("protocol", "proto"),
+                                       _ptr("usockvec"))),
     # credentials
     Syscall("setuid", "cred", ints=(_i("uid", "uid", "uid"),)),
     Syscall("setgid", "cred", ints=(_i("gid", "gid", "gid"),)),
@@ -142,6 +146,11 @@ SYSCALLS: tuple[Syscall, ...] = (
     Syscall("dup3", "file", ints=(_i("oldfd", "oldfd", "fd"), _i("newfd", "newfd", "fd"),
                                   _i("flags")),
             fd_arg="oldfd", ret_is_fd=True),
+    Syscall("fcntl", "file", ints=(_i("fd", "fd", "fd"), _i("cmd", "cmd", "fcntl"), _i("arg")),
+            fd_arg="fd"),
+    Syscall("close", "file", ints=(_i("fd", "fd", "fd"),), fd_arg="fd"),
+    Syscall("close_range", "file", ints=(_i("fd", "fd", "fd"), _i("max_fd", "max_fd"),
+                                         _i("flags"))),
     Syscall("memfd_create", "file", ints=(_i("flags"),), s1=("uname", "name"), ret="fd",
             ret_is_fd=True),
     # processes, kernel, namespaces
@@ -177,6 +186,7 @@ ARG_ORDER: dict[str, tuple[str, ...]] = {
     "sendmsg": ("fd", "msg", "flags"),
     "recvfrom": ("fd", "ubuf", "size", "flags", "addr", "addr_len"),
     "recvmsg": ("fd", "msg", "flags"),
+    "socketpair": ("family", "type", "protocol", "usockvec"),
     "setuid": ("uid",),
     "setgid": ("gid",),
     "setreuid": ("ruid", "euid"),
@@ -203,6 +213,9 @@ ARG_ORDER: dict[str, tuple[str, ...]] = {
     "dup": ("fildes",),
     "dup2": ("oldfd", "newfd"),
     "dup3": ("oldfd", "newfd", "flags"),
+    "fcntl": ("fd", "cmd", "arg"),
+    "close": ("fd",),
+    "close_range": ("fd", "max_fd", "flags"),
     "memfd_create": ("uname", "flags"),
     "ptrace": ("request", "pid", "addr", "data"),
     "init_module": ("umod", "len", "uargs"),
@@ -236,6 +249,17 @@ def event_name(code: int) -> str:
 # process's image; chdir keeps the cwd that relative paths resolve against).
 LIFECYCLE = frozenset({"execve", "execveat", "chdir", "fchdir"})
 
+# Always attached too: what the descriptor table needs (enforcer.state.fd_table), so that
+# fd.type, fd.name and a socket's tuple do not depend on which rules are loaded nor on the
+# process still being alive when userspace reads the record. When no rule asks for one of
+# these, its records are reduced in the kernel to what the table needs (probe.render:
+# successes only, close/dup/fcntl only for descriptors the kernel knows are tracked).
+FD_STATE = frozenset({"socket", "socketpair", "bind", "connect", "accept", "accept4", "dup",
+                      "dup2", "dup3", "fcntl", "close", "close_range"})
+
+# Of those, the ones that are frequent and that no rule reads unless it names them.
+HOUSEKEEPING = frozenset({"close", "close_range", "fcntl", "socketpair"})
+
 OPEN_FAMILY = frozenset(s.name for s in SYSCALLS if s.family == "open")
 
 
@@ -243,5 +267,5 @@ def select(event_types: frozenset[str] | None) -> tuple[Syscall, ...]:
     """The syscalls to attach for rules that match these event types (None = any)."""
     if event_types is None:
         return SYSCALLS
-    wanted = set(event_types) | LIFECYCLE
+    wanted = set(event_types) | LIFECYCLE | FD_STATE
     return tuple(s for s in SYSCALLS if s.name in wanted)

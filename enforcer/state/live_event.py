@@ -21,6 +21,7 @@ from enforcer.state.cgroup_ids import CgroupIds
 from enforcer.state.cgroups import CgroupIdentity
 from enforcer.state.containers import HOST_INFO, ContainerInfo, ContainerRegistry
 from enforcer.state.exe_image import ExeImage
+from enforcer.state.fd_table import FdTable
 from enforcer.state.overlay import open_in_layer
 from enforcer.state.process_table import UNSET_LOGINUID, Proc, ProcessTable, resolve
 from enforcer.state.users import Names
@@ -43,6 +44,7 @@ class StateContext:
     proc_root: str = "/proc"
     cgroup_ids: CgroupIds | None = None
     counter: int = 0
+    fds: FdTable = field(default_factory=FdTable)
 
     @staticmethod
     def wall_offset() -> int:
@@ -153,11 +155,21 @@ class LiveEvent:
         return resolve(base, raw)
 
     def sock(self) -> sockets.SocketInfo | None:
-        """The socket this event's fd names (fd arg, or the returned fd for accept)."""
+        """The socket this event's fd names (fd arg, or the returned fd for accept): the
+        fd table's entry as of the event, completed from /proc while the process lives."""
         if self._sock is _MISSING:
-            fd = self._event_fd()
-            self._sock = (sockets.fd_socket(self._ctx.proc_root, self._f["proc.pid"], fd)
-                          if fd is not None and fd >= 0 else None)
+            entry = self._f.get("_fdent")
+            info = None
+            if entry is None or not entry.complete():
+                fd = self._event_fd()
+                if fd is not None and fd >= 0:
+                    info = sockets.fd_socket(self._ctx.proc_root, self._f["proc.pid"], fd)
+                if info is not None and entry is not None and entry.type not in (
+                        {4: "ipv4", 6: "ipv6"}.get(info.family, "unix"),):
+                    info = None  # the number was reused since: /proc is not this socket
+            if info is None and entry is not None and entry.type in _SOCKET_TYPES:
+                info = entry.socket_info()
+            self._sock = info
         return self._sock
 
     def _event_fd(self) -> int | None:
@@ -169,6 +181,9 @@ class LiveEvent:
         if spec.ret_is_fd:
             return self._f.get("evt.rawres")
         return None
+
+
+_SOCKET_TYPES = frozenset({"ipv4", "ipv6", "unix"})
 
 
 def _s32(v: int) -> int:
@@ -562,6 +577,9 @@ def _fd_name(e: LiveEvent) -> str | None:
     sa = e._f.get("_sockaddr")
     if spec.family == "net":
         return _net_name(e, sa)
+    entry = e._f.get("_fdent")
+    if entry is not None and entry.type in _SOCKET_TYPES:
+        return _net_name(e, None)
     fd = e._event_fd()
     if fd is not None and fd >= 0:
         target = sockets.fd_target(e._ctx.proc_root, e._f["proc.pid"], fd)
@@ -588,6 +606,12 @@ def _endpoints(e: LiveEvent) -> dict[str, Any] | None:
         out = _LazyEndpoints(e, spec.name, sa)
         if sa is None and e.sock() is None:
             out = None
+    elif spec is not None and e.sock() is not None:
+        # a socket named by another syscall (dup, fcntl, fchmod...): the ends as the
+        # socket has them, its role as the syscall that made it says
+        entry = e._f.get("_fdent")
+        out = _LazyEndpoints(e, "accept" if entry is not None and entry.server else "socket",
+                             None)
     e._f[key] = out
     return out
 
@@ -615,9 +639,14 @@ class _LazyEndpoints(dict):  # type: ignore[type-arg]
         local = (info.lip, info.lport) if info else (None, None)
         remote = (sa["ip"], sa["port"]) if sa and "ip" in sa else (
             (info.rip, info.rport) if info else (None, None))
-        if self._syscall in ("accept", "accept4", "recvfrom", "recvmsg"):
+        entry = self._e._f.get("_fdent")
+        syscall = self._syscall
+        if entry is not None and syscall in ("sendto", "sendmsg", "recvfrom", "recvmsg"):
+            # the socket's role, not the direction of this one message
+            syscall = "accept" if entry.server else "connect"
+        if syscall in ("accept", "accept4", "recvfrom", "recvmsg"):
             client, server = remote, local
-        elif self._syscall in ("bind", "listen"):
+        elif syscall in ("bind", "listen"):
             server = (sa["ip"], sa["port"]) if sa and "ip" in sa else local
             client, remote, local = (None, None), (None, None), server
         else:  # connect, sendto, sendmsg, socket: this process is the client
@@ -715,6 +744,9 @@ def _fd_type(e: LiveEvent) -> str | None:
             ep.get("lip")  # the family of an unnamed socket comes from /proc
         family = ep.get("family") if ep is not None else None
         return family if family in _FAMILY else None
+    entry = e._f.get("_fdent")
+    if entry is not None:
+        return entry.type
     fd = e._f.get("evt.rawres") if spec.name.startswith("dup") else e._event_fd()
     if fd is None or fd < 0:
         return None

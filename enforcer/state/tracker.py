@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from enforcer.sources import syscalls as sc
+from enforcer.state.fd_table import FdTable
 from enforcer.state.live_event import LiveEvent, StateContext
 
 _CRED = frozenset(s.name for s in sc.SYSCALLS if s.family == "cred")
+# syscalls whose event names a descriptor that may be a socket the fd table holds
+_FD_EVENTS = frozenset(s.name for s in sc.SYSCALLS if s.fd_arg and s.name not in sc.FD_STATE)
 
 
 class Tracker:
@@ -16,6 +19,7 @@ class Tracker:
     def __init__(self, ctx: StateContext):
         self.ctx = ctx
         self.table = ctx.table
+        self.fds: FdTable = ctx.fds
 
     def apply(self, f: dict[str, Any]) -> LiveEvent | None:
         """Update the state with one decoded record; the event rules should see, if any."""
@@ -29,14 +33,23 @@ class Tracker:
             if parent is not None and comm and parent.comm != comm:
                 parent.comm = comm  # renamed itself (prctl): the child has this name too
             self.table.on_fork(pid, f["_child"], wall)
+            self.fds.on_fork(pid, f["_child"])
             return None
         if code == sc.EV_EXIT:
             self.table.on_exit(tid, pid)
+            if tid == pid:
+                self.fds.on_exit(pid)
             return None
         if tid != pid:
             self.table.note_thread(tid, pid)
+            self.fds.on_thread(tid)
         etype = f.get("evt.type")
+        if etype in sc.FD_STATE:
+            f["_fdent"] = self.fds.apply(f)
+        elif etype in _FD_EVENTS:
+            f["_fdent"] = self.fds.get(pid, _s32(f["_ints"].get(sc.BY_NAME[etype].fd_arg, -1)))
         if etype in ("execve", "execveat"):
+            self.fds.on_exec(pid)
             ids = self.ctx.cgroup_ids
             known = ids.identity(f.get("_cgroup_id", 0)) if ids is not None else None
             proc = self.table.on_exec(pid, f["_comm"], f.get("_s1", ""), f.get("_argv", []),
@@ -61,3 +74,8 @@ class Tracker:
             if ident is not None:
                 proc.cgroup = ident  # children inherit it at fork
         return event
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v

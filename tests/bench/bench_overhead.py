@@ -312,13 +312,15 @@ def probes(n_open: int) -> None:
 
 def empty_programs(syscalls: tuple[str, ...]) -> str:
     """Programs that return at once, on the tracepoints the agent attaches for these
-    syscalls (the exit of each, the enter too for exec, and the two sched ones): the
-    floor."""
+    syscalls (the exit of each, the enter too for exec, the two sched ones and the TCP
+    state one): the floor."""
     lines = [f"TRACEPOINT_PROBE(syscalls, sys_{side}_{name}) {{ return 0; }}"
              for name in syscalls for side in ("enter", "exit")
              if side == "exit" or name.startswith("exec")]
     lines += [f"TRACEPOINT_PROBE(sched, sched_process_{x}) {{ return 0; }}"
               for x in ("fork", "exit")]
+    # the connect's local end (bpf/events.c): fires on TCP state changes only
+    lines.append("TRACEPOINT_PROBE(sock, inet_sock_set_state) { return 0; }")
     return "\n".join(lines) + "\n"
 
 

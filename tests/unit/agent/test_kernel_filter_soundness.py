@@ -182,3 +182,149 @@ def test_the_three_upstream_files_with_a_rule_on_reads_of_any_path(tmp_path: Pat
     for path in ("/etc/hostname", "/etc/apt/x", "/usr/bin/x", "/tmp/x", "/root/.ssh/x",
                  "/x", "/"):
         assert kernel_passes(filt, path, os.O_RDONLY), path
+
+
+# --- the descriptor table's records (issue 14 point 3) ----------------------------------
+# When no rule asks for close, dup*, fcntl, socket..., the kernel sends only the records
+# that change the fd table (probe.fd_state, modelled by probe.fd_state_model). Property:
+# a table fed only those records ends exactly as one fed every record, and both hold
+# exactly the process's sockets (no entry outlives its descriptor).
+
+from enforcer.sources.probe import fd_state_model  # noqa: E402
+from enforcer.state.fd_table import FdTable, key  # noqa: E402
+
+PID = 4242
+SOCK_CLOEXEC = 0o2000000
+FD_OPS = st.one_of(
+    st.tuples(st.just("socket"), st.booleans()),
+    st.tuples(st.just("accept4"), st.integers(0, 7), st.booleans()),
+    st.tuples(st.just("open"), st.booleans()),
+    st.tuples(st.just("dup"), st.integers(-1, 9)),
+    st.tuples(st.just("dup2"), st.integers(-1, 9), st.integers(0, 9)),
+    st.tuples(st.just("dup3"), st.integers(-1, 9), st.integers(0, 9), st.booleans()),
+    st.tuples(st.just("fcntl"), st.integers(-1, 9), st.sampled_from([0, 1030, 2, 1, 3, 4]),
+              st.integers(0, 5)),
+    st.tuples(st.just("close"), st.integers(-1, 9)),
+    st.tuples(st.just("close_range"), st.integers(0, 9), st.integers(0, 9),
+              st.sampled_from([0, 4])),
+    st.tuples(st.just("exec")),
+)
+
+
+class _Keys:
+    """The kernel's tracked set as userspace writes it (FdKeys), for one process."""
+
+    def __init__(self, tracked: set[int]):
+        self.tracked = tracked
+
+    def add(self, keys: list[int]) -> None:
+        self.tracked.update(k & 0xFFFFFFFF for k in keys if k >> 32 == PID)
+
+    def remove(self, keys: list[int]) -> None:
+        self.tracked.difference_update(k & 0xFFFFFFFF for k in keys if k >> 32 == PID)
+
+
+class _Process:
+    """What the kernel does to one process's descriptors: lowest free number first."""
+
+    def __init__(self) -> None:
+        self.fds: dict[int, tuple[str, bool]] = {}  # fd -> (socket|file, close-on-exec)
+
+    def lowest(self, start: int = 0) -> int:
+        fd = start
+        while fd in self.fds:
+            fd += 1
+        return fd
+
+    def run(self, op: tuple) -> tuple[str, tuple[int, ...], int] | None:
+        """Do op; the (syscall, arguments, result) record it makes, None for exec/open."""
+        name = op[0]
+        if name == "exec":
+            self.fds = {fd: v for fd, v in self.fds.items() if not v[1]}
+            return None
+        if name == "open":
+            self.fds[self.lowest()] = ("file", op[1])
+            return None
+        if name == "socket":
+            fd = self.lowest()
+            self.fds[fd] = ("socket", op[1])
+            return "socket", (2, 1 | (SOCK_CLOEXEC if op[1] else 0), 0), fd
+        if name == "accept4":
+            listener = op[1]
+            if self.fds.get(listener, ("",))[0] != "socket":
+                return "accept4", (listener, 0, 0, 0), -9
+            fd = self.lowest()
+            self.fds[fd] = ("socket", op[2])
+            return "accept4", (listener, 0, 0, SOCK_CLOEXEC if op[2] else 0), fd
+        old = op[1]
+        if name in ("dup", "dup2", "dup3", "fcntl") and old not in self.fds:
+            args = ((old,) if name == "dup" else (old, op[2]) if name == "dup2"
+                    else (old, op[2], 0) if name == "dup3" else (old, op[2], op[3]))
+            return name, tuple(a & 0xFFFFFFFF for a in args), -9
+        if name == "dup":
+            fd = self.lowest()
+            self.fds[fd] = (self.fds[old][0], False)
+            return "dup", (old,), fd
+        if name in ("dup2", "dup3"):
+            new, cloexec = op[2], name == "dup3" and op[3]
+            if name == "dup3" and new == old:
+                return name, (old, new, 0o2000000 if cloexec else 0), -22
+            if new != old:
+                self.fds[new] = (self.fds[old][0], cloexec)
+            args = (old, new) if name == "dup2" else (old, new, 0o2000000 if cloexec else 0)
+            return name, args, new
+        if name == "fcntl":
+            cmd, arg = op[2], op[3]
+            if cmd in (0, 1030):
+                fd = self.lowest(arg)
+                self.fds[fd] = (self.fds[old][0], cmd == 1030)
+                return "fcntl", (old, cmd, arg), fd
+            if cmd == 2:
+                self.fds[old] = (self.fds[old][0], bool(arg & 1))
+            return "fcntl", (old, cmd, arg), 0
+        if name == "close":
+            if old not in self.fds:
+                return "close", (old & 0xFFFFFFFF,), -9
+            del self.fds[old]
+            return "close", (old,), 0
+        lo, hi, flags = op[1], op[2], op[3]
+        if lo > hi:
+            return "close_range", (lo, hi, flags), -22
+        for fd in [fd for fd in self.fds if lo <= fd <= hi]:
+            if flags & 4:
+                self.fds[fd] = (self.fds[fd][0], True)
+            else:
+                del self.fds[fd]
+        return "close_range", (lo, hi, flags), 0
+
+
+def _sockets(table: FdTable) -> dict[int, bool]:
+    return {k & 0xFFFFFFFF: table.get(PID, k & 0xFFFFFFFF).cloexec  # type: ignore[union-attr]
+            for k in table.all_keys()}
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(FD_OPS, min_size=1, max_size=40))
+def test_reduced_fd_records_keep_the_table_whole(ops: list[tuple]) -> None:
+    proc = _Process()
+    tracked: set[int] = set()
+    every = FdTable(proc_root="/nonexistent")
+    reduced = FdTable(proc_root="/nonexistent", keys=_Keys(tracked))
+    for op in ops:
+        rec = proc.run(op)
+        if rec is None:
+            if op[0] == "exec":
+                every.on_exec(PID)
+                reduced.on_exec(PID)
+            continue
+        name, args, ret = rec
+        fields = decode(pack(code=sc.CODES[name], tgid=PID, ret=ret, ints=args))
+        every.apply(fields)
+        if fd_state_model(name, args, ret, tracked):
+            reduced.apply(fields)
+        truth = {fd: cloexec for fd, (kind, cloexec) in proc.fds.items() if kind == "socket"}
+        assert _sockets(every) == truth, (op, rec)
+        assert _sockets(reduced) == truth, (op, rec)
+        # the kernel knows every descriptor the table holds, or their closes are lost
+        assert set(truth) <= tracked, (op, rec, tracked)
+    assert key(PID, 0) >> 32 == PID

@@ -57,6 +57,21 @@ def test_new_syscall_and_new_paths_are_gaps():
     assert gaps[1].startswith("open paths the kernel filter drops: '/root/.ssh/")
 
 
+def test_a_rule_on_a_syscall_kept_for_the_fd_table_only_is_a_gap():
+    """close is attached for the fd table whatever the rules, but reduced in the kernel to
+    the closes of tracked descriptors: a new rule on every close needs them all."""
+    closes = SHADOW + """\
+- rule: Close
+  desc: d
+  condition: evt.type = close and proc.name = x
+  output: o
+  priority: WARNING
+"""
+    assert coverage_gaps(engine(closes), started_with(SHADOW)) == [
+        "syscalls the kernel reduces to the fd table's records: close"]
+    assert coverage_gaps(engine(closes), started_with(closes)) == []
+
+
 def test_fewer_rules_need_no_restart():
     assert coverage_gaps(engine(SHADOW), started_with(MORE)) == []
 

@@ -42,8 +42,11 @@ def test_exec_is_keyed_by_process_and_drops_failures() -> None:
 def test_plan_attaches_what_rules_need_plus_lifecycle() -> None:
     available = frozenset(s.name for s in sc.SYSCALLS) - {"init_module"}
     cfg, att = plan(frozenset({"openat", "init_module", "connect"}), available, ProbeConfig())
-    assert set(cfg.syscalls) == {"openat", "connect", "execve", "execveat", "chdir", "fchdir"}
+    assert set(cfg.syscalls) == ({"openat", "connect", "execve", "execveat", "chdir", "fchdir"}
+                                 | sc.FD_STATE)
     assert att.missing == ("init_module",)
+    # the descriptor table's syscalls no rule asks for: reduced in the kernel
+    assert set(cfg.state_only) == sc.FD_STATE - {"connect"}
     cfg, _ = plan(None, available, ProbeConfig())
     assert len(cfg.syscalls) == len(available)
 

@@ -1,0 +1,224 @@
+"""Descriptor state that does not depend on the loaded rules nor on the process still being
+there (issue 14 point 3): fd.type, fd.name and a socket's tuple come from the fd table
+(enforcer.state.fd_table), kept from the base state syscalls that are always attached.
+
+The attack: a reverse shell dups a TCP connection onto stdin/stdout and exits at once, so
+/proc/PID/fd is gone when userspace reads the record. Root; podman containers with unique
+names; the host cases run the test's own python processes, marked in their command line.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from enforcer.agent import Agent
+from enforcer.alert import Alert
+from enforcer.rules.engine import Engine
+from enforcer.rules.loader import load_rules
+from tests.system.agent_harness import LiveAgent
+from tests.system.conftest import podman_run
+
+pytestmark = [pytest.mark.root, pytest.mark.ebpf]
+
+DATA = Path(__file__).parents[1] / "data" / "falco-rules"
+REDIRECT = "Redirect STDOUT/STDIN to Network Connection in Container"
+MARK = "i14fd" + uuid.uuid4().hex[:8]
+HOST_RULE = f"""
+- rule: Socket dup'ed onto a standard stream by {MARK}
+  desc: the upstream redirect rule's condition, on the host, for this test's processes
+  condition: >
+    evt.type in (dup, dup2, dup3) and evt.rawres in (0, 1, 2) and fd.type in (ipv4, ipv6)
+    and proc.cmdline contains {MARK}
+  output: "%fd.name %fd.type %fd.lport %fd.rport"
+  priority: NOTICE
+"""
+
+
+@pytest.fixture
+def upstream(ebpf_ready: None, podman_ready: None) -> Iterator[LiveAgent]:
+    live = LiveAgent([str(DATA / "falco_rules.yaml")])
+    yield live
+    live.close()
+
+
+def _in_container(name: str) -> object:
+    return lambda a: a.event.get("container.name") == name
+
+
+def test_redirect_fires_when_a_tcp_connection_is_dup_ed_onto_stdin(upstream: LiveAgent) -> None:
+    """busybox `nc -l -e /bin/true`: accept (no peer address asked), dup2 onto 0 and 1,
+    exec /bin/true, which exits at once. The accepted socket's type comes from the fd
+    table (the accept and the listener's bind), not from /proc."""
+    name = f"i14-redirect-{uuid.uuid4().hex[:6]}"
+    script = ("nc -l -p 4444 -e /bin/true & "
+              "for i in 1 2 3 4 5 6 7 8 9 10; do "
+              "echo x | nc 127.0.0.1 4444 && break; sleep 1; done; wait")
+    res = podman_run("sh", "-c", script, name=name)
+    assert res.returncode == 0, res.stderr
+    alert = upstream.wait(REDIRECT, lambda a: (a.event.get("container.name") == name
+                                               and a.event.get("proc.name") == "nc"
+                                               and a.event.get("evt.rawres") == 0))
+    assert alert.event.get("fd.type") in ("ipv4", "ipv6")
+    assert alert.event.get("fd.lport") == 4444
+    assert alert.event.get("fd.l4proto") == "tcp"
+    assert upstream.find(REDIRECT, lambda a: (a.event.get("container.name") == name
+                                              and a.event.get("evt.rawres") == 1))
+
+
+def test_redirect_is_silent_when_a_file_is_dup_ed(upstream: LiveAgent) -> None:
+    """The near miss: a file dup'ed onto stdin and stdout, and onto a number a closed
+    socket held just before (its close must take the entry with it)."""
+    name = f"i14-file-{uuid.uuid4().hex[:6]}"
+    script = ("exec 0</etc/hostname; exec 1>/dev/null; "
+              "nc -l -p 4445 </dev/null >/dev/null 2>&1 & "
+              "for i in 1 2 3 4 5 6 7 8 9 10; do "
+              "nc 127.0.0.1 4445 </dev/null >/dev/null 2>&1 && break; sleep 1; done; "
+              "exec 3</etc/hostname; exec 0<&3; exec 1>&3; wait; /bin/true")
+    res = podman_run("sh", "-c", script, name=name)
+    assert res.returncode == 0, res.stderr
+    upstream.barrier()  # every event of the container has been judged
+    # a later container's redirect is seen: the rule was live all along
+    test_redirect_fires_when_a_tcp_connection_is_dup_ed_onto_stdin(upstream)
+    assert not upstream.find(REDIRECT, _in_container(name))
+
+
+# A process that connects to the test's listener, dups the socket onto stdout and exits
+# at once; it prints nothing (stdout is the socket): the listener learns its port.
+CLIENT = """
+import os, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+os.dup2(s.fileno(), 1)
+os._exit(0)
+"""
+# A server that accepts one connection, dups it onto stdin and exits at once.
+SERVER = """
+import os, socket, sys
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(1)
+sys.stdout.write(f"{ls.getsockname()[1]}\\n")
+sys.stdout.flush()
+c, _ = ls.accept()
+os.dup2(c.fileno(), 0)
+os._exit(0)
+"""
+
+
+class _HeldAgent:
+    """An agent whose probes are attached but whose event loop starts only on `run()`:
+    the records of what the test does meanwhile wait in the ring buffer, and the test's
+    processes are gone (reaped) before userspace reads a single one of them."""
+
+    def __init__(self, rules: Path):
+        self.alerts: list[Alert] = []
+        engine = Engine(load_rules([str(rules)]))
+        self.agent = Agent(engine, on_alert=self.alerts.append, rules=engine.rules,
+                           stderr=sys.stderr)
+        self.agent.open()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.agent.run, args=(self._stop,), daemon=True)
+
+    def run(self) -> None:
+        self._thread.start()
+
+    def wait(self, pred: object, timeout: float = 30) -> Alert:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for a in list(self.alerts):
+                if pred(a):  # type: ignore[operator]
+                    return a
+            time.sleep(0.05)
+        raise AssertionError(f"no alert matched; drops: {self.agent.drops_total()}; "
+                             f"seen: {[a.event.get('fd.name') for a in self.alerts]}")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+        self.agent.close()
+
+
+@pytest.fixture
+def held(ebpf_ready: None, tmp_path: Path) -> Iterator[_HeldAgent]:
+    rules = tmp_path / "dup.yaml"
+    rules.write_text(HOST_RULE)
+    agent = _HeldAgent(rules)
+    yield agent
+    agent.close()
+
+
+def _mine(a: Alert) -> bool:
+    return MARK in (a.event.get("proc.cmdline") or "")
+
+
+def test_connected_socket_tuple_after_the_process_exited(held: _HeldAgent) -> None:
+    """The client's local port is the kernel's choice, known from the connect record
+    (sock:inet_sock_set_state), not from /proc: the client is reaped before the agent
+    reads anything."""
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        port = ls.getsockname()[1]
+        child = subprocess.Popen([sys.executable, "-c", CLIENT, str(port), MARK])
+        conn, (cip, cport) = ls.accept()
+        conn.close()
+        assert child.wait(30) == 0
+    held.run()
+    alert = held.wait(lambda a: _mine(a) and a.event.get("evt.rawres") == 1)
+    assert alert.event.get("fd.name") == f"{cip}:{cport}->127.0.0.1:{port}"
+    assert alert.event.get("fd.type") == "ipv4"
+    assert (alert.event.get("fd.lport"), alert.event.get("fd.rport")) == (cport, port)
+    assert alert.event.get("fd.sip") == "127.0.0.1"
+
+
+def test_accepted_socket_tuple_after_the_process_exited(held: _HeldAgent) -> None:
+    """The server's end: the peer from accept's address, the local end from its bind."""
+    child = subprocess.Popen([sys.executable, "-c", SERVER, MARK], stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout is not None
+    port = int(child.stdout.readline())
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        cport = c.getsockname()[1]
+        assert child.wait(30) == 0
+    held.run()
+    alert = held.wait(lambda a: _mine(a) and a.event.get("evt.rawres") == 0)
+    assert alert.event.get("fd.name") == f"127.0.0.1:{cport}->127.0.0.1:{port}"
+    assert (alert.event.get("fd.lport"), alert.event.get("fd.rport")) == (port, cport)
+    assert alert.event.get("fd.l4proto") == "tcp"
+
+
+def test_a_closed_socket_number_reused_by_a_file_is_a_file(held: _HeldAgent) -> None:
+    """Close takes the entry: the number a socket held, reopened as a file (an open no
+    rule asks for) and dup'ed onto stdout, is not a socket. A socket dup'ed after it is:
+    the rule was live."""
+    script = """
+import os, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+n = s.fileno()
+s.close()
+f = os.open("/etc/hostname", os.O_RDONLY)
+assert f == n, (f, n)
+os.dup2(f, 1)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+os.dup2(s.fileno(), 2)
+os._exit(0)
+"""
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(2)
+        port = ls.getsockname()[1]
+        child = subprocess.Popen([sys.executable, "-c", script, str(port), MARK],
+                                 stderr=subprocess.DEVNULL)
+        assert child.wait(30) == 0
+    held.run()
+    held.wait(lambda a: _mine(a) and a.event.get("evt.rawres") == 2)
+    assert not [a for a in held.alerts if _mine(a) and a.event.get("evt.rawres") == 1]
