@@ -12,7 +12,6 @@ import ctypes
 import os
 import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,9 @@ from enforcer.errors import ProbeError
 
 if TYPE_CHECKING:
     from enforcer.adapters.libbpf import LoadedBpf
+
+# records read at once: their bytes and each one's (offset, length) in them
+Batch = tuple[bytes, list[tuple[int, int]]]
 
 EXIT_NOT_ROOT = 3
 EXIT_NO_BCC = 4
@@ -52,35 +54,35 @@ def require_privileges() -> None:
 class BccProbe:
     """A compiled and attached program with its ring buffer."""
 
-    def __init__(self, text: str, on_record: Callable[[bytes], bool | None]):
+    def __init__(self, text: str):
         require_privileges()
         if not (TRACEFS / "events").is_dir():
             raise ProbeError(
                 f"tracefs is not mounted at {TRACEFS}; mount it with "
                 f"`mount -t tracefs nodev {TRACEFS}` (scripts/setup.sh does)", EXIT_NO_TRACEFS)
         self.bpf, self.warnings = load_programs(text, "the eBPF probes")
-        self._on_record = on_record
+        self._reader = self.bpf.ring_reader(b"events")
 
-        def _cb(_ctx: object, data: int, size: int) -> int:
-            # a False answer ends this poll early (the record itself is kept): the caller
-            # processes a bounded batch instead of buffering a whole flood in memory
-            return -1 if on_record(ctypes.string_at(data, size)) is False else 0
-
-        self._cb = _cb
-        self.bpf.open_ring_buffer(b"events", _cb)
-
-    def poll(self, timeout_ms: int) -> None:
-        """Deliver pending records to the callback, waiting at most timeout_ms."""
-        self.bpf.ring_buffer_poll(timeout_ms)
+    def poll(self, timeout_ms: int, limit: int) -> Batch:
+        """Wait at most timeout_ms for the kernel to wake the reader, then read up to
+        `limit` records (see consume)."""
+        self._reader.wait(timeout_ms)
+        return self._reader.read(limit)
 
     def set_reader_polling(self, polling: bool) -> None:
         """Tell the probes whether the reader drains on a timer (records need not wake it)
         or sleeps until a record wakes it."""
         self.bpf[b"reader_polling"][ctypes.c_int(0)] = ctypes.c_uint32(1 if polling else 0)
 
-    def consume(self) -> None:
-        """Deliver whatever is pending without waiting."""
-        self.bpf.ring_buffer_consume()
+    def pending(self) -> bool:
+        """Whether records wait in the ring buffer."""
+        return self._reader.pending()
+
+    def consume(self, limit: int) -> Batch:
+        """Up to `limit` pending records without waiting, as one bytes object and each
+        record's (offset, length) in it: one copy per batch, not per record; the caller
+        bounds the batch instead of buffering a whole flood in memory."""
+        return self._reader.read(limit)
 
     def drops(self) -> int:
         """Records the kernel could not put in the ring buffer (all CPUs, since start)."""

@@ -54,6 +54,27 @@ class _FunctionGen:
         self.macro_vars: dict[str, str] = {}
         self.depth = 0
         self.hoisted = 0  # >0 while generating a helper (no lazy macro locals there)
+        # Compiled field access: each field a function reads is a lazy local, so only the
+        # first read of it per event calls the event's get() (later reads, by the same or
+        # the next rule, cost a local lookup). Not inside lambdas and helpers: an
+        # assignment there would make a local of their own.
+        self.field_vars: dict[tuple, str] = {}
+        self.in_lambda = 0
+
+    def prelude(self) -> list[str]:
+        """The lines that start the generated function: the lazy locals, unset."""
+        lines = []
+        if self.macro_vars:
+            lines.append("    " + " = ".join(self.macro_vars.values()) + " = None")
+        if self.field_vars:
+            lines.append("    " + " = ".join(self.field_vars.values()) + " = _M")
+        return lines
+
+    def _lazy(self, key: tuple, read: str) -> str:
+        if self.hoisted or self.in_lambda:
+            return read
+        var = self.field_vars.setdefault(key, f"_f{len(self.field_vars)}")
+        return f"({var} if {var} is not _M else ({var} := {read}))"
 
     # -- boolean structure ------------------------------------------------------------
     def emit(self, node: nodes.Expr) -> bool | str:
@@ -114,9 +135,9 @@ class _FunctionGen:
             return f"_t_{node.func}({self.value_code(node.operand)})"
         key = access.simple_key(node)
         if key is not None:
-            return f"g({key!r})"
+            return self._lazy(("key", key), f"g({key!r})")
         fn = self.unit.const(access.getter(node), ("getter", node.key))
-        return f"{fn}(e)"
+        return self._lazy(("getter", node.key), f"{fn}(e)")
 
     def check(self, c: nodes.Check) -> bool | str:
         left = c.left
@@ -128,7 +149,11 @@ class _FunctionGen:
         if isinstance(left, nodes.Field) and access.is_ancestor_any(left):
             if c.op == "exists":
                 return f"bool({self.value_code(left)})"
-            pred = self.compare("_v", c, checks.field_type(left))
+            self.in_lambda += 1
+            try:
+                pred = self.compare("_v", c, checks.field_type(left))
+            finally:
+                self.in_lambda -= 1
             fn = "_any_of"
             return f"{fn}({self.value_code(left)}, lambda _v: {pred})"
         return self.compare(self.value_code(left), c, checks.field_type(left))
@@ -269,6 +294,9 @@ class _FunctionGen:
         return f"({pre}{expr})"
 
 
+_UNSET = object()  # a lazy field local not read yet (None is a value: the field is missing)
+
+
 def _glob_cached():
     from functools import lru_cache
 
@@ -289,7 +317,7 @@ def _base_namespace() -> dict[str, Any]:
         "_any_of": runtime.any_of, "_all_in": runtime.all_in, "_any_in": runtime.any_in,
         "_t_tolower": runtime.t_tolower, "_t_toupper": runtime.t_toupper,
         "_t_b64": runtime.t_b64, "_t_basename": runtime.t_basename, "_t_len": runtime.t_len,
-        "_glob": glob, "_iglob": iglob,
+        "_glob": glob, "_iglob": iglob, "_M": _UNSET,
     }
 
 
@@ -360,9 +388,8 @@ def _function(unit: _Unit, fname: str, evtype: str | None,
         hit = f"return [{i}]" if first else f"h.append({i})"
         body.append(f"    try:\n        if {cond}:\n            {hit}\n"
                     f"    except Exception:\n        _failed({i})\n")
-    head = [f"def {fname}(e, _failed):", "    g = e.get", "    h = []"]
-    if gen.macro_vars:
-        head.append("    " + " = ".join(gen.macro_vars.values()) + " = None")
+    head = [f"def {fname}(e, _failed):", "    g = e.get", "    h = []",
+            *gen.prelude()]
     return "\n".join(head) + "\n" + "".join(body) + "    return h\n"
 
 
@@ -373,7 +400,8 @@ def compile_check(check: nodes.Check):
     code = gen.check(check)
     if isinstance(code, bool):
         return (lambda _e: True) if code else (lambda _e: False)
-    src = f"def _check(e):\n    g = e.get\n    return {code}\n"
+    src = "\n".join(["def _check(e):", "    g = e.get", *gen.prelude(),
+                     f"    return {code}"]) + "\n"
     namespace = _base_namespace()
     namespace.update(unit.consts)
     exec(compile(src, "<enforcer check>", "exec"), namespace)

@@ -180,17 +180,18 @@ _unpack_header = HEADER.unpack_from
 _unpack_trailer = TRAILER.unpack_from
 
 
-def decode(raw: bytes) -> dict[str, Any]:
-    """One record -> dict of the event's own fields (Falco names) and raw material (`_`)."""
+def decode(raw: bytes, off: int = 0) -> dict[str, Any]:
+    """The record at `off` in `raw` (a batch read from the ring holds many) -> dict of the
+    event's own fields (Falco names) and raw material (`_`)."""
     (ts, tgid, tid, uid, gid, ret, a0, a1, a2, a3, a4, a5, code, nargv, len1, len2,
-     argv_len, saddr_len, ppid, comm, _lpm) = _unpack_header(raw)
-    ev: dict[str, Any] = {
-        "_ts_mono": ts, "proc.pid": tgid, "thread.tid": tid, "user.uid": uid, "group.gid": gid,
-        "_comm": _comm_text(comm), "_code": code,
-        "_cgroup_id": _unpack_trailer(raw, _TR)[2],
-    }
+     argv_len, saddr_len, ppid, comm, _lpm) = _unpack_header(raw, off)
     plan = _PLANS.get(code)
     if plan is None:
+        ev: dict[str, Any] = {
+            "_ts_mono": ts, "proc.pid": tgid, "thread.tid": tid, "user.uid": uid,
+            "group.gid": gid, "_comm": _comm_text(comm), "_code": code,
+            "_cgroup_id": _unpack_trailer(raw, off + _TR)[2],
+        }
         if code == sc.EV_FORK:
             ev["evt.type"] = "fork"
             ev["_child"] = a0
@@ -200,13 +201,14 @@ def decode(raw: bytes) -> dict[str, Any]:
         else:
             ev["evt.type"] = f"unknown({code})"
         return ev
-    ev["evt.type"] = plan.name
-    ev["evt.dir"] = "<"
     if plan.signed_ret:
         ret = _signed32(ret)
-    ev["evt.rawres"] = ret
-    ev["evt.res"] = _res_text(ret)
-    ev[plan.ret_key] = ret
+    ev = {
+        "_ts_mono": ts, "proc.pid": tgid, "thread.tid": tid, "user.uid": uid,
+        "group.gid": gid, "_comm": _comm_text(comm), "_code": code,
+        "_cgroup_id": _unpack_trailer(raw, off + _TR)[2], "evt.type": plan.name,
+        "evt.dir": "<", "evt.rawres": ret, "evt.res": _res_text(ret), plan.ret_key: ret,
+    }
     values = (a0, a1, a2, a3, a4, a5)
     ints: dict[str, int] = {}
     for slot, tp, key, fmt in plan.ints:
@@ -222,14 +224,16 @@ def decode(raw: bytes) -> dict[str, Any]:
         if code in _ACCEPT_CODES:  # the local end, where accept has no path
             ev["_local"] = _LOCAL.unpack_from(raw, _P2)
     if plan.s1 is not None:
-        ev["_s1"] = ev[plan.s1] = _cstr(raw, _P1, len1, PATH_SIZE)
+        ev["_s1"] = ev[plan.s1] = _cstr(raw, off + _P1, len1, PATH_SIZE)
     if plan.s2 is not None:
-        ev["_s2"] = ev[plan.s2] = _cstr(raw, _P2, len2, PATH_SIZE)
+        ev["_s2"] = ev[plan.s2] = _cstr(raw, off + _P2, len2, PATH_SIZE)
     if plan.argv:
-        blob = raw[_AV:_AV + min(argv_len, 2 * ARGV_HALF)]
+        start = off + _AV
+        blob = raw[start:start + min(argv_len, 2 * ARGV_HALF)]
         ev["_argv"] = [p.decode(errors="surrogateescape") for p in blob.split(b"\0")[:nargv]]
     if saddr_len:
-        ev["_sockaddr"] = parse_sockaddr(raw[_SA:_SA + saddr_len])
+        start = off + _SA
+        ev["_sockaddr"] = parse_sockaddr(raw[start:start + saddr_len])
     return ev
 
 

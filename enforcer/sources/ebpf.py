@@ -79,7 +79,9 @@ class EbpfSource:
     def __init__(self, config: ProbeConfig):
         self.config = config
         self._probe: Any = None
-        self._pending: list[bytes] = []
+        # batches read from the ring: (their bytes, each record's (offset, length))
+        self._pending: list[tuple[bytes, list[tuple[int, int]]]] = []
+        self._npending = 0
         self.records = 0
         self.batch = 1024  # records handed over per poll at most
         # the kernel wakes the reader only every config.wakeup_every records: a poll
@@ -103,13 +105,13 @@ class EbpfSource:
         if self.config.args_at_exit and not registers_at_exit_supported():
             self.config = replace(self.config, args_at_exit=False)
         try:
-            self._probe = BccProbe(render(self.config), self._take_one)
+            self._probe = BccProbe(render(self.config))
         except ProbeError as exc:
             if not self.config.args_at_exit or exc.exit_code != EXIT_COMPILE:
                 raise
             # exit-only handlers this kernel refuses: the enter+exit pairs instead
             self.config = replace(self.config, args_at_exit=False)
-            self._probe = BccProbe(render(self.config), self._take_one)
+            self._probe = BccProbe(render(self.config))
             self.warnings.append(
                 "syscalls are watched at enter and exit (two tracepoint hits each): this "
                 f"kernel refused reading their arguments at exit ({str(exc).splitlines()[0]})")
@@ -121,9 +123,17 @@ class EbpfSource:
             self._probe.set_open_suffixes(
                 [(s.encode(), mask) for s, mask in self.config.open_suffixes.items()])
 
-    def _take_one(self, raw: bytes) -> bool:
-        self._pending.append(raw)
-        return len(self._pending) < self.batch
+    def _keep(self, batch: tuple[bytes, list[tuple[int, int]]]) -> None:
+        if batch[1]:
+            self._pending.append(batch)
+            self._npending += len(batch[1])
+
+    def _wait(self, timeout_ms: int) -> None:
+        self._keep(self._probe.poll(timeout_ms, self.batch - self._npending))
+
+    def _consume(self) -> None:
+        if self._npending < self.batch:
+            self._keep(self._probe.consume(self.batch - self._npending))
 
     def poll(self, timeout_ms: int = 100) -> list[dict[str, Any]]:
         """Decoded records that arrived, waiting at most timeout_ms for the first (at most
@@ -134,17 +144,16 @@ class EbpfSource:
         if self.max_wait_ms is None:
             self._adaptive_poll(timeout_ms)
         else:
-            self._probe.poll(min(timeout_ms, self.max_wait_ms))
-            if len(self._pending) < self.batch:
-                self._probe.consume()  # records that did not wake us
+            self._wait(min(timeout_ms, self.max_wait_ms))
+            self._consume()  # records that did not wake us
         return self._take()
 
     def _adaptive_poll(self, timeout_ms: int) -> None:
         if self._polling:
             if not self._backlog:  # after a full batch more is waiting: no nap
-                self._probe.poll(min(timeout_ms, POLL_MS))  # records do not wake this
-            self._probe.consume()
-            self._backlog = len(self._pending) >= self.batch
+                self._wait(min(timeout_ms, POLL_MS))  # records do not wake this
+            self._consume()
+            self._backlog = self._npending >= self.batch
             now = time.monotonic()
             if self._pending:
                 self._busy_at = now
@@ -152,11 +161,11 @@ class EbpfSource:
                 self._probe.set_reader_polling(False)
                 self._polling = self._backlog = False
                 # a record emitted as the flag changed did not wake anyone: take it now
-                self._probe.consume()
+                self._consume()
             return
         # asleep: a record wakes this at once; SLEEP_MS bounds the rare record that was
         # emitted unwoken just as the reader went to sleep
-        self._probe.poll(min(timeout_ms, SLEEP_MS))
+        self._wait(min(timeout_ms, SLEEP_MS))
         if self._pending:
             self._probe.set_reader_polling(True)
             self._polling, self._busy_at = True, time.monotonic()
@@ -172,13 +181,19 @@ class EbpfSource:
         """Whatever is left in the ring buffer, without waiting."""
         if self._probe is None:
             return []
-        self._probe.consume()
+        self._consume()
         return self._take()
 
     def _take(self) -> list[dict[str, Any]]:
-        raw, self._pending[:] = list(self._pending), []
-        self.records += len(raw)
-        return [decode(r) for r in raw if len(r) >= RECORD_SIZE]
+        batches, self._pending = self._pending, []
+        self.records += self._npending
+        self._npending = 0
+        return [decode(buf, off) for buf, spans in batches for off, size in spans
+                if size >= RECORD_SIZE]
+
+    def pending(self) -> bool:
+        """Whether records wait in the ring buffer (not read yet)."""
+        return self._probe is not None and self._probe.pending()
 
     def fd_keys(self) -> Any:
         """The probes' set of tracked descriptors (enforcer.state.fd_table.FdKeys)."""

@@ -132,7 +132,7 @@ def test_compile_error_is_a_probe_error(ebpf_ready: None) -> None:
     from enforcer.adapters.bcc_probe import EXIT_COMPILE, BccProbe  # noqa: PLC0415
 
     with pytest.raises(ProbeError) as info:
-        BccProbe("int broken( {", lambda raw: None)
+        BccProbe("int broken( {")
     assert info.value.exit_code == EXIT_COMPILE
     assert "enforcer probes render" in str(info.value)
 

@@ -149,7 +149,7 @@ def test_a_kernel_refusing_the_exit_only_handlers_gets_the_pair(monkeypatch) -> 
     class Refusing:
         warnings: list[str] = []
 
-        def __init__(self, text: str, _on_record: object):
+        def __init__(self, text: str):
             loaded.append(text)
             if "#if 1 && (defined" in text:
                 raise ProbeError("could not load the eBPF probes: invalid func unknown#166",
@@ -170,7 +170,7 @@ def test_other_load_failures_are_not_retried(monkeypatch) -> None:
 
     calls = []
 
-    def refuse(text: str, _on_record: object) -> None:
+    def refuse(text: str) -> None:
         calls.append(text)
         raise ProbeError("tracefs is not mounted", bcc_probe.EXIT_NO_TRACEFS)
 
