@@ -14,13 +14,14 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from enforcer.alert import Alert
 from enforcer.kernel_results import with_rule_filters
 from enforcer.priority import Priority
+from enforcer.sources import drop_kinds
 from enforcer.sources.ebpf import Attachment, EbpfSource, available_syscalls, plan
 from enforcer.sources.probe import ProbeConfig
 from enforcer.state.cgroup_ids import CgroupIds, cgroup2_mount
@@ -154,17 +155,25 @@ class DropMonitor:
     intervals_with_drops: int = 0  # checks that saw new drops, over the threshold or not
     alert: Callable[[Alert], None] | None = None  # where `alert` actions go
     _last_events: int = 0
+    _last_kinds: dict[str, int] = field(default_factory=dict)
     _tokens: float = -1.0
     _refilled_ns: int = 0
 
-    def check(self, drops: int, now_ns: int, events: int | None = None) -> str | None:
+    def check(self, drops: int, now_ns: int, events: int | None = None,
+              by_event: Mapping[str, int] | None = None) -> str | None:
         """The warning line to log when drops grew since the last check (None when they
         did not, when they stayed within the threshold, when no token is left, or when
         the actions do not include `log`). `events`: records delivered so far (None:
-        unknown, every drop is over the threshold)."""
+        unknown, every drop is over the threshold); `by_event`: drops so far by event
+        type (for Falco's breakdown in the alert)."""
         delivered = 0
         if events is not None:
             delivered, self._last_events = events - self._last_events, events
+        kinds: dict[str, int] = {}
+        if by_event is not None:
+            now = drop_kinds.by_kind(by_event)
+            kinds = {k: now[k] - self._last_kinds.get(k, 0) for k in now}
+            self._last_kinds = now
         if drops <= self.last:
             return None
         new = drops - self.last
@@ -182,11 +191,20 @@ class DropMonitor:
         if "alert" in self.on_drop and self.alert is not None:
             self.alert(Alert(rule="Falco internal: syscall event drop",
                              priority=Priority.CRITICAL, output=message,
-                             output_fields={"n_drops": new, "n_drops_total": drops},
+                             output_fields=self._fields(new, drops, delivered, kinds),
                              time_ns=now_ns, source="internal"))
         if "log" not in self.on_drop:
             return None
         return f"{time.strftime('%H:%M:%S', time.gmtime(now_ns / 1e9))}: Critical {message}"
+
+    @staticmethod
+    def _fields(new: int, total: int, delivered: int, kinds: dict[str, int]) -> dict[str, int]:
+        """Falco's output fields of its drop alert (numbers here, strings in Falco's), and
+        the total since start (ours)."""
+        fields = {"n_evts": delivered + new, "n_drops": new, "n_drops_buffer_total": new}
+        fields.update({f"n_drops_buffer_{kind}_exit": n for kind, n in kinds.items()})
+        fields["n_drops_total"] = total
+        return fields
 
     def _take_token(self, now_ns: int) -> bool:
         if self._tokens < 0:
@@ -434,7 +452,7 @@ class Agent:
             by_event, by_cpu = self.source.drop_counts()
             self.drop_counts = (dict(self._drop_counts_base[0] + Counter(by_event)),
                                 dict(self._drop_counts_base[1] + Counter(by_cpu)))
-        line = self.drops.check(total, time.time_ns(), self.records)
+        line = self.drops.check(total, time.time_ns(), self.records, self.drop_counts[0])
         if line:
             self.stderr.write(line + "\n")
             self.stderr.flush()

@@ -20,32 +20,12 @@ from prometheus_client.registry import Collector
 
 from enforcer import __version__
 from enforcer.priority import Priority
+from enforcer.sources import drop_kinds
 
 PREFIX = "enforcer"
 FALCO_PREFIX = "falcosecurity"
 ENGINE_NAME = "bcc_ebpf"  # falcosecurity_scap_engine_name_info{engine_name}
 
-# Falco's drop kinds (falcosecurity_scap_n_drops_buffer_total{drop}): the event types its
-# drivers count under each (libs' compute_event_types_stats), as our event types. Event
-# types of no kind (socket, bind, setuid...) count in the totals only, as in Falco.
-FALCO_DROP_KINDS: dict[str, str] = {
-    **dict.fromkeys(("open", "openat", "openat2", "creat"), "open"),
-    **dict.fromkeys(("execve", "execveat"), "execve"),
-    "connect": "connect",
-    "fork": "clone_fork",
-    "procexit": "proc",
-    **dict.fromkeys(("dup", "dup2", "dup3", "chmod", "fchmod", "fchmodat", "link", "linkat",
-                     "mkdir", "mkdirat", "mount", "umount2", "rename", "renameat",
-                     "renameat2", "rmdir", "symlink", "symlinkat", "unlink", "unlinkat"),
-                    "dir_file"),
-    **dict.fromkeys(("bpf", "ptrace", "setns", "setresgid", "setresuid", "unshare"),
-                    "other_interest"),
-}
-FALCO_EXIT_DROP_KINDS = ("clone_fork", "execve", "connect", "open", "dir_file",
-                         "other_interest", "close", "proc")
-# Falco 0.44 exports these with dir="enter" at 0 (deprecated), for its dashboards.
-FALCO_ENTER_DROP_KINDS = ("clone_fork", "execve", "connect", "open", "dir_file",
-                          "other_interest")
 #: () -> (drops by event type, drops by CPU number)
 DropCounts = tuple[Mapping[str, int], Mapping[int, int]]
 
@@ -153,18 +133,14 @@ class _FalcoCollector(Collector):
     def _drop_breakdowns(self) -> Iterable[Metric]:
         """Falco's drops by kind (exit direction; enter at 0, as Falco 0.44) and by CPU."""
         by_event, by_cpu = self._metrics.kernel_drop_counts()
-        kinds = dict.fromkeys(FALCO_EXIT_DROP_KINDS, 0)
-        for event, count in by_event.items():
-            kind = FALCO_DROP_KINDS.get(event)
-            if kind is not None:
-                kinds[kind] += count
+        kinds = drop_kinds.by_kind(by_event)
         family = CounterMetricFamily(f"{FALCO_PREFIX}_scap_n_drops_buffer",
                                      "Events the kernel could not hand to userspace, by "
                                      "Falco's kind of syscall (Falco's name)",
                                      labels=["dir", "drop"])
         for kind, count in kinds.items():
             family.add_metric(["exit", kind], count)
-        for kind in FALCO_ENTER_DROP_KINDS:
+        for kind in drop_kinds.ENTER_KINDS:
             family.add_metric(["enter", kind], 0)
         yield family
         cpus = CounterMetricFamily(f"{FALCO_PREFIX}_scap_n_drops_cpu",

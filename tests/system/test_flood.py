@@ -57,6 +57,9 @@ def test_flood_survives_and_drops_are_counted(ebpf_ready: None, threshold: float
     live = LiveAgent([str(default_rules_dir())],
                      ProbeConfig(ringbuf_pages=16, extra_defines=only_tgid(flooder.pid)))
     live.agent.drops.threshold = threshold
+    drop_alerts: list[Any] = []
+    live.agent.drops.on_drop = ("log", "alert")
+    live.agent.drops.alert = drop_alerts.append
     try:
         assert live.agent.source is not None
         gate = Gate(live.agent.source.poll)
@@ -97,6 +100,11 @@ def test_flood_survives_and_drops_are_counted(ebpf_ready: None, threshold: float
             assert time.monotonic() < deadline, live.stderr.getvalue()
             time.sleep(0.05)
         assert live.agent.drops.occurrences >= 1
+        # the alert breaks the first interval's drops down as Falco's does: all were opens
+        # (the reader was held until the flood was over, so that interval has them all)
+        fields = drop_alerts[0].output_fields
+        assert fields["n_drops"] == fields["n_drops_buffer_open_exit"] == dropped
+        assert fields["n_drops_buffer_execve_exit"] == 0
         assert f"event drop detected: {live.agent.drops.occurrences} occurrences" in (
             live.agent.summary())
     finally:

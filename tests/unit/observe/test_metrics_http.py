@@ -169,3 +169,26 @@ def test_losses_are_said_in_readyz_without_failing_it():
             "kernel_drops": "42 events dropped by the kernel since start"}
     finally:
         obs.close()
+
+
+def test_a_custom_health_path_answers_beside_healthz() -> None:
+    server = start_http_server("127.0.0.1:0", Metrics(), Readiness(),
+                               health_path="/falco-health")
+    try:
+        assert _get(server.port, "/falco-health") == (200, b"ok\n")
+        assert _get(server.port, "/healthz") == (200, b"ok\n")
+        assert _get(server.port, "/other")[0] == 404
+    finally:
+        server.stop()
+
+
+def test_a_falco_pem_that_is_not_a_certificate_and_key_says_what_to_do(tmp_path) -> None:
+    from enforcer.http_server import tls_context
+
+    with pytest.raises(ValueError, match="cannot read .*none.pem: No such file"):
+        tls_context(str(tmp_path / "none.pem"))
+    bad = tmp_path / "falco.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match=r"not a PEM file holding a certificate and its key.*"
+                                         r"cat certificate.pem key.pem > falco.pem"):
+        tls_context(str(bad))

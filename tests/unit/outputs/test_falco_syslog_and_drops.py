@@ -72,3 +72,20 @@ def test_threshold_is_falcos_share_of_dropped_events_in_the_interval(
     assert (line is not None) == acted and bool(alerts) == acted
     assert monitor.intervals_with_drops == 1 and monitor.occurrences == int(acted)
     assert monitor.total == 20  # counted either way (and on /metrics)
+
+
+def test_the_drop_alert_carries_falcos_breakdown_of_the_interval() -> None:
+    """As Falco's alert: n_evts and n_drops of the interval, and the drops by Falco's kind
+    (n_drops_buffer_<kind>_exit); ours stay numbers where Falco writes strings."""
+    alerts: list[Alert] = []
+    monitor = DropMonitor(on_drop=("alert",), max_burst=5, alert=alerts.append)
+    monitor.check(0, 0, events=100, by_event={})
+    monitor.check(6, S, events=130, by_event={"openat": 4, "fork": 1, "socket": 1})
+    monitor.check(9, 2 * S, events=150, by_event={"openat": 5, "fork": 1, "socket": 1,
+                                                   "execve": 2})
+    fields = alerts[-1].output_fields
+    assert fields["n_evts"] == 23 and fields["n_drops"] == 3  # 20 delivered + 3 dropped
+    assert fields["n_drops_buffer_open_exit"] == 1
+    assert fields["n_drops_buffer_execve_exit"] == 2
+    assert fields["n_drops_buffer_clone_fork_exit"] == 0
+    assert fields["n_drops_buffer_total"] == 3 and fields["n_drops_total"] == 9
