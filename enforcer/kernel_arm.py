@@ -281,7 +281,7 @@ class Arming:
             return False
         in_container = bool(event.container().full_id)
         self.waiting_container.discard(pid)
-        if proc.vpid == 1:
+        if container_init(proc):
             # a container's PID 1 is never killed, but its children are ordinary processes
             # of the workload: only the template above arms them (from the kernel, at their
             # fork and exec, before userspace hears of them)
@@ -571,6 +571,14 @@ def _child_view(parent: LiveEvent, proc: Any) -> Callable[[str], tuple[bool, Any
             return True, parent.get(key)
         return False, None
     return known
+
+
+def container_init(proc: Any) -> bool:
+    """PID 1 of a container, as the kill's guard (enforcer.policy.guards) sees it: PID 1 of a
+    pid namespace right below /proc's own. PID 1 of a namespace nested deeper is one the
+    workload made itself (`unshare -Urpf cat /etc/shadow` in a container): an ordinary
+    process of the workload. A depth not known yet counts as a container's PID 1."""
+    return proc.vpid == 1 and getattr(proc, "pid_ns_depth", 0) <= 2
 
 
 def cgroup_id(proc_root: str, pid: int, mount: str | None) -> int:

@@ -44,7 +44,10 @@ class Guards:
         if self.agent_pid in ancestors(pid):
             raise Refused("agent", f"pid {pid} is a descendant of the agent; never signalled")
         nspids = namespace_pids(pid)
-        if len(nspids) > 1 and nspids[-1] == 1 and not allow_container_init:
+        # PID 1 of a pid namespace right below ours is a container's (or a host sandbox's);
+        # PID 1 of one nested deeper is one the workload made itself (`unshare -Urpf` in a
+        # container): sparing it would let any attack escape the kill
+        if len(nspids) == 2 and nspids[-1] == 1 and not allow_container_init:
             raise Refused("container-init",
                           f"pid {pid} is PID 1 of its container; only a policy with "
                           "kill scope 'container' may signal it")

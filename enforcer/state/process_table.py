@@ -39,6 +39,7 @@ class Proc:
     sid: int = 0
     pgid: int = 0
     vpid: int = 0
+    pid_ns_depth: int = 0  # pid namespaces from /proc's own to the process's (NSpid); 0: unknown
     start_ns: int = 0  # wall clock, ns
     cgroup: CgroupIdentity = HOST_IDENTITY
     exited: bool = False
@@ -159,6 +160,7 @@ class ProcessTable:
                 proc.gid = int(line.split()[1])
             elif line.startswith(b"NSpid:"):
                 proc.vpid = int(line.split()[-1])
+                proc.pid_ns_depth = len(line.split()) - 1
 
     def refresh_live(self, proc: Proc, cgroup: CgroupIdentity | None = None) -> None:
         """Re-read what exec may have changed and events do not carry (tty, session,
@@ -186,6 +188,7 @@ class ProcessTable:
             for line in status.splitlines():
                 if line.startswith(b"NSpid:"):
                     proc.vpid = int(line.split()[-1])
+                    proc.pid_ns_depth = len(line.split()) - 1
                     break
             creds = parse_status(status)
             if creds is not None:

@@ -141,3 +141,25 @@ def test_1000_repeats_in_one_podman_container_are_each_killed_in_the_kernel(
     recs = records(audit)
     assert not [r for r in recs if r["kind"] == "breaker" or r["outcome"] == "suspended"]
     assert len([r for r in recs if r["outcome"] == "killed-in-kernel"]) + lost == REPEATS
+
+
+def test_pid_1_of_a_namespace_the_workload_made_is_not_spared(
+        need_root: None, ebpf_ready: None, podman_ready: None, tmp_path: Path,
+        enforcer_cmd: list[str], cli_env: dict[str, str]) -> None:
+    """Threat: root in a container makes a pid namespace of its own (podman's defaults allow
+    `unshare -Urpf`) so that its process is PID 1 there, which the guard for a container's
+    PID 1 used to spare (in the kernel and from userspace). It is killed."""
+    name = f"br-nested-{uuid.uuid4().hex[:8]}"
+    agent, audit, err, port = start_agent(tmp_path, enforcer_cmd, cli_env,
+                                          rules_for(tmp_path, name), POLICY)
+    try:
+        # cat, PID 1 of its namespace, reads the file, then waits on its stdin (5 s)
+        attack = "sleep 5 | unshare -Urpf cat /etc/shadow - > /dev/null; echo done"
+        done = attack_when_known(tmp_path, name, attack)
+        assert done.stdout.split() == ["done"], done.stdout + done.stderr[-2000:]
+    finally:
+        stop(agent)
+    kills = [r for r in records(audit) if r["kind"] == "action" and r["action"] == "kill"]
+    assert not [r for r in kills if r.get("guard") == "container-init"], kills
+    # killed in the kernel at the open, or from userspace while it waited on its stdin
+    assert {r["outcome"] for r in kills} & {"killed-in-kernel", "done"}, kills
