@@ -642,6 +642,9 @@ class KernelKiller:
         # when it changes, admission may answer otherwise: every process is armed again
         self.generation = generation or (lambda: 0)
         self._seen_generation = 0
+        # the admission generation whose arming is complete (`enforcer policies status`
+        # says whether the kernel has caught up with the breakers' states)
+        self.applied_generation: int | None = None
         self._seen_described = 0  # container descriptions stored (ContainerRegistry)
         self._ctx: Any = None
         self.rules_selected = list(rules)
@@ -666,6 +669,7 @@ class KernelKiller:
         self._seen_generation = self.generation()
         pids = [int(d) for d in os.listdir(ctx.proc_root) if d.isdigit()]
         self.arming.seed(ctx, pids)
+        self.applied_generation = self._seen_generation
 
     def after(self, rec: dict[str, Any], ctx: Any) -> None:
         if self.arming is not None:
@@ -692,6 +696,7 @@ class KernelKiller:
                     self.arming.rearm_all(self._ctx)
                 except Exception:  # noqa: BLE001 - arming must never stop detection
                     log.exception("in-kernel kill: re-arming failed")
+                self.applied_generation = generation
 
     def _record(self, rec: Any) -> None:
         name = (self.rules[rec.rule].name if 0 <= rec.rule < len(self.rules)

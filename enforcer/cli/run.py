@@ -230,8 +230,10 @@ def _kernel_killer(args: argparse.Namespace, pipeline: Any) -> Any:
             detail={**detail, "ret": rec.ret, "in_kernel": True}))
 
     responder = pipeline.responder
-    return KernelKiller(rules, os.getpid(), on_kill, admits=responder.admits_in_kernel,
-                        generation=responder.kernel_generation)
+    killer = KernelKiller(rules, os.getpid(), on_kill, admits=responder.admits_in_kernel,
+                          generation=responder.kernel_generation)
+    responder.kernel_applied = lambda: killer.applied_generation
+    return killer
 
 
 def _kernel_kill_on_reload(args: argparse.Namespace, killer: Any, then: Any) -> Any:

@@ -6,6 +6,8 @@ node can use it; in Kubernetes, `kubectl exec` into the agent's pod), one JSON r
 and one JSON answer line per connection:
 
     {"command": "status"}                  -> {"ok": true, "policies": [breaker states]}
+                                              (each with kernel_in_sync when the
+                                              in-kernel kill is loaded)
     {"command": "resume", "policy": NAME}  -> {"ok": true, "was": "suspended"}
 
 A unix socket rather than an HTTP endpoint: the HTTP server listens on the network for
@@ -93,7 +95,15 @@ class ControlServer:
             return {"ok": False, "error": "the request must be one JSON object"}
         command = request.get("command")
         if command == "status":
-            return {"ok": True, "policies": self.responder.blast_radius.describe()}
+            policies = self.responder.blast_radius.describe()
+            applied = getattr(self.responder, "kernel_applied", None)
+            if applied is not None:
+                # whether the in-kernel kill already arms by these states: a state change
+                # (cool-off over, resumed) reaches the kernel on the agent's next poll
+                in_sync = applied() == self.responder.kernel_generation()
+                for policy in policies:
+                    policy["kernel_in_sync"] = in_sync
+            return {"ok": True, "policies": policies}
         if command == "resume":
             name = request.get("policy")
             if not isinstance(name, str) or not name:

@@ -188,6 +188,8 @@ class Responder:
         # `enforcer policies resume|status` (enforcer.respond.control); None: not served
         self.control_socket = control_socket
         self.control: Any = None
+        # the admission generation the in-kernel kill has armed by (set when it is loaded)
+        self.kernel_applied: Callable[[], int | None] | None = None
         self.repeats = Repeats(clock)
         self.services = services or Services()
         self.retry = retry or RetryPolicy()

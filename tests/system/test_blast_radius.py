@@ -208,12 +208,15 @@ def test_blast_radius_suspends_a_policy_for_new_workloads_only(
     def read(n: int, tag: str = "a", cat: str = "cat") -> tuple[int, int]:
         return users[n].run(cat, str(markers[tag]))
 
-    def state() -> str:
+    def status() -> dict:
         out = subprocess.run(enforcer_cmd + ["policies", "status", "--control-socket", socket],
                              capture_output=True, text=True, env=cli_env, timeout=30)
         assert out.returncode == 0, out.stderr
         states = {s["policy"]: s for s in map(json.loads, out.stdout.splitlines())}
-        return states.get("wrong-policy", {}).get("state", "none")
+        return states.get("wrong-policy", {})
+
+    def state() -> str:
+        return status().get("state", "none")
 
     try:
         agent, audit, err, port = start_agent(
@@ -246,8 +249,13 @@ def test_blast_radius_suspends_a_policy_for_new_workloads_only(
                           policy="wrong-policy") == 1
             # cool-off over: half-open, one new workload is a trial, a second re-suspends
             time.sleep(cooloff + 1)
+            # the kernel arms by the new state on the agent's next poll: wait for it (on a
+            # busy box a read straight after the cool-off raced it)
+            eventually(lambda: (s := status()).get("state") == "half-open"
+                       and s.get("kernel_in_sync") is True,
+                       "the kernel never caught up with the half-open state")
             assert read(6) == KILLED
-            eventually(lambda: state() == "half-open", "not half-open after the cool-off")
+            eventually(lambda: state() == "half-open", "not half-open after the trial")
             assert read(7) == (0, size)
             eventually(lambda: state() == "suspended", "the second new workload did not "
                                                        "suspend it again")

@@ -228,3 +228,24 @@ def test_the_kernel_arms_only_what_admission_would_answer(tmp_path: Path) -> Non
     r.blast_radius.admit("p", ("user:1000",), r.breaker_limits(r.policies.policies[0]))
     assert r.kernel_generation() != generation
     assert r.admits_in_kernel("R", host) and not r.admits_in_kernel("R", other)
+
+
+def test_status_says_whether_the_kernel_arms_by_the_current_states(tmp_path: Path) -> None:
+    """`enforcer policies status` tells an operator (and a test) whether the in-kernel
+    kill has caught up with a breaker's change: it is applied on the agent's next poll."""
+    r, _ = responder(tmp_path, [in_kernel_policy("p", "R")], limit=1)
+    control = ControlServer(tmp_path / "control.sock", r)
+    r.blast_radius.admit("p", ("user:1000",), r.breaker_limits(r.policies.policies[0]))
+    assert all("kernel_in_sync" not in p
+               for p in control.handle(b'{"command": "status"}')["policies"])
+    applied = {"generation": r.kernel_generation()}
+    r.kernel_applied = lambda: applied["generation"]
+    assert [p["kernel_in_sync"] for p in
+            control.handle(b'{"command": "status"}')["policies"]] == [True]
+    # a second new workload trips the breaker: the kernel lags until it applies the change
+    r.blast_radius.admit("p", ("user:1001",), r.breaker_limits(r.policies.policies[0]))
+    assert [p["kernel_in_sync"] for p in
+            control.handle(b'{"command": "status"}')["policies"]] == [False]
+    applied["generation"] = r.kernel_generation()
+    assert [p["kernel_in_sync"] for p in
+            control.handle(b'{"command": "status"}')["policies"]] == [True]
