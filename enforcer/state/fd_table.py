@@ -97,9 +97,13 @@ class FdTable:
     """pid -> {fd -> FdEntry}, for the processes that hold sockets made while the agent
     ran."""
 
-    def __init__(self, proc_root: str = "/proc", keys: FdKeys | None = None):
+    def __init__(self, proc_root: str = "/proc", keys: FdKeys | None = None,
+                 max_processes: int = 32768):
         self.proc_root = proc_root
         self.keys = keys
+        # bounded: an exit lost with a full ring buffer would otherwise keep its entries
+        # forever; the oldest process goes first (its sockets fall back to /proc)
+        self.max_processes = max_processes
         self._fds: dict[int, dict[int, FdEntry]] = {}
 
     def get(self, pid: int, fd: int) -> FdEntry | None:
@@ -120,6 +124,8 @@ class FdTable:
         fds = self._fds.get(parent)
         if not fds or child == parent:
             return
+        if len(self._fds) >= self.max_processes:
+            self._drop(next(iter(self._fds)))
         self._fds[child] = dict(fds)
         self._push([key(child, fd) for fd in fds])
 
@@ -162,7 +168,12 @@ class FdTable:
                 if not fds:
                     del self._fds[pid]
             return
-        self._fds.setdefault(pid, {})[fd] = entry
+        fds = self._fds.get(pid)
+        if fds is None:
+            if len(self._fds) >= self.max_processes:
+                self._drop(next(iter(self._fds)))
+            fds = self._fds[pid] = {}
+        fds[fd] = entry
 
     # -- records -------------------------------------------------------------------------
     def apply(self, f: dict[str, Any]) -> FdEntry | None:

@@ -39,6 +39,8 @@ class Tracker:
             self.table.on_exit(tid, pid)
             if tid == pid:
                 self.fds.on_exit(pid)
+            else:  # a thread: what fork copied for it, not knowing, goes
+                self.fds.on_thread(tid)
             return None
         if tid != pid:
             self.table.note_thread(tid, pid)

@@ -517,8 +517,8 @@ def _prog_stats(bpf: object) -> dict[str, tuple[int, int]]:
         for line in Path(f"/proc/self/fdinfo/{fn.fd}").read_text().splitlines():
             k, _, v = line.partition(":")
             info[k.strip()] = v.strip()
-        name = name.decode() if isinstance(name, bytes) else name
-        short = name.replace("tracepoint__", "").replace("syscalls__sys_", "")
+        text = name.decode() if isinstance(name, bytes) else name  # libbpf: str names
+        short = text.replace("tracepoint__", "").replace("syscalls__sys_", "")
         out[short] = (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0)))
     return out
 

@@ -34,12 +34,14 @@ def rec(name: str, ret: int, ints: tuple[int, ...] = (), saddr: bytes = b"",
 class Keys:
     def __init__(self) -> None:
         self.keys: set[int] = set()
+        self.removed: list[int] = []
 
     def add(self, keys: list[int]) -> None:
         self.keys.update(keys)
 
     def remove(self, keys: list[int]) -> None:
         self.keys.difference_update(keys)
+        self.removed += keys
 
 
 def table() -> FdTable:
@@ -111,3 +113,11 @@ def test_full_kernel_set_keeps_no_entry() -> None:
                ints=(socket.AF_INET, socket.SOCK_STREAM, 0, 0, 0, 1))
     assert t.apply(decode(raw)) is not None
     assert t.get(PID, 3) is None
+
+
+def test_bounded_the_oldest_process_goes_first() -> None:
+    t = FdTable(proc_root="/nonexistent", keys=Keys(), max_processes=2)
+    for pid in (1, 2, 3):
+        t.apply(rec("socket", 3, (socket.AF_INET, socket.SOCK_STREAM, 0), pid=pid))
+    assert t.get(1, 3) is None and t.get(2, 3) is not None and t.get(3, 3) is not None
+    assert t.keys.removed == [key(1, 3)]  # type: ignore[union-attr]  # the kernel forgets it
