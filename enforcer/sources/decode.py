@@ -222,7 +222,7 @@ def decode(raw: bytes, off: int = 0) -> dict[str, Any]:
     if code in _FD_STATE_CODES:  # what the kernel adds for the descriptor table
         ev["_slots"] = values
         if code in _ACCEPT_CODES:  # the local end, where accept has no path
-            ev["_local"] = _LOCAL.unpack_from(raw, _P2)
+            ev["_local"] = _LOCAL.unpack_from(raw, off + _P2)
     if plan.s1 is not None:
         ev["_s1"] = ev[plan.s1] = _cstr(raw, off + _P1, len1, PATH_SIZE)
     if plan.s2 is not None:

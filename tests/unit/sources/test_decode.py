@@ -105,3 +105,25 @@ def test_parse_sockaddr_ipv6_mapped_and_unix() -> None:
     assert parse_sockaddr(sa6) == {"family": "ipv6", "port": 22, "ip": "192.168.1.2"}
     un = struct.pack("<H", socket.AF_UNIX) + b"/run/x.sock\0"
     assert parse_sockaddr(un) == {"family": "unix", "path": "/run/x.sock"}
+
+
+def test_a_record_in_a_batch_decodes_as_it_does_alone() -> None:
+    """The reader hands decode() a batch of records and each one's offset: every part of a
+    record (paths, argv, address, an accept's local end) must be read at that offset (an
+    accept's local end once came from the batch's start)."""
+    sa = struct.pack("<H", socket.AF_INET) + (443).to_bytes(2, "big") + bytes([10, 0, 0, 1])
+    records = [
+        pack(code=sc.CODES["openat"], tgid=42, ints=(-100, 0, 0), path1="/etc/shadow"),
+        pack(code=sc.CODES["execve"], path1="/bin/sh", argv=("sh", "-c", "id")),
+        pack(code=sc.CODES["accept4"], ret=4, ints=(3, 0, 0, 0), path2="local-end-bytes-x" * 2,
+             saddr=sa + bytes(8)),
+        pack(code=sc.CODES["connect"], ints=(5, 0, 16), saddr=sa + bytes(8)),
+    ]
+    batch = bytes(range(13))  # a lead-in of other bytes, as the ring's record headers are
+    offsets = []
+    for raw in records:
+        offsets.append(len(batch))
+        batch += raw
+    for raw, off in zip(records, offsets, strict=True):
+        assert decode(batch, off) == decode(raw)
+    assert decode(records[2])["_local"] != (0, 0, 0)
