@@ -11,8 +11,8 @@ and, after a barrier, checks that the near miss made none. The batch is void whe
 kernel dropped events meanwhile, or when a container's execs were not seen as its own: a
 silent near miss must be silent for what it did.
 
-Every enabled rule of the two files fires here, or is in CANNOT_FIRE or FD_STATE with its
-reason, which docs/falco-parity.md repeats (tests below keep the three in step).
+Every enabled rule of the two files fires here, or is in CANNOT_FIRE with its reason, which
+docs/falco-parity.md repeats (tests below keep the two in step).
 """
 
 from __future__ import annotations
@@ -54,13 +54,6 @@ CANNOT_FIRE = {
     "Network Connection outside Local Subnet":
         "`namespace_scope_network_only_subnet` is an empty list: no namespace is watched "
         "until the user names one",
-}
-
-# Fired here once the agent knows the state of descriptors it did not see made (issue 14,
-# point 3): until then, expected failures (also in docs/falco-parity.md).
-FD_STATE = {
-    "Unexpected UDP Traffic":
-        "fd.l4proto of a UDP socket is <NA>: the socket() call that made it is not traced",
 }
 
 Pred = Callable[[Alert], bool]
@@ -553,9 +546,7 @@ SHOWN = ("proc.name", "proc.pid", "proc.cmdline", "proc.pname", "container.name"
 FIRES = sorted(set(_enabled(INCUBATING) + _enabled(SANDBOX)) - set(CANNOT_FIRE))
 
 
-@pytest.mark.parametrize("rule", [
-    pytest.param(rule, marks=pytest.mark.xfail(reason=FD_STATE[rule])) if rule in FD_STATE
-    else rule for rule in FIRES])
+@pytest.mark.parametrize("rule", FIRES)
 def test_rule_fires_and_its_near_miss_is_silent(agent: LiveAgent, batch: dict[str, Expect],
                                                 rule: str) -> None:
     expect = batch[rule]
@@ -575,5 +566,5 @@ def test_every_enabled_rule_is_fired_or_documented() -> None:
     enabled = set(_enabled(INCUBATING) + _enabled(SANDBOX))
     assert set(CANNOT_FIRE) <= enabled
     doc = DOC.read_text()
-    for rule in [*CANNOT_FIRE, *FD_STATE]:
+    for rule in CANNOT_FIRE:
         assert f"| {rule} |" in doc, f"{rule} is not in {DOC.name}'s list"
