@@ -16,10 +16,10 @@ import ctypes
 import mmap
 import os
 import select
-import struct
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 # map types whose values are per CPU (one value per possible CPU, each 8-byte aligned)
@@ -308,7 +308,7 @@ class _Program:
 RB_BUSY = 1 << 31  # record reserved, not committed yet
 RB_DISCARD = 1 << 30  # record discarded by the program
 RB_HDR = 8  # u32 length (with the two bits above) + u32 page offset
-_U32 = struct.Struct("<I")
+_LEN = ~(RB_BUSY | RB_DISCARD) & 0xFFFFFFFF
 
 
 def committed(data: Any, base: int, cons: int, prod: int, mask: int,
@@ -323,16 +323,30 @@ def committed(data: Any, base: int, cons: int, prod: int, mask: int,
     every header it saw committed was committed before the copy, so the data is complete.
     """
     out: list[tuple[int, int]] = []
-    unpack = _U32.unpack_from
+    # headers are 8-aligned native u32s: read as such, no struct call per record
+    words = data if data.format == "I" else data.cast("I")
     pos = cons
     while pos < prod and len(out) < limit:
-        (hdr,) = unpack(data, base + (pos & mask))
+        hdr = words[(base + (pos & mask)) >> 2]
         if hdr & RB_BUSY:
             break
-        length = hdr & ~(RB_BUSY | RB_DISCARD)
+        length = hdr & _LEN
+        stride = (length + RB_HDR + 7) & ~7
         if not hdr & RB_DISCARD:
+            # Our probes' records all have one size: check a run of headers at once (a
+            # strided slice, compared in C) rather than one by one in Python.
+            n = min((prod - pos) // stride, limit - len(out))
+            if n > 1:
+                first = (base + (pos & mask)) >> 2
+                run = words[first:first + n * (stride >> 2):stride >> 2].tolist()
+                if run.count(hdr) == n:
+                    rel = pos - cons + RB_HDR
+                    out += zip(range(rel, rel + n * stride, stride), repeat(length, n),
+                               strict=True)
+                    pos += n * stride
+                    continue
             out.append((pos - cons + RB_HDR, length))
-        pos += (length + RB_HDR + 7) & ~7
+        pos += stride
     return pos, out
 
 
@@ -361,6 +375,7 @@ class RingReader:
                                    mmap.PROT_READ, offset=page)
         self._cons = memoryview(self._cons_map).cast("Q")
         self._data = memoryview(self._data_map)
+        self._words = self._data.cast("I")
         self._prod = self._data[:8].cast("Q")
         self._base = page
         self._mask = self.size - 1
@@ -380,7 +395,7 @@ class RingReader:
         """Up to `limit` records: one bytes object holding them and each record's
         (offset, length) in it. Their space in the ring is released at once."""
         cons = self._cons[0]
-        end, spans = committed(self._data, self._base, cons, self._prod[0], self._mask,
+        end, spans = committed(self._words, self._base, cons, self._prod[0], self._mask,
                                limit)
         if end == cons:
             return b"", []
@@ -394,7 +409,7 @@ class RingReader:
         if self._epoll.closed:
             return
         self._epoll.close()
-        for view in (self._prod, self._cons, self._data):
+        for view in (self._prod, self._cons, self._words, self._data):
             view.release()
         self._cons_map.close()
         self._data_map.close()

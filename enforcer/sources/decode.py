@@ -20,14 +20,17 @@ from enforcer.sources import syscalls as sc
 from enforcer.sources.probe import ARGV_HALF, PATH_SIZE, SADDR_SIZE
 from enforcer.syscall_result import errno_text
 
-HEADER = struct.Struct("<QIIIIq6qHHHHHHI16sI")
-TRAILER = struct.Struct("<QQQ")  # p1ptr, p2ptr (kernel-internal), cgroup_id
+HEADER = struct.Struct("<QIIIIq6qHHHHHHIQ16sI")  # ..., ppid, cgroup_id, comm, lpm_len
+TRAILER = struct.Struct("<QQ")  # p1ptr, p2ptr (kernel-internal)
 _P1 = HEADER.size
 _P2 = _P1 + PATH_SIZE
 _SA = _P2 + PATH_SIZE
 _AV = _SA + SADDR_SIZE
 _TR = (_AV + 2 * ARGV_HALF + 7) & ~7  # the u64 trailer is 8-aligned
 RECORD_SIZE = _TR + TRAILER.size
+# The probes emit a record with one path and nothing after it only up to that path's end
+# (bpf/events.c record_size): decoding reads nothing past the lengths in the header.
+MIN_RECORD_SIZE = _P1
 
 AT_FDCWD = -100
 
@@ -175,22 +178,22 @@ def _plan(s: sc.Syscall) -> _Plan:
 _FD_STATE_CODES = frozenset(sc.CODES[n] for n in sc.FD_STATE)
 _ACCEPT_CODES = frozenset({sc.CODES["accept"], sc.CODES["accept4"]})
 _LOCAL = struct.Struct("<QQQ")
+_NO_LOCAL = (0, 0, 0)
 _PLANS = {code: _plan(s) for code, s in sc.BY_CODE.items()}
 _unpack_header = HEADER.unpack_from
-_unpack_trailer = TRAILER.unpack_from
 
 
 def decode(raw: bytes, off: int = 0) -> dict[str, Any]:
     """The record at `off` in `raw` (a batch read from the ring holds many) -> dict of the
     event's own fields (Falco names) and raw material (`_`)."""
     (ts, tgid, tid, uid, gid, ret, a0, a1, a2, a3, a4, a5, code, nargv, len1, len2,
-     argv_len, saddr_len, ppid, comm, _lpm) = _unpack_header(raw, off)
+     argv_len, saddr_len, _ppid, cgroup_id, comm, _lpm) = _unpack_header(raw, off)
     plan = _PLANS.get(code)
     if plan is None:
         ev: dict[str, Any] = {
             "_ts_mono": ts, "proc.pid": tgid, "thread.tid": tid, "user.uid": uid,
             "group.gid": gid, "_comm": _comm_text(comm), "_code": code,
-            "_cgroup_id": _unpack_trailer(raw, off + _TR)[2],
+            "_cgroup_id": cgroup_id,
         }
         if code == sc.EV_FORK:
             ev["evt.type"] = "fork"
@@ -206,7 +209,7 @@ def decode(raw: bytes, off: int = 0) -> dict[str, Any]:
     ev = {
         "_ts_mono": ts, "proc.pid": tgid, "thread.tid": tid, "user.uid": uid,
         "group.gid": gid, "_comm": _comm_text(comm), "_code": code,
-        "_cgroup_id": _unpack_trailer(raw, off + _TR)[2], "evt.type": plan.name,
+        "_cgroup_id": cgroup_id, "evt.type": plan.name,
         "evt.dir": "<", "evt.rawres": ret, "evt.res": _res_text(ret), plan.ret_key: ret,
     }
     values = (a0, a1, a2, a3, a4, a5)
@@ -222,7 +225,9 @@ def decode(raw: bytes, off: int = 0) -> dict[str, Any]:
     if code in _FD_STATE_CODES:  # what the kernel adds for the descriptor table
         ev["_slots"] = values
         if code in _ACCEPT_CODES:  # the local end, where accept has no path
-            ev["_local"] = _LOCAL.unpack_from(raw, off + _P2)
+            # without an address the kernel wrote none and cut the record before path2
+            ev["_local"] = (_LOCAL.unpack_from(raw, off + _P2) if saddr_len
+                            else _NO_LOCAL)
     if plan.s1 is not None:
         ev["_s1"] = ev[plan.s1] = _cstr(raw, off + _P1, len1, PATH_SIZE)
     if plan.s2 is not None:
@@ -247,8 +252,8 @@ def pack(*, code: int, tgid: int = 1, tid: int | None = None, uid: int = 0, gid:
     p2 = path2.encode() + b"\0" if path2 else b""
     av = b"".join(x.encode() + b"\0" for x in argv)
     head = HEADER.pack(ts, tgid, tid if tid is not None else tgid, uid, gid, ret, *a, code,
-                       len(argv), len(p1), len(p2), len(av), len(saddr), ppid,
+                       len(argv), len(p1), len(p2), len(av), len(saddr), ppid, cgroup_id,
                        comm.encode()[:15], 0)
     return (head + p1.ljust(PATH_SIZE, b"\0") + p2.ljust(PATH_SIZE, b"\0")
             + saddr.ljust(SADDR_SIZE, b"\0") + av.ljust(2 * ARGV_HALF, b"\0")).ljust(
-                _TR, b"\0") + TRAILER.pack(0, 0, cgroup_id)
+                _TR, b"\0") + TRAILER.pack(0, 0)

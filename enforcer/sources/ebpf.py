@@ -16,7 +16,7 @@ from typing import Any
 
 from enforcer.errors import ProbeError
 from enforcer.sources import syscalls as sc
-from enforcer.sources.decode import RECORD_SIZE, decode
+from enforcer.sources.decode import MIN_RECORD_SIZE, decode
 from enforcer.sources.probe import ProbeConfig, lpm_key, render, wakeup_every
 
 __all__ = ["EbpfSource", "ProbeConfig", "available_syscalls", "decode", "render"]
@@ -189,7 +189,7 @@ class EbpfSource:
         self.records += self._npending
         self._npending = 0
         return [decode(buf, off) for buf, spans in batches for off, size in spans
-                if size >= RECORD_SIZE]
+                if size >= MIN_RECORD_SIZE]
 
     def pending(self) -> bool:
         """Whether records wait in the ring buffer (not read yet)."""

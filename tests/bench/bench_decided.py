@@ -126,7 +126,14 @@ def step(agent, gen: Path, path: str, rate: int, seconds: float, procs: int,
     gen_done = time.monotonic()
     # caught up: the ring emptied (the host's own records keep coming on a shared box, so
     # "no new events for a while" may never happen)
-    while agent.source.pending() and time.monotonic() - gen_done < 30:
+    pending = getattr(agent.source, "pending", None)  # absent before the batch reader
+    if pending is None:
+        last, t_last = agent.events, time.monotonic()
+        while time.monotonic() - t_last < 0.3:
+            time.sleep(0.02)
+            if agent.events != last:
+                last, t_last = agent.events, time.monotonic()
+    while pending is not None and pending() and time.monotonic() - gen_done < 30:
         time.sleep(0.005)
     elapsed = time.monotonic() - t0
     cpu = time.process_time() - cpu0

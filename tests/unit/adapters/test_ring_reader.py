@@ -97,3 +97,38 @@ def test_the_limit_bounds_the_batch() -> None:
 def test_nothing_pending_reads_nothing() -> None:
     ring = Ring(40)
     assert ring.walk() == (40, [])
+
+
+def records_of_one_size(ring: Ring, n: int) -> list[bytes]:
+    out = [bytes([65 + i]) * 12 for i in range(n)]
+    for p in out:
+        ring.put(p)
+    return out
+
+
+@pytest.mark.parametrize("start", [0, SIZE - 40, 2 * SIZE - 8])
+def test_a_run_of_one_size_is_read_whole_and_in_order(start: int) -> None:
+    """Our probes' records all have one size: the reader checks a run of them at once."""
+    ring = Ring(start)
+    want = records_of_one_size(ring, 10)  # 10 x 24 bytes: wraps for every start but 0
+    end, got = ring.walk()
+    assert got == want and end == ring.prod
+
+
+@pytest.mark.parametrize("where", [0, 3, 9])
+def test_a_busy_record_inside_a_run_of_one_size_stops_there(where: int) -> None:
+    ring = Ring(SIZE - 40)
+    want = records_of_one_size(ring, 10)
+    busy = ring.cons + where * 24
+    ring.set_header(busy, 12 | RB_BUSY)
+    end, got = ring.walk()
+    assert got == want[:where] and end == busy
+
+
+@pytest.mark.parametrize("where", [0, 4, 9])
+def test_a_discarded_record_inside_a_run_of_one_size_is_skipped(where: int) -> None:
+    ring = Ring(SIZE - 40)
+    want = records_of_one_size(ring, 10)
+    ring.set_header(ring.cons + where * 24, 12 | RB_DISCARD)
+    end, got = ring.walk()
+    assert got == want[:where] + want[where + 1:] and end == ring.prod
