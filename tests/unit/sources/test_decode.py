@@ -127,3 +127,16 @@ def test_a_record_in_a_batch_decodes_as_it_does_alone() -> None:
     for raw, off in zip(records, offsets, strict=True):
         assert decode(batch, off) == decode(raw)
     assert decode(records[2])["_local"] != (0, 0, 0)
+
+
+def test_a_record_cut_after_its_path_reads_nothing_past_it() -> None:
+    """The kernel emits a record with no second path, address or argv only up to the end of
+    its first path: an accept without an address (busybox nc) is one, and decoding it last
+    in a batch must not read past the batch's end."""
+    from enforcer.sources.decode import MIN_RECORD_SIZE  # noqa: PLC0415
+
+    raw = pack(code=sc.CODES["accept4"], tgid=7, ret=4, ints=(3, 0, 0, 0))
+    batch = bytes(5) + raw[:MIN_RECORD_SIZE]
+    ev = decode(batch, 5)
+    assert ev["evt.type"] == "accept4" and ev["proc.pid"] == 7
+    assert ev["_local"] == (0, 0, 0) and "_sockaddr" not in ev
