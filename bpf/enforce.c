@@ -685,16 +685,23 @@ static __always_inline void arm_child(u32 parent, u32 child) {
 }
 
 // Stamps: what userspace computed a residue from changes at these points.
-TRACEPOINT_PROBE(sched, sched_process_exec) {
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (tgid == AGENT_TGID)
-        return 0;
-    stamp(tgid, 0);
+
+// A new image (exec) or a new name (rename by the main thread): stamped, and armed again
+// from its parent's template, which knows the child by its comm; no parent known: unarmed.
+static __always_inline void rearm_from_parent(u32 tgid, u64 how) {
+    stamp(tgid, how);
     u32 *parent = kparent.lookup(&tgid);
     if (parent)
         arm_child(*parent, tgid);
     else
         kill_map.delete(&tgid);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (tgid == AGENT_TGID)
+        return 0;
+    rearm_from_parent(tgid, 0);
     return 0;
 }
 
@@ -744,12 +751,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_prctl) {
     u32 tgid = id >> 32;
     if (tgid == AGENT_TGID || args->ret != 0)
         return 0;
-    stamp(tgid, STAMP_RENAMED);
-    u32 *parent = kparent.lookup(&tgid);
-    if (parent)
-        arm_child(*parent, tgid);
-    else
-        kill_map.delete(&tgid);
+    rearm_from_parent(tgid, STAMP_RENAMED);
     return 0;
 }
 

@@ -111,6 +111,19 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 30) -> Non
         time.sleep(0.1)
 
 
+def assert_kernel_killed(port: int, n: int) -> float:
+    """The kernel's own count of its kills is exactly n, the audit recorded them (it loses
+    none unless the kernel says it lost kill records), and no breaker tripped; returns the
+    kill records the kernel lost."""
+    assert metric(port, "enforcer_in_kernel_kills_total") == n
+    lost = metric(port, "enforcer_in_kernel_kill_records_lost_total")
+    eventually(lambda: metric(port, "enforcer_actions_total", action="kill",
+                              outcome="killed-in-kernel") + lost >= n,
+               "the audit never recorded the kernel's kills")
+    assert metric(port, "enforcer_policy_suspensions_total") == 0
+    return lost
+
+
 def test_1000_repeats_from_one_host_workload_are_each_killed_in_the_kernel(
         need_root: None, ebpf_ready: None, tmp_path: Path, shared_dir: Path,
         enforcer_cmd: list[str], cli_env: dict[str, str]) -> None:
@@ -134,14 +147,7 @@ def test_1000_repeats_from_one_host_workload_are_each_killed_in_the_kernel(
         try:
             results = [launcher.run("cat", "/etc/shadow") for _ in range(REPEATS)]
             assert results == [KILLED] * REPEATS
-            # the kernel's own count of its kills (exact), and the audit's, which lose
-            # none unless the kernel says it lost kill records
-            assert metric(port, "enforcer_in_kernel_kills_total") == REPEATS
-            lost = metric(port, "enforcer_in_kernel_kill_records_lost_total")
-            eventually(lambda: metric(port, "enforcer_actions_total", action="kill",
-                                      outcome="killed-in-kernel") + lost >= REPEATS,
-                       "the audit never recorded the kernel's kills")
-            assert metric(port, "enforcer_policy_suspensions_total") == 0
+            lost = assert_kernel_killed(port, REPEATS)
             status = subprocess.run(
                 enforcer_cmd + ["policies", "status", "--control-socket",
                                 str(tmp_path / "control.sock")],
