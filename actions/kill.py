@@ -146,6 +146,10 @@ class Kill(Action):
         handles: list[ProcessHandle] = plan.private["handles"]
         signum = signal.Signals[self.params.signal]
         alive = [h for h in handles if h.alive()]
+        if self.params.in_kernel:
+            # the kernel's SIGKILL may still be on its way out of the syscall: a process
+            # exiting or with SIGKILL pending was killed there, not by this backstop
+            alive = [h for h in alive if not h.dying()]
         if not alive and self.params.in_kernel:
             # in-kernel kill: immediate, at the syscall; the userspace kill is the backstop
             if dry_run:

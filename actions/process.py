@@ -40,6 +40,8 @@ class ProcStat:
 
 
 PF_KTHREAD = 0x00200000
+PF_EXITING = 0x00000004  # set as the process starts to exit (a delivered SIGKILL included)
+_SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
 
 
 def read_stat(pid: int) -> ProcStat | None:
@@ -171,6 +173,25 @@ class ProcessHandle:
             return True
         except ProcessLookupError:
             return False
+
+    def dying(self) -> bool:
+        """Whether the process is already on its way out: exiting, a zombie, or with a
+        SIGKILL pending (an in-kernel kill sends it at the syscall; it is delivered when
+        the syscall returns). True also when it is gone."""
+        stat = read_stat(self.pid)
+        if stat is None or stat.start_ticks != self.start_ticks:
+            return True
+        if stat.flags & PF_EXITING or stat.state in ("Z", "X", "x"):
+            return True
+        try:
+            with open(f"/proc/{self.pid}/status", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith(("SigPnd:", "ShdPnd:")) and \
+                            int(line.split()[1], 16) & _SIGKILL_BIT:
+                        return True
+        except OSError:
+            return True
+        return False
 
     def send(self, signum: int) -> bool:
         """Signal through the pidfd. False when the process had already exited."""
