@@ -1,13 +1,13 @@
 """One console for the cluster: three agents (processes with their own node names, each with
 its own JSONL audit log and spool) write to one PostgreSQL store at 1 000 records/s each while
-the database is stopped for 10 s in the middle. Afterwards every record of each node's JSONL
+the database is stopped for 20 s in the middle. Afterwards every record of each node's JSONL
 audit log is in the database exactly once, and the console, in a real Chromium, filters by
 node and shows all three.
 
 The agents are tests/store_load_agent.py: the live agent's audit path (JSONL log first, then
 the store) and its real PostgreSQL writer, fed by a synthetic detection source instead of
-eBPF. ENFORCER_CLUSTER_TEST_SECONDS sets how long they write (default 24; the stop starts a
-third of the way in). tests/bench/bench_cluster_store.py runs the full 60 s with 20 s down.
+eBPF. They write for a minute, as the issue asks (ENFORCER_CLUSTER_TEST_SECONDS shortens it
+for a quick local run); the stop starts a third of the way in and lasts a third of the run.
 
 A second test runs three real agents (`enforcer` with the eBPF source, each with its own
 node name, audit log, state dir and spool, and its own rule narrowed to a marker only its
@@ -112,7 +112,7 @@ def check_exactly_once(dsn: str, work: Path, figures: list[dict]) -> None:
 
 def test_three_agents_one_store_database_down_in_the_middle(pg_bindir, browser,  # noqa: F811
                                                             tmp_path):
-    seconds = float(os.environ.get("ENFORCER_CLUSTER_TEST_SECONDS", "24"))
+    seconds = float(os.environ.get("ENFORCER_CLUSTER_TEST_SECONDS", "60"))
     with running_server(pg_bindir) as server:
         db = server.new_database()
         server.sql("CREATE ROLE console_reader LOGIN PASSWORD 'reader'")
@@ -123,7 +123,7 @@ def test_three_agents_one_store_database_down_in_the_middle(pg_bindir, browser, 
             migrations.migrate(conn, retention_days=0, writer_role="agent_writer",
                                reader_role="console_reader")
         figures = run_with_outage(server, server.dsn(db, "agent_writer", "writer"), tmp_path,
-                                  seconds, down_s=10)
+                                  seconds, down_s=seconds / 3)
         print("agents:", json.dumps(figures, indent=1))
         for fig in figures:
             assert fig["drained"] and fig["dropped"] == 0 and fig["refused_by_spool"] == 0
