@@ -38,7 +38,9 @@ RULES = """
 """
 
 
-def _state(tmp_path: Path, inspect: Any, hold: float) -> Tracker:
+def _state(tmp_path: Path, inspect: Any, hold: float, cgroup: str | None = None) -> Tracker:
+    """A tracker over a fake /proc holding one `sh` (pid 200) in the given cgroup (by
+    default a podman container's, CID)."""
     root = tmp_path / "proc"
     d = root / "200"
     d.mkdir(parents=True)
@@ -46,7 +48,8 @@ def _state(tmp_path: Path, inspect: Any, hold: float) -> Tracker:
     (d / "stat").write_text("200 (sh) S 1 200 200 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0")
     (d / "cmdline").write_bytes(b"sh\0")
     (d / "status").write_text("Name:\tsh\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n")
-    (d / "cgroup").write_text(f"0::/libpod_parent/libpod-{CID}\n")
+    (d / "cgroup").write_text(cgroup if cgroup is not None
+                              else f"0::/libpod_parent/libpod-{CID}\n")
     (d / "cwd").symlink_to("/")
     table = ProcessTable(str(root))
     table.seed()

@@ -8,16 +8,14 @@ from __future__ import annotations
 import pwd
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from enforcer.sources import syscalls as sc
 from enforcer.sources.decode import decode, pack
-from enforcer.state.containers import ContainerRegistry
-from enforcer.state.live_event import LiveEvent, StateContext
-from enforcer.state.process_table import ProcessTable
+from enforcer.state.live_event import LiveEvent
 from enforcer.state.tracker import Tracker
+from tests.unit.agent.test_set_aside import _state
 
 CID = "127a8590207428f1c575b1d4646d8239c264dc1afc2272c463f3f5f5cf152076"
 DOC = {"Name": "/app", "Config": {"Image": "shop/web:1"},
@@ -26,20 +24,7 @@ DOC = {"Name": "/app", "Config": {"Image": "shop/web:1"},
 
 
 def _tracker(tmp_path: Path, cgroup: str) -> Tracker:
-    root = tmp_path / "proc"
-    d = root / "200"
-    d.mkdir(parents=True)
-    (root / "stat").write_text("cpu 0\nbtime 1700000000\n")
-    (d / "stat").write_text("200 (sh) S 1 200 200 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0")
-    (d / "cmdline").write_bytes(b"sh\0")
-    (d / "status").write_text("Name:\tsh\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n")
-    (d / "cgroup").write_text(cgroup)
-    (d / "cwd").symlink_to("/")
-    table = ProcessTable(str(root))
-    table.seed()
-    inspect: Any = lambda full_id: DOC  # noqa: E731
-    return Tracker(StateContext(table=table, containers=ContainerRegistry(inspect, hold=5),
-                                proc_root=str(root), hostname="h"))
+    return _state(tmp_path, lambda full_id: DOC, hold=5, cgroup=cgroup)
 
 
 def _event(tracker: Tracker, name: str, ints: tuple[int, ...]) -> LiveEvent:
