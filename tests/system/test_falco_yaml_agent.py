@@ -60,6 +60,26 @@ def _wait(pred, what: str, timeout: float = 60):  # type: ignore[no-untyped-def]
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def spawn_collected(argv: list[str], env: dict[str, str]
+                    ) -> tuple[subprocess.Popen, list[str], list[str]]:
+    """The agent started, its stdout and stderr lines collected as they come."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    out: list[str] = []
+    err: list[str] = []
+    for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
+        threading.Thread(target=lambda s=stream, k=sink: k.extend(iter(s.readline, "")),
+                         daemon=True).start()
+    return proc, out, err
+
+
+def ready_port(err: list[str]) -> int:
+    """Waits for the agent's ready line; the HTTP port it names."""
+    ready = _wait(lambda: next((x for x in err if "enforcer: ready" in x), None),
+                  "the agent to be ready", 180)
+    return int(ready.split("http on port ")[1].split()[0].rstrip(";,"))
+
+
 def test_falcos_falco_yaml_starts_the_agent(ebpf_ready: None, enforcer_cmd: list[str],
                                             cli_env: dict[str, str], tmp_path: Path) -> None:
     marker = f"i18-falco-yaml-{uuid.uuid4().hex[:8]}"
@@ -76,17 +96,9 @@ def test_falcos_falco_yaml_starts_the_agent(ebpf_ready: None, enforcer_cmd: list
             "-r", str(BUNDLED_RULES), "-r", str(extra_rules), "-M", "300", "--dry-run",
             "--audit-log", str(tmp_path / "audit.jsonl"), "--state-dir", str(tmp_path / "st"),
             "--snapshot-dir", str(tmp_path / "snap")]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    out: list[str] = []
-    err: list[str] = []
-    for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
-        threading.Thread(target=lambda s=stream, k=sink: k.extend(iter(s.readline, "")),
-                         daemon=True).start()
+    proc, out, err = spawn_collected(argv, env)
     try:
-        ready = _wait(lambda: next((x for x in err if "enforcer: ready" in x), None),
-                      "the agent to be ready", 180)
-        port = int(ready.split("http on port ")[1].split()[0].rstrip(";,"))
+        port = ready_port(err)
         subprocess.run(["sh", "-c", f"cat /tmp/{marker}-a /etc/shadow >/dev/null 2>&1; true"],
                        check=False)
         # json_output: false -> Falco's text line; the rules of both -r files fire

@@ -21,7 +21,13 @@ from typing import Any
 
 import pytest
 
-from tests.system.test_falco_yaml_agent import BUNDLED_RULES, FALCO_YAML, _wait
+from tests.system.test_falco_yaml_agent import (
+    BUNDLED_RULES,
+    FALCO_YAML,
+    _wait,
+    ready_port,
+    spawn_collected,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
 
@@ -94,17 +100,9 @@ def test_output_and_webserver_settings_apply_to_every_output(
     argv = [*enforcer_cmd, "-c", str(FALCO_YAML),
             *(a for k, v in options.items() for a in ("-o", f"{k}={v}")),
             "-r", str(BUNDLED_RULES), "-r", str(rules), "-M", "300", "--dry-run"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env)
-    out: list[str] = []
-    err: list[str] = []
-    for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
-        threading.Thread(target=lambda s=stream, k=sink: k.extend(iter(s.readline, "")),
-                         daemon=True).start()
+    proc, out, err = spawn_collected(argv, cli_env)
     try:
-        ready = _wait(lambda: next((x for x in err if "enforcer: ready" in x), None),
-                      "the agent to be ready", 180)
-        port = int(ready.split("http on port ")[1].split()[0].rstrip(";,"))
+        port = ready_port(err)
         subprocess.run(["sh", "-c", f"cat /tmp/{marker} >/dev/null 2>&1; true"], check=False)
         # time_format_iso_8601: the text lines of stdout and file_output start with
         # Falco's %evt.time.iso8601
