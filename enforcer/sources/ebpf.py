@@ -96,6 +96,7 @@ class EbpfSource:
         self._backlog = False
         self._busy_at = 0.0
         self.wakeups = 0  # times a record woke the sleeping reader
+        self._sleeping = False
         self.warnings: list[str] = []
 
     def open(self) -> None:
@@ -165,11 +166,20 @@ class EbpfSource:
             return
         # asleep: a record wakes this at once; SLEEP_MS bounds the rare record that was
         # emitted unwoken just as the reader went to sleep
+        self._sleeping = True
         self._wait(min(timeout_ms, SLEEP_MS))
         if self._pending:
+            self._sleeping = False
             self._probe.set_reader_polling(True)
             self._polling, self._busy_at = True, time.monotonic()
             self.wakeups += 1
+
+    @property
+    def reader_sleeping(self) -> bool:
+        """Whether the reader has gone to sleep: from now on the next record, whenever it
+        comes, wakes it (and counts in `wakeups`). Unlike `not reader_polling`, this is not
+        true in the moment between the reader leaving its timer and its last drain."""
+        return self._sleeping
 
     @property
     def reader_polling(self) -> bool:

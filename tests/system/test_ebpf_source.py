@@ -195,11 +195,13 @@ def test_reader_sleeps_when_idle_and_loses_nothing_while_awake(watch: Watch) -> 
     activity it drains on its timer and records, which then do not wake it, all arrive."""
     # The count is read before the reader is seen asleep: a host record that wakes it
     # between the two would otherwise be counted in `woken`, and the cat's record would then
-    # arrive on the timer (this failed CI once on a busy host).
+    # arrive on the timer (this failed CI once on a busy host). Asleep is `reader_sleeping`,
+    # not `not reader_polling`: the reader stops polling, then drains once more, and a
+    # record taken by that drain wakes nothing (this failed CI a second time).
     deadline = time.monotonic() + 15
     while True:
         woken = watch.source.wakeups
-        asleep = not watch.source.reader_polling
+        asleep = watch.source.reader_sleeping
         if asleep or time.monotonic() > deadline:
             break
         time.sleep(0.02)
