@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ STAMP_RENAMED = 1 << 61
 STAMP_FORK = 1 << 62
 STAMP_POISON = 1 << 63
 FORK_TOLERANCE_NS = 1_000_000
+UNCONFIRMED_AFTER_NS = 3_000_000_000
 _CONTAINER_DETAIL = ("container.name", "container.image", "container.privileged",
                      "container.mount", "container.start_ts", "container.type")
 
@@ -118,6 +120,9 @@ class Arming:
     admits: Admits = _admit_all
     denied: set[int] = field(default_factory=set)  # a rule refused by admission
     _mask: tuple[bool, ...] = ()  # the rules admitted for the process being armed
+    # changes long unconfirmed, already reported (pids), and when the last warnings went out
+    reported: set[int] = field(default_factory=set)
+    warn_times: list[int] = field(default_factory=list)
     agent_ancestors: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -169,6 +174,10 @@ class Arming:
             return
         etype = rec.get("evt.type")
         if etype in ("execve", "execveat"):
+            # an exec leaves one thread (the kernel ends the others first, so their records
+            # all came before this one): the table's comm is the main thread's again, as in
+            # the kernel, where the exec's stamp replaces a poisoned one
+            self.threaded.discard(pid)
             self.applied_exec[pid] = ts
             proc = ctx.table.get(pid)
             if proc is not None:
@@ -334,11 +343,34 @@ class Arming:
             stamp, ktime = self.maps.stamp(dep)
             if stamp and not self._applied(dep, stamp, ktime):
                 self.refusals += 1
+                self._unconfirmed(dep, stamp, ktime)
                 if stamp & STAMP_RENAMED and dep not in self.threaded:
                     self.renamed_wait.add(dep)
                 return None
             deps.append((dep, stamp))
         return deps
+
+    def _unconfirmed(self, dep: int, stamp: int, ktime: int) -> None:
+        """Say so (a few times a minute at most) when a change the kernel saw long ago is
+        still not in the table: its records were lost (a full ring) or never trusted (a
+        rename by another thread). The processes that read it stay unarmed; only the
+        userspace kill answers them."""
+        now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC too
+        if now - ktime < UNCONFIRMED_AFTER_NS or dep in self.reported:
+            return
+        if len(self.reported) >= 4096:
+            self.reported.clear()
+        self.reported.add(dep)
+        self.warn_times = [t for t in self.warn_times if now - t < 60_000_000_000]
+        if len(self.warn_times) >= 10:
+            return
+        self.warn_times.append(now)
+        kind = ("a rename by another thread" if stamp & STAMP_POISON
+                else "a rename" if stamp & STAMP_RENAMED
+                else "its fork" if stamp & STAMP_FORK else "an exec")
+        log.warning("in-kernel kill: %s of pid %d %.1f s ago is still not in the process "
+                    "table (records lost, or a process with other threads); what depends on "
+                    "it is left to the userspace kill", kind, dep, (now - ktime) / 1e9)
 
     def _template(self, ctx: Any, proc: Any, event: LiveEvent, uid: int, gid: int,
                   cgroup: int, chain: list[int] | None) -> None:
@@ -626,6 +658,8 @@ def armed_rules(rules: Iterable[Any]) -> list[ArmedRule]:
     return out
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
 OnKill = Callable[[Any, str], None]
 
 
@@ -707,6 +741,17 @@ class KernelKiller:
                 self.on_kill(rec, name)
             except Exception:  # noqa: BLE001
                 log.exception("in-kernel kill: on_kill hook failed")
+
+    def killed(self, pid: int, start_ticks: int | None) -> bool:
+        """Whether the kernel killed this process (pid, and its start in clock ticks since
+        boot as /proc says, when known). Safe from any thread: one map lookup."""
+        maps = self._maps
+        if maps is None:
+            return False
+        start_ns = maps.killed_start(pid)
+        if start_ns is None:
+            return False
+        return start_ticks is None or start_ns // (1_000_000_000 // _CLK_TCK) == start_ticks
 
     def stats(self) -> tuple[int, int, int]:
         """(kills, refusals because something changed since exec, lost kill records)."""

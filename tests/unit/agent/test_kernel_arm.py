@@ -194,3 +194,43 @@ def test_a_rename_is_not_trusted_in_a_process_with_other_threads(tmp_path, rule)
     apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
                                 path1="/usr/bin/cat", argv=("cat", "x"), ts=100))
     assert 101 not in arming.armed
+
+
+def test_an_exec_ends_the_other_threads_so_a_later_rename_is_trusted(tmp_path, rule):
+    """A container's PID 1 starts as the runtime's multi-threaded init (runc's Go threads
+    make records), execs the container's shell, and busybox renames itself: the exec left
+    one thread, so the rename is trusted again once the table has the new name. It was
+    not, and the container's children were never armed by the kernel (CI, twice)."""
+    tracker, maps, arming = setup(tmp_path, rule)
+    _cat_of_bash(tracker, arming, maps)
+    apply(tracker, arming, pack(code=sc.CODES["openat"], tgid=100, tid=150, comm="bash",
+                                ret=3, path1="/etc/hosts", ts=40))
+    assert 100 in arming.threaded
+    maps.stamps[100] = (8, 45)
+    apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=100, comm="exe",
+                                path1="/bin/busybox", argv=("sh",), ts=45))
+    assert 100 not in arming.threaded
+    maps.stamps[100] = (9 | STAMP_RENAMED, 70)
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=100, comm="sh", ints=(103, 100),
+                                ts=90))
+    apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
+                                path1="/usr/bin/cat", argv=("cat", "x"), ts=100))
+    assert 101 in arming.armed and (100, 9 | STAMP_RENAMED) in maps.entries[101][2]
+
+
+def test_a_change_long_unconfirmed_is_reported_once(tmp_path, rule, caplog):
+    """A change the kernel stamped seconds ago and the table never applied (its records
+    lost to a full ring): the process that reads it stays unarmed, and the agent says why,
+    once for that process."""
+    tracker, maps, arming = setup(tmp_path, rule)
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=100, comm="bash", ints=(101, 100),
+                                ts=10))
+    maps.stamps[100] = (9, 1)  # bash exec'd at boot + 1 ns: its record never came
+    for ts in (30, 40):
+        maps.stamps[101] = (7, 20)
+        apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
+                                    path1="/usr/bin/cat", argv=("cat", "/etc/shadow"), ts=ts))
+    assert 101 not in arming.armed
+    warned = [r.getMessage() for r in caplog.records if "still not in the process table"
+              in r.getMessage()]
+    assert len(warned) == 1 and "an exec of pid 100" in warned[0]
