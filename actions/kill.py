@@ -100,16 +100,19 @@ class Kill(Action):
             raise MissingFields(["proc.start_ticks or proc.pid.ts (process start time)"])
         handle = context.process
         opened_here = False
+        kernel_kills = (getattr(context.services, "kernel_kills", None)
+                        if self.params.in_kernel else None)
+        gone_start = expected[1] if expected is not None and expected[0] == "ticks" else None
         if isinstance(handle, ProcessGone) and self.params.in_kernel:
-            return _in_kernel_plan(pid)  # the kernel kills at the syscall: say so
+            return _in_kernel_plan(pid, _asker(kernel_kills, pid, gone_start))
         if isinstance(handle, Exception):
             _raise_for(handle)
         if handle is None or handle.pid != pid:
             try:
                 handle = ProcessHandle.open(pid, expected)
             except ProcessGone as exc:
-                if self.params.in_kernel:  # the kernel kills at the syscall: say so
-                    return _in_kernel_plan(pid)
+                if self.params.in_kernel:  # killed at the syscall, or exited: apply() says
+                    return _in_kernel_plan(pid, _asker(kernel_kills, pid, gone_start))
                 _raise_for(exc)
             except IdentityMismatch as exc:
                 _raise_for(exc)
@@ -140,23 +143,32 @@ class Kill(Action):
                             "processes": targets},
                     summary=summary,
                     private={"handles": handles,
-                             "owned": handles if opened_here else handles[1:]})
+                             "owned": handles if opened_here else handles[1:],
+                             "killed_in_kernel": _asker(kernel_kills, handle.pid,
+                                                        handle.start_ticks)})
 
     def apply(self, plan: Plan, dry_run: bool) -> Outcome:
         handles: list[ProcessHandle] = plan.private["handles"]
         signum = signal.Signals[self.params.signal]
-        alive = [h for h in handles if h.alive()]
-        if self.params.in_kernel:
-            # the kernel's SIGKILL may still be on its way out of the syscall: a process
-            # exiting or with SIGKILL pending was killed there, not by this backstop
-            alive = [h for h in alive if not h.dying()]
-        if not alive and self.params.in_kernel:
-            # in-kernel kill: immediate, at the syscall; the userspace kill is the backstop
-            if dry_run:
-                return Outcome(DRY_RUN, f"would have sent SIGKILL to pid {plan.target['pid']} "
-                                        "in the kernel, at the matching syscall")
+        # in-kernel kill: immediate, at the syscall; the userspace kill is the backstop. Only
+        # the kernel's own record of whom it killed makes this the kernel's kill: a process
+        # that was not armed and exited on its own is not one (the kernel writes the record
+        # before it signals, so a SIGKILL it sent is never seen before its record)
+        killed_in_kernel = plan.private.get("killed_in_kernel")
+        if self.params.in_kernel and not dry_run and killed_in_kernel is not None \
+                and killed_in_kernel():
             return Outcome(DONE_IN_KERNEL, f"SIGKILL sent to pid {plan.target['pid']} by "
                                            "the kernel, at the matching syscall")
+        alive = [h for h in handles if h.alive()]
+        if self.params.in_kernel:
+            # exiting or a zombie (a zombie still takes signal 0): nothing left to kill
+            alive = [h for h in alive if not h.dying()]
+        if not alive and self.params.in_kernel and dry_run:
+            return Outcome(DRY_RUN, f"would have sent SIGKILL to pid {plan.target['pid']} "
+                                    "in the kernel, at the matching syscall")
+        if not alive and self.params.in_kernel:
+            return Outcome(NOOP, "the process had already exited; the kernel did not kill it "
+                                 "(not armed for it, or what it was armed from had changed)")
         if not alive:
             return Outcome(NOOP, "the process had already exited")
         if dry_run:
@@ -175,13 +187,21 @@ class Kill(Action):
             handle.close()
 
 
-def _in_kernel_plan(pid: int) -> Plan:
+def _asker(kernel_kills: Any, pid: int, start_ticks: int | None) -> Any:
+    """A question for apply(): did the kernel kill this process? None: no in-kernel kill
+    is loaded to ask."""
+    if kernel_kills is None:
+        return None
+    return lambda: bool(kernel_kills(pid, start_ticks))
+
+
+def _in_kernel_plan(pid: int, killed_in_kernel: Any) -> Plan:
     """The plan of an in-kernel kill whose process is already gone (killed at the
-    syscall, or exited): apply() reports it, nothing is signalled from userspace."""
+    syscall, or exited): apply() reports which, nothing is signalled from userspace."""
     return Plan(action="kill", target={"pid": pid, "scope": "process"},
                 render={"in_kernel": True, "signal": "SIGKILL", "processes": []},
                 summary=f"send SIGKILL to pid {pid} (in the kernel, at the matching syscall)",
-                private={"handles": [], "owned": []})
+                private={"handles": [], "owned": [], "killed_in_kernel": killed_in_kernel})
 
 
 def _raise_for(exc: Exception) -> None:

@@ -34,6 +34,8 @@
 // userspace's fd.name resolves relative paths and `.`, `..`, `//`, which the kernel does
 // not see, so any other path falls back to userspace.
 
+#include <linux/sched.h>
+
 #define PATH_LEN 256
 #define MAX_CONJ 64
 #define MAX_DEPS MAX_DEPS_VALUE
@@ -178,6 +180,9 @@ BPF_PERCPU_ARRAY(escratch, struct kill_entry_t, 1);
 BPF_PERCPU_ARRAY(scratch, struct pending_t, 1);
 BPF_PERCPU_ARRAY(rscratch, struct kill_rec_t, 1);
 BPF_RINGBUF_OUTPUT(kills, 16);
+// pid -> its start (ns since boot, as /proc's starttime counts it) for each process the
+// kernel killed: unlike the records above, never lost to a full ring
+BPF_TABLE("lru_hash", u32, u64, killed, 16384);
 // 0: kills, 1: refused as stale, 2: kill records lost
 BPF_PERCPU_ARRAY(kstats, u64, 4);
 // set by userspace when the destructive-action budget trips: the agent is dry-run from
@@ -426,6 +431,13 @@ static __always_inline int judge(struct kill_entry_t *k, struct pending_t *p, u3
             if ((addrbits & c->addrs_all) != c->addrs_all || (addrbits & c->addrs_none))
                 continue;
         }
+        // whom the kernel killed, by pid and start (the userspace backstop says
+        // done-in-kernel only for these); written before the signal, so that a process seen
+        // with SIGKILL pending by the kernel's kill is always found here
+        u32 tgid = bpf_get_current_pid_tgid() >> 32;
+        struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+        u64 start = task->group_leader->start_boottime;
+        killed.update(&tgid, &start);
         bpf_send_signal(9);
         count(0);
         record(p, c, i, at_exit ? ret : 0, at_exit);

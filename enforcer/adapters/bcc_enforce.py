@@ -183,6 +183,14 @@ class BccEnforce:
             return 0, 0
         return int(v.stamp), int(v.ktime)
 
+    def killed_start(self, pid: int) -> int | None:
+        """The start (ns since boot) of the process with this pid that the kernel killed
+        last, or None when it killed none (of those it still remembers)."""
+        try:
+            return int(self.bpf[b"killed"][ctypes.c_uint32(pid)].value)
+        except KeyError:
+            return None
+
     def poll(self, timeout_ms: int = 0) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)
 

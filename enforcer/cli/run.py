@@ -233,6 +233,7 @@ def _kernel_killer(args: argparse.Namespace, pipeline: Any) -> Any:
     killer = KernelKiller(rules, os.getpid(), on_kill, admits=responder.admits_in_kernel,
                           generation=responder.kernel_generation)
     responder.kernel_applied = lambda: killer.applied_generation
+    responder.services.kernel_kills = killer.killed
     return killer
 
 
