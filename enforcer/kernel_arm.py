@@ -44,6 +44,8 @@ STAMP_FORK = 1 << 62
 STAMP_POISON = 1 << 63
 FORK_TOLERANCE_NS = 1_000_000
 UNCONFIRMED_AFTER_NS = 3_000_000_000
+# a ring's records arrive within milliseconds; one a second late was lost
+RESYNC_AFTER_NS = 1_000_000_000
 _CONTAINER_DETAIL = ("container.name", "container.image", "container.privileged",
                      "container.mount", "container.start_ts", "container.type")
 
@@ -123,6 +125,13 @@ class Arming:
     # changes long unconfirmed, already reported (pids), and when the last warnings went out
     reported: set[int] = field(default_factory=set)
     warn_times: list[int] = field(default_factory=list)
+    # processes read from /proc because a change's record never came (pid -> when), those
+    # whose dependents are still to be armed again, and how many such reads
+    resynced: dict[int, int] = field(default_factory=dict)
+    resync_rearm: set[int] = field(default_factory=set)
+    resyncs: int = 0
+    _table: Any = None
+    clock: Callable[[], int] = time.monotonic_ns  # bpf_ktime_get_ns() is CLOCK_MONOTONIC too
     agent_ancestors: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -148,11 +157,15 @@ class Arming:
         code = rec.get("_code")
         pid = rec["proc.pid"]
         ts = rec.get("_ts_mono", 0)
+        if self.resynced:
+            self._keep_resynced(ctx, pid, ts)
+            if code == sc.EV_FORK:
+                self._keep_resynced(ctx, rec["_child"], ts)
         if code != sc.EV_EXIT:
             self._comm_seen(ctx, pid, rec.get("thread.tid", pid), ts)
         if code == sc.EV_FORK:
             child = rec["_child"]
-            self.applied_fork[child] = ts
+            self.applied_fork[child] = max(ts, self.applied_fork.get(child, -1))
             if pid in self.waiting_container:
                 # a parent that waited for its container's metadata: armed again (its
                 # template first) before its child is, which inherits the wait otherwise
@@ -178,7 +191,7 @@ class Arming:
             # all came before this one): the table's comm is the main thread's again, as in
             # the kernel, where the exec's stamp replaces a poisoned one
             self.threaded.discard(pid)
-            self.applied_exec[pid] = ts
+            self.applied_exec[pid] = max(ts, self.applied_exec.get(pid, -1))
             proc = ctx.table.get(pid)
             if proc is not None:
                 self.arm(ctx, proc, rec["user.uid"], rec["group.gid"],
@@ -226,6 +239,7 @@ class Arming:
                     del self.dependents[dep]
         self.waiting_container.discard(pid)
         self.denied.discard(pid)
+        self.resynced.pop(pid, None)
         self.cgroups.pop(pid, None)
         self.applied_main.pop(pid, None)
         self.threaded.discard(pid)
@@ -266,6 +280,7 @@ class Arming:
     def arm(self, ctx: Any, proc: Any, uid: int, gid: int, cgroup: int) -> bool:
         """Compute and store the process's kill entry; False when it stays unarmed."""
         pid = proc.pid
+        self._table = ctx.table
         if self._spared(ctx, proc):
             self.forget(pid)
             return False
@@ -343,19 +358,66 @@ class Arming:
             stamp, ktime = self.maps.stamp(dep)
             if stamp and not self._applied(dep, stamp, ktime):
                 self.refusals += 1
-                self._unconfirmed(dep, stamp, ktime)
+                if not self._resync(dep, stamp, ktime):
+                    self._unconfirmed(dep, stamp, ktime)
                 if stamp & STAMP_RENAMED and dep not in self.threaded:
                     self.renamed_wait.add(dep)
                 return None
             deps.append((dep, stamp))
         return deps
 
+    def _resync(self, dep: int, stamp: int, ktime: int) -> bool:
+        """A change the kernel stamped more than RESYNC_AFTER_NS ago whose record the table
+        never applied (lost to a full ring, which any workload can cause): read the process
+        from /proc instead. Sound because the stamp was read before /proc and is read again
+        after: unchanged, /proc shows the process as it has been since that change. The
+        processes that depend on it are armed again on the next poll (their residues were
+        computed from the old entry). A record of the process older than the read that
+        arrives later does not set the table back (see _keep_resynced). A rename by another
+        thread is never trusted, as before."""
+        table = self._table
+        now = self.clock()
+        if table is None or stamp & STAMP_POISON or now - ktime < RESYNC_AFTER_NS:
+            return False
+        fresh = table.read_proc(dep)
+        if fresh is None or self.maps.stamp(dep)[0] != stamp:
+            return False
+        table.replace(fresh)
+        self.applied_exec[dep] = self.applied_main[dep] = self.applied_fork[dep] = now
+        self.threaded.discard(dep)
+        self.renamed_wait.discard(dep)
+        if len(self.resynced) >= 4096:
+            self.resynced.clear()
+        self.resynced[dep] = now
+        self.resync_rearm.add(dep)
+        self.resyncs += 1
+        return True
+
+    def _keep_resynced(self, ctx: Any, pid: int, ts: int) -> None:
+        """The tracker just applied a record of `pid` made before the table was read from
+        /proc for it: put /proc's view back (the record may have set the table back)."""
+        at = self.resynced.get(pid)
+        if at is None or ts >= at:
+            return
+        fresh = ctx.table.read_proc(pid)
+        if fresh is not None:
+            ctx.table.replace(fresh)
+
+    def rearm_resynced(self, ctx: Any) -> None:
+        """Arm again the processes read from /proc, and those that depend on them."""
+        pids, self.resync_rearm = sorted(self.resync_rearm), set()
+        for pid in pids:
+            proc = ctx.table.get(pid)
+            if proc is not None and proc.pid == pid and not proc.exited:
+                self.arm(ctx, proc, proc.uid, proc.gid, self.cgroups.get(pid, 0))
+            self._rearm_dependents(ctx, pid)
+
     def _unconfirmed(self, dep: int, stamp: int, ktime: int) -> None:
         """Say so (a few times a minute at most) when a change the kernel saw long ago is
         still not in the table: its records were lost (a full ring) or never trusted (a
         rename by another thread). The processes that read it stay unarmed; only the
         userspace kill answers them."""
-        now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC too
+        now = self.clock()
         if now - ktime < UNCONFIRMED_AFTER_NS or dep in self.reported:
             return
         if len(self.reported) >= 4096:
@@ -716,6 +778,11 @@ class KernelKiller:
         if self._maps is not None:
             self._maps.poll(0)
         if self.arming is not None and self._ctx is not None:
+            if self.arming.resync_rearm:
+                try:
+                    self.arming.rearm_resynced(self._ctx)
+                except Exception:  # noqa: BLE001 - arming must never stop detection
+                    log.exception("in-kernel kill: re-arming failed")
             described = getattr(getattr(self._ctx, "containers", None), "described", 0)
             if described != self._seen_described and self.arming.waiting_container:
                 self._seen_described = described

@@ -209,6 +209,10 @@ class ProcessTable:
             self._store(proc)
         return proc
 
+    def replace(self, proc: Proc) -> None:
+        """Put a process read from /proc (read_proc) in place of what the table held."""
+        self._store(proc)
+
     def ancestors(self, proc: Proc) -> Iterator[Proc]:
         """Parent first, up to the root (bounded, loop-safe)."""
         seen = {proc.pid}

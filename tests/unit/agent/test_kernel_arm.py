@@ -70,7 +70,9 @@ def rule():
 def setup(tmp_path: Path, rule) -> tuple:
     tracker = _tracker(_fake_proc(tmp_path))
     maps = FakeMaps()
-    arming = Arming(armed_rules([rule]), maps, agent_tgid=999)
+    # the kernel's clock, in the records' units: every stamp here is recent unless a test
+    # moves it on
+    arming = Arming(armed_rules([rule]), maps, agent_tgid=999, clock=lambda: 200)
     arming.seed(tracker.ctx, [1, 100, 200])
     return tracker, maps, arming
 
@@ -218,19 +220,45 @@ def test_an_exec_ends_the_other_threads_so_a_later_rename_is_trusted(tmp_path, r
     assert 101 in arming.armed and (100, 9 | STAMP_RENAMED) in maps.entries[101][2]
 
 
-def test_a_change_long_unconfirmed_is_reported_once(tmp_path, rule, caplog):
-    """A change the kernel stamped seconds ago and the table never applied (its records
-    lost to a full ring): the process that reads it stays unarmed, and the agent says why,
-    once for that process."""
+def test_a_change_whose_record_was_lost_is_read_from_proc(tmp_path, rule):
+    """Threat: a workload floods the ring so that the exec record of a process is lost; its
+    exec stamp is then never confirmed, and nothing that depends on it (a container's whole
+    tree) would ever be armed by the kernel again. A second on, the process is read from
+    /proc (its stamp read before and after), and what depends on it is armed again at the
+    next poll; a late record made before that read does not set the table back."""
     tracker, maps, arming = setup(tmp_path, rule)
     apply(tracker, arming, pack(code=sc.EV_FORK, tgid=100, comm="bash", ints=(101, 100),
                                 ts=10))
-    maps.stamps[100] = (9, 1)  # bash exec'd at boot + 1 ns: its record never came
+    maps.stamps[100] = (9, 20)  # bash exec'd again at 20: that record was lost
+    maps.stamps[101] = (7, 30)
+    apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
+                                path1="/usr/bin/cat", argv=("cat", "/etc/shadow"), ts=30))
+    assert 101 not in arming.armed and arming.resyncs == 0  # within a second: wait
+    arming.clock = lambda: 20 + 2_000_000_000
+    arming.arm(tracker.ctx, tracker.ctx.table.get(101), 0, 0, 0)
+    assert arming.resyncs == 1 and arming.resync_rearm == {100}
+    arming.rearm_resynced(tracker.ctx)
+    assert 101 in arming.armed and (100, 9) in maps.entries[101][2]
+    # a record of bash made before the read, arriving now, leaves /proc's view in place
+    apply(tracker, arming, pack(code=sc.CODES["openat"], tgid=100, comm="bashold", ret=3,
+                                path1="/etc/hosts", ts=15))
+    assert tracker.ctx.table.get(100).comm == "bash"
+
+
+def test_a_change_that_cannot_be_read_is_reported_once(tmp_path, rule, caplog):
+    """The process whose change was lost is gone from /proc: it cannot be read, the
+    process that depends on it stays unarmed, and the agent says why, once for it."""
+    tracker, maps, arming = setup(tmp_path, rule)
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=100, comm="bash", ints=(101, 100),
+                                ts=10))
+    (tmp_path / "proc" / "100" / "stat").unlink()
+    maps.stamps[100] = (9, 20)
+    arming.clock = lambda: 20 + 5_000_000_000
     for ts in (30, 40):
-        maps.stamps[101] = (7, 20)
+        maps.stamps[101] = (7, ts)
         apply(tracker, arming, pack(code=sc.CODES["execve"], tgid=101, comm="cat",
                                     path1="/usr/bin/cat", argv=("cat", "/etc/shadow"), ts=ts))
-    assert 101 not in arming.armed
+    assert 101 not in arming.armed and arming.resyncs == 0
     warned = [r.getMessage() for r in caplog.records if "still not in the process table"
               in r.getMessage()]
     assert len(warned) == 1 and "an exec of pid 100" in warned[0]
