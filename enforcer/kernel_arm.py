@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -132,6 +133,7 @@ class Arming:
     resyncs: int = 0
     _table: Any = None
     clock: Callable[[], int] = time.monotonic_ns  # bpf_ktime_get_ns() is CLOCK_MONOTONIC too
+    trace: bool = field(default_factory=lambda: os.environ.get("ENFORCER_TRACE_ARMING") == "1")
     agent_ancestors: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -279,6 +281,24 @@ class Arming:
 
     def arm(self, ctx: Any, proc: Any, uid: int, gid: int, cgroup: int) -> bool:
         """Compute and store the process's kill entry; False when it stays unarmed."""
+        armed = self._arm(ctx, proc, uid, gid, cgroup)
+        if self.trace and getattr(getattr(proc, "cgroup", None), "full_id", ""):
+            # diagnostics for the container tests (ENFORCER_TRACE_ARMING=1): every decision
+            # on a container's process, with what it was made from
+            info = ctx.containers.get(proc.cgroup.full_id) if hasattr(ctx, "containers") \
+                else None
+            sys.stderr.write(
+                f"enforcer: arming: pid={proc.pid} vpid={proc.vpid} comm={proc.comm!r} "
+                f"armed={armed} template={proc.pid in self.parents} "
+                f"admitted={proc.pid not in self.denied} "
+                f"waiting={proc.pid in self.waiting_container} "
+                f"renamed_wait={proc.pid in self.renamed_wait} "
+                f"name={getattr(info, 'name', None)!r} "
+                f"ns={getattr(info, 'k8s_ns_name', None)!r} "
+                f"deps={self.deps_of.get(proc.pid)} refusals={self.refusals}\n")
+        return armed
+
+    def _arm(self, ctx: Any, proc: Any, uid: int, gid: int, cgroup: int) -> bool:
         pid = proc.pid
         self._table = ctx.table
         if self._spared(ctx, proc):

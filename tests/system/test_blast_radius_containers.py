@@ -66,6 +66,7 @@ def attack_when_known(tmp: Path, name: str, script: str,
     """Run `script` in a new container named `name` (its shell is not PID 1: the kernel
     never kills a container's PID 1) once the agent started by start_agent(tmp, ...) has
     said it knows the container."""
+    # (the agent's arming trace, ENFORCER_TRACE_ARMING, goes to its stderr: see arming_trace)
     sync = tmp / f"sync-{name}"
     sync.mkdir()
     alerts = tmp / "alerts.jsonl"
@@ -80,6 +81,15 @@ def attack_when_known(tmp: Path, name: str, script: str,
         return done.result()
 
 
+def arming_trace(tmp: Path) -> str:
+    """The agent's arming decisions on container processes (the last 40), for a failure's
+    message: why a container's process was or was not armed in the kernel."""
+    err = tmp / "agent.err"
+    lines = [line for line in err.read_text().splitlines() if "arming:" in line] \
+        if err.exists() else []
+    return "\n".join(lines[-40:])
+
+
 def test_a_protected_namespace_is_never_killed_in_the_kernel_or_from_userspace(
         need_root: None, ebpf_ready: None, podman_ready: None, tmp_path: Path,
         enforcer_cmd: list[str], cli_env: dict[str, str]) -> None:
@@ -88,14 +98,16 @@ def test_a_protected_namespace_is_never_killed_in_the_kernel_or_from_userspace(
     file and lives, and the userspace kill is refused and audited."""
     tag = uuid.uuid4().hex[:8]
     ordinary, protected = f"br-ordinary-{tag}", f"br-guard-{tag}"
-    agent, audit, err, port = start_agent(tmp_path, enforcer_cmd, cli_env,
+    agent, audit, err, port = start_agent(tmp_path, enforcer_cmd,
+                                          {**cli_env, "ENFORCER_TRACE_ARMING": "1"},
                                           rules_for(tmp_path, ordinary, protected), POLICY)
     attack = "cat /etc/shadow > /tmp/out; echo $? $(wc -c < /tmp/out); sleep 2; echo alive"
     try:
         killed = attack_when_known(tmp_path, ordinary, attack,
                                    labels={"io.kubernetes.pod.name": ordinary,
                                            "io.kubernetes.pod.namespace": f"ns-{tag}"})
-        assert killed.stdout.splitlines() == ["137 0", "alive"], killed.stderr[-2000:]
+        assert killed.stdout.splitlines() == ["137 0", "alive"], \
+            killed.stderr[-2000:] + arming_trace(tmp_path)
         assert metric(port, "enforcer_in_kernel_kills_total") == 1
         done = attack_when_known(tmp_path, protected, attack,
                                  labels={"io.kubernetes.pod.name": protected,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.system.test_blast_radius import records, start_agent, stop
-from tests.system.test_blast_radius_containers import attack_when_known, rules_for
+from tests.system.test_blast_radius_containers import arming_trace, attack_when_known, rules_for
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf]
 
@@ -59,7 +59,8 @@ def test_the_fifth_kernel_kill_quarantines_the_container(
         need_root: None, ebpf_ready: None, podman_ready: None, tmp_path: Path,
         host_server: int, enforcer_cmd: list[str], cli_env: dict[str, str]) -> None:
     name = f"br-escalate-{uuid.uuid4().hex[:8]}"
-    agent, audit, err, port = start_agent(tmp_path, enforcer_cmd, cli_env,
+    agent, audit, err, port = start_agent(tmp_path, enforcer_cmd,
+                                          {**cli_env, "ENFORCER_TRACE_ARMING": "1"},
                                           rules_for(tmp_path, name), POLICY)
     reach = f'[ "$(nc -w 2 $gw {host_server} </dev/null)" = hi ]'
     attack = (
@@ -77,7 +78,7 @@ def test_the_fifth_kernel_kill_quarantines_the_container(
     finally:
         stop(agent)
     assert done.stdout.splitlines() == ["reach-before"] + ["137 0"] * 5 + ["cut", "end"], \
-        done.stdout + done.stderr[-2000:] + err.read_text()[-3000:]
+        done.stdout + done.stderr[-2000:] + err.read_text()[-3000:] + arming_trace(tmp_path)
     recs = records(audit)
     quarantines = [r for r in recs if r["kind"] == "action" and r["action"] == "quarantine"]
     assert [r["outcome"] for r in quarantines] == ["done"], quarantines
