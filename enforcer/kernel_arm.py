@@ -308,6 +308,12 @@ class Arming:
         rec = {"proc.pid": pid, "thread.tid": pid, "user.uid": uid, "group.gid": gid,
                "_comm": proc.comm, "_cgroup_id": cgroup, "_ts_mono": 0}
         event = LiveEvent(rec, ctx, proc)
+        # read once, before admission: metadata stored by the lookup thread while this runs
+        # left a container's PID 1 refused (no name yet) and no longer waiting (a name by
+        # then), so its children were never armed (CI, the k8s-labelled container tests)
+        container = event.container()
+        in_container = bool(container.full_id)
+        missing = in_container and container.name is None
         allowed = [self._admitted(rule.name, event) for rule in self.rules]
         if all(allowed):
             self.denied.discard(pid)
@@ -323,19 +329,18 @@ class Arming:
         if chain is None:
             self._disarm(pid)
             return False
-        in_container = bool(event.container().full_id)
         self.waiting_container.discard(pid)
         if container_init(proc):
             # a container's PID 1 is never killed, but its children are ordinary processes
             # of the workload: only the template above arms them (from the kernel, at their
             # fork and exec, before userspace hears of them)
             self._disarm(pid)
-            if in_container and event.container().name is None:
+            if missing:
                 self.waiting_container.add(pid)
             return False
         bitmap = 0
         for index, rule in enumerate(self.rules):
-            if rule.needs_container_detail and in_container and event.container().name is None:
+            if rule.needs_container_detail and missing:
                 self.waiting_container.add(pid)  # metadata not there yet: try again later
                 self._disarm(pid)
                 return False
@@ -354,7 +359,7 @@ class Arming:
                 if new:
                     self._publish(slot)
                 bitmap |= 1 << slot
-        if in_container and event.container().name is None:
+        if missing:
             # the namespace guard is checked again once the metadata is there
             self.waiting_container.add(pid)
         if not bitmap:

@@ -262,3 +262,4 @@ def test_a_change_that_cannot_be_read_is_reported_once(tmp_path, rule, caplog):
     warned = [r.getMessage() for r in caplog.records if "still not in the process table"
               in r.getMessage()]
     assert len(warned) == 1 and "an exec of pid 100" in warned[0]
+
