@@ -167,6 +167,11 @@ class Kill(Action):
             return Outcome(DRY_RUN, f"would have sent SIGKILL to pid {plan.target['pid']} "
                                     "in the kernel, at the matching syscall")
         if not alive and self.params.in_kernel:
+            # the kernel may have killed it since the first look (the task was preempted
+            # between the program that reported the open and the one that kills)
+            if killed_in_kernel is not None and killed_in_kernel():
+                return Outcome(DONE_IN_KERNEL, f"SIGKILL sent to pid {plan.target['pid']} by "
+                                               "the kernel, at the matching syscall")
             return Outcome(NOOP, "the process had already exited; the kernel did not kill it "
                                  "(not armed for it, or what it was armed from had changed)")
         if not alive:
