@@ -157,8 +157,7 @@ class Kill(Action):
         killed_in_kernel = plan.private.get("killed_in_kernel")
         if self.params.in_kernel and not dry_run and killed_in_kernel is not None \
                 and killed_in_kernel():
-            return Outcome(DONE_IN_KERNEL, f"SIGKILL sent to pid {plan.target['pid']} by "
-                                           "the kernel, at the matching syscall")
+            return _killed_in_kernel(plan)
         alive = [h for h in handles if h.alive()]
         if self.params.in_kernel:
             # exiting or a zombie (a zombie still takes signal 0): nothing left to kill
@@ -170,8 +169,7 @@ class Kill(Action):
             # the kernel may have killed it since the first look (the task was preempted
             # between the program that reported the open and the one that kills)
             if killed_in_kernel is not None and killed_in_kernel():
-                return Outcome(DONE_IN_KERNEL, f"SIGKILL sent to pid {plan.target['pid']} by "
-                                               "the kernel, at the matching syscall")
+                return _killed_in_kernel(plan)
             return Outcome(NOOP, "the process had already exited; the kernel did not kill it "
                                  "(not armed for it, or what it was armed from had changed)")
         if not alive:
@@ -190,6 +188,11 @@ class Kill(Action):
     def release(self, plan: Plan) -> None:
         for handle in plan.private.get("owned", ()):
             handle.close()
+
+
+def _killed_in_kernel(plan: Plan) -> Outcome:
+    return Outcome(DONE_IN_KERNEL, f"SIGKILL sent to pid {plan.target['pid']} by the kernel, "
+                                   "at the matching syscall")
 
 
 def _asker(kernel_kills: Any, pid: int, start_ticks: int | None) -> Any:
