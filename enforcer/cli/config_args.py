@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from enforcer.errors import ConfigError, RuleError
+from enforcer.errors import ConfigError, Diagnostic, RuleError
 from enforcer.priority import Priority
 from enforcer.units import parse_duration, parse_size
 
@@ -35,6 +35,7 @@ CONFIG_ONLY_DEFAULTS: dict[str, Any] = {
     "append_output_entries": None,  # falco.yaml's append_output, parsed
     "http_tls_pem": None,      # falco.yaml's webserver.ssl_certificate when ssl_enabled
     "health_path": None,       # falco.yaml's webserver.k8s_healthz_endpoint (besides /healthz)
+    "ringbuf_pages": None,     # falco.yaml's engine block (None: ProbeConfig's 16 MiB)
     "drop_actions": ("log",),  # falco.yaml's syscall_event_drops
     "drop_rate": 0.03333,
     "drop_max_burst": 1,
@@ -85,6 +86,8 @@ def reparse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | N
         defaults = falco_defaults(loaded.data, warn)
     except RuleError as exc:  # append_output entries
         raise ConfigError(exc.diagnostics) from None
+    except ValueError as exc:  # a ring the page size cannot make (enforcer.config.ring_buffer)
+        raise ConfigError([Diagnostic(where, 1, 1, f"engine: {exc}")]) from None
     ours = config_defaults(loaded.data)
     if "extra_field" in defaults and "extra_field" in ours:  # static_fields + extra_fields
         ours["extra_field"] = defaults["extra_field"] + ours["extra_field"]

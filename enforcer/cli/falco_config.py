@@ -17,6 +17,8 @@ Choices where Falco and the agent differ, said here once:
 - `outputs_queue.capacity: 0` (Falco: unbounded) keeps the agent's bounded default queue.
 - `webserver.k8s_healthz_endpoint` is served besides /healthz (Falco: instead of it), so the
   chart's probes keep working.
+- `engine` sizes the probes' one ring as Falco's buffers together
+  (enforcer.config.ring_buffer: the preset's size times the buffers Falco would map here).
 - `syscall_event_drops.threshold` defaults to Falco's 0.1 only with a falco.yaml's block;
   the agent's own default is 0 (every drop is said).
 """
@@ -24,11 +26,13 @@ Choices where Falco and the agent differ, said here once:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from enforcer.config.ring_buffer import engine_ring_bytes, ring_pages
 from enforcer.outputs.formats import AlertShape
 from enforcer.priority import Priority
 
@@ -79,6 +83,9 @@ def falco_defaults(config: dict[str, Any], warn: Any) -> dict[str, Any]:
     out.update(_webserver(config.get("webserver")))
     if config.get("watch_config_files") is False:
         out["reload_interval"] = 0.0
+    size = engine_ring_bytes(config.get("engine"), warn)
+    if size is not None:  # ValueError: a page size the ring cannot be made of
+        out["ringbuf_pages"] = ring_pages(size, os.sysconf("SC_PAGE_SIZE"))
     drops = config.get("syscall_event_drops")
     if drops is not None:
         actions = tuple(drops.get("actions", ("log", "alert")))

@@ -132,9 +132,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_ebpf(args: argparse.Namespace, pipeline: Any) -> int:
     from enforcer.agent import Agent  # noqa: PLC0415
+    from enforcer.sources.probe import ProbeConfig  # noqa: PLC0415
 
     kernel_kill = _kernel_killer(args, pipeline)
+    # falco.yaml's engine block sizes the ring (enforcer.config.ring_buffer)
+    probe = ProbeConfig(agent_tgid=os.getpid(), ringbuf_pages=getattr(
+        args, "ringbuf_pages", None) or ProbeConfig.ringbuf_pages)
+    print(f"enforcer: ring buffer {probe.ringbuf_pages * os.sysconf('SC_PAGE_SIZE') >> 10} "
+          "KiB, one for all CPUs", file=sys.stderr, flush=True)
     agent = Agent(pipeline, (), on_alert=pipeline.publish, rules=pipeline.rules,
+                  probe_config=probe,
                   kernel_filter=not args.no_kernel_filter,
                   container_socket=args.container_socket, proc_root=args.host_proc,
                   kernel_kill=kernel_kill, cri_socket=args.cri_socket)

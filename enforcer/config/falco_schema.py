@@ -18,7 +18,6 @@ _STRINGS = {"type": "array", "items": _S}
 
 # Falco key -> why it does not apply here (one warning each when a file sets it).
 NOT_APPLICABLE: dict[str, str] = {
-    "engine": "the agent's own eBPF probes (bcc) are the only engine",
     "capture": "no capture files: use the snapshot action of a response policy",
     "load_plugins": "plugins are not supported (syscall source only)",
     "plugins": "plugins are not supported (syscall source only)",
@@ -48,6 +47,24 @@ def _object(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
             **extra}
 
 
+# Falco's buf_size_preset: one buffer of 1 MiB << (preset - 1) (enforcer.config.ring_buffer)
+_PRESET = {"type": "integer", "minimum": 1, "maximum": 10,
+           "description": "a buf_size_preset from 1 to 10 (1 MiB to 512 MiB per buffer, "
+                          "doubling; Falco's default 4 is 8 MiB)"}
+
+
+def _engine() -> dict[str, Any]:
+    """Falco's `engine` block: the kind, and each kind's own settings."""
+    return _object({
+        "kind": {"enum": ["modern_ebpf", "kmod", "replay", "nodriver"]},
+        "kmod": _object({"buf_size_preset": _PRESET, "drop_failed_exit": _B}),
+        "modern_ebpf": _object({
+            "cpus_for_each_buffer": {"type": "integer", "minimum": 0},
+            "buf_size_preset": _PRESET, "drop_failed_exit": _B, "disable_iterators": _B}),
+        "replay": _object({"capture_file": _S}),
+    })
+
+
 def falco_properties(priority: dict[str, Any]) -> dict[str, Any]:
     """JSON Schema properties of the falco.yaml keys the agent reads."""
     selection = _object({"rule": _S, "tag": _S})
@@ -58,6 +75,7 @@ def falco_properties(priority: dict[str, Any]) -> dict[str, Any]:
                      "strategy": {"enum": ["append", "override", "add-only"]}},
                     required=["path"])]}},
         "watch_config_files": _B,
+        "engine": _engine(),
         "rules_files": _STRINGS,
         "rule_files": _STRINGS,
         "rules": {"type": "array", "items": _object({"enable": selection,

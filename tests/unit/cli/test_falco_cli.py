@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from enforcer.cli.config_args import reparse_with_config
 from enforcer.cli.main import build_parser
@@ -75,14 +77,15 @@ def test_falcos_shipped_falco_yaml_configures_the_agent() -> None:
     res = run_cli("-c", FALCO_YAML, "-V", REPO / "policies" / "rules")
     assert res.code == 0, res.stderr
     warned = [line for line in res.stderr.splitlines() if ": warning: Falco's " in line]
-    shipped_inapplicable = ["engine", "capture", "load_plugins", "plugins", "plugins_hostinfo",
+    shipped_inapplicable = ["capture", "load_plugins", "plugins", "plugins_hostinfo",
                             "buffer_format_base64", "log_stderr", "log_syslog", "log_level",
                             "libs_logger", "output_timeout", "syscall_event_timeouts",
                             "metrics", "base_syscalls", "falco_libs"]
     assert [line.split("Falco's '")[1].split("'")[0] for line in warned] == \
         shipped_inapplicable  # one each, in order
     assert all(key in NOT_APPLICABLE for key in shipped_inapplicable)
-    assert warned[0].startswith(f"{FALCO_YAML}:441:1: warning: Falco's 'engine' does not apply")
+    assert warned[0].startswith(f"{FALCO_YAML}:538:1: warning: Falco's 'capture' does not "
+                                "apply")
     args = agent_args(["-c", str(FALCO_YAML)])
     assert args.format == "text"                       # json_output: false
     assert args.min_priority == Priority.DEBUG         # priority: debug
@@ -99,6 +102,10 @@ def test_falcos_shipped_falco_yaml_configures_the_agent() -> None:
     assert agent_args(["-c", str(FALCO_YAML), "-o", "webserver.ssl_enabled=true"]
                       ).http_tls_pem == "/etc/falco/falco.pem"
     assert args.rules is None                          # /etc/falco/... absent: bundled rules
+    # engine.modern_ebpf: 8 MiB (preset 4) per 2 CPUs, as one ring
+    buffers = -(-os.sysconf("SC_NPROCESSORS_ONLN") // 2)
+    assert args.ringbuf_pages * os.sysconf("SC_PAGE_SIZE") == \
+        min(512 << 20, 1 << ((8 << 20) * buffers - 1).bit_length())
 
 
 def test_o_overrides_a_file_key_and_appends_to_lists(tmp_path: Path) -> None:
@@ -219,3 +226,41 @@ def test_unbuffered_and_stop_after_parse() -> None:
     args = agent_args(["-U", "-M", "30"])
     assert args.unbuffered is True and args.stop_after == 30.0
     assert agent_args(["-M", "2m"]).stop_after == 120.0
+
+
+@pytest.mark.parametrize(("engine", "cpus", "mib"), [
+    ("{kind: modern_ebpf, modern_ebpf: {buf_size_preset: 1, cpus_for_each_buffer: 0}}", 8, 1),
+    ("{kind: modern_ebpf, modern_ebpf: {buf_size_preset: 4}}", 2, 8),   # Falco's defaults
+    ("{kind: modern_ebpf, modern_ebpf: {buf_size_preset: 4}}", 8, 32),  # 4 buffers of 8
+    ("{kind: modern_ebpf, modern_ebpf: {buf_size_preset: 3, cpus_for_each_buffer: 2}}",
+     5, 16),                                               # 3 buffers of 4: rounded up
+    ("{kind: kmod, kmod: {buf_size_preset: 2}}", 4, 8),    # kmod: a buffer per CPU
+    ("{modern_ebpf: {buf_size_preset: 10, cpus_for_each_buffer: 1}}", 64, 512),  # at most
+])
+def test_engine_block_sizes_the_one_ring_as_falcos_buffers_together(
+        engine: str, cpus: int, mib: int) -> None:
+    from enforcer.config.ring_buffer import engine_ring_bytes  # noqa: PLC0415
+
+    warned: list[str] = []
+    assert engine_ring_bytes(yaml.safe_load(engine), warned.append, cpus) == mib << 20
+    assert ("kmod" in engine) == bool(warned)
+
+
+def test_buf_size_preset_sets_the_agents_ring_and_is_checked(tmp_path: Path) -> None:
+    page = os.sysconf("SC_PAGE_SIZE")
+    assert agent_args([]).ringbuf_pages is None  # ProbeConfig's own 16 MiB
+    one = agent_args(["-o", "engine.modern_ebpf.buf_size_preset=1",
+                      "-o", "engine.modern_ebpf.cpus_for_each_buffer=0"])
+    assert one.ringbuf_pages * page == 1 << 20
+    config = tmp_path / "falco.yaml"
+    config.write_text("engine:\n  kind: modern_ebpf\n  modern_ebpf:\n"
+                      "    buf_size_preset: 0\n")
+    res = run_cli("-c", config, "-V", REPO / "policies" / "rules")
+    assert res.code == 2, res.stderr
+    assert f"{config}:4:22: engine.modern_ebpf.buf_size_preset must be a buf_size_preset " \
+           "from 1 to 10" in res.stderr
+    config.write_text("engine:\n  kind: modern_ebpf\n  modern_ebpf:\n"
+                      "    buf_size_presets: 2\n")
+    res = run_cli("-c", config, "-V", REPO / "policies" / "rules")
+    assert res.code == 2 and f"{config}:4:5: unknown key 'buf_size_presets'" in res.stderr \
+        and "did you mean 'buf_size_preset'?" in res.stderr, res.stderr
