@@ -13,7 +13,11 @@ from enforcer.kernel_kill import KillTables
 from enforcer.rules.loader import load_rules
 from enforcer.sources import syscalls as sc
 from enforcer.sources.decode import decode, pack
-from tests.unit.state.test_process_table import _fake_proc, _tracker
+from enforcer.state.containers import HOST_INFO, K8S_NAMESPACE, ContainerInfo
+from enforcer.state.live_event import StateContext
+from enforcer.state.process_table import ProcessTable
+from enforcer.state.tracker import Tracker
+from tests.unit.state.test_process_table import CID, _fake_proc, _tracker
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "data" / "falco-rules" / "falco_rules.yaml"
 
@@ -263,3 +267,63 @@ def test_a_change_that_cannot_be_read_is_reported_once(tmp_path, rule, caplog):
               in r.getMessage()]
     assert len(warned) == 1 and "an exec of pid 100" in warned[0]
 
+
+
+class LateRegistry:
+    """Container metadata whose lookup is pending until `store()` (the lookup thread's
+    moment to store the answer); every get() after that has the name."""
+
+    def __init__(self, info: ContainerInfo) -> None:
+        self.info = info
+        self.stored = False
+        self.pending_reads = 0
+
+    def get(self, full_id: str, runtime: str | None = None) -> ContainerInfo:
+        if not full_id:
+            return HOST_INFO
+        if self.stored:
+            return self.info
+        self.pending_reads += 1
+        return ContainerInfo(id=full_id[:12], full_id=full_id, pending=True)
+
+    def store(self) -> None:
+        self.stored = True
+
+
+def test_metadata_stored_while_pid_1_is_armed_leaves_it_admitted_or_waiting(tmp_path, rule):
+    """Race (CI's arming trace: name known, admitted=False, waiting=False): the container's
+    PID 1 is armed while its metadata lookup is pending, and the lookup thread stores the
+    name right after admission read it. Admission refused (pending: the namespace guard
+    cannot be checked) and the wait check, reading again, found the name (not waiting), so
+    PID 1 stayed refused for good and the kernel never armed one of its children. Metadata
+    read once per arming: PID 1 waits, and once a record of it comes (here a fork), it is
+    admitted and its children's template arms the rule."""
+    root = _fake_proc(tmp_path)
+    (root / "200" / "status").write_text("Name:\tsh\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n"
+                                         "NSpid:\t200\t1\n")  # the container's PID 1
+    table = ProcessTable(str(root))
+    table.seed()
+    registry = LateRegistry(ContainerInfo(id=CID[:12], full_id=CID, name="web",
+                                          labels={K8S_NAMESPACE: "shop"}))
+    tracker = Tracker(StateContext(table=table, containers=registry, proc_root=str(root),
+                                   hostname="h"))
+
+    def admits(_rule: str, get) -> bool:
+        # the responder's check (Responder.admits_in_kernel): a container whose metadata is
+        # not known yet is refused until it is; the lookup completes just after this read
+        known = get("container.id") in (None, "", "host") or get("container.name") is not None
+        registry.store()
+        return known
+
+    maps = FakeMaps()
+    arming = Arming(armed_rules([rule]), maps, agent_tgid=999, clock=lambda: 200,
+                    admits=admits)
+    arming.seed(tracker.ctx, [200])
+    assert registry.pending_reads and 200 in arming.denied  # refused while pending...
+    assert 200 in arming.waiting_container, "refused and not waiting: never armed again"
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=200, comm="sh", ints=(201, 200),
+                                ts=10))
+    assert 200 not in arming.denied
+    tmpl, _deps = maps.parents[200]
+    default, comms = maps.templates[tmpl]
+    assert default and comms.get("cat", default)  # a cat child of PID 1 dies in the kernel
