@@ -131,6 +131,10 @@ class Arming:
     resynced: dict[int, int] = field(default_factory=dict)
     resync_rearm: set[int] = field(default_factory=set)
     resyncs: int = 0
+    # processes armed (or spared) at least once: one whose exec and fork records were all
+    # lost is armed at the first record of it that comes, so that its children get a
+    # template (nothing else would ever arm it: no record of its own says it started)
+    attempted: set[int] = field(default_factory=set)
     _table: Any = None
     clock: Callable[[], int] = time.monotonic_ns  # bpf_ktime_get_ns() is CLOCK_MONOTONIC too
     trace: bool = field(default_factory=lambda: os.environ.get("ENFORCER_TRACE_ARMING") == "1")
@@ -168,12 +172,14 @@ class Arming:
         if code == sc.EV_FORK:
             child = rec["_child"]
             self.applied_fork[child] = max(ts, self.applied_fork.get(child, -1))
-            if pid in self.waiting_container:
-                # a parent that waited for its container's metadata: armed again (its
-                # template first) before its child is, which inherits the wait otherwise
+            if pid in self.waiting_container or pid not in self.attempted:
+                # a parent that waited for its container's metadata, or one never armed:
+                # armed again (its template first) before its child is, which inherits the
+                # wait, or no template at all, otherwise
                 parent = ctx.table.get(pid)
                 if parent is not None and parent.pid == pid:
-                    self.arm(ctx, parent, parent.uid, parent.gid, self.cgroups.get(pid, 0))
+                    self.arm(ctx, parent, parent.uid, parent.gid,
+                             self.cgroups.get(pid, rec.get("_cgroup_id", 0)))
             proc = ctx.table.get(child)
             if proc is not None and proc.pid == child:
                 self.arm(ctx, proc, rec["user.uid"], rec["group.gid"],
@@ -199,9 +205,9 @@ class Arming:
                 self.arm(ctx, proc, rec["user.uid"], rec["group.gid"],
                          rec.get("_cgroup_id", 0))
             self._rearm_dependents(ctx, pid)
-        elif pid in self.waiting_container:
+        elif pid in self.waiting_container or pid not in self.attempted:
             proc = ctx.table.get(pid)
-            if proc is not None:
+            if proc is not None and proc.pid == pid:
                 self.arm(ctx, proc, rec["user.uid"], rec["group.gid"],
                          rec.get("_cgroup_id", 0))
 
@@ -240,6 +246,7 @@ class Arming:
                 if not users:
                     del self.dependents[dep]
         self.waiting_container.discard(pid)
+        self.attempted.discard(pid)
         self.denied.discard(pid)
         self.resynced.pop(pid, None)
         self.cgroups.pop(pid, None)
@@ -282,6 +289,9 @@ class Arming:
     def arm(self, ctx: Any, proc: Any, uid: int, gid: int, cgroup: int) -> bool:
         """Compute and store the process's kill entry; False when it stays unarmed."""
         armed = self._arm(ctx, proc, uid, gid, cgroup)
+        if len(self.attempted) >= 65536:  # exit records lost too: keep those still known
+            self.attempted = set(self.deps_of)
+        self.attempted.add(proc.pid)
         if self.trace and getattr(getattr(proc, "cgroup", None), "full_id", ""):
             # diagnostics for the container tests (ENFORCER_TRACE_ARMING=1): every decision
             # on a container's process, with what it was made from

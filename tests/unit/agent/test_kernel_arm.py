@@ -17,7 +17,7 @@ from enforcer.state.containers import HOST_INFO, K8S_NAMESPACE, ContainerInfo
 from enforcer.state.live_event import StateContext
 from enforcer.state.process_table import ProcessTable
 from enforcer.state.tracker import Tracker
-from tests.unit.state.test_process_table import CID, _fake_proc, _tracker
+from tests.unit.state.test_process_table import CID, _fake_proc, _proc, _tracker
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "data" / "falco-rules" / "falco_rules.yaml"
 
@@ -327,3 +327,26 @@ def test_metadata_stored_while_pid_1_is_armed_leaves_it_admitted_or_waiting(tmp_
     tmpl, _deps = maps.parents[200]
     default, comms = maps.templates[tmpl]
     assert default and comms.get("cat", default)  # a cat child of PID 1 dies in the kernel
+
+
+def test_a_process_whose_start_was_lost_is_armed_at_its_first_fork(tmp_path, rule):
+    """Threat: a flood loses every record of a container's PID 1 starting (runc's fork,
+    its exec, busybox's rename). A later record of its main thread confirms the rename the
+    kernel stamped, so nothing depending on it is ever refused and read again from /proc,
+    and nothing else arms it: no template for its children, so none of its `cat`s is
+    killed in the kernel (seen live: tests/system/test_flood_resync_container.py). The
+    first record that comes of a process never armed arms it, its template first."""
+    root = _fake_proc(tmp_path)
+    _proc(root, 300, "sh", 100, ["sh"])  # started during the flood: no record of it came
+    tracker = _tracker(root)
+    maps = FakeMaps()
+    arming = Arming(armed_rules([rule]), maps, agent_tgid=999, clock=lambda: 200)
+    arming.seed(tracker.ctx, [1, 100, 200])
+    maps.stamps[300] = (STAMP_RENAMED | 7, 20)  # its rename, the last change the kernel saw
+    assert 300 not in maps.parents
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=300, comm="sh", ints=(301, 300),
+                                ts=30))
+    tmpl, deps = maps.parents[300]
+    assert (300, STAMP_RENAMED | 7) in deps
+    default, _comms = maps.templates[tmpl]
+    assert default  # its cat child dies in the kernel
