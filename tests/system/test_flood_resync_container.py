@@ -100,6 +100,7 @@ def test_a_container_started_during_a_flood_is_killed_in_the_kernel_after_it(
                 eventually(lambda: done.done() or known(tmp_path, name),
                            f"the agent never knew the container {name}", timeout=120)
                 assert metric(port, "enforcer_in_kernel_kills_total") == 0
+                drops = metric(port, "enforcer_kernel_drops_total")
                 (sync / "go").touch()
                 # until the kernel has killed one try, or the container is done trying
                 eventually(lambda: done.done()
@@ -119,8 +120,8 @@ def test_a_container_started_during_a_flood_is_killed_in_the_kernel_after_it(
         stop(agent)
     tries = [line.split() for line in result.stdout.splitlines()]
     killed = [int(n) for n, status, size in tries if (status, size) == ("137", "0")]
-    sys.stderr.write(f"flood-resync: {len(tries)} tries, the first killed in the kernel: "
-                     f"{killed[:1]}\n")
+    sys.stderr.write(f"flood-resync: {drops:.0f} records lost, {len(tries)} tries, the first "
+                     f"killed in the kernel: {killed[:1]}\n")
     assert kernel_kills >= 1 and killed, (
         f"no try died in the kernel: {tries}\n{result.stderr[-2000:]}\n"
         + arming_trace(tmp_path))
