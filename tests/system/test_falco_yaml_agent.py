@@ -6,6 +6,7 @@ a key of the file as Falco's does, `-r A -r B` loads both rule files, and `-M` s
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -130,7 +131,11 @@ def test_falcos_falco_yaml_starts_the_agent(ebpf_ready: None, enforcer_cmd: list
     time.sleep(0.2)
     stderr = "".join(err)
     assert rc == 0, stderr[-3000:]
-    assert "warning: Falco's 'engine' does not apply" in stderr
+    assert "warning: Falco's 'capture' does not apply" in stderr
+    # engine.modern_ebpf: preset 4 (8 MiB) per 2 online CPUs, as one ring
+    buffers = -(-os.sysconf("SC_NPROCESSORS_ONLN") // 2)
+    size = min(512 << 20, 1 << ((8 << 20) * buffers - 1).bit_length())
+    assert f"enforcer: ring buffer {size >> 10} KiB, one for all CPUs" in stderr
     assert "Traceback" not in stderr
 
 
