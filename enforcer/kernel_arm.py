@@ -855,8 +855,8 @@ class KernelKiller:
             self._maps.switch_off()
 
     def close(self) -> None:
-        if self._maps is not None:
-            self._maps.poll(0)
-            self.last_stats = self._maps.stats()
-            self._maps.close()
-            self._maps = None
+        maps, self._maps = self._maps, None  # a second close finds nothing to close again
+        if maps is not None:
+            maps.poll(0)
+            self.last_stats = maps.stats()
+            maps.close()

@@ -227,10 +227,11 @@ class EbpfSource:
         return by_event, by_cpu
 
     def close(self) -> None:
-        """Detach the programs (idempotent)."""
-        if self._probe is not None:
-            self._probe.close()
-            self._probe = None
+        """Detach the programs (idempotent; taken out first, so a close from another
+        thread meanwhile finds nothing to close twice)."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
 
 
 def default_config(agent_pid: int | None = None) -> ProbeConfig:
