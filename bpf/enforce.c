@@ -175,6 +175,14 @@ BPF_ARRAY(tmpl_default, u64, MAX_TEMPLATES_VALUE);
 BPF_HASH(tmpl_child, struct tkey_t, u32, 65536);
 BPF_ARRAY(tmpl_child_default, u32, MAX_TEMPLATES_VALUE);
 BPF_PERCPU_ARRAY(pscratch, struct parent_t, 1);
+// the name prefixes the rules check (`proc.aname[1] startswith google_accounts`): a comm
+// that starts with one never takes a template's default, which userspace computed for
+// comms that start with none of them (enforcer.rules.kernel_residue.comm_prefixes)
+struct comm_key_t {
+    u32 prefixlen;
+    char data[16];
+};
+BPF_LPM_TRIE(comm_prefixes, struct comm_key_t, u32, 256);
 BPF_TABLE("lru_hash", u32, u32, kparent, STAMP_ENTRIES);
 BPF_PERCPU_ARRAY(escratch, struct kill_entry_t, 1);
 BPF_PERCPU_ARRAY(scratch, struct pending_t, 1);
@@ -649,12 +657,20 @@ static __always_inline void arm_child(u32 parent, u32 child) {
         if (key.comm[i] == ' ')
             spaced = 1;
     }
+    if (!spaced) {
+        struct comm_key_t ck = {};
+        ck.prefixlen = 8 * 16;
+        __builtin_memcpy(ck.data, key.comm, 16);
+        if (comm_prefixes.lookup(&ck))
+            spaced = 1;  // no default either
+    }
     u32 idx = t->tmpl;
     u64 conj = 0;
     u32 grand = 0;
     u64 *r = tmpl_comm.lookup(&key);
     u32 *g = tmpl_child.lookup(&key);
-    // the defaults are for comms without spaces (proc.cmdline = comm + " " + args)
+    // the defaults are for comms without spaces (proc.cmdline = comm + " " + args) that
+    // start with none of comm_prefixes
     if (r) {
         conj = *r;
     } else if (!spaced) {

@@ -325,7 +325,8 @@ class Agent:
             if now >= next_drop_check:
                 next_drop_check = now + 1.0
                 self._check_drops()
-        self._handle(self.source.drain())
+        for batch in self.source.drain_batches():
+            self._handle(batch)
         self._take_back(final=True)
         self._check_drops()
 
@@ -360,7 +361,8 @@ class Agent:
         cut = time.monotonic_ns()  # bpf_ktime_get_ns: CLOCK_MONOTONIC
         old = self.source
         # What the old probes still hold up to the cut; after it, the new ones have it too.
-        self._handle([r for r in old.drain() if r.get("_ts_mono", 0) <= cut])
+        for batch in old.drain_batches():
+            self._handle([r for r in batch if r.get("_ts_mono", 0) <= cut])
         self._drops_base += old.drops()
         by_event, by_cpu = old.drop_counts()
         self._drop_counts_base[0].update(by_event)

@@ -71,6 +71,7 @@ class KillMaps(Protocol):
     def put_parent(self, tgid: int, tmpl: int, uid: int, gid: int, cgroup: int,
                    deps: list[tuple[int, int]]) -> None: ...
     def delete_parent(self, tgid: int) -> None: ...
+    def set_comm_prefixes(self, prefixes: Iterable[str]) -> None: ...
 
 
 #: admits(rule name, field getter of the process) -> whether the kernel may kill for it
@@ -145,6 +146,12 @@ class Arming:
         depths = [r.depth for r in self.rules]
         self.depth = -1 if -1 in depths else max(depths, default=0)
         self.comms = sorted(set().union(*(pe.comm_literals(r.rule.expr) for r in self.rules)))
+        # name prefixes the rules check (`proc.aname[1] startswith google_accounts`): the
+        # kernel keeps a template's default off the comms that start with one, so that the
+        # default decides those checks (without it, a grandchild through any unnamed comm,
+        # `unshare -f cat`, `timeout 5 cat`, was never armed by the kernel)
+        self.prefixes = frozenset().union(*(pe.comm_prefixes(r.rule.expr) for r in self.rules))
+        self.maps.set_comm_prefixes(sorted(self.prefixes))
         self.child_keys = sorted({f for r in self.rules for f in r.fields
                                   if f not in pe.CHILD_OWN and f not in ("proc.aname[0]",)})
 
@@ -343,8 +350,11 @@ class Arming:
         if container_init(proc):
             # a container's PID 1 is never killed, but its children are ordinary processes
             # of the workload: only the template above arms them (from the kernel, at their
-            # fork and exec, before userspace hears of them)
-            self._disarm(pid)
+            # fork and exec, before userspace hears of them). Whatever the kernel holds for
+            # it goes too (its own cgroup differs from its parent's, so no template of the
+            # runtime's arms it; this makes sure)
+            self.armed.pop(pid, None)
+            self.maps.delete(pid)
             if missing:
                 self.waiting_container.add(pid)
             return False
@@ -507,7 +517,8 @@ class Arming:
         grandchildren through a child with that comm, whose own fields are unknown."""
         try:
             # what the parent decides first, once; then each comm on what is left
-            reduced = [pe.partial(r.rule.expr, pe.child_decider(known, pe.SOME_COMM, parent))
+            reduced = [pe.partial(r.rule.expr, pe.child_decider(known, pe.SOME_COMM, parent,
+                                                                 self.prefixes))
                        for r in self.rules]
             key_text = tuple(str(r) for r in reduced) + tuple(str(m) for m in self._mask)
             if parent is pe.KNOWN:
@@ -520,9 +531,10 @@ class Arming:
             # kernel's default is only for comms without spaces)
             named = set().union(*(pe.comm_literals(r) for r in reduced
                                   if not isinstance(r, bool)))
-            for comm in sorted(named | {c for c in self.comms if " " in c}):
+            # a comm that starts with a prefix never takes the default (the kernel checks)
+            for comm in sorted(named | {c for c in self.comms if " " in c} | self.prefixes):
                 bits = self._child_bits(reduced, known, comm, parent)
-                if bits != default:
+                if bits != default or comm in self.prefixes:
                     comms[comm] = bits
             child_default, child_comms = -1, {}
             if parent is pe.KNOWN:  # one level further: the child's own children
@@ -533,7 +545,7 @@ class Arming:
                 for comm in self.comms:
                     tid = self._build_template(grand, comm)
                     tid = -1 if tid is None else tid
-                    if tid != child_default:
+                    if tid != child_default or comm in self.prefixes:
                         child_comms[comm] = tid
         except TableFull as exc:
             log.warning("in-kernel kill: %s", exc)
@@ -562,7 +574,8 @@ class Arming:
                 continue
             try:
                 residue = (expr if expr is True
-                           else pe.partial(expr, pe.child_decider(known, comm, parent)))
+                           else pe.partial(expr, pe.child_decider(known, comm, parent,
+                                                                  self.prefixes)))
                 conj = pe.conjuncts(residue, rule.rule.event_types)
             except pe.Ineligible:
                 continue
@@ -703,11 +716,14 @@ def _child_view(parent: LiveEvent, proc: Any) -> Callable[[str], tuple[bool, Any
 
 
 def container_init(proc: Any) -> bool:
-    """PID 1 of a container, as the kill's guard (enforcer.policy.guards) sees it: PID 1 of a
-    pid namespace right below /proc's own. PID 1 of a namespace nested deeper is one the
-    workload made itself (`unshare -Urpf cat /etc/shadow` in a container): an ordinary
-    process of the workload. A depth not known yet counts as a container's PID 1."""
-    return proc.vpid == 1 and getattr(proc, "pid_ns_depth", 0) <= 2
+    """PID 1 of a container, as the kill's guard (enforcer.policy.guards.container_init)
+    sees it: PID 1 of a pid namespace right below /proc's own, in a container (its cgroup
+    names one). PID 1 of a namespace nested deeper is one the workload made itself
+    (`unshare -Urpf cat /etc/shadow` in a container), and PID 1 of a namespace a host user
+    made (the same command on the host) is no container's: both are armed like any other
+    process. A depth not known yet counts as right below."""
+    return (proc.vpid == 1 and getattr(proc, "pid_ns_depth", 0) <= 2
+            and bool(getattr(getattr(proc, "cgroup", None), "full_id", "")))
 
 
 def cgroup_id(proc_root: str, pid: int, mount: str | None) -> int:
@@ -865,8 +881,8 @@ class KernelKiller:
             self._maps.switch_off()
 
     def close(self) -> None:
-        if self._maps is not None:
-            self._maps.poll(0)
-            self.last_stats = self._maps.stats()
-            self._maps.close()
-            self._maps = None
+        maps, self._maps = self._maps, None  # a second close finds nothing to close again
+        if maps is not None:
+            maps.poll(0)
+            self.last_stats = maps.stats()
+            maps.close()

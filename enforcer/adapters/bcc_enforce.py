@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from enforcer.adapters.bcc_probe import load_programs, require_privileges
@@ -151,6 +151,17 @@ class BccEnforce:
         raw = comm.encode()[:15]
         ctypes.memmove(ctypes.addressof(k) + type(k).comm.offset, raw, len(raw))
         return k
+
+    def set_comm_prefixes(self, prefixes: Iterable[str]) -> None:
+        """The name prefixes the rules check: a comm that starts with one never takes a
+        template's default (bpf/enforce.c, arm_child)."""
+        table = self.bpf[b"comm_prefixes"]
+        for prefix in prefixes:
+            raw = prefix.encode()[:15]
+            k = table.Key()  # type: ignore[attr-defined]
+            k.prefixlen = 8 * len(raw)
+            ctypes.memmove(ctypes.addressof(k) + type(k).data.offset, raw, len(raw))
+            table[k] = ctypes.c_uint32(1)
 
     def put_parent(self, tgid: int, tmpl: int, uid: int, gid: int, cgroup: int,
                    deps: list[tuple[int, int]]) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from actions.base import Refused
 from actions.process import ancestors, is_kernel_thread, namespace_pids, read_stat
+from enforcer.state.cgroups import identify
 
 DEFAULT_PROTECTED_NAMESPACES = ("kube-system",)
 
@@ -16,7 +17,8 @@ class Guards:
     """What the agent never does, whatever a policy says.
 
     - never signal PID 1, a kernel thread, the agent, its ancestors or its descendants;
-    - never reach PID 1 of a container unless the policy targets the whole container;
+    - never reach PID 1 of a container unless the policy targets the whole container
+      (container_init: not PID 1 of a pid namespace a host user or a workload made);
     - never touch a protected namespace (kube-system, the agent's own, and any configured);
     - only act on pods scheduled on this node (`node_name`)."""
 
@@ -43,11 +45,7 @@ class Guards:
             raise Refused("agent", f"pid {pid} is an ancestor of the agent; never signalled")
         if self.agent_pid in ancestors(pid):
             raise Refused("agent", f"pid {pid} is a descendant of the agent; never signalled")
-        nspids = namespace_pids(pid)
-        # PID 1 of a pid namespace right below ours is a container's (or a host sandbox's);
-        # PID 1 of one nested deeper is one the workload made itself (`unshare -Urpf` in a
-        # container): sparing it would let any attack escape the kill
-        if len(nspids) == 2 and nspids[-1] == 1 and not allow_container_init:
+        if not allow_container_init and container_init(pid):
             raise Refused("container-init",
                           f"pid {pid} is PID 1 of its container; only a policy with "
                           "kill scope 'container' may signal it")
@@ -78,3 +76,20 @@ class Guards:
             raise Refused("node", f"pod {pod} is scheduled on node {pod_node!r}, not on this "
                                   f"node {self.node_name!r}")
 
+
+
+def container_init(pid: int) -> bool:
+    """Whether `pid` is a container's PID 1, which only a kill of scope container may
+    signal: PID 1 of a pid namespace right below ours, in a container (its cgroup names
+    one). PID 1 of a namespace nested deeper is one the workload made inside its container
+    (`unshare -Urpf cat /etc/shadow`), and PID 1 of a namespace a host user made is no
+    container's: both are ordinary processes, sparing them would let any attack escape the
+    kill. The in-kernel kill arms by the same rule (enforcer.kernel_arm.container_init)."""
+    nspids = namespace_pids(pid)
+    if len(nspids) != 2 or nspids[-1] != 1:
+        return False
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as handle:
+            return bool(identify(handle.read()).full_id)
+    except OSError:
+        return False

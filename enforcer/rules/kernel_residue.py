@@ -823,6 +823,20 @@ def comm_literals(expr: nodes.Expr) -> set[str]:
     return out
 
 
+def comm_prefixes(expr: nodes.Expr) -> set[str]:
+    """The prefixes the condition checks a process name against (`proc.aname[1] startswith
+    google_accounts`). The kernel's template for "any other comm" holds only for a comm
+    that starts with none of them (it checks), so such a check is decided there too."""
+    out: set[str] = set()
+    for node in nodes.walk(expr):
+        if (isinstance(node, nodes.Check) and isinstance(node.left, nodes.Field)
+                and node.left.name in _NAME_FIELDS and node.op == "startswith"
+                and isinstance(node.right, nodes.Value)
+                and 0 < len(node.right.text.encode()) <= COMM_LEN):
+            out.add(node.right.text)
+    return out
+
+
 class _Known:
     """An Event of the child's known fields (`get` of an unknown field is a bug)."""
 
@@ -844,10 +858,11 @@ _PARENT_OTHER = ("proc.pexe", "proc.pexepath", "proc.ppid", "proc.apid[1]", "pro
 
 
 def child_decider(known: Callable[[str], tuple[bool, Any]], comm: Any,
-                  parent: Any = KNOWN) -> Decider:
+                  parent: Any = KNOWN, prefixes: frozenset[str] = frozenset()) -> Decider:
     """Decides the checks of a child of a known process whose comm is `comm` (None: any
-    comm outside comm_literals() that has no space; the kernel checks it has none;
-    SOME_COMM: leave what depends on the comm undecided).
+    comm outside comm_literals() that has no space and starts with none of `prefixes`
+    (comm_prefixes()); the kernel checks both; SOME_COMM: leave what depends on the comm
+    undecided).
 
     `parent` is KNOWN for a child of the known process; for a grandchild it is the comm of
     the child in between (same conventions as `comm`), whose own fields are unknown.
@@ -879,7 +894,7 @@ def child_decider(known: Callable[[str], tuple[bool, Any]], comm: Any,
                 return None
             if key in _OWN_NAME or key in _PARENT_NAME:
                 if level is None:
-                    return _other_comm(check)
+                    return _other_comm(check, prefixes)
                 values[f.key] = level
             else:
                 return _cmdline(check, level)
@@ -887,14 +902,18 @@ def child_decider(known: Callable[[str], tuple[bool, Any]], comm: Any,
     return decide
 
 
-def _other_comm(check: nodes.Check) -> bool | None:
-    """proc.name against literals, for a comm that is none of them."""
+def _other_comm(check: nodes.Check, prefixes: frozenset[str]) -> bool | None:
+    """proc.name against literals, for a comm that is none of them and starts with none of
+    `prefixes`."""
     if not isinstance(check.left, nodes.Field) or isinstance(check.right, nodes.FieldValue):
         return None
     if check.op in ("=", "==", "in"):
         return False
     if check.op == "!=":
         return True
+    if (check.op == "startswith" and isinstance(check.right, nodes.Value)
+            and check.right.text in prefixes):
+        return False
     return None
 
 

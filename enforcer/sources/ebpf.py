@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -188,11 +188,24 @@ class EbpfSource:
         return self._polling
 
     def drain(self) -> list[dict[str, Any]]:
-        """Whatever is left in the ring buffer, without waiting."""
+        """Whatever is left in the ring buffer, without waiting (see drain_batches)."""
+        return [rec for batch in self.drain_batches() for rec in batch]
+
+    def drain_batches(self) -> Iterator[list[dict[str, Any]]]:
+        """Whatever is left in the ring buffer, a batch at a time, without waiting: every
+        record there when this was called, however far behind the reader is (an agent
+        told to stop, or old probes being replaced, must decide them all). It ends once
+        the ring is empty, or after as many records as the ring can hold, so that a flood
+        still being written cannot keep it from ending."""
         if self._probe is None:
-            return []
-        self._consume()
-        return self._take()
+            return
+        budget = self.config.ringbuf_pages * 4096 // (MIN_RECORD_SIZE + 8) + self.batch
+        while budget > 0:
+            self._consume()
+            if not self._npending:
+                return
+            budget -= self._npending
+            yield self._take()
 
     def _take(self) -> list[dict[str, Any]]:
         batches, self._pending = self._pending, []
@@ -227,10 +240,11 @@ class EbpfSource:
         return by_event, by_cpu
 
     def close(self) -> None:
-        """Detach the programs (idempotent)."""
-        if self._probe is not None:
-            self._probe.close()
-            self._probe = None
+        """Detach the programs (idempotent; taken out first, so a close from another
+        thread meanwhile finds nothing to close twice)."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
 
 
 def default_config(agent_pid: int | None = None) -> ProbeConfig:

@@ -92,7 +92,9 @@ class LiveAgent:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(30)
+        self._thread.join(120)
+        # closing the probes under a running loop would free what it still reads
+        assert not self._thread.is_alive(), "the agent's event loop did not stop in 120 s"
         self.agent.close()
 
 

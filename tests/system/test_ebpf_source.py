@@ -163,6 +163,31 @@ sys.stdin.readline()
 """
 
 
+def test_drain_hands_over_everything_left_however_many(ebpf_ready: None) -> None:
+    """What a stopping agent (or a hot reload, from the old probes) drains is every record
+    left in the ring, not one batch of it: an agent behind by more than a batch when it was
+    told to stop once decided none of its last matches."""
+    n = 3000  # three batches; the 1 MiB ring holds them all
+    flooder = subprocess.Popen([sys.executable, "-c", FLOODER, str(n)], text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert flooder.stdin is not None and flooder.stdout is not None
+    cfg, _ = plan(frozenset({"openat"}), available_syscalls(),
+                  ProbeConfig(ringbuf_pages=256, extra_defines=only_tgid(flooder.pid)))
+    source = EbpfSource(cfg)
+    source.open()
+    try:
+        flooder.stdin.write("go\n")
+        flooder.stdin.flush()
+        assert flooder.stdout.readline() == "done\n"
+        assert source.drops() == 0
+        read = [r for r in source.drain() if r["proc.pid"] == flooder.pid]
+        assert len(read) == n
+    finally:
+        flooder.kill()
+        flooder.wait()
+        source.close()
+
+
 def test_drop_counter_counts_every_record_the_ring_could_not_take(ebpf_ready: None) -> None:
     """A ring of 64 KiB that nobody reads while one process opens a file N times: it
     overruns for sure, and every open is either read afterwards or counted as dropped."""

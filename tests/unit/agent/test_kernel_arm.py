@@ -33,6 +33,10 @@ class FakeMaps:
         self.paths: dict[bytes, tuple[int, int]] = {}
         self.ports: dict[int, int] = {}
         self.addrs: dict[tuple[int, bytes], int] = {}
+        self.prefixes: list[str] = []
+
+    def set_comm_prefixes(self, prefixes):
+        self.prefixes = list(prefixes)
 
     def set_conj(self, index, *row):
         self.conjs[index] = row
@@ -101,6 +105,23 @@ def test_shells_are_trusted_but_their_children_are_armed_by_comm(tmp_path, rule)
     grand = child_comms.get("sh", child_default)
     assert grand >= 0 and maps.templates[grand][0]  # its cat child is armed
     assert maps.templates[grand][1]["sshd"] == 0
+
+
+def test_a_grandchild_through_any_other_comm_is_armed(tmp_path, rule):
+    """`unshare -f cat /etc/shadow`, `timeout 5 cat ...` from a known shell: the child in
+    between has a comm the rule does not name. The rule checks `proc.aname[1] startswith
+    google_accounts`, which "any other comm" could not decide, so the kernel's template
+    for such a child's children armed nothing (only the late userspace arming caught the
+    cat: 2 of 20 live). Now the kernel keeps the default off comms with such a prefix."""
+    tracker, maps, arming = setup(tmp_path, rule)
+    tmpl, _deps = maps.parents[100]
+    child_default, child_comms = maps.children[tmpl]
+    assert "unshare" not in child_comms and "timeout" not in child_comms
+    assert child_default >= 0 and maps.templates[child_default][0]  # its cat is armed
+    # a comm with the prefix has entries of its own: the kernel never gives it the default
+    assert "google_accounts" in maps.prefixes
+    assert "google_accounts" in child_comms
+    assert "google_accounts" in maps.templates[child_default][1]
 
 
 def test_exec_arms_and_stale_stamps_refuse(tmp_path, rule):
