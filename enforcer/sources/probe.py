@@ -69,6 +69,10 @@ class ProbeConfig:
     # table only, their records reduced in the kernel to what it needs (fd_state())
     state_only: tuple[str, ...] = ()
     fd_tracked_entries: int = 65536
+    # where the running kernel keeps what fd_sock() in events.c reads (the OFF_* of
+    # enforcer.sources.kernel_btf): the two ends of a connect's or accept's socket are
+    # read from the socket itself. None: from sock:inet_sock_set_state (no BTF)
+    sock_offsets: dict[str, int] | None = None
     extra_defines: dict[str, str] = field(default_factory=dict)
 
 
@@ -195,11 +199,13 @@ def fd_state(s: sc.Syscall, ret: str, only: bool, leave: list[str]) -> list[str]
     if name in ("socket", "accept", "accept4"):
         unless(f"{ret} >= 0")
         out += [f"    if ({ret} >= 0)", f"        e->a[5] = fd_track({tg}, {ret});"]
-    elif name == "socketpair":
+    elif name in ("socketpair", "pipe", "pipe2"):
+        # the two new numbers, which the kernel just wrote to the caller's array
         unless(f"{ret} == 0")
+        vec = 3 if name == "socketpair" else 0
         out += [f"    if ({ret} == 0) {{",
                 "        int sv[2] = {-1, -1};",
-                "        bpf_probe_read_user(sv, sizeof(sv), (const void *)e->a[3]);",
+                f"        bpf_probe_read_user(sv, sizeof(sv), (const void *)e->a[{vec}]);",
                 "        e->a[4] = (u32)sv[0] | ((u64)(u32)sv[1] << 32);",
                 f"        e->a[5] = fd_track({tg}, sv[0]) | fd_track({tg}, sv[1]);",
                 "    }"]
@@ -207,8 +213,8 @@ def fd_state(s: sc.Syscall, ret: str, only: bool, leave: list[str]) -> list[str]
         unless(f"{ret} == 0")
     elif name == "connect":
         unless(f"{ret} == 0 || {ret} == -{EINPROGRESS}")
-        out.append(f"    if ({ret} == 0)")
-        out.append("        connect_tuple(e);")
+        out.append(f"    if ({ret} == 0 || {ret} == -{EINPROGRESS})")
+        out.append("        connect_tuple(e, e->a[0]);")
     elif name in ("dup", "dup2", "dup3", "fcntl"):
         out.append(f"    int old_tracked = fd_is_tracked({tg}, e->a[0]);")
         if name == "fcntl":
@@ -249,7 +255,7 @@ def fd_state_model(name: str, ints: tuple[int, ...], ret: int, tracked: set[int]
         if ret >= 0:
             tracked.add(ret)
         return ret >= 0
-    if name == "socketpair":
+    if name in ("socketpair", "pipe", "pipe2"):
         return ret == 0  # the pair's numbers come from user memory: the caller adds them
     if name == "bind":
         return ret == 0
@@ -315,7 +321,7 @@ def _exit(s: sc.Syscall, drop_failed: bool = False, only: bool = False) -> list[
         p, lp = (names.index(n) for n in s.saddr_exit)
         out.append(f"    read_saddr_lenptr(e, (const void *)e->a[{p}], (const int *)e->a[{lp}]);")
         if s.name in ("accept", "accept4"):
-            out.append("    accept_tuple(e);")
+            out.append("    accept_tuple(e, args->ret);")
     if s.msghdr_exit:
         out.append(f"    read_msghdr_name(e, (const void *)e->a[{names.index(s.msghdr_exit)}]);")
     out += [
@@ -357,7 +363,7 @@ def _at_exit(s: sc.Syscall, code: int, drop_failed: bool = False,
         p, lp = (names.index(n) for n in s.saddr_exit)
         out.append(f"    read_saddr_lenptr(e, (const void *)e->a[{p}], (const int *)e->a[{lp}]);")
         if s.name in ("accept", "accept4"):
-            out.append("    accept_tuple(e);")
+            out.append("    accept_tuple(e, args->ret);")
     if s.msghdr_exit:
         out.append(f"    read_msghdr_name(e, (const void *)e->a[{names.index(s.msghdr_exit)}]);")
     out += ["    bpf_get_current_comm(e->comm, sizeof(e->comm));",
@@ -426,6 +432,9 @@ def render(config: ProbeConfig) -> str:
         "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
         "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
         "FD_TRACKED_ENTRIES": str(config.fd_tracked_entries),
+        "SOCK_READS_ENABLED": "0" if config.sock_offsets is None else "1",
+        "SOCK_OFFSET_DEFINES": "\n".join(
+            f"#define {k} {int(v)}" for k, v in sorted((config.sock_offsets or {}).items())),
         "MAX_ARGV": str(MAX_ARGV),
         "WAKEUP_EVERY_VALUE": str(wakeup_every(config)),
         "SENDS_NEED_ADDRESS": "1" if config.sends_need_address else "0",

@@ -1,16 +1,17 @@
-"""Each process's socket descriptors, kept from the kernel's records (socket, socketpair,
-accept, bind, connect, dup*, fcntl, close, close_range, fork, exec, exit), as Falco's fd
-table is: fd.type, fd.name and the tuple of a descriptor are known when a rule reads
-them, even when the process is gone by then (the reverse shell that dups a connection
-onto stdin and exits at once). These syscalls are always attached; when no rule asks for
-one, the kernel sends only what changes this table (enforcer.sources.probe.fd_state).
+"""Each process's socket and pipe descriptors, kept from the kernel's records (socket,
+socketpair, pipe, pipe2, accept, bind, connect, dup*, fcntl, close, close_range, fork,
+exec, exit), as Falco's fd table is: fd.type, fd.name and the tuple of a descriptor are
+known when a rule reads them, even when the process is gone by then (the reverse shell
+that dups a connection onto stdin and exits at once). These syscalls are always
+attached; when no rule asks for one, the kernel sends only what changes this table
+(enforcer.sources.probe.fd_state).
 
 The kernel keeps the keys (tgid << 32 | fd) of the descriptors held here, so that it
 drops the closes of all others. Most of them it keeps itself; what only userspace knows
 (a fork's copy, exec closing close-on-exec descriptors, a process's exit, close_range)
 is pushed to it through `keys` (FdKeys).
 
-Descriptors made before the agent started, files, pipes and the rest are not held here:
+Descriptors made before the agent started, files, eventfds and the rest are not held here:
 the live /proc lookup (enforcer.state.sockets) answers for them, while the process lives.
 """
 
@@ -35,9 +36,9 @@ _PROTO = {1: "tcp", 2: "udp", 3: "raw", 5: "tcp"}  # by socket type; SEQPACKET a
 
 @dataclass(frozen=True, slots=True)
 class FdEntry:
-    """One socket descriptor as the records described it."""
+    """One socket or pipe descriptor as the records described it."""
 
-    type: str  # Falco's fd.type: ipv4, ipv6, unix, netlink, ...
+    type: str  # Falco's fd.type: ipv4, ipv6, unix, netlink, pipe, ...
     l4proto: str | None = None
     local: tuple[str, int] | None = None
     remote: tuple[str, int] | None = None
@@ -94,8 +95,8 @@ def _local_tuple(head: int, lo: int, hi: int) -> tuple[str, int] | None:
 
 
 class FdTable:
-    """pid -> {fd -> FdEntry}, for the processes that hold sockets made while the agent
-    ran."""
+    """pid -> {fd -> FdEntry}, for the processes that hold sockets or pipes made while the
+    agent ran."""
 
     def __init__(self, proc_root: str = "/proc", keys: FdKeys | None = None,
                  max_processes: int = 32768):
@@ -207,6 +208,15 @@ class FdTable:
             for fd in (slots[4] & 0xFFFFFFFF, slots[4] >> 32 & 0xFFFFFFFF):
                 self._set(pid, _s32(fd), None if full else entry)
             return entry
+        if etype in ("pipe", "pipe2"):
+            if ret != 0:
+                return None
+            # Falco's pipe: type `pipe` (SCAP_FD_FIFO), an empty name
+            flags = ints.get("flags", 0) if etype == "pipe2" else 0
+            entry = FdEntry("pipe", cloexec=bool(flags & O_CLOEXEC))
+            for fd in (slots[4] & 0xFFFFFFFF, slots[4] >> 32 & 0xFFFFFFFF):
+                self._set(pid, _s32(fd), None if full else entry)
+            return entry
         if etype in ("bind", "connect"):
             return self._named(pid, f, ints, slots, etype, ret)
         if etype in ("dup", "dup2", "dup3", "fcntl"):
@@ -270,8 +280,8 @@ class FdTable:
                 local = _local_tuple(slots[3], slots[4], slots[5]) or entry.local
                 entry = replace(entry, remote=end, local=local, server=False)
         if etype == "connect" and not entry.complete():
-            # a non-blocking or UDP connect: the kernel did not say which local end it
-            # picked; the process is usually still there to ask
+            # the kernel could not read the socket (no BTF: a non-blocking or UDP
+            # connect); the process is usually still there to ask
             info = sockets.fd_socket(self.proc_root, pid, fd)
             if info is not None and info.lport:
                 entry = replace(entry, local=(info.lip, info.lport))

@@ -195,9 +195,12 @@ from enforcer.state.fd_table import FdTable, key  # noqa: E402
 
 PID = 4242
 SOCK_CLOEXEC = 0o2000000
+O_CLOEXEC = 0o2000000
 FD_OPS = st.one_of(
     st.tuples(st.just("socket"), st.booleans()),
     st.tuples(st.just("accept4"), st.integers(0, 7), st.booleans()),
+    st.tuples(st.just("pipe"),),
+    st.tuples(st.just("pipe2"), st.booleans()),
     st.tuples(st.just("open"), st.booleans()),
     st.tuples(st.just("dup"), st.integers(-1, 9)),
     st.tuples(st.just("dup2"), st.integers(-1, 9), st.integers(0, 9)),
@@ -228,7 +231,7 @@ class _Process:
     """What the kernel does to one process's descriptors: lowest free number first."""
 
     def __init__(self) -> None:
-        self.fds: dict[int, tuple[str, bool]] = {}  # fd -> (socket|file, close-on-exec)
+        self.fds: dict[int, tuple[str, bool]] = {}  # fd -> (socket|pipe|file, cloexec)
 
     def lowest(self, start: int = 0) -> int:
         fd = start
@@ -249,6 +252,16 @@ class _Process:
             fd = self.lowest()
             self.fds[fd] = ("socket", op[1])
             return "socket", (2, 1 | (SOCK_CLOEXEC if op[1] else 0), 0), fd
+        if name in ("pipe", "pipe2"):
+            cloexec = name == "pipe2" and op[1]
+            ends = [self.lowest()]
+            self.fds[ends[0]] = ("pipe", cloexec)
+            ends.append(self.lowest())
+            self.fds[ends[1]] = ("pipe", cloexec)
+            pair = ends[0] | ends[1] << 32  # slot 4, as the exit handler packs it
+            if name == "pipe":
+                return "pipe", (0x7FF0, 0, 0, 0, pair), 0
+            return "pipe2", (0x7FF0, O_CLOEXEC if cloexec else 0, 0, 0, pair), 0
         if name == "accept4":
             listener = op[1]
             if self.fds.get(listener, ("",))[0] != "socket":
@@ -298,9 +311,13 @@ class _Process:
         return "close_range", (lo, hi, flags), 0
 
 
-def _sockets(table: FdTable) -> dict[int, bool]:
-    return {k & 0xFFFFFFFF: table.get(PID, k & 0xFFFFFFFF).cloexec  # type: ignore[union-attr]
-            for k in table.all_keys()}
+def _sockets(table: FdTable) -> dict[int, tuple[str, bool]]:
+    out = {}
+    for k in table.all_keys():
+        ent = table.get(PID, k & 0xFFFFFFFF)
+        assert ent is not None
+        out[k & 0xFFFFFFFF] = ("pipe" if ent.type == "pipe" else "socket", ent.cloexec)
+    return out
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -321,8 +338,11 @@ def test_reduced_fd_records_keep_the_table_whole(ops: list[tuple]) -> None:
         fields = decode(pack(code=sc.CODES[name], tgid=PID, ret=ret, ints=args))
         every.apply(fields)
         if fd_state_model(name, args, ret, tracked):
+            if name in ("pipe", "pipe2"):  # the handler tracks the pair it read
+                tracked.update((args[4] & 0xFFFFFFFF, args[4] >> 32))
             reduced.apply(fields)
-        truth = {fd: cloexec for fd, (kind, cloexec) in proc.fds.items() if kind == "socket"}
+        truth = {fd: (kind, cloexec) for fd, (kind, cloexec) in proc.fds.items()
+                 if kind in ("socket", "pipe")}
         assert _sockets(every) == truth, (op, rec)
         assert _sockets(reduced) == truth, (op, rec)
         # the kernel knows every descriptor the table holds, or their closes are lost

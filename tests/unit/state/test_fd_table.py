@@ -121,3 +121,23 @@ def test_bounded_the_oldest_process_goes_first() -> None:
         t.apply(rec("socket", 3, (socket.AF_INET, socket.SOCK_STREAM, 0), pid=pid))
     assert t.get(1, 3) is None and t.get(2, 3) is not None and t.get(3, 3) is not None
     assert t.keys.removed == [key(1, 3)]  # type: ignore[union-attr]  # the kernel forgets it
+
+
+def test_pipe_ends_are_pipes_across_dup_fork_exec_and_close() -> None:
+    """pipe/pipe2 carry the two new numbers packed in slot 4, as the exit handler reads
+    them from the caller's array; pipe2's O_CLOEXEC marks both ends."""
+    t = table()
+    ent = t.apply(rec("pipe2", 0, (0x7FF0, 0o2000000, 0, 0, 3 | 4 << 32)))
+    assert ent is not None and ent.type == "pipe" and ent.cloexec
+    t.apply(rec("pipe", 0, (0x7FF0, 0, 0, 0, 5 | 6 << 32)))
+    assert [t.get(PID, fd).type for fd in (3, 4, 5, 6)] == ["pipe"] * 4  # type: ignore[union-attr]
+    t.apply(rec("fcntl", 40, (5, 1030, 40)))  # F_DUPFD_CLOEXEC keeps the type
+    assert t.get(PID, 40) is not None and t.get(PID, 40).type == "pipe"  # type: ignore[union-attr]
+    t.apply(rec("dup2", 1, (6, 1)))
+    assert t.get(PID, 1).type == "pipe"  # type: ignore[union-attr]
+    t.on_fork(PID, PID + 1)
+    t.on_exec(PID + 1)  # the close-on-exec ends go
+    assert [fd for fd in (1, 3, 4, 5, 6, 40) if t.get(PID + 1, fd)] == [1, 5, 6]
+    t.apply(rec("close", 0, (5,)))
+    assert t.get(PID, 5) is None
+    assert t.apply(rec("pipe2", -24, (0x7FF0, 0))) is None  # EMFILE: nothing made
