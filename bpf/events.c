@@ -516,6 +516,21 @@ static __always_inline void fd_untrack(u32 tgid, long fd) {
     fd_tracked.delete(&k);
 }
 
+// A new process, by pid, until userspace has read its fork record and pushed the keys of
+// the descriptors it copied from its parent (slot: pid & 0xffff; 0 once synced). Until
+// then the kernel cannot tell which of the child's descriptors the table holds, so all
+// its closes, dups and fcntls cross: a shell's pipeline child closes the pipe ends it
+// inherited at once, and a close lost here would leave the table a stale pipe or socket
+// under a number the child reuses for a file.
+#define UNSYNCED_SLOTS 65536
+BPF_ARRAY(fd_unsynced, u32, UNSYNCED_SLOTS);
+
+static __always_inline int fd_unsynced_now(u32 tgid) {
+    u32 slot = tgid & (UNSYNCED_SLOTS - 1);
+    u32 *pid = fd_unsynced.lookup(&slot);
+    return pid && *pid == tgid;
+}
+
 // The two ends of a socket, as the kernel keeps them: the local end a connect leaves to the
 // kernel (the port it picks, the address its route gives; TCP, non-blocking or not, UDP),
 // the remote end of an accept called without an address buffer. As libsinsp's drivers do,
@@ -756,6 +771,9 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     e->ppid = e->tgid;
     e->a[0] = args->child_pid;
     e->a[1] = args->parent_pid;
+    u32 child = args->child_pid;  // the child does not run before this returns
+    u32 slot = child & (UNSYNCED_SLOTS - 1);
+    fd_unsynced.update(&slot, &child);
     bpf_get_current_comm(e->comm, sizeof(e->comm));
     emit(e);
     return 0;

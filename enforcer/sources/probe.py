@@ -217,16 +217,19 @@ def fd_state(s: sc.Syscall, ret: str, only: bool, leave: list[str]) -> list[str]
         out.append("        connect_tuple(e, e->a[0]);")
     elif name in ("dup", "dup2", "dup3", "fcntl"):
         out.append(f"    int old_tracked = fd_is_tracked({tg}, e->a[0]);")
+        # a child userspace has not synced yet: its copies are not in fd_tracked
+        out.append(f"    int unsynced = fd_unsynced_now({tg});")
         if name == "fcntl":
             out.append(f"    int makes_fd = e->a[1] == {F_DUPFD} || e->a[1] == {F_DUPFD_CLOEXEC};")
-            unless(f"{ret} >= 0 && old_tracked && (makes_fd || e->a[1] == {F_SETFD})")
+            unless(f"{ret} >= 0 && (old_tracked || unsynced)"
+                   f" && (makes_fd || e->a[1] == {F_SETFD})")
             out += [f"    if ({ret} >= 0 && makes_fd && old_tracked)",
                     f"        e->a[5] = fd_track({tg}, {ret});"]
         else:
             # dup2/dup3 close the new descriptor first: its entry goes too
             replaced = f"fd_is_tracked({tg}, e->a[1])" if name != "dup" else "0"
             out.append(f"    int new_tracked = {replaced};")
-            unless(f"{ret} >= 0 && (old_tracked || new_tracked)")
+            unless(f"{ret} >= 0 && (old_tracked || new_tracked || unsynced)")
             out += [f"    if ({ret} >= 0 && old_tracked)",
                     f"        e->a[5] = fd_track({tg}, {ret});",
                     f"    else if ({ret} >= 0 && new_tracked)",
@@ -234,17 +237,19 @@ def fd_state(s: sc.Syscall, ret: str, only: bool, leave: list[str]) -> list[str]
     elif name == "close":
         # the descriptor is gone whatever close returns (but EBADF: it was not there)
         out.append(f"    int was_tracked = fd_is_tracked({tg}, e->a[0]);")
-        unless("was_tracked")
+        unless(f"was_tracked || fd_unsynced_now({tg})")
         out += ["    if (was_tracked)", f"        fd_untrack({tg}, e->a[0]);"]
     elif name == "close_range":
         unless(f"{ret} == 0")  # userspace drops the range (and the kernel keys it holds)
     return out
 
 
-def fd_state_model(name: str, ints: tuple[int, ...], ret: int, tracked: set[int]) -> bool:
+def fd_state_model(name: str, ints: tuple[int, ...], ret: int, tracked: set[int],
+                   unsynced: bool = False) -> bool:
     """A model of fd_state() for a state-only syscall, step for step: whether its record
     crosses, with `tracked` (the calling process's tracked descriptors, fd_tracked)
-    updated as the kernel updates it. The property test in
+    updated as the kernel updates it; `unsynced`: a child whose fork userspace has not read
+    yet (fd_unsynced). The property test in
     tests/unit/agent/test_kernel_filter_soundness.py holds it to the fd table: fed only
     the records that cross, the table ends as it would have with every record."""
     def s32(v: int) -> int:
@@ -267,18 +272,18 @@ def fd_state_model(name: str, ints: tuple[int, ...], ret: int, tracked: set[int]
     old = fd >= 0 and fd in tracked
     if name == "close":
         tracked.discard(fd)
-        return old
+        return old or unsynced
     if name == "fcntl":
         makes_fd = ints[1] in (F_DUPFD, F_DUPFD_CLOEXEC)
         if ret >= 0 and makes_fd and old:
             tracked.add(ret)
-        return ret >= 0 and old and (makes_fd or ints[1] == F_SETFD)
+        return ret >= 0 and (old or unsynced) and (makes_fd or ints[1] == F_SETFD)
     new = name != "dup" and s32(ints[1]) >= 0 and s32(ints[1]) in tracked
     if ret >= 0 and old:
         tracked.add(ret)
     elif ret >= 0 and new:
         tracked.discard(ret)
-    return ret >= 0 and (old or new)
+    return ret >= 0 and (old or new or unsynced)
 
 
 def _exit(s: sc.Syscall, drop_failed: bool = False, only: bool = False) -> list[str]:
@@ -352,9 +357,10 @@ def _at_exit(s: sc.Syscall, code: int, drop_failed: bool = False,
     else:
         if drop_failed:  # before anything is read
             out += [f"    if ({_failed(s, 'args->ret')})", "        return 0;"]
-        if only and s.name == "close":  # most closes: one lookup, nothing else
-            out += ["    if (!fd_is_tracked(bpf_get_current_pid_tgid() >> 32,",
-                    "                       (long)(int)syscall_arg(syscall_regs(), 0)))",
+        if only and s.name == "close":  # most closes: one lookup (and an array's)
+            out += ["    u32 tgid = bpf_get_current_pid_tgid() >> 32;",
+                    "    if (!fd_is_tracked(tgid, (long)(int)syscall_arg(syscall_regs(), 0))",
+                    "            && !fd_unsynced_now(tgid))",
                     "        return 0;"]
         out += _body(s, code, arg, regs=True,
                      state=fd_state(s, "args->ret", only, ["        return 0;"]))

@@ -72,6 +72,10 @@ class FdKeys(Protocol):
 
     def remove(self, keys: list[int]) -> None: ...
 
+    def synced(self, pid: int) -> None:
+        """The keys of a new process's copied descriptors are in: the kernel may drop its
+        closes of untracked descriptors again (fd_unsynced in bpf/events.c)."""
+
 
 def key(pid: int, fd: int) -> int:
     """The kernel's key of a descriptor."""
@@ -121,14 +125,17 @@ class FdTable:
 
     # -- process lifecycle ---------------------------------------------------------------
     def on_fork(self, parent: int, child: int) -> None:
-        """The child starts with copies of its parent's descriptors."""
+        """The child starts with copies of its parent's descriptors. Until the kernel
+        holds their keys, it sends every close, dup and fcntl of the child; those that
+        were in the ring before the keys went in are applied after this, in order."""
         fds = self._fds.get(parent)
-        if not fds or child == parent:
-            return
-        if len(self._fds) >= self.max_processes:
-            self._drop(next(iter(self._fds)))
-        self._fds[child] = dict(fds)
-        self._push([key(child, fd) for fd in fds])
+        if fds and child != parent:
+            if len(self._fds) >= self.max_processes:
+                self._drop(next(iter(self._fds)))
+            self._fds[child] = dict(fds)
+            self._push([key(child, fd) for fd in fds])
+        if self.keys is not None and child != parent:
+            self.keys.synced(child)
 
     def on_thread(self, tid: int) -> None:
         """A task fork made turned out to be a thread: it shares its process's table."""
@@ -191,6 +198,8 @@ class FdTable:
             fd = _s32(ints.get("fd", -1))
             old = self.get(pid, fd)
             self._set(pid, fd, None)
+            if old is not None:  # a fork's copy may have been pushed after this close
+                self._pull([key(pid, fd)])
             return old
         if etype == "close_range":
             return self._close_range(pid, ret, ints)
@@ -307,5 +316,11 @@ class FdTable:
         if ret < 0 or ret == old:
             return entry
         # dup2/dup3 close what the new number held; the new one shares the old's socket
-        self._set(pid, ret, None if entry is None or full else replace(entry, cloexec=cloexec))
+        made = None if entry is None or full else replace(entry, cloexec=cloexec)
+        replaced = self.get(pid, ret)
+        self._set(pid, ret, made)
+        if made is not None:  # the kernel did not track it in a child not synced yet
+            self._push([key(pid, ret)])
+        elif replaced is not None:
+            self._pull([key(pid, ret)])
         return entry

@@ -377,3 +377,41 @@ def test_accept_without_an_address_and_one_peer_on_two_listeners(held: _HeldAgen
         alert = held.wait(lambda a, n=n: _mine(a) and a.event.get("evt.rawres") == n)
         assert alert.event.get("fd.name") == f"127.0.0.1:{cport}->127.0.0.1:{port}", n
         assert (alert.event.get("fd.lport"), alert.event.get("fd.rport")) == (port, cport)
+
+
+def test_a_child_closing_what_it_inherited_before_the_agent_reads_its_fork(
+        held: _HeldAgent) -> None:
+    """A shell's pipeline child closes the pipe ends (and a socket) it inherited at once,
+    long before userspace has read its fork record and told the kernel which of the
+    child's descriptors the table holds. Those closes must still cross, or the table
+    keeps the child's copies: the numbers, reused by files dup'ed onto stdout and
+    stderr, would be a pipe and a TCP socket (the upstream redirect rule's false alert).
+    The held agent reads nothing until every process here has exited."""
+    # short: the record keeps the first 1 KiB of argv, and the marker comes last
+    script = """
+import os, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+r, w = os.pipe()
+if os.fork() == 0:
+    for fd in (s.fileno(), r, w):
+        os.close(fd)
+    for n in (1, 2, 0):
+        os.dup2(os.open("/etc/hostname", os.O_RDONLY), n)
+    os._exit(0)
+os.wait()
+os.dup2(s.fileno(), 0)
+os.dup2(w, 1)
+os._exit(0)
+"""
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        _run_marked(script, str(ls.getsockname()[1]))
+    held.run()
+    parent = held.wait(lambda a: _mine(a) and a.event.get("evt.rawres") == 0)
+    held.wait(lambda a: a.rule == PIPE_RULE and MARK in (a.event.get("proc.cmdline") or "")
+              and a.event.get("proc.pid") == parent.event.get("proc.pid"))
+    wrong = [(a.rule, a.event.get("evt.rawres")) for a in held.alerts
+             if MARK in (a.event.get("proc.cmdline") or "")
+             and a.event.get("proc.pid") != parent.event.get("proc.pid")]
+    assert wrong == []

@@ -219,12 +219,16 @@ class _Keys:
 
     def __init__(self, tracked: set[int]):
         self.tracked = tracked
+        self.synced_pids: list[int] = []
 
     def add(self, keys: list[int]) -> None:
         self.tracked.update(k & 0xFFFFFFFF for k in keys if k >> 32 == PID)
 
     def remove(self, keys: list[int]) -> None:
         self.tracked.difference_update(k & 0xFFFFFFFF for k in keys if k >> 32 == PID)
+
+    def synced(self, pid: int) -> None:
+        self.synced_pids.append(pid)
 
 
 class _Process:

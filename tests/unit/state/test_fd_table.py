@@ -35,6 +35,7 @@ class Keys:
     def __init__(self) -> None:
         self.keys: set[int] = set()
         self.removed: list[int] = []
+        self.synced_pids: list[int] = []
 
     def add(self, keys: list[int]) -> None:
         self.keys.update(keys)
@@ -42,6 +43,9 @@ class Keys:
     def remove(self, keys: list[int]) -> None:
         self.keys.difference_update(keys)
         self.removed += keys
+
+    def synced(self, pid: int) -> None:
+        self.synced_pids.append(pid)
 
 
 def table() -> FdTable:
