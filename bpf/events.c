@@ -503,12 +503,40 @@ static __always_inline int fd_is_tracked(u32 tgid, long fd) {
     return (int)fd >= 0 && fd_tracked.lookup(&k) != 0;
 }
 
+// The processes that hold tracked descriptors (slot: tgid & 0xffff) with the highest
+// number they ever tracked: a fork copies the keys of such a parent's descriptors to the
+// child at once (sched_process_fork), so the child's first closes are judged like
+// anyone's. A stale or overwritten slot only costs records.
+#define HOLDER_SLOTS 65536
+#define FORK_COPY_FDS 64
+struct holder_t {
+    u32 tgid;
+    u32 max_fd;
+};
+BPF_ARRAY(fd_holders, struct holder_t, HOLDER_SLOTS);
+
+static __always_inline void fd_holder(u32 tgid, u32 fd) {
+    u32 slot = tgid & (HOLDER_SLOTS - 1);
+    struct holder_t *h = fd_holders.lookup(&slot);
+    if (!h)
+        return;
+    if (h->tgid != tgid) {
+        h->tgid = tgid;
+        h->max_fd = fd;
+    } else if (fd > h->max_fd) {
+        h->max_fd = fd;
+    }
+}
+
 // 1 when the map is full: the record says so and userspace keeps no entry (its close
 // would not be seen), the /proc lookup answers for that descriptor instead
 static __always_inline int fd_track(u32 tgid, long fd) {
     u64 k = fd_key(tgid, fd);
     u8 one = 1;
-    return (int)fd < 0 || fd_tracked.update(&k, &one) != 0;
+    if ((int)fd < 0 || fd_tracked.update(&k, &one) != 0)
+        return 1;
+    fd_holder(tgid, (u32)fd);
+    return 0;
 }
 
 static __always_inline void fd_untrack(u32 tgid, long fd) {
@@ -516,12 +544,12 @@ static __always_inline void fd_untrack(u32 tgid, long fd) {
     fd_tracked.delete(&k);
 }
 
-// A new process, by pid, until userspace has read its fork record and pushed the keys of
-// the descriptors it copied from its parent (slot: pid & 0xffff; 0 once synced). Until
-// then the kernel cannot tell which of the child's descriptors the table holds, so all
-// its closes, dups and fcntls cross: a shell's pipeline child closes the pipe ends it
-// inherited at once, and a close lost here would leave the table a stale pipe or socket
-// under a number the child reuses for a file.
+// A new process whose parent ever tracked a descriptor numbered FORK_COPY_FDS or more (the
+// fork copies only the keys below), by pid, until userspace has read its fork record and
+// pushed the keys of everything it copied (slot: pid & 0xffff; 0 once synced). Until then
+// the kernel cannot tell which of the child's descriptors the table holds, so all its
+// closes, dups and fcntls cross: a close lost here would leave the table a stale socket
+// or pipe under a number the child reuses for a file.
 #define UNSYNCED_SLOTS 65536
 BPF_ARRAY(fd_unsynced, u32, UNSYNCED_SLOTS);
 
@@ -761,6 +789,34 @@ static __always_inline void finish(struct event_t *e, long ret, u32 key) {
     drop_stash(key);
 }
 
+// The child's copies of its parent's tracked descriptors, keyed for the child before it
+// runs (it does not run before sched_process_fork returns). A new thread gets keys too
+// (the tracepoint does not say which it is): userspace drops them with the thread's
+// entries (FdTable.on_thread).
+static __always_inline void fork_fds(u32 parent, u32 child) {
+    u32 pslot = parent & (HOLDER_SLOTS - 1);
+    struct holder_t *h = fd_holders.lookup(&pslot);
+    if (!h || h->tgid != parent)
+        return;
+    struct holder_t c = {child, h->max_fd};
+    u8 one = 1;
+    for (int fd = 0; fd < FORK_COPY_FDS; fd++) {
+        if (fd > c.max_fd)
+            break;
+        u64 k = fd_key(parent, fd);
+        if (fd_tracked.lookup(&k)) {
+            u64 ck = fd_key(child, fd);
+            fd_tracked.update(&ck, &one);
+        }
+    }
+    u32 cslot = child & (HOLDER_SLOTS - 1);
+    fd_holders.update(&cslot, &c);
+    if (c.max_fd >= FORK_COPY_FDS) {
+        u32 uslot = child & (UNSYNCED_SLOTS - 1);
+        fd_unsynced.update(&uslot, &child);
+    }
+}
+
 // Process lifecycle: always attached, the process table depends on them.
 TRACEPOINT_PROBE(sched, sched_process_fork) {
     if (is_agent(bpf_get_current_pid_tgid()))
@@ -771,9 +827,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     e->ppid = e->tgid;
     e->a[0] = args->child_pid;
     e->a[1] = args->parent_pid;
-    u32 child = args->child_pid;  // the child does not run before this returns
-    u32 slot = child & (UNSYNCED_SLOTS - 1);
-    fd_unsynced.update(&slot, &child);
+    fork_fds(e->tgid, args->child_pid);
     bpf_get_current_comm(e->comm, sizeof(e->comm));
     emit(e);
     return 0;

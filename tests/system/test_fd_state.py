@@ -386,17 +386,23 @@ def test_a_child_closing_what_it_inherited_before_the_agent_reads_its_fork(
     child's descriptors the table holds. Those closes must still cross, or the table
     keeps the child's copies: the numbers, reused by files dup'ed onto stdout and
     stderr, would be a pipe and a TCP socket (the upstream redirect rule's false alert).
-    The held agent reads nothing until every process here has exited."""
+    The held agent reads nothing until every process here has exited. The kernel copies
+    the keys of numbers below 64 at the fork; above (70 here), the child's closes all
+    cross until userspace has synced it."""
     # short: the record keeps the first 1 KiB of argv, and the marker comes last
     script = """
 import os, socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 r, w = os.pipe()
+os.dup2(s.fileno(), 70)
 if os.fork() == 0:
-    for fd in (s.fileno(), r, w):
+    for fd in (s.fileno(), r, w, 70):
         os.close(fd)
     for n in (1, 2, 0):
         os.dup2(os.open("/etc/hostname", os.O_RDONLY), n)
+    while os.open("/etc/hostname", os.O_RDONLY) != 70:
+        pass
+    os.dup2(70, 1)
     os._exit(0)
 os.wait()
 os.dup2(s.fileno(), 0)
