@@ -544,6 +544,15 @@ static __always_inline void fd_untrack(u32 tgid, long fd) {
     fd_tracked.delete(&k);
 }
 
+// close_range: the kernel's keys of the closed numbers below FORK_COPY_FDS go now, before
+// the numbers are reused (userspace, reading the record later, pulls only the rest).
+static __always_inline void fd_untrack_range(u32 tgid, long lo, long hi) {
+    for (int fd = 0; fd < FORK_COPY_FDS; fd++) {
+        if ((u32)fd >= (u32)lo && (u32)fd <= (u32)hi)
+            fd_untrack(tgid, fd);
+    }
+}
+
 // A new process whose parent ever tracked a descriptor numbered FORK_COPY_FDS or more (the
 // fork copies only the keys below), by pid, until userspace has read its fork record and
 // pushed the keys of everything it copied (slot: pid & 0xffff; 0 once synced). Until then

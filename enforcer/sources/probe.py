@@ -176,6 +176,8 @@ def _drop_failed_open(s: sc.Syscall, out: list[str], ret: str, cleanup: str = ""
 
 
 F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
+CLOSE_RANGE_CLOEXEC = 4
+FORK_COPY_FDS = 64  # events.c: the numbers whose keys the kernel copies and drops itself
 EINPROGRESS = 115
 
 
@@ -240,7 +242,9 @@ def fd_state(s: sc.Syscall, ret: str, only: bool, leave: list[str]) -> list[str]
         unless(f"was_tracked || fd_unsynced_now({tg})")
         out += ["    if (was_tracked)", f"        fd_untrack({tg}, e->a[0]);"]
     elif name == "close_range":
-        unless(f"{ret} == 0")  # userspace drops the range (and the kernel keys it holds)
+        unless(f"{ret} == 0")  # userspace drops the range (and the keys from FORK_COPY_FDS)
+        out += [f"    if ({ret} == 0 && !(e->a[2] & {CLOSE_RANGE_CLOEXEC}))",
+                f"        fd_untrack_range({tg}, e->a[0], e->a[1]);"]
     return out
 
 
@@ -267,6 +271,10 @@ def fd_state_model(name: str, ints: tuple[int, ...], ret: int, tracked: set[int]
     if name == "connect":
         return ret in (0, -EINPROGRESS)
     if name == "close_range":
+        if ret == 0 and not ints[2] & CLOSE_RANGE_CLOEXEC:
+            lo, hi = ints[0] & 0xFFFFFFFF, ints[1] & 0xFFFFFFFF
+            tracked.difference_update({fd for fd in tracked if lo <= fd <= hi
+                                       and fd < FORK_COPY_FDS})
         return ret == 0
     fd = s32(ints[0])
     old = fd >= 0 and fd in tracked
@@ -284,6 +292,18 @@ def fd_state_model(name: str, ints: tuple[int, ...], ret: int, tracked: set[int]
     elif ret >= 0 and new:
         tracked.discard(ret)
     return ret >= 0 and (old or new or unsynced)
+
+
+def fork_fds_model(parent_tracked: set[int], parent_max: int | None) -> tuple[set[int], bool]:
+    """A model of fork_fds() in events.c: the child's tracked descriptors as the kernel
+    keys them before the child runs (the parent's, up to the highest number the parent
+    ever tracked, below FORK_COPY_FDS), and whether the child is marked unsynced (the
+    parent ever tracked a higher number). `parent_max`: fd_holders' value, None when the
+    parent never tracked one."""
+    if parent_max is None:
+        return set(), False
+    return ({fd for fd in parent_tracked if fd <= parent_max and fd < FORK_COPY_FDS},
+            parent_max >= FORK_COPY_FDS)
 
 
 def _exit(s: sc.Syscall, drop_failed: bool = False, only: bool = False) -> list[str]:

@@ -29,6 +29,7 @@ F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
 FD_CLOEXEC = 1
 CLOSE_RANGE_CLOEXEC = 4
 EINPROGRESS = 115
+FORK_COPY_FDS = 64  # bpf/events.c: numbers whose keys the kernel copies and drops itself
 
 _FAMILY = {1: "unix", 2: "ipv4", 10: "ipv6", 16: "netlink"}
 _PROTO = {1: "tcp", 2: "udp", 3: "raw", 5: "tcp"}  # by socket type; SEQPACKET as Falco
@@ -110,6 +111,8 @@ class FdTable:
         # forever; the oldest process goes first (its sockets fall back to /proc)
         self.max_processes = max_processes
         self._fds: dict[int, dict[int, FdEntry]] = {}
+        # keys left in the kernel at exec (on_exec), pulled when the process goes
+        self._orphans: dict[int, set[int]] = {}
 
     def get(self, pid: int, fd: int) -> FdEntry | None:
         """The entry of a descriptor, if this table holds it."""
@@ -142,14 +145,18 @@ class FdTable:
         self._drop(tid)
 
     def on_exec(self, pid: int) -> None:
-        """exec closes the close-on-exec descriptors."""
+        """exec closes the close-on-exec descriptors. Their kernel keys stay until the
+        process exits: pulled here, late, a key could belong to a socket or pipe the new
+        image has made under the same number since, whose closes would then be lost. A
+        key left costs at most a record the table ignores."""
         fds = self._fds.get(pid)
         if not fds:
             return
         gone = [fd for fd, ent in fds.items() if ent.cloexec]
         for fd in gone:
             del fds[fd]
-        self._pull([key(pid, fd) for fd in gone])
+        if gone and self.keys is not None:
+            self._orphans.setdefault(pid, set()).update(gone)
 
     def on_exit(self, pid: int) -> None:
         """The process is gone, and its descriptors with it."""
@@ -157,8 +164,9 @@ class FdTable:
 
     def _drop(self, pid: int) -> None:
         fds = self._fds.pop(pid, None)
-        if fds:
-            self._pull([key(pid, fd) for fd in fds])
+        left = self._orphans.pop(pid, set())
+        if fds or left:
+            self._pull([key(pid, fd) for fd in set(fds or ()) | left])
 
     def _push(self, keys: list[int]) -> None:
         if self.keys is not None and keys:
@@ -244,7 +252,8 @@ class FdTable:
             return None
         for fd in hit:
             del fds[fd]
-        self._pull([key(pid, fd) for fd in hit])
+        # the kernel dropped the keys below FORK_COPY_FDS at the call (fd_untrack_range)
+        self._pull([key(pid, fd) for fd in hit if fd >= FORK_COPY_FDS])
         return None
 
     @staticmethod
