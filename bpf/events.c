@@ -2,10 +2,12 @@
 // UPPERCASE placeholders are filled in there, and the per-syscall handlers are generated
 // from the table in enforcer/sources/syscalls.py.
 //
-// Only tracepoint arguments and helpers are read, never kernel structs: tracepoint formats
-// come from tracefs at load time, so they always match the running kernel. The one
-// exception is the task's saved user registers, which a helper (bpf_task_pt_regs) hands
-// over and whose layout is the architecture's syscall ABI, not a kernel-internal struct.
+// Tracepoint arguments and helpers are read, and kernel structs only at offsets taken from
+// the running kernel's BTF (never from the installed headers, which may be another
+// kernel's): tracepoint formats come from tracefs at load time, so they always match the
+// running kernel. The task's saved user registers come from a helper (bpf_task_pt_regs);
+// their layout is the architecture's syscall ABI. The one walk through kernel structs is
+// fd_sock() (a descriptor's socket), for the two ends of a connect or accept.
 //
 // Enter handlers stash the arguments in a per-thread record; exit handlers add the return
 // value and copy the record to the one ring buffer. Records are fixed-size; a failed
@@ -501,12 +503,40 @@ static __always_inline int fd_is_tracked(u32 tgid, long fd) {
     return (int)fd >= 0 && fd_tracked.lookup(&k) != 0;
 }
 
+// The processes that hold tracked descriptors (slot: tgid & 0xffff) with the highest
+// number they ever tracked: a fork copies the keys of such a parent's descriptors to the
+// child at once (sched_process_fork), so the child's first closes are judged like
+// anyone's. A stale or overwritten slot only costs records.
+#define HOLDER_SLOTS 65536
+#define FORK_COPY_FDS 64
+struct holder_t {
+    u32 tgid;
+    u32 max_fd;
+};
+BPF_ARRAY(fd_holders, struct holder_t, HOLDER_SLOTS);
+
+static __always_inline void fd_holder(u32 tgid, u32 fd) {
+    u32 slot = tgid & (HOLDER_SLOTS - 1);
+    struct holder_t *h = fd_holders.lookup(&slot);
+    if (!h)
+        return;
+    if (h->tgid != tgid) {
+        h->tgid = tgid;
+        h->max_fd = fd;
+    } else if (fd > h->max_fd) {
+        h->max_fd = fd;
+    }
+}
+
 // 1 when the map is full: the record says so and userspace keeps no entry (its close
 // would not be seen), the /proc lookup answers for that descriptor instead
 static __always_inline int fd_track(u32 tgid, long fd) {
     u64 k = fd_key(tgid, fd);
     u8 one = 1;
-    return (int)fd < 0 || fd_tracked.update(&k, &one) != 0;
+    if ((int)fd < 0 || fd_tracked.update(&k, &one) != 0)
+        return 1;
+    fd_holder(tgid, (u32)fd);
+    return 0;
 }
 
 static __always_inline void fd_untrack(u32 tgid, long fd) {
@@ -514,31 +544,163 @@ static __always_inline void fd_untrack(u32 tgid, long fd) {
     fd_tracked.delete(&k);
 }
 
-// The local end of a TCP connect, which the syscall's arguments do not hold (the kernel
-// picks the port): sock:inet_sock_set_state names the socket (an opaque address, never
-// dereferenced) when the connecting thread moves it to SYN_SENT, and its whole tuple
-// when it is ESTABLISHED; the connect's exit handler joins the two. A blocking connect is
-// established when it returns; a non-blocking one (EINPROGRESS) is left to /proc.
+// close_range: the kernel's keys of the closed numbers below FORK_COPY_FDS go now, before
+// the numbers are reused (userspace, reading the record later, pulls only the rest).
+static __always_inline void fd_untrack_range(u32 tgid, long lo, long hi) {
+    for (int fd = 0; fd < FORK_COPY_FDS; fd++) {
+        if ((u32)fd >= (u32)lo && (u32)fd <= (u32)hi)
+            fd_untrack(tgid, fd);
+    }
+}
+
+// A new process whose parent ever tracked a descriptor numbered FORK_COPY_FDS or more (the
+// fork copies only the keys below), by pid, until userspace has read its fork record and
+// pushed the keys of everything it copied (slot: pid & 0xffff; 0 once synced). Until then
+// the kernel cannot tell which of the child's descriptors the table holds, so all its
+// closes, dups and fcntls cross: a close lost here would leave the table a stale socket
+// or pipe under a number the child reuses for a file.
+#define UNSYNCED_SLOTS 65536
+BPF_ARRAY(fd_unsynced, u32, UNSYNCED_SLOTS);
+
+static __always_inline int fd_unsynced_now(u32 tgid) {
+    u32 slot = tgid & (UNSYNCED_SLOTS - 1);
+    u32 *pid = fd_unsynced.lookup(&slot);
+    return pid && *pid == tgid;
+}
+
+// The two ends of a socket, as the kernel keeps them: the local end a connect leaves to the
+// kernel (the port it picks, the address its route gives; TCP, non-blocking or not, UDP),
+// the remote end of an accept called without an address buffer. As libsinsp's drivers do,
+// they are read from the socket itself, found from the descriptor in the task's fd table:
+// kernel memory only, read with bpf_probe_read_kernel at the offsets the running kernel's
+// BTF gives (enforcer.sources.kernel_btf; OFF_* below), never from the caller's memory.
 struct tuple_t {
     u64 head;  // family | local port << 16 | 1 << 32 (present)
     u64 lo;    // IPv4 address, or the first 8 bytes of the IPv6 one
     u64 hi;    // the last 8 bytes of the IPv6 address
 };
+
+#define SOCK_READS SOCK_READS_ENABLED
+#if SOCK_READS
+SOCK_OFFSET_DEFINES
+
+// The struct sock behind descriptor fd of the current process, 0 when it is not a socket
+// (a socket's file and its struct socket point at each other; no other file's private
+// data points back at the file).
+static __always_inline u64 fd_sock(long fd) {
+    u64 task = bpf_get_current_task();
+    u64 files = 0, fdt = 0, arr = 0, file = 0, sock = 0, back = 0, sk = 0;
+    u32 max = 0;
+    if ((int)fd < 0)
+        return 0;
+    bpf_probe_read_kernel(&files, sizeof(files), (void *)(task + OFF_TASK_FILES));
+    if (!files)
+        return 0;
+    bpf_probe_read_kernel(&fdt, sizeof(fdt), (void *)(files + OFF_FILES_FDT));
+    if (!fdt)
+        return 0;
+    bpf_probe_read_kernel(&max, sizeof(max), (void *)(fdt + OFF_FDT_MAX));
+    if ((u32)fd >= max)
+        return 0;
+    bpf_probe_read_kernel(&arr, sizeof(arr), (void *)(fdt + OFF_FDT_FD));
+    bpf_probe_read_kernel(&file, sizeof(file), (void *)(arr + (u64)(u32)fd * 8));
+    if (!file)
+        return 0;
+    bpf_probe_read_kernel(&sock, sizeof(sock), (void *)(file + OFF_FILE_PRIV));
+    if (!sock)
+        return 0;
+    bpf_probe_read_kernel(&back, sizeof(back), (void *)(sock + OFF_SOCKET_FILE));
+    if (back != file)
+        return 0;
+    bpf_probe_read_kernel(&sk, sizeof(sk), (void *)(sock + OFF_SOCKET_SK));
+    return sk;
+}
+
+// One end of an IP socket: the local one (remote = 0) or the remote one; the port in host
+// order. 0 when the socket is not IPv4/IPv6.
+static __always_inline int sock_end(u64 sk, int remote, struct tuple_t *t) {
+    u16 family = 0, port = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + OFF_SK_FAMILY));
+    if (remote) {
+        bpf_probe_read_kernel(&port, sizeof(port), (void *)(sk + OFF_SK_DPORT));
+        port = (port >> 8) | (port << 8);
+    } else {
+        bpf_probe_read_kernel(&port, sizeof(port), (void *)(sk + OFF_SK_NUM));
+    }
+    t->head = (u64)family | ((u64)port << 16) | (1ULL << 32);
+    t->lo = 0;
+    t->hi = 0;
+    if (family == 2) {
+        bpf_probe_read_kernel(&t->lo, 4,
+                              (void *)(sk + (remote ? OFF_SK_DADDR : OFF_SK_RCV_SADDR)));
+        return 1;
+    }
+#if OFF_SK_V6_DADDR >= 0
+    if (family == 10) {
+        u64 at = sk + (remote ? OFF_SK_V6_DADDR : OFF_SK_V6_RCV_SADDR);
+        bpf_probe_read_kernel(&t->lo, 8, (void *)at);
+        bpf_probe_read_kernel(&t->hi, 8, (void *)(at + 8));
+        return 1;
+    }
+#endif
+    return 0;
+}
+
+// accept's record: the local end in path2 (unused by accept) and the remote end as the
+// record's address, both from the new socket (the caller's address buffer may be NULL,
+// and each connection is its own socket: two from one peer never mix)
+static __always_inline void accept_tuple(struct event_t *e, long ret) {
+    __builtin_memset(e->path2, 0, sizeof(struct tuple_t));  // the scratch record's old bytes
+    if (ret < 0)
+        return;
+    u64 sk = fd_sock(ret);
+    struct tuple_t local = {}, peer = {};
+    if (!sk || !sock_end(sk, 0, &local) || !sock_end(sk, 1, &peer))
+        return;
+    __builtin_memcpy(e->path2, &local, sizeof(local));
+    u16 family = (u16)peer.head;
+    u16 port = (u16)(peer.head >> 16);
+    __builtin_memset(e->saddr, 0, 28);
+    *(u16 *)&e->saddr[0] = family;
+    *(u16 *)&e->saddr[2] = (port >> 8) | (port << 8);
+    if (family == 2) {
+        *(u32 *)&e->saddr[4] = (u32)peer.lo;
+        e->saddr_len = 16;
+    } else {
+        *(u64 *)&e->saddr[8] = peer.lo;
+        *(u64 *)&e->saddr[16] = peer.hi;
+        e->saddr_len = 28;
+    }
+}
+
+// connect's record (connected, or in progress): slots 3-5 get the local end
+static __always_inline void connect_tuple(struct event_t *e, long fd) {
+    struct tuple_t t = {};
+    u64 sk = fd_sock(fd);
+    if (!sk || !sock_end(sk, 0, &t))
+        return;
+    e->a[3] = t.head;
+    e->a[4] = t.lo;
+    e->a[5] = t.hi;
+}
+#else
+// Without the kernel's BTF: sock:inet_sock_set_state names the socket (an opaque
+// address, never dereferenced) when the connecting thread moves it to SYN_SENT, and its
+// whole tuple when it is ESTABLISHED; the connect's exit handler joins the two. A
+// non-blocking connect (EINPROGRESS) and UDP are left to /proc.
 BPF_TABLE("lru_hash", u32, u64, connecting, 16384);
 BPF_TABLE("lru_hash", u64, struct tuple_t, established, 16384);
 
-// The local end of an accepted connection (a listener bound to port 0 or to a wildcard
-// address does not say it), keyed by the remote end, which accept's address names: set
-// when the passive socket becomes ESTABLISHED, taken by the accept's exit handler. Two
-// pending connections from one remote address and port to two local ports would share a
-// key: the later one wins.
+// The local end of an accepted connection, keyed by the remote end, which accept's
+// address names: set when the passive socket becomes ESTABLISHED, taken by the accept's
+// exit handler. Two pending connections from one remote address and port to two local
+// ports would share a key: the later one wins.
 struct peer_t {
     u64 head;  // family | remote port << 16
     u64 lo;
     u64 hi;
 };
 BPF_TABLE("lru_hash", struct peer_t, struct tuple_t, passive, 16384);
-
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     if (args->protocol != 6)  // IPPROTO_TCP
         return 0;
@@ -579,7 +741,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
 }
 
 // accept's record, once its address is read: the local end in path2 (unused by accept)
-static __always_inline void accept_tuple(struct event_t *e) {
+static __always_inline void accept_tuple(struct event_t *e, long ret) {
     __builtin_memset(e->path2, 0, sizeof(struct tuple_t));  // the scratch record's old bytes
     if (e->saddr_len < 8)
         return;
@@ -604,7 +766,7 @@ static __always_inline void accept_tuple(struct event_t *e) {
 }
 
 // connect's record: slots 3-5 get the local end when it is known
-static __always_inline void connect_tuple(struct event_t *e) {
+static __always_inline void connect_tuple(struct event_t *e, long fd) {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 *sk = connecting.lookup(&tid);
     if (!sk)
@@ -620,6 +782,8 @@ static __always_inline void connect_tuple(struct event_t *e) {
     established.delete(&key);
 }
 
+#endif
+
 // A record, complete with its result: emitted.
 static __always_inline void emit_result(struct event_t *e, long ret) {
     e->ret = ret;
@@ -634,6 +798,34 @@ static __always_inline void finish(struct event_t *e, long ret, u32 key) {
     drop_stash(key);
 }
 
+// The child's copies of its parent's tracked descriptors, keyed for the child before it
+// runs (it does not run before sched_process_fork returns). A new thread gets keys too
+// (the tracepoint does not say which it is): userspace drops them with the thread's
+// entries (FdTable.on_thread).
+static __always_inline void fork_fds(u32 parent, u32 child) {
+    u32 pslot = parent & (HOLDER_SLOTS - 1);
+    struct holder_t *h = fd_holders.lookup(&pslot);
+    if (!h || h->tgid != parent)
+        return;
+    struct holder_t c = {child, h->max_fd};
+    u8 one = 1;
+    for (int fd = 0; fd < FORK_COPY_FDS; fd++) {
+        if (fd > c.max_fd)
+            break;
+        u64 k = fd_key(parent, fd);
+        if (fd_tracked.lookup(&k)) {
+            u64 ck = fd_key(child, fd);
+            fd_tracked.update(&ck, &one);
+        }
+    }
+    u32 cslot = child & (HOLDER_SLOTS - 1);
+    fd_holders.update(&cslot, &c);
+    if (c.max_fd >= FORK_COPY_FDS) {
+        u32 uslot = child & (UNSYNCED_SLOTS - 1);
+        fd_unsynced.update(&uslot, &child);
+    }
+}
+
 // Process lifecycle: always attached, the process table depends on them.
 TRACEPOINT_PROBE(sched, sched_process_fork) {
     if (is_agent(bpf_get_current_pid_tgid()))
@@ -644,6 +836,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     e->ppid = e->tgid;
     e->a[0] = args->child_pid;
     e->a[1] = args->parent_pid;
+    fork_fds(e->tgid, args->child_pid);
     bpf_get_current_comm(e->comm, sizeof(e->comm));
     emit(e);
     return 0;

@@ -127,7 +127,7 @@ class BccProbe:
 
     def fd_keys(self) -> TrackedFds:
         """The descriptors the kernel reports closes and dups of (fd_tracked)."""
-        return TrackedFds(self.bpf[b"fd_tracked"])
+        return TrackedFds(self.bpf[b"fd_tracked"], self.bpf[b"fd_unsynced"])
 
     def close(self) -> None:
         """Detach every program and free the maps (the detaches overlap: each waits for
@@ -138,8 +138,9 @@ class BccProbe:
 class TrackedFds:
     """fd_tracked in bpf/events.c, written from userspace: enforcer.state.fd_table.FdKeys."""
 
-    def __init__(self, table: Any):
+    def __init__(self, table: Any, unsynced: Any = None):
         self._table = table
+        self._unsynced = unsynced
 
     def add(self, keys: list[int]) -> None:
         """Track these descriptors (tgid << 32 | fd)."""
@@ -156,6 +157,17 @@ class TrackedFds:
                 del self._table[ctypes.c_uint64(k)]
             except KeyError:
                 pass  # the kernel saw the close first
+
+    def synced(self, pid: int) -> None:
+        """Clear a new process's mark in fd_unsynced (unless a later pid took its slot)."""
+        if self._unsynced is None:
+            return
+        slot = ctypes.c_uint32(pid & 0xFFFF)
+        try:
+            if self._unsynced[slot].value == pid:
+                self._unsynced[slot] = ctypes.c_uint32(0)
+        except (KeyError, OSError):
+            pass
 
 
 def load_programs(text: str, what: str) -> tuple[LoadedBpf, list[str]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 
 from enforcer.cli.rules_args import add_rules_option, load_or_report, rules_paths
 
@@ -47,6 +48,10 @@ def run_render(args: argparse.Namespace) -> int:
 
         known = available_syscalls()
     config, attachment = plan(types, known, base)
+    # as EbpfSource.open does: the socket reads at this kernel's offsets, when it has BTF
+    from enforcer.sources.kernel_btf import running_kernel_offsets  # noqa: PLC0415
+
+    config = replace(config, sock_offsets=running_kernel_offsets())
     sys.stdout.write(render(config))
     if attachment.missing:
         print(f"// not on this kernel: {', '.join(attachment.missing)}", file=sys.stderr)

@@ -17,6 +17,7 @@ from typing import Any
 from enforcer.errors import ProbeError
 from enforcer.sources import syscalls as sc
 from enforcer.sources.decode import MIN_RECORD_SIZE, decode
+from enforcer.sources.kernel_btf import running_kernel_offsets
 from enforcer.sources.probe import ProbeConfig, lpm_key, render, wakeup_every
 
 __all__ = ["EbpfSource", "ProbeConfig", "available_syscalls", "decode", "render"]
@@ -105,6 +106,8 @@ class EbpfSource:
 
         if self.config.args_at_exit and not registers_at_exit_supported():
             self.config = replace(self.config, args_at_exit=False)
+        if self.config.sock_offsets is None:
+            self.config = replace(self.config, sock_offsets=running_kernel_offsets())
         try:
             self._probe = BccProbe(render(self.config))
         except ProbeError as exc:

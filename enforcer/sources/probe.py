@@ -69,6 +69,10 @@ class ProbeConfig:
     # table only, their records reduced in the kernel to what it needs (fd_state())
     state_only: tuple[str, ...] = ()
     fd_tracked_entries: int = 65536
+    # where the running kernel keeps what fd_sock() in events.c reads (the OFF_* of
+    # enforcer.sources.kernel_btf): the two ends of a connect's or accept's socket are
+    # read from the socket itself. None: from sock:inet_sock_set_state (no BTF)
+    sock_offsets: dict[str, int] | None = None
     extra_defines: dict[str, str] = field(default_factory=dict)
 
 
@@ -172,6 +176,8 @@ def _drop_failed_open(s: sc.Syscall, out: list[str], ret: str, cleanup: str = ""
 
 
 F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
+CLOSE_RANGE_CLOEXEC = 4
+FORK_COPY_FDS = 64  # events.c: the numbers whose keys the kernel copies and drops itself
 EINPROGRESS = 115
 
 
@@ -195,11 +201,13 @@ def fd_state(s: sc.Syscall, ret: str, only: bool, leave: list[str]) -> list[str]
     if name in ("socket", "accept", "accept4"):
         unless(f"{ret} >= 0")
         out += [f"    if ({ret} >= 0)", f"        e->a[5] = fd_track({tg}, {ret});"]
-    elif name == "socketpair":
+    elif name in ("socketpair", "pipe", "pipe2"):
+        # the two new numbers, which the kernel just wrote to the caller's array
         unless(f"{ret} == 0")
+        vec = 3 if name == "socketpair" else 0
         out += [f"    if ({ret} == 0) {{",
                 "        int sv[2] = {-1, -1};",
-                "        bpf_probe_read_user(sv, sizeof(sv), (const void *)e->a[3]);",
+                f"        bpf_probe_read_user(sv, sizeof(sv), (const void *)e->a[{vec}]);",
                 "        e->a[4] = (u32)sv[0] | ((u64)(u32)sv[1] << 32);",
                 f"        e->a[5] = fd_track({tg}, sv[0]) | fd_track({tg}, sv[1]);",
                 "    }"]
@@ -207,20 +215,23 @@ def fd_state(s: sc.Syscall, ret: str, only: bool, leave: list[str]) -> list[str]
         unless(f"{ret} == 0")
     elif name == "connect":
         unless(f"{ret} == 0 || {ret} == -{EINPROGRESS}")
-        out.append(f"    if ({ret} == 0)")
-        out.append("        connect_tuple(e);")
+        out.append(f"    if ({ret} == 0 || {ret} == -{EINPROGRESS})")
+        out.append("        connect_tuple(e, e->a[0]);")
     elif name in ("dup", "dup2", "dup3", "fcntl"):
         out.append(f"    int old_tracked = fd_is_tracked({tg}, e->a[0]);")
+        # a child userspace has not synced yet: its copies are not in fd_tracked
+        out.append(f"    int unsynced = fd_unsynced_now({tg});")
         if name == "fcntl":
             out.append(f"    int makes_fd = e->a[1] == {F_DUPFD} || e->a[1] == {F_DUPFD_CLOEXEC};")
-            unless(f"{ret} >= 0 && old_tracked && (makes_fd || e->a[1] == {F_SETFD})")
+            unless(f"{ret} >= 0 && (old_tracked || unsynced)"
+                   f" && (makes_fd || e->a[1] == {F_SETFD})")
             out += [f"    if ({ret} >= 0 && makes_fd && old_tracked)",
                     f"        e->a[5] = fd_track({tg}, {ret});"]
         else:
             # dup2/dup3 close the new descriptor first: its entry goes too
             replaced = f"fd_is_tracked({tg}, e->a[1])" if name != "dup" else "0"
             out.append(f"    int new_tracked = {replaced};")
-            unless(f"{ret} >= 0 && (old_tracked || new_tracked)")
+            unless(f"{ret} >= 0 && (old_tracked || new_tracked || unsynced)")
             out += [f"    if ({ret} >= 0 && old_tracked)",
                     f"        e->a[5] = fd_track({tg}, {ret});",
                     f"    else if ({ret} >= 0 && new_tracked)",
@@ -228,17 +239,21 @@ def fd_state(s: sc.Syscall, ret: str, only: bool, leave: list[str]) -> list[str]
     elif name == "close":
         # the descriptor is gone whatever close returns (but EBADF: it was not there)
         out.append(f"    int was_tracked = fd_is_tracked({tg}, e->a[0]);")
-        unless("was_tracked")
+        unless(f"was_tracked || fd_unsynced_now({tg})")
         out += ["    if (was_tracked)", f"        fd_untrack({tg}, e->a[0]);"]
     elif name == "close_range":
-        unless(f"{ret} == 0")  # userspace drops the range (and the kernel keys it holds)
+        unless(f"{ret} == 0")  # userspace drops the range (and the keys from FORK_COPY_FDS)
+        out += [f"    if ({ret} == 0 && !(e->a[2] & {CLOSE_RANGE_CLOEXEC}))",
+                f"        fd_untrack_range({tg}, e->a[0], e->a[1]);"]
     return out
 
 
-def fd_state_model(name: str, ints: tuple[int, ...], ret: int, tracked: set[int]) -> bool:
+def fd_state_model(name: str, ints: tuple[int, ...], ret: int, tracked: set[int],
+                   unsynced: bool = False) -> bool:
     """A model of fd_state() for a state-only syscall, step for step: whether its record
     crosses, with `tracked` (the calling process's tracked descriptors, fd_tracked)
-    updated as the kernel updates it. The property test in
+    updated as the kernel updates it; `unsynced`: a child whose fork userspace has not read
+    yet (fd_unsynced). The property test in
     tests/unit/agent/test_kernel_filter_soundness.py holds it to the fd table: fed only
     the records that cross, the table ends as it would have with every record."""
     def s32(v: int) -> int:
@@ -249,30 +264,46 @@ def fd_state_model(name: str, ints: tuple[int, ...], ret: int, tracked: set[int]
         if ret >= 0:
             tracked.add(ret)
         return ret >= 0
-    if name == "socketpair":
+    if name in ("socketpair", "pipe", "pipe2"):
         return ret == 0  # the pair's numbers come from user memory: the caller adds them
     if name == "bind":
         return ret == 0
     if name == "connect":
         return ret in (0, -EINPROGRESS)
     if name == "close_range":
+        if ret == 0 and not ints[2] & CLOSE_RANGE_CLOEXEC:
+            lo, hi = ints[0] & 0xFFFFFFFF, ints[1] & 0xFFFFFFFF
+            tracked.difference_update({fd for fd in tracked if lo <= fd <= hi
+                                       and fd < FORK_COPY_FDS})
         return ret == 0
     fd = s32(ints[0])
     old = fd >= 0 and fd in tracked
     if name == "close":
         tracked.discard(fd)
-        return old
+        return old or unsynced
     if name == "fcntl":
         makes_fd = ints[1] in (F_DUPFD, F_DUPFD_CLOEXEC)
         if ret >= 0 and makes_fd and old:
             tracked.add(ret)
-        return ret >= 0 and old and (makes_fd or ints[1] == F_SETFD)
+        return ret >= 0 and (old or unsynced) and (makes_fd or ints[1] == F_SETFD)
     new = name != "dup" and s32(ints[1]) >= 0 and s32(ints[1]) in tracked
     if ret >= 0 and old:
         tracked.add(ret)
     elif ret >= 0 and new:
         tracked.discard(ret)
-    return ret >= 0 and (old or new)
+    return ret >= 0 and (old or new or unsynced)
+
+
+def fork_fds_model(parent_tracked: set[int], parent_max: int | None) -> tuple[set[int], bool]:
+    """A model of fork_fds() in events.c: the child's tracked descriptors as the kernel
+    keys them before the child runs (the parent's, up to the highest number the parent
+    ever tracked, below FORK_COPY_FDS), and whether the child is marked unsynced (the
+    parent ever tracked a higher number). `parent_max`: fd_holders' value, None when the
+    parent never tracked one."""
+    if parent_max is None:
+        return set(), False
+    return ({fd for fd in parent_tracked if fd <= parent_max and fd < FORK_COPY_FDS},
+            parent_max >= FORK_COPY_FDS)
 
 
 def _exit(s: sc.Syscall, drop_failed: bool = False, only: bool = False) -> list[str]:
@@ -315,7 +346,7 @@ def _exit(s: sc.Syscall, drop_failed: bool = False, only: bool = False) -> list[
         p, lp = (names.index(n) for n in s.saddr_exit)
         out.append(f"    read_saddr_lenptr(e, (const void *)e->a[{p}], (const int *)e->a[{lp}]);")
         if s.name in ("accept", "accept4"):
-            out.append("    accept_tuple(e);")
+            out.append("    accept_tuple(e, args->ret);")
     if s.msghdr_exit:
         out.append(f"    read_msghdr_name(e, (const void *)e->a[{names.index(s.msghdr_exit)}]);")
     out += [
@@ -346,9 +377,10 @@ def _at_exit(s: sc.Syscall, code: int, drop_failed: bool = False,
     else:
         if drop_failed:  # before anything is read
             out += [f"    if ({_failed(s, 'args->ret')})", "        return 0;"]
-        if only and s.name == "close":  # most closes: one lookup, nothing else
-            out += ["    if (!fd_is_tracked(bpf_get_current_pid_tgid() >> 32,",
-                    "                       (long)(int)syscall_arg(syscall_regs(), 0)))",
+        if only and s.name == "close":  # most closes: one lookup (and an array's)
+            out += ["    u32 tgid = bpf_get_current_pid_tgid() >> 32;",
+                    "    if (!fd_is_tracked(tgid, (long)(int)syscall_arg(syscall_regs(), 0))",
+                    "            && !fd_unsynced_now(tgid))",
                     "        return 0;"]
         out += _body(s, code, arg, regs=True,
                      state=fd_state(s, "args->ret", only, ["        return 0;"]))
@@ -357,7 +389,7 @@ def _at_exit(s: sc.Syscall, code: int, drop_failed: bool = False,
         p, lp = (names.index(n) for n in s.saddr_exit)
         out.append(f"    read_saddr_lenptr(e, (const void *)e->a[{p}], (const int *)e->a[{lp}]);")
         if s.name in ("accept", "accept4"):
-            out.append("    accept_tuple(e);")
+            out.append("    accept_tuple(e, args->ret);")
     if s.msghdr_exit:
         out.append(f"    read_msghdr_name(e, (const void *)e->a[{names.index(s.msghdr_exit)}]);")
     out += ["    bpf_get_current_comm(e->comm, sizeof(e->comm));",
@@ -426,6 +458,9 @@ def render(config: ProbeConfig) -> str:
         "OPEN_SUFFIX_ENTRIES": str(max(1, len(config.open_suffixes))),
         "AGENT_TGID_VALUE": str(int(config.agent_tgid)),
         "FD_TRACKED_ENTRIES": str(config.fd_tracked_entries),
+        "SOCK_READS_ENABLED": "0" if config.sock_offsets is None else "1",
+        "SOCK_OFFSET_DEFINES": "\n".join(
+            f"#define {k} {int(v)}" for k, v in sorted((config.sock_offsets or {}).items())),
         "MAX_ARGV": str(MAX_ARGV),
         "WAKEUP_EVERY_VALUE": str(wakeup_every(config)),
         "SENDS_NEED_ADDRESS": "1" if config.sends_need_address else "0",

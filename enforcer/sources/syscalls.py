@@ -164,6 +164,10 @@ SYSCALLS: tuple[Syscall, ...] = (
     Syscall("bpf", "other", ints=(_i("cmd", "cmd", "bpfcmd"),), ret="res_or_fd"),
     Syscall("userfaultfd", "other", ints=(_i("flags"),)),
     Syscall("kill", "proc", ints=(_i("pid"), _i("sig"))),
+    # the kernel writes the two new fds to fildes: the exit handler reads them (slot 4),
+    # as socketpair's; at the end of the table so that earlier codes do not move
+    Syscall("pipe", "file", ints=(_ptr("fildes"),)),
+    Syscall("pipe2", "file", ints=(_ptr("fildes"), _i("flags", "flags", "int"))),
 )
 
 # Each syscall's arguments in call order, by their tracepoint names (the kernel's
@@ -227,6 +231,8 @@ ARG_ORDER: dict[str, tuple[str, ...]] = {
     "bpf": ("cmd", "uattr", "size"),
     "userfaultfd": ("flags",),
     "kill": ("pid", "sig"),
+    "pipe": ("fildes",),
+    "pipe2": ("fildes", "flags"),
 }
 
 BY_NAME: dict[str, Syscall] = {s.name: s for s in SYSCALLS}
@@ -255,10 +261,10 @@ LIFECYCLE = frozenset({"execve", "execveat", "chdir", "fchdir"})
 # these, its records are reduced in the kernel to what the table needs (probe.render:
 # successes only, close/dup/fcntl only for descriptors the kernel knows are tracked).
 FD_STATE = frozenset({"socket", "socketpair", "bind", "connect", "accept", "accept4", "dup",
-                      "dup2", "dup3", "fcntl", "close", "close_range"})
+                      "dup2", "dup3", "fcntl", "close", "close_range", "pipe", "pipe2"})
 
 # Of those, the ones that are frequent and that no rule reads unless it names them.
-HOUSEKEEPING = frozenset({"close", "close_range", "fcntl", "socketpair"})
+HOUSEKEEPING = frozenset({"close", "close_range", "fcntl", "socketpair", "pipe", "pipe2"})
 
 OPEN_FAMILY = frozenset(s.name for s in SYSCALLS if s.family == "open")
 

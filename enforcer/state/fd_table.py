@@ -1,16 +1,17 @@
-"""Each process's socket descriptors, kept from the kernel's records (socket, socketpair,
-accept, bind, connect, dup*, fcntl, close, close_range, fork, exec, exit), as Falco's fd
-table is: fd.type, fd.name and the tuple of a descriptor are known when a rule reads
-them, even when the process is gone by then (the reverse shell that dups a connection
-onto stdin and exits at once). These syscalls are always attached; when no rule asks for
-one, the kernel sends only what changes this table (enforcer.sources.probe.fd_state).
+"""Each process's socket and pipe descriptors, kept from the kernel's records (socket,
+socketpair, pipe, pipe2, accept, bind, connect, dup*, fcntl, close, close_range, fork,
+exec, exit), as Falco's fd table is: fd.type, fd.name and the tuple of a descriptor are
+known when a rule reads them, even when the process is gone by then (the reverse shell
+that dups a connection onto stdin and exits at once). These syscalls are always
+attached; when no rule asks for one, the kernel sends only what changes this table
+(enforcer.sources.probe.fd_state).
 
 The kernel keeps the keys (tgid << 32 | fd) of the descriptors held here, so that it
 drops the closes of all others. Most of them it keeps itself; what only userspace knows
 (a fork's copy, exec closing close-on-exec descriptors, a process's exit, close_range)
 is pushed to it through `keys` (FdKeys).
 
-Descriptors made before the agent started, files, pipes and the rest are not held here:
+Descriptors made before the agent started, files, eventfds and the rest are not held here:
 the live /proc lookup (enforcer.state.sockets) answers for them, while the process lives.
 """
 
@@ -28,6 +29,7 @@ F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
 FD_CLOEXEC = 1
 CLOSE_RANGE_CLOEXEC = 4
 EINPROGRESS = 115
+FORK_COPY_FDS = 64  # bpf/events.c: numbers whose keys the kernel copies and drops itself
 
 _FAMILY = {1: "unix", 2: "ipv4", 10: "ipv6", 16: "netlink"}
 _PROTO = {1: "tcp", 2: "udp", 3: "raw", 5: "tcp"}  # by socket type; SEQPACKET as Falco
@@ -35,9 +37,9 @@ _PROTO = {1: "tcp", 2: "udp", 3: "raw", 5: "tcp"}  # by socket type; SEQPACKET a
 
 @dataclass(frozen=True, slots=True)
 class FdEntry:
-    """One socket descriptor as the records described it."""
+    """One socket or pipe descriptor as the records described it."""
 
-    type: str  # Falco's fd.type: ipv4, ipv6, unix, netlink, ...
+    type: str  # Falco's fd.type: ipv4, ipv6, unix, netlink, pipe, ...
     l4proto: str | None = None
     local: tuple[str, int] | None = None
     remote: tuple[str, int] | None = None
@@ -71,6 +73,10 @@ class FdKeys(Protocol):
 
     def remove(self, keys: list[int]) -> None: ...
 
+    def synced(self, pid: int) -> None:
+        """The keys of a new process's copied descriptors are in: the kernel may drop its
+        closes of untracked descriptors again (fd_unsynced in bpf/events.c)."""
+
 
 def key(pid: int, fd: int) -> int:
     """The kernel's key of a descriptor."""
@@ -94,8 +100,8 @@ def _local_tuple(head: int, lo: int, hi: int) -> tuple[str, int] | None:
 
 
 class FdTable:
-    """pid -> {fd -> FdEntry}, for the processes that hold sockets made while the agent
-    ran."""
+    """pid -> {fd -> FdEntry}, for the processes that hold sockets or pipes made while the
+    agent ran."""
 
     def __init__(self, proc_root: str = "/proc", keys: FdKeys | None = None,
                  max_processes: int = 32768):
@@ -105,6 +111,8 @@ class FdTable:
         # forever; the oldest process goes first (its sockets fall back to /proc)
         self.max_processes = max_processes
         self._fds: dict[int, dict[int, FdEntry]] = {}
+        # keys left in the kernel at exec (on_exec), pulled when the process goes
+        self._orphans: dict[int, set[int]] = {}
 
     def get(self, pid: int, fd: int) -> FdEntry | None:
         """The entry of a descriptor, if this table holds it."""
@@ -120,28 +128,35 @@ class FdTable:
 
     # -- process lifecycle ---------------------------------------------------------------
     def on_fork(self, parent: int, child: int) -> None:
-        """The child starts with copies of its parent's descriptors."""
+        """The child starts with copies of its parent's descriptors. Until the kernel
+        holds their keys, it sends every close, dup and fcntl of the child; those that
+        were in the ring before the keys went in are applied after this, in order."""
         fds = self._fds.get(parent)
-        if not fds or child == parent:
-            return
-        if len(self._fds) >= self.max_processes:
-            self._drop(next(iter(self._fds)))
-        self._fds[child] = dict(fds)
-        self._push([key(child, fd) for fd in fds])
+        if fds and child != parent:
+            if len(self._fds) >= self.max_processes:
+                self._drop(next(iter(self._fds)))
+            self._fds[child] = dict(fds)
+            self._push([key(child, fd) for fd in fds])
+        if self.keys is not None and child != parent:
+            self.keys.synced(child)
 
     def on_thread(self, tid: int) -> None:
         """A task fork made turned out to be a thread: it shares its process's table."""
         self._drop(tid)
 
     def on_exec(self, pid: int) -> None:
-        """exec closes the close-on-exec descriptors."""
+        """exec closes the close-on-exec descriptors. Their kernel keys stay until the
+        process exits: pulled here, late, a key could belong to a socket or pipe the new
+        image has made under the same number since, whose closes would then be lost. A
+        key left costs at most a record the table ignores."""
         fds = self._fds.get(pid)
         if not fds:
             return
         gone = [fd for fd, ent in fds.items() if ent.cloexec]
         for fd in gone:
             del fds[fd]
-        self._pull([key(pid, fd) for fd in gone])
+        if gone and self.keys is not None:
+            self._orphans.setdefault(pid, set()).update(gone)
 
     def on_exit(self, pid: int) -> None:
         """The process is gone, and its descriptors with it."""
@@ -149,8 +164,9 @@ class FdTable:
 
     def _drop(self, pid: int) -> None:
         fds = self._fds.pop(pid, None)
-        if fds:
-            self._pull([key(pid, fd) for fd in fds])
+        left = self._orphans.pop(pid, set())
+        if fds or left:
+            self._pull([key(pid, fd) for fd in set(fds or ()) | left])
 
     def _push(self, keys: list[int]) -> None:
         if self.keys is not None and keys:
@@ -190,6 +206,8 @@ class FdTable:
             fd = _s32(ints.get("fd", -1))
             old = self.get(pid, fd)
             self._set(pid, fd, None)
+            if old is not None:  # a fork's copy may have been pushed after this close
+                self._pull([key(pid, fd)])
             return old
         if etype == "close_range":
             return self._close_range(pid, ret, ints)
@@ -204,6 +222,15 @@ class FdTable:
             if ret != 0:
                 return None
             entry = self._socket(ints)
+            for fd in (slots[4] & 0xFFFFFFFF, slots[4] >> 32 & 0xFFFFFFFF):
+                self._set(pid, _s32(fd), None if full else entry)
+            return entry
+        if etype in ("pipe", "pipe2"):
+            if ret != 0:
+                return None
+            # Falco's pipe: type `pipe` (SCAP_FD_FIFO), an empty name
+            flags = ints.get("flags", 0) if etype == "pipe2" else 0
+            entry = FdEntry("pipe", cloexec=bool(flags & O_CLOEXEC))
             for fd in (slots[4] & 0xFFFFFFFF, slots[4] >> 32 & 0xFFFFFFFF):
                 self._set(pid, _s32(fd), None if full else entry)
             return entry
@@ -225,7 +252,8 @@ class FdTable:
             return None
         for fd in hit:
             del fds[fd]
-        self._pull([key(pid, fd) for fd in hit])
+        # the kernel dropped the keys below FORK_COPY_FDS at the call (fd_untrack_range)
+        self._pull([key(pid, fd) for fd in hit if fd >= FORK_COPY_FDS])
         return None
 
     @staticmethod
@@ -270,8 +298,8 @@ class FdTable:
                 local = _local_tuple(slots[3], slots[4], slots[5]) or entry.local
                 entry = replace(entry, remote=end, local=local, server=False)
         if etype == "connect" and not entry.complete():
-            # a non-blocking or UDP connect: the kernel did not say which local end it
-            # picked; the process is usually still there to ask
+            # the kernel could not read the socket (no BTF: a non-blocking or UDP
+            # connect); the process is usually still there to ask
             info = sockets.fd_socket(self.proc_root, pid, fd)
             if info is not None and info.lport:
                 entry = replace(entry, local=(info.lip, info.lport))
@@ -297,5 +325,11 @@ class FdTable:
         if ret < 0 or ret == old:
             return entry
         # dup2/dup3 close what the new number held; the new one shares the old's socket
-        self._set(pid, ret, None if entry is None or full else replace(entry, cloexec=cloexec))
+        made = None if entry is None or full else replace(entry, cloexec=cloexec)
+        replaced = self.get(pid, ret)
+        self._set(pid, ret, made)
+        if made is not None:  # the kernel did not track it in a child not synced yet
+            self._push([key(pid, ret)])
+        elif replaced is not None:
+            self._pull([key(pid, ret)])
         return entry

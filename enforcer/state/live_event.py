@@ -580,6 +580,8 @@ def _fd_name(e: LiveEvent) -> str | None:
     entry = e._f.get("_fdent")
     if entry is not None and entry.type in _SOCKET_TYPES:
         return _net_name(e, None)
+    if entry is not None and entry.type == "pipe":
+        return ""  # libsinsp names a pipe made by pipe/pipe2 nothing
     fd = e._event_fd()
     if fd is not None and fd >= 0:
         target = sockets.fd_target(e._ctx.proc_root, e._f["proc.pid"], fd)

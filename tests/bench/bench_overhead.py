@@ -20,8 +20,9 @@ last CPU and the agent on CPU 0 (both otherwise float).
 
 probes: loads the agent in this process with the bundled rules, turns on the kernel's
 BPF run-time statistics (kernel.bpf_stats_enabled) and prints, per attached program, the
-invocations and nanoseconds per invocation while the two workloads run: what each
-tracepoint costs the workload per syscall.
+invocations and nanoseconds per invocation while the two workloads run, and a third, 1000
+shell pipelines (the pipes of the fd table): what each tracepoint costs the workload per
+syscall, and how many records the agent read meanwhile (whole host).
 
 kernel: the kernel side alone, workloads pinned to the last CPU: nothing loaded / the
 floor (empty programs on the same tracepoints as the agent: what any design on syscall
@@ -86,6 +87,11 @@ class Workloads:
 
     def items(self) -> list[tuple[str, list[str] | str]]:
         return [("open", self.open_cmd), ("build", self.build_cmd)]
+
+
+# probes only: 1000 shell pipelines (pipe, fork, dup2 onto stdin/stdout, close, exec),
+# what the fd table's pipes cost a build's shell recipes
+PIPES = "i=0; while [ $i -lt 1000 ]; do echo x | cat >/dev/null; i=$((i+1)); done"
 
 
 def prepare(n_open: int) -> Workloads:
@@ -286,13 +292,14 @@ def probes(n_open: int) -> None:
     was = stats.read_text().strip()
     stats.write_text("1")
     try:
-        for name, cmd in wl.items():
+        for name, cmd in [*wl.items(), ("pipes", PIPES)]:
             before = _prog_stats(bpf)
-            events0 = agent.events
+            events0, records0 = agent.events, agent.records
             wall, cpu = timed(cmd)
             time.sleep(0.3)
             after = _prog_stats(bpf)
             print(f"\n{name}: wall {wall:.3f}s, workload CPU {cpu:.3f}s, "
+                  f"{agent.records - records0} records read, "
                   f"{agent.events - events0} events reached the rules (whole host)")
             print(f"{'program':<34} {'runs':>10} {'ns/run':>8} {'total ms':>9}")
             total = 0

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from enforcer.kernel_filter import kernel_passes, open_filter_for
@@ -195,9 +195,12 @@ from enforcer.state.fd_table import FdTable, key  # noqa: E402
 
 PID = 4242
 SOCK_CLOEXEC = 0o2000000
+O_CLOEXEC = 0o2000000
 FD_OPS = st.one_of(
     st.tuples(st.just("socket"), st.booleans()),
     st.tuples(st.just("accept4"), st.integers(0, 7), st.booleans()),
+    st.tuples(st.just("pipe"),),
+    st.tuples(st.just("pipe2"), st.booleans()),
     st.tuples(st.just("open"), st.booleans()),
     st.tuples(st.just("dup"), st.integers(-1, 9)),
     st.tuples(st.just("dup2"), st.integers(-1, 9), st.integers(0, 9)),
@@ -216,6 +219,7 @@ class _Keys:
 
     def __init__(self, tracked: set[int]):
         self.tracked = tracked
+        self.synced_pids: list[int] = []
 
     def add(self, keys: list[int]) -> None:
         self.tracked.update(k & 0xFFFFFFFF for k in keys if k >> 32 == PID)
@@ -223,12 +227,15 @@ class _Keys:
     def remove(self, keys: list[int]) -> None:
         self.tracked.difference_update(k & 0xFFFFFFFF for k in keys if k >> 32 == PID)
 
+    def synced(self, pid: int) -> None:
+        self.synced_pids.append(pid)
+
 
 class _Process:
     """What the kernel does to one process's descriptors: lowest free number first."""
 
     def __init__(self) -> None:
-        self.fds: dict[int, tuple[str, bool]] = {}  # fd -> (socket|file, close-on-exec)
+        self.fds: dict[int, tuple[str, bool]] = {}  # fd -> (socket|pipe|file, cloexec)
 
     def lowest(self, start: int = 0) -> int:
         fd = start
@@ -249,6 +256,16 @@ class _Process:
             fd = self.lowest()
             self.fds[fd] = ("socket", op[1])
             return "socket", (2, 1 | (SOCK_CLOEXEC if op[1] else 0), 0), fd
+        if name in ("pipe", "pipe2"):
+            cloexec = name == "pipe2" and op[1]
+            ends = [self.lowest()]
+            self.fds[ends[0]] = ("pipe", cloexec)
+            ends.append(self.lowest())
+            self.fds[ends[1]] = ("pipe", cloexec)
+            pair = ends[0] | ends[1] << 32  # slot 4, as the exit handler packs it
+            if name == "pipe":
+                return "pipe", (0x7FF0, 0, 0, 0, pair), 0
+            return "pipe2", (0x7FF0, O_CLOEXEC if cloexec else 0, 0, 0, pair), 0
         if name == "accept4":
             listener = op[1]
             if self.fds.get(listener, ("",))[0] != "socket":
@@ -298,9 +315,13 @@ class _Process:
         return "close_range", (lo, hi, flags), 0
 
 
-def _sockets(table: FdTable) -> dict[int, bool]:
-    return {k & 0xFFFFFFFF: table.get(PID, k & 0xFFFFFFFF).cloexec  # type: ignore[union-attr]
-            for k in table.all_keys()}
+def _sockets(table: FdTable) -> dict[int, tuple[str, bool]]:
+    out = {}
+    for k in table.all_keys():
+        ent = table.get(PID, k & 0xFFFFFFFF)
+        assert ent is not None
+        out[k & 0xFFFFFFFF] = ("pipe" if ent.type == "pipe" else "socket", ent.cloexec)
+    return out
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -321,10 +342,128 @@ def test_reduced_fd_records_keep_the_table_whole(ops: list[tuple]) -> None:
         fields = decode(pack(code=sc.CODES[name], tgid=PID, ret=ret, ints=args))
         every.apply(fields)
         if fd_state_model(name, args, ret, tracked):
+            if name in ("pipe", "pipe2"):  # the handler tracks the pair it read
+                tracked.update((args[4] & 0xFFFFFFFF, args[4] >> 32))
             reduced.apply(fields)
-        truth = {fd: cloexec for fd, (kind, cloexec) in proc.fds.items() if kind == "socket"}
+        truth = {fd: (kind, cloexec) for fd, (kind, cloexec) in proc.fds.items()
+                 if kind in ("socket", "pipe")}
         assert _sockets(every) == truth, (op, rec)
         assert _sockets(reduced) == truth, (op, rec)
         # the kernel knows every descriptor the table holds, or their closes are lost
         assert set(truth) <= tracked, (op, rec, tracked)
     assert key(PID, 0) >> 32 == PID
+
+
+# -- forks: the kernel keys the child's copies itself; userspace reads records late -------
+# Two processes, the parent and (after a fork) its child, do random descriptor calls. The
+# kernel decides which records cross with its state at the time (fd_state_model, and
+# fork_fds_model at the fork); userspace reads them later, at random points, in order,
+# and its pushes of keys (the fork's copies, a dup in an unsynced child) reach the kernel
+# only then. After the last read both tables equal what each process really holds.
+
+from enforcer.sources.probe import fork_fds_model  # noqa: E402
+
+CHILD = PID + 1
+FORK_OPS = st.one_of(
+    st.tuples(st.sampled_from([PID, CHILD]), FD_OPS),
+    st.tuples(st.sampled_from([PID, CHILD]),
+              st.tuples(st.just("fcntl"), st.integers(0, 9), st.just(0),
+                        st.sampled_from([64, 70]))),
+    # the pipeline child's first moves: close what it inherited, reuse the numbers
+    st.tuples(st.just(CHILD), st.tuples(st.just("close"), st.integers(0, 3))),
+    st.tuples(st.just(CHILD), st.tuples(st.just("open"), st.booleans())),
+    st.tuples(st.just(PID), st.tuples(st.just("pipe2"), st.booleans())),
+    st.just(("fork",)),
+    st.just(("read",)),
+)
+
+
+class _Kernel:
+    """fd_tracked, fd_holders and fd_unsynced, for two processes."""
+
+    def __init__(self) -> None:
+        self.tracked: dict[int, set[int]] = {PID: set(), CHILD: set()}
+        self.max_fd: dict[int, int] = {}
+        self.unsynced: set[int] = set()
+
+    def add(self, keys: list[int]) -> None:
+        for k in keys:
+            self.tracked.setdefault(k >> 32, set()).add(k & 0xFFFFFFFF)
+
+    def remove(self, keys: list[int]) -> None:
+        for k in keys:
+            self.tracked.setdefault(k >> 32, set()).discard(k & 0xFFFFFFFF)
+
+    def synced(self, pid: int) -> None:
+        self.unsynced.discard(pid)
+
+
+def _held(table: FdTable, pid: int) -> dict[int, tuple[str, bool]]:
+    fds = table._fds.get(pid, {})
+    return {fd: ("pipe" if e.type == "pipe" else "socket", e.cloexec) for fd, e in fds.items()}
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(FORK_OPS, min_size=1, max_size=50))
+@example([(PID, ("socket", False)), ("fork",), (CHILD, ("close", 0)),
+          (CHILD, ("open", False))])
+@example([(PID, ("socket", False)), (PID, ("fcntl", 0, 0, 70)), ("fork",),
+          (CHILD, ("close", 70)), ("read",), (CHILD, ("dup2", 0, 5))])
+def test_a_child_s_records_keep_its_table_whole_however_late_they_are_read(
+        ops: list[tuple]) -> None:
+    procs = {PID: _Process()}
+    kernel = _Kernel()
+    reduced = FdTable(proc_root="/nonexistent", keys=kernel)
+    queue: list[tuple] = []  # what crossed, not read yet
+
+    def read() -> None:
+        for item in queue:
+            if item[0] == "fork":
+                reduced.on_fork(PID, CHILD)
+            elif item[0] == "exec":
+                reduced.on_exec(item[1])
+            else:
+                reduced.apply(item[1])
+        queue.clear()
+
+    for op in ops:
+        if op[0] == "read":
+            read()
+            continue
+        if op[0] == "fork":
+            if CHILD in procs:
+                continue
+            child = _Process()
+            child.fds = dict(procs[PID].fds)
+            procs[CHILD] = child
+            copied, unsynced = fork_fds_model(kernel.tracked[PID], kernel.max_fd.get(PID))
+            kernel.tracked[CHILD] = copied
+            if PID in kernel.max_fd:
+                kernel.max_fd[CHILD] = kernel.max_fd[PID]
+            if unsynced:
+                kernel.unsynced.add(CHILD)
+            queue.append(("fork",))
+            continue
+        pid, call = op
+        if pid not in procs:
+            continue
+        rec = procs[pid].run(call)
+        if rec is None:
+            if call[0] == "exec":
+                queue.append(("exec", pid))
+            continue
+        name, args, ret = rec
+        tracked = kernel.tracked[pid]
+        before = set(tracked)
+        if fd_state_model(name, args, ret, tracked, pid in kernel.unsynced):
+            if name in ("pipe", "pipe2"):
+                tracked.update((args[4] & 0xFFFFFFFF, args[4] >> 32))
+            queue.append(("rec", decode(pack(code=sc.CODES[name], tgid=pid, ret=ret,
+                                             ints=args))))
+        made = tracked - before  # fd_track() keeps the highest number in fd_holders
+        if made:
+            kernel.max_fd[pid] = max(kernel.max_fd.get(pid, 0), *made)
+    read()
+    for pid, proc in procs.items():
+        truth = {fd: v for fd, v in proc.fds.items() if v[0] in ("socket", "pipe")}
+        assert _held(reduced, pid) == truth, (pid, ops)

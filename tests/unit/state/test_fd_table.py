@@ -35,6 +35,7 @@ class Keys:
     def __init__(self) -> None:
         self.keys: set[int] = set()
         self.removed: list[int] = []
+        self.synced_pids: list[int] = []
 
     def add(self, keys: list[int]) -> None:
         self.keys.update(keys)
@@ -42,6 +43,9 @@ class Keys:
     def remove(self, keys: list[int]) -> None:
         self.keys.difference_update(keys)
         self.removed += keys
+
+    def synced(self, pid: int) -> None:
+        self.synced_pids.append(pid)
 
 
 def table() -> FdTable:
@@ -99,7 +103,8 @@ def test_fork_copies_exec_closes_cloexec_exit_forgets() -> None:
     assert keys.keys == {key(900, 3), key(900, 4)}  # the child's closes must cross
     t.on_exec(900)
     assert t.get(900, 3) is None and t.get(900, 4) is not None
-    assert key(900, 3) not in keys.keys
+    # its key stays until the exit: pulled late, it could be a new socket's by then
+    assert key(900, 3) in keys.keys
     t.on_exit(900)
     assert t.get(900, 4) is None and not keys.keys
     assert t.get(PID, 3) is not None  # the parent's own are untouched
@@ -121,3 +126,23 @@ def test_bounded_the_oldest_process_goes_first() -> None:
         t.apply(rec("socket", 3, (socket.AF_INET, socket.SOCK_STREAM, 0), pid=pid))
     assert t.get(1, 3) is None and t.get(2, 3) is not None and t.get(3, 3) is not None
     assert t.keys.removed == [key(1, 3)]  # type: ignore[union-attr]  # the kernel forgets it
+
+
+def test_pipe_ends_are_pipes_across_dup_fork_exec_and_close() -> None:
+    """pipe/pipe2 carry the two new numbers packed in slot 4, as the exit handler reads
+    them from the caller's array; pipe2's O_CLOEXEC marks both ends."""
+    t = table()
+    ent = t.apply(rec("pipe2", 0, (0x7FF0, 0o2000000, 0, 0, 3 | 4 << 32)))
+    assert ent is not None and ent.type == "pipe" and ent.cloexec
+    t.apply(rec("pipe", 0, (0x7FF0, 0, 0, 0, 5 | 6 << 32)))
+    assert [t.get(PID, fd).type for fd in (3, 4, 5, 6)] == ["pipe"] * 4  # type: ignore[union-attr]
+    t.apply(rec("fcntl", 40, (5, 1030, 40)))  # F_DUPFD_CLOEXEC keeps the type
+    assert t.get(PID, 40) is not None and t.get(PID, 40).type == "pipe"  # type: ignore[union-attr]
+    t.apply(rec("dup2", 1, (6, 1)))
+    assert t.get(PID, 1).type == "pipe"  # type: ignore[union-attr]
+    t.on_fork(PID, PID + 1)
+    t.on_exec(PID + 1)  # the close-on-exec ends go
+    assert [fd for fd in (1, 3, 4, 5, 6, 40) if t.get(PID + 1, fd)] == [1, 5, 6]
+    t.apply(rec("close", 0, (5,)))
+    assert t.get(PID, 5) is None
+    assert t.apply(rec("pipe2", -24, (0x7FF0, 0))) is None  # EMFILE: nothing made
