@@ -136,6 +136,8 @@ class Arming:
     # lost is armed at the first record of it that comes, so that its children get a
     # template (nothing else would ever arm it: no record of its own says it started)
     attempted: set[int] = field(default_factory=set)
+    # processes that changed while their entries were being written (see _check_written)
+    raced: set[int] = field(default_factory=set)
     _table: Any = None
     clock: Callable[[], int] = time.monotonic_ns  # bpf_ktime_get_ns() is CLOCK_MONOTONIC too
     trace: bool = field(default_factory=lambda: os.environ.get("ENFORCER_TRACE_ARMING") == "1")
@@ -296,6 +298,21 @@ class Arming:
     def arm(self, ctx: Any, proc: Any, uid: int, gid: int, cgroup: int) -> bool:
         """Compute and store the process's kill entry; False when it stays unarmed."""
         armed = self._arm(ctx, proc, uid, gid, cgroup)
+        for _ in range(3):
+            if proc.pid not in self.raced:
+                break
+            # it changed while its entries were written: what the kernel armed at that
+            # change may be gone under them; armed again from /proc, as it is now
+            self.raced.discard(proc.pid)
+            stamp, ktime = self.maps.stamp(proc.pid)
+            if not self._resync(proc.pid, stamp, ktime, at_once=True):
+                break
+            fresh = ctx.table.get(proc.pid)
+            if fresh is None or fresh.pid != proc.pid:
+                break
+            proc = fresh
+            armed = self._arm(ctx, proc, proc.uid, proc.gid, self.cgroups.get(proc.pid, cgroup))
+        self.raced.discard(proc.pid)
         if len(self.attempted) >= 65536:  # exit records lost too: keep those still known
             self.attempted = set(self.deps_of)
         self.attempted.add(proc.pid)
@@ -394,7 +411,18 @@ class Arming:
             return False
         self.maps.put(pid, bitmap, uid, gid, cgroup, proc.comm.encode()[:15], deps)
         self.armed[pid] = bitmap
+        self._check_written(pid, deps)
         return True
+
+    def _check_written(self, pid: int, deps: list[tuple[int, int]]) -> None:
+        """After writing the process's entry or template, computed from `deps` (its own
+        stamp first): if the process changed since its stamp was read (an exec between the
+        read and the write), the kernel armed it at that change from its parent's template
+        and the write may have replaced that with one the kernel no longer trusts, leaving
+        it unarmed until the change's record comes (a `cat` then read the file before the
+        userspace kill). arm() reads it from /proc and arms it again."""
+        if deps and deps[0][0] == pid and self.maps.stamp(pid)[0] != deps[0][1]:
+            self.raced.add(pid)
 
     def _stamps(self, chain: list[int]) -> list[tuple[int, int]] | None:
         """(pid, stamp) of each dependency, or None while the table is behind one."""
@@ -411,7 +439,7 @@ class Arming:
             deps.append((dep, stamp))
         return deps
 
-    def _resync(self, dep: int, stamp: int, ktime: int) -> bool:
+    def _resync(self, dep: int, stamp: int, ktime: int, at_once: bool = False) -> bool:
         """A change the kernel stamped more than RESYNC_AFTER_NS ago whose record the table
         never applied (lost to a full ring, which any workload can cause): read the process
         from /proc instead. Sound because the stamp was read before /proc and is read again
@@ -419,10 +447,12 @@ class Arming:
         processes that depend on it are armed again on the next poll (their residues were
         computed from the old entry). A record of the process older than the read that
         arrives later does not set the table back (see _keep_resynced). A rename by another
-        thread is never trusted, as before."""
+        thread is never trusted, as before. `at_once`: a change that raced a write of
+        the process's own entries (see _check_written), not worth waiting for."""
         table = self._table
         now = self.clock()
-        if table is None or stamp & STAMP_POISON or now - ktime < RESYNC_AFTER_NS:
+        if (table is None or not stamp or stamp & STAMP_POISON
+                or (not at_once and now - ktime < RESYNC_AFTER_NS)):
             return False
         fresh = table.read_proc(dep)
         if fresh is None or self.maps.stamp(dep)[0] != stamp:
@@ -503,6 +533,7 @@ class Arming:
             return self._drop_parent(pid)
         self.maps.put_parent(pid, tmpl, uid, gid, cgroup, deps)
         self.parents.add(pid)
+        self._check_written(pid, deps)
         return None
 
     def _drop_parent(self, pid: int) -> None:

@@ -371,3 +371,64 @@ def test_a_process_whose_start_was_lost_is_armed_at_its_first_fork(tmp_path, rul
     assert (300, STAMP_RENAMED | 7) in deps
     default, _comms = maps.templates[tmpl]
     assert default  # its cat child dies in the kernel
+
+
+class ExecWhileArming(FakeMaps):
+    """The kernel's side of an exec that lands while userspace arms the process: right
+    after the `at`-th read of its stamp, the process execs `cat /etc/shadow` (the fake
+    /proc shows it), and the kernel stamps it and arms it from its parent's template, as
+    bpf/enforce.c's rearm_from_parent does (an entry for `cat` and a template for its
+    children, both with the exec's stamp)."""
+
+    def __init__(self, root: Path, pid: int, parent: int, at: int) -> None:
+        super().__init__()
+        self.root, self.pid, self.parent, self.at = root, pid, parent, at
+        self.reads = 0
+        self.exec_stamp = (40, 150)
+        self.fired = False
+
+    def stamp(self, pid):
+        got = super().stamp(pid)
+        if pid == self.pid and not self.fired:
+            self.reads += 1
+            if self.reads == self.at:
+                self.exec_now()
+        return got
+
+    def exec_now(self) -> None:
+        self.fired = True
+        for f in (self.root / str(self.pid)).iterdir():
+            f.unlink()
+        (self.root / str(self.pid)).rmdir()
+        _proc(self.root, self.pid, "cat", self.parent, ["cat", "/etc/shadow"])
+        self.stamps[self.pid] = self.exec_stamp
+        own = (self.pid, self.exec_stamp[0])
+        self.entries[self.pid] = (1, b"cat", [own, (self.parent, 0)])
+        self.parents[self.pid] = (0, [own, (self.parent, 0)])
+
+
+@pytest.mark.parametrize("at", [1, 2, 3, 4])
+def test_an_exec_while_the_fork_is_armed_leaves_the_kernel_a_current_entry(tmp_path, rule,
+                                                                          at):
+    """Race (about 1 in 1000 `cat /etc/shadow` from an untrusted parent on a loaded host
+    read the file, killed only by the userspace backstop): userspace handles the child's
+    FORK record, reads its stamps, and writes its entry and its template computed for the
+    child before its exec. The child execs `cat` in between: the kernel armed it then,
+    and the write replaced that with entries for the old name and stamp, which the kernel
+    refuses ("changed since exec") until the exec record is handled. Wherever the exec
+    lands among userspace's reads, the kernel is left entries for what the child is now."""
+    root = _fake_proc(tmp_path)
+    _proc(root, 300, "python3", 100, ["python3", "run.py"])  # not a trusted program
+    _proc(root, 301, "python3", 300, ["python3", "run.py"])  # its child, not exec'd yet
+    tracker = _tracker(root)
+    maps = ExecWhileArming(root, 301, 300, at)
+    arming = Arming(armed_rules([rule]), maps, agent_tgid=999, clock=lambda: 200)
+    arming.seed(tracker.ctx, [1, 100, 300])
+    maps.stamps[301] = (5 | STAMP_FORK, 10)
+    apply(tracker, arming, pack(code=sc.EV_FORK, tgid=300, comm="python3", ints=(301, 300),
+                                ts=10))
+    assert maps.fired, "the exec never landed: the test no longer reproduces the race"
+    conj, comm, deps = maps.entries[301]
+    assert conj and comm == b"cat" and deps[0] == (301, 40), "stale kill entry"
+    _tmpl, tdeps = maps.parents[301]
+    assert tdeps[0] == (301, 40), "stale template for its children"
