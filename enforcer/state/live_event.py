@@ -721,13 +721,15 @@ def _fd_port(e: LiveEvent) -> Any:
     return (ep["sport"] if ep["sport"] is not None else ep["cport"]) if ep else None
 
 
+_TYPECHAR = {"file": "f", "directory": "d", "ipv4": "4", "ipv6": "6", "unix": "u",
+             "pipe": "p", "event": "e", "signalfd": "s", "eventpoll": "l", "inotify": "i",
+             "timerfd": "t", "netlink": "n", "bpf": "b", "userfaultfd": "u", "memfd": "m"}
+
+
 @_field("fd.typechar")
 def _typechar(e: LiveEvent) -> str | None:
     t = _fd_type(e)
-    return {"file": "f", "directory": "d", "ipv4": "4", "ipv6": "6", "unix": "u",
-            "pipe": "p", "event": "e", "signalfd": "s", "eventpoll": "l", "inotify": "i",
-            "timerfd": "t", "netlink": "n", "bpf": "b", "userfaultfd": "u",
-            "memfd": "m"}.get(t) if t else None
+    return _TYPECHAR.get(t) if t else None  # a constant: a display here cost every open
 
 
 @_field("fd.type")
