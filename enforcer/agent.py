@@ -308,6 +308,7 @@ class Agent:
         if maps is not None:
             self.masks = DetectionMasks(rules, maps, agent_tgid=self.probe_config.agent_tgid)
             self._masks_rules = rules
+            self.masks.watch(self.tracker.table)
             self.masks.seed(self.tracker.ctx)
         if self.kernel_kill is not None:
             self.kernel_kill.open(self.tracker.ctx)

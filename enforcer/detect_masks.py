@@ -121,6 +121,8 @@ class DetectionMasks:
     cache: dict[tuple[Any, ...], int] = field(default_factory=dict)
     computed: int = 0  # masks computed (cache misses)
     needs_seed: bool = False  # new rules: every process to compute again (the loop does)
+    # processes whose table view was read again from /proc (ProcessTable.on_reread)
+    reread: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.fields = _decided_fields(self.rules)
@@ -184,7 +186,11 @@ class DetectionMasks:
         seen = self.computed_from.get(pid)
         proc = ctx.table.get(pid)
         if seen is not None and proc is not None and proc.pid == pid and not proc.exited:
-            self._compute(ctx, proc, seen[0], seen[1], seen[2], seen[3])
+            self._compute(ctx, proc, proc.comm, seen[1], seen[2], seen[3])
+
+    def watch(self, table: Any) -> None:
+        """Compute again the masks of processes the table reads from /proc anew."""
+        table.on_reread = self.reread.add
 
     def after(self, rec: dict[str, Any], ctx: Any) -> None:
         """Called after the tracker applied one record."""
@@ -192,6 +198,8 @@ class DetectionMasks:
             self._after(rec, ctx)
 
     def _after(self, rec: dict[str, Any], ctx: Any) -> None:
+        while self.reread:
+            self._again(ctx, self.reread.pop())
         code = rec.get("_code")
         pid = rec["proc.pid"]
         if code == sc.EV_EXIT:
