@@ -204,7 +204,9 @@ class DetectionMasks:
         pid = rec["proc.pid"]
         if code == sc.EV_EXIT:
             if rec.get("thread.tid", pid) == pid:
-                self.entries.pop(pid, None)  # the kernel drops its entry at exit itself
+                # the kernel dropped its entry at the exit, unless this agent wrote one after
+                # that from an older record: it goes, or it would stay until the pid's reuse
+                self._delete(pid)
                 self.born.pop(pid, None)
                 self.computed_from.pop(pid, None)
                 self.waiting_container.discard(pid)
@@ -262,7 +264,7 @@ class DetectionMasks:
             log.exception("detection mask of pid %s", pid)
             self._delete(pid)
             return None
-        if state == pe.CONTAINER_ID_ONLY:
+        if state != pe.CONTAINER_KNOWN:  # computed again when metadata comes in
             self.waiting_container.add(pid)
         else:
             self.waiting_container.discard(pid)
