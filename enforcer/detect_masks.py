@@ -29,6 +29,7 @@ from enforcer.rules import checks
 from enforcer.rules import kernel_residue as pe
 from enforcer.rules.evttypes import event_types
 from enforcer.sources import syscalls as sc
+from enforcer.state.containers import HOST_INFO, ContainerInfo
 from enforcer.state.live_event import LiveEvent
 
 log = logging.getLogger(__name__)
@@ -84,16 +85,24 @@ def may_bits(rules: Iterable[Any], event: Any, container: int) -> int:
 
 
 def container_state(event: LiveEvent) -> int:
-    """How much of the event's container is known for good (kernel_residue.CONTAINER_*)."""
-    ids = event._ctx.cgroup_ids  # noqa: SLF001 - the same lookup LiveEvent.cgroup makes
-    if ids is not None and ids.identity(event._f.get("_cgroup_id", 0)) is None:  # noqa: SLF001
-        return pe.CONTAINER_UNKNOWN  # the table's guess may be replaced by the id's answer
-    info = event.container()
-    if not info.full_id:
-        return pe.CONTAINER_KNOWN  # the host
-    if info.pending or info.name is None or not info.complete:
-        return pe.CONTAINER_ID_ONLY
-    return pe.CONTAINER_KNOWN
+    """How much of the event's container is known for good (kernel_residue.CONTAINER_*).
+    The event is given what the registry holds now as its container, so that nothing
+    computed here asks the runtime or starts the set-aside hold of a container too early
+    (a lookup before the runtime has described it would find nothing and hold no event)."""
+    ctx = event._ctx  # noqa: SLF001 - the same lookups LiveEvent.cgroup makes
+    ids = ctx.cgroup_ids
+    unknown = ids is not None and ids.identity(event._f.get("_cgroup_id", 0)) is None  # noqa: SLF001
+    ident = event.cgroup()
+    if ident is None or not ident.full_id:
+        event._container = HOST_INFO  # noqa: SLF001
+        return pe.CONTAINER_UNKNOWN if unknown else pe.CONTAINER_KNOWN
+    info = ctx.containers.peek(ident.full_id)
+    if info is None or info.pending or info.name is None or not info.complete:
+        event._container = ContainerInfo(id=ident.full_id[:12], full_id=ident.full_id,  # noqa: SLF001
+                                         runtime=ident.runtime)
+        return pe.CONTAINER_UNKNOWN if unknown else pe.CONTAINER_ID_ONLY
+    event._container = info  # noqa: SLF001
+    return pe.CONTAINER_UNKNOWN if unknown else pe.CONTAINER_KNOWN
 
 
 def _decided_fields(rules: Iterable[Any]) -> list[str]:

@@ -930,11 +930,14 @@ DETECTION_FIXED = FIXED - ANCESTOR_FIELDS - ANCESTOR_CHAINS
 # labels and annotations of a pod can change while it runs: never decided
 _CONTAINER_ID = frozenset({"container.id", "container.full_id"})
 _MUTABLE_K8S = ("label", "annotation")
+_NAMES_IN_CONTAINER = frozenset({"user.name", "group.name"})
 
 
 def detection_fixed(f: nodes.Field, container: int) -> bool:
     """Whether detection_decider decides checks on `f` (`container`: CONTAINER_*)."""
     name = f.name
+    if name in _NAMES_IN_CONTAINER:  # looked up in the container's own files
+        return container != CONTAINER_UNKNOWN
     if name in DETECTION_FIXED:
         return True
     if not name.startswith(FIXED_PREFIXES):
