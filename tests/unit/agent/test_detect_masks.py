@@ -96,3 +96,18 @@ def test_new_probes_forget_the_borns_they_did_not_see(tmp_path: Path,
     fresh = _Kernel()
     masks.use(fresh, tracker.ctx, born_from=11)  # ...and before these: they noted none
     assert fresh.quiet[101][1] == 0
+
+
+def test_computing_a_mask_never_asks_the_runtime(tmp_path: Path) -> None:
+    """A mask computed at a container's first fork (runc's, before the runtime describes
+    it) must not count as the container's first sighting: the set-aside hold of its first
+    real event would start too early, and its alerts would lose their metadata."""
+    tracker, kernel, masks = _started(tmp_path, RULES.replace("proc.name = nc",
+                                                              "container.name = web"))
+    registry = tracker.ctx.containers
+    rec = decode(pack(code=sc.EV_FORK, tgid=200, ints=(201, 200), comm="sh", ts=20,
+                      cgroup_id=7))
+    tracker.apply(rec)
+    masks.after(rec, tracker.ctx)
+    assert 201 in kernel.quiet and not kernel.quiet[201][0] & BIT["connect"]
+    assert registry.lookups == 0 and not registry._first_seen  # noqa: SLF001
