@@ -70,8 +70,11 @@ class ProbeConfig:
     state_only: tuple[str, ...] = ()
     fd_tracked_entries: int = 65536
     # per-process detection masks (enforcer.detect_masks): a process's records of the
-    # syscalls no rule can match for it are dropped in the kernel (quiet_drop in events.c)
-    quiet_masks: bool = True
+    # syscalls no rule can match for it are dropped in the kernel (quiet_drop in events.c).
+    # Off by default for now: with them on, tests/system/test_upstream_more_rules.py's
+    # control rule misses the exec alerts of two of its podman containers (not understood
+    # yet; the same test passes with them off)
+    quiet_masks: bool = False
     quiet_entries: int = 65536
     extra_defines: dict[str, str] = field(default_factory=dict)
 

@@ -10,6 +10,7 @@ Root; the host process is the test's own, the container has a unique name."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from enforcer.detect_masks import BIT
+from enforcer.sources.probe import ProbeConfig
 from tests.system.agent_harness import LiveAgent
 from tests.system.conftest import podman_run
 
@@ -58,7 +60,8 @@ sys.stdin.readline()  # {MARK}
 def live(ebpf_ready: None, podman_ready: None, tmp_path: Path) -> Iterator[LiveAgent]:
     rules = tmp_path / "container_connect.yaml"
     rules.write_text(CONTAINER_RULE)
-    agent = LiveAgent([str(DATA / "falco_rules.yaml"), str(rules)])
+    agent = LiveAgent([str(DATA / "falco_rules.yaml"), str(rules)],
+                      probe_config=ProbeConfig(agent_tgid=os.getpid(), quiet_masks=True))
     yield agent
     agent.close()
 
