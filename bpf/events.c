@@ -453,6 +453,69 @@ static __always_inline int open_wanted(struct event_t *e, long flags) {
 #endif
 }
 
+// Per-process detection masks (enforcer.detect_masks): for a process whose every rule
+// reduces to false on its own fields for some syscalls, userspace leaves here the set of
+// those syscalls (a bit per syscall, in the table order of enforcer/sources/syscalls.py),
+// with the comm, uid, gid and cgroup id it computed them from and the exec or fork the
+// process was at (born: the timestamp of that record, noted below when it is made). A
+// record of such a syscall is dropped only while all of those still hold for the calling
+// thread; otherwise (no entry, a rename, setuid, another cgroup, a newer exec, a pid used
+// again) it crosses as before. Wider, never narrower.
+#define QUIET_MASKS QUIET_MASKS_ENABLED
+struct quiet_t {
+    u64 quiet;
+    u64 born;
+    u64 cgroup;
+    u32 uid;
+    u32 gid;
+    u64 comm[2];
+};
+BPF_F_TABLE("hash", u32, struct quiet_t, quiet, QUIET_ENTRIES, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u32, u64, born, QUIET_ENTRIES * 4, BPF_F_NO_PREALLOC);
+// records dropped by the masks, per CPU
+BPF_PERCPU_ARRAY(quiet_dropped, u64, 1);
+// set when an exec or fork could not be noted (born full): no mask is trusted from then on
+BPF_ARRAY(quiet_off, u32, 1);
+
+static __always_inline void born_note(u32 pid, u64 ts) {
+#if QUIET_MASKS
+    int zero = 0;
+    if (born.update(&pid, &ts) != 0) {
+        u32 one = 1;
+        quiet_off.update(&zero, &one);
+    }
+    quiet.delete(&pid);
+#endif
+}
+
+static __always_inline int quiet_drop(u32 bit, u32 uid, u32 gid) {
+#if QUIET_MASKS
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct quiet_t *q = quiet.lookup(&tgid);
+    if (!q || !((q->quiet >> bit) & 1))
+        return 0;
+    if (q->uid != uid || q->gid != gid || q->cgroup != bpf_get_current_cgroup_id())
+        return 0;
+    u64 *b = born.lookup(&tgid);
+    if ((b ? *b : 0) != q->born)
+        return 0;
+    int zero = 0;
+    u32 *off = quiet_off.lookup(&zero);
+    if (!off || *off)
+        return 0;
+    u64 comm[2] = {};
+    bpf_get_current_comm(comm, sizeof(comm));
+    if (comm[0] != q->comm[0] || comm[1] != q->comm[1])
+        return 0;
+    u64 *n = quiet_dropped.lookup(&zero);
+    if (n)
+        *n += 1;
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 // Stash keys: the thread id, except for exec, which is keyed by process (high bit set):
 // a non-leader thread that execs returns from it as the leader, with the leader's tid.
 #define EXEC_KEY(tgid) ((tgid) | 0x80000000)
@@ -826,6 +889,17 @@ static __always_inline void fork_fds(u32 parent, u32 child) {
     }
 }
 
+// A successful exec's record: its timestamp is also the process's born (quiet_drop).
+static __always_inline void finish_exec(struct event_t *e, long ret, u32 key) {
+    e->ret = ret;
+    e->ts = bpf_ktime_get_ns();
+    e->tid = (u32)bpf_get_current_pid_tgid();
+    e->cgroup_id = bpf_get_current_cgroup_id();
+    born_note(e->tgid, e->ts);
+    emit(e);
+    drop_stash(key);
+}
+
 // Process lifecycle: always attached, the process table depends on them.
 TRACEPOINT_PROBE(sched, sched_process_fork) {
     if (is_agent(bpf_get_current_pid_tgid()))
@@ -838,6 +912,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     e->a[1] = args->parent_pid;
     fork_fds(e->tgid, args->child_pid);
     bpf_get_current_comm(e->comm, sizeof(e->comm));
+    born_note(args->child_pid, e->ts);
     emit(e);
     return 0;
 }
@@ -845,6 +920,13 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     if (is_agent(bpf_get_current_pid_tgid()))
         return 0;
+#if QUIET_MASKS
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    born.delete(&tid);
+    if ((u32)(id >> 32) == tid)
+        quiet.delete(&tid);
+#endif
     struct event_t *e = start(EV_EXIT);
     if (!e)
         return 0;

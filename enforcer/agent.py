@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from enforcer.alert import Alert
+from enforcer.detect_masks import DetectionMasks
 from enforcer.kernel_results import with_rule_filters
 from enforcer.priority import Priority
 from enforcer.sources import drop_kinds
@@ -253,6 +254,8 @@ class Agent:
         self.container_lookup_timeout = container_lookup_timeout
         # the in-kernel kill (enforcer.kernel_arm.KernelKiller), or None
         self.kernel_kill = kernel_kill
+        # per-process detection masks (enforcer.detect_masks), with the kernel filter
+        self.masks: DetectionMasks | None = None
         self.source: EbpfSource | None = None
         self.tracker: Tracker | None = None
         self.watcher: ContainerWatcher | None = None
@@ -273,6 +276,8 @@ class Agent:
         # ... by event type and by CPU; and the totals the last check saw (for /metrics)
         self._drop_counts_base: tuple[Counter[str], Counter[int]] = (Counter(), Counter())
         self.drop_counts: tuple[dict[str, int], dict[int, int]] = ({}, {})
+        self._masks_described = 0  # container descriptions the masks have seen
+        self._masks_rules: Any = None  # the rule list the masks were computed for
         self._skip_until = 0  # records of the new source up to this time were seen by the old
         self._skip_deadline = 0.0
 
@@ -296,6 +301,15 @@ class Agent:
         self.watcher.start()
         self.source.open()
         self.tracker.fds.keys = self.source.fd_keys()
+        # the masks reduce the rules the engine judges with (an engine that does not say
+        # which gets none); a reload is seen when the list changes (_poll_masks)
+        rules = getattr(self.engine, "rules", None)
+        maps = self.source.quiet_maps() if self.kernel_filter and rules is not None else None
+        if maps is not None:
+            self.masks = DetectionMasks(rules, maps, agent_tgid=self.probe_config.agent_tgid)
+            self._masks_rules = rules
+            self.masks.watch(self.tracker.table)
+            self.masks.seed(self.tracker.ctx)
         if self.kernel_kill is not None:
             self.kernel_kill.open(self.tracker.ctx)
         for w in self.source.warnings:
@@ -319,6 +333,8 @@ class Agent:
                 self._take_back()
             if self.kernel_kill is not None:
                 self.kernel_kill.poll()
+            if self.masks is not None:
+                self._poll_masks()
             if self._next is not None:
                 self._switch()
             now = time.monotonic()
@@ -329,6 +345,27 @@ class Agent:
             self._handle(batch)
         self._take_back(final=True)
         self._check_drops()
+
+    def _poll_masks(self) -> None:
+        masks = self.masks
+        ctx = self.tracker.ctx  # type: ignore[union-attr]
+        assert masks is not None
+        rules = getattr(self.engine, "rules", None)
+        if rules is not self._masks_rules:  # reloaded: all pass until computed again
+            self._masks_rules = rules
+            masks.reset(rules or ())
+        try:
+            masks.seed_if_needed(ctx)
+            described = getattr(ctx.containers, "described", 0)
+            if masks.waiting_container and described != self._masks_described:
+                self._masks_described = described
+                masks.rearm_waiting(ctx)
+        except Exception:  # noqa: BLE001 - a mask left out passes everything
+            log.exception("detection masks: update failed")
+
+    def quiet_dropped(self) -> int:
+        """Records the detection masks dropped in the kernel (current probes)."""
+        return self.source.quiet_dropped() if self.source is not None else 0
 
     # -- re-attaching for new rules (hot reload) -----------------------------------------------
 
@@ -374,6 +411,9 @@ class Agent:
         fds = self.tracker.fds  # type: ignore[union-attr]
         fds.keys = new.fd_keys()
         fds.keys.add(fds.all_keys())
+        if self.masks is not None:
+            self.masks.use(new.quiet_maps(), self.tracker.ctx,  # type: ignore[union-attr]
+                           born_from=new.opened_ns)
         self._skip_until = cut
         self._skip_deadline = time.monotonic() + 2.0
         self._next = None
@@ -394,12 +434,18 @@ class Agent:
         apply = self.tracker.apply  # type: ignore[union-attr]
         evaluate = self.engine.evaluate
         kk = self.kernel_kill
+        masks = self.masks
         ctx = self.tracker.ctx  # type: ignore[union-attr]
         self.records += len(records)
         for rec in records:
             event = apply(rec)
             if kk is not None:
                 kk.after(rec, ctx)
+            if masks is not None:
+                try:
+                    masks.after(rec, ctx)
+                except Exception:  # noqa: BLE001 - a mask left out passes everything
+                    log.exception("detection masks: update failed")
             if event is None:
                 continue
             self.events += 1

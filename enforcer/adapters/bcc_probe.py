@@ -125,6 +125,30 @@ class BccProbe:
             ctypes.memmove(ctypes.addressof(value) + type(value).s.offset, suffix, len(suffix))
             table[ctypes.c_int(i)] = value
 
+    def put_quiet(self, tgid: int, quiet: int, born: int, uid: int, gid: int, cgroup: int,
+                  comm: bytes) -> None:
+        """A process's detection mask (quiet in events.c; enforcer.detect_masks)."""
+        table = self.bpf[b"quiet"]
+        v = table.Leaf()
+        v.quiet, v.born, v.cgroup, v.uid, v.gid = quiet, born, cgroup, uid, gid
+        raw = comm[:15].ljust(16, b"\0")
+        v.comm[0] = int.from_bytes(raw[:8], "little")
+        v.comm[1] = int.from_bytes(raw[8:], "little")
+        try:
+            table[ctypes.c_uint32(tgid)] = v
+        except OSError:
+            pass  # full: the process passes everything (wider)
+
+    def delete_quiet(self, tgid: int) -> None:
+        try:
+            del self.bpf[b"quiet"][ctypes.c_uint32(tgid)]
+        except KeyError:
+            pass  # the kernel dropped it first (exec, fork, exit)
+
+    def quiet_dropped(self) -> int:
+        """Records the detection masks dropped in the kernel (all CPUs, since start)."""
+        return sum(int(v) for v in self.bpf[b"quiet_dropped"][ctypes.c_int(0)])
+
     def fd_keys(self) -> TrackedFds:
         """The descriptors the kernel reports closes and dups of (fd_tracked)."""
         return TrackedFds(self.bpf[b"fd_tracked"], self.bpf[b"fd_unsynced"])

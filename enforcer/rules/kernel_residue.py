@@ -935,3 +935,53 @@ def _cmdline(check: nodes.Check, comm: str | None) -> bool | None:
     if check.op == "contains" and comm is not None and s in comm:
         return True
     return None
+
+
+# --- detection: what a process's own fields leave of each rule (issue 17) ----------------
+# The detection filter (enforcer.detect_masks) drops, in the kernel, the syscalls of a
+# process for which every rule reduces to false on that process's fields. Its kernel check
+# sees the comm, uid, gid and cgroup id of the calling thread and the exec (or fork) the
+# process is at, not its ancestors' stamps: so only the fields those pin down are decided
+# here, and the rest (ancestors, cwd, session, loginuid, capabilities, environment...)
+# stays in the residue, where it may hold. Wider, never narrower.
+DETECTION_FIXED = FIXED - ANCESTOR_FIELDS - ANCESTOR_CHAINS
+# container fields decided only once the container's metadata is in (see detection_decider);
+# labels and annotations of a pod can change while it runs: never decided
+_CONTAINER_ID = frozenset({"container.id", "container.full_id"})
+_MUTABLE_K8S = ("label", "annotation")
+_NAMES_IN_CONTAINER = frozenset({"user.name", "group.name"})
+
+
+def detection_fixed(f: nodes.Field, container: int) -> bool:
+    """Whether detection_decider decides checks on `f` (`container`: CONTAINER_*)."""
+    name = f.name
+    if name in _NAMES_IN_CONTAINER:  # looked up in the container's own files
+        return container != CONTAINER_UNKNOWN
+    if name in DETECTION_FIXED:
+        return True
+    if not name.startswith(FIXED_PREFIXES):
+        return False
+    if any(word in name for word in _MUTABLE_K8S):
+        return False
+    return container == CONTAINER_KNOWN or (container == CONTAINER_ID_ONLY
+                                            and name in _CONTAINER_ID)
+
+
+CONTAINER_UNKNOWN = 0  # which container the cgroup id is, is not known yet
+CONTAINER_ID_ONLY = 1  # known, its metadata is not in yet
+CONTAINER_KNOWN = 2  # known with its metadata, or the host
+
+
+def detection_decider(event: Any, container: int) -> Decider:
+    """Decides the checks on the fields the detection filter's kernel check pins down
+    (DETECTION_FIXED; container.* and k8s.* as far as `container` says they are known
+    for good), with the engine's own operator code on `event`; every other check stays
+    undecided."""
+    def decide(check: nodes.Check) -> bool | None:
+        value = constant(check)
+        if value is not None:
+            return value
+        if not all(detection_fixed(f, container) for f in _operand_fields(check)):
+            return None
+        return _run(check, event)
+    return decide

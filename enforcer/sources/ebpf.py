@@ -99,6 +99,7 @@ class EbpfSource:
         self.wakeups = 0  # times a record woke the sleeping reader
         self._sleeping = False
         self.warnings: list[str] = []
+        self.opened_ns = 0
 
     def open(self) -> None:
         """Compile, load and attach; raises ProbeError with an explanation on failure."""
@@ -120,6 +121,8 @@ class EbpfSource:
                 "syscalls are watched at enter and exit (two tracepoint hits each): this "
                 f"kernel refused reading their arguments at exit ({str(exc).splitlines()[0]})")
         self.warnings += self._probe.warnings
+        # an exec or fork after this was seen by these probes (enforcer.detect_masks.use)
+        self.opened_ns = time.monotonic_ns()
         if self.config.open_prefixes:
             self._probe.set_open_prefixes(
                 {lpm_key(p): mask for p, mask in self.config.open_prefixes.items()})
@@ -220,6 +223,18 @@ class EbpfSource:
     def pending(self) -> bool:
         """Whether records wait in the ring buffer (not read yet)."""
         return self._probe is not None and self._probe.pending()
+
+    def quiet_maps(self) -> Any:
+        """The probes' detection masks (enforcer.detect_masks.MaskMaps), or None when the
+        probes have none."""
+        if self._probe is None or not self.config.quiet_masks:
+            return None
+        return self._probe
+
+    def quiet_dropped(self) -> int:
+        """Records the detection masks dropped in the kernel since the probes were loaded."""
+        maps = self.quiet_maps()
+        return maps.quiet_dropped() if maps is not None else 0
 
     def fd_keys(self) -> Any:
         """The probes' set of tracked descriptors (enforcer.state.fd_table.FdKeys)."""

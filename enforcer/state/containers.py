@@ -179,6 +179,12 @@ class ContainerRegistry:
         # that waited for their container's metadata when it changes
         self.described = 0
 
+    def peek(self, full_id: str) -> ContainerInfo | None:
+        """What is known of the container now, without asking the runtime nor counting a
+        sighting (the set-aside hold starts at the first event that needs it, not here)."""
+        with self._lock:
+            return self._cache.get(full_id)
+
     def get(self, full_id: str, runtime: str | None = None) -> ContainerInfo:
         """Metadata for this container: cached, or the bare id (a lookup runs meanwhile)."""
         if not full_id:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from enforcer.state.cgroups import HOST_IDENTITY, CgroupIdentity, identify
@@ -80,6 +80,10 @@ class ProcessTable:
         self._boot_ns = self._boot_time_ns()
         self.exe_inspector = ExeInspector(proc_root)
         self.misses = 0  # lookups that had to fall back to /proc
+        # told the pid of each process whose view was read from /proc in place of the
+        # table's (a miss, or replace()): what was computed from the old view (the
+        # detection masks, enforcer.detect_masks) is computed again
+        self.on_reread: Callable[[int], None] | None = None
 
     # --- seeding and /proc fallback -------------------------------------------------
     def _boot_time_ns(self) -> int:
@@ -207,11 +211,15 @@ class ProcessTable:
         proc = self.read_proc(pid)
         if proc is not None:
             self._store(proc)
+            if self.on_reread is not None:
+                self.on_reread(proc.pid)
         return proc
 
     def replace(self, proc: Proc) -> None:
         """Put a process read from /proc (read_proc) in place of what the table held."""
         self._store(proc)
+        if self.on_reread is not None:
+            self.on_reread(proc.pid)
 
     def ancestors(self, proc: Proc) -> Iterator[Proc]:
         """Parent first, up to the root (bounded, loop-safe)."""

@@ -2,7 +2,7 @@
 (root; not collected by pytest). Prints tables.
 
     sudo .venv/bin/python tests/bench/bench_overhead.py overhead [--rounds 8] [--pin]
-    sudo .venv/bin/python tests/bench/bench_overhead.py probes
+    sudo .venv/bin/python tests/bench/bench_overhead.py probes [--no-masks]
     sudo .venv/bin/python tests/bench/bench_overhead.py kernel [--rounds 8]
     sudo .venv/bin/python tests/bench/bench_overhead.py events
     sudo .venv/bin/python tests/bench/bench_overhead.py hooks [--rounds 20] [--opens 200000]
@@ -273,15 +273,18 @@ def _cell(xs: list[float]) -> str:
     return f"{statistics.median(xs):.3f} [{min(xs):.3f}-{max(xs):.3f}]"
 
 
-def probes(n_open: int) -> None:
+def probes(n_open: int, masks: bool = True) -> None:
     from enforcer.agent import Agent  # noqa: PLC0415
     from enforcer.resources import default_rules_dir  # noqa: PLC0415
     from enforcer.rules.engine import Engine  # noqa: PLC0415
     from enforcer.rules.loader import load_rules  # noqa: PLC0415
+    from enforcer.sources.probe import ProbeConfig  # noqa: PLC0415
 
     wl = prepare(n_open)
     engine = Engine(load_rules([str(default_rules_dir())]))
-    agent = Agent(engine, rules=engine.rules, stderr=open(os.devnull, "w"))  # noqa: SIM115
+    config = ProbeConfig(agent_tgid=os.getpid(), quiet_masks=masks)
+    agent = Agent(engine, rules=engine.rules, probe_config=config,
+                  stderr=open(os.devnull, "w"))  # noqa: SIM115
     agent.open()
     stop = threading.Event()
     t = threading.Thread(target=agent.run, args=(stop,), daemon=True)
@@ -294,13 +297,15 @@ def probes(n_open: int) -> None:
     try:
         for name, cmd in [*wl.items(), ("pipes", PIPES)]:
             before = _prog_stats(bpf)
-            events0, records0 = agent.events, agent.records
+            events0, records0, quiet0 = agent.events, agent.records, agent.quiet_dropped()
             wall, cpu = timed(cmd)
             time.sleep(0.3)
             after = _prog_stats(bpf)
             print(f"\n{name}: wall {wall:.3f}s, workload CPU {cpu:.3f}s, "
                   f"{agent.records - records0} records read, "
-                  f"{agent.events - events0} events reached the rules (whole host)")
+                  f"{agent.events - events0} events reached the rules, "
+                  f"{agent.quiet_dropped() - quiet0} dropped by the detection masks "
+                  f"(whole host; masks {'on' if masks else 'off'})")
             print(f"{'program':<34} {'runs':>10} {'ns/run':>8} {'total ms':>9}")
             total = 0
             for prog in sorted(after, key=lambda p: before.get(p, (0, 0))[1] - after[p][1]):
@@ -538,6 +543,8 @@ def main() -> None:
     p.add_argument("--build-runs", type=int, default=8, help="builds per phase")
     p.add_argument("--opens", type=int, default=500_000)
     p.add_argument("--pin", action="store_true", help="workload on the last CPU, agent on 0")
+    p.add_argument("--no-masks", action="store_true",
+                   help="probes: without the per-process detection masks (to compare)")
     a = p.parse_args()
     if a.what == "overhead":
         overhead(a.rounds, {"open": a.open_runs, "build": a.build_runs}, a.opens, a.pin)
@@ -548,7 +555,7 @@ def main() -> None:
     elif a.what == "hooks":
         hooks(a.rounds, a.opens)
     else:
-        probes(a.opens)
+        probes(a.opens, masks=not a.no_masks)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ event of that syscall from that process can match: a per-process filter could ke
 them in the kernel. Prints, per syscall, the share of processes for which that holds, and
 the share of (process, syscall) pairs overall: the reach of issue 17's per-process
 residues, before any kernel code is written for them.
+
+The second column is what the kernel's detection masks do drop (enforcer.detect_masks, on
+the same processes: ancestors, cwd and whatever the kernel check does not pin down stay
+undecided there, so the share can only be lower); syscalls the masks never drop (exec,
+chdir, the credential ones) show 0.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from enforcer.agent import build_state  # noqa: E402
+from enforcer.detect_masks import BIT, QUIETABLE, container_state, may_bits  # noqa: E402
+from enforcer.kernel_arm import cgroup_id  # noqa: E402
 from enforcer.resources import default_rules_dir  # noqa: E402
 from enforcer.rules import kernel_residue as pe  # noqa: E402
 from enforcer.rules.engine import Engine  # noqa: E402
@@ -41,7 +48,16 @@ def main() -> None:
     tracker.table.seed()
     procs = [p for pid in list(tracker.table._procs) if (p := tracker.table.get(pid))]
     quiet: Counter[str] = Counter()
+    masked: Counter[str] = Counter()
     for proc in procs:
+        cgroup = cgroup_id(tracker.ctx.proc_root, proc.pid, tracker.ctx.cgroup_ids.mount)
+        rec = {"proc.pid": proc.pid, "thread.tid": proc.pid, "user.uid": proc.uid,
+               "group.gid": proc.gid, "_comm": proc.comm, "_cgroup_id": cgroup, "_ts_mono": 0}
+        event = LiveEvent(rec, tracker.ctx, proc)
+        mask = QUIETABLE & ~may_bits(engine.rules, event, container_state(event))
+        for t in types:
+            if mask & BIT.get(t, 0):
+                masked[t] += 1
         for t in types:
             rec = {"proc.pid": proc.pid, "thread.tid": proc.pid, "user.uid": proc.uid,
                    "group.gid": proc.gid, "_comm": proc.comm, "_cgroup_id": 0,
@@ -55,9 +71,11 @@ def main() -> None:
     n = max(len(procs), 1)
     print(f"{len(procs)} processes, {len(engine.rules)} enabled rules, {len(types)} syscalls")
     for t in types:
-        print(f"  {t:<14} no rule can match for {quiet[t] / n:6.1%} of the processes")
+        print(f"  {t:<14} no rule can match for {quiet[t] / n:6.1%} of the processes, "
+              f"dropped by the masks for {masked[t] / n:6.1%}")
     total = sum(quiet.values())
-    print(f"(process, syscall) pairs no rule can match: {total / (n * len(types)):.1%}")
+    print(f"(process, syscall) pairs no rule can match: {total / (n * len(types)):.1%}; "
+          f"dropped by the masks: {sum(masked.values()) / (n * len(types)):.1%}")
 
 
 if __name__ == "__main__":

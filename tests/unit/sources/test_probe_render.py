@@ -109,7 +109,7 @@ def test_syscalls_read_their_arguments_at_exit_by_default() -> None:
     assert "read_path1(e, (const char *)syscall_arg(regs, 0));" in creat[:creat.index("}")]
     # connect too, with its address read from the registers' pointer and length
     connect = text[text.index("sys_exit_connect"):]
-    connect = connect[:connect.index("}")]
+    connect = connect[:connect.index("\n}\n")]  # the handler's own closing brace
     assert ("read_saddr(e, (const void *)syscall_arg(regs, 1), (long)syscall_arg(regs, 2));"
             in connect)
     assert text.count("#if ARGS_AT_EXIT") == 4 and "sys_enter_connect)" in text
@@ -122,7 +122,7 @@ def test_exec_keeps_its_pair_whatever_the_setting() -> None:
     execve = text[text.index("sys_enter_execve"):]
     assert "#else" not in execve[:execve.index("sys_exit_execve")]
     sendto = text[text.index("sys_exit_sendto"):]
-    assert "if (1 && e->saddr_len == 0)" in sendto[:sendto.index("}")]
+    assert "if (1 && e->saddr_len == 0)" in sendto[:sendto.index("\n}\n")]
 
 
 def test_the_pairs_when_asked() -> None:
