@@ -1,8 +1,8 @@
 // enforcer in-kernel kill fast path (bcc). Its own BPF object, attached next to
 // bpf/events.c on the same tracepoints (several programs per tracepoint are fine).
-// Rendered by enforcer.kernel_kill.render(): UPPERCASE placeholders are filled in there.
+// Rendered by enforcer.kernel.kill_tables.render(): UPPERCASE placeholders are filled in there.
 //
-// Userspace decides a rule's process fields at exec (enforcer.rules.kernel_residue) and leaves
+// Userspace decides a rule's process fields at exec (enforcer.kernel.residue) and leaves
 // here, per process (kill_map, keyed by tgid), the set of conjuncts of the residue that
 // are still possible. A conjunct (conjs) says: the syscall, the open-flag class, the
 // result, and path sets the path must / must not be in. Path sets are bits of one LPM
@@ -52,7 +52,7 @@
 #define T_SENDTO 32
 #define T_SENDMSG 64
 #define T_NET (T_CONNECT | T_SENDTO | T_SENDMSG)
-// only the syscalls the in_kernel rules match are attached (enforcer.kernel_kill.render)
+// only the syscalls the in_kernel rules match are attached (enforcer.kernel.kill_tables.render)
 #define WANT_OPEN WANT_OPEN_VALUE
 #define WANT_OPENAT WANT_OPENAT_VALUE
 #define WANT_OPENAT2 WANT_OPENAT2_VALUE
@@ -114,7 +114,7 @@ struct stamp_t {
     u64 ktime;
 };
 
-// A known process's template for its children (userspace: enforcer.kernel_arm): the
+// A known process's template for its children (userspace: enforcer.kernel.arming): the
 // child's conjuncts by its comm. The child's ancestors are this process and its chain,
 // its user and container this process's: all checked again when the child is armed.
 struct parent_t {
@@ -177,7 +177,7 @@ BPF_ARRAY(tmpl_child_default, u32, MAX_TEMPLATES_VALUE);
 BPF_PERCPU_ARRAY(pscratch, struct parent_t, 1);
 // the name prefixes the rules check (`proc.aname[1] startswith google_accounts`): a comm
 // that starts with one never takes a template's default, which userspace computed for
-// comms that start with none of them (enforcer.rules.kernel_residue.comm_prefixes)
+// comms that start with none of them (enforcer.kernel.residue.comm_prefixes)
 struct comm_key_t {
     u32 prefixlen;
     char data[16];
@@ -220,7 +220,7 @@ static __always_inline void stamp(u32 pid, u64 flags) {
     stamps.update(&pid, &v);
 }
 
-// The open class (enforcer.rules.kernel_residue): bit 0 readable, 1 writable, 2 O_TRUNC,
+// The open class (enforcer.kernel.residue): bit 0 readable, 1 writable, 2 O_TRUNC,
 // 3 O_CREAT, 4 the O_DIRECTORY bit, 5 O_TMPFILE.
 static __always_inline u32 open_class(u64 flags) {
     u32 acc = flags & 3;
@@ -240,7 +240,7 @@ static __always_inline u32 open_class(u64 flags) {
     return cls;
 }
 
-// The result class (enforcer.rules.kernel_residue.result_bit): 0, positive, one bit per
+// The result class (enforcer.kernel.residue.result_bit): 0, positive, one bit per
 // named errno, any other errno.
 static __always_inline u32 result_bit(long ret) {
     if (ret == 0)

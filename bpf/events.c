@@ -453,7 +453,7 @@ static __always_inline int open_wanted(struct event_t *e, long flags) {
 #endif
 }
 
-// Per-process detection masks (enforcer.detect_masks): for a process whose every rule
+// Per-process detection masks (enforcer.kernel.detection_masks): for a process whose every rule
 // reduces to false on its own fields for some syscalls, userspace leaves here the set of
 // those syscalls (a bit per syscall, in the table order of enforcer/sources/syscalls.py),
 // with the comm, uid, gid and cgroup id it computed them from and the exec or fork the

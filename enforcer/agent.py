@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from enforcer.alert import Alert
-from enforcer.detect_masks import DetectionMasks
-from enforcer.kernel_results import with_rule_filters
+from enforcer.kernel.detection_masks import DetectionMasks
+from enforcer.kernel.results_filter import with_rule_filters
 from enforcer.priority import Priority
 from enforcer.sources import drop_kinds
 from enforcer.sources.ebpf import Attachment, EbpfSource, available_syscalls, plan
@@ -252,9 +252,9 @@ class Agent:
         self.cri_socket = cri_socket
         self.proc_root = proc_root
         self.container_lookup_timeout = container_lookup_timeout
-        # the in-kernel kill (enforcer.kernel_arm.KernelKiller), or None
+        # the in-kernel kill (enforcer.kernel.arming.KernelKiller), or None
         self.kernel_kill = kernel_kill
-        # per-process detection masks (enforcer.detect_masks), with the kernel filter
+        # per-process detection masks (enforcer.kernel.detection_masks), with the kernel filter
         self.masks: DetectionMasks | None = None
         self.source: EbpfSource | None = None
         self.tracker: Tracker | None = None

@@ -85,7 +85,7 @@ class Pipeline:
     events: Any = None                      # enforcer.respond.kube_events.KubeEvents
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     # Called (on the reloader's thread) with a new set: what the probes cannot see of it
-    # (enforcer.kernel_coverage.coverage_gaps), said loudly since a restart is needed.
+    # (enforcer.kernel.coverage.coverage_gaps), said loudly since a restart is needed.
     on_rules_changed: Callable[[Bundle], list[str]] | None = None
 
     def __post_init__(self) -> None:

@@ -1,5 +1,5 @@
 """A syscall's result as Falco prints it (`evt.res`): shared by the decoder of kernel records
-(enforcer.sources.decode) and the rules' partial evaluation (enforcer.rules.kernel_residue),
+(enforcer.sources.decode) and the rules' partial evaluation (enforcer.kernel.residue),
 which must agree on it, without either importing the other's layer."""
 
 from __future__ import annotations

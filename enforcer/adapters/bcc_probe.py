@@ -127,7 +127,7 @@ class BccProbe:
 
     def put_quiet(self, tgid: int, quiet: int, born: int, uid: int, gid: int, cgroup: int,
                   comm: bytes) -> None:
-        """A process's detection mask (quiet in events.c; enforcer.detect_masks)."""
+        """A process's detection mask (quiet in events.c; enforcer.kernel.detection_masks)."""
         table = self.bpf[b"quiet"]
         v = table.Leaf()
         v.quiet, v.born, v.cgroup, v.uid, v.gid = quiet, born, cgroup, uid, gid

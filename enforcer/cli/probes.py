@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from enforcer.kernel_results import with_rule_filters  # noqa: PLC0415
+    from enforcer.kernel.results_filter import with_rule_filters  # noqa: PLC0415
     from enforcer.rules.engine import Engine  # noqa: PLC0415
     from enforcer.sources import syscalls as sc  # noqa: PLC0415
     from enforcer.sources.ebpf import plan  # noqa: PLC0415

@@ -208,7 +208,7 @@ def _kernel_killer(args: argparse.Namespace, pipeline: Any) -> Any:
     arming asks the responder's admission (breakers, protected namespaces) per process, so
     a suspended policy stops arming new workloads and keeps the entries of those it
     answered. Nothing a workload does switches the kernel off."""
-    from enforcer.kernel_arm import KernelKiller  # noqa: PLC0415
+    from enforcer.kernel.arming import KernelKiller  # noqa: PLC0415
 
     rules, warnings = _in_kernel_choice(args, pipeline.active)
     for w in warnings:
@@ -219,7 +219,7 @@ def _kernel_killer(args: argparse.Namespace, pipeline: Any) -> Any:
 
     def on_kill(rec: Any, rule: str) -> None:
         from enforcer.audit.record import ACTION, AuditRecord, new_match_id  # noqa: PLC0415
-        from enforcer.kernel_kill import TYPE_BITS  # noqa: PLC0415
+        from enforcer.kernel.kill_tables import TYPE_BITS  # noqa: PLC0415
         from enforcer.outputs.escape import escape_control  # noqa: PLC0415
 
         address = getattr(rec, "address", "")
@@ -270,7 +270,7 @@ def _reattacher(agent: Any, pipeline: Any) -> Any:
     """For hot reload: when the new rules need probes that are not attached (syscalls, or
     paths the kernel's open filter drops), attach new probes without stopping; returns the
     gaps that remain (said loudly by the pipeline)."""
-    from enforcer.kernel_coverage import coverage_gaps  # noqa: PLC0415
+    from enforcer.kernel.coverage import coverage_gaps  # noqa: PLC0415
 
     def on_rules_changed(new: Any) -> list[str]:
         gaps = coverage_gaps(new.engine, agent.probe_config, agent.attachment.missing)

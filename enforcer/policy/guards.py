@@ -84,7 +84,7 @@ def container_init(pid: int) -> bool:
     one). PID 1 of a namespace nested deeper is one the workload made inside its container
     (`unshare -Urpf cat /etc/shadow`), and PID 1 of a namespace a host user made is no
     container's: both are ordinary processes, sparing them would let any attack escape the
-    kill. The in-kernel kill arms by the same rule (enforcer.kernel_arm.container_init)."""
+    kill. The in-kernel kill arms by the same rule (enforcer.kernel.arming.container_init)."""
     nspids = namespace_pids(pid)
     if len(nspids) != 2 or nspids[-1] != 1:
         return False

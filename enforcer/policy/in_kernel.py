@@ -5,7 +5,7 @@ fields (proc.*, user.*, container.*, k8s.*) are known at exec, what is left of i
 condition (the residue) is a check the BPF program can make exactly: syscalls, open flags,
 the syscall's result, absolute paths and prefixes, a connect's (sendto's, sendmsg's) remote
 port, address and family. The rules engine's partial evaluation
-(enforcer.rules.kernel_residue) decides it; a refused rule can still use the userspace kill."""
+(enforcer.kernel.residue) decides it; a refused rule can still use the userspace kill."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from enforcer.errors import Diagnostic
+from enforcer.kernel.residue import rule_eligibility
 from enforcer.policy.model import PolicySet
-from enforcer.rules.kernel_residue import rule_eligibility
 
 #: residue(rule) -> None when the kernel can check the rule exactly, else the reason not
 ResidueCheck = Callable[[Any], str | None]

@@ -326,7 +326,7 @@ class Responder:
         """Whether the kernel may kill for `rule` a process with these fields: some acting
         policy with an in_kernel kill for the rule would answer its workload now (its
         breaker admits it), and it is not in a protected namespace. Called by the in-kernel
-        kill's arming (enforcer.kernel_arm), on the agent's loop; nothing is recorded."""
+        kill's arming (enforcer.kernel.arming), on the agent's loop; nothing is recorded."""
         namespace = get("k8s.ns.name")
         if namespace and namespace in self.guards.protected:
             return False

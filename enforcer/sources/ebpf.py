@@ -121,7 +121,7 @@ class EbpfSource:
                 "syscalls are watched at enter and exit (two tracepoint hits each): this "
                 f"kernel refused reading their arguments at exit ({str(exc).splitlines()[0]})")
         self.warnings += self._probe.warnings
-        # an exec or fork after this was seen by these probes (enforcer.detect_masks.use)
+        # an exec or fork after this was seen by these probes (enforcer.kernel.detection_masks.use)
         self.opened_ns = time.monotonic_ns()
         if self.config.open_prefixes:
             self._probe.set_open_prefixes(
@@ -225,7 +225,7 @@ class EbpfSource:
         return self._probe is not None and self._probe.pending()
 
     def quiet_maps(self) -> Any:
-        """The probes' detection masks (enforcer.detect_masks.MaskMaps), or None when the
+        """The probes' detection masks (enforcer.kernel.detection_masks.MaskMaps), or None when the
         probes have none."""
         if self._probe is None or not self.config.quiet_masks:
             return None

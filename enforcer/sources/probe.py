@@ -49,7 +49,7 @@ class ProbeConfig:
     sends_need_address: bool = False
     # syscalls whose failed calls (-1..-MAX_ERRNO) no rule can match: dropped at exit before
     # anything else is read; opens only when their raw path is absolute, at most LPM_DATA
-    # bytes and without `..` (enforcer.kernel_results)
+    # bytes and without `..` (enforcer.kernel.results_filter)
     failures_dropped: tuple[str, ...] = ()
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages
     # records per CPU between wake-ups of the reader (1: the kernel's adaptive wake-up, as
@@ -73,7 +73,7 @@ class ProbeConfig:
     # enforcer.sources.kernel_btf): the two ends of a connect's or accept's socket are
     # read from the socket itself. None: from sock:inet_sock_set_state (no BTF)
     sock_offsets: dict[str, int] | None = None
-    # per-process detection masks (enforcer.detect_masks): a process's records of the
+    # per-process detection masks (enforcer.kernel.detection_masks): a process's records of the
     # syscalls no rule can match for it are dropped in the kernel (quiet_drop in events.c).
     # Off by default for now: with them on, tests/system/test_upstream_more_rules.py's
     # control rule misses the exec alerts of two of its podman containers (not understood
@@ -83,7 +83,7 @@ class ProbeConfig:
     extra_defines: dict[str, str] = field(default_factory=dict)
 
 
-# the syscalls a detection mask may quiet (enforcer.detect_masks.ALWAYS never are)
+# the syscalls a detection mask may quiet (enforcer.kernel.detection_masks.ALWAYS never are)
 _NEVER_QUIET = sc.LIFECYCLE | frozenset(s.name for s in sc.SYSCALLS if s.family == "cred")
 QUIET_BIT = {s.name: i for i, s in enumerate(sc.SYSCALLS) if s.name not in _NEVER_QUIET}
 
@@ -182,7 +182,7 @@ def _open_flags_index(s: sc.Syscall) -> int | None:
     return None
 
 
-MAX_ERRNO = 150  # enforcer.kernel_results.MAX_ERRNO
+MAX_ERRNO = 150  # enforcer.kernel.results_filter.MAX_ERRNO
 
 
 def _failed(s: sc.Syscall, ret: str) -> str:

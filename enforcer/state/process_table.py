@@ -82,7 +82,7 @@ class ProcessTable:
         self.misses = 0  # lookups that had to fall back to /proc
         # told the pid of each process whose view was read from /proc in place of the
         # table's (a miss, or replace()): what was computed from the old view (the
-        # detection masks, enforcer.detect_masks) is computed again
+        # detection masks, enforcer.kernel.detection_masks) is computed again
         self.on_reread: Callable[[int], None] | None = None
 
     # --- seeding and /proc fallback -------------------------------------------------

@@ -5,7 +5,7 @@
 
 throughput: first the flood of issue 17, a generator failing to open a missing file below
 a watched prefix (/etc/sudoers.d/) flat out: no rule can match those failures, so the
-kernel drops them (enforcer.kernel_results); reported: opens/s made, events that crossed,
+kernel drops them (enforcer.kernel.results_filter); reported: opens/s made, events that crossed,
 kernel drops. Then a generator opens a path the kernel must pass (a `..` in it) without
 matching (the open fails, one `../` is not the traversal rule's two, so no alert is
 built); the in-process agent decodes, tracks and evaluates each event (and whatever else

@@ -5,14 +5,14 @@ processes (not collected by pytest; no privileges needed beyond reading /proc).
 
 For every process running now (seeded into the process table as the agent does at start)
 and every syscall the enabled rules watch, each rule that can match that syscall is
-partially evaluated on the process's fixed fields (enforcer.rules.kernel_residue's
+partially evaluated on the process's fixed fields (enforcer.kernel.residue's
 process_decider, the in-kernel kill's own step). When every rule reduces to false, no
 event of that syscall from that process can match: a per-process filter could keep all of
 them in the kernel. Prints, per syscall, the share of processes for which that holds, and
 the share of (process, syscall) pairs overall: the reach of issue 17's per-process
 residues, before any kernel code is written for them.
 
-The second column is what the kernel's detection masks do drop (enforcer.detect_masks, on
+The second column is what the kernel's detection masks do drop (enforcer.kernel.detection_masks, on
 the same processes: ancestors, cwd and whatever the kernel check does not pin down stay
 undecided there, so the share can only be lower); syscalls the masks never drop (exec,
 chdir, the credential ones) show 0.
@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from enforcer.agent import build_state  # noqa: E402
-from enforcer.detect_masks import BIT, QUIETABLE, container_state, may_bits  # noqa: E402
-from enforcer.kernel_arm import cgroup_id  # noqa: E402
+from enforcer.kernel import residue as pe  # noqa: E402
+from enforcer.kernel.arming import cgroup_id  # noqa: E402
+from enforcer.kernel.detection_masks import BIT, QUIETABLE, container_state, may_bits  # noqa: E402
 from enforcer.resources import default_rules_dir  # noqa: E402
-from enforcer.rules import kernel_residue as pe  # noqa: E402
 from enforcer.rules.engine import Engine  # noqa: E402
 from enforcer.rules.loader import load_rules  # noqa: E402
 from enforcer.state.live_event import LiveEvent  # noqa: E402

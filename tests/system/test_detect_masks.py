@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.detect_masks import BIT
+from enforcer.kernel.detection_masks import BIT
 from enforcer.sources.probe import ProbeConfig
 from tests.system.agent_harness import LiveAgent
 from tests.system.conftest import podman_run

@@ -1,4 +1,4 @@
-"""Failed calls that no rule can match stay in the kernel (enforcer.kernel_results), on real
+"""Failed calls that no rule can match stay in the kernel (enforcer.kernel.results_filter), on real
 opens: with the bundled rules' probes, a child's failed opens below a watched prefix never
 reach userspace, its failed open of a `..` path (what the traversal rule wants) and its
 successful opens do; without the drop (the control) the failed opens arrive. Root; a
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.kernel_filter import open_filter_for
-from enforcer.kernel_results import failures_dropped
+from enforcer.kernel.open_filter import open_filter_for
+from enforcer.kernel.results_filter import failures_dropped
 from enforcer.resources import default_rules_dir
 from enforcer.rules.engine import Engine
 from enforcer.rules.loader import load_rules

@@ -5,7 +5,7 @@ without more the in-kernel kill would never arm the container again: every later
 `cat /etc/shadow` in it would read the file (only the userspace kill answering, after the
 read). The agent arms a process it never saw start at the first record of it that comes,
 re-reads a dependency from /proc once the change the kernel stamped for it is a second old
-(enforcer.kernel_arm RESYNC_AFTER_NS; here the runtime's conmon, whose fork was lost) and
+(enforcer.kernel.arming RESYNC_AFTER_NS; here the runtime's conmon, whose fork was lost) and
 arms what depends on it again, so within a few tries after the flood the container's cat
 dies in the kernel. With the re-read switched off every try reads the file.
 

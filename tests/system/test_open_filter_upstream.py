@@ -1,5 +1,5 @@
 """The open filter derived from the three upstream rule files, on real opens: the kernel
-decides as its model (enforcer.kernel_filter.kernel_passes, which the unit property test
+decides as its model (enforcer.kernel.open_filter.kernel_passes, which the unit property test
 holds to the rules engine) for opens of every class below every entry and outside all,
 and a rule on reads of any path still fires beside the upstream files (issue 14 (b)).
 Root; the opens are made by a child running as nobody, each through a directory that does
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.kernel_filter import OpenFilter, kernel_passes, open_filter_for
+from enforcer.kernel.open_filter import OpenFilter, kernel_passes, open_filter_for
 from enforcer.rules.engine import Engine
 from enforcer.rules.loader import load_rules
 from enforcer.sources.ebpf import EbpfSource, available_syscalls, plan

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.detect_masks import BIT, DetectionMasks
+from enforcer.kernel.detection_masks import BIT, DetectionMasks
 from enforcer.rules.engine import Engine
 from enforcer.rules.loader import load_text
 from enforcer.sources import syscalls as sc
@@ -59,7 +59,7 @@ def test_a_rename_seen_in_a_record_computes_the_mask_again(tmp_path: Path) -> No
 
 def test_new_rules_take_every_entry_away_until_computed_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("enforcer.kernel_arm.cgroup_id", lambda *_: 1)  # no cgroup2 here
+    monkeypatch.setattr("enforcer.kernel.arming.cgroup_id", lambda *_: 1)  # no cgroup2 here
     tracker, kernel, masks = _started(tmp_path)
     masks.reset(list(Engine(load_text(RULES.replace("proc.name = nc", "proc.name = cat")))
                      .rules))
@@ -88,7 +88,7 @@ def test_a_process_read_again_from_proc_is_computed_again(tmp_path: Path) -> Non
 
 def test_new_probes_forget_the_borns_they_did_not_see(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("enforcer.kernel_arm.cgroup_id", lambda *_: 1)  # no cgroup2 here
+    monkeypatch.setattr("enforcer.kernel.arming.cgroup_id", lambda *_: 1)  # no cgroup2 here
     tracker, kernel, masks = _started(tmp_path)
     later = _Kernel()
     masks.use(later, tracker.ctx, born_from=5)  # the exec at 11 came after these probes

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enforcer.detect_masks import BIT, DetectionMasks, kernel_drops
+from enforcer.kernel.detection_masks import BIT, DetectionMasks, kernel_drops
 from enforcer.rules.engine import Engine
 from enforcer.rules.loader import load_rules, load_text
 from enforcer.sources import syscalls as sc
@@ -174,7 +174,7 @@ def _check(world, engine: Engine, procs: list[tuple], evs: list[tuple]) -> int:
 
 
 def _entry(raw: tuple):
-    from enforcer.detect_masks import Entry  # noqa: PLC0415
+    from enforcer.kernel.detection_masks import Entry  # noqa: PLC0415
 
     quiet, born, uid, gid, cgroup, comm = raw
     return Entry(quiet, born, uid, gid, cgroup, comm.decode())

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.kernel_arm import STAMP_FORK, STAMP_POISON, STAMP_RENAMED, Arming, armed_rules
-from enforcer.kernel_kill import KillTables
+from enforcer.kernel.arming import STAMP_FORK, STAMP_POISON, STAMP_RENAMED, Arming, armed_rules
+from enforcer.kernel.kill_tables import KillTables
 from enforcer.rules.loader import load_rules
 from enforcer.sources import syscalls as sc
 from enforcer.sources.decode import decode, pack
@@ -166,7 +166,7 @@ def test_fork_stamps_allow_the_tolerance(tmp_path, rule):
 
 
 def test_lpm_entries_answer_directories_and_prefixes():
-    from enforcer.rules.kernel_residue import ALL_CLASSES, BOTH, Conjunct
+    from enforcer.kernel.residue import ALL_CLASSES, BOTH, Conjunct
 
     tables = KillTables(["r"])
     dirs = frozenset({("dir", "/etc/pam.d")})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from enforcer.kernel_filter import open_filter_for
+from enforcer.kernel.open_filter import open_filter_for
 from enforcer.resources import default_rules_dir
 from enforcer.rules.engine import Engine
 from enforcer.rules.loader import load_rules, load_text
@@ -103,7 +103,7 @@ def test_upstream_stable_rules_give_a_narrow_filter() -> None:
 
 
 def test_sends_need_an_address_only_when_every_send_rule_says_so() -> None:
-    from enforcer.kernel_filter import sends_need_address  # noqa: PLC0415
+    from enforcer.kernel.open_filter import sends_need_address  # noqa: PLC0415
 
     stable = Engine(load_rules([str(default_rules_dir())])).rules
     assert sends_need_address(stable) is True  # the outbound macro wants fd.name_changed

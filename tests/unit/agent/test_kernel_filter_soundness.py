@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from enforcer.kernel_filter import kernel_passes, open_filter_for
+from enforcer.kernel.open_filter import kernel_passes, open_filter_for
 from enforcer.rules.engine import Engine
 from enforcer.rules.loader import load_text
 from enforcer.sources import syscalls as sc

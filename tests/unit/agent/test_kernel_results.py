@@ -1,4 +1,4 @@
-"""Failed syscalls the probes drop (enforcer.kernel_results) never hold a match: for the
+"""Failed syscalls the probes drop (enforcer.kernel.results_filter) never hold a match: for the
 bundled rules and each upstream file, generated processes (names, parents, users, command
 lines taken from the rules' own literals) make failed calls of every dropped syscall, with
 paths from the rules' literals, and the engine matches none of those the probe would drop.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.kernel_results import MAX_ERRNO, failures_dropped
+from enforcer.kernel.results_filter import MAX_ERRNO, failures_dropped
 from enforcer.resources import default_rules_dir
 from enforcer.rules import nodes
 from enforcer.rules.engine import Engine

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from enforcer.kernel_coverage import coverage_gaps
-from enforcer.kernel_filter import open_filter_for
+from enforcer.kernel.coverage import coverage_gaps
+from enforcer.kernel.open_filter import open_filter_for
 from enforcer.rules.engine import Engine
 from enforcer.rules.loader import load_text
 from enforcer.sources.ebpf import plan

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.kernel_kill import TYPE_BITS, KillTables
-from enforcer.rules import kernel_residue as pe
+from enforcer.kernel import residue as pe
+from enforcer.kernel.kill_tables import TYPE_BITS, KillTables
 from enforcer.rules import nodes
 from enforcer.rules.engine import Engine
 from enforcer.rules.loader import load_rules

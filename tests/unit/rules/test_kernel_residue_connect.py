@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.kernel_kill import TYPE_BITS, KillTables, addr_key
-from enforcer.rules import kernel_residue as pe
+from enforcer.kernel import residue as pe
+from enforcer.kernel.kill_tables import TYPE_BITS, KillTables, addr_key
 from enforcer.rules.engine import Engine
 from enforcer.rules.loader import load_rules
 from enforcer.sources.decode import parse_sockaddr
@@ -312,7 +312,7 @@ def test_address_keys_and_entries():
 
 
 def test_only_the_matched_syscalls_are_attached():
-    from enforcer.kernel_kill import render
+    from enforcer.kernel.kill_tables import render
 
     text = render(1234, types={"connect", "openat"})
     assert "#define WANT_CONNECT 1" in text and "#define WANT_OPENAT 1" in text

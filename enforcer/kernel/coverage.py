@@ -2,7 +2,7 @@
 match.
 
 The agent attaches only the syscalls its rules can match and loads an open-path filter
-derived from them (enforcer.sources.ebpf.plan, enforcer.kernel_filter); both are fixed when
+derived from them (enforcer.sources.ebpf.plan, enforcer.kernel.open_filter); both are fixed when
 the probes load. A hot reload (enforcer.reload) that brings a rule on another syscall, or on
 paths the kernel filter drops, must not be silently blind: this says what is missing, so the
 agent can raise it loudly (and ask for a restart)."""
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from enforcer.kernel_filter import open_filter_for, sends_need_address
+from enforcer.kernel.open_filter import open_filter_for, sends_need_address
 from enforcer.sources import syscalls as sc
 from enforcer.sources.probe import ProbeConfig
 

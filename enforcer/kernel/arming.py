@@ -2,7 +2,7 @@
 
 At each exec (and fork of an armed process, and for every process found running at start)
 the process's fixed fields are read from the process table, each rule is partially
-evaluated (enforcer.rules.kernel_residue), and the surviving conjuncts go to the kernel's kill map
+evaluated (enforcer.kernel.residue), and the surviving conjuncts go to the kernel's kill map
 for that tgid, together with the comm, uid, gid, cgroup and the stamps of the process and
 of the ancestors the rules read. The kernel trusts the entry only while those are
 unchanged (bpf/enforce.c).
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from actions.process import ancestors as proc_ancestors
-from enforcer.kernel_kill import MAX_DEPS, MAX_TEMPLATES, KillTables, TableFull
-from enforcer.rules import kernel_residue as pe
+from enforcer.kernel import residue as pe
+from enforcer.kernel.kill_tables import MAX_DEPS, MAX_TEMPLATES, KillTables, TableFull
 from enforcer.sources import syscalls as sc
 from enforcer.state.live_event import LiveEvent
 
@@ -837,7 +837,7 @@ class KernelKiller:
     def open(self, ctx: Any) -> None:
         """Load bpf/enforce.c and arm every running process (ProbeError on failure)."""
         from enforcer.adapters.bcc_enforce import BccEnforce  # noqa: PLC0415
-        from enforcer.kernel_kill import render  # noqa: PLC0415
+        from enforcer.kernel.kill_tables import render  # noqa: PLC0415
 
         types = set().union(*(r.rule.event_types or () for r in self.rules))
         self._maps = BccEnforce(render(self.agent_tgid, types=types), self._record)

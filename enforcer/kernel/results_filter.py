@@ -27,8 +27,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+from enforcer.kernel.residue import _run, constant, partial
 from enforcer.rules import checks, nodes
-from enforcer.rules.kernel_residue import _run, constant, partial
 from enforcer.sources import syscalls as sc
 from enforcer.sources.decode import decode, pack
 from enforcer.sources.probe import ProbeConfig
@@ -116,9 +116,9 @@ def failures_dropped(rules: Iterable[Any]) -> tuple[str, ...]:
 
 def with_rule_filters(base: ProbeConfig, rules: Iterable[Any]) -> ProbeConfig:
     """`base` with every in-kernel filter the rules allow: the open filter and the sends
-    without an address (enforcer.kernel_filter), the failures no rule can match. One place,
+    without an address (enforcer.kernel.open_filter), the failures no rule can match. One place,
     so that the agent and `enforcer probes render` load the same C."""
-    from enforcer.kernel_filter import open_filter_for, sends_need_address  # noqa: PLC0415
+    from enforcer.kernel.open_filter import open_filter_for, sends_need_address  # noqa: PLC0415
 
     rules = list(rules)
     filt = open_filter_for(rules)

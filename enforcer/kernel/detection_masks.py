@@ -3,7 +3,7 @@
 Whenever the process table changes what a process's own fields are (exec, fork, a new comm,
 uid, gid or cgroup seen in one of its records, its container's metadata coming in, a
 rule reload), every enabled rule is reduced to its residue on that process's fields,
-with the in-kernel kill's partial evaluation (enforcer.rules.kernel_residue.partial,
+with the in-kernel kill's partial evaluation (enforcer.kernel.residue.partial,
 detection_decider). The syscalls for which no residue may hold form the process's quiet
 set: the event probes (bpf/events.c, quiet_drop) drop those records in the kernel, except
 what the process table and the descriptor table need (exec, chdir and the credential
@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from enforcer.kernel import residue as pe
 from enforcer.rules import checks
-from enforcer.rules import kernel_residue as pe
 from enforcer.rules.evttypes import event_types
 from enforcer.sources import syscalls as sc
 from enforcer.state.containers import HOST_INFO, ContainerInfo
@@ -85,7 +85,7 @@ def may_bits(rules: Iterable[Any], event: Any, container: int) -> int:
 
 
 def container_state(event: LiveEvent) -> int:
-    """How much of the event's container is known for good (kernel_residue.CONTAINER_*).
+    """How much of the event's container is known for good (residue.CONTAINER_*).
     The event is given what the registry holds now as its container, so that nothing
     computed here asks the runtime or starts the set-aside hold of a container too early
     (a lookup before the runtime has described it would find nothing and hold no event)."""
@@ -171,7 +171,7 @@ class DetectionMasks:
     def seed(self, ctx: Any) -> None:
         """A mask for every process the table holds (the cgroup id read from /proc: a
         process whose id cannot be read gets none)."""
-        from enforcer.kernel_arm import cgroup_id  # noqa: PLC0415
+        from enforcer.kernel.arming import cgroup_id  # noqa: PLC0415
 
         with self.lock:
             self.needs_seed = False

@@ -111,7 +111,7 @@ NET_FIELDS = frozenset({"fd.net", "fd.snet", "fd.rnet"})
 
 # Result classes, a 32-bit mask: the syscall returned 0, a positive value, an errno of
 # NAMED_ERRNOS (one bit each), or another errno. bpf/enforce.c's result_bit() is rendered
-# from the same list (enforcer.kernel_kill.render).
+# from the same list (enforcer.kernel.kill_tables.render).
 NAMED_ERRNOS = tuple(getattr(errno, n) for n in (
     "EINPROGRESS", "EAGAIN", "EALREADY", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT",
     "ENETUNREACH", "EHOSTUNREACH", "EADDRNOTAVAIL", "EADDRINUSE", "EISCONN", "EINTR",
@@ -223,7 +223,7 @@ def _run(check: nodes.Check, event: Any) -> bool:
 
 def process_decider(event: Any) -> Decider:
     """Decides every process check with the engine's own operator code, on `event` (an
-    Event whose process fields are the process's: see enforcer.kernel_arm)."""
+    Event whose process fields are the process's: see enforcer.kernel.arming)."""
     def decide(check: nodes.Check) -> bool | None:
         value = constant(check)
         if value is not None:
@@ -938,7 +938,7 @@ def _cmdline(check: nodes.Check, comm: str | None) -> bool | None:
 
 
 # --- detection: what a process's own fields leave of each rule (issue 17) ----------------
-# The detection filter (enforcer.detect_masks) drops, in the kernel, the syscalls of a
+# The detection filter (enforcer.kernel.detection_masks) drops, in the kernel, the syscalls of a
 # process for which every rule reduces to false on that process's fields. Its kernel check
 # sees the comm, uid, gid and cgroup id of the calling thread and the exec (or fork) the
 # process is at, not its ancestors' stamps: so only the fields those pin down are decided

@@ -1,6 +1,6 @@
 """The tables of the in-kernel kill (bpf/enforce.c), built from residues. Pure: no kernel.
 
-Conjuncts (enforcer.rules.kernel_residue.Conjunct, per rule) are interned into at most 64 slots;
+Conjuncts (enforcer.kernel.residue.Conjunct, per rule) are interned into at most 64 slots;
 path sets get one bit each (at most 64); the LPM trie holds one entry per path atom, whose
 value is precomputed so that the longest matching key alone tells every path set the path
 is in: the sets of all atoms that are prefixes of the key, plus, for `fd.directory`
@@ -19,8 +19,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from enforcer.resources import bpf_dir
-from enforcer.rules.kernel_residue import (
+from enforcer.kernel.residue import (
     ALL_RESULTS,
     NAMED_ERRNOS,
     AddrSet,
@@ -29,6 +28,7 @@ from enforcer.rules.kernel_residue import (
     PortSet,
     errno_bit,
 )
+from enforcer.resources import bpf_dir
 
 MAX_CONJ = 64
 MAX_PATH_SETS = 64
