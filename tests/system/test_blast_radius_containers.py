@@ -73,11 +73,13 @@ def attack_when_known(tmp: Path, name: str, script: str,
     with ThreadPoolExecutor(1) as pool:
         done = pool.submit(podman_run, "sh", "-c", f"sh -c '{WAIT_FOR_GO}{script}'",
                            name=name, labels=labels, extra=("-v", f"{sync}:/sync"))
-        eventually(lambda: done.done() or (alerts.exists() and any(
-            json.loads(line).get("rule") == f"BR container known {name}"
-            for line in alerts.read_text().splitlines() if line.strip())),
-            f"the agent never knew the container {name}", timeout=120)
-        (sync / "go").touch()
+        try:
+            eventually(lambda: done.done() or (alerts.exists() and any(
+                json.loads(line).get("rule") == f"BR container known {name}"
+                for line in alerts.read_text().splitlines() if line.strip())),
+                f"the agent never knew the container {name}", timeout=120)
+        finally:
+            (sync / "go").touch()  # a failed wait must not leave the container waiting
         return done.result()
 
 
