@@ -847,12 +847,17 @@ static __always_inline void connect_tuple(struct event_t *e, long fd) {
 
 #endif
 
-// A record, complete with its result: emitted.
-static __always_inline void emit_result(struct event_t *e, long ret) {
+// A record's result, time, thread and cgroup, filled at the syscall's end.
+static __always_inline void fill_result(struct event_t *e, long ret) {
     e->ret = ret;
     e->ts = bpf_ktime_get_ns();
     e->tid = (u32)bpf_get_current_pid_tgid();
     e->cgroup_id = bpf_get_current_cgroup_id();
+}
+
+// A record, complete with its result: emitted.
+static __always_inline void emit_result(struct event_t *e, long ret) {
+    fill_result(e, ret);
     emit(e);
 }
 
@@ -891,10 +896,7 @@ static __always_inline void fork_fds(u32 parent, u32 child) {
 
 // A successful exec's record: its timestamp is also the process's born (quiet_drop).
 static __always_inline void finish_exec(struct event_t *e, long ret, u32 key) {
-    e->ret = ret;
-    e->ts = bpf_ktime_get_ns();
-    e->tid = (u32)bpf_get_current_pid_tgid();
-    e->cgroup_id = bpf_get_current_cgroup_id();
+    fill_result(e, ret);
     born_note(e->tgid, e->ts);
     emit(e);
     drop_stash(key);

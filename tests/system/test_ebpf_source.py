@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -163,56 +164,49 @@ sys.stdin.readline()
 """
 
 
+@contextmanager
+def flooded(n: int, ringbuf_pages: int) -> Iterator[tuple[EbpfSource, int, int]]:
+    """A source whose ring (of `ringbuf_pages`) nobody reads while a process of the test
+    opens a file `n` times: (the source, the flooder's pid, the drops counted once the
+    flooder is done)."""
+    flooder = subprocess.Popen([sys.executable, "-c", FLOODER, str(n)], text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert flooder.stdin is not None and flooder.stdout is not None
+    cfg, _ = plan(frozenset({"openat"}), available_syscalls(),
+                  ProbeConfig(ringbuf_pages=ringbuf_pages, extra_defines=only_tgid(flooder.pid)))
+    source = EbpfSource(cfg)
+    source.open()
+    try:
+        assert source.drops() == 0
+        flooder.stdin.write("go\n")
+        flooder.stdin.flush()
+        assert flooder.stdout.readline() == "done\n"
+        yield source, flooder.pid, source.drops()
+    finally:
+        flooder.kill()
+        flooder.wait()
+        source.close()
+
+
 def test_drain_hands_over_everything_left_however_many(ebpf_ready: None) -> None:
     """What a stopping agent (or a hot reload, from the old probes) drains is every record
     left in the ring, not one batch of it: an agent behind by more than a batch when it was
     told to stop once decided none of its last matches."""
     n = 3000  # three batches; the 1 MiB ring holds them all
-    flooder = subprocess.Popen([sys.executable, "-c", FLOODER, str(n)], text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert flooder.stdin is not None and flooder.stdout is not None
-    cfg, _ = plan(frozenset({"openat"}), available_syscalls(),
-                  ProbeConfig(ringbuf_pages=256, extra_defines=only_tgid(flooder.pid)))
-    source = EbpfSource(cfg)
-    source.open()
-    try:
-        flooder.stdin.write("go\n")
-        flooder.stdin.flush()
-        assert flooder.stdout.readline() == "done\n"
-        assert source.drops() == 0
-        read = [r for r in source.drain() if r["proc.pid"] == flooder.pid]
-        assert len(read) == n
-    finally:
-        flooder.kill()
-        flooder.wait()
-        source.close()
+    with flooded(n, 256) as (source, pid, dropped):
+        assert dropped == 0
+        assert len([r for r in source.drain() if r["proc.pid"] == pid]) == n
 
 
 def test_drop_counter_counts_every_record_the_ring_could_not_take(ebpf_ready: None) -> None:
     """A ring of 64 KiB that nobody reads while one process opens a file N times: it
     overruns for sure, and every open is either read afterwards or counted as dropped."""
     n = 5000
-    flooder = subprocess.Popen([sys.executable, "-c", FLOODER, str(n)], text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert flooder.stdin is not None and flooder.stdout is not None
-    cfg, _ = plan(frozenset({"openat"}), available_syscalls(),
-                  ProbeConfig(ringbuf_pages=16, extra_defines=only_tgid(flooder.pid)))
-    source = EbpfSource(cfg)
-    source.open()
-    try:
-        assert source.drops() == 0
-        flooder.stdin.write("go\n")
-        flooder.stdin.flush()
-        assert flooder.stdout.readline() == "done\n"
-        dropped = source.drops()
-        read = [r for r in source.drain() if r["proc.pid"] == flooder.pid]
+    with flooded(n, 16) as (source, pid, dropped):
+        read = [r for r in source.drain() if r["proc.pid"] == pid]
         assert all(r["evt.type"] == "openat" for r in read)
         assert 0 < len(read) < n, "the ring did not overrun (or took nothing)"
         assert dropped == n - len(read)
-    finally:
-        flooder.kill()
-        flooder.wait()
-        source.close()
 
 
 def test_reader_sleeps_when_idle_and_loses_nothing_while_awake(watch: Watch) -> None:

@@ -225,15 +225,14 @@ os._exit(0)
         ls.bind(("127.0.0.1", 0))
         ls.listen(2)
         port = ls.getsockname()[1]
-        child = subprocess.Popen([sys.executable, "-c", script, str(port), MARK],
-                                 stderr=subprocess.DEVNULL)
-        assert child.wait(30) == 0
+        _run_marked(script, str(port))
     held.run()
     held.wait(lambda a: _mine(a) and a.event.get("evt.rawres") == 2)
     assert not [a for a in held.alerts if _mine(a) and a.event.get("evt.rawres") == 1]
 
 
 def _run_marked(script: str, *args: str) -> None:
+    """Run `script` with these arguments and the test's marker, to its successful end."""
     child = subprocess.Popen([sys.executable, "-c", script, *args, MARK],
                              stderr=subprocess.DEVNULL)
     assert child.wait(30) == 0
