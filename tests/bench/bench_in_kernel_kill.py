@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench.kill_timing import ExitClock, kills_from_audit, report  # noqa: E402
+from tests.conftest import agent_paths  # noqa: E402
 from tests.system.test_in_kernel_kill import Launcher, stop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +51,8 @@ def start(work: Path, launcher: Launcher, in_kernel: bool) -> tuple[subprocess.P
                       "  dry_run: false\n")
     audit = work / f"audit-{in_kernel}.jsonl"
     err = work / f"agent-{in_kernel}.err"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # its state and snapshot dirs in the run's own directory too, never under /var
+    env = dict(os.environ, PYTHONPATH=str(REPO), **agent_paths(work / f"agent-{in_kernel}"))
     with err.open("w") as fh:
         agent = subprocess.Popen([sys.executable, "-m", "enforcer", "--rules", str(rules),
                                   "--policies", str(policy), "--audit-log", str(audit),

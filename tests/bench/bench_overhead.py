@@ -55,6 +55,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from tests.conftest import agent_paths  # noqa: E402
+
 OPEN_LOOP = r"""
 #include <fcntl.h>
 #include <stdlib.h>
@@ -145,7 +147,9 @@ class RunningAgent:
     """`enforcer --dry-run` with the bundled rules, as a user starts it."""
 
     def __init__(self, cpu: int | None):
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        # its audit log, state and snapshot dirs in a temp dir of its own, never under /var
+        self.work = Path(tempfile.mkdtemp(prefix="enforcer-bench-agent-"))
+        env = dict(os.environ, PYTHONPATH=str(REPO), **agent_paths(self.work))
         cmd = [sys.executable, "-m", "enforcer", "--dry-run"]
         if cpu is not None:
             cmd = ["taskset", "-c", str(cpu), *cmd]
@@ -165,6 +169,7 @@ class RunningAgent:
         cpu, span = proc_cpu(self.proc.pid) - self.cpu0, time.monotonic() - self.t0
         self.proc.send_signal(signal.SIGINT)
         summary = self.proc.communicate(timeout=300)[1]
+        shutil.rmtree(self.work, ignore_errors=True)
         drops = [x.strip() for x in summary.splitlines() if "event drop detected" in x]
         return cpu, span, drops[0] if drops else "no drop summary: " + summary[-300:]
 
